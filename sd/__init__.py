@@ -1,0 +1,59 @@
+"""kitsd service discovery: instancers, registrars and the Endpointer.
+
+The public surface (see ``API.md``): :class:`Event`, :class:`Instancer`,
+:class:`FixedInstancer`, :class:`MemoryRegistry`, :class:`Registrar`,
+:class:`Endpointer`, :func:`chain`, :func:`instancer_from_url`.  The registry
+drivers live in :mod:`sd.etcd` and :mod:`sd.consul` and import their client
+libraries lazily; HTTP endpoints live in :mod:`sd.http`.
+"""
+
+from sd.deadline import remaining
+from sd.endpoint import AsyncEndpoint, Endpoint, Factory, Middleware, SyncEndpoint, is_async
+from sd.endpointer import Endpointer
+from sd.errors import (
+    BackendError,
+    ConnectionFailure,
+    InvalidInstanceError,
+    KitsdError,
+    MisuseError,
+    PermissionDeniedError,
+    RegistryUnavailableError,
+)
+from sd.event import Event
+from sd.instance import join_host_port, normalize_instance, split_instance
+from sd.instancer import Broadcaster, FixedInstancer, Instancer, InstancerHandle
+from sd.memory import MemoryRegistrar, MemoryRegistry
+from sd.middleware import chain
+from sd.registrar import Registrar
+from sd.url import instancer_from_url
+
+__all__ = [
+    "AsyncEndpoint",
+    "BackendError",
+    "Broadcaster",
+    "ConnectionFailure",
+    "Endpoint",
+    "Endpointer",
+    "Event",
+    "Factory",
+    "FixedInstancer",
+    "Instancer",
+    "InstancerHandle",
+    "InvalidInstanceError",
+    "KitsdError",
+    "MemoryRegistrar",
+    "MemoryRegistry",
+    "Middleware",
+    "MisuseError",
+    "PermissionDeniedError",
+    "Registrar",
+    "RegistryUnavailableError",
+    "SyncEndpoint",
+    "chain",
+    "instancer_from_url",
+    "is_async",
+    "join_host_port",
+    "normalize_instance",
+    "remaining",
+    "split_instance",
+]

@@ -1,0 +1,111 @@
+"""Instance strings: ``host:port``, IPv6 hosts in brackets.
+
+Pure functions: parse, normalise, and clean a batch coming from a registry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Iterable
+
+from sd.errors import InvalidInstanceError
+
+__all__ = ["clean_instances", "join_host_port", "normalize_instance", "split_instance"]
+
+logger = logging.getLogger(__name__)
+
+# RFC 1123 host names; underscores are tolerated because real registries hold them.
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                       r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
+
+
+def _check_port(value: object, port: str) -> int:
+    if not port:
+        raise InvalidInstanceError(value, "no port")
+    if not port.isascii() or not port.isdigit():
+        raise InvalidInstanceError(value, f"port {port!r} is not a number")
+    number = int(port)
+    if not 1 <= number <= 65535:
+        raise InvalidInstanceError(value, f"port {number} is outside 1-65535")
+    return number
+
+
+def _check_host(value: object, host: str) -> str:
+    if not host:
+        raise InvalidInstanceError(value, "no host")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return str(address)
+    if not _HOSTNAME.match(host):
+        raise InvalidInstanceError(value, f"host {host!r} is not a host name or IP address")
+    return host.lower()
+
+
+def split_instance(value: object) -> tuple[str, int]:
+    """Split ``value`` into ``(host, port)``; IPv6 hosts come back without brackets.
+
+    Raises :class:`sd.errors.InvalidInstanceError` (a ``ValueError``) naming the value
+    when it is not a string of the form ``host:port`` with a port in 1-65535.
+    """
+    if not isinstance(value, str):
+        raise InvalidInstanceError(value, "not a string")
+    text = value.strip()
+    if not text:
+        raise InvalidInstanceError(value, "empty")
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise InvalidInstanceError(value, "unclosed '['")
+        host, rest = text[1:close], text[close + 1 :]
+        if not rest.startswith(":"):
+            raise InvalidInstanceError(value, "no port")
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            raise InvalidInstanceError(value, f"{host!r} is not an IPv6 address") from None
+        return str(address), _check_port(value, rest[1:])
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise InvalidInstanceError(value, "no port")
+    if ":" in host:
+        raise InvalidInstanceError(value, "IPv6 hosts must be in brackets, as [::1]:80")
+    return _check_host(value, host), _check_port(value, port)
+
+
+def join_host_port(host: str, port: int | str) -> str:
+    """Build a normalised instance string from a host and a port (IPv6 gets brackets)."""
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return normalize_instance(text)
+
+
+def normalize_instance(value: object) -> str:
+    """Return the canonical form of an instance string, or raise ``InvalidInstanceError``.
+
+    Host names are lower-cased and IP addresses written in their compressed form,
+    so ``[0:0::1]:80`` and ``[::1]:80`` are the same instance.
+    """
+    host, port = split_instance(value)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def clean_instances(values: Iterable[object], *, source: str = "registry") -> tuple[str, ...]:
+    """Normalise, de-duplicate and sort instances coming from a registry.
+
+    Invalid values are skipped with a warning naming ``source``; they never raise,
+    since one bad registry entry must not hide the good ones.
+    """
+    good: set[str] = set()
+    for value in values:
+        try:
+            good.add(normalize_instance(value))
+        except InvalidInstanceError as error:
+            logger.warning("skipping %s from %s", error, source)
+    return tuple(sorted(good))
