@@ -1,0 +1,61 @@
+"""Errors raised by balancers and retry; they join the tree drawn in :mod:`sd.errors`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sd.errors import KitsdError
+
+__all__ = ["NoEndpointsError", "RetryError", "RetryTimeout"]
+
+
+class NoEndpointsError(KitsdError):
+    """The balancer had no endpoint to pick (go-kit's ``ErrNoEndpoints``)."""
+
+    def __init__(self, message: str = "no endpoints available") -> None:
+        super().__init__(message)
+
+
+class RetryError(KitsdError):
+    """Every attempt failed.
+
+    ``.errors`` holds every raw error in order; ``.final`` the error the retry gave
+    up on (the callback's replacement, if it gave one).  ``str()`` is ``final``
+    alone for one error, else ``"<final> (previously: e1; e2)"`` as go-kit.
+    """
+
+    def __init__(self, errors: Sequence[BaseException], final: BaseException) -> None:
+        self.errors: list[BaseException] = list(errors)
+        self.final = final
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        if len(self.errors) <= 1:
+            return str(self.final)
+        previous = "; ".join(str(error) for error in self.errors[:-1])
+        return f"{self.final} (previously: {previous})"
+
+    def __str__(self) -> str:
+        return self._describe()
+
+
+class RetryTimeout(KitsdError, TimeoutError):
+    """The retry's timeout passed before an attempt succeeded.
+
+    ``.errors`` holds the errors seen so far (go-kit drops them); ``.timeout`` the
+    configured seconds.
+    """
+
+    def __init__(self, timeout: float, errors: Sequence[BaseException]) -> None:
+        self.timeout = timeout
+        self.errors: list[BaseException] = list(errors)
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        text = f"retry timed out after {self.timeout:g}s"
+        if not self.errors:
+            return text
+        return f"{text} (errors so far: {'; '.join(str(error) for error in self.errors)})"
+
+    def __str__(self) -> str:
+        return self._describe()
