@@ -1,0 +1,5 @@
+"""``python -m kitsd`` runs the command line."""
+
+from kitsd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,223 @@
+"""``kitsd demo``: the whole stack on the embedded default, with instances dying and arriving.
+
+Local HTTP instances register in a :class:`sd.MemoryRegistry`; worker threads
+call them through breaker → retry → balancer → per-instance breakers → HTTP
+endpoints.  A third of the way in one instance crashes (it stops answering at
+once; the registry only learns a moment later, as a real one would), two thirds
+in a new instance registers.  The summary shows how the calls spread and that
+none failed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import httpx
+import pybreaker
+
+import breaker
+import lb
+import sd
+import sd.http
+from kitsd.demo_server import DemoInstance
+
+__all__ = ["DemoReport", "format_report", "run_demo"]
+
+SERVICE = "hello"
+BALANCERS = ("round-robin", "random")
+#: How long the registry takes to notice the crash (a TTL or health check would, in life).
+REGISTRY_LAG = 0.1
+
+
+@dataclass
+class DemoReport:
+    """What a demo run measured."""
+
+    instances: int
+    requests: int
+    balancer: str
+    concurrency: int
+    calls_per_instance: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    retries: int = 0
+    ejections: int = 0
+    breaker_opens: int = 0
+    failed: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+    killed: str = ""
+    added: str = ""
+    wall: float = 0.0
+
+
+class _OpenCounter(pybreaker.CircuitBreakerListener):
+    def __init__(self, report: DemoReport, lock: threading.Lock) -> None:
+        self._report = report
+        self._lock = lock
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        if new_state is not None and new_state.name == pybreaker.STATE_OPEN:
+            with self._lock:
+                self._report.breaker_opens += 1
+
+
+def run_demo(
+    *,
+    instances: int = 3,
+    requests: int = 2000,
+    balancer: str = "round-robin",
+    concurrency: int = 4,
+    seed: int | None = None,
+) -> DemoReport:
+    """Run the demo and return its report; raises ``ValueError`` for bad options."""
+    if instances < 2:
+        raise ValueError("the demo needs at least 2 instances (one of them is killed)")
+    if requests < 3:
+        raise ValueError("the demo needs at least 3 requests")
+    if concurrency < 1:
+        raise ValueError("concurrency must be >= 1")
+    if balancer not in BALANCERS:
+        raise ValueError(f"balancer must be one of {', '.join(BALANCERS)}, got {balancer!r}")
+
+    report = DemoReport(instances, requests, balancer, concurrency)
+    lock = threading.Lock()
+    listener = _OpenCounter(report, lock)
+    registry = sd.MemoryRegistry()
+    servers = [DemoInstance() for _ in range(instances)]
+    registrars = {s.instance: registry.registrar(SERVICE, s.instance) for s in servers}
+    for registrar in registrars.values():
+        registrar.register()
+
+    def decode(response: httpx.Response) -> str:
+        return str(response.json()["instance"])
+
+    http_factory = sd.http.factory(
+        "GET", "/hello", encode=lambda request: {"params": {"n": request}}, decode=decode,
+        client_kwargs={"timeout": 2.0},
+    )
+    factory = breaker.per_instance(
+        http_factory,
+        lambda instance: pybreaker.CircuitBreaker(
+            fail_max=3, reset_timeout=1.0, name=instance, listeners=[listener]
+        ),
+    )
+
+    def on_failure(attempt: int, error: BaseException) -> tuple[bool, BaseException | None]:
+        with lock:
+            report.failures[type(error).__name__] += 1
+            if isinstance(error, sd.ConnectionFailure):
+                report.ejections += 1
+            if attempt < 3:
+                report.retries += 1
+        return attempt < 3, None
+
+    outer = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=1.0, name="client",
+                                     listeners=[listener])
+    start = time.perf_counter()
+    kill_at, add_at = requests // 3, 2 * requests // 3
+    kill_now, add_now = threading.Event(), threading.Event()
+    done = itertools.count(1)
+    numbers = itertools.count()
+
+    with sd.Endpointer(registry.instancer(SERVICE), factory) as endpointer:
+        chosen: lb.Balancer = (
+            lb.RoundRobin(endpointer) if balancer == "round-robin"
+            else lb.Random(endpointer, seed=seed)
+        )
+        client = breaker.circuit_breaker(outer)(
+            lb.retry(3, 2.0, chosen, callback=on_failure)
+        )
+
+        def worker() -> None:
+            for number in numbers:
+                if number >= requests:
+                    return
+                began = time.perf_counter()
+                try:
+                    instance = client(number)
+                except Exception:  # noqa: BLE001 - the demo counts every failure
+                    with lock:
+                        report.failed += 1
+                else:
+                    with lock:
+                        report.calls_per_instance[instance] += 1
+                        report.latencies.append(time.perf_counter() - began)
+                finished = next(done)
+                if finished == kill_at:
+                    kill_now.set()
+                elif finished == add_at:
+                    add_now.set()
+
+        workers = [threading.Thread(target=worker, name=f"demo-worker-{i}")
+                   for i in range(concurrency)]
+        for thread in workers:
+            thread.start()
+        try:
+            kill_now.wait()
+            victim = servers[1]
+            victim.kill()
+            report.killed = victim.instance
+            report.timeline.append((time.perf_counter() - start, f"killed {victim.instance}"))
+            time.sleep(REGISTRY_LAG)  # the registry notices late, as a real one would
+            registrars[victim.instance].deregister()
+            report.timeline.append(
+                (time.perf_counter() - start, f"registry dropped {victim.instance}"))
+            add_now.wait()
+            newcomer = DemoInstance()
+            servers.append(newcomer)
+            registrars[newcomer.instance] = registry.registrar(SERVICE, newcomer.instance)
+            registrars[newcomer.instance].register()
+            report.added = newcomer.instance
+            report.timeline.append((time.perf_counter() - start, f"added {newcomer.instance}"))
+        finally:
+            for thread in workers:
+                thread.join()
+            report.wall = time.perf_counter() - start
+            for registrar in registrars.values():
+                registrar.deregister()
+    for server in servers:
+        server.kill()
+    return report
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
+
+
+def format_report(report: DemoReport, out: TextIO) -> None:
+    """Write the summary a person reads at a glance."""
+    total = sum(report.calls_per_instance.values())
+    write = out.write
+    write(f"kitsd demo: {report.instances} instances, {report.balancer}, "
+          f"{report.requests} calls from {report.concurrency} threads\n"
+          "client = breaker -> retry(3) -> balancer -> per-instance breaker -> HTTP\n\n")
+    for at, what in report.timeline:
+        write(f"  t={at:5.2f}s  {what}\n")
+    write("\n  instance               calls\n")
+    widest = max(report.calls_per_instance.values(), default=1)
+    for instance in sorted(report.calls_per_instance):
+        count = report.calls_per_instance[instance]
+        note = " (killed)" if instance == report.killed else " (added)" if instance == report.added \
+            else ""
+        bar = "#" * max(1, round(30 * count / widest))
+        write(f"  {instance:<21}{count:>6}  {bar}{note}\n")
+    p50 = _percentile(report.latencies, 0.50) * 1000
+    p99 = _percentile(report.latencies, 0.99) * 1000
+    failures = ", ".join(f"{name} {n}" for name, n in report.failures.most_common()) or "none"
+    write(f"\n  calls {total}   failed {report.failed}   retries {report.retries}   "
+          f"ejections {report.ejections}   breaker opens {report.breaker_opens}\n"
+          f"  attempt errors: {failures}\n"
+          f"  latency p50 {p50:.2f} ms   p99 {p99:.2f} ms   wall {report.wall:.2f} s\n")
+    verdict = "OK: every call succeeded" if report.failed == 0 else \
+        f"FAILED: {report.failed} calls failed"
+    write(f"\n{verdict}\n")
