@@ -122,6 +122,7 @@ def run_demo(
     start = time.perf_counter()
     kill_at, add_at = requests // 3, 2 * requests // 3
     kill_now, add_now = threading.Event(), threading.Event()
+    killed, added = threading.Event(), threading.Event()
     done = itertools.count(1)
     numbers = itertools.count()
 
@@ -138,6 +139,11 @@ def run_demo(
             for number in numbers:
                 if number >= requests:
                     return
+                # Calls past a milestone wait for it, so every run shows the same story.
+                if number >= kill_at:
+                    killed.wait()
+                if number >= add_at:
+                    added.wait()
                 began = time.perf_counter()
                 try:
                     instance = client(number)
@@ -162,6 +168,7 @@ def run_demo(
             kill_now.wait()
             victim = servers[1]
             victim.kill()
+            killed.set()
             report.killed = victim.instance
             report.timeline.append((time.perf_counter() - start, f"killed {victim.instance}"))
             time.sleep(REGISTRY_LAG)  # the registry notices late, as a real one would
@@ -174,8 +181,11 @@ def run_demo(
             registrars[newcomer.instance] = registry.registrar(SERVICE, newcomer.instance)
             registrars[newcomer.instance].register()
             report.added = newcomer.instance
+            added.set()
             report.timeline.append((time.perf_counter() - start, f"added {newcomer.instance}"))
         finally:
+            killed.set()
+            added.set()
             for thread in workers:
                 thread.join()
             report.wall = time.perf_counter() - start
