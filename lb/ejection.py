@@ -47,6 +47,11 @@ class EjectionTable:
         self.max_fraction = max_fraction
         self._records: dict[int, _Record] = {}
 
+    @property
+    def empty(self) -> bool:
+        """Whether no endpoint has a record (the hot path's check)."""
+        return not self._records
+
     def __bool__(self) -> bool:
         return bool(self._records)
 

@@ -45,7 +45,7 @@ def usable(endpoints: Sequence[E]) -> Sequence[E]:
     ``endpoints`` is not).  Cheap when nothing has failed."""
     exclude = _failed_in_call.get()
     table = _table
-    if not exclude and not table:
+    if not exclude and (table is None or table.empty):
         return endpoints
     if table is None:
         kept = [e for e in endpoints if id(e) not in exclude]
@@ -82,7 +82,7 @@ def record_failure(endpoint: object, error: BaseException) -> bool:
 def record_success(endpoint: object) -> None:
     """``endpoint`` answered: clear its strikes (cheap when nothing is ejected)."""
     table = _table
-    if table:
+    if table is not None and not table.empty:
         with _lock:
             table.succeeded(endpoint)
 

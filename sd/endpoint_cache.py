@@ -56,6 +56,7 @@ class EndpointCache(Generic[E]):
         self._timeout = invalidate_on_error
         self._by_instance: dict[str, E] = {}
         self._endpoints: tuple[E, ...] = ()
+        self._serving: Read[E] = Read(())  # reused: reads on the hot path allocate nothing
         self._error: BaseException | None = None
         self._deadline = 0.0
 
@@ -78,7 +79,7 @@ class EndpointCache(Generic[E]):
     def read(self, now: float) -> Read[E]:
         """The endpoints to serve, or the stored error once the deadline has passed."""
         if self._error is None or now < self._deadline:
-            return Read(self._endpoints)
+            return self._serving
         return Read((), self._error, self._reconcile(()))
 
     def close(self) -> list[E]:
@@ -100,4 +101,5 @@ class EndpointCache(Generic[E]):
         to_close = [endpoint for instance, endpoint in old.items() if instance not in new]
         self._by_instance = new
         self._endpoints = tuple(new.values())
+        self._serving = Read(self._endpoints)
         return to_close
