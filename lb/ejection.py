@@ -99,7 +99,8 @@ class EjectionTable:
         ]
         if not ejected:
             return candidates
-        allowed = min(int(len(endpoints) * self.max_fraction), len(candidates) - 1)
+        # the epsilon keeps 100 * 0.29 from rounding down to 28
+        allowed = min(int(len(endpoints) * self.max_fraction + 1e-9), len(candidates) - 1)
         if allowed <= 0:
             return candidates
         ejected.sort(reverse=True)

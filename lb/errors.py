@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sd.errors import KitsdError
 
@@ -38,6 +39,11 @@ class RetryError(KitsdError):
     def __str__(self) -> str:
         return self._describe()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # ``args`` holds only the message, so the default would call __init__ wrongly
+        # on unpickling/copying; rebuild from the real constructor arguments.
+        return type(self), (self.errors, self.final), self.__dict__
+
 
 class RetryTimeout(KitsdError, TimeoutError):
     """The retry's timeout passed before an attempt succeeded.
@@ -59,3 +65,7 @@ class RetryTimeout(KitsdError, TimeoutError):
 
     def __str__(self) -> str:
         return self._describe()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # See RetryError.__reduce__.
+        return type(self), (self.timeout, self.errors), self.__dict__

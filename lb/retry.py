@@ -165,13 +165,14 @@ def _after_failure(
 ) -> tuple[float, Token[frozenset[int]] | None]:
     """Shared by both drivers: book the failure, then return the delay before the
     next attempt, or raise the give-up error."""
-    token = None
     if endpoint is not None:
         record_failure(endpoint, error)
-        token = mark_failed_in_call(endpoint)
     decision = call.failed(error, time.monotonic())
     if isinstance(decision, GiveUp):
         raise decision.error from error
+    # Marked only once we know there is a next attempt: the driver resets the first
+    # token it is handed, so a mark made on the way out would outlive the call.
+    token = mark_failed_in_call(endpoint) if endpoint is not None else None
     return decision.delay, token
 
 

@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeAlias
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SyncEndpoint: TypeAlias = Callable[[Any], Any]
-AsyncEndpoint: TypeAlias = Callable[[Any], Awaitable[Any]]
+AsyncEndpoint: TypeAlias = Callable[[Any], Coroutine[Any, Any, Any]]
 #: Either kind; kitsd checks which with :func:`is_async`.
 Endpoint: TypeAlias = Callable[[Any], Any]
 Middleware: TypeAlias = Callable[[Endpoint], Endpoint]

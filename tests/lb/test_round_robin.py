@@ -1,0 +1,162 @@
+"""lb.RoundRobin: go-kit's round_robin_test.go scenarios, plus error pass-through and threads."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import lb
+import sd
+from sd.endpoint import Endpoint
+
+INSTANCES = ("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80")
+
+
+class Static:
+    """The smallest endpoint source: a fixed list (go-kit's ``FixedEndpointer``)."""
+
+    def __init__(self, endpoints: list[Endpoint]) -> None:
+        self._endpoints = endpoints
+
+    def endpoints(self) -> list[Endpoint]:
+        return list(self._endpoints)
+
+
+class Failing:
+    """An endpoint source whose ``endpoints()`` raises the given error."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def endpoints(self) -> list[Endpoint]:
+        raise self.error
+
+
+def noop(name: str) -> Endpoint:
+    def endpoint(request: Any) -> str:
+        return name
+
+    endpoint.__name__ = name
+    return endpoint
+
+
+@pytest.fixture
+def fixed_instancer() -> Iterator[sd.FixedInstancer]:
+    with sd.FixedInstancer(INSTANCES) as instancer:
+        yield instancer
+
+
+def test_is_a_balancer() -> None:
+    assert isinstance(lb.RoundRobin(Static([])), lb.Balancer)
+
+
+def test_counts_cycle_from_index_zero(fixed_instancer: sd.FixedInstancer) -> None:
+    # go-kit TestRoundRobin, over a real Endpointer (sorted instance order).
+    counts = dict.fromkeys(INSTANCES, 0)
+
+    def factory(instance: str) -> Endpoint:
+        def endpoint(request: Any) -> str:
+            counts[instance] += 1
+            return instance
+
+        return endpoint
+
+    with sd.Endpointer(fixed_instancer, factory) as endpointer:
+        balancer = lb.RoundRobin(endpointer)
+        expected = [
+            [1, 0, 0], [1, 1, 0], [1, 1, 1], [2, 1, 1], [2, 2, 1], [2, 2, 2], [3, 2, 2],
+        ]
+        for step, want in enumerate(expected, start=1):
+            balancer.endpoint()(None)
+            assert [counts[i] for i in INSTANCES] == want, f"after call {step}"
+
+
+def test_empty_set_raises_no_endpoints() -> None:
+    # go-kit TestRoundRobinNoEndpoints
+    balancer = lb.RoundRobin(Static([]))
+    with pytest.raises(lb.NoEndpointsError) as info:
+        balancer.endpoint()
+    assert str(info.value) == "no endpoints available"
+    assert isinstance(info.value, sd.KitsdError)
+
+
+def test_empty_endpointer_raises_no_endpoints() -> None:
+    with (
+        sd.FixedInstancer([]) as instancer,
+        sd.Endpointer(instancer, noop) as endpointer,
+        pytest.raises(lb.NoEndpointsError, match=r"^no endpoints available$"),
+    ):
+        lb.RoundRobin(endpointer).endpoint()
+
+
+def test_endpointer_error_passes_through_unchanged() -> None:
+    now = [100.0]
+    broadcaster = sd.Broadcaster(sd.Event(INSTANCES))
+    with sd.InstancerHandle(broadcaster) as instancer, sd.Endpointer(
+        instancer, noop, invalidate_on_error=1.0, clock=lambda: now[0]
+    ) as endpointer:
+        balancer = lb.RoundRobin(endpointer)
+        boom = sd.RegistryUnavailableError("registry unreachable")
+        broadcaster.publish_error(boom)
+        # Within invalidate_on_error the last endpoints keep serving (as go-kit).
+        assert balancer.endpoint()(None) == INSTANCES[0]
+        now[0] += 1.0
+        with pytest.raises(sd.RegistryUnavailableError) as info:
+            balancer.endpoint()
+        assert info.value is boom
+        assert type(info.value) is sd.RegistryUnavailableError
+
+
+@pytest.mark.parametrize(
+    "error", [OSError("disk on fire"), LookupError("nope"), KeyboardInterrupt()]
+)
+def test_source_error_passes_through_unchanged(error: BaseException) -> None:
+    balancer = lb.RoundRobin(Failing(error))
+    with pytest.raises(type(error)) as info:
+        balancer.endpoint()
+    assert info.value is error
+
+
+def test_source_changes_are_seen_on_the_next_pick() -> None:
+    a, b, c = noop("a"), noop("b"), noop("c")
+    source = Static([a, b])
+    balancer = lb.RoundRobin(source)
+    assert [balancer.endpoint() for _ in range(2)] == [a, b]
+    source._endpoints = [a, b, c]
+    assert [balancer.endpoint() for _ in range(3)] == [c, a, b]
+    source._endpoints = []
+    with pytest.raises(lb.NoEndpointsError):
+        balancer.endpoint()
+
+
+def test_exact_counts_under_threads(no_thread_leaks: None) -> None:
+    # go-kit TestRoundRobinNoRace, but stricter: RoundRobin is exact under threads.
+    endpoints = [noop(name) for name in "abc"]
+    balancer = lb.RoundRobin(Static(endpoints))
+    threads_n, picks_n = 8, 30_000
+    barrier = threading.Barrier(threads_n)
+    totals: Counter[Callable[[Any], Any]] = Counter()
+    totals_lock = threading.Lock()
+    problems: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            local = Counter(balancer.endpoint() for _ in range(picks_n))
+            with totals_lock:
+                totals.update(local)
+        except BaseException as error:  # reported to the test below
+            problems.append(error)
+
+    threads = [threading.Thread(target=worker, name=f"rr-{n}") for n in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert problems == []
+    per_endpoint = threads_n * picks_n // len(endpoints)
+    assert dict(totals) == dict.fromkeys(endpoints, per_endpoint)
