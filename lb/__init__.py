@@ -2,12 +2,14 @@
 
 Public surface (see ``API.md``): :class:`Balancer`, :class:`RoundRobin`,
 :class:`Random`, :class:`NoEndpointsError`, :func:`retry`, :func:`retry_async`,
-:class:`RetryError`, :class:`RetryTimeout`, :func:`remaining`.
+:class:`RetryError`, :class:`RetryTimeout`, :func:`remaining`; beyond it,
+:class:`LeastLoaded` (power of two choices over requests in flight).
 """
 
 from lb.balancer import Balancer, EndpointSource
 from lb.ejection import EjectionTable
 from lb.errors import NoEndpointsError, RetryError, RetryTimeout
+from lb.least_loaded import LeastLoaded
 from lb.pick import ejection_table, set_ejection_table
 from lb.random import Random
 from lb.retry import retry, retry_async
@@ -18,6 +20,7 @@ __all__ = [
     "Balancer",
     "EjectionTable",
     "EndpointSource",
+    "LeastLoaded",
     "NoEndpointsError",
     "Random",
     "RetryError",
