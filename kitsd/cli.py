@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=int, default=2000, help="calls to make (default 2000)")
     demo.add_argument("--balancer", choices=BALANCERS, default="round-robin")
     demo.add_argument("--concurrency", type=int, default=4, help="calling threads (default 4)")
-    demo.add_argument("--seed", type=int, default=None, help="seed for --balancer random")
+    demo.add_argument("--seed", type=int, default=None, help="seed for the random choices")
 
     watch_cmd = commands.add_parser("watch", help="print the live instance set of a URL")
     watch_cmd.add_argument(
@@ -49,5 +49,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if report.failed == 0 else 1
         return watch(args.url, sys.stdout, count=args.count, duration=args.duration)
     except ValueError as error:
-        print(f"kitsd: {error}", file=sys.stderr)  # noqa: T201 - a command line prints
+        print(f"kitsd: {error}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ from kitsd.demo_server import DemoInstance
 __all__ = ["DemoReport", "format_report", "run_demo"]
 
 SERVICE = "hello"
-BALANCERS = ("round-robin", "random")
+BALANCERS = ("round-robin", "random", "least-loaded")
 #: How long the registry takes to notice the crash (a TTL or health check would, in life).
 REGISTRY_LAG = 0.1
 
@@ -94,11 +94,14 @@ def run_demo(
     for registrar in registrars.values():
         registrar.register()
 
+    def encode(request: int) -> dict[str, Any]:
+        return {"params": {"n": request}}
+
     def decode(response: httpx.Response) -> str:
         return str(response.json()["instance"])
 
     http_factory = sd.http.factory(
-        "GET", "/hello", encode=lambda request: {"params": {"n": request}}, decode=decode,
+        "GET", "/hello", encode=encode, decode=decode,
         client_kwargs={"timeout": 2.0},
     )
     factory = breaker.per_instance(
@@ -127,10 +130,13 @@ def run_demo(
     numbers = itertools.count()
 
     with sd.Endpointer(registry.instancer(SERVICE), factory) as endpointer:
-        chosen: lb.Balancer = (
-            lb.RoundRobin(endpointer) if balancer == "round-robin"
-            else lb.Random(endpointer, seed=seed)
-        )
+        chosen: lb.Balancer
+        if balancer == "round-robin":
+            chosen = lb.RoundRobin(endpointer)
+        elif balancer == "random":
+            chosen = lb.Random(endpointer, seed=seed)
+        else:
+            chosen = lb.LeastLoaded(endpointer, seed=seed)
         client = breaker.circuit_breaker(outer)(
             lb.retry(3, 2.0, chosen, callback=on_failure)
         )
@@ -217,8 +223,7 @@ def format_report(report: DemoReport, out: TextIO) -> None:
     widest = max(report.calls_per_instance.values(), default=1)
     for instance in sorted(report.calls_per_instance):
         count = report.calls_per_instance[instance]
-        note = " (killed)" if instance == report.killed else " (added)" if instance == report.added \
-            else ""
+        note = {report.killed: " (killed)", report.added: " (added)"}.get(instance, "")
         bar = "#" * max(1, round(30 * count / widest))
         write(f"  {instance:<21}{count:>6}  {bar}{note}\n")
     p50 = _percentile(report.latencies, 0.50) * 1000

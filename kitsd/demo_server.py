@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -36,9 +37,9 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out in two writes
     server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+    def do_GET(self) -> None:
         host, port = self.server.server_address[:2]
-        body = json.dumps({"instance": f"{host}:{port}", "path": self.path}).encode()
+        body = json.dumps({"instance": f"{host!s}:{port}", "path": self.path}).encode()
         with self.server.connections_lock:
             self.server.served += 1
         self.send_response(200)
@@ -47,7 +48,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the demo prints its own summary."""
 
 
@@ -57,7 +58,7 @@ class DemoInstance:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self._server = _Server((host, 0))
         address = self._server.server_address
-        self.instance = f"{address[0]}:{address[1]}"
+        self.instance = f"{address[0]!s}:{address[1]}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, name=f"demo-{self.instance}", daemon=True
         )
@@ -78,9 +79,7 @@ class DemoInstance:
         with self._server.connections_lock:
             connections = list(self._server.connections)
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):  # already gone
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already gone
         self._server.server_close()  # closes the listener and joins the handler threads
         self._thread.join()

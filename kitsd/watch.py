@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import TextIO
@@ -38,8 +39,6 @@ def watch(url: str, out: TextIO, *, stop: threading.Event | None = None,
 
     with sd.instancer_from_url(url) as instancer:
         instancer.subscribe(on_event)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait(duration)
-        except KeyboardInterrupt:
-            pass
     return 0

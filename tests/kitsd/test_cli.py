@@ -14,7 +14,7 @@ from kitsd.cli import main
 from kitsd.demo import format_report, run_demo
 
 
-@pytest.mark.parametrize("balancer", ["round-robin", "random"])
+@pytest.mark.parametrize("balancer", ["round-robin", "random", "least-loaded"])
 def test_demo_loses_no_call_while_an_instance_dies_and_one_arrives(
     balancer: str, no_thread_leaks: None
 ) -> None:
@@ -22,7 +22,9 @@ def test_demo_loses_no_call_while_an_instance_dies_and_one_arrives(
 
     assert report.failed == 0
     assert sum(report.calls_per_instance.values()) == 300
-    assert report.killed and report.added and report.killed != report.added
+    assert report.killed
+    assert report.added
+    assert report.killed != report.added
     # the new instance took calls, the killed one took some before it died
     assert report.calls_per_instance[report.added] > 0
     assert report.calls_per_instance[report.killed] > 0
@@ -39,7 +41,8 @@ def test_summary_reads_at_a_glance() -> None:
 
     assert "failed 0" in text
     assert re.search(r"p50 [\d.]+ ms\s+p99 [\d.]+ ms", text)
-    assert "(killed)" in text and "(added)" in text
+    assert "(killed)" in text
+    assert "(added)" in text
     assert text.rstrip().endswith("OK: every call succeeded")
 
 
