@@ -26,21 +26,25 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             sock.close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
-    """Poll ``predicate`` until it is true; raise ``TimeoutError`` naming ``what`` after ``timeout``."""
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
+    """Poll ``predicate`` until true; raise ``TimeoutError`` naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             if predicate():
                 return
-        except Exception:  # noqa: BLE001 - a server that is still starting may fail in any way
+        except Exception:  # noqa: BLE001, S110 - a server still starting may fail in any way
             pass
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
         time.sleep(interval)
 
 
-def stop_process(process: subprocess.Popen[bytes], *, kill: bool = False, timeout: float = 10.0) -> None:
+def stop_process(
+    process: subprocess.Popen[bytes], *, kill: bool = False, timeout: float = 10.0
+) -> None:
     """Stop ``process`` (SIGTERM, or SIGKILL with ``kill=True``) and reap it; idempotent."""
     if process.poll() is not None:
         return

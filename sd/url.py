@@ -28,7 +28,11 @@ def instancer_from_url(url: str) -> InstancerHandle:
     """An instancer for ``url``; raises ``ValueError`` for a scheme or URL it cannot use."""
     if not isinstance(url, str) or "://" not in url:
         raise MisuseError(f"not an instancer URL: {url!r} (want static://, etcd:// or consul://)")
-    parsed = urllib.parse.urlsplit(url)
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        parsed.port  # noqa: B018 - urlsplit checks the port lazily; make it check now
+    except ValueError as error:
+        raise MisuseError(f"not a valid URL: {url!r} ({error})") from error
     scheme = parsed.scheme.lower()
     if scheme == "static":
         body = url.split("://", 1)[1]

@@ -1,0 +1,236 @@
+"""``EtcdRegistrar``: keep ``key=value`` in etcd under a lease while the service lives.
+
+Theory of operation
+-------------------
+``register()`` grants a lease of ``ttl`` seconds, puts ``key=value`` attached to
+it, and starts a keep-alive thread that refreshes the lease every third of its
+granted TTL.  If the process dies, nobody refreshes the lease and etcd deletes
+the key when it expires: a crashed instance leaves discovery on its own.
+
+The keep-alive thread treats etcd's answer "TTL 0" (the lease expired during a
+partition, or someone revoked it) as a lost registration: it grants a new
+lease and puts the key again.  Connection errors are retried with a short
+jittered backoff (never longer than the refresh interval), clearing the
+client's failed-endpoint marks first (:func:`sd.etcd.client.revive_endpoints`),
+so a member restart or a leader change costs one or two refreshes, not the
+registration.
+
+``deregister()`` stops the thread, deletes the key and revokes the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+from typing import Final
+
+from sd.backoff import Backoff
+from sd.errors import MisuseError
+from sd.etcd.client import (
+    EtcdClient,
+    describe,
+    grant_lease,
+    is_not_found,
+    is_token_error,
+    keep_alive_once,
+    reauthenticate,
+    revive_endpoints,
+    summarize_error,
+    to_backend_error,
+)
+from sd.instance import normalize_instance
+from sd.registrar import RegistrarContext
+
+__all__ = ["EtcdRegistrar"]
+
+logger = logging.getLogger(__name__)
+
+_JOIN_TIMEOUT: Final = 2.0
+_RETRY_INITIAL: Final = 0.05
+
+
+class EtcdRegistrar(RegistrarContext):
+    """Registers ``value`` (an instance string) at ``key`` under a lease of ``ttl`` seconds.
+
+    ``register()`` grants the lease, puts the key and starts the keep-alive
+    thread; ``deregister()`` stops the thread, deletes the key and revokes the
+    lease.  Both are idempotent, and the registrar can be registered again
+    after deregistering.  As a context manager it registers on enter and
+    deregisters on exit.  A lease lost while registered (expired during a
+    partition, revoked) is re-granted and the key re-put.
+
+    The value is stored normalised (``LOCALHOST:80`` → ``localhost:80``).  etcd
+    counts TTLs in whole seconds and has a minimum (about two seconds with
+    default timings), so ``ttl`` is rounded up and may be raised by etcd.
+
+    Raises :class:`~sd.errors.MisuseError` (a ``ValueError``) for an empty key,
+    an empty value, a value that is not a ``host:port`` instance
+    (:class:`~sd.errors.InvalidInstanceError`, naming it) or a ``ttl`` that is
+    not positive.  ``register()`` and ``deregister()`` raise
+    :class:`~sd.errors.RegistryUnavailableError` or
+    :class:`~sd.errors.PermissionDeniedError` (chained from the client's error)
+    when etcd fails them; after a failed ``deregister()`` the registrar is still
+    deregistered and the key disappears when the lease expires.  Thread-safe;
+    the client stays the caller's.
+    """
+
+    def __init__(self, client: EtcdClient, key: str, value: str, *, ttl: float = 10.0) -> None:
+        if not isinstance(key, str) or not key:
+            raise MisuseError(f"etcd registrar key must be a non-empty string, not {key!r}")
+        if not isinstance(value, str) or not value.strip():
+            raise MisuseError(f"etcd registrar value must be a non-empty string, not {value!r}")
+        normalized = normalize_instance(value)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) \
+                or ttl <= 0:
+            raise MisuseError(f"etcd registrar ttl must be positive seconds, not {ttl!r}")
+        self._client = client
+        self._key = key
+        self._value = normalized
+        self._ttl = float(ttl)
+        self._lease_ttl = max(1, math.ceil(ttl))
+        self._lock = threading.Lock()  # serialises register/deregister
+        self._state_lock = threading.Lock()  # guards the lease fields, shared with the thread
+        self._lease_id: int | None = None
+        self._granted_ttl = self._lease_ttl
+        self._registrations = 0
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def key(self) -> str:
+        """The registered key."""
+        return self._key
+
+    @property
+    def value(self) -> str:
+        """The registered value (normalised instance string)."""
+        return self._value
+
+    @property
+    def ttl(self) -> float:
+        """The requested lease TTL in seconds."""
+        return self._ttl
+
+    @property
+    def lease_id(self) -> int | None:
+        """The current lease id while registered, else ``None``."""
+        with self._state_lock:
+            return self._lease_id
+
+    @property
+    def registrations(self) -> int:
+        """How many times the key was put: once per ``register()`` plus once per lost lease."""
+        with self._state_lock:
+            return self._registrations
+
+    @property
+    def registered(self) -> bool:
+        """Whether ``register()`` is in effect (the keep-alive thread is running)."""
+        with self._lock:
+            return self._thread is not None
+
+    def register(self) -> None:
+        """Grant the lease, put the key and start keeping the lease alive; idempotent."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            try:
+                revive_endpoints(self._client)
+                try:
+                    self._grant_and_put()
+                except Exception as error:
+                    # etcd forgot our token (restart) -- a client connect() built can log in again
+                    if not (is_token_error(error) and reauthenticate(self._client)):
+                        raise
+                    self._grant_and_put()
+            except Exception as error:
+                raise to_backend_error(error, f"registering {self._key!r} in etcd at "
+                                              f"{describe(self._client)}") from error
+            self._stopping = threading.Event()
+            self._thread = threading.Thread(
+                target=self._keep_alive,
+                args=(self._stopping,),
+                name=f"kitsd-etcd-lease {self._key}",
+                daemon=True,
+            )
+            self._thread.start()
+        logger.info("registered %r=%r in etcd (lease ttl %ds)", self._key, self._value,
+                    self._granted_ttl)
+
+    def deregister(self) -> None:
+        """Stop the keep-alive, delete the key and revoke the lease; idempotent."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is None:
+                return
+            self._stopping.set()
+            if thread is not threading.current_thread():
+                thread.join(_JOIN_TIMEOUT)
+            with self._state_lock:
+                lease_id, self._lease_id = self._lease_id, None
+            try:
+                self._client.delete(self._key)
+                if lease_id is not None:
+                    self._revoke(lease_id)
+            except Exception as error:
+                raise to_backend_error(error, f"deregistering {self._key!r} from etcd at "
+                                              f"{describe(self._client)}") from error
+        logger.info("deregistered %r from etcd", self._key)
+
+    def _revoke(self, lease_id: int) -> None:
+        try:
+            self._client.revoke_lease(lease_id)
+        except Exception as error:
+            if not is_not_found(error):  # already expired or revoked: fine
+                raise
+
+    def _grant_and_put(self) -> None:
+        lease_id, granted = grant_lease(self._client, self._lease_ttl)
+        self._client.put(self._key, self._value, lease=lease_id)
+        with self._state_lock:
+            self._lease_id = lease_id
+            self._granted_ttl = granted
+            self._registrations += 1
+
+    def _interval(self) -> float:
+        with self._state_lock:
+            return max(0.1, self._granted_ttl / 3.0)
+
+    def _keep_alive(self, stopping: threading.Event) -> None:
+        backoff = Backoff(initial=_RETRY_INITIAL, maximum=self._interval(), rng=random.Random())
+        delay = self._interval()
+        reauth = False
+        while not stopping.wait(delay):
+            try:
+                revive_endpoints(self._client)
+                if reauth:
+                    reauth = False
+                    reauthenticate(self._client)
+                lease_id = self.lease_id
+                remaining = keep_alive_once(self._client, lease_id) if lease_id is not None else 0
+                if stopping.is_set():
+                    break
+                if remaining <= 0:
+                    logger.warning(
+                        "etcd lease of %r was lost (expired or revoked); registering again",
+                        self._key,
+                    )
+                    self._grant_and_put()
+                backoff.reset()
+                delay = self._interval()
+            except Exception as error:  # noqa: BLE001 - the keep-alive must outlive any failure
+                if stopping.is_set():
+                    break
+                reauth = is_token_error(error)
+                backoff.maximum = self._interval()
+                delay = backoff.next_delay()
+                logger.warning(
+                    "keeping %r alive in etcd at %s failed (%s); retrying in %.2fs",
+                    self._key, describe(self._client), summarize_error(error), delay,
+                )
+        logger.debug("etcd keep-alive of %r stopped", self._key)
+
+    def __repr__(self) -> str:
+        return f"EtcdRegistrar(key={self._key!r}, value={self._value!r}, ttl={self._ttl:g})"

@@ -1,0 +1,169 @@
+"""``etcd://`` URLs for :func:`sd.url.instancer_from_url`.
+
+Form: ``etcd://[user[:password]@]host[:port][,host[:port]...]/prefix/[?timeout=SECONDS]``
+
+* several comma-separated hosts give a client that fails over between
+  cluster members; the port defaults to 2379;
+* the path is the key prefix, kept as written (``etcd://h:2379/services/api/``
+  watches ``/services/api/``); percent-escapes are decoded;
+* credentials come from the URL's userinfo, else from the environment
+  variables ``KITSD_ETCD_USER`` and ``KITSD_ETCD_PASSWORD``.  They are never
+  logged and never appear in a ``repr``.
+
+The instancer built from a URL owns its client and closes it on ``stop()``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import urllib.parse
+from typing import Any, Final
+
+from sd.errors import MisuseError
+from sd.etcd.client import close_client, connect
+from sd.etcd.instancer import EtcdInstancer
+from sd.instancer import InstancerHandle
+
+__all__ = ["PASSWORD_ENV", "USER_ENV", "EtcdURL", "instancer_from_url", "parse_url"]
+
+USER_ENV: Final = "KITSD_ETCD_USER"
+"""Environment variable with the etcd user name when the URL has none."""
+PASSWORD_ENV: Final = "KITSD_ETCD_PASSWORD"  # noqa: S105 - the variable's name, not a password
+"""Environment variable with the etcd password when the URL has none."""
+
+_DEFAULT_PORT: Final = 2379
+
+
+class EtcdURL:
+    """A parsed ``etcd://`` URL.  ``repr`` and ``str`` hide the password."""
+
+    __slots__ = ("_password", "endpoints", "prefix", "timeout", "user")
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        prefix: str,
+        *,
+        user: str | None,
+        password: str | None,
+        timeout: float | None,
+    ) -> None:
+        self.endpoints = endpoints
+        self.prefix = prefix
+        self.user = user
+        self._password = password
+        self.timeout = timeout
+
+    @property
+    def password(self) -> str | None:
+        """The password (from the URL or ``KITSD_ETCD_PASSWORD``); handle with care."""
+        return self._password
+
+    def __repr__(self) -> str:
+        secret = "" if self._password is None else ", password='***'"
+        return (
+            f"EtcdURL(endpoints={self.endpoints!r}, prefix={self.prefix!r},"
+            f" user={self.user!r}{secret}, timeout={self.timeout!r})"
+        )
+
+    __str__ = __repr__
+
+
+def _split_hosts(netloc: str) -> list[str]:
+    hosts = netloc.rpartition("@")[2]
+    endpoints = []
+    for item in hosts.split(","):
+        text = item.strip()
+        if not text:
+            continue
+        if text.startswith("["):
+            host, close, rest = text[1:].partition("]")
+            if not close or (rest and not rest.startswith(":")):
+                raise MisuseError(f"bad etcd host {text!r}")
+            port = rest[1:] or str(_DEFAULT_PORT)
+            host = f"[{host}]"
+        else:
+            host, colon, port = text.rpartition(":")
+            if not colon:
+                host, port = text, str(_DEFAULT_PORT)
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise MisuseError(f"bad etcd host {text!r}: want host:port")
+        endpoints.append(f"{host}:{int(port)}")
+    if not endpoints:
+        raise MisuseError("etcd URL names no host")
+    return endpoints
+
+
+def parse_url(parsed: urllib.parse.SplitResult) -> EtcdURL:
+    """Parse an ``etcd://`` URL; raises :class:`~sd.errors.MisuseError` (a ``ValueError``)."""
+    if parsed.scheme.lower() != "etcd":
+        raise MisuseError(f"not an etcd:// URL (scheme {parsed.scheme!r})")
+    endpoints = _split_hosts(parsed.netloc)
+    prefix = urllib.parse.unquote(parsed.path)
+    if not prefix or prefix == "/":
+        raise MisuseError("etcd URL needs a key prefix path, as etcd://host:2379/services/api/")
+    userinfo, at, _ = parsed.netloc.rpartition("@")
+    user: str | None = None
+    password: str | None = None
+    if at:
+        raw_user, colon, raw_password = userinfo.partition(":")
+        user = urllib.parse.unquote(raw_user) or None
+        password = urllib.parse.unquote(raw_password) if colon else None
+    if user is None:
+        user = os.environ.get(USER_ENV) or None
+    if password is None and user is not None:
+        password = os.environ.get(PASSWORD_ENV)
+    if (user is None) != (password is None):
+        raise MisuseError(
+            f"etcd URL has a user but no password (set it in the URL or {PASSWORD_ENV})"
+        )
+    timeout: float | None = 5.0
+    for name, values in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items():
+        if name != "timeout":
+            raise MisuseError(f"unknown etcd URL parameter {name!r} (known: timeout)")
+        try:
+            timeout = float(values[-1])
+        except ValueError:
+            raise MisuseError(f"etcd URL timeout must be seconds, not {values[-1]!r}") from None
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise MisuseError(f"etcd URL timeout must be positive, not {values[-1]!r}")
+    return EtcdURL(endpoints, prefix, user=user, password=password, timeout=timeout)
+
+
+class _OwningEtcdInstancer(EtcdInstancer):
+    """An :class:`EtcdInstancer` that closes its (private) client when stopped."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self._close_lock = threading.Lock()
+        self._closed = False
+        try:
+            super().__init__(client, prefix)
+        except BaseException:
+            close_client(client)
+            raise
+
+    def stop(self) -> None:
+        """Stop the watch, then close the client it owns; idempotent."""
+        super().stop()
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        close_client(self.client)
+
+
+def instancer_from_url(parsed: urllib.parse.SplitResult) -> InstancerHandle:
+    """An :class:`~sd.etcd.EtcdInstancer` for an ``etcd://`` URL, on a client of its own.
+
+    Raises :class:`~sd.errors.MisuseError` for a malformed URL; with
+    credentials, :class:`~sd.errors.PermissionDeniedError` or
+    :class:`~sd.errors.RegistryUnavailableError` when etcd refuses them or
+    cannot be reached (authentication happens at once).
+    """
+    url = parse_url(parsed)
+    client = connect(
+        endpoints=url.endpoints, user=url.user, password=url.password, timeout=url.timeout
+    )
+    return _OwningEtcdInstancer(client, url.prefix)

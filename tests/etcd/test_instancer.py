@@ -1,0 +1,510 @@
+"""Tests for sd.etcd.instancer (against a real etcd) and the client boundary in sd.etcd.client.
+
+Measured figures are printed with a ``FIGURE`` prefix (see them with ``-s``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import sd
+import sd.etcd
+from compose.etcd import EtcdMember, ExternalEtcd
+from compose.process import free_ports
+from sd.errors import BackendError, MisuseError, PermissionDeniedError, RegistryUnavailableError
+from sd.etcd.client import compacted_revision, revive_endpoints, to_backend_error
+from sd.etcd.instancer import _running_watches
+from sd.event import Event
+from tests.etcd.conftest import require_restartable
+from tests.helpers import wait_for
+
+pyetcd = pytest.importorskip("pyetcd")
+
+
+class Recorder:
+    """A subscriber that records every event (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    @property
+    def events(self) -> list[Event]:
+        with self._lock:
+            return list(self._events)
+
+    @property
+    def last(self) -> Event:
+        with self._lock:
+            return self._events[-1]
+
+
+def instances_are(handle: sd.InstancerHandle, *expected: str) -> Callable[[], bool]:
+    want = tuple(sorted(expected))
+    return lambda: handle.state.error is None and handle.state.instances == want
+
+
+# ---------------------------------------------------------------------------
+# the client boundary, without a server
+
+
+class FakeStatus:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class FakeRpcError(Exception):
+    """Shaped like grpc.RpcError: code() and details()."""
+
+    def __init__(self, code: str, details: str = "") -> None:
+        super().__init__(details)
+        self._code = FakeStatus(code)
+        self._details = details
+
+    def code(self) -> FakeStatus:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def test_errors_map_to_the_kitsd_tree() -> None:
+    unavailable = to_backend_error(FakeRpcError("UNAVAILABLE", "connection refused"), "watch")
+    assert type(unavailable) is RegistryUnavailableError
+    denied = to_backend_error(FakeRpcError("PERMISSION_DENIED", "etcdserver: denied"), "w")
+    assert isinstance(denied, PermissionDeniedError)
+    bad_password = FakeRpcError(
+        "INVALID_ARGUMENT", "etcdserver: authentication failed, invalid user ID or password"
+    )
+    assert isinstance(to_backend_error(bad_password, "w"), PermissionDeniedError)
+    assert isinstance(to_backend_error(FakeRpcError("UNAUTHENTICATED", "bad token"), "w"),
+                      PermissionDeniedError)
+    assert type(to_backend_error(ValueError("Trying to use a failed node"), "w")) \
+        is RegistryUnavailableError
+    # The vendor wraps gRPC errors raised while handling them; the mapping looks through.
+    wrapped = pyetcd.Etcd3Exception()
+    wrapped.__context__ = FakeRpcError("PERMISSION_DENIED", "nope")
+    assert type(to_backend_error(wrapped, "w")) is PermissionDeniedError
+    mine = RegistryUnavailableError("already mapped")
+    assert to_backend_error(mine, "w") is mine
+
+
+def test_compaction_is_recognised() -> None:
+    from pyetcd.exceptions import RevisionCompactedError
+
+    assert compacted_revision(RevisionCompactedError(42)) == 42
+    assert compacted_revision(ValueError("x")) is None
+    assert compacted_revision(None) is None
+
+
+def test_revive_endpoints_clears_the_five_minute_failed_mark() -> None:
+    endpoint = pyetcd.Endpoint("127.0.0.1", 1, secure=False)
+    user_client = pyetcd.MultiEndpointEtcd3Client(endpoints=[endpoint])
+    try:
+        endpoint.fail()
+        assert endpoint.is_failed()
+        with pytest.raises(ValueError, match="failed node"):
+            _ = user_client.channel
+        assert revive_endpoints(user_client) == ["127.0.0.1:1"]
+        assert not endpoint.is_failed()
+        assert user_client.channel is not None
+        assert revive_endpoints(user_client) == []
+    finally:
+        user_client.close()
+
+
+def test_revive_endpoints_leaves_failover_to_a_healthy_member() -> None:
+    from pyetcd.exceptions import NoServerAvailableError
+
+    endpoints = [pyetcd.Endpoint("127.0.0.1", port, secure=False) for port in (1, 2, 3)]
+    failover = pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, failover=True)
+    try:
+        endpoints[0].fail()
+        assert revive_endpoints(failover) == []  # 2 and 3 are usable: fail over to them
+        assert endpoints[0].is_failed()
+        endpoints[1].fail()
+        endpoints[2].fail()
+        with pytest.raises(NoServerAvailableError):
+            _ = failover.channel
+        assert sorted(revive_endpoints(failover)) == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+        assert failover.channel is not None
+    finally:
+        failover.close()
+
+
+def test_revive_endpoints_ignores_clients_without_marks() -> None:
+    class Old:
+        channel = object()
+
+    assert revive_endpoints(Old()) == []
+    assert revive_endpoints(object()) == []
+
+
+def test_instancer_rejects_misuse() -> None:
+    with pytest.raises(MisuseError):
+        sd.etcd.EtcdInstancer(object(), "")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not an etcd client"):
+        sd.etcd.EtcdInstancer(object(), "/svc/")  # type: ignore[arg-type]
+
+
+def test_sd_etcd_imports_without_client_libraries() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['pyetcd'] = None\n"
+        "sys.modules['etcd3'] = None\n"
+        "import sd.etcd\n"
+        "assert 'grpc' not in sys.modules, 'grpc imported eagerly'\n"
+        "try:\n"
+        "    sd.etcd.connect()\n"
+        "except ValueError as error:\n"
+        "    assert 'pip install' in str(error), error\n"
+        "else:\n"
+        "    raise SystemExit('connect() without a client library must raise')\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.integration
+def test_connect_falls_back_to_the_etcd3_module(
+    monkeypatch: pytest.MonkeyPatch, etcd_member: EtcdMember | ExternalEtcd, prefix: str
+) -> None:
+    """Without pyetcd, connect() uses ``etcd3``: the multi-endpoint layout of
+    python-etcd3 0.12 and the single ``etcd3.client()`` of older releases (both
+    stood in for here by pyetcd, the fork that shares their API)."""
+    monkeypatch.setitem(sys.modules, "pyetcd", None)
+    old_style = types.ModuleType("etcd3")
+    old_style.client = pyetcd.client  # type: ignore[attr-defined]
+    for module in (pyetcd, old_style):
+        monkeypatch.setitem(sys.modules, "etcd3", module)
+        client = sd.etcd.connect(etcd_member.host, etcd_member.client_port)
+        try:
+            client.put(f"{prefix}a", "10.0.0.1:80")
+            with sd.etcd.EtcdInstancer(client, prefix) as instancer:
+                wait_for(instances_are(instancer, "10.0.0.1:80"), 5, f"a read via {module}")
+        finally:
+            sd.etcd.close_client(client)
+    with pytest.raises(MisuseError, match="fail over"):
+        sd.etcd.connect(endpoints=["127.0.0.1:1", "127.0.0.1:2"])
+
+
+# ---------------------------------------------------------------------------
+# without a server: errors as data, prompt stop
+
+
+def _dead_endpoint() -> tuple[str, int]:
+    return "127.0.0.1", free_ports(1)[0]
+
+
+def test_unreachable_etcd_is_an_error_event_and_stop_is_prompt(
+    no_thread_leaks: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    host, port = _dead_endpoint()
+    client = pyetcd.client(host, port)  # the user's own client, vendor defaults
+    caplog.set_level(logging.WARNING, logger="sd.etcd.instancer")
+    retry = re.compile(r"retrying in ([0-9.]+)s")
+
+    def longest_wait() -> float:
+        waits = [float(m.group(1)) for r in caplog.records if (m := retry.search(r.getMessage()))]
+        return max(waits, default=0.0)
+
+    try:
+        instancer = sd.etcd.EtcdInstancer(client, "/svc/")
+        recorder = Recorder()
+        instancer.subscribe(recorder)
+        wait_for(lambda: instancer.state.error is not None, 5, "an error event")
+        error = instancer.state.error
+        assert isinstance(error, RegistryUnavailableError)
+        assert isinstance(error, BackendError)
+        assert error.__cause__ is not None
+        assert type(error.__cause__).__module__.split(".")[0] in {"pyetcd", "grpc", "builtins"}
+        assert instancer.state.instances == ()
+        # Let the backoff grow past a second, then stop in the middle of that wait.
+        wait_for(lambda: longest_wait() > 1.0, 15, "a backoff longer than 1 s")
+        started = time.monotonic()
+        instancer.stop()
+        elapsed = time.monotonic() - started
+        print(f"FIGURE stop latency during a {longest_wait():.2f}s backoff:"
+              f" {elapsed * 1000:.1f} ms")
+        assert elapsed < 1.0
+        assert _running_watches() == 0
+        # The same error is not re-sent to subscribers on every retry.
+        errors = [event for event in recorder.events if event.error is not None]
+        assert 1 <= len(errors) <= 2
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------------------
+# against a real etcd
+
+
+@pytest.mark.integration
+def test_reads_then_watches(client: Any, prefix: str) -> None:
+    client.put(f"{prefix}a", "10.0.0.1:80")
+    client.put(f"{prefix}b", "10.0.0.2:80")
+    client.put(f"{prefix.rstrip('/')}-sibling/x", "10.9.9.9:1")  # same string prefix, other dir
+    with sd.etcd.EtcdInstancer(client, prefix) as instancer:
+        assert isinstance(instancer, sd.Instancer)
+        recorder = Recorder()
+        instancer.subscribe(recorder)
+        wait_for(instances_are(instancer, "10.0.0.1:80", "10.0.0.2:80"), 5, "the initial read")
+        client.put(f"{prefix}c", "10.0.0.3:80")
+        client.delete(f"{prefix}a")
+        wait_for(instances_are(instancer, "10.0.0.2:80", "10.0.0.3:80"), 5, "watched changes")
+        assert all(event.error is None for event in recorder.events)
+        snapshots = [event.instances for event in recorder.events]
+        assert len(snapshots) == len(set(snapshots)), "an unchanged state was re-sent"
+        assert "EtcdInstancer" in repr(instancer)
+        assert prefix in repr(instancer)
+
+
+@pytest.mark.integration
+def test_subscribers_share_one_watch(client: Any, prefix: str) -> None:
+    first = sd.etcd.EtcdInstancer(client, prefix)
+    second = sd.etcd.EtcdInstancer(client, prefix)
+    try:
+        assert _running_watches() == 1
+        seen_first, seen_second = Recorder(), Recorder()
+        first.subscribe(seen_first)
+        second.subscribe(seen_second)
+        client.put(f"{prefix}a", "10.0.0.1:80")
+        for handle in (first, second):
+            wait_for(instances_are(handle, "10.0.0.1:80"), 5, "the change on every handle")
+        first.stop()
+        assert _running_watches() == 1
+        client.put(f"{prefix}b", "10.0.0.2:80")
+        wait_for(instances_are(second, "10.0.0.1:80", "10.0.0.2:80"), 5, "changes after one stop")
+        assert seen_first.last.instances == ("10.0.0.1:80",), "a stopped handle got an event"
+    finally:
+        first.stop()
+        second.stop()
+    assert _running_watches() == 0
+
+
+@pytest.mark.integration
+def test_bad_values_are_skipped_and_the_watch_goes_on(
+    client: Any, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sd.etcd.revision")
+    client.put(f"{prefix}bad-utf8", b"\xff\xfe\xfd")
+    with sd.etcd.EtcdInstancer(client, prefix) as instancer:
+        client.put(f"{prefix}no-port", "just-a-host")
+        client.put(f"{prefix}good", "10.0.0.1:80")
+        wait_for(instances_are(instancer, "10.0.0.1:80"), 5, "the good value")
+        client.put(f"{prefix}good2", "10.0.0.2:80")
+        wait_for(instances_are(instancer, "10.0.0.1:80", "10.0.0.2:80"), 5, "later changes")
+    messages = "\n".join(record.getMessage() for record in caplog.records)
+    assert "bad-utf8" in messages
+    assert "UTF-8" in messages
+    assert "no-port" in messages
+    assert "no port" in messages
+
+
+@pytest.mark.integration
+def test_stop_while_watching_is_prompt_and_leaves_no_thread(
+    no_thread_leaks: None, etcd_member: EtcdMember | ExternalEtcd, prefix: str
+) -> None:
+    client = sd.etcd.connect(etcd_member.host, etcd_member.client_port)
+    try:
+        instancer = sd.etcd.EtcdInstancer(client, prefix)
+        client.put(f"{prefix}a", "10.0.0.1:80")
+        wait_for(instances_are(instancer, "10.0.0.1:80"), 5, "the watch to run")
+        started = time.monotonic()
+        instancer.stop()
+        elapsed = time.monotonic() - started
+        instancer.stop()  # idempotent
+        print(f"FIGURE stop latency while watching: {elapsed * 1000:.1f} ms")
+        assert elapsed < 1.0
+        assert not [t for t in threading.enumerate() if t.name.startswith("kitsd-etcd")]
+    finally:
+        sd.etcd.close_client(client)
+
+
+@pytest.mark.integration
+def test_restart_recovers_within_seconds_with_the_users_own_client(
+    etcd_member: EtcdMember | ExternalEtcd,
+    user_client: Any,
+    client: Any,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plain pyetcd client marks the endpoint failed for 300 s on the first error;
+    the instancer must not stay blind that long."""
+    require_restartable(etcd_member)
+    caplog.set_level(logging.DEBUG, logger="sd.etcd.client")
+    assert isinstance(etcd_member, EtcdMember)
+    user_client.put(f"{prefix}a", "10.0.0.1:80")
+    with sd.etcd.EtcdInstancer(user_client, prefix) as instancer:
+        recorder = Recorder()
+        instancer.subscribe(recorder)
+        wait_for(instances_are(instancer, "10.0.0.1:80"), 5, "the initial read")
+        etcd_member.kill()  # a crash: the port closes at once
+        wait_for(lambda: instancer.state.error is not None, 5, "the outage to be reported")
+        wait_for(lambda: any("cleared the failed mark" in r.getMessage() for r in caplog.records),
+                 5, "the vendor's failed mark to be hit and cleared")
+        outage = instancer.state
+        assert isinstance(outage.error, RegistryUnavailableError)
+        assert outage.error.__cause__ is not None
+        assert outage.instances == ("10.0.0.1:80",), "the last instances are kept"
+        etcd_member.start()
+        etcd_member.wait_healthy()
+        healthy_at = time.monotonic()
+        client.put(f"{prefix}b", "10.0.0.2:80")  # a change made after the restart
+        wait_for(instances_are(instancer, "10.0.0.1:80", "10.0.0.2:80"), 15, "recovery")
+        recovery = time.monotonic() - healthy_at
+        print(f"FIGURE recovery after an etcd restart (user's own client): {recovery:.2f} s")
+        assert recovery < 10.0
+        # The user's client works again too (its failed mark was cleared).
+        assert user_client.get(f"{prefix}a")[0] == b"10.0.0.1:80"
+
+
+class GatedClient:
+    """A real client with a switch that takes its watches down (and keeps them down).
+
+    Not a fake etcd: every call goes to the real server.  ``close_gate()``
+    cancels the live watches and tells their callbacks the stream broke, and
+    new watches are refused until ``open_gate()``, so the test controls when
+    the instancer's watch is away while the prefix changes and history is
+    compacted.
+    """
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self._open = threading.Event()
+        self._open.set()
+        self._lock = threading.Lock()
+        self._watches: dict[Any, Callable[[object], object]] = {}
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def add_watch_prefix_callback(self, key: str, callback: Callable[[object], object],
+                                  **kwargs: Any) -> Any:
+        if not self._open.is_set():
+            with self._lock:
+                self.refused += 1
+            raise ConnectionError("watch refused while the gate is closed (test)")
+        watch_id = self.real.add_watch_prefix_callback(key, callback, **kwargs)
+        with self._lock:
+            self._watches[watch_id] = callback
+        return watch_id
+
+    def cancel_watch(self, watch_id: Any) -> Any:
+        with self._lock:
+            self._watches.pop(watch_id, None)
+        return self.real.cancel_watch(watch_id)
+
+    def close_gate(self) -> None:
+        self._open.clear()
+        with self._lock:
+            watches, self._watches = dict(self._watches), {}
+        for watch_id, callback in watches.items():
+            self.real.cancel_watch(watch_id)
+            callback(ConnectionError("watch stream broken (test)"))
+
+    def open_gate(self) -> None:
+        self._open.set()
+
+
+@pytest.mark.integration
+def test_compaction_while_the_watch_is_down_forces_a_reread(
+    client: Any, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sd.etcd.revision")
+    gated = GatedClient(client)
+    client.put(f"{prefix}a", "10.0.0.1:80")
+    client.put(f"{prefix}b", "10.0.0.2:80")
+    with sd.etcd.EtcdInstancer(gated, prefix) as instancer:
+        wait_for(instances_are(instancer, "10.0.0.1:80", "10.0.0.2:80"), 5, "the initial read")
+        gated.close_gate()
+        wait_for(lambda: instancer.state.error is not None, 5, "the broken watch to be reported")
+        wait_for(lambda: gated.refused >= 1, 5, "a refused reconnect")
+        # While the watch is away: a delete, an add, a change -- then history is compacted.
+        client.delete(f"{prefix}a")
+        client.put(f"{prefix}c", "10.0.0.3:80")
+        client.put(f"{prefix}b", "10.0.0.20:80")
+        revision = client.put(f"{prefix}c", "10.0.0.30:80").header.revision
+        client.compact(revision, physical=True)
+        assert instancer.state.instances == ("10.0.0.1:80", "10.0.0.2:80"), "no watch, no news"
+        gated.open_gate()
+        wait_for(instances_are(instancer, "10.0.0.20:80", "10.0.0.30:80"), 10, "the re-read")
+        messages = "\n".join(record.getMessage() for record in caplog.records)
+        assert "compacted" in messages, "the re-read must come from the compaction"
+        # The watch continues after the re-read.
+        client.put(f"{prefix}d", "10.0.0.4:80")
+        wait_for(instances_are(instancer, "10.0.0.20:80", "10.0.0.30:80", "10.0.0.4:80"), 5,
+                 "changes after the re-read")
+
+
+@pytest.mark.integration
+def test_a_resumed_watch_gets_the_changes_made_while_it_was_down(client: Any, prefix: str) -> None:
+    gated = GatedClient(client)
+    with sd.etcd.EtcdInstancer(gated, prefix) as instancer:
+        recorder = Recorder()
+        instancer.subscribe(recorder)
+        client.put(f"{prefix}a", "10.0.0.1:80")
+        wait_for(instances_are(instancer, "10.0.0.1:80"), 5, "the first change")
+        gated.close_gate()
+        wait_for(lambda: gated.refused >= 1, 5, "a refused reconnect")
+        # Each state is distinct, so a lost or repeated change shows in the snapshots.
+        client.put(f"{prefix}b", "10.0.0.2:80")
+        client.delete(f"{prefix}a")
+        client.put(f"{prefix}c", "10.0.0.3:80")
+        gated.open_gate()
+        wait_for(instances_are(instancer, "10.0.0.2:80", "10.0.0.3:80"), 10, "the resumed watch")
+        good = [event.instances for event in recorder.events if event.error is None]
+        allowed = [
+            (),
+            ("10.0.0.1:80",),
+            ("10.0.0.1:80", "10.0.0.2:80"),
+            ("10.0.0.2:80",),
+            ("10.0.0.2:80", "10.0.0.3:80"),
+        ]
+        positions = [allowed.index(snapshot) for snapshot in good]
+        assert positions == sorted(positions), f"snapshots out of order: {good}"
+
+
+@pytest.fixture
+def stoppable_instancer(client: Any, prefix: str) -> Iterator[sd.etcd.EtcdInstancer]:
+    instancer = sd.etcd.EtcdInstancer(client, prefix)
+    yield instancer
+    instancer.stop()
+
+
+@pytest.mark.integration
+def test_a_subscriber_may_stop_the_instancer_from_its_callback(
+    client: Any, prefix: str, stoppable_instancer: sd.etcd.EtcdInstancer
+) -> None:
+    stopped = threading.Event()
+
+    def stop_on_first_instance(event: Event) -> None:
+        if event.instances:
+            stoppable_instancer.stop()
+            stopped.set()
+
+    stoppable_instancer.subscribe(stop_on_first_instance)
+    client.put(f"{prefix}a", "10.0.0.1:80")
+    assert stopped.wait(5)
+    wait_for(lambda: _running_watches() == 0, 5, "the watch thread to end")
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("kitsd-etcd")],
+             5, "no kitsd thread")
