@@ -18,7 +18,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "c
 
 
 async def async_wait_for(
-    predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, what: str = "condition"
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 5.0,  # noqa: ASYNC109 - mirrors wait_for; it polls, never cancels
+    what: str = "condition",
 ) -> None:
     """Async twin of :func:`wait_for`."""
     deadline = time.monotonic() + timeout

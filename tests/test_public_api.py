@@ -1,4 +1,4 @@
-"""Every name the contract (API.md) lists is importable, and each package's ``__all__`` is complete."""
+"""Every name the contract (API.md) lists is importable; each package's ``__all__`` is complete."""
 
 from __future__ import annotations
 

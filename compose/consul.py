@@ -1,0 +1,504 @@
+"""Real Consul agents on loopback: a dev agent, or a three-server cluster.
+
+:class:`ConsulDevAgent` runs ``consul agent -dev`` (a single server that elects
+itself at once, all state in memory) and :class:`ConsulCluster` runs ``size``
+plain servers (``-server -bootstrap-expect N -retry-join ...``), each on its own
+free ``127.0.0.1`` ports (HTTP, Serf LAN, Serf WAN, server RPC; DNS and gRPC
+disabled) in one :class:`tempfile.TemporaryDirectory` holding data directories
+and log files.  Starting waits until the agent (every server) knows the leader
+and its own node is in the catalog.  Agents can be stopped (SIGTERM), killed
+(SIGKILL) and restarted on the same ports.  Leaving the context manager (or
+``close()``) kills every process still running and removes the temporary
+directory: nothing is left behind.
+
+A dev agent gets no ``-data-dir``: with one, Consul persists registered
+services and restores them on start, and the restart tests need a restarted
+dev agent to have forgotten everything, as a real agent that lost its disk.
+
+Consul's logs stay in the temporary directory; :meth:`ConsulAgent.log_tail`
+returns the end of one, and an agent that fails to start raises an error
+carrying it, so logs are shown only when something went wrong.
+
+The binary is ``/usr/local/bin/consul`` (``KITSD_CONSUL_BINARY`` overrides).
+If it is missing, constructing an agent raises :class:`ConsulNotInstalled`,
+whose message says how to install it (``bash .ci/install-consul``).
+
+Using an agent you already run
+------------------------------
+Set ``KITSD_CONSUL_HTTP_ADDR=host:port`` and :func:`dev_agent` returns an
+:class:`ExternalConsul` for that agent instead of starting one.  We cannot
+stop or restart an agent we did not start, so ``can_restart`` is ``False`` and
+tests needing a restart skip.  Tests register services under unique names and
+remove what they registered.
+
+Not thread-safe: drive agents from one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from compose.process import free_ports, stop_process, wait_until
+
+__all__ = [
+    "CONSUL_BINARY",
+    "HTTP_ADDR_ENV",
+    "ConsulAgent",
+    "ConsulCluster",
+    "ConsulDevAgent",
+    "ConsulNotInstalled",
+    "ExternalConsul",
+    "dev_agent",
+    "require_binary",
+]
+
+HTTP_ADDR_ENV = "KITSD_CONSUL_HTTP_ADDR"
+"""Environment variable naming an existing agent (``host:port``) to use instead of starting one."""
+
+CONSUL_BINARY = os.environ.get("KITSD_CONSUL_BINARY", "/usr/local/bin/consul")
+_HOST = "127.0.0.1"
+_START_TIMEOUT = 30.0
+_COMMON_FLAGS = (
+    "-bind", _HOST,
+    "-client", _HOST,
+    "-dns-port", "-1",
+    "-grpc-port", "-1",
+    "-grpc-tls-port", "-1",
+    "-https-port", "-1",
+    "-log-level", "info",
+    "-disable-host-node-id",
+    "-hcl", "disable_update_check = true",
+)
+
+
+class ConsulNotInstalled(FileNotFoundError):
+    """The Consul binary is missing; the message says how to install it."""
+
+
+def require_binary() -> str:
+    """The Consul binary's path; raises :class:`ConsulNotInstalled` if there is none."""
+    if Path(CONSUL_BINARY).is_file() or shutil.which(CONSUL_BINARY) is not None:
+        return CONSUL_BINARY
+    raise ConsulNotInstalled(
+        f"Consul binary not found at {CONSUL_BINARY}. Install it with "
+        "`bash .ci/install-consul` from the repository root (it builds HashiCorp Consul "
+        "1.22.7 from its Go module: 5-15 minutes the first time), or set "
+        f"KITSD_CONSUL_BINARY to a consul binary, or {HTTP_ADDR_ENV}=host:port to use a "
+        "running agent."
+    )
+
+
+def _get_json(url: str, timeout: float = 1.0) -> object:
+    with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - our own http:// URL
+        return json.loads(answer.read())
+
+
+class ConsulAgent:
+    """One ``consul agent`` process.
+
+    ``http_addr`` is its ``host:port`` HTTP address; ``server_addr`` the
+    ``host:port`` Raft knows it by.  :meth:`stop`, :meth:`kill` and
+    :meth:`restart` keep the ports (and the data directory, if any).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        workdir: Path,
+        ports: Sequence[int],
+        mode_flags: Sequence[str],
+        data_dir: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.host = _HOST
+        self.http_port, self.serf_lan_port, self.serf_wan_port, self.server_port = ports
+        self.workdir = workdir
+        self.data_dir = data_dir
+        self.log_path = workdir / f"{name}.log"
+        self._mode_flags = tuple(mode_flags)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def http_addr(self) -> str:
+        """``host:port`` of the HTTP API."""
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def http_url(self) -> str:
+        """``http://host:port`` of the HTTP API."""
+        return f"http://{self.http_addr}"
+
+    @property
+    def serf_lan_addr(self) -> str:
+        """``host:port`` other agents join."""
+        return f"{self.host}:{self.serf_lan_port}"
+
+    @property
+    def server_addr(self) -> str:
+        """``host:port`` of the server RPC port (how ``/v1/status/leader`` names it)."""
+        return f"{self.host}:{self.server_port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while running, else ``None``."""
+        return self._process.pid if self._process is not None and self.running else None
+
+    def command(self) -> list[str]:
+        """The command line this agent runs."""
+        data = ["-data-dir", str(self.data_dir)] if self.data_dir is not None else []
+        return [
+            require_binary(), "agent", *self._mode_flags, *_COMMON_FLAGS,
+            "-node", self.name,
+            "-http-port", str(self.http_port),
+            "-serf-lan-port", str(self.serf_lan_port),
+            "-serf-wan-port", str(self.serf_wan_port),
+            "-server-port", str(self.server_port),
+            *data,
+        ]
+
+    def start(self) -> None:
+        """Spawn the process (does not wait); a no-op while running."""
+        if self.running:
+            return
+        if self._log is not None:
+            self._log.close()
+        self._log = self.log_path.open("ab")
+        self._log.write(f"\n==== kitsd: starting {self.name} ====\n".encode())
+        self._log.flush()
+        self._process = subprocess.Popen(
+            self.command(),
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the test terminal must not reach Consul first
+        )
+
+    def leader(self) -> str:
+        """The leader's server address as this agent sees it (``""`` if none); raises if down."""
+        answer = _get_json(f"{self.http_url}/v1/status/leader")
+        return answer if isinstance(answer, str) else ""
+
+    def ready(self) -> bool:
+        """Whether the agent answers, knows a leader and its node is in the catalog."""
+        if not self.running:
+            return False
+        try:
+            if not self.leader():
+                return False
+            node = _get_json(f"{self.http_url}/v1/catalog/node/{self.name}")
+        except (OSError, ValueError):
+            return False
+        return isinstance(node, dict) and isinstance(node.get("Node"), dict)
+
+    def wait_ready(self, timeout: float = _START_TIMEOUT) -> None:
+        """Block until :meth:`ready`; raise ``RuntimeError`` with the log tail if not."""
+        try:
+            wait_until(lambda: not self.running or self.ready(), timeout,
+                       f"Consul agent {self.name} to be ready")
+        except TimeoutError as error:
+            raise RuntimeError(f"{error}\n--- {self.log_path} ---\n{self.log_tail()}") from error
+        if not self.running:
+            code = None if self._process is None else self._process.poll()
+            raise RuntimeError(f"Consul agent {self.name} exited with {code}\n"
+                               f"--- {self.log_path} ---\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop with SIGTERM and reap; idempotent."""
+        if self._process is not None:
+            stop_process(self._process)
+
+    def kill(self) -> None:
+        """Kill with SIGKILL (a crash) and reap; idempotent."""
+        if self._process is not None:
+            stop_process(self._process, kill=True)
+
+    def restart(self, *, wait: bool = True) -> None:
+        """Stop (if running) and start again on the same ports."""
+        self.stop()
+        self.start()
+        if wait:
+            self.wait_ready()
+
+    def close(self) -> None:
+        """Kill the process and close the log file."""
+        self.kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of this agent's log."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"ConsulAgent({self.name!r}, {self.http_addr}, {state})"
+
+
+class _Agents:
+    """A temporary directory of agents: shared teardown and context management."""
+
+    agents: list[ConsulAgent]
+
+    def __init__(self, prefix: str, tmp_root: str | None) -> None:
+        require_binary()
+        self._tmp = tempfile.TemporaryDirectory(prefix=prefix, dir=tmp_root)
+        self._closed = False
+
+    @property
+    def workdir(self) -> Path:
+        """The temporary directory holding data directories and logs."""
+        return Path(self._tmp.name)
+
+    can_restart = True
+    """Agents we started can be stopped, killed and restarted."""
+
+    def log_tails(self, lines: int = 40) -> str:
+        """The end of every agent's log, for a failure message."""
+        return "\n".join(
+            f"--- {agent.name} ({agent.log_path}) ---\n{agent.log_tail(lines)}"
+            for agent in self.agents
+        )
+
+    def close(self) -> None:
+        """Kill every agent and remove the temporary directory; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for agent in self.agents:
+            agent.close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ConsulDevAgent(_Agents):
+    """``consul agent -dev`` on free loopback ports; starts on construction.
+
+    ``http_addr`` is what clients connect to.  :meth:`restart` (or :meth:`stop`
+    then :meth:`start`) brings it back on the same ports *without* its state.
+    ``extra_args`` go to ``consul agent`` as they are (``-hcl`` fragments...).
+    Raises :class:`ConsulNotInstalled` without the binary and ``RuntimeError``
+    (with the log tail) if it does not become ready.
+    """
+
+    def __init__(self, *, name: str = "kitsd-dev", extra_args: Sequence[str] = (),
+                 start: bool = True, tmp_root: str | None = None) -> None:
+        super().__init__("kitsd-consul-dev-", tmp_root)
+        self.agent = ConsulAgent(name, workdir=self.workdir, ports=free_ports(4),
+                                 mode_flags=("-dev", *extra_args))
+        self.agents = [self.agent]
+        if start:
+            try:
+                self.start()
+            except BaseException:
+                self.close()
+                raise
+
+    @property
+    def http_addr(self) -> str:
+        """``host:port`` of the HTTP API."""
+        return self.agent.http_addr
+
+    @property
+    def node_name(self) -> str:
+        """The agent's node name (``Node.Node`` in health answers)."""
+        return self.agent.name
+
+    @property
+    def running(self) -> bool:
+        """Whether the agent process is alive."""
+        return self.agent.running
+
+    def start(self) -> None:
+        """Start (if stopped) and wait until ready."""
+        self.agent.start()
+        self.agent.wait_ready()
+
+    def stop(self) -> None:
+        """SIGTERM and reap."""
+        self.agent.stop()
+
+    def kill(self) -> None:
+        """SIGKILL and reap."""
+        self.agent.kill()
+
+    def restart(self) -> None:
+        """Stop and start again on the same ports (state is lost: ``-dev`` is in memory)."""
+        self.agent.restart()
+
+    def __repr__(self) -> str:
+        return f"ConsulDevAgent({self.agent!r})"
+
+
+class ConsulCluster(_Agents):
+    """``size`` Consul servers (``-bootstrap-expect size``) joined over loopback.
+
+    Starts on construction and waits until every server agrees on a leader;
+    servers keep their data directories across :meth:`ConsulAgent.restart`.
+    Raises :class:`ConsulNotInstalled` without the binary and ``RuntimeError``
+    (with the log tails) if the cluster does not form.
+    """
+
+    def __init__(self, size: int = 3, *, start: bool = True, tmp_root: str | None = None) -> None:
+        if size < 1:
+            raise ValueError(f"a cluster needs at least one server, not {size}")
+        super().__init__("kitsd-consul-cluster-", tmp_root)
+        ports = free_ports(4 * size)
+        serf = [ports[4 * index + 1] for index in range(size)]
+        self.agents = []
+        for index in range(size):
+            joins = [flag for other in range(size) if other != index
+                     for flag in ("-retry-join", f"{_HOST}:{serf[other]}")]
+            self.agents.append(ConsulAgent(
+                f"s{index}",
+                workdir=self.workdir,
+                ports=ports[4 * index: 4 * index + 4],
+                data_dir=self.workdir / f"s{index}.data",
+                mode_flags=(
+                    "-server", "-bootstrap-expect", str(size),
+                    "-advertise", _HOST,
+                    "-retry-interval", "1s",
+                    "-hcl", "performance { raft_multiplier = 1 }",
+                    *joins,
+                ),
+            ))
+        if start:
+            try:
+                self.start()
+            except BaseException:
+                self.close()
+                raise
+
+    @property
+    def members(self) -> list[ConsulAgent]:
+        """The servers, in start order."""
+        return self.agents
+
+    def start(self) -> None:
+        """Start every server (together: bootstrap needs all of them) and wait for a leader."""
+        for agent in self.agents:
+            agent.start()
+        for agent in self.agents:
+            agent.wait_ready()
+        self.leader()
+
+    def leader(self, timeout: float = 20.0) -> ConsulAgent:
+        """The leader every running server agrees on, waiting up to ``timeout`` seconds."""
+        found: list[ConsulAgent] = []
+
+        def agreed() -> bool:
+            views = set()
+            for agent in self.agents:
+                if not agent.running:
+                    continue
+                try:
+                    views.add(agent.leader())
+                except (OSError, ValueError):
+                    return False  # a running server that does not answer yet
+            by_addr = {agent.server_addr: agent for agent in self.agents if agent.running}
+            if len(views) != 1:
+                return False
+            leader = by_addr.get(views.pop())
+            if leader is None:
+                return False
+            found[:] = [leader]
+            return True
+
+        try:
+            wait_until(agreed, timeout, "a Consul leader all servers agree on")
+        except TimeoutError as error:
+            raise RuntimeError(f"{error}\n{self.log_tails()}") from error
+        return found[0]
+
+    def followers(self) -> list[ConsulAgent]:
+        """The running servers that are not the leader."""
+        leader = self.leader()
+        return [agent for agent in self.agents if agent.running and agent is not leader]
+
+    def __repr__(self) -> str:
+        return f"ConsulCluster({self.agents!r})"
+
+
+class ExternalConsul:
+    """An agent someone else runs (``KITSD_CONSUL_HTTP_ADDR``): address only, no process control."""
+
+    can_restart = False
+    """We cannot stop, kill or restart an agent we did not start."""
+
+    def __init__(self, http_addr: str) -> None:
+        host, sep, port = http_addr.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"{HTTP_ADDR_ENV} must be host:port, not {http_addr!r}")
+        self.http_addr = f"{host}:{port}"
+        self.node_name = self._node_name()
+
+    def _node_name(self) -> str:
+        try:
+            answer = _get_json(f"http://{self.http_addr}/v1/agent/self", timeout=5.0)
+        except (OSError, ValueError) as error:
+            raise RuntimeError(f"no Consul agent answers at {self.http_addr} "
+                               f"({HTTP_ADDR_ENV}): {error}") from error
+        config = answer.get("Config") if isinstance(answer, dict) else None
+        name = config.get("NodeName") if isinstance(config, dict) else None
+        return name if isinstance(name, str) else ""
+
+    @property
+    def running(self) -> bool:
+        """Assumed: we do not manage it."""
+        return True
+
+    def log_tails(self, lines: int = 40) -> str:
+        """An external agent's logs are not ours to read."""
+        return f"(external Consul agent at {self.http_addr}: logs not available)"
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ExternalConsul({self.http_addr!r})"
+
+
+def dev_agent(*, name: str = "kitsd-dev") -> ConsulDevAgent | ExternalConsul:
+    """A started :class:`ConsulDevAgent`, or an :class:`ExternalConsul` if
+    ``KITSD_CONSUL_HTTP_ADDR`` is set."""
+    external = os.environ.get(HTTP_ADDR_ENV, "").strip()
+    if external:
+        return ExternalConsul(external)
+    return ConsulDevAgent(name=name)

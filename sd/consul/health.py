@@ -1,0 +1,123 @@
+"""Translate a ``/v1/health/service/<name>`` answer into instance strings.
+
+Pure: no I/O, no threads, no clock.
+
+Each entry of the answer is one service instance on one node::
+
+    {"Node": {"Node": "n1", "Address": "10.0.0.5", ...},
+     "Service": {"ID": "web-1", "Service": "web", "Address": "", "Port": 8080,
+                 "Tags": ["a", "b"], ...},
+     "Checks": [...]}
+
+The instance is ``Service.Address`` or, when that is empty, ``Node.Address``
+(a service registered without an address lives at its agent's address), with
+``Service.Port``; IPv6 addresses come out in brackets (``[::1]:8080``).
+
+Consul filters by one tag on the server (``?tag=``); the instancer asks it to
+filter by the first tag and hands the others to :func:`service_instances` as
+``required_tags``, which keeps only the entries carrying all of them (as
+go-kit's ``filterEntries``: exact, case-sensitive matches).
+
+An entry that cannot be turned into an instance (not an object, no usable
+address, a port that is missing, not an integer or outside 1-65535) is skipped
+with a warning naming it: one bad registration must not hide the good ones.
+An answer that is not a list at all raises :class:`UnreadableAnswerError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+
+from sd.errors import InvalidInstanceError
+from sd.instance import join_host_port
+
+__all__ = ["UnreadableAnswerError", "entry_instance", "service_instances"]
+
+logger = logging.getLogger(__name__)
+
+
+class UnreadableAnswerError(ValueError):
+    """The health endpoint answered something that is not a list of entries.
+
+    Raised by :func:`service_instances`; the watcher reports it as
+    :class:`sd.errors.RegistryUnavailableError` (chained with ``from``).
+    """
+
+
+def _text(value: object) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def entry_instance(entry: object) -> str:
+    """The ``host:port`` instance of one health entry.
+
+    Raises :class:`sd.errors.InvalidInstanceError` (a ``ValueError``) saying what
+    is wrong with the entry.
+    """
+    if not isinstance(entry, Mapping):
+        raise InvalidInstanceError(entry, "a health entry must be a JSON object")
+    service = entry.get("Service")
+    node = entry.get("Node")
+    if not isinstance(service, Mapping):
+        raise InvalidInstanceError(entry, "no Service object")
+    address = _text(service.get("Address"))
+    if not address and isinstance(node, Mapping):
+        address = _text(node.get("Address"))
+    if not address:
+        raise InvalidInstanceError(entry, "neither Service.Address nor Node.Address is set")
+    port = service.get("Port")
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise InvalidInstanceError(entry, f"Service.Port {port!r} is not an integer")
+    return join_host_port(address, port)
+
+
+def _tags_of(entry: Mapping[str, object]) -> frozenset[str]:
+    service = entry.get("Service")
+    tags = service.get("Tags") if isinstance(service, Mapping) else None
+    if not isinstance(tags, list):
+        return frozenset()
+    return frozenset(tag for tag in tags if isinstance(tag, str))
+
+
+def _describe(entry: object) -> str:
+    if isinstance(entry, Mapping):
+        service = entry.get("Service")
+        if isinstance(service, Mapping) and isinstance(service.get("ID"), str):
+            return f"service ID {service['ID']!r}"
+    text = repr(entry)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def service_instances(
+    entries: object, *, required_tags: Sequence[str] = (), source: str = "consul"
+) -> tuple[str, ...]:
+    """Sorted, de-duplicated instances of a health answer (see the module docstring).
+
+    ``entries`` is the decoded JSON body: a list of entries, or ``None`` (what
+    py-consul returns for a 404), which counts as no instances.  Entries lacking
+    any of ``required_tags`` are dropped; invalid entries are skipped with a
+    warning naming ``source``.  Raises :class:`UnreadableAnswerError` if
+    ``entries`` is neither a list nor ``None``.
+    """
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise UnreadableAnswerError(
+            f"health answer is a {type(entries).__name__}, not a list of entries"
+        )
+    wanted = frozenset(required_tags)
+    found: set[str] = set()
+    for entry in _matching(entries, wanted):
+        try:
+            found.add(entry_instance(entry))
+        except InvalidInstanceError as error:
+            logger.warning("skipping %s from %s: %s", _describe(entry), source, error.reason)
+    return tuple(sorted(found))
+
+
+def _matching(entries: Iterable[object], wanted: frozenset[str]) -> Iterable[object]:
+    for entry in entries:
+        if wanted and isinstance(entry, Mapping) and not wanted <= _tags_of(entry):
+            continue
+        yield entry
