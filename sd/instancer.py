@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -85,15 +86,21 @@ class Broadcaster:
     """Current snapshot plus subscribers; safe to use from any thread.
 
     Deliveries happen under one re-entrant lock so every subscriber sees the
-    snapshots in the order they were published; a callback may subscribe or
-    unsubscribe from inside a delivery.  A callback that raises is logged and
-    kept.
+    snapshots in the order they were published; a callback may subscribe,
+    unsubscribe or publish from inside a delivery (a snapshot it publishes is
+    delivered once every subscriber has the current one).  A callback that
+    raises is logged and kept.
     """
 
     def __init__(self, initial: Event | None = None) -> None:
         self._lock = threading.RLock()
         self._state = _canonical(initial) if initial is not None else Event()
         self._subscribers: list[Callback] = []
+        # Snapshots published by a callback during a delivery wait in the queue, so
+        # later subscribers do not get the newer one before the one being delivered.
+        self._queue: deque[Event] = deque()
+        self._delivering = False
+        self._delivered = self._state  # the snapshot being (or last) delivered
 
     @property
     def state(self) -> Event:
@@ -107,8 +114,17 @@ class Broadcaster:
             if event.same_state(self._state):
                 return False
             self._state = event
-            for callback in tuple(self._subscribers):
-                _deliver(callback, event)
+            self._queue.append(event)
+            if self._delivering:  # published from inside a callback: the loop below sends it
+                return True
+            self._delivering = True
+            try:
+                while self._queue:
+                    self._delivered = self._queue.popleft()
+                    for callback in tuple(self._subscribers):
+                        _deliver(callback, self._delivered)
+            finally:
+                self._delivering = False
             return True
 
     def publish_error(self, error: BaseException) -> bool:
@@ -120,7 +136,7 @@ class Broadcaster:
         """Add ``callback`` and deliver the current snapshot to it at once."""
         with self._lock:
             self._subscribers.append(callback)
-            _deliver(callback, self._state)
+            _deliver(callback, self._delivered)
 
     def unsubscribe(self, callback: Callback) -> None:
         """Remove one registration of ``callback``; unknown callbacks are ignored."""

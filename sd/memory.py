@@ -23,7 +23,8 @@ class MemoryRegistry:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: changes are published under it, and a subscriber may call back in.
+        self._lock = threading.RLock()
         self._services: dict[str, Counter[str]] = {}
         self._broadcasters: dict[str, Broadcaster] = {}
 

@@ -15,7 +15,7 @@ from typing import Protocol, cast
 from sd.errors import MisuseError
 from sd.instancer import FixedInstancer, InstancerHandle
 
-__all__ = ["instancer_from_url"]
+__all__ = ["instancer_from_url", "redact_url"]
 
 _DRIVERS = {"etcd": ("sd.etcd.url", "etcd"), "consul": ("sd.consul.url", "consul")}
 
@@ -24,21 +24,33 @@ class _FromURL(Protocol):
     def instancer_from_url(self, url: urllib.parse.SplitResult) -> InstancerHandle: ...
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any user/password/token in its authority replaced by ``***``,
+    for error messages and logs (``consul://TOKEN@host/...`` never shows the token)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}://{authority}{slash}{tail}"
+
+
 def instancer_from_url(url: str) -> InstancerHandle:
     """An instancer for ``url``; raises ``ValueError`` for a scheme or URL it cannot use."""
     if not isinstance(url, str) or "://" not in url:
-        raise MisuseError(f"not an instancer URL: {url!r} (want static://, etcd:// or consul://)")
+        shown = redact_url(url) if isinstance(url, str) else repr(url)
+        raise MisuseError(f"not an instancer URL: {shown} (want static://, etcd:// or consul://)")
     try:
         parsed = urllib.parse.urlsplit(url)
-        parsed.port  # noqa: B018 - urlsplit checks the port lazily; make it check now
     except ValueError as error:
-        raise MisuseError(f"not a valid URL: {url!r} ({error})") from error
+        raise MisuseError(f"not a valid URL: {redact_url(url)} ({error})") from error
     scheme = parsed.scheme.lower()
     if scheme == "static":
         body = url.split("://", 1)[1]
         items = [item for item in body.split(",") if item.strip()]
         if not items:
-            raise MisuseError(f"static URL names no instances: {url!r}")
+            raise MisuseError(f"static URL names no instances: {url}")
         return FixedInstancer(items)
     if scheme in _DRIVERS:
         module_name, extra = _DRIVERS[scheme]
@@ -48,8 +60,13 @@ def instancer_from_url(url: str) -> InstancerHandle:
             raise MisuseError(
                 f"{scheme}:// needs the {extra} driver: pip install 'kitsd[{extra}]' ({error})"
             ) from error
-        return module.instancer_from_url(parsed)
+        try:
+            return module.instancer_from_url(parsed)
+        except MisuseError:
+            raise
+        except ValueError as error:  # e.g. urlsplit's lazy port check, in the driver
+            raise MisuseError(f"not a valid {scheme} URL: {redact_url(url)} ({error})") from error
     raise MisuseError(
-        f"unknown instancer URL scheme {parsed.scheme!r} in {url!r}"
+        f"unknown instancer URL scheme {parsed.scheme!r} in {redact_url(url)}"
         " (want static://, etcd:// or consul://)"
     )

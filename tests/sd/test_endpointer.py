@@ -1,0 +1,419 @@
+"""Tests for sd.endpointer.Endpointer, driven from plain threads (async twins live in
+test_endpointer_async.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from sd.endpointer import Endpointer
+from sd.event import Event
+from sd.instancer import Broadcaster, Callback, FixedInstancer, InstancerHandle
+from sd.memory import MemoryRegistrar, MemoryRegistry
+
+
+class Ep:
+    """An endpoint with a sync ``close()`` that counts its closes."""
+
+    def __init__(self, instance: str) -> None:
+        self.instance = instance
+        self.closes = 0
+
+    def __call__(self, request: Any) -> tuple[str, Any]:
+        return self.instance, request
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+class AsyncOnlyEp:
+    """An endpoint whose only close is ``async def aclose()``."""
+
+    def __init__(self, instance: str) -> None:
+        self.instance = instance
+        self.closes = 0
+        self.threads: list[int] = []
+
+    async def __call__(self, request: Any) -> tuple[str, Any]:
+        return self.instance, request
+
+    async def aclose(self) -> None:
+        await asyncio.sleep(0)
+        self.threads.append(threading.get_ident())
+        self.closes += 1
+
+
+class Factory:
+    """Builds endpoints of ``kind``; remembers each; fails for instances in ``failing``."""
+
+    def __init__(self, kind: type[Any] = Ep, failing: set[str] | None = None) -> None:
+        self.kind = kind
+        self.calls: list[str] = []
+        self.made: list[Any] = []
+        self.failing = set() if failing is None else failing
+        self._lock = threading.Lock()
+
+    def __call__(self, instance: str) -> Any:
+        with self._lock:
+            self.calls.append(instance)
+            if instance in self.failing:
+                raise RuntimeError(f"cannot build {instance}")
+            endpoint = self.kind(instance)
+            self.made.append(endpoint)
+            return endpoint
+
+
+class Clock:
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingInstancer(InstancerHandle):
+    """An instancer that counts subscribe/unsubscribe calls."""
+
+    def __init__(self, broadcaster: Broadcaster) -> None:
+        super().__init__(broadcaster)
+        self.subscribed: list[Callback] = []
+        self.unsubscribed: list[Callback] = []
+
+    def subscribe(self, callback: Callback) -> None:
+        self.subscribed.append(callback)
+        super().subscribe(callback)
+
+    def unsubscribe(self, callback: Callback) -> None:
+        self.unsubscribed.append(callback)
+        super().unsubscribe(callback)
+
+
+def live(endpointer: Endpointer) -> list[Any]:
+    """``endpointer.endpoints()``, typed loosely: these tests build several endpoint kinds."""
+    return list(endpointer.endpoints())
+
+
+def names(endpoints: list[Any]) -> list[str]:
+    return [endpoint.instance for endpoint in endpoints]
+
+
+def set_instances(
+    registry: MemoryRegistry, registrars: dict[str, MemoryRegistrar], *instances: str
+) -> None:
+    """Make ``instances`` exactly the registered set of service "svc"."""
+    for instance in instances:
+        if instance not in registrars:
+            registrars[instance] = registry.registrar("svc", instance)
+            registrars[instance].register()
+    for instance in [i for i in registrars if i not in instances]:
+        registrars.pop(instance).deregister()
+
+
+def test_go_kit_scenario_a_b_then_a_b_c_then_b_c() -> None:
+    registry, registrars = MemoryRegistry(), dict[str, MemoryRegistrar]()
+    factory = Factory()
+    set_instances(registry, registrars, "a:1", "b:1")
+    with Endpointer(registry.instancer("svc"), factory) as endpointer:
+        first = live(endpointer)
+        assert names(first) == ["a:1", "b:1"]
+        a, b = first
+
+        set_instances(registry, registrars, "a:1", "b:1", "c:1")
+        second = live(endpointer)
+        assert names(second) == ["a:1", "b:1", "c:1"]
+        assert second[0] is a
+        assert second[1] is b
+        assert [endpoint.closes for endpoint in factory.made] == [0, 0, 0]
+
+        set_instances(registry, registrars, "b:1", "c:1")
+        third = live(endpointer)
+        assert names(third) == ["b:1", "c:1"]
+        assert third[0] is b
+        assert a.closes == 1
+        assert b.closes == 0
+
+        assert factory.calls == ["a:1", "b:1", "c:1"]
+    # Closing the Endpointer closes the rest; every endpoint exactly once.
+    assert [endpoint.closes for endpoint in factory.made] == [1, 1, 1]
+
+
+def test_endpoints_in_sorted_instance_order_one_per_distinct_instance() -> None:
+    factory = Factory()
+    raw = ["c:3", "a:1", "B:2", "b:2", "a:1"]
+    with Endpointer(FixedInstancer(raw), factory) as endpointer:
+        endpoints = live(endpointer)
+        assert names(endpoints) == ["a:1", "b:2", "c:3"]
+        assert endpointer.instances == ("a:1", "b:2", "c:3")
+        assert sorted(factory.calls) == ["a:1", "b:2", "c:3"]
+        assert endpoints[0]("req") == ("a:1", "req")
+
+
+def test_endpoints_returns_a_fresh_list() -> None:
+    with Endpointer(FixedInstancer(["a:1"]), Factory()) as endpointer:
+        endpointer.endpoints().clear()
+        assert names(endpointer.endpoints()) == ["a:1"]
+
+
+def test_factory_called_once_per_new_instance_across_many_events() -> None:
+    registry, registrars = MemoryRegistry(), dict[str, MemoryRegistrar]()
+    factory = Factory()
+    with Endpointer(registry.instancer("svc"), factory):
+        set_instances(registry, registrars, "a:1")
+        set_instances(registry, registrars, "a:1", "b:1")
+        set_instances(registry, registrars, "b:1")
+        set_instances(registry, registrars, "a:1", "b:1")  # a came back: a new endpoint
+    assert Counter(factory.calls) == Counter({"a:1": 2, "b:1": 1})
+    assert all(endpoint.closes == 1 for endpoint in factory.made)
+
+
+def test_aclose_only_endpoints_are_closed_once_without_a_loop() -> None:
+    registry, registrars = MemoryRegistry(), dict[str, MemoryRegistrar]()
+    factory = Factory(AsyncOnlyEp)
+    set_instances(registry, registrars, "a:1", "b:1")
+    endpointer = Endpointer(registry.instancer("svc"), factory)
+    a, b = live(endpointer)
+    set_instances(registry, registrars, "b:1")
+    assert (a.closes, b.closes) == (1, 0)
+    endpointer.close()
+    endpointer.close()
+    assert (a.closes, b.closes) == (1, 1)
+
+
+def test_close_is_idempotent_and_closes_each_endpoint_once() -> None:
+    factory = Factory()
+    endpointer = Endpointer(FixedInstancer(["a:1", "b:1"]), factory)
+    endpointer.close()
+    endpointer.close()
+    assert [endpoint.closes for endpoint in factory.made] == [1, 1]
+
+
+def test_close_unsubscribes() -> None:
+    broadcaster = Broadcaster()
+    instancer = CountingInstancer(broadcaster)
+    factory = Factory()
+    endpointer = Endpointer(instancer, factory)
+    assert len(instancer.subscribed) == 1
+    endpointer.close()
+    assert instancer.unsubscribed == instancer.subscribed
+    broadcaster.publish(Event(("a:1",)))
+    assert factory.calls == []
+
+
+def test_an_event_arriving_after_close_is_ignored() -> None:
+    # An instancer may deliver once more while close() runs (an in-flight delivery);
+    # simulate it with one whose unsubscribe does not take effect.
+    class Sticky(InstancerHandle):
+        def unsubscribe(self, callback: Callback) -> None:
+            pass
+
+    broadcaster = Broadcaster(Event(("a:1",)))
+    factory = Factory()
+    endpointer = Endpointer(Sticky(broadcaster), factory)
+    endpointer.close()
+    broadcaster.publish(Event(("a:1", "b:1")))
+    assert factory.calls == ["a:1"]
+    assert [endpoint.closes for endpoint in factory.made] == [1]
+    assert endpointer.instances == ()
+
+
+def test_later_registry_changes_do_not_call_the_factory_after_close() -> None:
+    registry, registrars = MemoryRegistry(), dict[str, MemoryRegistrar]()
+    factory = Factory()
+    set_instances(registry, registrars, "a:1")
+    Endpointer(registry.instancer("svc"), factory).close()
+    set_instances(registry, registrars, "a:1", "b:1")
+    assert factory.calls == ["a:1"]
+
+
+def test_endpoints_after_close_raises_runtime_error() -> None:
+    endpointer = Endpointer(FixedInstancer(["a:1"]), Factory())
+    endpointer.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        endpointer.endpoints()
+
+
+def test_context_manager_closes_on_exit_even_on_error() -> None:
+    factory = Factory()
+    with pytest.raises(KeyError), Endpointer(FixedInstancer(["a:1"]), factory) as endpointer:
+        raise KeyError("body failed")
+    assert factory.made[0].closes == 1
+    with pytest.raises(RuntimeError):
+        endpointer.endpoints()
+
+
+def test_a_raising_factory_is_logged_skipped_and_retried_on_the_next_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry, registrars = MemoryRegistry(), dict[str, MemoryRegistrar]()
+    factory = Factory(failing={"b:1"})
+    set_instances(registry, registrars, "a:1", "b:1")
+    with caplog.at_level(logging.ERROR):
+        endpointer = Endpointer(registry.instancer("svc"), factory)
+    with endpointer:
+        assert names(endpointer.endpoints()) == ["a:1"]
+        assert any("b:1" in record.getMessage() for record in caplog.records)
+        factory.failing.clear()
+        set_instances(registry, registrars, "a:1", "b:1", "c:1")  # the next event
+        assert names(endpointer.endpoints()) == ["a:1", "b:1", "c:1"]
+    assert factory.calls == ["a:1", "b:1", "b:1", "c:1"]
+
+
+def test_errors_keep_the_last_endpoints_by_default() -> None:
+    broadcaster = Broadcaster(Event(("a:1",)))
+    clock = Clock()
+    factory = Factory()
+    with Endpointer(InstancerHandle(broadcaster), factory, clock=clock) as endpointer:
+        broadcaster.publish_error(RuntimeError("registry down"))
+        clock.now += 1e9
+        assert names(endpointer.endpoints()) == ["a:1"]
+        assert factory.made[0].closes == 0
+
+
+def test_invalidate_on_error_with_an_injected_clock() -> None:
+    timeout = 30.0
+    broadcaster = Broadcaster(Event(("a:1", "b:1")))
+    clock = Clock()
+    factory = Factory()
+    endpointer = Endpointer(
+        InstancerHandle(broadcaster), factory, invalidate_on_error=timeout, clock=clock
+    )
+    a, b = live(endpointer)
+
+    first = ConnectionError("sd error")
+    broadcaster.publish(Event(("a:1", "b:1"), first))
+    assert endpointer.endpoints() == [a, b]
+
+    clock.now += timeout / 2
+    assert endpointer.endpoints() == [a, b]
+    # A second, different error: neither replaces the first nor moves the deadline.
+    broadcaster.publish(Event(("a:1", "b:1"), ConnectionError("another sd error")))
+    assert (a.closes, b.closes) == (0, 0)
+
+    clock.now += timeout / 2
+    with pytest.raises(ConnectionError) as excinfo:
+        endpointer.endpoints()
+    assert excinfo.value is first
+    assert (a.closes, b.closes) == (1, 1)
+    assert endpointer.instances == ()
+
+    # Still in error: the same first error, and nothing is closed twice.
+    with pytest.raises(ConnectionError) as again:
+        endpointer.endpoints()
+    assert again.value is first
+    assert (a.closes, b.closes) == (1, 1)
+
+    # A good event recovers, with new endpoints from the factory.
+    broadcaster.publish(Event(("a:1", "b:1")))
+    recovered = live(endpointer)
+    assert names(recovered) == ["a:1", "b:1"]
+    assert not any(endpoint is a or endpoint is b for endpoint in recovered)
+    endpointer.close()
+    assert all(endpoint.closes == 1 for endpoint in factory.made)
+    assert len(factory.made) == 4
+
+
+def test_invalidation_closes_exactly_once_under_concurrent_readers(
+    no_thread_leaks: None,
+) -> None:
+    broadcaster = Broadcaster(Event(("a:1", "b:1", "c:1")))
+    clock = Clock()
+    factory = Factory()
+    endpointer = Endpointer(
+        InstancerHandle(broadcaster), factory, invalidate_on_error=1.0, clock=clock
+    )
+    error = RuntimeError("down")
+    broadcaster.publish_error(error)
+    clock.now += 1.0
+    readers = 8
+    barrier = threading.Barrier(readers)
+    raised: list[BaseException] = []
+    lock = threading.Lock()
+
+    def read() -> None:
+        barrier.wait()
+        try:
+            endpointer.endpoints()
+        except RuntimeError as caught:
+            with lock:
+                raised.append(caught)
+
+    threads = [threading.Thread(target=read) for _ in range(readers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(raised) == readers
+    assert all(caught is error for caught in raised)
+    assert [endpoint.closes for endpoint in factory.made] == [1, 1, 1]
+    endpointer.close()
+    assert [endpoint.closes for endpoint in factory.made] == [1, 1, 1]
+
+
+def test_negative_invalidate_on_error_is_rejected() -> None:
+    with pytest.raises(ValueError, match="invalidate_on_error"):
+        Endpointer(FixedInstancer(["a:1"]), Factory(), invalidate_on_error=-0.5)
+
+
+def test_subscribing_to_a_stopped_instancer_fails() -> None:
+    instancer = FixedInstancer(["a:1"])
+    instancer.stop()
+    with pytest.raises(RuntimeError):
+        Endpointer(instancer, Factory())
+
+
+def test_a_close_that_raises_is_logged_and_the_others_still_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Fragile(Ep):
+        def close(self) -> None:
+            super().close()
+            raise OSError(f"cannot close {self.instance}")
+
+    factory = Factory(Fragile)
+    endpointer = Endpointer(FixedInstancer(["a:1", "b:1"]), factory)
+    with caplog.at_level(logging.ERROR, logger="sd.endpoint"):
+        endpointer.close()
+    assert [endpoint.closes for endpoint in factory.made] == [1, 1]
+    assert "cannot close a:1" in caplog.text
+    assert "cannot close b:1" in caplog.text
+
+
+def test_churn_from_many_threads_closes_every_endpoint_exactly_once(
+    no_thread_leaks: None,
+) -> None:
+    registry = MemoryRegistry()
+    factory = Factory()
+    endpointer = Endpointer(registry.instancer("svc"), factory)
+    workers, rounds = 4, 50
+    barrier = threading.Barrier(workers + 1)
+    seen_bad: list[list[str]] = []
+
+    def churn(worker: int) -> None:
+        barrier.wait()
+        for n in range(rounds):
+            with registry.registrar("svc", f"w{worker}:{n + 1}"):
+                pass
+
+    def read() -> None:
+        barrier.wait()
+        while any(thread.is_alive() for thread in writers):
+            current = names(endpointer.endpoints())
+            if current != sorted(set(current)):
+                seen_bad.append(current)
+
+    writers = [threading.Thread(target=churn, args=(i,)) for i in range(workers)]
+    reader = threading.Thread(target=read)
+    for thread in [*writers, reader]:
+        thread.start()
+    for thread in [*writers, reader]:
+        thread.join()
+    assert seen_bad == []
+    assert endpointer.endpoints() == []
+    endpointer.close()
+    assert len(factory.made) == workers * rounds
+    assert all(endpoint.closes == 1 for endpoint in factory.made)

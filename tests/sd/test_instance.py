@@ -1,0 +1,138 @@
+"""Tests for sd.instance: parsing, normalising and cleaning instance strings."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from sd.errors import InvalidInstanceError, MisuseError
+from sd.instance import clean_instances, join_host_port, normalize_instance, split_instance
+
+INVALID = [
+    "",
+    "   ",
+    "host",
+    "host:",
+    "host:0",
+    "host:65536",
+    "host:-1",
+    "host:abc",
+    "host:+80",
+    "host:8O",
+    ":80",
+    "::1:80",  # IPv6 without brackets
+    "fe80::1:443",  # IPv6 without brackets
+    "a b:80",
+    "bad_host!:80",
+    "[::1]",
+    "[::1]:",
+    "[::1:80",
+    "[1.2.3.4]:80",
+    "[not-ipv6]:80",
+    "-leading-dash:80",
+    "host:\u0663",  # an Arabic-Indic digit: a digit, but not ASCII
+]
+
+
+@pytest.mark.parametrize("value", INVALID)
+def test_invalid_instances_raise_value_error_naming_the_value(value: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(value))) as excinfo:
+        normalize_instance(value)
+    assert isinstance(excinfo.value, InvalidInstanceError)
+    assert isinstance(excinfo.value, MisuseError)
+    assert excinfo.value.value == value
+
+
+@pytest.mark.parametrize("value", [None, 80, b"host:80", ("host", 80)])
+def test_non_strings_are_invalid(value: object) -> None:
+    with pytest.raises(InvalidInstanceError):
+        normalize_instance(value)
+
+
+@pytest.mark.parametrize("port", [1, 80, 65535])
+def test_port_bounds_are_inclusive(port: int) -> None:
+    assert normalize_instance(f"host:{port}") == f"host:{port}"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("[0:0::1]:80", "[::1]:80"),
+        ("[0000:0000:0000:0000:0000:0000:0000:0001]:80", "[::1]:80"),
+        ("[FE80::ABCD]:443", "[fe80::abcd]:443"),
+        ("HOST.Example.COM:80", "host.example.com:80"),
+        ("Host:080", "host:80"),
+        ("  host:80  ", "host:80"),
+        ("127.0.0.1:8080", "127.0.0.1:8080"),
+        ("my_service.local:1", "my_service.local:1"),
+    ],
+)
+def test_normalize_instance_gives_the_canonical_form(value: str, expected: str) -> None:
+    assert normalize_instance(value) == expected
+    assert normalize_instance(expected) == expected  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("host:80", ("host", 80)),
+        ("[::1]:8080", ("::1", 8080)),
+        ("[0:0::1]:8080", ("::1", 8080)),
+        ("10.0.0.1:1", ("10.0.0.1", 1)),
+        ("UPPER:2", ("upper", 2)),
+    ],
+)
+def test_split_instance(value: str, expected: tuple[str, int]) -> None:
+    assert split_instance(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        ("host", 80, "host:80"),
+        ("Host", "80", "host:80"),
+        ("::1", 80, "[::1]:80"),
+        ("[::1]", 80, "[::1]:80"),
+        ("0:0::1", 443, "[::1]:443"),
+        ("10.1.2.3", 9, "10.1.2.3:9"),
+    ],
+)
+def test_join_host_port(host: str, port: int | str, expected: str) -> None:
+    assert join_host_port(host, port) == expected
+
+
+@pytest.mark.parametrize(("host", "port"), [("host", 0), ("host", 70000), ("", 80), ("a b", 1)])
+def test_join_host_port_rejects_bad_parts(host: str, port: int) -> None:
+    with pytest.raises(InvalidInstanceError):
+        join_host_port(host, port)
+
+
+def test_split_and_join_round_trip() -> None:
+    for value in ["host:80", "[::1]:80", "[fe80::1]:1", "10.0.0.1:65535"]:
+        assert join_host_port(*split_instance(value)) == normalize_instance(value)
+
+
+def test_clean_instances_sorts_normalises_and_deduplicates() -> None:
+    raw = ["b:2", "a:1", "A:1", "[0:0::1]:80", "[::1]:80", "b:2"]
+    expected = tuple(sorted({normalize_instance(value) for value in raw}))
+    assert clean_instances(raw) == expected
+    assert list(expected) == sorted(expected)
+    assert len(expected) == len(set(expected))
+
+
+def test_clean_instances_skips_invalid_values_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="sd.instance"):
+        cleaned = clean_instances(["good:1", "bad", "also:bad", 42], source="consul")
+    assert cleaned == ("good:1",)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3
+    assert all("consul" in record.getMessage() for record in warnings)
+    assert any("'bad'" in record.getMessage() for record in warnings)
+
+
+def test_clean_instances_of_nothing_is_empty() -> None:
+    assert clean_instances([]) == ()

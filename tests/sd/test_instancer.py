@@ -1,0 +1,559 @@
+"""Tests for sd.instancer: Broadcaster, InstancerHandle, FixedInstancer, SharedWatches."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Hashable
+
+import pytest
+
+from sd.errors import InvalidInstanceError
+from sd.event import Event
+from sd.instance import normalize_instance
+from sd.instancer import (
+    Broadcaster,
+    FixedInstancer,
+    Instancer,
+    InstancerHandle,
+    SharedWatches,
+    Stoppable,
+)
+
+
+class Recorder:
+    """A subscriber that records every event it receives (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    @property
+    def instances(self) -> list[tuple[str, ...]]:
+        with self._lock:
+            return [event.instances for event in self.events]
+
+
+class FakeWatch:
+    """A watch that only counts how often it was stopped."""
+
+    def __init__(self, broadcaster: Broadcaster) -> None:
+        self.broadcaster = broadcaster
+        self.stops = 0
+
+    def stop(self) -> None:
+        self.stops += 1
+
+
+class WatchStarter:
+    """``start`` callable for SharedWatches that remembers every watch it started."""
+
+    def __init__(self) -> None:
+        self.watches: list[FakeWatch] = []
+
+    def __call__(self, broadcaster: Broadcaster) -> Stoppable:
+        watch = FakeWatch(broadcaster)
+        self.watches.append(watch)
+        return watch
+
+
+# --- Broadcaster -------------------------------------------------------------------------
+
+
+def test_subscribe_replays_the_current_state_at_once() -> None:
+    broadcaster = Broadcaster(Event(("b:2", "a:1")))
+    recorder = Recorder()
+    broadcaster.subscribe(recorder)
+    assert recorder.instances == [("a:1", "b:2")]
+
+
+def test_subscribe_to_a_fresh_broadcaster_replays_the_empty_state() -> None:
+    recorder = Recorder()
+    Broadcaster().subscribe(recorder)
+    assert recorder.events == [Event()]
+
+
+def test_changes_are_delivered_sorted_and_deduplicated() -> None:
+    broadcaster = Broadcaster()
+    recorder = Recorder()
+    broadcaster.subscribe(recorder)
+    assert broadcaster.publish(Event(("c:3", "a:1", "c:3", "b:2")))
+    assert recorder.instances[-1] == ("a:1", "b:2", "c:3")
+    assert broadcaster.state.instances == ("a:1", "b:2", "c:3")
+
+
+def test_an_unchanged_state_is_not_resent() -> None:
+    broadcaster = Broadcaster()
+    recorder = Recorder()
+    broadcaster.subscribe(recorder)
+    assert broadcaster.publish(Event(("a:1", "b:2")))
+    assert not broadcaster.publish(Event(("b:2", "a:1", "a:1")))  # same set, other order
+    assert len(recorder.events) == 2
+
+
+def test_an_unchanged_error_is_not_resent_but_a_different_one_is() -> None:
+    broadcaster = Broadcaster(Event(("a:1",)))
+    recorder = Recorder()
+    broadcaster.subscribe(recorder)
+    assert broadcaster.publish_error(ConnectionError("refused"))
+    assert not broadcaster.publish_error(ConnectionError("refused"))  # same type and args
+    assert broadcaster.publish_error(ConnectionError("reset"))  # other args
+    assert broadcaster.publish_error(TimeoutError("reset"))  # other type
+    errors = [event.error for event in recorder.events]
+    assert [type(error) for error in errors] == [
+        type(None), ConnectionError, ConnectionError, TimeoutError
+    ]
+    assert [error.args for error in errors if error is not None] == [
+        ("refused",), ("reset",), ("reset",)
+    ]
+
+
+def test_publish_error_keeps_the_last_instances() -> None:
+    broadcaster = Broadcaster(Event(("a:1", "b:2")))
+    error = RuntimeError("registry down")
+    broadcaster.publish_error(error)
+    assert broadcaster.state.instances == ("a:1", "b:2")
+    assert broadcaster.state.error is error
+
+
+def test_a_good_event_after_an_error_is_delivered_even_with_the_same_instances() -> None:
+    broadcaster = Broadcaster(Event(("a:1",)))
+    recorder = Recorder()
+    broadcaster.subscribe(recorder)
+    broadcaster.publish_error(RuntimeError("down"))
+    assert broadcaster.publish(Event(("a:1",)))
+    assert [event.error is None for event in recorder.events] == [True, False, True]
+
+
+def test_unsubscribe_stops_deliveries() -> None:
+    broadcaster = Broadcaster()
+    recorder = Recorder()
+    broadcaster.subscribe(recorder)
+    broadcaster.unsubscribe(recorder)
+    broadcaster.publish(Event(("a:1",)))
+    assert recorder.events == [Event()]
+
+
+def test_unsubscribe_of_an_unknown_callback_is_ignored() -> None:
+    broadcaster = Broadcaster()
+    broadcaster.unsubscribe(Recorder())
+    assert broadcaster.state == Event()
+
+
+def test_a_raising_callback_is_logged_and_stays_subscribed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broadcaster = Broadcaster()
+    calls: list[Event] = []
+
+    def broken(event: Event) -> None:
+        calls.append(event)
+        raise RuntimeError("subscriber bug")
+
+    recorder = Recorder()
+    with caplog.at_level(logging.ERROR, logger="sd.instancer"):
+        broadcaster.subscribe(broken)
+        broadcaster.subscribe(recorder)
+        broadcaster.publish(Event(("a:1",)))
+        broadcaster.publish(Event(("b:1",)))
+    assert [event.instances for event in calls] == [(), ("a:1",), ("b:1",)]
+    assert recorder.instances == [(), ("a:1",), ("b:1",)]  # later subscribers unaffected
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(failures) == len(calls)
+    assert all(record.exc_info is not None for record in failures)
+
+
+def test_a_callback_may_unsubscribe_itself_during_delivery() -> None:
+    broadcaster = Broadcaster()
+    seen: list[Event] = []
+
+    def once(event: Event) -> None:
+        seen.append(event)
+        if event.instances:
+            broadcaster.unsubscribe(once)
+
+    broadcaster.subscribe(once)
+    broadcaster.publish(Event(("a:1",)))
+    broadcaster.publish(Event(("b:1",)))
+    assert [event.instances for event in seen] == [(), ("a:1",)]
+
+
+def test_a_callback_that_publishes_does_not_reorder_later_subscribers() -> None:
+    broadcaster = Broadcaster()
+    first, last = Recorder(), Recorder()
+
+    def republish(event: Event) -> None:
+        first(event)
+        if event.instances == ("a:1",):
+            assert broadcaster.publish(Event(("b:1",)))
+
+    broadcaster.subscribe(republish)
+    broadcaster.subscribe(last)
+    broadcaster.publish(Event(("a:1",)))
+    # Every subscriber gets a:1 before b:1 and ends on the broadcaster's state.
+    assert first.instances == last.instances == [(), ("a:1",), ("b:1",)]
+    assert broadcaster.state.instances == ("b:1",)
+
+
+def test_subscribing_from_inside_a_delivery_gets_a_consistent_sequence() -> None:
+    broadcaster = Broadcaster()
+    late = Recorder()
+
+    def trigger(event: Event) -> None:
+        if event.instances == ("a:1",):
+            broadcaster.publish(Event(("b:1",)))  # queued behind a:1
+            broadcaster.subscribe(late)
+
+    broadcaster.subscribe(trigger)
+    broadcaster.publish(Event(("a:1",)))
+    assert late.instances == [("a:1",), ("b:1",)]
+
+
+def test_deliveries_are_ordered_under_concurrent_publishers(no_thread_leaks: None) -> None:
+    publishers, per_publisher = 8, 500
+    broadcaster = Broadcaster()
+    recorders = [Recorder() for _ in range(3)]
+
+    def slow(event: Event) -> None:
+        os.sched_yield()  # invite a thread switch in the middle of a delivery
+
+    for recorder in recorders:
+        broadcaster.subscribe(recorder)
+        broadcaster.subscribe(slow)
+    start = threading.Barrier(publishers)
+
+    def publish(thread: int) -> None:
+        start.wait()
+        for counter in range(per_publisher):
+            broadcaster.publish(Event((f"t{thread}-{counter:05d}:1",)))
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(publishers)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, so a missing lock would show
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+
+    sequences = [recorder.instances[1:] for recorder in recorders]  # drop the replay
+    # Every publish carried a new state, so every subscriber saw every one of them ...
+    assert all(len(sequence) == publishers * per_publisher for sequence in sequences)
+    # ... in one and the same order ...
+    assert sequences[0] == sequences[1] == sequences[2]
+    # ... which keeps each publisher's own order: its counters strictly increase.
+    for publisher in range(publishers):
+        prefix = f"t{publisher}-"
+        counters = [int(s[0][len(prefix):].split(":")[0])
+                    for s in sequences[0] if s[0].startswith(prefix)]
+        assert counters == sorted(set(counters))
+        assert len(counters) == per_publisher
+    # The last delivery is the broadcaster's final state.
+    assert sequences[0][-1] == broadcaster.state.instances
+
+
+def test_a_publish_waits_for_the_delivery_in_progress(no_thread_leaks: None) -> None:
+    # Deterministic twin of the stress test above: while one delivery is blocked in a
+    # subscriber, a second publisher must not overtake it.
+    broadcaster = Broadcaster()
+    entered, proceed = threading.Event(), threading.Event()
+
+    def gate(event: Event) -> None:
+        if event.instances == ("a:1",):
+            entered.set()
+            assert proceed.wait(5)
+
+    after = Recorder()
+    broadcaster.subscribe(gate)
+    broadcaster.subscribe(after)
+    first = threading.Thread(target=broadcaster.publish, args=(Event(("a:1",)),))
+    second = threading.Thread(target=broadcaster.publish, args=(Event(("b:1",)),))
+    first.start()
+    assert entered.wait(5)
+    second.start()
+    second.join(0.1)  # give an unguarded publish the chance to overtake
+    assert second.is_alive()
+    proceed.set()
+    first.join()
+    second.join()
+    assert after.instances == [(), ("a:1",), ("b:1",)]
+    assert broadcaster.state.instances == ("b:1",)
+
+
+def test_subscribe_during_concurrent_publishing_sees_a_consistent_suffix(
+    no_thread_leaks: None,
+) -> None:
+    broadcaster = Broadcaster()
+    total = 500
+    done = threading.Event()
+
+    def publish() -> None:
+        for counter in range(total):
+            broadcaster.publish(Event((f"h{counter:05d}:1",)))
+        done.set()
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    late = Recorder()
+    broadcaster.subscribe(late)
+    thread.join()
+    assert done.is_set()
+    seen = late.instances
+    counters = [int(instances[0][1:6]) for instances in seen if instances]
+    # The replay and everything after it: strictly increasing, ending at the final state.
+    assert counters == sorted(set(counters))
+    assert seen[-1] == broadcaster.state.instances
+
+
+# --- InstancerHandle ---------------------------------------------------------------------
+
+
+def test_handle_subscribe_replays_and_follows_changes() -> None:
+    broadcaster = Broadcaster(Event(("a:1",)))
+    handle = InstancerHandle(broadcaster)
+    recorder = Recorder()
+    handle.subscribe(recorder)
+    broadcaster.publish(Event(("a:1", "b:1")))
+    assert recorder.instances == [("a:1",), ("a:1", "b:1")]
+    assert handle.state == broadcaster.state
+
+
+def test_handle_unsubscribe() -> None:
+    broadcaster = Broadcaster()
+    handle = InstancerHandle(broadcaster)
+    recorder = Recorder()
+    handle.subscribe(recorder)
+    handle.unsubscribe(recorder)
+    handle.unsubscribe(recorder)  # unknown now: ignored
+    broadcaster.publish(Event(("a:1",)))
+    assert recorder.instances == [()]
+
+
+def test_stop_is_idempotent_and_releases_once() -> None:
+    releases: list[int] = []
+    handle = InstancerHandle(Broadcaster(), lambda: releases.append(1))
+    handle.stop()
+    handle.stop()
+    assert releases == [1]
+
+
+def test_stop_unsubscribes_only_that_handles_callbacks() -> None:
+    broadcaster = Broadcaster()
+    first, second = InstancerHandle(broadcaster), InstancerHandle(broadcaster)
+    mine, theirs, shared = Recorder(), Recorder(), Recorder()
+    first.subscribe(mine)
+    first.subscribe(shared)
+    second.subscribe(theirs)
+    second.subscribe(shared)
+    first.stop()
+    broadcaster.publish(Event(("a:1",)))
+    assert mine.instances == [()]
+    assert theirs.instances == [(), ("a:1",)]
+    # ``shared`` was subscribed through both handles: it keeps second's registration only.
+    assert shared.instances == [(), (), ("a:1",)]
+
+
+def test_subscribe_after_stop_raises_runtime_error() -> None:
+    handle = InstancerHandle(Broadcaster())
+    handle.stop()
+    with pytest.raises(RuntimeError):
+        handle.subscribe(Recorder())
+
+
+def test_handle_as_context_manager_stops_on_exit() -> None:
+    releases: list[int] = []
+    broadcaster = Broadcaster()
+    recorder = Recorder()
+    with InstancerHandle(broadcaster, lambda: releases.append(1)) as handle:
+        handle.subscribe(recorder)
+    assert releases == [1]
+    broadcaster.publish(Event(("a:1",)))
+    assert recorder.instances == [()]
+    with pytest.raises(RuntimeError):
+        handle.subscribe(recorder)
+
+
+def test_handles_satisfy_the_instancer_protocol() -> None:
+    assert isinstance(InstancerHandle(Broadcaster()), Instancer)
+    assert isinstance(FixedInstancer(["a:1"]), Instancer)
+
+
+def test_stop_from_another_thread_waits_for_an_inflight_delivery(no_thread_leaks: None) -> None:
+    broadcaster = Broadcaster()
+    handle = InstancerHandle(broadcaster)
+    entered, proceed, stopped = threading.Event(), threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def blocking(event: Event) -> None:
+        if event.instances == ("a:1",):
+            entered.set()
+            assert proceed.wait(5)
+            order.append("delivery done")
+
+    def stop() -> None:
+        handle.stop()
+        order.append("stop returned")
+        stopped.set()
+
+    handle.subscribe(blocking)
+    publisher = threading.Thread(target=broadcaster.publish, args=(Event(("a:1",)),))
+    publisher.start()
+    assert entered.wait(5)
+    stopper = threading.Thread(target=stop)
+    stopper.start()
+    # stop() must not return while the delivery is still running ...
+    assert not stopped.wait(0.1)
+    proceed.set()
+    publisher.join()
+    stopper.join()
+    # ... and once it has returned, nothing more is delivered.
+    broadcaster.publish(Event(("b:1",)))
+    assert order == ["delivery done", "stop returned"]
+
+
+# --- FixedInstancer ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "host", "host:0", "host:65536", "host:abc", "::1:80", "a b:80"]
+)
+def test_fixed_instancer_rejects_invalid_instances_naming_them(bad: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(bad))) as excinfo:
+        FixedInstancer(["good:1", bad])
+    assert isinstance(excinfo.value, InvalidInstanceError)
+
+
+def test_fixed_instancer_rejects_a_single_string() -> None:
+    with pytest.raises(TypeError):
+        FixedInstancer("host:80")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (["[0:0::1]:80"], ["[::1]:80"]),
+        (["HOST:80"], ["host:80"]),
+        (["Web.Example:443", "web.example:443"], ["web.example:443"]),
+    ],
+)
+def test_fixed_instancer_normalises(raw: list[str], expected: list[str]) -> None:
+    recorder = Recorder()
+    FixedInstancer(raw).subscribe(recorder)
+    assert recorder.instances == [tuple(expected)]
+
+
+def test_fixed_instancer_sorts_and_deduplicates() -> None:
+    raw = ["c:3", "a:1", "b:2", "a:1"]
+    instancer = FixedInstancer(raw)
+    recorder = Recorder()
+    instancer.subscribe(recorder)
+    expected = tuple(sorted({normalize_instance(value) for value in raw}))
+    assert recorder.events == [Event(expected)]
+    assert repr(instancer) == f"FixedInstancer({list(expected)!r})"
+
+
+def test_fixed_instancer_of_nothing_sends_an_empty_event() -> None:
+    recorder = Recorder()
+    FixedInstancer([]).subscribe(recorder)
+    assert recorder.events == [Event()]
+
+
+def test_fixed_instancer_replays_to_every_subscriber_and_stops() -> None:
+    first, second = Recorder(), Recorder()
+    with FixedInstancer(["a:1"]) as instancer:
+        instancer.subscribe(first)
+        instancer.subscribe(second)
+    assert first.events == second.events == [Event(("a:1",))]
+    with pytest.raises(RuntimeError):
+        instancer.subscribe(Recorder())
+
+
+# --- SharedWatches -----------------------------------------------------------------------
+
+
+def test_shared_watches_start_one_watch_per_key() -> None:
+    watches, start = SharedWatches(), WatchStarter()
+    first = watches.handle("svc", start)
+    second = watches.handle("svc", start)
+    other = watches.handle("other", start)
+    assert len(start.watches) == 2
+    assert sorted(map(str, watches.keys())) == ["other", "svc"]
+    # Handles of one key share the watch's broadcaster.
+    start.watches[0].broadcaster.publish(Event(("a:1",)))
+    assert first.state == second.state == Event(("a:1",))
+    assert other.state == Event()
+
+
+def test_shared_watch_stops_when_the_last_handle_stops() -> None:
+    watches, start = SharedWatches(), WatchStarter()
+    first = watches.handle("svc", start)
+    second = watches.handle("svc", start)
+    (watch,) = start.watches
+    first.stop()
+    first.stop()  # idempotent: must not count as the second handle's release
+    assert watch.stops == 0
+    assert watches.keys() == ["svc"]
+    second.stop()
+    assert watch.stops == 1
+    assert watches.keys() == []
+    second.stop()
+    assert watch.stops == 1
+
+
+def test_a_new_handle_after_the_last_stop_starts_a_new_watch() -> None:
+    watches, start = SharedWatches(), WatchStarter()
+    watches.handle("svc", start).stop()
+    handle = watches.handle("svc", start)
+    assert len(start.watches) == 2
+    assert start.watches[0].stops == 1
+    assert start.watches[1].stops == 0
+    handle.stop()
+    assert start.watches[1].stops == 1
+
+
+def test_stopping_one_handle_keeps_the_others_subscribers() -> None:
+    watches, start = SharedWatches(), WatchStarter()
+    first = watches.handle("svc", start)
+    second = watches.handle("svc", start)
+    mine, theirs = Recorder(), Recorder()
+    first.subscribe(mine)
+    second.subscribe(theirs)
+    first.stop()
+    start.watches[0].broadcaster.publish(Event(("a:1",)))
+    assert mine.instances == [()]
+    assert theirs.instances == [(), ("a:1",)]
+
+
+def test_shared_watches_are_thread_safe(no_thread_leaks: None) -> None:
+    watches, start = SharedWatches(), WatchStarter()
+    keys: list[Hashable] = ["a", "b", ("c", 1)]
+    barrier = threading.Barrier(6)
+
+    def churn() -> None:
+        barrier.wait()
+        for _ in range(100):
+            for key in keys:
+                watches.handle(key, start).stop()
+
+    keeper = {key: watches.handle(key, start) for key in keys}
+    threads = [threading.Thread(target=churn) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # The keeper handles held every watch open: exactly one start per key, none stopped.
+    assert len(start.watches) == len(keys)
+    assert all(watch.stops == 0 for watch in start.watches)
+    for handle in keeper.values():
+        handle.stop()
+    assert all(watch.stops == 1 for watch in start.watches)
+    assert watches.keys() == []

@@ -1,0 +1,139 @@
+"""Tests for sd.url.instancer_from_url."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+import urllib.parse
+
+import pytest
+
+from sd.errors import InvalidInstanceError, MisuseError
+from sd.event import Event
+from sd.instance import normalize_instance
+from sd.instancer import Broadcaster, FixedInstancer, Instancer, InstancerHandle
+from sd.url import instancer_from_url, redact_url
+
+
+def replay(instancer: Instancer) -> list[Event]:
+    events: list[Event] = []
+    instancer.subscribe(events.append)
+    return events
+
+
+def test_static_url_gives_a_fixed_instancer() -> None:
+    raw = ["h2:2", "h1:1", "[0:0::1]:80", "H1:1"]
+    with instancer_from_url("static://" + ",".join(raw)) as instancer:
+        assert isinstance(instancer, FixedInstancer)
+        expected = tuple(sorted({normalize_instance(value) for value in raw}))
+        assert replay(instancer) == [Event(expected)]
+
+
+@pytest.mark.parametrize(
+    "body", ["[::1]:80,a:1,[fe80::1]:443", "a:1,b:2,c:3", "a:1,[0:0::2]:8080"]
+)
+def test_static_url_with_several_instances_including_ipv6(body: str) -> None:
+    expected = tuple(sorted({normalize_instance(item) for item in body.split(",")}))
+    with instancer_from_url(f"static://{body}") as instancer:
+        assert replay(instancer) == [Event(expected)]
+
+
+def test_static_scheme_is_case_insensitive_and_tolerates_blanks() -> None:
+    with instancer_from_url("STATIC://a:1, b:2,,") as instancer:
+        assert replay(instancer) == [Event(("a:1", "b:2"))]
+
+
+@pytest.mark.parametrize("bad", ["host", "host:0", "host:abc", "::1:80", "a b:80"])
+def test_static_url_with_a_bad_instance_raises_value_error(bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid instance") as excinfo:
+        instancer_from_url(f"static://good:1,{bad}")
+    assert isinstance(excinfo.value, InvalidInstanceError)
+
+
+@pytest.mark.parametrize("url", ["static://", "static://,", "static:// , "])
+def test_static_url_without_instances_raises_value_error(url: str) -> None:
+    with pytest.raises(ValueError, match="no instances"):
+        instancer_from_url(url)
+
+
+@pytest.mark.parametrize("url", ["zookeeper://zk:2181/svc", "http://a:1", "dns://svc"])
+def test_unknown_scheme_raises_value_error_naming_it(url: str) -> None:
+    scheme = url.split("://", 1)[0]
+    with pytest.raises(ValueError, match=scheme) as excinfo:
+        instancer_from_url(url)
+    assert isinstance(excinfo.value, MisuseError)
+
+
+@pytest.mark.parametrize("url", ["", "a:1,b:2", "static:a:1", "etcd:/x", "localhost"])
+def test_missing_scheme_separator_raises_value_error(url: str) -> None:
+    with pytest.raises(ValueError, match="not an instancer URL"):
+        instancer_from_url(url)
+
+
+def test_non_string_raises_value_error() -> None:
+    with pytest.raises(ValueError, match="not an instancer URL"):
+        instancer_from_url(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "module"),
+    [
+        ("etcd://127.0.0.1:2379/services/web/", "sd.etcd.url"),
+        ("consul://127.0.0.1:8500/web?tag=a&tag=b&passing=1", "sd.consul.url"),
+    ],
+)
+def test_registry_schemes_dispatch_the_parsed_url_to_their_driver(
+    monkeypatch: pytest.MonkeyPatch, url: str, module: str
+) -> None:
+    received: list[urllib.parse.SplitResult] = []
+    handle = InstancerHandle(Broadcaster())
+
+    def fake_from_url(parsed: urllib.parse.SplitResult) -> InstancerHandle:
+        received.append(parsed)
+        return handle
+
+    fake = types.ModuleType(module)
+    fake.instancer_from_url = fake_from_url  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module, fake)
+    assert instancer_from_url(url) is handle
+    assert received == [urllib.parse.urlsplit(url)]
+
+
+@pytest.mark.parametrize(
+    "url", ["etcd://127.0.0.1:notaport/p/", "consul://127.0.0.1:99999/web"]
+)
+def test_a_registry_url_with_a_bad_port_raises_misuse_error_naming_it(url: str) -> None:
+    with pytest.raises(MisuseError, match=re.escape(url.split("/")[2])):
+        instancer_from_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["etcd://user:hunter2@127.0.0.1:notaport/p/", "zz://hunter2@h/x",
+     "consul://hunter2@127.0.0.1:99999/web", "etcd://u:hunter2@[::1/svc/"],
+)
+def test_errors_never_show_credentials(url: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        instancer_from_url(url)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_redact_url() -> None:
+    assert redact_url("consul://tok@h:1/s?tag=a") == "consul://***@h:1/s?tag=a"
+    assert redact_url("etcd://u:p@a:1,b:2/x/") == "etcd://***@a:1,b:2/x/"
+    assert redact_url("static://a:1") == "static://a:1"
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "extra"),
+    [("etcd://127.0.0.1:2379/p/", "sd.etcd.url", "etcd"),
+     ("consul://127.0.0.1:8500/web", "sd.consul.url", "consul")],
+)
+def test_a_missing_driver_raises_value_error_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch, url: str, module: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # makes the import fail
+    with pytest.raises(ValueError, match=rf"kitsd\[{extra}\]") as excinfo:
+        instancer_from_url(url)
+    assert isinstance(excinfo.value.__cause__, ImportError)
