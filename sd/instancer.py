@@ -24,7 +24,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Protocol, Self, TypeVar, cast, runtime_checkable
 
 from sd.event import Event
 from sd.instance import normalize_instance
@@ -42,6 +42,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[Event], object]
+W = TypeVar("W", bound="Stoppable")
 
 
 @runtime_checkable
@@ -245,10 +246,14 @@ class SharedWatches:
         self._lock = threading.Lock()
         self._entries: dict[Hashable, tuple[Broadcaster, Stoppable, list[int]]] = {}
 
-    def handle(
-        self, key: Hashable, start: Callable[[Broadcaster], Stoppable]
-    ) -> InstancerHandle:
-        """A new handle on the watch for ``key``, starting the watch if needed."""
+    def acquire(
+        self, key: Hashable, start: Callable[[Broadcaster], W]
+    ) -> tuple[Broadcaster, W, Callable[[], None]]:
+        """Take a share of the watch for ``key``, starting it with ``start(broadcaster)``
+        if none runs; returns the shared broadcaster, the watch, and an idempotent
+        ``release`` that gives the share back (the last release stops the watch).
+        Driver instancers pass the broadcaster and ``release`` to
+        :class:`InstancerHandle`."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -256,7 +261,6 @@ class SharedWatches:
                 entry = (broadcaster, start(broadcaster), [0])
                 self._entries[key] = entry
             entry[2][0] += 1
-            broadcaster = entry[0]
         released = threading.Event()
 
         def release() -> None:
@@ -265,6 +269,13 @@ class SharedWatches:
             released.set()
             self._release(key)
 
+        return entry[0], cast(W, entry[1]), release
+
+    def handle(
+        self, key: Hashable, start: Callable[[Broadcaster], Stoppable]
+    ) -> InstancerHandle:
+        """A new handle on the watch for ``key``, starting the watch if needed."""
+        broadcaster, _, release = self.acquire(key, start)
         return InstancerHandle(broadcaster, release)
 
     def _release(self, key: Hashable) -> None:

@@ -18,7 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 BLOCKED = ["consul", "pyetcd", "etcd3"]
 
-CORE_MODULES = ["sd", "sd.endpointer", "sd.memory", "sd.url"]
+CORE_MODULES = [
+    "sd", "sd.endpointer", "sd.memory", "sd.url", "sd.http", "lb", "breaker", "kitsd.cli",
+    # the drivers import their client libraries only when a client is built
+    "sd.etcd", "sd.consul",
+]
 
 SCRIPT = textwrap.dedent(
     """

@@ -21,6 +21,13 @@ PURE_MODULES = [
     "sd/endpoint_cache.py",
     "sd/backoff.py",
     "sd/errors.py",
+    "sd/etcd/revision.py",
+    "sd/consul/index.py",
+    "sd/consul/health.py",
+    "lb/ejection.py",
+    "lb/retry_policy.py",
+    "lb/errors.py",
+    "breaker/guard.py",
 ]
 
 FORBIDDEN = frozenset(

@@ -52,8 +52,7 @@ import logging
 import math
 import threading
 import urllib.parse
-import weakref
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
@@ -171,7 +170,6 @@ def _check_arguments(service: object, wait: object) -> None:
 
 
 _WATCHES = SharedWatches()
-_LIVE: weakref.WeakValueDictionary[Hashable, _HealthWatch] = weakref.WeakValueDictionary()
 
 
 class ConsulInstancer(InstancerHandle):
@@ -219,20 +217,12 @@ class ConsulInstancer(InstancerHandle):
         key = (id(client), service, self.tags, self.passing_only)
 
         def start(broadcaster: Broadcaster) -> _HealthWatch:
-            watch = _HealthWatch(client, service, self.tags, self.passing_only, wait, broadcaster)
-            _LIVE[key] = watch
-            return watch
+            return _HealthWatch(client, service, self.tags, self.passing_only, wait, broadcaster)
 
-        shared = _WATCHES.handle(key, start)
-        # This instancer's own broadcaster mirrors the shared one, so the callbacks
-        # are this instancer's own while the Consul watch is shared.
-        mirror = Broadcaster()
-        shared.subscribe(mirror.publish)
-        self._shared = shared
-        super().__init__(mirror, self._release_watch)
-        watch = _LIVE.get(key)
-        if watch is not None and first_answer_timeout > 0:
-            watch.wait_answered(first_answer_timeout)  # the mirror follows the shared state
+        broadcaster, watch, self._release_share = _WATCHES.acquire(key, start)
+        super().__init__(broadcaster, self._release_watch)
+        if first_answer_timeout > 0:
+            watch.wait_answered(first_answer_timeout)
 
     @property
     def client(self) -> ConsulClient:
@@ -240,7 +230,7 @@ class ConsulInstancer(InstancerHandle):
         return self._client
 
     def _release_watch(self) -> None:
-        self._shared.stop()
+        self._release_share()
         if self._owns_client:
             _close_client(self._client)
 

@@ -282,15 +282,11 @@ class EtcdInstancer(InstancerHandle):
             raise TypeError(f"{type(client).__name__} is not an etcd client (no {missing})")
         self._client = client
         self._prefix = prefix
-        shared = _WATCHES.handle(
+        broadcaster, _, release = _WATCHES.acquire(
             (id(client), prefix),
             lambda broadcaster: PrefixWatch(broadcaster, client, prefix),
         )
-        # This handle's own broadcaster mirrors the shared one, so this handle's
-        # subscribers are its own while the etcd watch is shared.
-        mirror = Broadcaster()
-        shared.subscribe(mirror.publish)
-        super().__init__(mirror, shared.stop)
+        super().__init__(broadcaster, release)
 
     @property
     def prefix(self) -> str:
