@@ -50,3 +50,61 @@ def assert_no_new_threads(before: set[threading.Thread], timeout: float = 5.0) -
         if time.monotonic() > deadline:
             raise AssertionError(f"threads left running: {[t.name for t in leftover()]}")
         time.sleep(0.01)
+
+
+class WatchProcess:
+    """``python -m kitsd watch URL`` in a subprocess, its lines collected by a thread."""
+
+    def __init__(self, url: str, duration: float = 60.0) -> None:
+        import queue
+        import subprocess
+        import sys
+
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kitsd", "watch", url, "--duration", str(duration)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        stdout = self.process.stdout
+        assert stdout is not None
+
+        def read() -> None:
+            for line in stdout:
+                self._queue.put(line)
+
+        self._reader = threading.Thread(target=read, name="watch-reader")
+        self._reader.start()
+
+    def wait_line(self, predicate: Callable[[str], bool], timeout: float = 15.0) -> str:
+        """The first new line satisfying ``predicate``; fail after ``timeout`` seconds."""
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching watch line in {timeout}s; saw {self.lines}")
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                continue
+            self.lines.append(line)
+            if predicate(line):
+                return line
+
+    def close(self) -> None:
+        """Interrupt the watch (as Ctrl-C does) and reap it."""
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(10)
+            except Exception:
+                self.process.kill()
+                self.process.wait(10)
+        self._reader.join(10)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
