@@ -32,7 +32,10 @@ def measure(call: Callable[[], Any]) -> float:
 
 
 def main() -> None:
-    endpoints = {f"127.0.0.1:{8000 + i}": (lambda request, i=i: (i, request)) for i in range(3)}
+    def numbered(number: int) -> Callable[[Any], Any]:
+        return lambda request: (number, request)
+
+    endpoints = {f"127.0.0.1:{8000 + i}": numbered(i) for i in range(3)}
     endpointer = sd.Endpointer(sd.FixedInstancer(endpoints), endpoints.__getitem__)
     round_robin = lb.RoundRobin(endpointer)
     retried = lb.retry(3, 1.0, round_robin)

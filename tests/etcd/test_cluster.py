@@ -5,6 +5,7 @@ Measured figures are printed with a ``FIGURE`` prefix (see them with ``-s``).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -139,12 +140,13 @@ def test_killing_the_watched_member_during_a_stream_of_puts_loses_no_change(
             try:
                 for index in range(total):
                     key, value = f"{prefix}{index:04d}", instance(index)
-                    retrying(lambda k=key, v=value: writer.put(k, v), writer, deadline)
+                    retrying(functools.partial(writer.put, key, value), writer, deadline)
                     live.add(value)
                     states.append(tuple(sorted(live)))
                     if index >= 5:
                         old = index - 5
-                        retrying(lambda k=f"{prefix}{old:04d}": writer.delete(k), writer, deadline)
+                        delete = functools.partial(writer.delete, f"{prefix}{old:04d}")
+                        retrying(delete, writer, deadline)
                         live.discard(instance(old))
                         states.append(tuple(sorted(live)))
                     if index == total // 3:

@@ -13,7 +13,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -434,7 +434,7 @@ def test_compaction_while_the_watch_is_down_forces_a_reread(
     gated = GatedClient(client)
     client.put(f"{prefix}a", "10.0.0.1:80")
     client.put(f"{prefix}b", "10.0.0.2:80")
-    with sd.etcd.EtcdInstancer(gated, prefix) as instancer:
+    with sd.etcd.EtcdInstancer(cast(Any, gated), prefix) as instancer:
         wait_for(instances_are(instancer, "10.0.0.1:80", "10.0.0.2:80"), 5, "the initial read")
         gated.close_gate()
         wait_for(lambda: instancer.state.error is not None, 5, "the broken watch to be reported")
@@ -459,7 +459,7 @@ def test_compaction_while_the_watch_is_down_forces_a_reread(
 @pytest.mark.integration
 def test_a_resumed_watch_gets_the_changes_made_while_it_was_down(client: Any, prefix: str) -> None:
     gated = GatedClient(client)
-    with sd.etcd.EtcdInstancer(gated, prefix) as instancer:
+    with sd.etcd.EtcdInstancer(cast(Any, gated), prefix) as instancer:
         recorder = Recorder()
         instancer.subscribe(recorder)
         client.put(f"{prefix}a", "10.0.0.1:80")
