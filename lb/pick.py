@@ -19,10 +19,14 @@ from collections.abc import Sequence
 from contextvars import ContextVar, Token
 from typing import TypeVar
 
+from lb.balancer import EndpointSource
 from lb.ejection import EjectionTable
+from lb.errors import NoEndpointsError
+from sd.endpoint import Endpoint
 from sd.errors import ConnectionFailure
 
 __all__ = [
+    "candidates",
     "ejection_table",
     "failed_in_call",
     "record_failure",
@@ -52,6 +56,18 @@ def usable(endpoints: Sequence[E]) -> Sequence[E]:
         return kept or endpoints
     with _lock:
         return table.usable(endpoints, time.monotonic(), exclude)
+
+
+def candidates(source: EndpointSource) -> Sequence[Endpoint]:
+    """``source``'s endpoints narrowed by :func:`usable`: what a balancer picks from.
+
+    Raises :class:`lb.NoEndpointsError` on an empty set; ``source``'s own error
+    passes through unchanged.
+    """
+    endpoints = source.endpoints()
+    if not endpoints:
+        raise NoEndpointsError
+    return usable(endpoints)
 
 
 def failed_in_call() -> frozenset[int]:

@@ -6,8 +6,7 @@ import random
 import threading
 
 from lb.balancer import EndpointSource
-from lb.errors import NoEndpointsError
-from lb.pick import usable
+from lb.pick import candidates
 from sd.endpoint import Endpoint
 
 __all__ = ["Random"]
@@ -28,13 +27,10 @@ class Random:
         self._lock = threading.Lock()
 
     def endpoint(self) -> Endpoint:
-        endpoints = self._source.endpoints()
-        if not endpoints:
-            raise NoEndpointsError
-        candidates = usable(endpoints)
+        choices = candidates(self._source)
         with self._lock:
-            index = self._rng.randrange(len(candidates))
-        return candidates[index]
+            index = self._rng.randrange(len(choices))
+        return choices[index]
 
     def __repr__(self) -> str:
         return f"Random({self._source!r})"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 
 from lb.balancer import EndpointSource
-from lb.errors import NoEndpointsError
-from lb.pick import usable
+from lb.pick import candidates
 from sd.endpoint import Endpoint
 
 __all__ = ["RoundRobin"]
@@ -27,14 +26,11 @@ class RoundRobin:
         self._next = 0
 
     def endpoint(self) -> Endpoint:
-        endpoints = self._source.endpoints()
-        if not endpoints:
-            raise NoEndpointsError
-        candidates = usable(endpoints)
+        choices = candidates(self._source)
         with self._lock:
             index = self._next
             self._next = index + 1
-        return candidates[index % len(candidates)]
+        return choices[index % len(choices)]
 
     def __repr__(self) -> str:
         return f"RoundRobin({self._source!r})"
