@@ -7,6 +7,7 @@ drivers live in :mod:`sd.etcd` and :mod:`sd.consul` and import their client
 libraries lazily; HTTP endpoints live in :mod:`sd.http`.
 """
 
+from sd.aio import AsyncRegistrar, EventStream
 from sd.deadline import remaining
 from sd.endpoint import AsyncEndpoint, Endpoint, Factory, Middleware, SyncEndpoint, is_async
 from sd.endpointer import Endpointer
@@ -29,12 +30,14 @@ from sd.url import instancer_from_url
 
 __all__ = [
     "AsyncEndpoint",
+    "AsyncRegistrar",
     "BackendError",
     "Broadcaster",
     "ConnectionFailure",
     "Endpoint",
     "Endpointer",
     "Event",
+    "EventStream",
     "Factory",
     "FixedInstancer",
     "Instancer",
