@@ -37,9 +37,10 @@ unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -229,22 +230,10 @@ class _Spec(Generic[RequestT, ResponseT]):
         return self.decode(response)
 
 
-class HTTPEndpoint(Generic[RequestT, ResponseT]):
-    """A sync endpoint calling ``method path`` on one instance over its own ``httpx.Client``.
-
-    Usually built by :func:`factory`; the arguments are the same plus
-    ``instance``.  The client is made here (no I/O) with
-    ``base_url=f"{scheme}://{instance}"`` and ``client_kwargs`` (timeout,
-    headers, transport, ...).  Raises ``ValueError`` for a bad instance, method,
-    path or scheme and ``TypeError`` for non-callable ``encode``/``decode``.
-
-    Calling it raises :class:`StatusError` for a refused status, ``TimeoutError``
-    when the retry deadline has passed, and httpx's errors as they come.
-
-    Thread-safe: calls may run from many threads at once (httpx's pool is).
-    :meth:`close` closes the client and its connections; calls after it raise
-    ``RuntimeError``.  A context manager (closes on exit).
-    """
+class _Endpoint(Generic[RequestT, ResponseT]):
+    """What both endpoint kinds share: the constructor, the instance and its URL,
+    the deadline handling around sending, and the repr.  Each subclass adds
+    its own client, ``__call__`` and closing (``close`` or ``aclose``, never both)."""
 
     def __init__(
         self,
@@ -268,10 +257,10 @@ class HTTPEndpoint(Generic[RequestT, ResponseT]):
         return endpoint
 
     def _setup(self, instance: str, spec: _Spec[RequestT, ResponseT]) -> None:
+        """Set the endpoint up (no I/O); subclasses extend it with their client."""
         self._spec = spec
         self._instance = normalize_instance(instance)
         self._base_url = f"{spec.scheme}://{self._instance}"
-        self._client = httpx.Client(base_url=self._base_url, **spec.client_kwargs)
 
     @property
     def instance(self) -> str:
@@ -283,6 +272,43 @@ class HTTPEndpoint(Generic[RequestT, ResponseT]):
         """``scheme://instance``."""
         return self._base_url
 
+    @contextlib.contextmanager
+    def _sending(self, prepared: _Prepared) -> Iterator[None]:
+        """Around the request: a connect timeout the deadline caused becomes ``TimeoutError``."""
+        try:
+            yield
+        except httpx.ConnectTimeout as error:
+            replacement = self._spec.deadline_error(prepared, self._instance)
+            if replacement is None:
+                raise
+            raise replacement from error
+
+    def __repr__(self) -> str:
+        spec = self._spec
+        return f"<{type(self).__name__} {spec.method} {self._base_url}{spec.path}>"
+
+
+class HTTPEndpoint(_Endpoint[RequestT, ResponseT]):
+    """A sync endpoint calling ``method path`` on one instance over its own ``httpx.Client``.
+
+    Usually built by :func:`factory`; the arguments are the same plus
+    ``instance``.  The client is made here (no I/O) with
+    ``base_url=f"{scheme}://{instance}"`` and ``client_kwargs`` (timeout,
+    headers, transport, ...).  Raises ``ValueError`` for a bad instance, method,
+    path or scheme and ``TypeError`` for non-callable ``encode``/``decode``.
+
+    Calling it raises :class:`StatusError` for a refused status, ``TimeoutError``
+    when the retry deadline has passed, and httpx's errors as they come.
+
+    Thread-safe: calls may run from many threads at once (httpx's pool is).
+    :meth:`close` closes the client and its connections; calls after it raise
+    ``RuntimeError``.  A context manager (closes on exit).
+    """
+
+    def _setup(self, instance: str, spec: _Spec[RequestT, ResponseT]) -> None:
+        super()._setup(instance, spec)
+        self._client = httpx.Client(base_url=self._base_url, **spec.client_kwargs)
+
     @property
     def client(self) -> httpx.Client:
         """The underlying ``httpx.Client`` (for inspection; do not close it directly)."""
@@ -292,13 +318,8 @@ class HTTPEndpoint(Generic[RequestT, ResponseT]):
         """Send ``request``; return ``decode(response)`` or raise (see the class docstring)."""
         spec = self._spec
         prepared = spec.prepare(request, self._client.timeout, self._instance)
-        try:
+        with self._sending(prepared):
             response = self._client.request(spec.method, spec.path, **prepared.kwargs)
-        except httpx.ConnectTimeout as error:
-            replacement = spec.deadline_error(prepared, self._instance)
-            if replacement is None:
-                raise
-            raise replacement from error
         return spec.finish(response, self._instance)
 
     def close(self) -> None:
@@ -318,11 +339,8 @@ class HTTPEndpoint(Generic[RequestT, ResponseT]):
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return f"<HTTPEndpoint {self._spec.method} {self._base_url}{self._spec.path}>"
 
-
-class AsyncHTTPEndpoint(Generic[RequestT, ResponseT]):
+class AsyncHTTPEndpoint(_Endpoint[RequestT, ResponseT]):
     """The async twin of :class:`HTTPEndpoint`, on its own ``httpx.AsyncClient``.
 
     The client is made lazily, by the first call, so that it belongs to the
@@ -336,44 +354,11 @@ class AsyncHTTPEndpoint(Generic[RequestT, ResponseT]):
     ``aclose()``.  An async context manager.
     """
 
-    def __init__(
-        self,
-        instance: str,
-        method: str,
-        path: str,
-        *,
-        encode: Callable[[RequestT], Mapping[str, Any]],
-        decode: Callable[[httpx.Response], ResponseT],
-        client_kwargs: Mapping[str, Any] | None = None,
-        accept_status: AcceptStatus = None,
-        scheme: str = "http",
-    ) -> None:
-        spec = _Spec.build(method, path, encode, decode, client_kwargs, accept_status, scheme)
-        self._setup(instance, spec)
-
-    @classmethod
-    def _from_spec(cls, instance: str, spec: _Spec[RequestT, ResponseT]) -> Self:
-        endpoint = cls.__new__(cls)
-        endpoint._setup(instance, spec)
-        return endpoint
-
     def _setup(self, instance: str, spec: _Spec[RequestT, ResponseT]) -> None:
-        self._spec = spec
-        self._instance = normalize_instance(instance)
-        self._base_url = f"{spec.scheme}://{self._instance}"
+        super()._setup(instance, spec)
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-
-    @property
-    def instance(self) -> str:
-        """The normalised ``host:port`` this endpoint calls."""
-        return self._instance
-
-    @property
-    def base_url(self) -> str:
-        """``scheme://instance``."""
-        return self._base_url
 
     @property
     def client(self) -> httpx.AsyncClient | None:
@@ -399,13 +384,8 @@ class AsyncHTTPEndpoint(Generic[RequestT, ResponseT]):
         spec = self._spec
         client = self._get_client()
         prepared = spec.prepare(request, client.timeout, self._instance)
-        try:
+        with self._sending(prepared):
             response = await client.request(spec.method, spec.path, **prepared.kwargs)
-        except httpx.ConnectTimeout as error:
-            replacement = spec.deadline_error(prepared, self._instance)
-            if replacement is None:
-                raise
-            raise replacement from error
         return spec.finish(response, self._instance)
 
     async def aclose(self) -> None:
@@ -443,9 +423,6 @@ class AsyncHTTPEndpoint(Generic[RequestT, ResponseT]):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    def __repr__(self) -> str:
-        return f"<AsyncHTTPEndpoint {self._spec.method} {self._base_url}{self._spec.path}>"
 
 
 def factory(

@@ -52,7 +52,7 @@ import logging
 import math
 import threading
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -80,6 +80,55 @@ DEFAULT_WAIT = 10.0
 _JOIN_TIMEOUT = 5.0
 
 
+class _Steps:
+    """What a watch does between two queries, for both drivers, so they cannot drift.
+
+    The answer to a query (or the error it raised) goes through
+    :class:`~sd.consul.index.WatchPolicy`; the decision is logged and published
+    to ``broadcaster``, then ``answered()`` is called.  Each driver only sends
+    the query with :attr:`index` and sleeps the delay :meth:`after` returns.
+    Not thread-safe: one per watch loop.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        tags: tuple[str, ...],
+        agent: str,
+        broadcaster: Broadcaster,
+        answered: Callable[[], object],
+    ) -> None:
+        self._doing = f"watching service {service!r}"
+        self._agent = agent
+        self._policy = WatchPolicy(
+            required_tags=tags[1:], where=f"{self._doing} at Consul agent {agent}"
+        )
+        self._broadcaster = broadcaster
+        self._answered = answered
+
+    @property
+    def index(self) -> int:
+        """The index to ask the next query with (0: a plain read)."""
+        return self._policy.index
+
+    def after(self, answer: tuple[object, object] | Exception) -> float:
+        """Carry out the decision on ``(X-Consul-Index, entries)`` or on the query's
+        error; return the seconds to wait before the next query."""
+        if isinstance(answer, Exception):
+            error = map_error(answer, doing=self._doing, agent=self._agent)
+            decision = self._policy.failed(error)
+        else:
+            decision = self._policy.answered(*answer)
+        if decision.log is not None:
+            logger.warning("%s", decision.log)
+        if decision.event is not None:
+            self._broadcaster.publish(decision.event)
+        if decision.error is not None:
+            self._broadcaster.publish_error(decision.error)
+        self._answered()
+        return decision.delay
+
+
 class _HealthWatch:
     """The thread running one blocking-query loop and publishing to ``broadcaster``."""
 
@@ -99,11 +148,9 @@ class _HealthWatch:
         self._tags = tags
         self._passing_only = passing_only
         self._wait = _go_duration(wait)
-        self._broadcaster = broadcaster
-        self._doing = f"watching service {service!r}"
-        self._where = f"{self._doing} at Consul agent {self._agent}"
         self._stopping = threading.Event()
         self._answered = threading.Event()
+        self._steps = _Steps(service, tags, self._agent, broadcaster, self._answered.set)
         self._thread = threading.Thread(
             target=self._run, name=f"kitsd-consul-watch-{service}", daemon=True
         )
@@ -135,38 +182,33 @@ class _HealthWatch:
         )
 
     def _run(self) -> None:
-        policy = WatchPolicy(required_tags=self._tags[1:], where=self._where)
+        answer: tuple[object, object] | Exception
         while not self._stopping.is_set():
             try:
-                raw_index, entries = self._query(policy.index)
+                answer = self._query(self._steps.index)
             except Exception as error:  # noqa: BLE001 - every failure becomes an error event
-                if self._stopping.is_set():
-                    return
-                decision = policy.failed(map_error(error, doing=self._doing, agent=self._agent))
-            else:
-                decision = policy.answered(raw_index, entries)
+                answer = error
             if self._stopping.is_set():
-                return
-            if decision.log is not None:
-                logger.warning("%s", decision.log)
-            if decision.event is not None:
-                self._broadcaster.publish(decision.event)
-            if decision.error is not None:
-                self._broadcaster.publish_error(decision.error)
-            self._answered.set()
-            if decision.delay > 0:
-                self._stopping.wait(decision.delay)
+                return  # an interrupted query is no news: publish nothing
+            delay = self._steps.after(answer)
+            if delay > 0:
+                self._stopping.wait(delay)
 
 
 def _go_duration(seconds: float) -> str:
     return f"{max(1, math.ceil(seconds * 1000))}ms"
 
 
-def _check_arguments(service: object, wait: object) -> None:
+def _watch_arguments(
+    service: str, tags: Sequence[str], passing_only: bool, wait: float
+) -> tuple[str, tuple[str, ...], bool]:
+    """Both instancers' checked ``(service, tags, passing_only)``; raises ``ValueError``
+    or ``TypeError`` for bad ones (``wait`` is only checked)."""
     if not isinstance(service, str) or not service.strip() or "/" in service:
         raise ValueError(f"service must be a non-empty Consul service name, not {service!r}")
     if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 < wait <= 600:
         raise ValueError(f"wait must be in (0, 600] seconds, not {wait!r}")
+    return service, tags_tuple(tags), bool(passing_only)
 
 
 _WATCHES = SharedWatches()
@@ -208,10 +250,9 @@ class ConsulInstancer(InstancerHandle):
         first_answer_timeout: float = 5.0,
         owns_client: bool = False,
     ) -> None:
-        _check_arguments(service, wait)
-        self.service = service
-        self.tags = tags_tuple(tags)
-        self.passing_only = bool(passing_only)
+        self.service, self.tags, self.passing_only = _watch_arguments(
+            service, tags, passing_only, wait
+        )
         self._client = client
         self._owns_client = owns_client
         key = (id(client), service, self.tags, self.passing_only)
@@ -283,11 +324,10 @@ class AsyncConsulInstancer(InstancerHandle):
         wait: float = DEFAULT_WAIT,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        _check_arguments(service, wait)
+        self.service, self.tags, self.passing_only = _watch_arguments(
+            service, tags, passing_only, wait
+        )
         loop = asyncio.get_running_loop()
-        self.service = service
-        self.tags = tags_tuple(tags)
-        self.passing_only = bool(passing_only)
         base_url, token, verify, dc = _agent_settings(agent, token, scheme, verify, dc)
         self.agent = base_url
         self._token = token
@@ -295,11 +335,11 @@ class AsyncConsulInstancer(InstancerHandle):
         self._wait = wait
         self._timeout = timeout
         self._path = f"/v1/health/service/{urllib.parse.quote(service, safe='')}"
-        self._where = f"watching service {service!r} at Consul agent {base_url}"
         self._http = httpx.AsyncClient(base_url=base_url, verify=verify, trust_env=False)
         self._answered = asyncio.Event()
-        self._broadcaster = Broadcaster()
-        super().__init__(self._broadcaster, self._cancel)
+        broadcaster = Broadcaster()
+        self._steps = _Steps(service, self.tags, base_url, broadcaster, self._answered.set)
+        super().__init__(broadcaster, self._cancel)
         self._task = loop.create_task(self._run(), name=f"kitsd-consul-watch-{service}")
 
     async def wait_answered(self) -> None:
@@ -347,26 +387,16 @@ class AsyncConsulInstancer(InstancerHandle):
         return response.headers.get("X-Consul-Index"), entries
 
     async def _run(self) -> None:
-        policy = WatchPolicy(required_tags=self.tags[1:], where=self._where)
+        answer: tuple[object, object] | Exception
         try:
             while True:
                 try:
-                    raw_index, entries = await self._query(policy.index)
+                    answer = await self._query(self._steps.index)
                 except Exception as error:  # noqa: BLE001 - every failure becomes an error event
-                    decision = policy.failed(
-                        map_error(error, doing=f"watching service {self.service!r}",
-                                  agent=self.agent))
-                else:
-                    decision = policy.answered(raw_index, entries)
-                if decision.log is not None:
-                    logger.warning("%s", decision.log)
-                if decision.event is not None:
-                    self._broadcaster.publish(decision.event)
-                if decision.error is not None:
-                    self._broadcaster.publish_error(decision.error)
-                self._answered.set()
-                if decision.delay > 0:
-                    await asyncio.sleep(decision.delay)
+                    answer = error
+                delay = self._steps.after(answer)
+                if delay > 0:
+                    await asyncio.sleep(delay)
         finally:
             await self._http.aclose()
 
