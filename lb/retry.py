@@ -56,7 +56,7 @@ def retry(
     ``sd.http`` endpoints do); a success that lands after the deadline is returned.
     Within one call an instance that failed is not picked again while others
     remain; a connection-level failure ejects it for later calls too.  ``wait`` is a
-    tenacity wait strategy (e.g. ``tenacity.wait_exponential_jitter(0.01, 1)``)
+    tenacity wait strategy (e.g. ``tenacity.wait_random_exponential(multiplier=0.01, max=1)``)
     slept between attempts, never past the deadline.  Safe to call from many threads.
 
     Raises ``ValueError`` for ``max_attempts < 1`` or ``timeout <= 0``.

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import consul
 
@@ -47,6 +47,7 @@ from sd.consul.client import (
 from sd.errors import InvalidInstanceError
 from sd.instance import join_host_port, split_instance
 from sd.registrar import RegistrarContext
+from sd.transient import retry_transient
 
 __all__ = ["ConsulRegistrar"]
 
@@ -156,7 +157,8 @@ class ConsulRegistrar(RegistrarContext):
     a port outside 1-65535, or a non-positive ``ttl``/``deregister_critical_after``.
     ``register()`` and ``deregister()`` raise :class:`sd.errors.RegistryUnavailableError`
     or :class:`sd.errors.PermissionDeniedError` (chained from the py-consul error)
-    when the agent cannot be reached or refuses; a failed ``deregister()`` still
+    when the agent refuses, or is still unreachable after ``retry_for`` seconds of
+    retrying with backoff (``0``: try once); a failed ``deregister()`` still
     stops the heartbeat, so the agent drops the instance after ``ttl``.
     Thread-safe.
     """
@@ -172,7 +174,12 @@ class ConsulRegistrar(RegistrarContext):
         tags: Sequence[str] = (),
         ttl: float | None = 10.0,
         deregister_critical_after: float | None = 60.0,
+        retry_for: float = 10.0,
     ) -> None:
+        if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) \
+                or not retry_for >= 0:
+            raise ValueError(f"retry_for must be >= 0 seconds, not {retry_for!r}")
+        self.retry_for = float(retry_for)
         if not isinstance(service, str) or not service.strip() or "/" in service:
             raise ValueError(f"service must be a non-empty Consul service name, not {service!r}")
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
@@ -240,12 +247,8 @@ class ConsulRegistrar(RegistrarContext):
         with self._lock:
             if self._registered:
                 return
-            try:
-                self.put()
-            except Exception as error:
-                raise map_error(
-                    error, doing=f"registering {self.service_id!r}", agent=self.agent
-                ) from error
+            retry_transient(self._mapped(self.put, "registering"), within=self.retry_for,
+                            what=f"registering {self.service_id!r} with {self.agent}")
             self._registered = True
             if self.ttl is not None:
                 self._heartbeat = _Heartbeat(self, self.ttl / 3)
@@ -261,13 +264,25 @@ class ConsulRegistrar(RegistrarContext):
             heartbeat, self._heartbeat = self._heartbeat, None
             if heartbeat is not None:
                 heartbeat.stop()
-            try:
-                self.client.agent.service.deregister(self.service_id)
-            except Exception as error:
-                raise map_error(
-                    error, doing=f"deregistering {self.service_id!r}", agent=self.agent
-                ) from error
+            retry_transient(
+                self._mapped(lambda: self.client.agent.service.deregister(self.service_id),
+                             "deregistering"),
+                within=self.retry_for,
+                what=f"deregistering {self.service_id!r} from {self.agent}",
+            )
             logger.info("deregistered %s from Consul agent %s", self.service_id, self.agent)
+
+    def _mapped(self, call: Callable[[], object], doing: str) -> Callable[[], None]:
+        """``call`` with py-consul's errors mapped into :mod:`sd.errors`."""
+
+        def mapped() -> None:
+            try:
+                call()
+            except Exception as error:
+                raise map_error(error, doing=f"{doing} {self.service_id!r}",
+                                agent=self.agent) from error
+
+        return mapped
 
     def __repr__(self) -> str:
         return (f"ConsulRegistrar({self.service!r}, {self.instance!r}, "

@@ -42,6 +42,7 @@ from sd.etcd.client import (
 )
 from sd.instance import normalize_instance
 from sd.registrar import RegistrarContext
+from sd.transient import retry_transient
 
 __all__ = ["EtcdRegistrar"]
 
@@ -71,12 +72,17 @@ class EtcdRegistrar(RegistrarContext):
     not positive.  ``register()`` and ``deregister()`` raise
     :class:`~sd.errors.RegistryUnavailableError` or
     :class:`~sd.errors.PermissionDeniedError` (chained from the client's error)
-    when etcd fails them; after a failed ``deregister()`` the registrar is still
-    deregistered and the key disappears when the lease expires.  Thread-safe;
+    when etcd still fails them after ``retry_for`` seconds of retrying a transient
+    unavailability (a leader election; ``0`` tries once); after a failed
+    ``deregister()`` the registrar is still deregistered and the key disappears
+    when the lease expires.  Thread-safe;
     the client stays the caller's.
     """
 
-    def __init__(self, client: EtcdClient, key: str, value: str, *, ttl: float = 10.0) -> None:
+    def __init__(
+        self, client: EtcdClient, key: str, value: str, *, ttl: float = 10.0,
+        retry_for: float = 10.0,
+    ) -> None:
         if not isinstance(key, str) or not key:
             raise MisuseError(f"etcd registrar key must be a non-empty string, not {key!r}")
         if not isinstance(value, str) or not value.strip():
@@ -85,7 +91,11 @@ class EtcdRegistrar(RegistrarContext):
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) \
                 or ttl <= 0:
             raise MisuseError(f"etcd registrar ttl must be positive seconds, not {ttl!r}")
+        if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) \
+                or not retry_for >= 0:
+            raise MisuseError(f"etcd registrar retry_for must be >= 0 seconds, not {retry_for!r}")
         self._client = client
+        self._retry_for = float(retry_for)
         self._key = key
         self._value = normalized
         self._ttl = float(ttl)
@@ -136,18 +146,8 @@ class EtcdRegistrar(RegistrarContext):
         with self._lock:
             if self._thread is not None:
                 return
-            try:
-                revive_endpoints(self._client)
-                try:
-                    self._grant_and_put()
-                except Exception as error:
-                    # etcd forgot our token (restart) -- a client connect() built can log in again
-                    if not (is_token_error(error) and reauthenticate(self._client)):
-                        raise
-                    self._grant_and_put()
-            except Exception as error:
-                raise to_backend_error(error, f"registering {self._key!r} in etcd at "
-                                              f"{describe(self._client)}") from error
+            retry_transient(self._register_once, within=self._retry_for,
+                            what=f"registering {self._key!r} in etcd")
             self._stopping = threading.Event()
             self._thread = threading.Thread(
                 target=self._keep_alive,
@@ -170,14 +170,33 @@ class EtcdRegistrar(RegistrarContext):
                 thread.join(_JOIN_TIMEOUT)
             with self._state_lock:
                 lease_id, self._lease_id = self._lease_id, None
-            try:
-                self._client.delete(self._key)
-                if lease_id is not None:
-                    self._revoke(lease_id)
-            except Exception as error:
-                raise to_backend_error(error, f"deregistering {self._key!r} from etcd at "
-                                              f"{describe(self._client)}") from error
+            retry_transient(lambda: self._deregister_once(lease_id), within=self._retry_for,
+                            what=f"deregistering {self._key!r} from etcd")
         logger.info("deregistered %r from etcd", self._key)
+
+    def _register_once(self) -> None:
+        try:
+            revive_endpoints(self._client)
+            try:
+                self._grant_and_put()
+            except Exception as error:
+                # etcd forgot our token (restart) -- a client connect() built can log in again
+                if not (is_token_error(error) and reauthenticate(self._client)):
+                    raise
+                self._grant_and_put()
+        except Exception as error:
+            raise to_backend_error(error, f"registering {self._key!r} in etcd at "
+                                          f"{describe(self._client)}") from error
+
+    def _deregister_once(self, lease_id: int | None) -> None:
+        try:
+            revive_endpoints(self._client)
+            self._client.delete(self._key)
+            if lease_id is not None:
+                self._revoke(lease_id)
+        except Exception as error:
+            raise to_backend_error(error, f"deregistering {self._key!r} from etcd at "
+                                          f"{describe(self._client)}") from error
 
     def _revoke(self, lease_id: int) -> None:
         try:

@@ -1,0 +1,45 @@
+"""Riding out a registry's transient unavailability (a leader election, a restart).
+
+Registrars call the registry on ``register()`` and ``deregister()``; a cluster
+that is electing a leader answers "unavailable" for a second or two.  Rather
+than fail a service's start-up for that, the call is retried with capped,
+full-jitter backoff (tenacity) for a bounded time, and only then raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import tenacity
+
+from sd.errors import RegistryUnavailableError
+
+__all__ = ["retry_transient"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def retry_transient(operation: Callable[[], T], *, within: float, what: str) -> T:
+    """Run ``operation``; while it raises :class:`RegistryUnavailableError`, try again
+    with full-jitter backoff (up to 50 ms doubling to 1 s) for up to ``within`` seconds, then
+    raise the last error.  Other errors (permission denied, misuse) raise at once.
+    ``within <= 0`` means a single try."""
+    if within <= 0:
+        return operation()
+
+    def log_retry(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        logger.warning("%s: %s; trying again (attempt %d)", what, error, state.attempt_number)
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_delay(within),
+        wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
+        retry=tenacity.retry_if_exception_type(RegistryUnavailableError),
+        before_sleep=log_retry,
+        reraise=True,
+    )
+    return retrying(operation)

@@ -1,0 +1,114 @@
+"""A chaos run shared by the etcd and Consul suites: the whole client stack keeps every
+call succeeding while instances crash and arrive and registry members die.
+
+The calling loop is bounded in count and time and only talks to loopback.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pybreaker
+
+import breaker
+import lb
+import sd
+import sd.http
+from kitsd.demo_server import DemoInstance
+
+
+@dataclass
+class CallLog:
+    """What the calling thread saw."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    failures: list[BaseException] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.calls.values()) + len(self.failures)
+
+
+def _decode(response: httpx.Response) -> str:
+    return str(response.json()["instance"])
+
+
+def _encode(request: int) -> dict[str, Any]:
+    return {"params": {"n": request}}
+
+
+class Caller:
+    """Calls a service through breaker -> retry -> round robin -> per-instance breaker -> HTTP
+    from a background thread until stopped (at most ``limit`` calls)."""
+
+    def __init__(self, instancer: sd.Instancer, limit: int = 20_000) -> None:
+        factory = breaker.per_instance(
+            sd.http.factory("GET", "/chaos", encode=_encode, decode=_decode,
+                            client_kwargs={"timeout": 2.0}),
+            lambda instance: pybreaker.CircuitBreaker(fail_max=3, reset_timeout=1.0),
+        )
+        self.endpointer = sd.Endpointer(instancer, factory)
+        self.call = breaker.circuit_breaker(pybreaker.CircuitBreaker(fail_max=20))(
+            lb.retry(4, 3.0, lb.RoundRobin(self.endpointer)))
+        self.log = CallLog()
+        self._stop = threading.Event()
+        self._limit = limit
+        self._thread = threading.Thread(target=self._run, name="chaos-caller")
+
+    def _run(self) -> None:
+        for number in range(self._limit):
+            if self._stop.is_set():
+                return
+            try:
+                instance = self.call(number)
+            except Exception as error:
+                with self.log.lock:
+                    self.log.failures.append(error)
+            else:
+                with self.log.lock:
+                    self.log.calls[instance] += 1
+
+    def __enter__(self) -> Caller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.endpointer.close()
+
+    def calls_after(self, count: int, timeout: float = 20.0) -> None:
+        """Wait until ``count`` more calls have been made."""
+        goal = self.log.total + count
+        deadline = time.monotonic() + timeout
+        while self.log.total < goal:
+            if not self._thread.is_alive():
+                raise AssertionError("the caller stopped early")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {self.log.total} of {goal} calls in {timeout}s")
+            time.sleep(0.01)
+
+    def count(self, instance: str) -> int:
+        with self.log.lock:
+            return self.log.calls[instance]
+
+
+def run_instances(count: int) -> list[DemoInstance]:
+    return [DemoInstance() for _ in range(count)]
+
+
+def wait_instances(instancer: sd.InstancerHandle, expected: Callable[[], set[str]],
+                   timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while set(instancer.state.instances) != expected():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"instancer shows {instancer.state}, want {expected()}")
+        time.sleep(0.01)
