@@ -39,15 +39,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import tempfile
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
-from compose.process import free_ports, stop_process, wait_until
+from compose.process import LOOPBACK, ServerGroup, ServerProcess, free_ports, wait_until
 
 __all__ = [
     "CONSUL_BINARY",
@@ -65,11 +62,10 @@ HTTP_ADDR_ENV = "KITSD_CONSUL_HTTP_ADDR"
 """Environment variable naming an existing agent (``host:port``) to use instead of starting one."""
 
 CONSUL_BINARY = os.environ.get("KITSD_CONSUL_BINARY", "/usr/local/bin/consul")
-_HOST = "127.0.0.1"
 _START_TIMEOUT = 30.0
 _COMMON_FLAGS = (
-    "-bind", _HOST,
-    "-client", _HOST,
+    "-bind", LOOPBACK,
+    "-client", LOOPBACK,
     "-dns-port", "-1",
     "-grpc-port", "-1",
     "-grpc-tls-port", "-1",
@@ -102,13 +98,16 @@ def _get_json(url: str, timeout: float = 1.0) -> object:
         return json.loads(answer.read())
 
 
-class ConsulAgent:
+class ConsulAgent(ServerProcess):
     """One ``consul agent`` process.
 
     ``http_addr`` is its ``host:port`` HTTP address; ``server_addr`` the
     ``host:port`` Raft knows it by.  :meth:`stop`, :meth:`kill` and
     :meth:`restart` keep the ports (and the data directory, if any).
     """
+
+    kind = "Consul agent"
+    start_timeout = _START_TIMEOUT
 
     def __init__(
         self,
@@ -119,20 +118,17 @@ class ConsulAgent:
         mode_flags: Sequence[str],
         data_dir: Path | None = None,
     ) -> None:
-        self.name = name
-        self.host = _HOST
+        super().__init__(name, workdir=workdir)
         self.http_port, self.serf_lan_port, self.serf_wan_port, self.server_port = ports
-        self.workdir = workdir
         self.data_dir = data_dir
-        self.log_path = workdir / f"{name}.log"
         self._mode_flags = tuple(mode_flags)
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     @property
     def http_addr(self) -> str:
         """``host:port`` of the HTTP API."""
         return f"{self.host}:{self.http_port}"
+
+    address = http_addr
 
     @property
     def http_url(self) -> str:
@@ -149,16 +145,6 @@ class ConsulAgent:
         """``host:port`` of the server RPC port (how ``/v1/status/leader`` names it)."""
         return f"{self.host}:{self.server_port}"
 
-    @property
-    def running(self) -> bool:
-        """Whether the process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The process id while running, else ``None``."""
-        return self._process.pid if self._process is not None and self.running else None
-
     def command(self) -> list[str]:
         """The command line this agent runs."""
         data = ["-data-dir", str(self.data_dir)] if self.data_dir is not None else []
@@ -171,24 +157,6 @@ class ConsulAgent:
             "-server-port", str(self.server_port),
             *data,
         ]
-
-    def start(self) -> None:
-        """Spawn the process (does not wait); a no-op while running."""
-        if self.running:
-            return
-        if self._log is not None:
-            self._log.close()
-        self._log = self.log_path.open("ab")
-        self._log.write(f"\n==== kitsd: starting {self.name} ====\n".encode())
-        self._log.flush()
-        self._process = subprocess.Popen(
-            self.command(),
-            cwd=self.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C in the test terminal must not reach Consul first
-        )
 
     def leader(self) -> str:
         """The leader's server address as this agent sees it (``""`` if none); raises if down."""
@@ -207,99 +175,18 @@ class ConsulAgent:
             return False
         return isinstance(node, dict) and isinstance(node.get("Node"), dict)
 
-    def wait_ready(self, timeout: float = _START_TIMEOUT) -> None:
-        """Block until :meth:`ready`; raise ``RuntimeError`` with the log tail if not."""
-        try:
-            wait_until(lambda: not self.running or self.ready(), timeout,
-                       f"Consul agent {self.name} to be ready")
-        except TimeoutError as error:
-            raise RuntimeError(f"{error}\n--- {self.log_path} ---\n{self.log_tail()}") from error
-        if not self.running:
-            code = None if self._process is None else self._process.poll()
-            raise RuntimeError(f"Consul agent {self.name} exited with {code}\n"
-                               f"--- {self.log_path} ---\n{self.log_tail()}")
 
-    def stop(self) -> None:
-        """Stop with SIGTERM and reap; idempotent."""
-        if self._process is not None:
-            stop_process(self._process)
-
-    def kill(self) -> None:
-        """Kill with SIGKILL (a crash) and reap; idempotent."""
-        if self._process is not None:
-            stop_process(self._process, kill=True)
-
-    def restart(self, *, wait: bool = True) -> None:
-        """Stop (if running) and start again on the same ports."""
-        self.stop()
-        self.start()
-        if wait:
-            self.wait_ready()
-
-    def close(self) -> None:
-        """Kill the process and close the log file."""
-        self.kill()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of this agent's log."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"ConsulAgent({self.name!r}, {self.http_addr}, {state})"
-
-
-class _Agents:
-    """A temporary directory of agents: shared teardown and context management."""
-
-    agents: list[ConsulAgent]
+class _Agents(ServerGroup[ConsulAgent]):
+    """Consul agents in a temporary directory (see :class:`ServerGroup`)."""
 
     def __init__(self, prefix: str, tmp_root: str | None) -> None:
         require_binary()
-        self._tmp = tempfile.TemporaryDirectory(prefix=prefix, dir=tmp_root)
-        self._closed = False
+        super().__init__(prefix, tmp_root)
 
     @property
-    def workdir(self) -> Path:
-        """The temporary directory holding data directories and logs."""
-        return Path(self._tmp.name)
-
-    can_restart = True
-    """Agents we started can be stopped, killed and restarted."""
-
-    def log_tails(self, lines: int = 40) -> str:
-        """The end of every agent's log, for a failure message."""
-        return "\n".join(
-            f"--- {agent.name} ({agent.log_path}) ---\n{agent.log_tail(lines)}"
-            for agent in self.agents
-        )
-
-    def close(self) -> None:
-        """Kill every agent and remove the temporary directory; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        for agent in self.agents:
-            agent.close()
-        self._tmp.cleanup()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def agents(self) -> list[ConsulAgent]:
+        """The agents, in start order (the same list as :attr:`members`)."""
+        return self.members
 
 
 class ConsulDevAgent(_Agents):
@@ -317,13 +204,9 @@ class ConsulDevAgent(_Agents):
         super().__init__("kitsd-consul-dev-", tmp_root)
         self.agent = ConsulAgent(name, workdir=self.workdir, ports=free_ports(4),
                                  mode_flags=("-dev", *extra_args))
-        self.agents = [self.agent]
+        self.members = [self.agent]
         if start:
-            try:
-                self.start()
-            except BaseException:
-                self.close()
-                raise
+            self._start_or_close()
 
     @property
     def http_addr(self) -> str:
@@ -339,23 +222,6 @@ class ConsulDevAgent(_Agents):
     def running(self) -> bool:
         """Whether the agent process is alive."""
         return self.agent.running
-
-    def start(self) -> None:
-        """Start (if stopped) and wait until ready."""
-        self.agent.start()
-        self.agent.wait_ready()
-
-    def stop(self) -> None:
-        """SIGTERM and reap."""
-        self.agent.stop()
-
-    def kill(self) -> None:
-        """SIGKILL and reap."""
-        self.agent.kill()
-
-    def restart(self) -> None:
-        """Stop and start again on the same ports (state is lost: ``-dev`` is in memory)."""
-        self.agent.restart()
 
     def __repr__(self) -> str:
         return f"ConsulDevAgent({self.agent!r})"
@@ -376,41 +242,28 @@ class ConsulCluster(_Agents):
         super().__init__("kitsd-consul-cluster-", tmp_root)
         ports = free_ports(4 * size)
         serf = [ports[4 * index + 1] for index in range(size)]
-        self.agents = []
         for index in range(size):
             joins = [flag for other in range(size) if other != index
-                     for flag in ("-retry-join", f"{_HOST}:{serf[other]}")]
-            self.agents.append(ConsulAgent(
+                     for flag in ("-retry-join", f"{LOOPBACK}:{serf[other]}")]
+            self.members.append(ConsulAgent(
                 f"s{index}",
                 workdir=self.workdir,
                 ports=ports[4 * index: 4 * index + 4],
                 data_dir=self.workdir / f"s{index}.data",
                 mode_flags=(
                     "-server", "-bootstrap-expect", str(size),
-                    "-advertise", _HOST,
+                    "-advertise", LOOPBACK,
                     "-retry-interval", "1s",
                     "-hcl", "performance { raft_multiplier = 1 }",
                     *joins,
                 ),
             ))
         if start:
-            try:
-                self.start()
-            except BaseException:
-                self.close()
-                raise
-
-    @property
-    def members(self) -> list[ConsulAgent]:
-        """The servers, in start order."""
-        return self.agents
+            self._start_or_close()
 
     def start(self) -> None:
         """Start every server (together: bootstrap needs all of them) and wait for a leader."""
-        for agent in self.agents:
-            agent.start()
-        for agent in self.agents:
-            agent.wait_ready()
+        super().start()
         self.leader()
 
     def leader(self, timeout: float = 20.0) -> ConsulAgent:
@@ -445,9 +298,6 @@ class ConsulCluster(_Agents):
         """The running servers that are not the leader."""
         leader = self.leader()
         return [agent for agent in self.agents if agent.running and agent is not leader]
-
-    def __repr__(self) -> str:
-        return f"ConsulCluster({self.agents!r})"
 
 
 class ExternalConsul:

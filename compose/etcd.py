@@ -32,16 +32,12 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 
-from compose.process import free_ports, stop_process, wait_until
+from compose.process import LOOPBACK, ServerGroup, ServerProcess, free_ports, wait_until
 
 __all__ = [
     "ENDPOINT_ENV",
@@ -57,16 +53,18 @@ ENDPOINT_ENV = "KITSD_ETCD_ENDPOINT"
 
 ETCD_BINARY = os.environ.get("KITSD_ETCD_BINARY", "/usr/bin/etcd")
 """The etcd server binary (``KITSD_ETCD_BINARY`` overrides ``/usr/bin/etcd``)."""
-_HOST = "127.0.0.1"
 _START_TIMEOUT = 20.0
 
 
-class EtcdMember:
+class EtcdMember(ServerProcess):
     """One etcd process of an :class:`EtcdCluster`.
 
     ``endpoint`` is its ``host:port`` client address.  :meth:`stop`,
     :meth:`kill` and :meth:`restart` keep the ports and the data directory.
     """
+
+    kind = "etcd member"
+    start_timeout = _START_TIMEOUT
 
     def __init__(
         self,
@@ -79,17 +77,13 @@ class EtcdMember:
         cluster_token: str,
         extra_args: Sequence[str] = (),
     ) -> None:
-        self.name = name
-        self.host = _HOST
+        super().__init__(name, workdir=workdir)
         self.client_port = client_port
         self.peer_port = peer_port
         self.data_dir = workdir / f"{name}.data"
-        self.log_path = workdir / f"{name}.log"
         self._initial_cluster = initial_cluster
         self._cluster_token = cluster_token
         self._extra_args = tuple(extra_args)
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
     can_restart = True
     """A member we started can be stopped, killed and restarted."""
@@ -98,6 +92,8 @@ class EtcdMember:
     def endpoint(self) -> str:
         """``host:port`` of the client listener."""
         return f"{self.host}:{self.client_port}"
+
+    address = endpoint
 
     @property
     def client_url(self) -> str:
@@ -109,19 +105,8 @@ class EtcdMember:
         """``http://host:port`` of the peer listener."""
         return f"http://{self.host}:{self.peer_port}"
 
-    @property
-    def pid(self) -> int | None:
-        """The process id while running, else ``None``."""
-        if self._process is None or self._process.poll() is not None:
-            return None
-        return self._process.pid
-
-    @property
-    def running(self) -> bool:
-        """Whether the process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def _command(self) -> list[str]:
+    def command(self) -> list[str]:
+        """The command line this member runs."""
         return [
             ETCD_BINARY,
             "--name", self.name,
@@ -138,23 +123,6 @@ class EtcdMember:
             *self._extra_args,
         ]
 
-    def start(self) -> None:
-        """Spawn the process (does not wait for health); a no-op while running."""
-        if self.running:
-            return
-        if self._log is not None:
-            self._log.close()
-        self._log = self.log_path.open("ab")
-        self._log.write(f"\n==== kitsd: starting {self.name} ====\n".encode())
-        self._log.flush()
-        self._process = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C in the test terminal must not reach etcd first
-        )
-
     def healthy(self) -> bool:
         """Whether ``/health`` answers ``{"health": "true"}`` (needs a leader)."""
         if not self.running:
@@ -166,23 +134,11 @@ class EtcdMember:
             return False
         return str(body.get("health")) == "true"
 
+    ready = healthy
+
     def wait_healthy(self, timeout: float = _START_TIMEOUT) -> None:
         """Block until healthy; raise ``RuntimeError`` with the log tail if it is not."""
-        try:
-            wait_until(self._healthy_or_dead, timeout, f"etcd member {self.name} to be healthy")
-        except TimeoutError as error:
-            raise RuntimeError(f"{error}\n--- {self.log_path} ---\n{self.log_tail()}") from error
-        if not self.running:
-            raise RuntimeError(
-                f"etcd member {self.name} exited with {self._exit_code()}\n"
-                f"--- {self.log_path} ---\n{self.log_tail()}"
-            )
-
-    def _healthy_or_dead(self) -> bool:
-        return not self.running or self.healthy()
-
-    def _exit_code(self) -> int | None:
-        return None if self._process is None else self._process.poll()
+        self.wait_ready(timeout)
 
     def status(self) -> dict[str, object]:
         """The member's ``Maintenance.Status`` answer (JSON gateway); raises ``OSError`` if down."""
@@ -200,44 +156,8 @@ class EtcdMember:
             raise TypeError(f"unexpected status answer from {self.endpoint}: {header!r}")
         return str(header["member_id"])
 
-    def stop(self) -> None:
-        """Stop with SIGTERM and reap; idempotent."""
-        if self._process is not None:
-            stop_process(self._process)
 
-    def kill(self) -> None:
-        """Kill with SIGKILL (a crash) and reap; idempotent."""
-        if self._process is not None:
-            stop_process(self._process, kill=True)
-
-    def restart(self, *, wait: bool = True) -> None:
-        """Stop (if running) and start again on the same ports and data directory."""
-        self.stop()
-        self.start()
-        if wait:
-            self.wait_healthy()
-
-    def close(self) -> None:
-        """Kill the process and close the log file."""
-        self.kill()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of this member's log."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"EtcdMember({self.name!r}, {self.endpoint}, {state})"
-
-
-class EtcdCluster:
+class EtcdCluster(ServerGroup[EtcdMember]):
     """``size`` etcd members bootstrapped statically (``--initial-cluster``).
 
     ``EtcdCluster(1)`` is a single member.  Starts on construction (or on
@@ -257,12 +177,11 @@ class EtcdCluster:
             raise ValueError(f"a cluster needs at least one member, not {size}")
         if not Path(ETCD_BINARY).exists() and shutil.which(ETCD_BINARY) is None:
             raise FileNotFoundError(f"etcd binary not found at {ETCD_BINARY}")
-        self._tmp = tempfile.TemporaryDirectory(prefix="kitsd-etcd-", dir=tmp_root)
-        workdir = Path(self._tmp.name)
+        super().__init__("kitsd-etcd-", tmp_root)
         ports = free_ports(2 * size)
         names = [f"m{index}" for index in range(size)]
         initial = ",".join(
-            f"{name}=http://{_HOST}:{ports[2 * index + 1]}" for index, name in enumerate(names)
+            f"{name}=http://{LOOPBACK}:{ports[2 * index + 1]}" for index, name in enumerate(names)
         )
         token = f"kitsd-{os.getpid()}-{time.monotonic_ns()}"
         self.members = [
@@ -270,21 +189,15 @@ class EtcdCluster:
                 name,
                 client_port=ports[2 * index],
                 peer_port=ports[2 * index + 1],
-                workdir=workdir,
+                workdir=self.workdir,
                 initial_cluster=initial,
                 cluster_token=token,
                 extra_args=extra_args,
             )
             for index, name in enumerate(names)
         ]
-        self._closed = False
         if start:
-            self.start()
-
-    @property
-    def workdir(self) -> Path:
-        """The temporary directory holding data directories and logs."""
-        return Path(self._tmp.name)
+            self._start_or_close()
 
     @property
     def endpoints(self) -> list[str]:
@@ -296,42 +209,9 @@ class EtcdCluster:
         """The first member's ``host:port``."""
         return self.members[0].endpoint
 
-    can_restart = True
-    """Members of a cluster we started can be stopped, killed and restarted."""
-
-    def start(self) -> None:
-        """Start every member (together: static bootstrap needs a quorum) and wait for health."""
-        try:
-            for member in self.members:
-                member.start()
-            for member in self.members:
-                member.wait_healthy()
-        except BaseException:
-            self.close()
-            raise
-
     def heal(self) -> None:
         """Start any member that is not running and wait until all are healthy."""
-        for member in self.members:
-            if not member.running:
-                member.start()
-        for member in self.members:
-            member.wait_healthy()
-
-    def stop(self) -> None:
-        """Stop every member with SIGTERM (data directories stay for :meth:`restart`)."""
-        for member in self.members:
-            member.stop()
-
-    def kill(self) -> None:
-        """Kill every member with SIGKILL (data directories stay for :meth:`restart`)."""
-        for member in self.members:
-            member.kill()
-
-    def restart(self) -> None:
-        """Stop every member, start them again on the same ports and data, wait for health."""
-        self.stop()
-        self.heal()
+        self.start()
 
     def leader(self, timeout: float = 10.0) -> EtcdMember:
         """The current leader, waiting up to ``timeout`` seconds for one to be elected."""
@@ -361,36 +241,6 @@ class EtcdCluster:
         except TimeoutError as error:
             raise RuntimeError(f"{error}\n{self.log_tails()}") from error
         return found[0]
-
-    def log_tails(self, lines: int = 40) -> str:
-        """The end of every member's log, for a failure message."""
-        return "\n".join(
-            f"--- {member.name} ({member.log_path}) ---\n{member.log_tail(lines)}"
-            for member in self.members
-        )
-
-    def close(self) -> None:
-        """Kill every member and remove the temporary directory; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        for member in self.members:
-            member.close()
-        self._tmp.cleanup()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"EtcdCluster({self.members!r})"
 
 
 class ExternalEtcd:

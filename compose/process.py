@@ -1,4 +1,12 @@
-"""Helpers shared by the server launchers: free ports, polling, process teardown."""
+"""Helpers shared by the server launchers: free ports, polling, process teardown, and the
+process lifecycle they share.
+
+:class:`ServerProcess` is one server process we start (its log file, start, readiness wait,
+stop/kill/restart, close); a launcher gives its command line and readiness check.
+:class:`ServerGroup` is such processes in one temporary directory, removed on close.
+
+Not thread-safe: drive processes and groups from one thread.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +14,27 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
+from typing import IO, ClassVar, Generic, Self, TypeVar
 
-__all__ = ["free_ports", "stop_process", "wait_until"]
+__all__ = [
+    "LOOPBACK",
+    "ServerGroup",
+    "ServerProcess",
+    "free_ports",
+    "stop_process",
+    "wait_until",
+]
+
+LOOPBACK = "127.0.0.1"
+"""The host every launched server listens on."""
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
     """``count`` distinct TCP ports that were free on ``host`` a moment ago."""
     sockets = []
     try:
@@ -57,3 +79,206 @@ def stop_process(
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=timeout)
+
+
+class ServerProcess(ABC):
+    """One server process we start, run in ``workdir`` and logging to ``workdir/<name>.log``.
+
+    Subclasses give :meth:`command`, :meth:`ready` and :attr:`address`.
+    :meth:`stop`, :meth:`kill` and :meth:`restart` keep the command line, so the
+    ports and data directory stay.  :meth:`close` (or leaving the context manager)
+    kills the process and closes the log file.  Not thread-safe.
+    """
+
+    kind: ClassVar[str] = "server"
+    """What error messages call one process (``"etcd member"``)."""
+
+    start_timeout: ClassVar[float] = 20.0
+    """Seconds :meth:`wait_ready` waits by default."""
+
+    def __init__(self, name: str, *, workdir: Path) -> None:
+        self.name = name
+        self.host = LOOPBACK
+        self.workdir = workdir
+        self.log_path = workdir / f"{name}.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    @abstractmethod
+    def address(self) -> str:
+        """``host:port`` clients connect to."""
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The command line this process runs."""
+
+    @abstractmethod
+    def ready(self) -> bool:
+        """Whether the server is up and serving (``False`` while it is not running)."""
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while running, else ``None``."""
+        return self._process.pid if self._process is not None and self.running else None
+
+    def start(self) -> None:
+        """Spawn the process (does not wait); a no-op while running."""
+        if self.running:
+            return
+        if self._log is not None:
+            self._log.close()
+        self._log = self.log_path.open("ab")
+        self._log.write(f"\n==== kitsd: starting {self.name} ====\n".encode())
+        self._log.flush()
+        self._process = subprocess.Popen(
+            self.command(),
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the test terminal must not reach the server first
+        )
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until :meth:`ready` (``timeout`` defaults to :attr:`start_timeout`);
+        raise ``RuntimeError`` with the log tail if not, or if the process exits."""
+        try:
+            wait_until(lambda: not self.running or self.ready(),
+                       self.start_timeout if timeout is None else timeout,
+                       f"{self.kind} {self.name} to be ready")
+        except TimeoutError as error:
+            raise RuntimeError(f"{error}\n--- {self.log_path} ---\n{self.log_tail()}") from error
+        if not self.running:
+            code = None if self._process is None else self._process.poll()
+            raise RuntimeError(f"{self.kind} {self.name} exited with {code}\n"
+                               f"--- {self.log_path} ---\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop with SIGTERM and reap; idempotent."""
+        if self._process is not None:
+            stop_process(self._process)
+
+    def kill(self) -> None:
+        """Kill with SIGKILL (a crash) and reap; idempotent."""
+        if self._process is not None:
+            stop_process(self._process, kill=True)
+
+    def restart(self, *, wait: bool = True) -> None:
+        """Stop (if running) and start again on the same ports (and data directory);
+        with ``wait``, :meth:`wait_ready`."""
+        self.stop()
+        self.start()
+        if wait:
+            self.wait_ready()
+
+    def close(self) -> None:
+        """Kill the process and close the log file."""
+        self.kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of this process's log."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"{type(self).__name__}({self.name!r}, {self.address}, {state})"
+
+
+ProcessT = TypeVar("ProcessT", bound=ServerProcess)
+
+
+class ServerGroup(Generic[ProcessT]):
+    """Server processes (:attr:`members`, filled by the subclass) in one temporary directory.
+
+    :meth:`close` (or leaving the context manager) closes every member and
+    removes the directory: nothing is left behind.  Not thread-safe.
+    """
+
+    can_restart = True
+    """Members we started can be stopped, killed and restarted."""
+
+    def __init__(self, prefix: str, tmp_root: str | None) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix=prefix, dir=tmp_root)
+        self._closed = False
+        self.members: list[ProcessT] = []
+
+    @property
+    def workdir(self) -> Path:
+        """The temporary directory holding data directories and logs (absolute)."""
+        return Path(self._tmp.name).absolute()
+
+    def start(self) -> None:
+        """Start every member that is not running (all before waiting: a cluster
+        bootstraps only with a quorum), then wait until each is ready; raises
+        ``RuntimeError`` (with the log tail) for one that does not become ready."""
+        for member in self.members:
+            member.start()
+        for member in self.members:
+            member.wait_ready()
+
+    def stop(self) -> None:
+        """Stop every member with SIGTERM (data directories stay for :meth:`restart`)."""
+        for member in self.members:
+            member.stop()
+
+    def kill(self) -> None:
+        """Kill every member with SIGKILL (data directories stay for :meth:`restart`)."""
+        for member in self.members:
+            member.kill()
+
+    def restart(self) -> None:
+        """Stop every member and :meth:`start` them again on the same ports (and data)."""
+        self.stop()
+        self.start()
+
+    def _start_or_close(self) -> None:
+        """:meth:`start`, closing the group if that fails: a constructor leaves nothing behind."""
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def log_tails(self, lines: int = 40) -> str:
+        """The end of every member's log, for a failure message."""
+        return "\n".join(
+            f"--- {member.name} ({member.log_path}) ---\n{member.log_tail(lines)}"
+            for member in self.members
+        )
+
+    def close(self) -> None:
+        """Kill every member and remove the temporary directory; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for member in self.members:
+            member.close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.members!r})"
