@@ -181,8 +181,15 @@ class InstancerHandle:
         with self._lock:
             if self._stopped:
                 raise RuntimeError("instancer is stopped")
-            self._callbacks.append(callback)
         self._broadcaster.subscribe(callback)
+        with self._lock:
+            # A stop() that ran while we subscribed did not know this registration:
+            # take it back ourselves, so nothing stays subscribed after stop().
+            raced_stop = self._stopped
+            if not raced_stop:
+                self._callbacks.append(callback)
+        if raced_stop:
+            self._broadcaster.unsubscribe(callback)
 
     def unsubscribe(self, callback: Callback) -> None:
         """Stop delivering to ``callback``; unknown callbacks are ignored."""

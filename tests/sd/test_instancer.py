@@ -16,6 +16,7 @@ from sd.event import Event
 from sd.instance import normalize_instance
 from sd.instancer import (
     Broadcaster,
+    Callback,
     FixedInstancer,
     Instancer,
     InstancerHandle,
@@ -557,3 +558,30 @@ def test_shared_watches_are_thread_safe(no_thread_leaks: None) -> None:
         handle.stop()
     assert all(watch.stops == 1 for watch in start.watches)
     assert watches.keys() == []
+
+
+def test_a_stop_racing_a_subscribe_leaves_nothing_subscribed() -> None:
+    """stop() on another thread between the handle's bookkeeping and the broadcaster's."""
+    entered, stopped = threading.Event(), threading.Event()
+
+    class SlowBroadcaster(Broadcaster):
+        def subscribe(self, callback: Callback) -> None:
+            entered.set()
+            assert stopped.wait(5)  # stop() runs to completion right here
+            super().subscribe(callback)
+
+    broadcaster = SlowBroadcaster(Event(("10.0.0.1:80",)))
+    handle = InstancerHandle(broadcaster)
+    seen: list[Event] = []
+
+    def stop_when_entered() -> None:
+        assert entered.wait(5)
+        handle.stop()
+        stopped.set()
+
+    stopper = threading.Thread(target=stop_when_entered)
+    stopper.start()
+    handle.subscribe(seen.append)
+    stopper.join(5)
+    broadcaster.publish(Event(("10.0.0.2:80",)))
+    assert seen == [Event(("10.0.0.1:80",))]  # the replay only: nothing after stop()
