@@ -60,20 +60,22 @@ def require_restartable(server: object) -> None:
         )
 
 
-def skip_without_etcd_binary() -> None:
-    """Skip a test that must start its own etcd when there is no etcd binary."""
+def require_etcd_binary() -> None:
+    """Fail, loudly, a test that must start its own etcd when there is no etcd binary:
+    a missing server is a missing install step, never a reason to pass quietly."""
     if not Path(ETCD_BINARY).exists():
-        pytest.skip(f"no etcd binary at {ETCD_BINARY}: cannot start etcd")
+        pytest.fail(f"no etcd binary at {ETCD_BINARY}: install it with `bash .ci/install-etcd`,"
+                    f" set {ENDPOINT_ENV}=host:port, or deselect with -m 'not integration'")
 
 
-def _skip_without_etcd() -> None:
+def _require_etcd() -> None:
     if not os.environ.get(ENDPOINT_ENV):
-        skip_without_etcd_binary()
+        require_etcd_binary()
 
 
 @pytest.fixture(scope="module")
 def _etcd_server() -> Iterator[EtcdCluster | ExternalEtcd]:
-    _skip_without_etcd()
+    _require_etcd()
     server = single_member()
     try:
         yield server
@@ -96,7 +98,7 @@ def etcd_member(
 
 @pytest.fixture(scope="module")
 def _etcd_cluster() -> Iterator[EtcdCluster]:
-    skip_without_etcd_binary()
+    require_etcd_binary()
     with EtcdCluster(3) as cluster:
         yield cluster
 

@@ -18,7 +18,7 @@ import sd.etcd
 from compose.etcd import EtcdCluster, EtcdMember
 from sd.etcd.client import current_endpoint, revive_endpoints
 from sd.event import Event
-from tests.etcd.conftest import skip_without_etcd_binary
+from tests.etcd.conftest import require_etcd_binary
 from tests.helpers import wait_for
 
 pytest.importorskip("pyetcd")
@@ -69,7 +69,7 @@ def _process_alive(pid: int) -> bool:
 
 
 def test_compose_restarts_on_the_same_ports_and_data_and_leaves_nothing_behind() -> None:
-    skip_without_etcd_binary()
+    require_etcd_binary()
     with EtcdCluster(1) as cluster:
         member = cluster.members[0]
         workdir = cluster.workdir

@@ -17,7 +17,7 @@ import sd.etcd
 from compose.etcd import EtcdCluster, EtcdMember, ExternalEtcd
 from sd.errors import MisuseError, PermissionDeniedError
 from sd.etcd.url import PASSWORD_ENV, USER_ENV, parse_url
-from tests.etcd.conftest import skip_without_etcd_binary
+from tests.etcd.conftest import require_etcd_binary
 from tests.helpers import wait_for
 
 pytest.importorskip("pyetcd")
@@ -145,7 +145,7 @@ def auth_etcd() -> Iterator[EtcdMember]:
     ``--snapshot-count 1``: etcd re-creates simple auth tokens when it replays its
     log on restart; snapshotting at once means a restart really forgets them.
     """
-    skip_without_etcd_binary()
+    require_etcd_binary()
     with EtcdCluster(1, extra_args=["--snapshot-count", "1"]) as cluster:
         member = cluster.members[0]
         _etcdctl(member, "user", "add", f"root:{ROOT_PASSWORD}", "--interactive=false")
