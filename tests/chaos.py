@@ -112,3 +112,59 @@ def wait_instances(instancer: sd.InstancerHandle, expected: Callable[[], set[str
         if time.monotonic() > deadline:
             raise AssertionError(f"instancer shows {instancer.state}, want {expected()}")
         time.sleep(0.01)
+
+
+def run_chaos(
+    *,
+    register: Callable[[str], sd.Registrar],
+    open_instancer: Callable[[], sd.InstancerHandle],
+    kill_leader: Callable[[], None],
+    after_leader_killed: Callable[[], object] = lambda: None,
+    timeout: float = 30.0,
+) -> None:
+    """The chaos scenario, for any registry.
+
+    Three instances register (``register(instance)`` returns a registered
+    :class:`sd.Registrar`); a caller runs the whole client stack over
+    ``open_instancer()``; one instance crashes and is deregistered a moment later;
+    the registry's leader is killed (``kill_leader``) and a new instance registers
+    while it is dead; ``after_leader_killed`` may restart it.  Not one call may fail,
+    and every instance that was alive must have answered.
+    """
+    servers = run_instances(3)
+    registrars: list[sd.Registrar] = []
+
+    def alive() -> set[str]:
+        return {server.instance for server in servers if server.alive}
+
+    try:
+        by_instance = {}
+        for server in servers:
+            by_instance[server.instance] = register(server.instance)
+            registrars.append(by_instance[server.instance])
+        with open_instancer() as instancer:
+            wait_instances(instancer, alive, timeout)
+            with Caller(instancer) as caller:
+                caller.calls_after(100)
+                victim = servers[0]
+                victim.kill()  # crashes; the registry learns a moment later
+                caller.calls_after(30)
+                by_instance[victim.instance].deregister()
+                wait_instances(instancer, alive, timeout)
+                kill_leader()
+                newcomer = run_instances(1)[0]
+                servers.append(newcomer)
+                registrars.append(register(newcomer.instance))  # while the leader is dead
+                wait_instances(instancer, alive, timeout)
+                caller.calls_after(100)
+                after_leader_killed()
+                caller.calls_after(100)
+        assert caller.log.failures == []
+        assert caller.count(newcomer.instance) > 0
+        assert caller.count(victim.instance) > 0
+        assert set(caller.log.calls) == {server.instance for server in servers}
+    finally:
+        for registrar in registrars:
+            registrar.deregister()
+        for server in servers:
+            server.kill()

@@ -18,7 +18,7 @@ import pytest
 from compose.consul import ConsulCluster
 from sd.consul import ConsulInstancer, ConsulRegistrar, connect
 from sd.event import Event
-from tests.chaos import Caller, run_instances, wait_instances
+from tests.chaos import run_chaos
 from tests.consul.conftest import skip_unless_restartable, start_agent
 from tests.helpers import wait_for
 
@@ -73,46 +73,18 @@ def test_no_call_fails_through_instance_and_leader_failures(cluster: ConsulClust
     leader = cluster.leader(timeout=30)
     registrar_server, watcher_server = cluster.followers()
     service = f"kitsd-chaos-{uuid.uuid4().hex[:8]}"
-    servers = run_instances(3)
-    registrars: dict[str, ConsulRegistrar] = {}
-
-    def alive() -> set[str]:
-        return {server.instance for server in servers if server.alive}
-
     with connect(registrar_server.http_addr) as registrar_client, \
             connect(watcher_server.http_addr) as watcher_client:
 
-        def register(instance: str) -> None:
+        def register(instance: str) -> ConsulRegistrar:
             host, port = instance.rsplit(":", 1)
             registrar = ConsulRegistrar(registrar_client, service, host, int(port), ttl=2)
             registrar.register()
-            registrars[instance] = registrar
+            return registrar
 
-        try:
-            for server in servers:
-                register(server.instance)
-            with ConsulInstancer(watcher_client, service) as instancer:
-                wait_instances(instancer, alive, timeout=30)
-                with Caller(instancer) as caller:
-                    caller.calls_after(100)
-                    victim = servers[0]
-                    victim.kill()  # crashes; the registry learns a moment later
-                    caller.calls_after(30)
-                    registrars[victim.instance].deregister()
-                    wait_instances(instancer, alive, timeout=30)
-                    leader.kill()
-                    newcomer = run_instances(1)[0]
-                    servers.append(newcomer)
-                    register(newcomer.instance)  # while there is no leader
-                    cluster.leader(timeout=30)
-                    wait_instances(instancer, alive, timeout=30)
-                    caller.calls_after(100)
-                assert caller.log.failures == []
-                assert caller.count(newcomer.instance) > 0
-                assert caller.count(victim.instance) > 0
-                assert set(caller.log.calls) == {server.instance for server in servers}
-        finally:
-            for registrar in registrars.values():
-                registrar.deregister()
-            for server in servers:
-                server.kill()
+        run_chaos(
+            register=register,
+            open_instancer=lambda: ConsulInstancer(watcher_client, service),
+            kill_leader=leader.kill,
+            after_leader_killed=lambda: cluster.leader(timeout=30),
+        )
