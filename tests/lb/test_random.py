@@ -12,34 +12,7 @@ import pytest
 import lb
 import sd
 from sd.endpoint import Endpoint
-
-
-class Static:
-    """The smallest endpoint source: a fixed list (go-kit's ``FixedEndpointer``)."""
-
-    def __init__(self, endpoints: list[Endpoint]) -> None:
-        self._endpoints = endpoints
-
-    def endpoints(self) -> list[Endpoint]:
-        return list(self._endpoints)
-
-
-class Failing:
-    """An endpoint source whose ``endpoints()`` raises the given error."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def endpoints(self) -> list[Endpoint]:
-        raise self.error
-
-
-def noop(name: str) -> Endpoint:
-    def endpoint(request: Any) -> str:
-        return name
-
-    endpoint.__name__ = name
-    return endpoint
+from tests.lb.sources import Failing, Static, noop
 
 
 def test_is_a_balancer() -> None:

@@ -12,36 +12,9 @@ import pytest
 import lb
 import sd
 from sd.endpoint import Endpoint
+from tests.lb.sources import Failing, Static, noop
 
 INSTANCES = ("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80")
-
-
-class Static:
-    """The smallest endpoint source: a fixed list (go-kit's ``FixedEndpointer``)."""
-
-    def __init__(self, endpoints: list[Endpoint]) -> None:
-        self._endpoints = endpoints
-
-    def endpoints(self) -> list[Endpoint]:
-        return list(self._endpoints)
-
-
-class Failing:
-    """An endpoint source whose ``endpoints()`` raises the given error."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def endpoints(self) -> list[Endpoint]:
-        raise self.error
-
-
-def noop(name: str) -> Endpoint:
-    def endpoint(request: Any) -> str:
-        return name
-
-    endpoint.__name__ = name
-    return endpoint
 
 
 @pytest.fixture
