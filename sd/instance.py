@@ -12,7 +12,13 @@ from collections.abc import Iterable
 
 from sd.errors import InvalidInstanceError
 
-__all__ = ["clean_instances", "join_host_port", "normalize_instance", "split_instance"]
+__all__ = [
+    "clean_instances",
+    "join_host_port",
+    "normalize_instance",
+    "split_address",
+    "split_instance",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +81,18 @@ def split_instance(value: object) -> tuple[str, int]:
     if ":" in host:
         raise InvalidInstanceError(value, "IPv6 hosts must be in brackets, as [::1]:80")
     return _check_host(value, host), _check_port(value, port)
+
+
+def split_address(value: object, *, default_port: int | None = None) -> tuple[str, int]:
+    """Split a server address ``host:port`` for building a URL or a gRPC target: as
+    :func:`split_instance`, but an IPv6 host keeps its brackets.  With ``default_port``
+    a bare host (``etcd1``, ``[::1]``) is accepted.  Raises ``InvalidInstanceError``."""
+    if default_port is not None and isinstance(value, str):
+        text = value.strip()
+        if text.endswith("]") or (text and ":" not in text):
+            value = f"{text}:{default_port}"
+    host, port = split_instance(value)
+    return (f"[{host}]" if ":" in host else host), port
 
 
 def join_host_port(host: str, port: int | str) -> str:

@@ -35,7 +35,6 @@ error event, not one per retry, and they never include the ACL token.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import socket
 import threading
@@ -53,7 +52,14 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager
 
-from sd.errors import BackendError, PermissionDeniedError, RegistryUnavailableError
+from sd.errors import (
+    BackendError,
+    InvalidInstanceError,
+    MisuseError,
+    PermissionDeniedError,
+    RegistryUnavailableError,
+)
+from sd.instance import split_address
 
 __all__ = [
     "AgentAPI",
@@ -274,17 +280,6 @@ class InterruptibleConsul(consul.Consul):  # type: ignore[misc]  # py-consul is 
         return f"InterruptibleConsul({self.http.base_uri!r})"
 
 
-def _url_host(host: str) -> str:
-    host = host.strip()
-    if host.startswith("[") and host.endswith("]"):
-        return host
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    return f"[{address}]" if address.version == 6 else str(address)
-
-
 def connect(
     address: str = "127.0.0.1:8500",
     *,
@@ -303,11 +298,12 @@ def connect(
     and answering (``None``: no bound).  Close the client when done.
     Raises ``ValueError`` for an address that is not ``host:port``.
     """
-    host, sep, port_text = address.strip().rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"Consul agent address must be host:port, not {address!r}")
+    try:
+        host, port = split_address(address)
+    except InvalidInstanceError as error:
+        raise MisuseError(f"Consul agent address must be host:port, not {address!r}") from error
     client = InterruptibleConsul(
-        host=_url_host(host), port=int(port_text), scheme=scheme, verify=verify, cert=cert,
+        host=host, port=port, scheme=scheme, verify=verify, cert=cert,
         dc=dc, connections_timeout=timeout,
     )
     if token is not None:

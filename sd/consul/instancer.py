@@ -68,6 +68,8 @@ from sd.consul.client import (
     tags_tuple,
 )
 from sd.consul.index import WatchPolicy
+from sd.errors import InvalidInstanceError, MisuseError
+from sd.instance import split_address
 from sd.instancer import Broadcaster, InstancerHandle, SharedWatches
 
 __all__ = ["AsyncConsulInstancer", "ConsulInstancer"]
@@ -410,10 +412,12 @@ def _agent_settings(
 ) -> tuple[str, str | None, bool | str, str | None]:
     """``(base URL, token, verify, dc)`` for a ``host:port`` or a py-consul client."""
     if isinstance(agent, str):
-        host, sep, port = agent.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ValueError(f"Consul agent address must be host:port, not {agent!r}")
-        return f"{scheme}://{agent.strip()}", token, verify, dc
+        try:
+            host, port = split_address(agent)
+        except InvalidInstanceError as error:
+            raise MisuseError(f"Consul agent address must be host:port, not {agent!r}") \
+                from error
+        return f"{scheme}://{host}:{port}", token, verify, dc
     http = getattr(agent, "http", None)
     base = getattr(http, "base_uri", None)
     if not isinstance(base, str):

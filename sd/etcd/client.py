@@ -49,8 +49,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
-from sd.errors import BackendError, MisuseError, PermissionDeniedError, RegistryUnavailableError
+from sd.errors import (
+    BackendError,
+    InvalidInstanceError,
+    MisuseError,
+    PermissionDeniedError,
+    RegistryUnavailableError,
+)
 from sd.etcd.revision import KeyValue, WatchEvent
+from sd.instance import split_address
 
 __all__ = [
     "DEFAULT_GRPC_OPTIONS",
@@ -431,17 +438,10 @@ def _client_module() -> ModuleType:
 
 def _split_endpoint(text: str) -> tuple[str, int]:
     """``(host, port)``; an IPv6 host keeps its brackets, as gRPC targets need them."""
-    text = text.strip()
-    if text.startswith("["):
-        inner, _, rest = text[1:].partition("]")
-        host, port = f"[{inner}]", rest.removeprefix(":")
-        valid = bool(inner)
-    else:
-        host, _, port = text.rpartition(":")
-        valid = bool(host) and ":" not in host
-    if not valid or not port.isdigit() or not 0 < int(port) < 65536:
-        raise MisuseError(f"etcd endpoint must be host:port, not {text!r}")
-    return host, int(port)
+    try:
+        return split_address(text)
+    except InvalidInstanceError as error:
+        raise MisuseError(f"etcd endpoint must be host:port, not {text!r}") from error
 
 
 # Credentials of clients connect() built, kept only to re-authenticate after

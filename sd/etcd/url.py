@@ -21,9 +21,10 @@ import threading
 import urllib.parse
 from typing import Any, Final
 
-from sd.errors import MisuseError
+from sd.errors import InvalidInstanceError, MisuseError
 from sd.etcd.client import close_client, connect
 from sd.etcd.instancer import EtcdInstancer
+from sd.instance import split_address
 from sd.instancer import InstancerHandle
 
 __all__ = ["PASSWORD_ENV", "USER_ENV", "EtcdURL", "instancer_from_url", "parse_url"]
@@ -78,19 +79,11 @@ def _split_hosts(netloc: str) -> list[str]:
         text = item.strip()
         if not text:
             continue
-        if text.startswith("["):
-            host, close, rest = text[1:].partition("]")
-            if not close or (rest and not rest.startswith(":")):
-                raise MisuseError(f"bad etcd host {text!r}")
-            port = rest[1:] or str(_DEFAULT_PORT)
-            host = f"[{host}]"
-        else:
-            host, colon, port = text.rpartition(":")
-            if not colon:
-                host, port = text, str(_DEFAULT_PORT)
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise MisuseError(f"bad etcd host {text!r}: want host:port")
-        endpoints.append(f"{host}:{int(port)}")
+        try:
+            host, port = split_address(text, default_port=_DEFAULT_PORT)
+        except InvalidInstanceError as error:
+            raise MisuseError(f"bad etcd host {text!r}: want host:port") from error
+        endpoints.append(f"{host}:{port}")
     if not endpoints:
         raise MisuseError("etcd URL names no host")
     return endpoints

@@ -8,7 +8,13 @@ import re
 import pytest
 
 from sd.errors import InvalidInstanceError, MisuseError
-from sd.instance import clean_instances, join_host_port, normalize_instance, split_instance
+from sd.instance import (
+    clean_instances,
+    join_host_port,
+    normalize_instance,
+    split_address,
+    split_instance,
+)
 
 INVALID = [
     "",
@@ -136,3 +142,23 @@ def test_clean_instances_skips_invalid_values_with_a_warning(
 
 def test_clean_instances_of_nothing_is_empty() -> None:
     assert clean_instances([]) == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "default", "expected"),
+    [("127.0.0.1:2379", None, ("127.0.0.1", 2379)),
+     ("[::1]:8500", None, ("[::1]", 8500)),
+     ("etcd1", 2379, ("etcd1", 2379)),
+     ("[::1]", 2379, ("[::1]", 2379)),
+     ("Etcd1:1", 2379, ("etcd1", 1))],
+)
+def test_split_address_keeps_ipv6_brackets(
+    value: str, default: int | None, expected: tuple[str, int]
+) -> None:
+    assert split_address(value, default_port=default) == expected
+
+
+@pytest.mark.parametrize("value", ["etcd1", "[::1]", "h:0", "h:x", "::1:80", ""])
+def test_split_address_rejects_what_is_not_host_port(value: str) -> None:
+    with pytest.raises(InvalidInstanceError):
+        split_address(value)
