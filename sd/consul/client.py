@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
 import threading
 import weakref
@@ -399,6 +400,11 @@ def check_status(status: int, body: str) -> bool:
         error_class = consul.exceptions.ClientError if status < 500 else consul.ConsulException
         raise error_class(f"{status} {body}")
     return True
+
+
+def go_duration(seconds: float) -> str:
+    """A Go duration string Consul accepts, in whole milliseconds (rounded up, at least 1)."""
+    return f"{max(1, math.ceil(seconds * 1000))}ms"
 
 
 def tags_tuple(tags: Sequence[str], what: str = "tags") -> tuple[str, ...]:

@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -63,6 +62,7 @@ from sd.consul.client import (
     ConsulClient,
     agent_address,
     check_status,
+    go_duration,
     map_error,
     private_copy,
     tags_tuple,
@@ -149,7 +149,7 @@ class _HealthWatch:
         self._service = service
         self._tags = tags
         self._passing_only = passing_only
-        self._wait = _go_duration(wait)
+        self._wait = go_duration(wait)
         self._stopping = threading.Event()
         self._answered = threading.Event()
         self._steps = _Steps(service, tags, self._agent, broadcaster, self._answered.set)
@@ -195,10 +195,6 @@ class _HealthWatch:
             delay = self._steps.after(answer)
             if delay > 0:
                 self._stopping.wait(delay)
-
-
-def _go_duration(seconds: float) -> str:
-    return f"{max(1, math.ceil(seconds * 1000))}ms"
 
 
 def _watch_arguments(
@@ -373,7 +369,7 @@ class AsyncConsulInstancer(InstancerHandle):
         params: list[tuple[str, str | int | float | bool | None]] = []
         budget = self._timeout
         if index > 0:
-            params += [("index", str(index)), ("wait", _go_duration(self._wait))]
+            params += [("index", str(index)), ("wait", go_duration(self._wait))]
             budget += self._wait + self._wait / 16  # Consul adds up to wait/16 of jitter
         if self.passing_only:
             params.append(("passing", "1"))

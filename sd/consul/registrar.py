@@ -40,6 +40,7 @@ from sd.backoff import Backoff
 from sd.consul.client import (
     ConsulClient,
     agent_address,
+    go_duration,
     map_error,
     private_copy,
     tags_tuple,
@@ -54,11 +55,6 @@ __all__ = ["ConsulRegistrar"]
 logger = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT = 5.0
-
-
-def _duration(seconds: float) -> str:
-    """A Go duration string Consul accepts, to the millisecond."""
-    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def _positive_seconds(name: str, value: float | None) -> float | None:
@@ -219,12 +215,12 @@ class ConsulRegistrar(RegistrarContext):
     def _check(self) -> dict[str, object] | None:
         if self.ttl is None:
             return None
-        check: dict[str, object] = dict(consul.Check.ttl(_duration(self.ttl)))
+        check: dict[str, object] = dict(consul.Check.ttl(go_duration(self.ttl)))
         check["CheckID"] = self.check_id
         check["Name"] = f"kitsd TTL of {self.service_id}"
         check["Status"] = "passing"
         if self.deregister_critical_after is not None:
-            check["DeregisterCriticalServiceAfter"] = _duration(self.deregister_critical_after)
+            check["DeregisterCriticalServiceAfter"] = go_duration(self.deregister_critical_after)
         return check
 
     def put(self, client: ConsulClient | None = None) -> None:
