@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
+from lb.balancer import Balancer
 from sd.endpoint import Endpoint
 
 
@@ -35,3 +39,31 @@ def noop(name: str) -> Endpoint:
 
     endpoint.__name__ = name
     return endpoint
+
+
+def picks_from_threads(
+    balancer: Balancer, threads_n: int, picks_n: int
+) -> Counter[Callable[[Any], Any]]:
+    """Pick ``picks_n`` times from each of ``threads_n`` threads started together;
+    returns how often each endpoint was picked, and fails on any error in a thread."""
+    barrier = threading.Barrier(threads_n)
+    totals: Counter[Callable[[Any], Any]] = Counter()
+    totals_lock = threading.Lock()
+    problems: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            local = Counter(balancer.endpoint() for _ in range(picks_n))
+            with totals_lock:
+                totals.update(local)
+        except BaseException as error:  # reported below
+            problems.append(error)
+
+    threads = [threading.Thread(target=worker, name=f"picker-{n}") for n in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert problems == []
+    return totals

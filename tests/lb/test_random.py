@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 import lb
 import sd
 from sd.endpoint import Endpoint
-from tests.lb.sources import Failing, Static, noop
+from tests.lb.sources import Failing, Static, noop, picks_from_threads
 
 
 def test_is_a_balancer() -> None:
@@ -80,26 +77,7 @@ def test_threads_total_count_and_no_errors(no_thread_leaks: None) -> None:
     endpoints = [noop(name) for name in "abcd"]
     balancer = lb.Random(Static(endpoints), seed=99)
     threads_n, picks_n = 8, 20_000
-    barrier = threading.Barrier(threads_n)
-    totals: Counter[Callable[[Any], Any]] = Counter()
-    totals_lock = threading.Lock()
-    problems: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            barrier.wait()
-            local = Counter(balancer.endpoint() for _ in range(picks_n))
-            with totals_lock:
-                totals.update(local)
-        except BaseException as error:  # reported to the test below
-            problems.append(error)
-
-    threads = [threading.Thread(target=worker, name=f"random-{n}") for n in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert problems == []
+    totals = picks_from_threads(balancer, threads_n, picks_n)
     assert sum(totals.values()) == threads_n * picks_n
     assert set(totals) == set(endpoints)
     want = threads_n * picks_n / len(endpoints)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +10,7 @@ import pytest
 import lb
 import sd
 from sd.endpoint import Endpoint
-from tests.lb.sources import Failing, Static, noop
+from tests.lb.sources import Failing, Static, noop, picks_from_threads
 
 INSTANCES = ("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80")
 
@@ -111,25 +109,6 @@ def test_exact_counts_under_threads(no_thread_leaks: None) -> None:
     endpoints = [noop(name) for name in "abc"]
     balancer = lb.RoundRobin(Static(endpoints))
     threads_n, picks_n = 8, 30_000
-    barrier = threading.Barrier(threads_n)
-    totals: Counter[Callable[[Any], Any]] = Counter()
-    totals_lock = threading.Lock()
-    problems: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            barrier.wait()
-            local = Counter(balancer.endpoint() for _ in range(picks_n))
-            with totals_lock:
-                totals.update(local)
-        except BaseException as error:  # reported to the test below
-            problems.append(error)
-
-    threads = [threading.Thread(target=worker, name=f"rr-{n}") for n in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert problems == []
+    totals = picks_from_threads(balancer, threads_n, picks_n)
     per_endpoint = threads_n * picks_n // len(endpoints)
     assert dict(totals) == dict.fromkeys(endpoints, per_endpoint)
