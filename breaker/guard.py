@@ -79,7 +79,7 @@ from pybreaker import (
 
 __all__ = ["TRIAL_IN_PROGRESS", "Ticket", "abandon", "admit", "fail", "succeed"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"kitsd.{__name__}")
 
 #: Message of the ``CircuitBreakerError`` raised while a half-open trial runs.
 TRIAL_IN_PROGRESS = "Circuit breaker half-open, half-open trial in progress"

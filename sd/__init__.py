@@ -7,6 +7,8 @@ drivers live in :mod:`sd.etcd` and :mod:`sd.consul` and import their client
 libraries lazily; HTTP endpoints live in :mod:`sd.http`.
 """
 
+import logging
+
 from sd.aio import AsyncRegistrar, EventStream
 from sd.deadline import remaining
 from sd.endpoint import AsyncEndpoint, Endpoint, Factory, Middleware, SyncEndpoint, is_async
@@ -60,3 +62,6 @@ __all__ = [
     "remaining",
     "split_instance",
 ]
+
+# One name configures the whole library; silent until the application adds handlers.
+logging.getLogger("kitsd").addHandler(logging.NullHandler())

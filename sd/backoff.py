@@ -1,26 +1,75 @@
-"""Capped exponential backoff with full jitter: a pure function and a tiny state.
+"""Backoff: one curve, one table of the constants every driver uses, one testing switch.
 
-Used by the registry watchers: 10 ms doubling to 60 s, as go-kit's Consul
-instancer.  Jitter keeps many clients from hammering a registry in step when it
-comes back.
+Theory of operation
+-------------------
+Every wait kitsd makes after a failure follows the same shape: a *ceiling*
+that starts at ``initial`` and doubles with each consecutive failure up to
+``maximum``, and a delay drawn in the **upper half** of that ceiling
+("equal jitter")::
+
+    ceiling(n) = min(maximum, initial * 2**(n-1))        n = consecutive failures >= 1
+    delay(n)   = ceiling(n)/2 + ceiling(n)/2 * rand      rand in [0, 1]
+
+The jitter spreads clients that failed together (a registry that comes back
+is not hit by everybody in the same millisecond); keeping the lower half out
+means a registry that stays down is never asked more often than once per half
+ceiling, so a watch loop cannot turn into a hot loop.
+
+:data:`CURVES` is the table of where each curve is used.  Long-running loops
+(the watches, heartbeats and keep-alives) keep their state in a small
+:class:`Backoff`; bounded retries (a registrar's ``register()`` riding out a
+leader election, see :mod:`sd.transient`) let tenacity do the waiting through
+:class:`CurveWait`, a tenacity wait strategy over the same curve.
+
+Testing switch
+--------------
+As stamina does, :func:`set_testing` (or the :func:`testing` context manager)
+makes *bounded* retries fast for tests: their waits become zero and their
+attempts are capped (default one attempt: no retry), so a test of a registrar
+against a dead registry does not sit out a 10 s ``retry_for``.  Unbounded
+loops (watches, heartbeats) keep their curves under the switch: a zero wait
+there would be a hot loop, not a faster test.
+
+Pure: nothing here sleeps, locks or reads a clock; :class:`Backoff` takes the
+random source it is given.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Final
 
-__all__ = ["Backoff", "backoff_delay"]
+import tenacity
+
+__all__ = [
+    "CONSUL_HEARTBEAT",
+    "CONSUL_WATCH",
+    "CURVES",
+    "ETCD_KEEPALIVE",
+    "ETCD_WATCH",
+    "REGISTRY_TRANSIENT",
+    "Backoff",
+    "Curve",
+    "CurveWait",
+    "backoff_delay",
+    "is_testing",
+    "set_testing",
+    "testing",
+    "testing_attempts",
+]
 
 
 def backoff_delay(
     failures: int, *, initial: float = 0.01, maximum: float = 60.0, rand: float = 1.0
 ) -> float:
-    """Delay after ``failures`` consecutive failures (``failures >= 1``).
+    """Delay after ``failures`` consecutive failures (see the module docstring).
 
-    The ceiling is ``initial * 2**(failures-1)`` capped at ``maximum``; ``rand``
-    in ``[0, 1]`` picks a point in its upper half, so the delay is never below
-    half the ceiling (a flapping registry is not hammered) and never above it.
+    ``failures < 1`` gives 0.  ``rand`` in ``[0, 1]`` picks the point in the
+    ceiling's upper half: the delay is never below half the ceiling and never
+    above it.
     """
     if failures < 1:
         return 0.0
@@ -28,22 +77,132 @@ def backoff_delay(
     return ceiling / 2.0 + ceiling / 2.0 * rand
 
 
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """A backoff curve: ``initial`` seconds doubling to ``maximum`` (both > 0)."""
+
+    initial: float
+    maximum: float
+
+    def __post_init__(self) -> None:
+        if not (0 < self.initial <= self.maximum):
+            raise ValueError(f"need 0 < initial <= maximum, got {self.initial}, {self.maximum}")
+
+    def delay(self, failures: int, rand: float) -> float:
+        """The delay after ``failures`` consecutive failures, ``rand`` in ``[0, 1]``."""
+        return backoff_delay(failures, initial=self.initial, maximum=self.maximum, rand=rand)
+
+    def capped(self, maximum: float) -> Curve:
+        """This curve with its ceiling lowered to ``maximum`` (and ``initial`` with it)."""
+        top = min(self.maximum, maximum)
+        return Curve(min(self.initial, top), top)
+
+
+#: Consul instancer: 10 ms doubling to 1 min (as go-kit's Consul instancer).
+CONSUL_WATCH: Final = Curve(0.01, 60.0)
+#: Consul TTL heartbeat after a failed pass: 10 ms doubling, capped at the
+#: heartbeat interval (``CONSUL_HEARTBEAT.capped(ttl / 3)``).
+CONSUL_HEARTBEAT: Final = Curve(0.01, 60.0)
+#: etcd instancer between reconnect attempts: 50 ms doubling to 5 s.
+ETCD_WATCH: Final = Curve(0.05, 5.0)
+#: etcd registrar's keep-alive after a failure: 50 ms doubling, capped at the
+#: keep-alive interval (``ETCD_KEEPALIVE.capped(interval)``).
+ETCD_KEEPALIVE: Final = Curve(0.05, 60.0)
+#: Registrars' ``register()``/``deregister()`` riding out an unavailable
+#: registry (a leader election) for ``retry_for`` seconds: 50 ms doubling to 1 s.
+REGISTRY_TRANSIENT: Final = Curve(0.05, 1.0)
+
+#: Every curve kitsd uses, by where it is used.
+CURVES: Final = {
+    "consul watch": CONSUL_WATCH,
+    "consul heartbeat": CONSUL_HEARTBEAT,
+    "etcd watch": ETCD_WATCH,
+    "etcd keep-alive": ETCD_KEEPALIVE,
+    "registry transient": REGISTRY_TRANSIENT,
+}
+
+
 @dataclass
 class Backoff:
-    """Counts consecutive failures and hands out the next delay."""
+    """Counts consecutive failures and hands out the next delay on ``curve``.
+
+    Not thread-safe: one per loop.  ``initial``/``maximum`` build a curve when
+    ``curve`` is not given.
+    """
 
     initial: float = 0.01
     maximum: float = 60.0
     rng: random.Random = field(default_factory=random.Random)
     failures: int = 0
+    curve: Curve | None = None
+
+    def __post_init__(self) -> None:
+        if self.curve is None:
+            self.curve = Curve(self.initial, self.maximum)
+        else:
+            self.initial, self.maximum = self.curve.initial, self.curve.maximum
 
     def next_delay(self) -> float:
         """Record one more failure and return how long to wait before the next try."""
         self.failures += 1
-        return backoff_delay(
-            self.failures, initial=self.initial, maximum=self.maximum, rand=self.rng.random()
-        )
+        assert self.curve is not None  # set in __post_init__
+        return self.curve.delay(self.failures, self.rng.random())
 
     def reset(self) -> None:
         """Forget the failures after a success."""
         self.failures = 0
+
+
+class CurveWait(tenacity.wait.wait_base):
+    """A tenacity wait strategy following ``curve``; zero under :func:`set_testing`."""
+
+    def __init__(self, curve: Curve, rng: random.Random | None = None) -> None:
+        self.curve = curve
+        self._rng = rng if rng is not None else random.Random()
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        if _testing.on:
+            return 0.0
+        return self.curve.delay(retry_state.attempt_number, self._rng.random())
+
+
+@dataclass
+class _Testing:
+    on: bool = False
+    attempts: int = 1
+
+
+_testing = _Testing()
+
+
+def set_testing(on: bool, *, attempts: int = 1) -> None:
+    """Turn the testing switch on or off (see the module docstring).
+
+    While on, bounded retries wait zero seconds between attempts and make at
+    most ``attempts`` attempts (``>= 1``).  Process-wide: meant for test suites.
+    """
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise ValueError(f"attempts must be an int >= 1, got {attempts!r}")
+    _testing.on = bool(on)
+    _testing.attempts = attempts
+
+
+def is_testing() -> bool:
+    """Whether the testing switch is on."""
+    return _testing.on
+
+
+def testing_attempts() -> int | None:
+    """The attempt cap for bounded retries while testing, else ``None``."""
+    return _testing.attempts if _testing.on else None
+
+
+@contextlib.contextmanager
+def testing(on: bool = True, *, attempts: int = 1) -> Iterator[None]:
+    """:func:`set_testing` for a ``with`` block; restores the previous setting."""
+    previous = (_testing.on, _testing.attempts)
+    set_testing(on, attempts=attempts)
+    try:
+        yield
+    finally:
+        _testing.on, _testing.attempts = previous

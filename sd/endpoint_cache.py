@@ -30,7 +30,7 @@ from sd.event import Event
 
 __all__ = ["EndpointCache", "Read"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"kitsd.{__name__}")
 
 E = TypeVar("E")
 

@@ -53,7 +53,7 @@ from sd.instance import normalize_instance
 
 __all__ = ["AsyncHTTPEndpoint", "HTTPEndpoint", "StatusError", "async_factory", "factory"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"kitsd.{__name__}")
 
 ConnectionFailure.register(httpx.ConnectError)
 ConnectionFailure.register(httpx.ConnectTimeout)

@@ -20,7 +20,7 @@ __all__ = [
     "split_instance",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"kitsd.{__name__}")
 
 # RFC 1123 host names; underscores are tolerated because real registries hold them.
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"

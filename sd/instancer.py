@@ -39,7 +39,7 @@ __all__ = [
     "Stoppable",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"kitsd.{__name__}")
 
 Callback = Callable[[Event], object]
 W = TypeVar("W", bound="Stoppable")

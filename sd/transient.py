@@ -2,8 +2,10 @@
 
 Registrars call the registry on ``register()`` and ``deregister()``; a cluster
 that is electing a leader answers "unavailable" for a second or two.  Rather
-than fail a service's start-up for that, the call is retried with capped,
-full-jitter backoff (tenacity) for a bounded time, and only then raised.
+than fail a service's start-up for that, the call is retried by tenacity on the
+:data:`sd.backoff.REGISTRY_TRANSIENT` curve for a bounded time, and only then
+raised.  Under :func:`sd.backoff.set_testing` the waits are zero and the
+attempts capped.
 """
 
 from __future__ import annotations
@@ -14,20 +16,21 @@ from typing import TypeVar
 
 import tenacity
 
+from sd.backoff import REGISTRY_TRANSIENT, CurveWait, testing_attempts
 from sd.errors import RegistryUnavailableError
 
 __all__ = ["retry_transient"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"kitsd.{__name__}")
 
 T = TypeVar("T")
 
 
 def retry_transient(operation: Callable[[], T], *, within: float, what: str) -> T:
     """Run ``operation``; while it raises :class:`RegistryUnavailableError`, try again
-    with full-jitter backoff (up to 50 ms doubling to 1 s) for up to ``within`` seconds, then
-    raise the last error.  Other errors (permission denied, misuse) raise at once.
-    ``within <= 0`` means a single try."""
+    on the :data:`~sd.backoff.REGISTRY_TRANSIENT` curve for up to ``within`` seconds,
+    then raise the last error.  Other errors (permission denied, misuse) raise at
+    once.  ``within <= 0`` means a single try."""
     if within <= 0:
         return operation()
 
@@ -35,9 +38,13 @@ def retry_transient(operation: Callable[[], T], *, within: float, what: str) -> 
         error = state.outcome.exception() if state.outcome is not None else None
         logger.warning("%s: %s; trying again (attempt %d)", what, error, state.attempt_number)
 
+    stop: tenacity.stop.stop_base = tenacity.stop_after_delay(within)
+    attempts = testing_attempts()
+    if attempts is not None:
+        stop = stop | tenacity.stop_after_attempt(attempts)
     retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_delay(within),
-        wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
+        stop=stop,
+        wait=CurveWait(REGISTRY_TRANSIENT),
         retry=tenacity.retry_if_exception_type(RegistryUnavailableError),
         before_sleep=log_retry,
         reraise=True,

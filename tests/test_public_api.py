@@ -22,6 +22,17 @@ CONTRACT = {
     "breaker": ["circuit_breaker"],
 }
 
+# Names the contract already lists for features still open in the tracker.  Each must be
+# *absent* today: when one is built, this test fails until it moves out of this table,
+# so the table cannot silently outlive the feature.
+PLANNED = {
+    ("sd", "InstanceInfo"): "issue 8 (instance metadata)",
+    ("lb", "PeakEWMA"): "issue 9 (balancing beyond go-kit)",
+    ("lb", "Weighted"): "issue 9",
+    ("lb", "ConsistentHash"): "issue 9",
+    ("lb", "RetryBudget"): "issue 9",
+}
+
 API_MD = Path(__file__).resolve().parents[2] / "shared" / "API.md"
 
 
@@ -53,6 +64,10 @@ def test_contract_file_names_are_all_covered() -> None:
             importlib.import_module(f"{module}.{name}")  # a module path such as `sd.http`
             continue
         imported = importlib.import_module(module)
+        if (module, name) in PLANNED:
+            assert not hasattr(imported, name), \
+                f"{module}.{name} exists now: take it out of PLANNED ({PLANNED[module, name]})"
+            continue
         assert hasattr(imported, name), f"API.md names {module}.{name}, which is missing"
 
 

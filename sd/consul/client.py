@@ -77,7 +77,7 @@ __all__ = [
     "tags_tuple",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"kitsd.{__name__}")
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds :func:`connect` gives the agent to connect and answer (a blocking

@@ -34,7 +34,7 @@ from sd.instance import join_host_port
 
 __all__ = ["UnreadableAnswerError", "entry_instance", "service_instances"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"kitsd.{__name__}")
 
 
 class UnreadableAnswerError(ValueError):

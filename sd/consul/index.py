@@ -63,7 +63,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sd.backoff import Backoff
+from sd.backoff import CONSUL_WATCH, Backoff
 from sd.consul.health import UnreadableAnswerError, service_instances
 from sd.errors import RegistryUnavailableError
 from sd.event import Event
@@ -183,7 +183,7 @@ class WatchPolicy:
         self._rules = BlockingIndex()
         self._required_tags = tuple(required_tags)
         self._where = where
-        self._backoff = backoff if backoff is not None else Backoff(initial=0.01, maximum=60.0)
+        self._backoff = backoff if backoff is not None else Backoff(curve=CONSUL_WATCH)
 
     @property
     def index(self) -> int:

@@ -74,7 +74,7 @@ from sd.instancer import Broadcaster, InstancerHandle, SharedWatches
 
 __all__ = ["AsyncConsulInstancer", "ConsulInstancer"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"kitsd.{__name__}")
 
 DEFAULT_WAIT = 10.0
 """Seconds a blocking query may be held by the agent (Consul's ``wait``)."""

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 
 import consul
 
-from sd.backoff import Backoff
+from sd.backoff import CONSUL_HEARTBEAT, Backoff
 from sd.consul.client import (
     ConsulClient,
     agent_address,
@@ -52,7 +52,7 @@ from sd.transient import retry_transient
 
 __all__ = ["ConsulRegistrar"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"kitsd.{__name__}")
 
 _JOIN_TIMEOUT = 5.0
 
@@ -104,7 +104,7 @@ class _Heartbeat:
 
     def _run(self) -> None:
         registrar = self._registrar
-        backoff = Backoff(initial=min(0.01, self._interval), maximum=self._interval)
+        backoff = Backoff(curve=CONSUL_HEARTBEAT.capped(self._interval))
         delay = self._interval
         while not self._stopping.wait(delay):
             answer: object = None

@@ -83,7 +83,7 @@ __all__ = [
     "watch_prefix",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"kitsd.{__name__}")
 
 #: gRPC channel options for clients :func:`connect` builds: reconnect quickly
 #: after an etcd restart (gRPC's own default backs off up to 120 s), and send

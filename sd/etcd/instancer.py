@@ -39,7 +39,7 @@ import random
 import threading
 from typing import Any, Final
 
-from sd.backoff import Backoff
+from sd.backoff import ETCD_WATCH, Backoff
 from sd.errors import BackendError, MisuseError, PermissionDeniedError
 from sd.etcd.client import (
     EtcdClient,
@@ -61,14 +61,10 @@ from sd.etcd.revision import PrefixView
 from sd.event import Event
 from sd.instancer import Broadcaster, InstancerHandle, SharedWatches
 
-__all__ = ["BACKOFF_INITIAL", "BACKOFF_MAXIMUM", "EtcdInstancer", "PrefixWatch", "WatchEndedError"]
+__all__ = ["EtcdInstancer", "PrefixWatch", "WatchEndedError"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"kitsd.{__name__}")
 
-BACKOFF_INITIAL: Final = 0.05
-"""Seconds before the first reconnect attempt after a failure (then doubling, jittered)."""
-BACKOFF_MAXIMUM: Final = 5.0
-"""Cap of the reconnect backoff, in seconds."""
 _JOIN_TIMEOUT: Final = 0.9  # stop() stays under a second even if a client call is stuck
 
 _WATCHES = SharedWatches()
@@ -139,7 +135,7 @@ class PrefixWatch:
     # -- the thread -----------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = Backoff(initial=BACKOFF_INITIAL, maximum=BACKOFF_MAXIMUM, rng=random.Random())
+        backoff = Backoff(curve=ETCD_WATCH, rng=random.Random())
         generation = 0
         while not self._stopping.is_set():
             generation += 1

@@ -26,7 +26,7 @@ import random
 import threading
 from typing import Final
 
-from sd.backoff import Backoff
+from sd.backoff import ETCD_KEEPALIVE, Backoff
 from sd.errors import MisuseError
 from sd.etcd.client import (
     EtcdClient,
@@ -46,10 +46,9 @@ from sd.transient import retry_transient
 
 __all__ = ["EtcdRegistrar"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"kitsd.{__name__}")
 
 _JOIN_TIMEOUT: Final = 2.0
-_RETRY_INITIAL: Final = 0.05
 
 
 class EtcdRegistrar(RegistrarContext):
@@ -218,7 +217,7 @@ class EtcdRegistrar(RegistrarContext):
             return max(0.1, self._granted_ttl / 3.0)
 
     def _keep_alive(self, stopping: threading.Event) -> None:
-        backoff = Backoff(initial=_RETRY_INITIAL, maximum=self._interval(), rng=random.Random())
+        backoff = Backoff(curve=ETCD_KEEPALIVE.capped(self._interval()), rng=random.Random())
         delay = self._interval()
         reauth = False
         while not stopping.wait(delay):

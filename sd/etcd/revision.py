@@ -49,7 +49,7 @@ from sd.instance import normalize_instance
 
 __all__ = ["KeyValue", "Phase", "PrefixView", "WatchEvent", "decode_instance"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"kitsd.{__name__}")
 
 
 @dataclass(frozen=True, slots=True)

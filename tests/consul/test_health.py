@@ -85,7 +85,7 @@ def test_invalid_entries_are_skipped_with_a_warning(caplog: pytest.LogCaptureFix
     good = entry("10.0.0.1", 80)
     entries = [good, "garbage", entry("10.0.0.2", "x", service_id="bad-port"), None,
                entry("10.0.0.3", 81, service_id="fine")]
-    with caplog.at_level(logging.WARNING, logger="sd.consul.health"):
+    with caplog.at_level(logging.WARNING, logger="kitsd.sd.consul.health"):
         result = service_instances(entries, source="consul 'svc'")
     assert result == ("10.0.0.1:80", "10.0.0.3:81")
     messages = [record.getMessage() for record in caplog.records]

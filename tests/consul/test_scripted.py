@@ -197,7 +197,7 @@ def test_index_going_backwards_resets_to_zero_after_a_backoff(
 ) -> None:
     script: list[Outcome] = [("10", [entry("10.0.0.1", 1)]), ("4", [entry("10.0.0.2", 2)]),
                              ("6", [entry("10.0.0.3", 3)])]
-    with caplog.at_level(logging.WARNING, logger="sd.consul.instancer"):
+    with caplog.at_level(logging.WARNING, logger="kitsd.sd.consul.instancer"):
         fake, _ = watch(script)
         wait_for(fake.health.idle.is_set, what="the script to be played")
     calls = fake.health.calls
@@ -233,12 +233,12 @@ def test_garbage_entries_are_skipped_and_good_ones_kept(
 ) -> None:
     garbage: list[object] = [entry("10.0.0.1", 1), "junk", {"Service": None}, 17,
                              entry("", 2), entry("10.0.0.3", 0), entry("10.0.0.4", 4)]
-    with caplog.at_level(logging.WARNING, logger="sd.consul.health"):
+    with caplog.at_level(logging.WARNING, logger="kitsd.sd.consul.health"):
         fake, _ = watch([("3", garbage)])
         wait_for(fake.health.idle.is_set, what="the script to be played")
     # entry("", 2) has no Service.Address and falls back to its node's address.
     assert events[-1] == Event(("10.0.0.1:1", "10.0.0.4:4", "10.255.0.1:2"))
-    assert len([r for r in caplog.records if r.name == "sd.consul.health"]) >= 4
+    assert len([r for r in caplog.records if r.name == "kitsd.sd.consul.health"]) >= 4
 
 
 def test_a_body_that_is_not_a_list_is_an_error_event(
@@ -461,7 +461,7 @@ def test_agent_that_forgot_the_check_gets_a_new_registration(
     forgot: object, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake = FakeConsul(check_script=[True, forgot])
-    with caplog.at_level(logging.WARNING, logger="sd.consul.registrar"), \
+    with caplog.at_level(logging.WARNING, logger="kitsd.sd.consul.registrar"), \
             ConsulRegistrar(fake, "web", "h", 1, ttl=0.06):
         wait_for(lambda: len(fake.agent.service.registered) >= 2, timeout=5,
                  what="a second registration")

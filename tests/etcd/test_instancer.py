@@ -219,7 +219,7 @@ def test_unreachable_etcd_is_an_error_event_and_stop_is_prompt(
 ) -> None:
     host, port = _dead_endpoint()
     client = pyetcd.client(host, port)  # the user's own client, vendor defaults
-    caplog.set_level(logging.WARNING, logger="sd.etcd.instancer")
+    caplog.set_level(logging.WARNING, logger="kitsd.sd.etcd.instancer")
     retry = re.compile(r"retrying in ([0-9.]+)s")
 
     def longest_wait() -> float:
@@ -304,7 +304,7 @@ def test_subscribers_share_one_watch(client: Any, prefix: str) -> None:
 def test_bad_values_are_skipped_and_the_watch_goes_on(
     client: Any, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="sd.etcd.revision")
+    caplog.set_level(logging.WARNING, logger="kitsd.sd.etcd.revision")
     client.put(f"{prefix}bad-utf8", b"\xff\xfe\xfd")
     with sd.etcd.EtcdInstancer(client, prefix) as instancer:
         client.put(f"{prefix}no-port", "just-a-host")
@@ -350,7 +350,7 @@ def test_restart_recovers_within_seconds_with_the_users_own_client(
     """A plain pyetcd client marks the endpoint failed for 300 s on the first error;
     the instancer must not stay blind that long."""
     require_restartable(etcd_member)
-    caplog.set_level(logging.DEBUG, logger="sd.etcd.client")
+    caplog.set_level(logging.DEBUG, logger="kitsd.sd.etcd.client")
     assert isinstance(etcd_member, EtcdMember)
     user_client.put(f"{prefix}a", "10.0.0.1:80")
     with sd.etcd.EtcdInstancer(user_client, prefix) as instancer:
@@ -430,7 +430,7 @@ class GatedClient:
 def test_compaction_while_the_watch_is_down_forces_a_reread(
     client: Any, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="sd.etcd.revision")
+    caplog.set_level(logging.INFO, logger="kitsd.sd.etcd.revision")
     gated = GatedClient(client)
     client.put(f"{prefix}a", "10.0.0.1:80")
     client.put(f"{prefix}b", "10.0.0.2:80")

@@ -109,7 +109,7 @@ def test_compaction_forces_a_read_that_replaces_everything() -> None:
 
 def test_bad_values_are_skipped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     view = PrefixView(source="etcd prefix '/s/'")
-    with caplog.at_level(logging.WARNING, logger="sd.etcd.revision"):
+    with caplog.at_level(logging.WARNING, logger="kitsd.sd.etcd.revision"):
         view.apply_read(
             [kv("/s/utf", b"\xff\xfe:80"), kv("/s/noport", "host"), kv("/s/ok", "10.0.0.1:80")], 3
         )
@@ -122,7 +122,7 @@ def test_bad_values_are_skipped_with_a_warning(caplog: pytest.LogCaptureFixture)
 def test_a_bad_put_replaces_a_good_value_at_that_key(caplog: pytest.LogCaptureFixture) -> None:
     view = PrefixView()
     view.apply_read([kv("/s/a", "10.0.0.1:80")], 2)
-    with caplog.at_level(logging.WARNING, logger="sd.etcd.revision"):
+    with caplog.at_level(logging.WARNING, logger="kitsd.sd.etcd.revision"):
         assert view.apply_events([put("/s/a", "not an instance", 3)])
     assert view.instances() == ()
     assert view.revision == 3
@@ -187,7 +187,7 @@ def test_broken_and_resumed_watches_lose_and_repeat_nothing(
     """Model check: watches break at random points and resume from ``watch_from`` --
     sometimes (a buggy or lagging server) from an earlier revision -- and the view
     always equals the true state at its revision."""
-    caplog.set_level(logging.ERROR, logger="sd.etcd.revision")  # bad values are expected here
+    caplog.set_level(logging.ERROR, logger="kitsd.sd.etcd.revision")  # bad values are expected here
     rng = random.Random(seed)
     events = _random_history(rng, 60)
     last = events[-1].mod_revision

@@ -223,7 +223,7 @@ def test_the_token_is_renewed_after_etcd_forgets_it_in_a_restart(
     """etcd's simple tokens live in memory: after a restart every call with the old
     token fails, and a watch created with it is silently dead.  A URL instancer knows
     its credentials and authenticates again."""
-    caplog.set_level(logging.WARNING, logger="sd.etcd.instancer")
+    caplog.set_level(logging.WARNING, logger="kitsd.sd.etcd.instancer")
     url = f"etcd://reader:{READER_PASSWORD}@{auth_etcd.endpoint}/svc/"
     with sd.instancer_from_url(url) as instancer:
         wait_for(lambda: instancer.state.instances == ("10.0.0.1:80",), 5, "an authorised read")

@@ -142,7 +142,7 @@ def test_endpoint_cache_error_and_timeout_as_go_kit() -> None:
 def test_bad_factory_as_go_kit(caplog: pytest.LogCaptureFixture) -> None:
     factory = Factory(failing={"foo:1234", "bar:5678"})
     cache: EndpointCache[Ep] = EndpointCache(factory)
-    with caplog.at_level(logging.ERROR, logger="sd.endpoint_cache"):
+    with caplog.at_level(logging.ERROR, logger="kitsd.sd.endpoint_cache"):
         assert cache.update(Event(("foo:1234", "bar:5678")), 0.0) == []
     assert cache.read(0.0).endpoints == ()
     logged = [record.getMessage() for record in caplog.records]
@@ -156,7 +156,7 @@ def test_failed_instance_is_skipped_and_retried_on_the_next_event(
 ) -> None:
     factory = Factory(failing={"b:1"})
     cache: EndpointCache[Ep] = EndpointCache(factory)
-    with caplog.at_level(logging.ERROR, logger="sd.endpoint_cache"):
+    with caplog.at_level(logging.ERROR, logger="kitsd.sd.endpoint_cache"):
         cache.update(Event(("a:1", "b:1", "c:1")), 0.0)
     assert names(cache.read(0.0).endpoints) == ["a:1", "c:1"]
     assert cache.instances == ("a:1", "c:1")

@@ -376,7 +376,7 @@ def test_a_close_that_raises_is_logged_and_the_others_still_close(
 
     factory = Factory(Fragile)
     endpointer = Endpointer(FixedInstancer(["a:1", "b:1"]), factory)
-    with caplog.at_level(logging.ERROR, logger="sd.endpoint"):
+    with caplog.at_level(logging.ERROR, logger="kitsd.sd.endpoint"):
         endpointer.close()
     assert [endpoint.closes for endpoint in factory.made] == [1, 1]
     assert "cannot close a:1" in caplog.text

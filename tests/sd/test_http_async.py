@@ -392,7 +392,7 @@ async def test_aclose_after_the_owner_loop_stopped_warns(
         assert await other.run(endpoint(None)) == {"ok": True}
     finally:
         other.stop()
-    with caplog.at_level(logging.WARNING, logger="sd.http"):
+    with caplog.at_level(logging.WARNING, logger="kitsd.sd.http"):
         await endpoint.aclose()
     assert endpoint.client is None
     assert any("could not be closed cleanly" in record.getMessage() for record in caplog.records)

@@ -131,7 +131,7 @@ def test_clean_instances_sorts_normalises_and_deduplicates() -> None:
 def test_clean_instances_skips_invalid_values_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="sd.instance"):
+    with caplog.at_level(logging.WARNING, logger="kitsd.sd.instance"):
         cleaned = clean_instances(["good:1", "bad", "also:bad", 42], source="consul")
     assert cleaned == ("good:1",)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

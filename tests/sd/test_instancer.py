@@ -159,7 +159,7 @@ def test_a_raising_callback_is_logged_and_stays_subscribed(
         raise RuntimeError("subscriber bug")
 
     recorder = Recorder()
-    with caplog.at_level(logging.ERROR, logger="sd.instancer"):
+    with caplog.at_level(logging.ERROR, logger="kitsd.sd.instancer"):
         broadcaster.subscribe(broken)
         broadcaster.subscribe(recorder)
         broadcaster.publish(Event(("a:1",)))
