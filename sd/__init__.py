@@ -12,6 +12,7 @@ import logging
 from sd.aio import AsyncRegistrar, EventStream
 from sd.deadline import remaining
 from sd.endpoint import AsyncEndpoint, Endpoint, Factory, Middleware, SyncEndpoint, is_async
+from sd.endpoint_set import EndpointSet
 from sd.endpointer import Endpointer
 from sd.errors import (
     BackendError,
@@ -37,6 +38,7 @@ __all__ = [
     "Broadcaster",
     "ConnectionFailure",
     "Endpoint",
+    "EndpointSet",
     "Endpointer",
     "Event",
     "EventStream",

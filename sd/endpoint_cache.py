@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from sd.endpoint_set import EMPTY, EndpointSet
 from sd.event import Event
 
 __all__ = ["EndpointCache", "Read"]
@@ -41,6 +42,7 @@ class Read(Generic[E]):
 
     endpoints: tuple[E, ...]
     error: BaseException | None = None
+    set: EndpointSet = field(default=EMPTY, compare=False)
     to_close: list[E] = field(default_factory=list)
 
 
@@ -101,5 +103,5 @@ class EndpointCache(Generic[E]):
         to_close = [endpoint for instance, endpoint in old.items() if instance not in new]
         self._by_instance = new
         self._endpoints = tuple(new.values())
-        self._serving = Read(self._endpoints)
+        self._serving = Read(self._endpoints, set=EndpointSet(tuple(new), self._endpoints))
         return to_close

@@ -12,6 +12,7 @@ from typing import Any, Self
 
 from sd.endpoint import Endpoint, Pending, close_endpoint
 from sd.endpoint_cache import EndpointCache
+from sd.endpoint_set import EndpointSet
 from sd.event import Event
 from sd.instancer import Instancer
 
@@ -75,6 +76,22 @@ class Endpointer:
         if read.error is not None:
             raise read.error.with_traceback(None)
         return list(read.endpoints)
+
+    def snapshot(self) -> EndpointSet:
+        """The endpoints and their instances as one immutable :class:`~sd.EndpointSet`;
+        the same object until the set changes, so reading it is O(1).
+
+        Raises like :meth:`endpoints`.
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("endpointer is closed")
+            read = self._cache.read(self._clock())
+        if read.to_close:
+            self._close_all(read.to_close)
+        if read.error is not None:
+            raise read.error.with_traceback(None)
+        return read.set
 
     @property
     def instances(self) -> tuple[str, ...]:

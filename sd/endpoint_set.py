@@ -1,0 +1,37 @@
+"""The :class:`EndpointSet`: one immutable snapshot of an Endpointer's endpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sd.endpoint import Endpoint
+
+__all__ = ["EMPTY", "EndpointSet"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EndpointSet:
+    """The endpoints serving now, with the instance each one calls.
+
+    ``instances`` is sorted and de-duplicated; ``endpoints[i]`` is the endpoint of
+    ``instances[i]``.  Immutable, and the same object is handed out until the set
+    changes, so a balancer can keep per-set work (its wrappers, its ring) keyed by
+    identity and a pick costs O(1) whatever the number of instances.
+    """
+
+    instances: tuple[str, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.instances) != len(self.endpoints):
+            raise ValueError("instances and endpoints must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.endpoints)
+
+    def __bool__(self) -> bool:
+        return bool(self.endpoints)
+
+
+#: The set with no endpoints.
+EMPTY = EndpointSet()
