@@ -42,8 +42,8 @@ class Read(Generic[E]):
 
     endpoints: tuple[E, ...]
     error: BaseException | None = None
-    set: EndpointSet = field(default=EMPTY, compare=False)
     to_close: list[E] = field(default_factory=list)
+    set: EndpointSet = field(default=EMPTY, compare=False)
 
 
 class EndpointCache(Generic[E]):
