@@ -141,12 +141,12 @@ class Backoff:
             self.curve = Curve(self.initial, self.maximum)
         else:
             self.initial, self.maximum = self.curve.initial, self.curve.maximum
+        self._curve: Curve = self.curve
 
     def next_delay(self) -> float:
         """Record one more failure and return how long to wait before the next try."""
         self.failures += 1
-        assert self.curve is not None  # set in __post_init__
-        return self.curve.delay(self.failures, self.rng.random())
+        return self._curve.delay(self.failures, self.rng.random())
 
     def reset(self) -> None:
         """Forget the failures after a success."""
@@ -198,7 +198,7 @@ def testing_attempts() -> int | None:
 
 
 @contextlib.contextmanager
-def testing(on: bool = True, *, attempts: int = 1) -> Iterator[None]:
+def testing(on: bool = True, *, attempts: int = 1) -> Iterator[None]:  # noqa: PT028 - not a test
     """:func:`set_testing` for a ``with`` block; restores the previous setting."""
     previous = (_testing.on, _testing.attempts)
     set_testing(on, attempts=attempts)

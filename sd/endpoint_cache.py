@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sd.endpoint_set import EMPTY, EndpointSet
 from sd.event import Event
@@ -103,5 +103,5 @@ class EndpointCache(Generic[E]):
         to_close = [endpoint for instance, endpoint in old.items() if instance not in new]
         self._by_instance = new
         self._endpoints = tuple(new.values())
-        self._serving = Read(self._endpoints, set=EndpointSet(tuple(new), self._endpoints))
+        self._serving = Read(self._endpoints, set=EndpointSet(tuple(new), cast(tuple[Any, ...], self._endpoints)))
         return to_close

@@ -1,4 +1,4 @@
-"""Shared fixtures."""
+"""Shared fixtures, and installing the servers the selected integration tests need."""
 
 from __future__ import annotations
 
@@ -7,7 +7,39 @@ from collections.abc import Iterator
 
 import pytest
 
+from compose.install import InstallError, ensure
 from tests.helpers import assert_no_new_threads
+
+
+def servers_needed(items: list[pytest.Item]) -> set[str]:
+    """The servers the selected integration tests start: tests under ``tests/etcd``
+    need etcd, tests under ``tests/consul`` Consul (by directory, as the fixtures are
+    defined there)."""
+    needed: set[str] = set()
+    for item in items:
+        if item.get_closest_marker("integration") is None:
+            continue
+        parts = item.path.parts
+        needed.update(name for name in ("etcd", "consul") if name in parts)
+    return needed
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Before the first test: install etcd / Consul when selected tests need them and
+    they are missing (see :mod:`compose.install`)."""
+    needed = servers_needed(session.items)
+    if not needed:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+
+    def say(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(line)
+
+    try:
+        ensure(needed, say)
+    except InstallError as error:
+        raise pytest.UsageError(f"could not install the test servers: {error}") from error
 
 
 @pytest.fixture
