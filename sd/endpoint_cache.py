@@ -103,5 +103,6 @@ class EndpointCache(Generic[E]):
         to_close = [endpoint for instance, endpoint in old.items() if instance not in new]
         self._by_instance = new
         self._endpoints = tuple(new.values())
-        self._serving = Read(self._endpoints, set=EndpointSet(tuple(new), cast(tuple[Any, ...], self._endpoints)))
+        endpoint_set = EndpointSet(tuple(new), cast(tuple[Any, ...], self._endpoints))
+        self._serving = Read(self._endpoints, set=endpoint_set)
         return to_close
