@@ -13,8 +13,9 @@ import pybreaker
 import pytest
 
 import breaker
-from breaker.circuit_breaker import AsyncBreakerEndpoint, SyncBreakerEndpoint
+from breaker._pybreaker import storage_of
 from breaker.guard import TRIAL_IN_PROGRESS
+from breaker.middleware import AsyncBreakerEndpoint, SyncBreakerEndpoint
 from sd.endpoint import close_endpoint, is_async
 from tests.helpers import wait_for
 
@@ -69,9 +70,9 @@ class Recorder(pybreaker.CircuitBreakerListener):
 
 def elapse_reset_timeout(cb: pybreaker.CircuitBreaker) -> None:
     """Move the breaker's ``opened_at`` back past its reset timeout."""
-    opened_at = cb._state_storage.opened_at
+    opened_at = storage_of(cb).opened_at
     assert opened_at is not None
-    cb._state_storage.opened_at = opened_at - timedelta(seconds=cb.reset_timeout + 1)
+    storage_of(cb).opened_at = opened_at - timedelta(seconds=cb.reset_timeout + 1)
 
 
 def trip(cb: pybreaker.CircuitBreaker) -> None:
@@ -185,7 +186,7 @@ def test_half_open_trial_failure_reopens() -> None:
     cb = pybreaker.CircuitBreaker(fail_max=2, reset_timeout=60)
     trip(cb)
     elapse_reset_timeout(cb)
-    stale_opened_at = cb._state_storage.opened_at
+    stale_opened_at = storage_of(cb).opened_at
     inner = Endpoint()
     inner.error = Boom("still down")
     guarded = breaker.circuit_breaker(cb)(inner)
@@ -194,7 +195,7 @@ def test_half_open_trial_failure_reopens() -> None:
         guarded(1)
     assert raised.value.__cause__ is inner.error
     assert cb.current_state == pybreaker.STATE_OPEN
-    opened_at = cb._state_storage.opened_at
+    opened_at = storage_of(cb).opened_at
     assert opened_at is not None
     assert stale_opened_at is not None
     assert opened_at > stale_opened_at
@@ -206,7 +207,7 @@ def test_half_open_trial_failure_reopens() -> None:
 def test_reset_timeout_elapses_on_the_real_clock() -> None:
     cb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=0.05)
     trip(cb)
-    opened_at = cb._state_storage.opened_at
+    opened_at = storage_of(cb).opened_at
     assert opened_at is not None
     inner = Endpoint()
     guarded = breaker.circuit_breaker(cb)(inner)

@@ -11,7 +11,8 @@ import pybreaker
 import pytest
 
 import breaker
-from breaker.circuit_breaker import AsyncBreakerEndpoint
+from breaker._pybreaker import storage_of
+from breaker.middleware import AsyncBreakerEndpoint
 from sd.endpoint import close_endpoint, is_async
 from tests.breaker.test_circuit_breaker import (
     Boom,
@@ -138,7 +139,7 @@ async def test_half_open_trial_failure_reopens() -> None:
 async def test_reset_timeout_elapses_on_the_real_clock() -> None:
     cb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=0.05)
     trip(cb)
-    opened_at = cb._state_storage.opened_at
+    opened_at = storage_of(cb).opened_at
     assert opened_at is not None
     guarded = breaker.circuit_breaker(cb)(AsyncEndpoint())
     await async_wait_for(
