@@ -11,7 +11,7 @@ import pytest
 from breaker import guard
 from breaker._pybreaker import storage_of
 from breaker.driver import Driver, driver_for
-from tests.breaker.test_circuit_breaker import Boom, Recorder
+from tests.breaker.test_middleware import Boom, Recorder
 
 
 def func(request: Any) -> Any:

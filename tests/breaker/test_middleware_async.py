@@ -1,4 +1,4 @@
-"""The circuit-breaker middleware with async endpoints (twins of test_circuit_breaker)."""
+"""The circuit-breaker middleware with async endpoints (twins of test_middleware)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import breaker
 from breaker._pybreaker import storage_of
 from breaker.middleware import AsyncBreakerEndpoint
 from sd.endpoint import close_endpoint, is_async
-from tests.breaker.test_circuit_breaker import (
+from tests.breaker.test_middleware import (
     Boom,
     Business,
     Recorder,
