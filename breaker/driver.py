@@ -14,17 +14,20 @@ Locking
 Each driver has its own re-entrant lock, never held while the endpoint runs.
 Under it: every change to the breaker (counters, transitions), the half-open
 trial slot, and every listener callback, so one breaker's listeners never run
-two at a time, as under pybreaker.  Two cases skip the lock, both for a breaker
-*without listeners* (the per-instance breakers of a load-balanced client):
+two at a time, as under pybreaker.  A breaker *without listeners* (the
+per-instance breakers of a load-balanced client) in the closed state costs no
+lock at all:
 
-- admitting a call to a closed breaker: it only reads ``cb.state``;
-- settling a success of a call admitted while closed, when the breaker's
-  failure count reads 0.  Such a success changes nothing, and is correct as if
-  it had happened at the instant the count was read: if the call's period was
-  current then, a success resets a count that is already 0 and notifies nobody;
-  if it was stale, a stale outcome changes nothing and only the listeners hear
-  it, and there are none.  Any other success takes the lock (and finds out
-  there whether its period is current).
+- admitting a call to a closed breaker only reads ``cb.state`` (the listeners'
+  ``before_call``, if any, is the only thing done under the lock);
+- a success of a call admitted while closed, when the breaker's failure count
+  reads 0, changes nothing, and is correct as if it had happened at the instant
+  the count was read: if the call's period was current then, the success resets
+  a count that is already 0; if it was stale, a stale outcome changes nothing.
+  Either way only the listeners hear of it, and without listeners it is done
+  without the lock.  Any other success takes the lock and finds out there
+  whether its period is current, so a stale success never resets the count of
+  the period that replaced its own.
 
 Failures always take the lock, so the count and the trip are one step: under
 concurrent failures the breaker trips exactly once, and the failures that end
@@ -62,6 +65,7 @@ from pybreaker import (
 
 from breaker import guard
 from breaker._pybreaker import storage_of
+from breaker.guard import Admission
 
 __all__ = ["Driver", "Ticket", "driver_for"]
 
@@ -133,8 +137,14 @@ class Driver:
         settle.  A ``before_call`` that raises propagates and admits nothing.
         """
         period = cb.state
-        if period.name == STATE_CLOSED and not cb.listeners:
-            return Ticket(period, False, True)
+        if period.name == STATE_CLOSED:  # guard's first row: a closed breaker admits
+            listeners = cb.listeners
+            if not listeners:
+                return Ticket(period, False, True)
+            with self._lock:
+                for listener in listeners:
+                    listener.before_call(cb, func, request)
+            return Ticket(period, False, False)
         with self._lock:
             period = cb.state
             name = period.name
@@ -152,17 +162,17 @@ class Driver:
                 reset_timeout=cb.reset_timeout,
                 trial_in_flight=self._trial is period,
             )
-            if decision is guard.Admission.STILL_OPEN:
+            if decision is Admission.STILL_OPEN:
                 raise CircuitBreakerError(guard.STILL_OPEN)
-            if decision is guard.Admission.TRIAL_IN_PROGRESS:
+            if decision is Admission.TRIAL_IN_PROGRESS:
                 raise CircuitBreakerError(guard.TRIAL_IN_PROGRESS)
-            if decision is guard.Admission.HALF_OPEN:
+            if decision is Admission.HALF_OPEN:
                 cb.half_open()
                 period = cb.state
             listeners = cb.listeners
             for listener in listeners:
                 listener.before_call(cb, func, request)
-            trial = decision is not guard.Admission.ADMIT
+            trial = decision is not Admission.ADMIT
             if trial:
                 self._trial = period
             return Ticket(period, trial, not listeners)
@@ -176,7 +186,11 @@ class Driver:
         if ticket.quiet and not ticket.trial and self._storage.counter == 0:
             return  # nothing to change, nobody to tell: see the module doc
         with self._lock:
-            if self._release(cb, ticket):
+            if not ticket.trial and self._storage.counter == 0:
+                # Nothing to reset, whether the period is current or stale: only tell.
+                for heard in cb.listeners:
+                    heard.success(cb)
+            elif self._release(cb, ticket):
                 self._success(cb, ticket.period)
             else:
                 for listener in cb.listeners:
