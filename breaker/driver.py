@@ -145,6 +145,12 @@ class Driver:
                 for listener in listeners:
                     listener.before_call(cb, func, request)
             return Ticket(period, False, False)
+        return self._admit_by_the_rules(cb, func, request, now)
+
+    def _admit_by_the_rules(
+        self, cb: CircuitBreaker, func: Callable[..., Any], request: Any, now: float | None
+    ) -> Ticket:
+        """:meth:`admit` for a breaker that was not closed when looked at."""
         with self._lock:
             period = cb.state
             name = period.name
