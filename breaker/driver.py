@@ -104,10 +104,11 @@ class Ticket:
 class Driver:
     """Admits and settles calls through one ``CircuitBreaker``; thread-safe.
 
-    Every method takes the breaker ``cb`` it was made for (the driver holds no
-    reference to it, so a table of drivers keyed weakly by breaker lets both
-    go).  ``clock`` gives seconds since the epoch (default ``time.time``); it is
-    read only while the breaker is open.
+    Every method takes the breaker ``cb`` it was made for: the driver keeps no
+    reference to it (but through the state object of a trial in flight), so the
+    table of drivers, keyed weakly by breaker, lets both go together.
+    ``clock`` gives seconds since the epoch (default ``time.time``); it is read
+    only while the breaker is open.
     """
 
     __slots__ = ("__weakref__", "_clock", "_lock", "_storage", "_trial")
@@ -231,9 +232,8 @@ class Driver:
             for heard in cb.listeners:
                 heard.failure(cb, exc)
             name = ticket.period.name
-            if guard.on_failure(name, failures=cb.fail_counter, fail_max=cb.fail_max) is None:
-                return exc
-            if not cb.open():
+            target = guard.on_failure(name, failures=cb.fail_counter, fail_max=cb.fail_max)
+            if target != STATE_OPEN or not cb.open():  # open() says whether to raise anew
                 return exc
             tripped = CircuitBreakerError(
                 guard.TRIAL_FAILED if name == STATE_HALF_OPEN else guard.TRIPPED
@@ -262,11 +262,12 @@ class Driver:
         self._storage.reset_counter()
         if period.name == STATE_HALF_OPEN:
             self._storage.increment_success_counter()
-            if guard.on_success(
+            target = guard.on_success(
                 STATE_HALF_OPEN,
                 successes=cb.success_counter,
                 success_threshold=cb.success_threshold,
-            ):
+            )
+            if target == STATE_CLOSED:
                 cb.close()
         for listener in cb.listeners:
             listener.success(cb)
