@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -278,6 +279,39 @@ async def test_listeners_fire() -> None:
 
 
 # --- concurrency ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("listeners", [0, 1])
+async def test_the_loop_never_waits_for_a_pybreaker_call_in_a_thread(listeners: int) -> None:
+    # pybreaker's cb.call holds the breaker's own lock while its function runs; a
+    # loop that took that lock to admit a call would stop every task until then.
+    cb = pybreaker.CircuitBreaker(fail_max=3, listeners=[Recorder()] * listeners)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        inside.set()
+        assert release.wait(5)
+        return "slow"
+
+    theirs = threading.Thread(target=cb.call, args=(slow,))
+    theirs.start()
+    watchdog = threading.Timer(2.0, release.set)  # ends a blocked loop's wait, marking it
+    watchdog.start()
+    try:
+        assert inside.wait(5)
+        guarded = breaker.circuit_breaker(cb)(AsyncEndpoint())
+        assert await guarded(1) == ("ok", 1)
+        failing = AsyncEndpoint()
+        failing.error = Boom()
+        with pytest.raises(Boom):
+            await breaker.circuit_breaker(cb)(failing)(2)
+        assert not release.is_set(), "the loop waited for pybreaker's lock"
+    finally:
+        watchdog.cancel()
+        release.set()
+        theirs.join(5)
+        watchdog.join(5)
+    assert not theirs.is_alive()
 
 
 async def test_calls_are_not_serialised() -> None:
