@@ -30,7 +30,7 @@ from typing import Any
 
 from pybreaker import CircuitBreaker
 
-from breaker.driver import Driver, driver_for
+from breaker.driver import Driver, Ticket, driver_for
 from sd.endpoint import Endpoint, close_endpoint, is_async
 
 __all__ = [
@@ -48,6 +48,22 @@ _NEUTRAL: tuple[type[BaseException], ...] = (
     SystemExit,
     GeneratorExit,
 )
+
+
+def _settle_error(
+    driver: Driver, cb: CircuitBreaker, ticket: Ticket, exc: BaseException
+) -> BaseException:
+    """Settle a call that raised ``exc`` (see the module doc); return what to raise.
+
+    The one piece of outcome logic the sync and async endpoints share (with the
+    driver); they differ only in awaiting the endpoint.  Not a context manager:
+    entering and leaving one would cost more than the rest of a closed
+    breaker's bookkeeping.
+    """
+    if isinstance(exc, _NEUTRAL):
+        driver.abandon(cb, ticket)
+        return exc
+    return driver.fail(cb, ticket, exc)
 
 
 class BreakerEndpoint(ABC):
@@ -109,14 +125,11 @@ class SyncBreakerEndpoint(BreakerEndpoint):
         ticket = driver.admit(cb, endpoint, request)
         try:
             result = endpoint(request)
-        except _NEUTRAL:
-            driver.abandon(cb, ticket)
-            raise
         except BaseException as exc:
-            error = driver.fail(cb, ticket, exc)
-            if error is not exc:
-                raise error from exc
-            raise
+            error = _settle_error(driver, cb, ticket, exc)
+            if error is exc:
+                raise
+            raise error from exc
         driver.succeed(cb, ticket)
         return result
 
@@ -135,14 +148,11 @@ class AsyncBreakerEndpoint(BreakerEndpoint):
         ticket = driver.admit(cb, endpoint, request)
         try:
             result = await endpoint(request)
-        except _NEUTRAL:
-            driver.abandon(cb, ticket)
-            raise
         except BaseException as exc:
-            error = driver.fail(cb, ticket, exc)
-            if error is not exc:
-                raise error from exc
-            raise
+            error = _settle_error(driver, cb, ticket, exc)
+            if error is exc:
+                raise
+            raise error from exc
         driver.succeed(cb, ticket)
         return result
 
