@@ -89,6 +89,9 @@ def main() -> None:
         print(f"{title}:")
         for name, ns in results:
             print(f"  {name:<38} {ns:8.0f} ns/call   overhead {ns - base:7.0f} ns")
+        if title == "sync":
+            ours, theirs_ns = results[1][1] - base, results[3][1] - base
+            print(f"  kitsd overhead / pybreaker cb.call overhead: x{ours / theirs_ns:.2f}")
 
 
 if __name__ == "__main__":
