@@ -1,216 +1,167 @@
-"""Driving a pybreaker ``CircuitBreaker`` without holding its lock during the call.
+"""The circuit breaker's rules, as a pure state machine over pybreaker's states.
 
 Theory of operation
 -------------------
-pybreaker's own ``cb.call(func)`` takes ``cb._lock`` (an ``RLock``) and keeps
-it while ``func`` runs, so every call through one breaker waits for the one
-before it.  A load-balanced client must not be serialised like that, so kitsd
-drives pybreaker's state machine itself, in three short steps:
+pybreaker's own ``cb.call(func)`` holds the breaker's lock while ``func`` runs,
+so every call through one breaker waits for the one before it.  A load-balanced
+client must not be serialised like that, so kitsd does not let pybreaker run the
+call: it reads the breaker's state, decides here, runs the call holding no lock,
+and then decides here what the outcome does to the breaker.  The decisions are
+the functions of this module; :mod:`breaker.driver` applies them to the
+``pybreaker.CircuitBreaker`` through its public methods (``open()``,
+``half_open()``, ``close()``), so listeners and ``cb.current_state`` see every
+transition as they would under pybreaker.
 
-1. :func:`admit` — under ``cb._lock``: read ``cb.state``.  *Open* and the reset
-   timeout (``opened_at`` in the breaker's storage, UTC) not yet elapsed: raise
-   ``CircuitBreakerError``.  Elapsed: ``cb.half_open()``.  *Half-open* with the
-   trial slot taken: raise ``CircuitBreakerError`` (see below).  Otherwise call
-   the listeners' ``before_call(cb, func, request)``, take the trial slot if
-   half-open, and hand back a :class:`Ticket` naming the state object that
-   admitted the call.  The lock is then released.
-2. The caller runs the endpoint, holding no lock.
-3. Under ``cb._lock`` again, exactly one of :func:`succeed`, :func:`fail` or
-   :func:`abandon` settles the ticket: the first two feed the outcome to the
-   admitting state object's ``_handle_success()`` / ``_handle_error(exc,
-   reraise=False)`` — which count, notify the listeners and make the
-   transitions, exactly as inside ``cb.call`` — and all three release the trial
-   slot.
+A call goes through three steps:
 
-Transitions::
+1. **admit** (:func:`admit`): may the call reach the endpoint?
+2. the endpoint runs; nothing is held;
+3. **settle**: the call's outcome is a *success* (it returned, or raised an
+   error the breaker's ``exclude`` matches), a *failure* (any other error), or
+   *neutral* (cancelled or interrupted: no verdict on the instance).  A success
+   resets the consecutive-failure count and, in half-open, counts towards
+   ``success_threshold`` (:func:`on_success`); a failure adds one to it
+   (:func:`on_failure`); neutral records nothing.
 
-    closed    --fail_max consecutive failures-->  open
-    open      --reset_timeout elapsed, next call-->  half-open (that call is the trial)
-    half-open --success_threshold successes-->  closed
-    half-open --trial fails-->  open
+Transitions (``fail_max``, ``reset_timeout``, ``success_threshold`` are the
+breaker's own settings; ``failures``/``successes`` its consecutive counters)::
 
-**One trial at a time.**  pybreaker lets one call at a time through a half-open
-breaker because it serialises everything.  We do not serialise, so a half-open
-breaker admits one trial call; until it is settled, other callers get
-``CircuitBreakerError("... half-open trial in progress")`` without reaching the
-endpoint.  The slot belongs to the half-open *state object* (a weak set of them,
-guarded by each breaker's own lock): a new half-open period gets a fresh slot,
-and nothing outlives the breaker.  The rule holds per ``CircuitBreaker`` object
-in this process; breakers sharing a storage (Redis) each admit their own trial.
+    state      event                                      next state / answer
+    ---------  -----------------------------------------  -------------------------
+    closed     admit                                      ADMIT
+    closed     success                                    closed (failures = 0)
+    closed     failure, failures reach fail_max           open   (trip)
+    closed     failure, below fail_max                    closed
+    open       admit, now < opened_at + reset_timeout     STILL_OPEN (refused)
+    open       admit, reset_timeout elapsed               half-open, TRIAL
+    half-open  admit, no trial in flight                  TRIAL
+    half-open  admit, the trial in flight                 TRIAL_IN_PROGRESS (refused)
+    half-open  success, successes reach threshold         closed
+    half-open  success, below threshold                   half-open (next trial may go)
+    half-open  failure                                    open   (trip)
+    any        outcome of a *stale* call                  no change (listeners only)
+    any        neutral outcome                            no change (trial slot freed)
 
-**Stale outcomes.**  pybreaker makes a new state object on every transition.
-A call whose admitting state object is no longer current when it finishes had
-started before the transition, so its outcome says nothing about the state the
-breaker is in now: a slow failure begun while *closed* must not re-open a
-breaker that has since tripped and is half-open with a trial of its own, nor
-count against a freshly closed one; a slow success begun before the trip must
-not close a half-open breaker without a real trial.  Such outcomes drive no
-transition and touch no counter; the listeners still hear them (``failure`` for
-an error the breaker counts, ``success`` otherwise), as they are cheap and the
-listeners' contract is "a call failed/succeeded".
+This is pybreaker's table, with two rules pybreaker needs no words for because
+it serialises every call:
 
-**Locking.**  Only bookkeeping and listener callbacks run under ``cb._lock``,
-never the endpoint, so it is safe to use from threads and from an asyncio loop
-(the lock is held for microseconds and never across an ``await``).  One caveat:
-if other code calls pybreaker's own ``cb.call()`` on the same breaker from a
-thread, that thread holds ``cb._lock`` for its whole call and a loop thread
-admitting through this module blocks until it returns.  The same goes for a
-breaker whose storage is remote (Redis): its reads happen under the lock.
+**One trial at a time.**  A half-open breaker lets one trial call through; until
+it is settled, other callers are refused with :data:`TRIAL_IN_PROGRESS` without
+reaching the endpoint.  The slot belongs to one half-open *period*: a new
+half-open period gets a fresh slot.
 
-This module imports nothing from threading or asyncio and reads no clock:
-:func:`admit` takes ``now``.
+**Stale outcomes.**  pybreaker makes a new state object on every transition; the
+state object current at admission names the call's *period*.  A call whose period
+is no longer current when it settles had started before the transition, so its
+outcome says nothing about the breaker's state now: a slow failure begun while
+*closed* must not re-open a breaker that has since tripped and is half-open with
+a trial of its own, nor count against a freshly closed one; a slow success begun
+before the trip must not close a half-open breaker without a real trial.  Such
+outcomes drive no transition and touch no counter; the listeners still hear them
+(``failure`` for an error the breaker counts, ``success`` otherwise).
+
+Time: ``opened_at`` is pybreaker's (its storage keeps a UTC wall-clock time, which
+a Redis storage shares between processes), so the open state is judged on the
+wall clock, in seconds since the epoch, as pybreaker judges it.  Only an *open*
+breaker needs the time; a closed breaker's calls never read a clock.
+
+This module imports nothing but the standard ``enum`` and pybreaker's state-name
+constants; it takes ``now`` as an argument and returns decisions.
 """
 
 from __future__ import annotations
 
-import logging
-import weakref
-from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Any
+import enum
 
-from pybreaker import (
-    STATE_HALF_OPEN,
-    STATE_OPEN,
-    CircuitBreaker,
-    CircuitBreakerError,
-    CircuitBreakerState,
-)
+from pybreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 
-__all__ = ["TRIAL_IN_PROGRESS", "Ticket", "abandon", "admit", "fail", "succeed"]
+__all__ = [
+    "STILL_OPEN",
+    "TRIAL_FAILED",
+    "TRIAL_IN_PROGRESS",
+    "TRIPPED",
+    "Admission",
+    "admit",
+    "on_failure",
+    "on_success",
+]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
-
-#: Message of the ``CircuitBreakerError`` raised while a half-open trial runs.
+#: Message of the ``CircuitBreakerError`` refusing a call to an open breaker (pybreaker's).
+STILL_OPEN = "Timeout not elapsed yet, circuit breaker still open"
+#: Message of the ``CircuitBreakerError`` refusing a call while a half-open trial runs.
 TRIAL_IN_PROGRESS = "Circuit breaker half-open, half-open trial in progress"
-
-# Half-open state objects whose trial call is in flight.  An entry is read and
-# written only under its own breaker's ``_lock``; breakers with different locks
-# touch the set at once only through single add/discard/contains operations,
-# which are atomic.  Entries vanish with their state object.
-_trials: weakref.WeakSet[CircuitBreakerState] = weakref.WeakSet()
+#: Message of the ``CircuitBreakerError`` raised by the failure that trips a closed breaker.
+TRIPPED = "Failures threshold reached, circuit breaker opened"
+#: Message of the ``CircuitBreakerError`` raised by a failed half-open trial.
+TRIAL_FAILED = "Trial call failed, circuit breaker opened"
 
 
-class Ticket:
-    """One admitted call: the breaker, the state object that admitted it, and
-    whether it holds the half-open trial slot.
+class Admission(enum.Enum):
+    """The answer to "may this call go ahead?"."""
 
-    Made by :func:`admit`; settle it exactly once with :func:`succeed`,
-    :func:`fail` or :func:`abandon` (a second settle raises ``RuntimeError``).
-    """
+    #: Closed: go ahead.
+    ADMIT = "admit"
+    #: Half-open and no trial in flight: go ahead as the trial.
+    TRIAL = "trial"
+    #: Open and the reset timeout has elapsed: move to half-open, then go ahead as its trial.
+    HALF_OPEN = "half-open"
+    #: Open and the reset timeout has not elapsed: refuse.
+    STILL_OPEN = "still-open"
+    #: Half-open and its trial is in flight: refuse.
+    TRIAL_IN_PROGRESS = "trial-in-progress"
 
-    __slots__ = ("_settled", "breaker", "state", "trial")
-
-    def __init__(self, breaker: CircuitBreaker, state: CircuitBreakerState, trial: bool) -> None:
-        self.breaker = breaker
-        self.state = state
-        self.trial = trial
-        self._settled = False
-
-    def __repr__(self) -> str:
-        return (
-            f"<Ticket breaker={self.breaker.name!r} state={self.state.name!r}"
-            f" trial={self.trial} settled={self._settled}>"
-        )
-
-    def _settle(self) -> bool:
-        """Mark settled and release the trial slot; return whether the ticket's
-        state is still current (the outcome may drive transitions).
-        Call under ``breaker._lock``."""
-        if self._settled:
-            raise RuntimeError(f"{self!r} is already settled")
-        self._settled = True
-        if self.trial:
-            _trials.discard(self.state)
-        current = self.breaker.state is self.state
-        if not current:
-            logger.debug("%r: breaker changed state during the call; outcome not counted", self)
-        return current
+    @property
+    def refused(self) -> bool:
+        """Whether the call must not reach the endpoint."""
+        return self in (Admission.STILL_OPEN, Admission.TRIAL_IN_PROGRESS)
 
 
 def admit(
-    cb: CircuitBreaker, func: Callable[..., Any], request: Any, *, now: datetime
-) -> Ticket:
-    """Decide whether a call to ``func(request)`` may go ahead; ``now`` is an
-    aware UTC datetime (pybreaker stores ``opened_at`` in UTC).
+    state: str,
+    *,
+    now: float | None,
+    opened_at: float | None,
+    reset_timeout: float,
+    trial_in_flight: bool,
+) -> Admission:
+    """Decide whether a call may go ahead in ``state`` (a pybreaker state name).
 
-    Raises ``CircuitBreakerError`` when the breaker is open and its reset
-    timeout has not elapsed, or when it is half-open and its one trial call is
-    in flight; the endpoint must then not be called.  Otherwise returns the
-    :class:`Ticket` to settle once the call is over.  A listener's
-    ``before_call`` that raises propagates and admits nothing.  Thread-safe.
+    ``now`` and ``opened_at`` are seconds since the epoch and matter only when
+    ``state`` is open (pass ``None`` otherwise); an open breaker with no
+    ``opened_at`` half-opens at once, as pybreaker's does.  ``trial_in_flight``:
+    whether the current half-open period's trial is running.  Raises
+    ``ValueError`` for a state name pybreaker does not define.
     """
-    with cb._lock:
-        state = cb.state
-        if state.name == STATE_OPEN:
-            opened_at = cb._state_storage.opened_at
-            if opened_at and now < opened_at + timedelta(seconds=cb.reset_timeout):
-                raise CircuitBreakerError("Timeout not elapsed yet, circuit breaker still open")
-            cb.half_open()
-            state = cb.state
-        trial = state.name == STATE_HALF_OPEN
-        if trial and state in _trials:
-            raise CircuitBreakerError(TRIAL_IN_PROGRESS)
-        for listener in cb.listeners:
-            listener.before_call(cb, func, request)
-        if trial:
-            _trials.add(state)
-        return Ticket(cb, state, trial)
+    if state == STATE_CLOSED:
+        return Admission.ADMIT
+    if state == STATE_HALF_OPEN:
+        return Admission.TRIAL_IN_PROGRESS if trial_in_flight else Admission.TRIAL
+    if state == STATE_OPEN:
+        if opened_at is not None:
+            if now is None:
+                raise ValueError("an open breaker with opened_at needs now")
+            if now < opened_at + reset_timeout:
+                return Admission.STILL_OPEN
+        return Admission.HALF_OPEN
+    raise ValueError(f"unknown breaker state {state!r}")
 
 
-def succeed(ticket: Ticket) -> None:
-    """Record that the admitted call returned normally (pybreaker's success path:
-    reset the failure count, close a half-open breaker once ``success_threshold``
-    is reached, notify ``success`` listeners).  A listener that raises
-    propagates.  Thread-safe."""
-    cb = ticket.breaker
-    with cb._lock:
-        if ticket._settle():
-            ticket.state._handle_success()
-        else:
-            for listener in cb.listeners:
-                listener.success(cb)
+def on_success(state: str, *, successes: int, success_threshold: int) -> str | None:
+    """The state a *current* success moves the breaker to, or ``None`` to stay.
 
-
-def fail(ticket: Ticket, exc: BaseException) -> BaseException:
-    """Record that the admitted call raised ``exc``; return what the caller
-    should raise.
-
-    As pybreaker: an error the breaker's ``exclude`` matches counts as a
-    success; any other counts as a failure.  When this failure trips the breaker
-    and the breaker has ``throw_new_error_on_trip`` (the default), the result
-    is a new ``CircuitBreakerError`` whose ``__cause__`` is ``exc``; otherwise
-    it is ``exc`` itself.  A listener that raises propagates.  Thread-safe.
+    ``successes``: the half-open success count including this one (the failure
+    count is reset by every success, in any state).
     """
-    cb = ticket.breaker
-    with cb._lock:
-        if not ticket._settle():
-            system_error = cb.is_system_error(exc)
-            for listener in cb.listeners:
-                if system_error:
-                    listener.failure(cb, exc)
-                else:
-                    listener.success(cb)
-            return exc
-        traceback = exc.__traceback__
-        try:
-            ticket.state._handle_error(exc, reraise=False)
-        except CircuitBreakerError as tripped:
-            # on_failure opened the breaker and asked for a new error.
-            tripped.__cause__ = exc
-            return tripped
-        except BaseException as raised:
-            if raised is not exc:
-                raise
-            # on_failure re-raised exc (trip without throw_new_error_on_trip);
-            # drop the pybreaker frames that re-raise added to its traceback.
-            exc.__traceback__ = traceback
-        return exc
+    if state == STATE_HALF_OPEN and successes >= success_threshold:
+        return STATE_CLOSED
+    return None
 
 
-def abandon(ticket: Ticket) -> None:
-    """Settle a call whose end is neither success nor failure (cancelled,
-    interrupted): record nothing, notify nobody, release the trial slot so the
-    next caller may try.  Thread-safe."""
-    with ticket.breaker._lock:
-        ticket._settle()
+def on_failure(state: str, *, failures: int, fail_max: int) -> str | None:
+    """The state a *current* failure moves the breaker to, or ``None`` to stay.
+
+    ``failures``: the consecutive-failure count including this one.
+    """
+    if state == STATE_HALF_OPEN or (state == STATE_CLOSED and failures >= fail_max):
+        return STATE_OPEN
+    return None

@@ -1,27 +1,20 @@
-"""The bookkeeping core, driven directly with an explicit ``now``."""
+"""The breaker's rules (breaker.guard), a pure state machine, checked against its table."""
 
 from __future__ import annotations
 
 import ast
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import pybreaker
 import pytest
+from pybreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 
 from breaker import guard
-from tests.breaker.test_circuit_breaker import Boom, Recorder
+from breaker.guard import Admission
+
+OPENED = 1_000.0
 
 
-def func(request: Any) -> Any:
-    return request
-
-
-NOW = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-def test_guard_imports_no_threading_or_asyncio() -> None:
+def test_guard_imports_no_threading_asyncio_or_clock() -> None:
     tree = ast.parse(Path(guard.__file__).read_text())
     imported: set[str] = set()
     for node in ast.walk(tree):
@@ -30,75 +23,67 @@ def test_guard_imports_no_threading_or_asyncio() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert imported
-    assert not imported & {"threading", "asyncio", "time", "socket", "concurrent"}
+    assert not imported & {"threading", "asyncio", "time", "datetime", "socket", "concurrent"}
 
 
-def test_open_breaker_admits_by_the_given_now() -> None:
-    cb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=30)
-    cb.open()
-    cb._state_storage.opened_at = NOW
-    for seconds in (0, 10, 29.9):
-        with pytest.raises(pybreaker.CircuitBreakerError, match="still open"):
-            guard.admit(cb, func, None, now=NOW + timedelta(seconds=seconds))
-    assert cb.current_state == pybreaker.STATE_OPEN
-
-    ticket = guard.admit(cb, func, None, now=NOW + timedelta(seconds=30))
-    assert ticket.trial
-    assert ticket.state is cb.state
-    assert cb.current_state == pybreaker.STATE_HALF_OPEN
-    with pytest.raises(pybreaker.CircuitBreakerError, match=guard.TRIAL_IN_PROGRESS):
-        guard.admit(cb, func, None, now=NOW + timedelta(seconds=31))
-    guard.succeed(ticket)
-    assert cb.current_state == pybreaker.STATE_CLOSED
-
-
-def test_a_ticket_settles_once() -> None:
-    cb = pybreaker.CircuitBreaker()
-    ticket = guard.admit(cb, func, None, now=NOW)
-    assert not ticket.trial
-    guard.succeed(ticket)
-    for settle in (guard.succeed, guard.abandon, lambda t: guard.fail(t, Boom())):
-        with pytest.raises(RuntimeError, match="already settled"):
-            settle(ticket)
+@pytest.mark.parametrize(
+    ("state", "now", "opened_at", "trial_in_flight", "expected"),
+    [
+        (STATE_CLOSED, None, None, False, Admission.ADMIT),
+        (STATE_CLOSED, None, None, True, Admission.ADMIT),
+        (STATE_OPEN, OPENED, OPENED, False, Admission.STILL_OPEN),
+        (STATE_OPEN, OPENED + 29.9, OPENED, False, Admission.STILL_OPEN),
+        (STATE_OPEN, OPENED + 30, OPENED, False, Admission.HALF_OPEN),
+        (STATE_OPEN, OPENED + 3600, OPENED, False, Admission.HALF_OPEN),
+        (STATE_OPEN, None, None, False, Admission.HALF_OPEN),  # pybreaker: no opened_at
+        (STATE_HALF_OPEN, None, None, False, Admission.TRIAL),
+        (STATE_HALF_OPEN, None, None, True, Admission.TRIAL_IN_PROGRESS),
+    ],
+)
+def test_admission_table(
+    state: str, now: float | None, opened_at: float | None, trial_in_flight: bool,
+    expected: Admission,
+) -> None:
+    decision = guard.admit(
+        state, now=now, opened_at=opened_at, reset_timeout=30, trial_in_flight=trial_in_flight
+    )
+    assert decision is expected
+    assert decision.refused == (expected in (Admission.STILL_OPEN, Admission.TRIAL_IN_PROGRESS))
 
 
-def test_fail_returns_the_trip_error_chained_to_the_cause() -> None:
-    cb = pybreaker.CircuitBreaker(fail_max=2)
-    first, second = (guard.admit(cb, func, None, now=NOW) for _ in range(2))
-    error = Boom()
-    assert guard.fail(first, error) is error
-    tripped = guard.fail(second, error)
-    assert isinstance(tripped, pybreaker.CircuitBreakerError)
-    assert tripped.__cause__ is error
-    assert cb.current_state == pybreaker.STATE_OPEN
+def test_admission_rejects_unknown_states_and_a_missing_now() -> None:
+    with pytest.raises(ValueError, match="unknown breaker state"):
+        guard.admit("ajar", now=None, opened_at=None, reset_timeout=1, trial_in_flight=False)
+    with pytest.raises(ValueError, match="needs now"):
+        guard.admit(STATE_OPEN, now=None, opened_at=OPENED, reset_timeout=1,
+                    trial_in_flight=False)
 
 
-def test_stale_outcomes_reach_listeners_only() -> None:
-    recorder = Recorder()
-    cb = pybreaker.CircuitBreaker(fail_max=1, listeners=[recorder], exclude=[KeyError])
-    stale = [guard.admit(cb, func, n, now=NOW) for n in range(3)]
-    cb.open()
-    cb.close()  # a fresh closed state: the three tickets are stale
-    recorder.events.clear()
-    assert isinstance(guard.fail(stale[0], Boom()), Boom)  # no trip, its own error
-    assert isinstance(guard.fail(stale[1], KeyError()), KeyError)
-    guard.succeed(stale[2])
-    assert recorder.events == [("failure", "Boom"), ("success",), ("success",)]
-    assert cb.current_state == pybreaker.STATE_CLOSED
-    assert cb.fail_counter == 0
+@pytest.mark.parametrize(
+    ("state", "failures", "fail_max", "expected"),
+    [
+        (STATE_CLOSED, 1, 3, None),
+        (STATE_CLOSED, 2, 3, None),
+        (STATE_CLOSED, 3, 3, STATE_OPEN),
+        (STATE_CLOSED, 4, 3, STATE_OPEN),  # counted elsewhere too (shared storage)
+        (STATE_CLOSED, 1, 1, STATE_OPEN),
+        (STATE_HALF_OPEN, 1, 3, STATE_OPEN),  # a failed trial re-opens at once
+    ],
+)
+def test_failure_table(state: str, failures: int, fail_max: int, expected: str | None) -> None:
+    assert guard.on_failure(state, failures=failures, fail_max=fail_max) == expected
 
 
-def test_a_new_half_open_period_has_a_fresh_trial_slot() -> None:
-    cb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=0)
-    cb.half_open()
-    old = guard.admit(cb, func, None, now=NOW)
-    assert old.trial
-    cb.half_open()  # a new state object, e.g. another process moved the breaker
-    new = guard.admit(cb, func, None, now=NOW)
-    assert new.trial
-    guard.abandon(old)  # stale: must not free the new period's slot
-    with pytest.raises(pybreaker.CircuitBreakerError, match=guard.TRIAL_IN_PROGRESS):
-        guard.admit(cb, func, None, now=NOW)
-    guard.abandon(new)
-    guard.succeed(guard.admit(cb, func, None, now=NOW))
-    assert cb.current_state == pybreaker.STATE_CLOSED
+@pytest.mark.parametrize(
+    ("state", "successes", "threshold", "expected"),
+    [
+        (STATE_CLOSED, 0, 1, None),
+        (STATE_CLOSED, 5, 1, None),
+        (STATE_HALF_OPEN, 1, 1, STATE_CLOSED),
+        (STATE_HALF_OPEN, 1, 3, None),
+        (STATE_HALF_OPEN, 2, 3, None),
+        (STATE_HALF_OPEN, 3, 3, STATE_CLOSED),
+    ],
+)
+def test_success_table(state: str, successes: int, threshold: int, expected: str | None) -> None:
+    assert guard.on_success(state, successes=successes, success_threshold=threshold) == expected

@@ -10,7 +10,7 @@ import pytest
 import breaker
 import sd
 from sd.endpoint import is_async
-from tests.breaker.test_circuit_breaker import Boom
+from tests.breaker.test_middleware import Boom
 
 
 class InstanceEndpoint:
@@ -121,3 +121,61 @@ def test_new_breaker_failure_builds_no_endpoint() -> None:
     with pytest.raises(RuntimeError, match="no breaker"):
         breaker.per_instance(factory, broken)("a:1")
     assert built == []
+
+
+@pytest.mark.parametrize(
+    ("factory", "new_breaker", "named"),
+    [
+        (None, None, "factory"),
+        (None, new_breaker, "factory"),
+        (lambda instance: InstanceEndpoint(instance, False), None, "new_breaker"),
+        (lambda instance: InstanceEndpoint(instance, False), "breaker", "new_breaker"),
+        (42, new_breaker, "factory"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(factory: Any, new_breaker: Any, named: str) -> None:
+    with pytest.raises(TypeError, match=rf"per_instance: {named} must be callable"):
+        breaker.per_instance(factory, new_breaker)
+
+
+def test_a_new_breaker_that_is_not_a_breaker_names_new_breaker() -> None:
+    built: list[str] = []
+
+    def factory(instance: str) -> InstanceEndpoint:
+        built.append(instance)
+        return InstanceEndpoint(instance, failing=False)
+
+    make = breaker.per_instance(factory, lambda instance: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(TypeError, match=r"new_breaker\('a:1'\) returned NoneType"):
+        make("a:1")
+    assert built == []  # checked before the endpoint is built
+
+
+@pytest.mark.parametrize("returned", [None, 42, "http://a:1"])
+def test_a_factory_that_returns_no_endpoint_names_factory(returned: Any) -> None:
+    make = breaker.per_instance(lambda instance: returned, new_breaker)
+    with pytest.raises(TypeError, match=r"factory\('a:1'\) returned .*not an endpoint"):
+        make("a:1")
+
+
+def test_a_non_endpoint_from_the_factory_is_closed() -> None:
+    class NotCallable:
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    thing = NotCallable()
+    make = breaker.per_instance(lambda instance: thing, new_breaker)  # type: ignore[arg-type,return-value]
+    with pytest.raises(TypeError):
+        make("a:1")
+    assert thing.closed == 1
+
+
+def test_the_endpointer_skips_an_instance_whose_factory_returns_none() -> None:
+    def factory(instance: str) -> Any:
+        return None if instance == "bad:1" else InstanceEndpoint(instance, failing=False)
+
+    with sd.Endpointer(sd.FixedInstancer(["bad:1", "good:1"]),
+                       breaker.per_instance(factory, new_breaker)) as endpointer:
+        assert [e("x") for e in endpointer.endpoints()] == [("good:1", "x")]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import pkgutil
+import sys
 import threading
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,8 +18,9 @@ import pybreaker
 import pytest
 
 import breaker
-from breaker.circuit_breaker import AsyncBreakerEndpoint, SyncBreakerEndpoint
+from breaker._pybreaker import storage_of
 from breaker.guard import TRIAL_IN_PROGRESS
+from breaker.middleware import AsyncBreakerEndpoint, SyncBreakerEndpoint
 from sd.endpoint import close_endpoint, is_async
 from tests.helpers import wait_for
 
@@ -69,9 +75,9 @@ class Recorder(pybreaker.CircuitBreakerListener):
 
 def elapse_reset_timeout(cb: pybreaker.CircuitBreaker) -> None:
     """Move the breaker's ``opened_at`` back past its reset timeout."""
-    opened_at = cb._state_storage.opened_at
+    opened_at = storage_of(cb).opened_at
     assert opened_at is not None
-    cb._state_storage.opened_at = opened_at - timedelta(seconds=cb.reset_timeout + 1)
+    storage_of(cb).opened_at = opened_at - timedelta(seconds=cb.reset_timeout + 1)
 
 
 def trip(cb: pybreaker.CircuitBreaker) -> None:
@@ -185,7 +191,7 @@ def test_half_open_trial_failure_reopens() -> None:
     cb = pybreaker.CircuitBreaker(fail_max=2, reset_timeout=60)
     trip(cb)
     elapse_reset_timeout(cb)
-    stale_opened_at = cb._state_storage.opened_at
+    stale_opened_at = storage_of(cb).opened_at
     inner = Endpoint()
     inner.error = Boom("still down")
     guarded = breaker.circuit_breaker(cb)(inner)
@@ -194,7 +200,7 @@ def test_half_open_trial_failure_reopens() -> None:
         guarded(1)
     assert raised.value.__cause__ is inner.error
     assert cb.current_state == pybreaker.STATE_OPEN
-    opened_at = cb._state_storage.opened_at
+    opened_at = storage_of(cb).opened_at
     assert opened_at is not None
     assert stale_opened_at is not None
     assert opened_at > stale_opened_at
@@ -206,7 +212,7 @@ def test_half_open_trial_failure_reopens() -> None:
 def test_reset_timeout_elapses_on_the_real_clock() -> None:
     cb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=0.05)
     trip(cb)
-    opened_at = cb._state_storage.opened_at
+    opened_at = storage_of(cb).opened_at
     assert opened_at is not None
     inner = Endpoint()
     guarded = breaker.circuit_breaker(cb)(inner)
@@ -370,6 +376,70 @@ def test_listeners_fire_as_under_pybreaker() -> None:
     assert ("raised", "CircuitBreakerError") in outcomes
 
 
+# ok: returns; boom: a failure; business: an error the breaker may exclude;
+# wait: let the reset timeout elapse; open/close/half_open: an operator steers the breaker.
+SCRIPT = [
+    "ok", "boom", "business", "boom", "boom", "ok", "wait", "business", "boom", "wait", "ok",
+    "ok", "boom", "ok", "boom", "boom", "boom", "wait", "boom", "wait", "ok", "ok", "ok",
+    "open", "ok", "wait", "ok", "half_open", "ok", "ok", "close", "boom", "ok",
+]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"fail_max": 2},
+        {"fail_max": 3, "success_threshold": 2},
+        {"fail_max": 2, "throw_new_error_on_trip": False},
+        {"fail_max": 2, "exclude": [Business]},
+        {"fail_max": 1, "exclude": [lambda exc: isinstance(exc, Business)], "success_threshold": 3},
+    ],
+    ids=["default", "success_threshold", "original_error_on_trip", "exclude", "predicate"],
+)
+def test_scripts_match_pybreaker_step_by_step(config: dict[str, Any]) -> None:
+    """Each step of one script, through ``cb.call`` and through the middleware, ends
+    with the same outcome (type, message, cause), the same listener events, and
+    the same state and counters as pybreaker reports them."""
+
+    def func(step: str) -> str:
+        if step == "boom":
+            raise Boom(step)
+        if step == "business":
+            raise Business(step)
+        return step
+
+    traces = []
+    for use_middleware in (False, True):
+        recorder = Recorder()
+        cb = pybreaker.CircuitBreaker(reset_timeout=60, listeners=[recorder], **config)
+        wrapped = breaker.circuit_breaker(cb)(func)
+        trace: list[tuple[Any, ...]] = []
+        for step in SCRIPT:
+            recorder.events.clear()
+            if step == "wait":
+                elapse_reset_timeout(cb)
+                outcome: tuple[Any, ...] = ("waited",)
+            elif step in ("open", "close", "half_open"):
+                getattr(cb, step)()
+                outcome = ("steered",)
+            else:
+                try:
+                    outcome = ("returned", wrapped(step) if use_middleware else cb.call(func, step))
+                except Exception as exc:
+                    cause = exc.__cause__ or exc.__context__
+                    outcome = ("raised", type(exc).__name__, str(exc), type(cause).__name__)
+            trace.append(
+                (step, outcome, tuple(recorder.events), cb.current_state, cb.fail_counter,
+                 cb.success_counter)
+            )
+        traces.append(trace)
+
+    for theirs, ours in zip(*traces, strict=True):
+        assert ours == theirs
+    states = {entry[3] for entry in traces[1]}
+    assert states == {pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN}
+
+
 def test_before_call_listener_that_raises_admits_nothing() -> None:
     class Refuse(pybreaker.CircuitBreakerListener):
         def before_call(self, cb: Any, func: Any, *args: Any, **kwargs: Any) -> None:
@@ -472,6 +542,210 @@ def test_stale_outcomes_drive_no_transition(threads: ThreadPoolExecutor) -> None
         assert cb.fail_counter == counted
 
 
+class PausingStorage(pybreaker.CircuitBreakerStorage):
+    """A memory storage whose failure increment can stop between its read and its
+    write (``paused``), to interleave other calls there deterministically."""
+
+    def __init__(self) -> None:
+        super().__init__("pausing")
+        self._state = pybreaker.STATE_CLOSED
+        self._counter = 0
+        self._successes = 0
+        self._opened_at: datetime | None = None
+        self.paused = False
+        self.reading = threading.Event()
+        self.go = threading.Event()
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, state: str) -> None:
+        self._state = state
+
+    def increment_counter(self) -> None:
+        value = self._counter
+        if self.paused:
+            self.reading.set()
+            assert self.go.wait(5)
+        self._counter = value + 1
+
+    def reset_counter(self) -> None:
+        self._counter = 0
+
+    def increment_success_counter(self) -> None:
+        self._successes += 1
+
+    def reset_success_counter(self) -> None:
+        self._successes = 0
+
+    @property
+    def counter(self) -> int:
+        return self._counter
+
+    @property
+    def success_counter(self) -> int:
+        return self._successes
+
+    @property
+    def opened_at(self) -> datetime | None:
+        return self._opened_at
+
+    @opened_at.setter
+    def opened_at(self, value: datetime) -> None:
+        self._opened_at = value
+
+
+def test_a_success_never_races_a_failure_on_the_count(threads: ThreadPoolExecutor) -> None:
+    # A failure is counting (read 1, about to write 2) when a success ends.  The
+    # count must end as if one came first: 0 (failure, then success) or 1 (success,
+    # then failure); a success resetting it in between would leave 2.
+    storage = PausingStorage()
+    cb = pybreaker.CircuitBreaker(fail_max=3, state_storage=storage)
+    guarded = breaker.circuit_breaker(cb)(lambda request: request)
+    failing = breaker.circuit_breaker(cb)(_raise_boom)
+    with pytest.raises(Boom):
+        failing(None)
+    assert cb.fail_counter == 1
+
+    storage.paused = True
+    failure = threads.submit(failing, None)
+    assert storage.reading.wait(5)
+    success = threads.submit(guarded, "fine")
+    # Let an unguarded reset happen now, if the code has one; ours waits for the failure.
+    wait_futures([success], timeout=0.2)
+    storage.go.set()
+    with pytest.raises(Boom):
+        failure.result(5)
+    assert success.result(5) == "fine"
+    assert cb.fail_counter in (0, 1)
+    assert cb.current_state == pybreaker.STATE_CLOSED
+
+
+def test_a_closed_breaker_reads_no_clock() -> None:
+    clocks = {"now", "utcnow", "time", "time_ns", "monotonic", "monotonic_ns", "perf_counter"}
+    read: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_call" and getattr(arg, "__name__", None) in clocks:
+            read.append(arg.__name__)
+
+    def calls(guarded: Any, steps: list[bool]) -> None:
+        sys.setprofile(profile)
+        try:
+            for failing in steps:
+                with contextlib.suppress(Boom, pybreaker.CircuitBreakerError):
+                    guarded(failing)
+        finally:
+            sys.setprofile(None)
+
+    def endpoint(failing: bool) -> Any:
+        if failing:
+            raise Boom
+        return "fine"
+
+    for listeners in ([], [Recorder()]):
+        cb = pybreaker.CircuitBreaker(fail_max=3, reset_timeout=60, listeners=listeners)
+        guarded = breaker.circuit_breaker(cb)(endpoint)
+        calls(guarded, [False, True, False, True, True, False])
+        assert read == []
+        assert cb.current_state == pybreaker.STATE_CLOSED
+    # The detector works: an open breaker must read the clock to judge its timeout.
+    cb.open()
+    calls(guarded, [False])
+    assert read
+
+
+@pytest.mark.parametrize("listeners", [0, 1])
+def test_calls_do_not_wait_for_a_pybreaker_call_on_the_same_breaker(
+    threads: ThreadPoolExecutor, listeners: int
+) -> None:
+    # pybreaker's cb.call holds the breaker's own lock while its function runs.
+    cb = pybreaker.CircuitBreaker(fail_max=3, listeners=[Recorder()] * listeners)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        inside.set()
+        assert release.wait(5)
+        return "slow"
+
+    theirs = threads.submit(cb.call, slow)
+    assert inside.wait(5)
+    try:
+        guarded = breaker.circuit_breaker(cb)(lambda request: request)
+        failing = breaker.circuit_breaker(cb)(_raise_boom)
+        assert threads.submit(guarded, 1).result(5) == 1
+        with pytest.raises(Boom):
+            threads.submit(failing, 2).result(5)
+    finally:
+        release.set()
+    assert theirs.result(5) == "slow"
+
+
+def test_one_breakers_listeners_never_run_two_at_a_time(threads: ThreadPoolExecutor) -> None:
+    inside, release = threading.Event(), threading.Event()
+    events: list[tuple[str, Any]] = []
+
+    class Slow(pybreaker.CircuitBreakerListener):
+        def before_call(self, cb: Any, func: Any, *args: Any, **kwargs: Any) -> None:
+            events.append(("before_call", args[0]))
+
+        def success(self, cb: Any) -> None:
+            events.append(("success", None))
+            if len(events) == 2:  # the first call's success: hold it
+                inside.set()
+                assert release.wait(5)
+            events.append(("success done", None))
+
+    cb = pybreaker.CircuitBreaker(listeners=[Slow()])
+    guarded = breaker.circuit_breaker(cb)(lambda request: request)
+    first = threads.submit(guarded, "first")
+    assert inside.wait(5)
+    second = threads.submit(guarded, "second")
+    wait_futures([second], timeout=0.2)  # give an unserialised listener the chance
+    assert ("before_call", "second") not in events
+    release.set()
+    assert (first.result(5), second.result(5)) == ("first", "second")
+    assert events == [
+        ("before_call", "first"), ("success", None), ("success done", None),
+        ("before_call", "second"), ("success", None), ("success done", None),
+    ]
+
+
+def test_breakers_sharing_a_storage_share_the_state() -> None:
+    # pybreaker lets several breakers (or processes, with Redis) share one storage.
+    storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+    first = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=60, state_storage=storage)
+    second = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=60, state_storage=storage)
+    inner = Endpoint()
+    with pytest.raises(pybreaker.CircuitBreakerError):
+        breaker.circuit_breaker(first)(_raise_boom)(None)
+    with pytest.raises(pybreaker.CircuitBreakerError, match="still open"):
+        breaker.circuit_breaker(second)(inner)(None)
+    assert inner.calls == 0
+    assert second.current_state == pybreaker.STATE_OPEN
+
+
+def test_an_operator_steers_the_breaker_through_pybreaker() -> None:
+    recorder = Recorder()
+    cb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60, listeners=[recorder])
+    inner = Endpoint()
+    guarded = breaker.circuit_breaker(cb)(inner)
+    cb.open()
+    with pytest.raises(pybreaker.CircuitBreakerError, match="still open"):
+        guarded(1)
+    assert inner.calls == 0
+    cb.close()
+    assert guarded(2) == ("ok", 2)
+    cb.half_open()
+    assert guarded(3) == ("ok", 3)  # the trial
+    assert cb.current_state == pybreaker.STATE_CLOSED
+    assert [e[1:] for e in recorder.events if e[0] == "state_change"] == [
+        ("closed", "open"), ("open", "closed"), ("closed", "half-open"), ("half-open", "closed"),
+    ]
+
+
 # --- shape ---------------------------------------------------------------------
 
 
@@ -488,6 +762,15 @@ def test_wrapped_sync_endpoint_is_sync() -> None:
 def test_rejects_what_is_not_a_breaker() -> None:
     with pytest.raises(TypeError, match=r"pybreaker\.CircuitBreaker"):
         breaker.circuit_breaker(object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"circuit_breaker: cb must be a pybreaker\.CircuitBreaker"):
+        breaker.circuit_breaker(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("endpoint", [None, 42, "http://a:1"])
+def test_rejects_what_is_not_an_endpoint(endpoint: Any) -> None:
+    middleware = breaker.circuit_breaker(pybreaker.CircuitBreaker())
+    with pytest.raises(TypeError, match=r"endpoint must be callable"):
+        middleware(endpoint)
 
 
 def test_close_is_forwarded_exactly_when_present() -> None:
@@ -548,5 +831,19 @@ def test_public_surface() -> None:
     assert breaker.CircuitBreakerError is pybreaker.CircuitBreakerError
     for name in breaker.__all__:
         assert hasattr(breaker, name), name
-    assert {"circuit_breaker", "per_instance", "CircuitBreakerError"} <= set(breaker.__all__)
+    assert set(breaker.__all__) == {
+        "BreakerEndpoint", "CircuitBreakerError", "circuit_breaker", "per_instance"
+    }
     assert TRIAL_IN_PROGRESS.endswith("half-open trial in progress")
+
+
+def test_no_function_shadows_a_submodule() -> None:
+    # `breaker.circuit_breaker` is only the function (API.md), and so is `per_instance`.
+    submodules = {module.name for module in pkgutil.iter_modules(breaker.__path__)}
+    assert {"middleware", "guard", "driver"} <= submodules
+    assert not submodules & set(breaker.__all__)
+    assert inspect.isfunction(breaker.circuit_breaker)
+    assert inspect.isfunction(breaker.per_instance)
+    from breaker import circuit_breaker, per_instance  # as users write it
+
+    assert (circuit_breaker, per_instance) == (breaker.circuit_breaker, breaker.per_instance)

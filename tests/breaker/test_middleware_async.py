@@ -1,8 +1,9 @@
-"""The circuit-breaker middleware with async endpoints (twins of test_circuit_breaker)."""
+"""The circuit-breaker middleware with async endpoints (twins of test_middleware)."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,9 +12,10 @@ import pybreaker
 import pytest
 
 import breaker
-from breaker.circuit_breaker import AsyncBreakerEndpoint
+from breaker._pybreaker import storage_of
+from breaker.middleware import AsyncBreakerEndpoint
 from sd.endpoint import close_endpoint, is_async
-from tests.breaker.test_circuit_breaker import (
+from tests.breaker.test_middleware import (
     Boom,
     Business,
     Recorder,
@@ -138,7 +140,7 @@ async def test_half_open_trial_failure_reopens() -> None:
 async def test_reset_timeout_elapses_on_the_real_clock() -> None:
     cb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=0.05)
     trip(cb)
-    opened_at = cb._state_storage.opened_at
+    opened_at = storage_of(cb).opened_at
     assert opened_at is not None
     guarded = breaker.circuit_breaker(cb)(AsyncEndpoint())
     await async_wait_for(
@@ -277,6 +279,39 @@ async def test_listeners_fire() -> None:
 
 
 # --- concurrency ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("listeners", [0, 1])
+async def test_the_loop_never_waits_for_a_pybreaker_call_in_a_thread(listeners: int) -> None:
+    # pybreaker's cb.call holds the breaker's own lock while its function runs; a
+    # loop that took that lock to admit a call would stop every task until then.
+    cb = pybreaker.CircuitBreaker(fail_max=3, listeners=[Recorder()] * listeners)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        inside.set()
+        assert release.wait(5)
+        return "slow"
+
+    theirs = threading.Thread(target=cb.call, args=(slow,))
+    theirs.start()
+    watchdog = threading.Timer(2.0, release.set)  # ends a blocked loop's wait, marking it
+    watchdog.start()
+    try:
+        assert inside.wait(5)
+        guarded = breaker.circuit_breaker(cb)(AsyncEndpoint())
+        assert await guarded(1) == ("ok", 1)
+        failing = AsyncEndpoint()
+        failing.error = Boom()
+        with pytest.raises(Boom):
+            await breaker.circuit_breaker(cb)(failing)(2)
+        assert not release.is_set(), "the loop waited for pybreaker's lock"
+    finally:
+        watchdog.cancel()
+        release.set()
+        theirs.join(5)
+        watchdog.join(5)
+    assert not theirs.is_alive()
 
 
 async def test_calls_are_not_serialised() -> None:
