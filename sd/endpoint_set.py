@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sd.endpoint import Endpoint
+# sd.endpoint.Endpoint, spelled out: this module stays pure (sd.endpoint imports asyncio).
+_Endpoint = Callable[[Any], Any]
 
 __all__ = ["EMPTY", "EndpointSet"]
 
@@ -20,7 +23,7 @@ class EndpointSet:
     """
 
     instances: tuple[str, ...] = ()
-    endpoints: tuple[Endpoint, ...] = ()
+    endpoints: tuple[_Endpoint, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.instances) != len(self.endpoints):
