@@ -45,7 +45,9 @@ def _check_port(value: object, port: str) -> int:
         raise InvalidInstanceError(value, "no port")
     if not port.isascii() or not port.isdigit():
         raise InvalidInstanceError(value, f"port {clip(port)!r} is not a number")
-    number = int(port)
+    # A long run of digits is out of range; int() would refuse past 4,300 of them.
+    digits = port.lstrip("0")
+    number = int(digits or "0") if len(digits) <= 5 else 0
     if not 1 <= number <= 65535:
         raise InvalidInstanceError(value, f"port {clip(port)} is outside 1-65535")
     return number

@@ -420,3 +420,83 @@ def test_churn_from_many_threads_closes_every_endpoint_exactly_once(
     endpointer.close()
     assert len(factory.made) == workers * rounds
     assert all(endpoint.closes == 1 for endpoint in factory.made)
+
+
+class LoopBoundEp:
+    """An async endpoint shaped like ``sd.http``'s: its client belongs to ``loop``, so
+    ``aclose()`` runs the real close there and waits for it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, closing: threading.Event) -> None:
+        self.loop = loop
+        self.closing = closing
+        self.closes = 0
+
+    async def __call__(self, request: Any) -> Any:
+        return request
+
+    async def aclose(self) -> None:
+        self.closing.set()
+
+        async def on_own_loop() -> None:
+            self.closes += 1
+
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(on_own_loop(), self.loop))
+
+
+@pytest.mark.parametrize("call_on_loop", ["register", "new endpointer", "event stream"])
+def test_closing_async_endpoints_from_another_thread_does_not_deadlock(
+    call_on_loop: str,
+) -> None:
+    # Issue 7.1: an Endpointer made outside a loop over endpoints whose client lives on a
+    # loop thread; another thread deregisters an instance while the loop thread makes a
+    # sync call needing the registry's or the broadcaster's lock.  The close must not
+    # run (and wait for the loop) on the deregistering thread, which holds those locks.
+    from sd.aio import EventStream
+
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
+    loop_thread.start()
+    closing = threading.Event()
+    made: list[LoopBoundEp] = []
+
+    def factory(_instance: str) -> LoopBoundEp:
+        made.append(LoopBoundEp(loop, closing))
+        return made[-1]
+
+    registry = MemoryRegistry()
+    leaving = registry.registrar("svc", "a:1")
+    leaving.register()
+    endpointer = Endpointer(registry.instancer("svc"), factory)  # no loop running here
+
+    async def on_loop() -> None:
+        # Block the loop thread, as sync code in a coroutine does, until a close started.
+        assert closing.wait(10)
+        if call_on_loop == "register":
+            registry.registrar("svc", "b:1").register()
+        elif call_on_loop == "new endpointer":
+            Endpointer(registry.instancer("svc"), factory).close()
+        else:
+            await EventStream(registry.instancer("svc")).aclose()
+
+    on_loop_done = asyncio.run_coroutine_threadsafe(on_loop(), loop)
+    deregistering = threading.Thread(target=leaving.deregister, daemon=True)
+    deregistering.start()
+    deregistering.join(10)
+    assert not deregistering.is_alive(), "deregister() is stuck closing the endpoint"
+    on_loop_done.result(10)  # TimeoutError if the loop thread is stuck on a lock
+    wait_for(lambda: made[0].closes == 1, what="the endpoint closed on its loop")
+    endpointer.close()
+    assert made[0].closes == 1
+    loop.call_soon_threadsafe(loop.stop)
+    loop_thread.join(10)
+    loop.close()
+
+
+def test_close_waits_for_the_closer_thread(no_thread_leaks: None) -> None:
+    # The closes handed to the closer thread are done when close() returns, and the
+    # thread is gone.
+    factory = Factory(AsyncOnlyEp)
+    endpointer = Endpointer(FixedInstancer(["a:1", "b:1"]), factory)
+    assert len(endpointer.endpoints()) == 2
+    endpointer.close()
+    assert [endpoint.closes for endpoint in factory.made] == [1, 1]
