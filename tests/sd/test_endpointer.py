@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from collections import Counter
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from sd.endpointer import Endpointer
+from sd.errors import MisuseError
 from sd.event import Event
 from sd.instancer import Broadcaster, Callback, FixedInstancer, InstancerHandle
 from sd.memory import MemoryRegistrar, MemoryRegistry
@@ -500,3 +502,68 @@ def test_close_waits_for_the_closer_thread(no_thread_leaks: None) -> None:
     assert len(endpointer.endpoints()) == 2
     endpointer.close()
     assert [endpoint.closes for endpoint in factory.made] == [1, 1]
+
+
+@pytest.mark.parametrize("instancer", [None, 5, "static://a:1", object()])
+def test_an_instancer_that_is_not_one_is_a_type_error(instancer: Any) -> None:
+    with pytest.raises(TypeError, match=r"instancer must be an sd\.Instancer"):
+        Endpointer(instancer, Factory())
+
+
+@pytest.mark.parametrize("factory", [None, 5, "factory"])
+def test_a_factory_that_is_not_callable_is_a_type_error_and_subscribes_nothing(
+    factory: Any,
+) -> None:
+    instancer = CountingInstancer(Broadcaster(Event(("a:1",))))
+    with pytest.raises(TypeError, match="factory must be callable"):
+        Endpointer(instancer, factory)
+    assert instancer.subscribed == []
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [(float("nan"), ValueError), (-1.0, ValueError), (-math.inf, ValueError), ("5", TypeError),
+     (True, TypeError), ([1], TypeError)],
+)
+def test_a_bad_invalidate_on_error_fails_at_construction_naming_it(
+    timeout: Any, error: type[Exception]
+) -> None:
+    instancer = CountingInstancer(Broadcaster(Event(("a:1",))))
+    with pytest.raises(error, match="invalidate_on_error") as excinfo:
+        Endpointer(instancer, Factory(), invalidate_on_error=timeout)
+    if error is ValueError:
+        assert isinstance(excinfo.value, MisuseError)
+    assert instancer.subscribed == []
+
+
+def test_an_infinite_invalidate_on_error_never_invalidates() -> None:
+    clock = Clock()
+    broadcaster = Broadcaster(Event(("a:1",)))
+    with Endpointer(InstancerHandle(broadcaster), Factory(), invalidate_on_error=math.inf,
+                    clock=clock) as endpointer:
+        broadcaster.publish_error(RuntimeError("down"))
+        clock.now += 1e12
+        assert names(live(endpointer)) == ["a:1"]
+
+
+@pytest.mark.parametrize("returned", [None, 5, "a:1"])
+def test_a_factory_returning_a_non_endpoint_is_skipped_like_one_that_raised(
+    returned: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 7.9: a factory returning None was served as an endpoint ("not callable").
+    bad = {"b:1"}
+
+    def factory(instance: str) -> Any:
+        return returned if instance in bad else Ep(instance)
+
+    broadcaster = Broadcaster(Event(("a:1", "b:1")))
+    with caplog.at_level(logging.ERROR, logger="kitsd.sd.endpoint_cache"), Endpointer(
+        InstancerHandle(broadcaster), factory
+    ) as endpointer:
+        assert names(live(endpointer)) == ["a:1"]
+        assert endpointer.snapshot().instances == ("a:1",)
+        assert any("b:1" in record.getMessage() for record in caplog.records)
+        # Tried again on the next event.
+        bad.clear()
+        broadcaster.publish(Event(("a:1", "b:1", "c:1")))
+        assert names(live(endpointer)) == ["a:1", "b:1", "c:1"]

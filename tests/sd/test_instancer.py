@@ -585,3 +585,18 @@ def test_a_stop_racing_a_subscribe_leaves_nothing_subscribed() -> None:
     stopper.join(5)
     broadcaster.publish(Event(("10.0.0.2:80",)))
     assert seen == [Event(("10.0.0.1:80",))]  # the replay only: nothing after stop()
+
+
+def test_driver_plumbing_is_not_advertised_as_public_api() -> None:
+    # Issue 6.9: Broadcaster and InstancerHandle are for drivers, imported from sd.instancer.
+    import sd
+    import sd.instancer
+
+    for name in ("Broadcaster", "InstancerHandle", "SharedWatches"):
+        assert name not in sd.__all__
+        assert name in sd.instancer.__all__
+    # Still reachable as sd.X for code written against earlier versions.
+    assert sd.Broadcaster is sd.instancer.Broadcaster
+    assert sd.InstancerHandle is sd.instancer.InstancerHandle
+    with pytest.raises(AttributeError):
+        _ = sd.SharedWatches
