@@ -567,3 +567,40 @@ def test_a_factory_returning_a_non_endpoint_is_skipped_like_one_that_raised(
         bad.clear()
         broadcaster.publish(Event(("a:1", "b:1", "c:1")))
         assert names(live(endpointer)) == ["a:1", "b:1", "c:1"]
+
+
+def test_a_pick_does_not_wait_for_an_update_in_progress() -> None:
+    # Issue 6.7: picks read one immutable reference and take no lock, so an update that
+    # holds the Endpointer's lock (here: a slow factory) does not stall them.
+    entered, release = threading.Event(), threading.Event()
+
+    def factory(instance: str) -> Ep:
+        if instance == "b:1":
+            entered.set()
+            assert release.wait(10)
+        return Ep(instance)
+
+    broadcaster = Broadcaster(Event(("a:1",)))
+    endpointer = Endpointer(InstancerHandle(broadcaster), factory)
+    updating = threading.Thread(target=broadcaster.publish, args=(Event(("a:1", "b:1")),))
+    updating.start()
+    results: list[tuple[Any, ...]] = []
+    try:
+        assert entered.wait(10)
+        reader = threading.Thread(
+            target=lambda: results.append(
+                (endpointer.snapshot(), endpointer.endpoints(), endpointer.instances)
+            ),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(5)
+        assert not reader.is_alive(), "a pick waited for the update to finish"
+    finally:
+        release.set()
+        updating.join(10)
+    snapshot, endpoints, instances = results[0]
+    assert snapshot.instances == instances == ("a:1",)
+    assert names(endpoints) == ["a:1"]
+    assert endpointer.snapshot().instances == ("a:1", "b:1")
+    endpointer.close()
