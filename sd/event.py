@@ -84,9 +84,12 @@ def diff(members: set[str], instances: Iterable[str]) -> tuple[set[str], list[st
     """Compare a full list with the current ``members``: ``(new_members, added, removed)``,
     ``added`` and ``removed`` sorted.  O(N) in C (set operations); ``members`` is untouched."""
     new = set(instances)
-    if len(new) == len(members) and new == members:
-        return members, [], []
-    return new, sorted(new - members), sorted(members - new)
+    added = new.difference(members)
+    # Every new member is either added or kept, so the count of removed ones is known
+    # without a second pass; it is usually zero when something was added.
+    if len(members) == len(new) - len(added):
+        return (members, [], []) if not added else (new, sorted(added), [])
+    return new, sorted(added), sorted(members.difference(new))
 
 
 def splice(

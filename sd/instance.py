@@ -112,6 +112,10 @@ def split_address(value: object, *, default_port: int | None = None) -> tuple[st
 
 def join_host_port(host: str, port: int | str) -> str:
     """Build a normalised instance string from a host and a port (IPv6 gets brackets)."""
+    if type(port) is int and type(host) is str and ":" not in host:  # a registry answer
+        text = f"{host}:{port}"
+        if len(text) <= _SHORT and _CANONICAL(text) is not None:
+            return text
     host = host.strip()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

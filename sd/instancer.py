@@ -172,6 +172,28 @@ class Broadcaster:
             and all(instance in members for instance in delta.removed)
         )
 
+    def apply(self, added: Iterable[str] = (), removed: Iterable[str] = ()) -> bool:
+        """Publish a change given as the instances that joined and left, in O(changed)
+        plus one copy of the tuple: for a watch that sees changes one by one (an etcd
+        put or delete).  ``False`` if nothing changed.
+
+        Instances must be canonical (:func:`sd.instance.normalize_instance`).  Removals
+        apply first: an instance both removed and added stays; adding a member or
+        removing a non-member changes nothing.  The event has no error.
+        """
+        with self._lock:
+            members = self._members
+            gone = {instance for instance in removed if instance in members}
+            new = {instance for instance in added if instance not in members or instance in gone}
+            kept = gone & new
+            gone -= kept
+            new -= kept
+            if not gone and not new and self._state.error is None:
+                return False
+            base = self._state.instances
+            plus, minus = tuple(sorted(new)), tuple(sorted(gone))
+            return self.publish(Event(splice(base, plus, minus), delta=Delta(base, plus, minus)))
+
     def publish_error(self, error: BaseException) -> bool:
         """Publish ``error`` while keeping the last known instances."""
         with self._lock:

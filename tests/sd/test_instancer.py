@@ -688,3 +688,26 @@ def test_an_empty_delta_with_the_same_error_is_not_news() -> None:
     base = broadcaster.state.instances
     assert not broadcaster.publish(Event(("a:1",), delta=Delta(base)))
     assert broadcaster.state.instances is base
+
+
+def test_apply_publishes_a_change_given_as_joins_and_leaves() -> None:
+    broadcaster = Broadcaster(Event(("a:1", "c:1")))
+    recorder = Recorder()
+    broadcaster.subscribe(recorder)
+    assert broadcaster.apply(added=["b:1"], removed=["c:1"])
+    event = recorder.events[-1]
+    assert event.instances == ("a:1", "b:1")
+    assert event.delta is not None
+    assert (event.delta.added, event.delta.removed) == (("b:1",), ("c:1",))
+    # Adding a member, removing a stranger, or removing and re-adding: no news.
+    assert not broadcaster.apply(added=["a:1"], removed=["z:1"])
+    assert not broadcaster.apply(added=["b:1"], removed=["b:1"])
+    assert len(recorder.events) == 2
+    # After an error, apply() publishes a good event even without a change.
+    broadcaster.publish_error(RuntimeError("down"))
+    assert broadcaster.apply()
+    assert recorder.events[-1] == Event(("a:1", "b:1"))
+    # The members followed: a whole snapshot afterwards diffs right.
+    assert broadcaster.publish(Event(("b:1",)))
+    assert recorder.events[-1].delta is not None
+    assert recorder.events[-1].delta.removed == ("a:1",)
