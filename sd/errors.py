@@ -26,6 +26,7 @@ Register your own transport's errors with ``ConnectionFailure.register(MyError)`
 
 from __future__ import annotations
 
+import re
 from abc import ABC
 
 __all__ = [
@@ -102,4 +103,8 @@ def shown_value(value: object) -> str:
         if "@" in value:
             value = "***@" + value.rpartition("@")[2]
         return repr(clip(value))
-    return clip(repr(value))
+    # Another object (a registry entry, say): redact each "user:password@" inside its repr.
+    return clip(_USER_INFO.sub("***@", repr(value)))
+
+
+_USER_INFO = re.compile(r"""[^\s'"(){}\[\],;/@]+@""")

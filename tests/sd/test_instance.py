@@ -231,3 +231,10 @@ def test_the_canonical_fast_path_agrees_with_the_full_parse(value: str) -> None:
 def test_a_canonical_instance_comes_back_as_the_same_string() -> None:
     value = "".join(["10.0.0.1", ":80"])  # a fresh string, as decoded from a registry answer
     assert normalize_instance(value) is value
+
+
+def test_user_information_inside_a_non_string_value_is_not_shown() -> None:
+    entry = {"Service": {"Address": "admin:S3cr3t@10.0.0.1", "Port": 80}}
+    error = InvalidInstanceError(entry, "a registry entry")
+    assert "S3cr3t" not in str(error)
+    assert "10.0.0.1" in str(error)
