@@ -48,14 +48,18 @@ def is_async(endpoint: object) -> bool:
 
 
 def close_endpoint(
-    endpoint: object, loop: asyncio.AbstractEventLoop | None = None
+    endpoint: object,
+    loop: asyncio.AbstractEventLoop | None = None,
+    *,
+    run: Callable[[Coroutine[Any, Any, None]], Pending] | None = None,
 ) -> Pending | None:
     """Close ``endpoint`` if it has ``close()`` or ``aclose()``; errors are logged.
 
     A sync ``close()`` runs here.  An ``aclose()`` coroutine is scheduled on the
     running loop, else on ``loop`` if that loop is running in another thread, else
-    run to completion here on a fresh loop.  Returns what to wait for, if anything:
-    a task on the running loop or a future from the other loop.  Never raises.
+    handed to ``run`` (which must not wait for it: :class:`sd.Endpointer` passes its
+    closer thread), else run to completion here on a fresh loop.  Returns what to
+    wait for, if anything: a task on the running loop or a future.  Never raises.
     """
     close = getattr(endpoint, "close", None)
     try:
@@ -69,7 +73,7 @@ def close_endpoint(
             if not callable(aclose):
                 return None
             coroutine = aclose()
-        return _schedule(coroutine, loop, endpoint)
+        return _schedule(coroutine, loop, endpoint, run)
     except Exception:
         logger.exception("closing endpoint %r failed", endpoint)
         return None
@@ -83,7 +87,10 @@ async def _logged(coroutine: Awaitable[None], endpoint: object) -> None:
 
 
 def _schedule(
-    coroutine: Awaitable[None], loop: asyncio.AbstractEventLoop | None, endpoint: object
+    coroutine: Awaitable[None],
+    loop: asyncio.AbstractEventLoop | None,
+    endpoint: object,
+    run: Callable[[Coroutine[Any, Any, None]], Pending] | None,
 ) -> Pending | None:
     try:
         running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -94,5 +101,7 @@ def _schedule(
         return running.create_task(wrapped)
     if loop is not None and loop.is_running() and not loop.is_closed():
         return asyncio.run_coroutine_threadsafe(wrapped, loop)
+    if run is not None:
+        return run(wrapped)
     asyncio.run(wrapped)
     return None

@@ -17,23 +17,38 @@ The cache maps each live instance to the endpoint the factory built for it.
 
 Nothing here locks, sleeps, or closes anything: methods take ``now`` and return
 what to close, so the driver can close outside its lock.
+
+Cost of a change
+----------------
+O(changed) plus one copy of the endpoint tuple, whatever the number of
+instances: an event whose :class:`~sd.event.Delta` is relative to the last good
+event applied here is used as it is; otherwise the instances are compared with
+the known ones as sets (in C).  The sorted tuples are then spliced (bisect),
+never sorted again.  Readers get :attr:`EndpointCache.view`, one immutable
+object replaced after each change, so a driver can serve picks without a lock.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import math
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 from sd.endpoint_set import EMPTY, EndpointSet
+from sd.errors import MisuseError
 from sd.event import Event
 
-__all__ = ["EndpointCache", "Read"]
+__all__ = ["EndpointCache", "Read", "View", "check_timeout"]
 
 logger = logging.getLogger(f"kitsd.{__name__}")
 
 E = TypeVar("E")
+
+# Past this share of changed instances, rebuilding the tuples beats splicing them.
+_SPLICE_SHARE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,63 +61,165 @@ class Read(Generic[E]):
     set: EndpointSet = field(default=EMPTY, compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class View:
+    """What a reader needs, as one immutable object (read it once, without a lock).
+
+    ``set`` serves while ``error`` is ``None`` or the clock is before ``deadline``.
+    With an ``error`` and a ``deadline`` of ``-inf`` the endpoints have been
+    invalidated: raise ``error``.  Otherwise, at or past ``deadline``, call
+    :meth:`EndpointCache.read` (under the driver's lock) to invalidate.
+    """
+
+    set: EndpointSet = EMPTY
+    error: BaseException | None = None
+    deadline: float = math.inf
+
+
+def check_timeout(invalidate_on_error: object) -> float | None:
+    """``invalidate_on_error`` as a float, or raise naming it: ``TypeError`` for a
+    non-number, :class:`~sd.errors.MisuseError` for NaN or a negative number.
+    ``None`` keeps serving through errors; ``math.inf`` too (it never runs out)."""
+    if invalidate_on_error is None:
+        return None
+    if isinstance(invalidate_on_error, bool) or not isinstance(invalidate_on_error, int | float):
+        raise TypeError(
+            "invalidate_on_error must be a number of seconds or None, "
+            f"got {type(invalidate_on_error).__name__}"
+        )
+    timeout = float(invalidate_on_error)
+    if math.isnan(timeout) or timeout < 0:
+        raise MisuseError(f"invalidate_on_error must be >= 0 seconds, got {invalidate_on_error!r}")
+    return timeout
+
+
 class EndpointCache(Generic[E]):
     """Instance → endpoint map with go-kit's error-invalidation rules."""
 
     def __init__(
         self, factory: Callable[[str], E], invalidate_on_error: float | None = None
     ) -> None:
-        if invalidate_on_error is not None and invalidate_on_error < 0:
-            raise ValueError(f"invalidate_on_error must be >= 0, got {invalidate_on_error!r}")
         self._factory = factory
-        self._timeout = invalidate_on_error
+        self._timeout = check_timeout(invalidate_on_error)
         self._by_instance: dict[str, E] = {}
-        self._endpoints: tuple[E, ...] = ()
+        self._names: list[str] = []  # the served instances, sorted
+        self._items: list[E] = []  # their endpoints, in the same order
+        self._failed: set[str] = set()  # in the last good event, but the factory failed
+        # The instances of the last good event applied (a Delta's base is matched
+        # against it by identity); None when nothing can be assumed.
+        self._seen: tuple[str, ...] | None = ()
         self._serving: Read[E] = Read(())  # reused: reads on the hot path allocate nothing
         self._error: BaseException | None = None
         self._deadline = 0.0
+        #: The current :class:`View`, replaced (never changed) after every update.
+        self.view = View()
 
     @property
     def instances(self) -> tuple[str, ...]:
         """Instances that currently have an endpoint, sorted."""
-        return tuple(self._by_instance)
+        return self._serving.set.instances
 
     def update(self, event: Event, now: float) -> list[E]:
         """Apply ``event``; returns the endpoints to close."""
         if event.error is None:
             self._error = None
-            return self._reconcile(event.instances)
+            to_close = self._apply(event)
+            self.view = View(self._serving.set)
+            return to_close
         if self._timeout is None or self._error is not None:
             return []
         self._error = event.error
         self._deadline = now + self._timeout
+        self.view = View(self._serving.set, self._error, self._deadline)
         return []
 
     def read(self, now: float) -> Read[E]:
         """The endpoints to serve, or the stored error once the deadline has passed."""
         if self._error is None or now < self._deadline:
             return self._serving
-        return Read((), self._error, self._reconcile(()))
+        to_close = self._clear()
+        self.view = View(EMPTY, self._error, -math.inf)
+        return Read((), self._error, to_close)
 
     def close(self) -> list[E]:
         """Forget every endpoint; returns them to close."""
-        return self._reconcile(())
+        to_close = self._clear()
+        self.view = View()
+        return to_close
 
-    def _reconcile(self, instances: tuple[str, ...]) -> list[E]:
-        old = self._by_instance
-        new: dict[str, E] = {}
-        for instance in sorted(set(instances)):
-            if instance in old:
-                new[instance] = old[instance]
+    def _clear(self) -> list[E]:
+        to_close = list(self._by_instance.values())
+        self._by_instance = {}
+        self._names, self._items = [], []
+        self._failed = set()
+        self._seen = None
+        self._serving = Read(())
+        return to_close
+
+    def _apply(self, event: Event) -> list[E]:
+        instances, delta = event.instances, event.delta
+        by_instance, failed = self._by_instance, self._failed
+        canonical: tuple[str, ...] | None = None  # ``instances``, if known sorted and unique
+        added: Sequence[str]
+        removed: Sequence[str]
+        if instances is self._seen:
+            added = removed = ()
+        elif delta is not None and self._seen is not None and delta.base is self._seen:
+            added, removed, canonical = delta.added, delta.removed, instances
+        else:
+            known = by_instance.keys() | failed
+            new = set(instances)
+            added, removed = sorted(new - known), sorted(known - new)
+        self._seen = instances
+
+        to_close: list[E] = []
+        gone: list[str] = []
+        for instance in removed:
+            if instance in failed:
+                failed.discard(instance)
+            elif instance in by_instance:
+                to_close.append(by_instance.pop(instance))
+                gone.append(instance)
+        # Instances whose factory failed are tried again on every good event.
+        build = sorted(failed.union(added)) if failed else added
+        made: list[tuple[str, E]] = []
+        for instance in build:
+            if instance in by_instance:
                 continue
             try:
-                new[instance] = self._factory(instance)
+                endpoint = self._factory(instance)
             except Exception:
                 logger.exception("endpoint factory failed for %s; skipping it until the next event",
                                  instance)
-        to_close = [endpoint for instance, endpoint in old.items() if instance not in new]
-        self._by_instance = new
-        self._endpoints = tuple(new.values())
-        endpoint_set = EndpointSet(tuple(new), cast(tuple[Any, ...], self._endpoints))
-        self._serving = Read(self._endpoints, set=endpoint_set)
+                failed.add(instance)
+                continue
+            failed.discard(instance)
+            by_instance[instance] = endpoint
+            made.append((instance, endpoint))
+        if gone or made:
+            self._splice(gone, made, None if failed else canonical)
         return to_close
+
+    def _splice(
+        self, gone: list[str], made: list[tuple[str, E]], canonical: tuple[str, ...] | None
+    ) -> None:
+        # The served set as two aligned lists, changed in place (bisect, a memmove) and
+        # copied once into the immutable tuples readers get.
+        names, items, by_instance = self._names, self._items, self._by_instance
+        if (len(gone) + len(made)) * _SPLICE_SHARE > len(names):
+            names[:] = canonical if canonical is not None else sorted(by_instance)
+            items[:] = [by_instance[instance] for instance in names]
+        else:
+            for instance in gone:
+                index = bisect_left(names, instance)
+                del names[index], items[index]
+            for instance, endpoint in made:
+                index = bisect_left(names, instance)
+                names.insert(index, instance)
+                items.insert(index, endpoint)
+        # A canonical snapshot (from a Delta) is the instance tuple already.
+        use_given = canonical is not None and len(canonical) == len(names)
+        instances = canonical if use_given and canonical is not None else tuple(names)
+        endpoints = tuple(items)
+        # E is the Endpointer's endpoint type; the cache is generic only for its tests.
+        self._serving = Read(endpoints, set=EndpointSet(instances, cast(Any, endpoints)))

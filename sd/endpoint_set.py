@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sd.endpoint import Endpoint
+from sd.errors import MisuseError
+
+# sd.endpoint.Endpoint, spelled out: this module stays pure (sd.endpoint imports asyncio).
+_Endpoint = Callable[[Any], Any]
 
 __all__ = ["EMPTY", "EndpointSet"]
 
@@ -20,11 +25,14 @@ class EndpointSet:
     """
 
     instances: tuple[str, ...] = ()
-    endpoints: tuple[Endpoint, ...] = ()
+    endpoints: tuple[_Endpoint, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.instances) != len(self.endpoints):
-            raise ValueError("instances and endpoints must have the same length")
+            raise MisuseError(
+                f"EndpointSet needs one endpoint per instance, got {len(self.instances)} "
+                f"instances and {len(self.endpoints)} endpoints"
+            )
 
     def __len__(self) -> int:
         return len(self.endpoints)

@@ -1,22 +1,47 @@
-"""The :class:`Endpointer`: one live endpoint per instance (go-kit's ``sd.Endpointer``)."""
+"""The :class:`Endpointer`: one live endpoint per instance (go-kit's ``sd.Endpointer``).
+
+Theory of operation
+-------------------
+Changes arrive on the instancer's thread and go through the pure
+:class:`~sd.endpoint_cache.EndpointCache` under the Endpointer's lock; the cache
+hands back what to close, and the Endpointer publishes the cache's new
+:class:`~sd.endpoint_cache.View` by replacing one reference.  Picks read that
+reference once and take no lock: a pick never waits for a change, however large
+the set.  Only a pick that finds an error whose ``invalidate_on_error`` deadline
+has passed takes the lock, to invalidate exactly once.
+
+Endpoints are closed outside the lock, and closing one never blocks the thread
+that published the change (which may hold its registry's locks): a sync
+``close()`` runs there (it must be quick, as ``sd.http``'s is), an ``aclose()``
+goes to the running loop, to the loop the Endpointer was made on, or else to a
+closer thread the Endpointer owns, started when there is such a close to run,
+ending when none is left, and joined by :meth:`Endpointer.close` (awaited by
+:meth:`Endpointer.aclose`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self
 
 from sd.endpoint import Endpoint, Pending, close_endpoint
-from sd.endpoint_cache import EndpointCache
-from sd.endpoint_set import EndpointSet
+from sd.endpoint_cache import EndpointCache, View
+from sd.endpoint_set import EMPTY, EndpointSet
+from sd.errors import MisuseError, shown_value
 from sd.event import Event
 from sd.instancer import Instancer
 
 __all__ = ["Endpointer"]
+
+# The view of a closed Endpointer: its error marks "closed" (checked by identity).
+_CLOSED = View(EMPTY, RuntimeError("endpointer is closed"), -math.inf)
 
 
 class Endpointer:
@@ -24,14 +49,22 @@ class Endpointer:
 
     ``factory(instance)`` builds an endpoint the first time an instance appears;
     the endpoint's ``close()`` (or ``aclose()``) is called exactly once, when the
-    instance leaves or this Endpointer closes.  On an event with an error the last
-    endpoints keep serving; with ``invalidate_on_error=T``, once ``T`` seconds
-    have passed in the error state, :meth:`endpoints` closes them all and raises
-    the first stored error until a good event arrives.
+    instance leaves or this Endpointer closes.  A factory that raises, or returns
+    something that is not callable, is logged and the instance skipped until the
+    next event.  On an event with an error the last endpoints keep serving; with
+    ``invalidate_on_error=T`` (seconds; ``math.inf`` means never), once ``T``
+    seconds have passed in the error state, :meth:`endpoints` closes them all and
+    raises the first stored error until a good event arrives.
 
-    Thread-safe.  ``aclose()`` endpoints are closed on the event loop that was
-    running when the Endpointer was made (or the one running at close time);
-    ``await endpointer.aclose()`` waits for them.  ``clock`` is injectable for tests.
+    Raises ``TypeError`` for an ``instancer`` without ``subscribe``/``unsubscribe``
+    or a ``factory`` that is not callable, and :class:`~sd.errors.MisuseError` for
+    a negative or NaN ``invalidate_on_error``, before subscribing anything.
+
+    Thread-safe; :meth:`snapshot` and :meth:`endpoints` take no lock.  ``aclose()``
+    endpoints are closed on the event loop that was running when the Endpointer
+    was made (or the one running at close time), else on a closer thread of its
+    own; ``await endpointer.aclose()`` waits for them.  ``clock`` is injectable
+    for tests.
     """
 
     def __init__(
@@ -42,11 +75,26 @@ class Endpointer:
         invalidate_on_error: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._cache: EndpointCache[Endpoint] = EndpointCache(factory, invalidate_on_error)
+        for method in ("subscribe", "unsubscribe"):
+            if not callable(getattr(instancer, method, None)):
+                raise TypeError(
+                    "instancer must be an sd.Instancer (with subscribe() and unsubscribe()), "
+                    f"got {shown_value(instancer)}"
+                )
+        if not callable(factory):
+            raise TypeError(
+                "factory must be callable as factory(instance) -> endpoint, "
+                f"got {shown_value(factory)}"
+            )
+        if not callable(clock):
+            raise TypeError(f"clock must be callable, got {shown_value(clock)}")
+        self._cache: EndpointCache[Endpoint] = EndpointCache(_checked(factory), invalidate_on_error)
+        self._view = self._cache.view  # what readers see; replaced, never changed
         self._clock = clock
         self._lock = threading.Lock()
         self._closed = False
         self._pending: list[Pending] = []
+        self._closer = _Closer()
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -59,34 +107,45 @@ class Endpointer:
             if self._closed:
                 return
             to_close = self._cache.update(event, self._clock())
+            self._view = self._cache.view
         self._close_all(to_close)
 
     def endpoints(self) -> list[Endpoint]:
-        """The endpoints, in sorted instance order.
+        """The endpoints, in sorted instance order (a new list each call).
 
         Raises the first stored discovery error when ``invalidate_on_error`` has
         run out; raises ``RuntimeError`` after :meth:`close`.
         """
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("endpointer is closed")
-            read = self._cache.read(self._clock())
-        if read.to_close:
-            self._close_all(read.to_close)
-        if read.error is not None:
-            raise read.error.with_traceback(None)
-        return list(read.endpoints)
+        view = self._view
+        if view.error is None:
+            return list(view.set.endpoints)
+        return list(self._read(view).endpoints)
 
     def snapshot(self) -> EndpointSet:
         """The endpoints and their instances as one immutable :class:`~sd.EndpointSet`;
-        the same object until the set changes, so reading it is O(1).
+        the same object until the set changes, so reading it is O(1) and lock-free.
 
         Raises like :meth:`endpoints`.
         """
+        view = self._view
+        if view.error is None:
+            return view.set
+        return self._read(view)
+
+    def _read(self, view: View) -> EndpointSet:
+        """The slow read: closed, or in an error state that may have run out."""
+        if view is _CLOSED:
+            raise RuntimeError("endpointer is closed")
+        if view.deadline == -math.inf and view.error is not None:  # already invalidated
+            raise view.error.with_traceback(None)
+        now = self._clock()
+        if now < view.deadline:
+            return view.set
         with self._lock:
             if self._closed:
                 raise RuntimeError("endpointer is closed")
-            read = self._cache.read(self._clock())
+            read = self._cache.read(now)
+            self._view = self._cache.view
         if read.to_close:
             self._close_all(read.to_close)
         if read.error is not None:
@@ -96,18 +155,24 @@ class Endpointer:
     @property
     def instances(self) -> tuple[str, ...]:
         """The instances that currently have an endpoint, sorted."""
-        with self._lock:
-            return self._cache.instances
+        return self._view.set.instances
 
     def close(self) -> None:
-        """Unsubscribe and close every endpoint; idempotent."""
+        """Unsubscribe and close every endpoint; idempotent.
+
+        Waits for the closer thread's async closes unless called on a running event
+        loop (they may need that loop): there, use :meth:`aclose`.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            self._view = _CLOSED
             to_close = self._cache.close()
         self._instancer.unsubscribe(self._on_event)
         self._close_all(to_close)
+        if not _in_running_loop():
+            self._closer.join()
 
     async def aclose(self) -> None:
         """:meth:`close`, then wait for async endpoint closes to finish."""
@@ -122,7 +187,7 @@ class Endpointer:
 
     def _close_all(self, endpoints: list[Endpoint]) -> None:
         for endpoint in endpoints:
-            pending = close_endpoint(endpoint, self._loop)
+            pending = close_endpoint(endpoint, self._loop, run=self._closer.submit)
             if pending is not None:
                 with self._lock:
                     self._pending = [p for p in self._pending if not p.done()]
@@ -144,3 +209,69 @@ class Endpointer:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.aclose()
+
+
+def _checked(factory: Callable[[str], Endpoint]) -> Callable[[str], Endpoint]:
+    """``factory``, failing (like a factory that raised) when it returns a non-callable."""
+
+    def build(instance: str) -> Endpoint:
+        endpoint = factory(instance)
+        if not callable(endpoint):
+            raise MisuseError(
+                f"the endpoint factory returned {shown_value(endpoint)} for {instance}, "
+                "which is not an endpoint (a callable)"
+            )
+        return endpoint
+
+    return build
+
+
+def _in_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _Closer:
+    """Runs ``aclose()`` coroutines that have no running loop to go to, one after the
+    other on a thread of its own, so the thread that published a change never waits
+    for one.  The thread starts when a close is submitted and ends when none is left."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[Coroutine[Any, Any, None], concurrent.futures.Future[None]]]
+        self._queue = deque()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, coroutine: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
+        """Queue ``coroutine`` (which must not raise); the future is done once it ran."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._lock:
+            self._queue.append((coroutine, done))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="kitsd-endpoint-closer", daemon=True
+                )
+                self._thread.start()
+        return done
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._thread = None
+                    return
+                coroutine, done = self._queue.popleft()
+            try:
+                asyncio.run(coroutine)
+            finally:
+                done.set_result(None)
+
+    def join(self) -> None:
+        """Wait until every submitted close has run."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()

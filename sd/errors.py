@@ -26,6 +26,7 @@ Register your own transport's errors with ``ConnectionFailure.register(MyError)`
 
 from __future__ import annotations
 
+import re
 from abc import ABC
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "MisuseError",
     "PermissionDeniedError",
     "RegistryUnavailableError",
+    "clip",
+    "shown_value",
 ]
 
 
@@ -50,11 +53,13 @@ class MisuseError(KitsdError, ValueError):
 class InvalidInstanceError(MisuseError):
     """A string that is not a valid ``host:port`` instance.
 
-    ``.value`` holds the offending value.
+    ``.value`` holds the offending value as given.  The message shows it through
+    :func:`shown_value`: cut to 100 characters, and without anything before an ``@``
+    (``admin:secret@host:80`` shows as ``'***@host:80'``), so the error can be logged.
     """
 
     def __init__(self, value: object, reason: str) -> None:
-        super().__init__(f"invalid instance {value!r}: {reason}")
+        super().__init__(f"invalid instance {shown_value(value)}: {reason}")
         self.value = value
         self.reason = reason
 
@@ -79,3 +84,27 @@ class ConnectionFailure(ABC):  # noqa: B024 - a marker: it has no methods by des
 
 
 ConnectionFailure.register(ConnectionError)
+
+
+def clip(text: str, limit: int = 100) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was, for messages and
+    logs: a 1 MiB registry value must not become a 1 MiB log line."""
+    if len(text) <= limit:
+        return text
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return f"{text[:limit]}…({size} bytes)"
+
+
+def shown_value(value: object) -> str:
+    """``repr(value)`` fit for a message or a log line: user information (anything
+    before the last ``@``, where a password would be) replaced by ``***``, and cut
+    by :func:`clip`."""
+    if isinstance(value, str):
+        if "@" in value:
+            value = "***@" + value.rpartition("@")[2]
+        return repr(clip(value))
+    # Another object (a registry entry, say): redact each "user:password@" inside its repr.
+    return clip(_USER_INFO.sub("***@", repr(value)))
+
+
+_USER_INFO = re.compile(r"""[^\s'"(){}\[\],;/@]+@""")

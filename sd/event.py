@@ -1,10 +1,49 @@
-"""The :class:`Event` a discovery source sends to its subscribers."""
+"""The :class:`Event` a discovery source sends to its subscribers, and its :class:`Delta`.
+
+Theory of operation
+-------------------
+An event is a whole snapshot: every subscriber can act on it alone.  At 10,000
+instances, though, comparing two whole snapshots on every change costs more than
+the change itself, so an event may carry a :class:`Delta`: *how* its instances
+differ from an earlier snapshot's, named by identity (``delta.base``).  A
+subscriber that still holds exactly that ``base`` tuple applies the delta in
+O(changed); any other subscriber (one that missed a snapshot, or a new one)
+ignores it and compares whole snapshots.  The delta is a hint: it never takes
+part in equality, and an event without one means the same.
+
+:func:`diff` and :func:`splice` are the two halves, written once: the first
+finds what changed between a set of members and a new full list, the second
+builds the new sorted tuple from the old one in O(changed) plus one copy.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
-__all__ = ["Event"]
+__all__ = ["Delta", "Event", "diff", "splice"]
+
+# Past this share of changed instances, sorting the new set beats splicing the old tuple.
+_SPLICE_SHARE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """How an event's instances differ from the snapshot ``base``.
+
+    A promise made by whoever builds the event: ``instances`` is sorted and
+    de-duplicated, ``added`` (sorted) are in it and not in ``base``, ``removed``
+    (sorted) are in ``base`` and not in it, and nothing else changed.  A consumer
+    uses it only when ``delta.base is`` the tuple it holds (identity, O(1)).
+    """
+
+    base: tuple[str, ...]
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # the base may hold 10,000 instances: not worth printing
+        return f"Delta(added={self.added!r}, removed={self.removed!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,10 +53,14 @@ class Event:
     ``instances`` are ``host:port`` strings.  ``error`` set means the source
     could not refresh its view and ``instances`` may be stale: discovery
     failures travel as data, not exceptions (as go-kit's ``sd.Event``).
+
+    ``delta`` (keyword-only, optional) is a hint of what changed since an earlier
+    snapshot (see :class:`Delta`); it is not part of equality, ``repr`` or hashing.
     """
 
     instances: tuple[str, ...] = ()
     error: BaseException | None = None
+    delta: Delta | None = field(default=None, compare=False, repr=False, kw_only=True)
 
     def same_state(self, other: Event) -> bool:
         """Whether ``other`` describes the same state, so need not be re-sent.
@@ -25,8 +68,53 @@ class Event:
         Two errors are the same when they have the same type and arguments:
         a registry that keeps failing the same way is not news.
         """
-        if self.instances != other.instances:
+        if self.instances is not other.instances and self.instances != other.instances:
             return False
-        if self.error is None or other.error is None:
-            return self.error is other.error
-        return type(self.error) is type(other.error) and self.error.args == other.error.args
+        return same_error(self.error, other.error)
+
+
+def same_error(first: BaseException | None, second: BaseException | None) -> bool:
+    """Whether two errors (or ``None``) say the same thing: same type and arguments."""
+    if first is None or second is None:
+        return first is second
+    return type(first) is type(second) and first.args == second.args
+
+
+def diff(members: set[str], instances: Iterable[str]) -> tuple[set[str], list[str], list[str]]:
+    """Compare a full list with the current ``members``: ``(new_members, added, removed)``,
+    ``added`` and ``removed`` sorted.  O(N) in C (set operations); ``members`` is untouched."""
+    new = set(instances)
+    added = new.difference(members)
+    # Every new member is either added or kept, so the count of removed ones is known
+    # without a second pass; it is usually zero when something was added.
+    if len(members) == len(new) - len(added):
+        return (members, [], []) if not added else (new, sorted(added), [])
+    return new, sorted(added), sorted(members.difference(new))
+
+
+def splice(
+    base: tuple[str, ...], added: Sequence[str], removed: Sequence[str]
+) -> tuple[str, ...]:
+    """The sorted tuple ``base`` without ``removed`` and with ``added``.
+
+    ``base`` must be sorted and de-duplicated; ``removed`` names members of ``base``,
+    ``added`` strings not in it.  O(changed · log N) plus one copy of the tuple, so
+    an already-sorted snapshot is never sorted again; a large change is sorted anew.
+    """
+    if not added and not removed:
+        return base
+    if (len(added) + len(removed)) * _SPLICE_SHARE > len(base):
+        members = set(base)
+        members.difference_update(removed)
+        members.update(added)
+        return tuple(sorted(members))
+    items = list(base)
+    for instance in removed:
+        index = bisect_left(items, instance)
+        if index < len(items) and items[index] == instance:
+            del items[index]
+    for instance in added:
+        index = bisect_left(items, instance)
+        if index == len(items) or items[index] != instance:
+            items.insert(index, instance)
+    return tuple(items)

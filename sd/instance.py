@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Iterable
 
-from sd.errors import InvalidInstanceError
+from sd.errors import InvalidInstanceError, clip
 
 __all__ = [
     "clean_instances",
@@ -23,32 +23,44 @@ __all__ = [
 logger = logging.getLogger(f"kitsd.{__name__}")
 
 # RFC 1123 host names; underscores are tolerated because real registries hold them.
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-                       r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
+# Used with fullmatch: a "$" would also match before a trailing newline ("evil\n").
+_HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                       r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?")
+
+# An instance already in canonical form: a lower-case host name (which includes every
+# dotted-quad IPv4 address ``ipaddress`` accepts: those are written canonically or
+# rejected) and a port in 1-65535 without leading zeros.  Registries hand back the same
+# canonical strings on every answer, so normalising them skips ``ipaddress`` and
+# returns the very string it was given.  Anything else takes the full path below.
+_CANONICAL = re.compile(
+    r"(?!-)[a-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9_-]{1,63}(?<!-))*\.?"
+    r":(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+).fullmatch
+# With at most this many characters the host part is within the 253 a host name may have.
+_SHORT = 254
 
 
 def _check_port(value: object, port: str) -> int:
     if not port:
         raise InvalidInstanceError(value, "no port")
     if not port.isascii() or not port.isdigit():
-        raise InvalidInstanceError(value, f"port {port!r} is not a number")
-    number = int(port)
+        raise InvalidInstanceError(value, f"port {clip(port)!r} is not a number")
+    # A long run of digits is out of range; int() would refuse past 4,300 of them.
+    digits = port.lstrip("0")
+    number = int(digits or "0") if len(digits) <= 5 else 0
     if not 1 <= number <= 65535:
-        raise InvalidInstanceError(value, f"port {number} is outside 1-65535")
+        raise InvalidInstanceError(value, f"port {clip(port)} is outside 1-65535")
     return number
 
 
 def _check_host(value: object, host: str) -> str:
+    # No IP address parsing here: ``host`` has no ':' (so it is not IPv6), and every
+    # IPv4 address ``ipaddress`` accepts is a valid host name already in its canonical
+    # form (leading zeros and other spellings are rejected there, and are host names here).
     if not host:
         raise InvalidInstanceError(value, "no host")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return str(address)
-    if not _HOSTNAME.match(host):
-        raise InvalidInstanceError(value, f"host {host!r} is not a host name or IP address")
+    if _HOSTNAME.fullmatch(host) is None:
+        raise InvalidInstanceError(value, f"host {clip(host)!r} is not a host name or IP address")
     return host.lower()
 
 
@@ -63,6 +75,9 @@ def split_instance(value: object) -> tuple[str, int]:
     text = value.strip()
     if not text:
         raise InvalidInstanceError(value, "empty")
+    if "@" in text:
+        # Whatever precedes it is user information, maybe a password: never echoed.
+        raise InvalidInstanceError(value, "user information ('user:password@') is not allowed")
     if text.startswith("["):
         close = text.find("]")
         if close < 0:
@@ -73,7 +88,7 @@ def split_instance(value: object) -> tuple[str, int]:
         try:
             address = ipaddress.IPv6Address(host)
         except ValueError:
-            raise InvalidInstanceError(value, f"{host!r} is not an IPv6 address") from None
+            raise InvalidInstanceError(value, f"{clip(host)!r} is not an IPv6 address") from None
         return str(address), _check_port(value, rest[1:])
     host, sep, port = text.rpartition(":")
     if not sep:
@@ -97,6 +112,10 @@ def split_address(value: object, *, default_port: int | None = None) -> tuple[st
 
 def join_host_port(host: str, port: int | str) -> str:
     """Build a normalised instance string from a host and a port (IPv6 gets brackets)."""
+    if type(port) is int and type(host) is str and ":" not in host:  # a registry answer
+        text = f"{host}:{port}"
+        if len(text) <= _SHORT and _CANONICAL(text) is not None:
+            return text
     host = host.strip()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -110,6 +129,8 @@ def normalize_instance(value: object) -> str:
     Host names are lower-cased and IP addresses written in their compressed form,
     so ``[0:0::1]:80`` and ``[::1]:80`` are the same instance.
     """
+    if type(value) is str and len(value) <= _SHORT and _CANONICAL(value) is not None:
+        return value
     host, port = split_instance(value)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -121,9 +142,16 @@ def clean_instances(values: Iterable[object], *, source: str = "registry") -> tu
     since one bad registry entry must not hide the good ones.
     """
     good: set[str] = set()
+    add, canonical = good.add, _CANONICAL
     for value in values:
+        # The fast path of normalize_instance, inlined: this loop runs once per entry
+        # of every registry answer.
+        if type(value) is str and len(value) <= _SHORT and canonical(value) is not None:
+            add(value)
+            continue
         try:
-            good.add(normalize_instance(value))
+            add(normalize_instance(value))
         except InvalidInstanceError as error:
             logger.warning("skipping %s from %s", error, source)
     return tuple(sorted(good))
+

@@ -26,7 +26,7 @@ from collections.abc import Callable, Hashable, Iterable
 from types import TracebackType
 from typing import Protocol, Self, TypeVar, cast, runtime_checkable
 
-from sd.event import Event
+from sd.event import Delta, Event, diff, same_error, splice
 from sd.instance import normalize_instance
 
 __all__ = [
@@ -77,12 +77,6 @@ class Stoppable(Protocol):
     def stop(self) -> None: ...
 
 
-def _canonical(event: Event) -> Event:
-    instances = event.instances
-    ordered = tuple(sorted(set(instances)))
-    return event if ordered == instances else Event(ordered, event.error)
-
-
 class Broadcaster:
     """Current snapshot plus subscribers; safe to use from any thread.
 
@@ -91,11 +85,23 @@ class Broadcaster:
     unsubscribe or publish from inside a delivery (a snapshot it publishes is
     delivered once every subscriber has the current one).  A callback that
     raises is logged and kept.
+
+    Each change costs O(changed) plus one copy of the instance tuple: the
+    broadcaster keeps its members as a set, compares a published full list with
+    them (set operations, in C), splices the sorted tuple instead of sorting it,
+    and hands subscribers events carrying a :class:`~sd.event.Delta` relative to
+    the previous snapshot.  A publisher that already knows what changed passes
+    ``Event(instances, delta=Delta(broadcaster.state.instances, added, removed))``
+    and skips the comparison too (see :meth:`publish`).
     """
 
     def __init__(self, initial: Event | None = None) -> None:
         self._lock = threading.RLock()
-        self._state = _canonical(initial) if initial is not None else Event()
+        start = initial if initial is not None else Event()
+        self._members: set[str] = set(start.instances)
+        ordered = tuple(sorted(self._members))
+        instances = start.instances if ordered == start.instances else ordered
+        self._state = Event(instances, start.error)
         self._subscribers: list[Callback] = []
         # Snapshots published by a callback during a delivery wait in the queue, so
         # later subscribers do not get the newer one before the one being delivered.
@@ -109,13 +115,19 @@ class Broadcaster:
         return self._state
 
     def publish(self, event: Event) -> bool:
-        """Make ``event`` the current snapshot and deliver it; ``False`` if nothing changed."""
-        event = _canonical(event)
+        """Make ``event`` the current snapshot and deliver it; ``False`` if nothing changed.
+
+        ``event.instances`` may come in any order and with duplicates.  If
+        ``event.delta`` is given and its ``base`` is the current
+        ``state.instances`` (the same object), it is trusted after an O(changed)
+        plausibility check: ``instances`` must then be sorted and de-duplicated.
+        """
         with self._lock:
-            if event.same_state(self._state):
+            next_event = self._next(event)
+            if next_event is None:
                 return False
-            self._state = event
-            self._queue.append(event)
+            self._state = next_event
+            self._queue.append(next_event)
             if self._delivering:  # published from inside a callback: the loop below sends it
                 return True
             self._delivering = True
@@ -127,6 +139,60 @@ class Broadcaster:
             finally:
                 self._delivering = False
             return True
+
+    def _next(self, event: Event) -> Event | None:
+        """The canonical event to deliver after ``event``, or ``None`` if nothing changed.
+        Caller holds the lock."""
+        state = self._state
+        base = state.instances
+        delta = event.delta
+        if event.instances is base:
+            pass
+        elif delta is not None and delta.base is base and self._plausible(event, delta):
+            if delta.added or delta.removed:
+                self._members.difference_update(delta.removed)
+                self._members.update(delta.added)
+                return event
+        else:
+            self._members, added, removed = diff(self._members, event.instances)
+            if added or removed:
+                instances = splice(base, added, removed)
+                return Event(instances, event.error,
+                             delta=Delta(base, tuple(added), tuple(removed)))
+        # The instances did not change: news only if the error did.
+        if same_error(event.error, state.error):
+            return None
+        return Event(base, event.error)
+
+    def _plausible(self, event: Event, delta: Delta) -> bool:
+        members = self._members
+        return (
+            len(event.instances) == len(delta.base) + len(delta.added) - len(delta.removed)
+            and all(instance not in members for instance in delta.added)
+            and all(instance in members for instance in delta.removed)
+        )
+
+    def apply(self, added: Iterable[str] = (), removed: Iterable[str] = ()) -> bool:
+        """Publish a change given as the instances that joined and left, in O(changed)
+        plus one copy of the tuple: for a watch that sees changes one by one (an etcd
+        put or delete).  ``False`` if nothing changed.
+
+        Instances must be canonical (:func:`sd.instance.normalize_instance`).  Removals
+        apply first: an instance both removed and added stays; adding a member or
+        removing a non-member changes nothing.  The event has no error.
+        """
+        with self._lock:
+            members = self._members
+            gone = {instance for instance in removed if instance in members}
+            new = {instance for instance in added if instance not in members or instance in gone}
+            kept = gone & new
+            gone -= kept
+            new -= kept
+            if not gone and not new and self._state.error is None:
+                return False
+            base = self._state.instances
+            plus, minus = tuple(sorted(new)), tuple(sorted(gone))
+            return self.publish(Event(splice(base, plus, minus), delta=Delta(base, plus, minus)))
 
     def publish_error(self, error: BaseException) -> bool:
         """Publish ``error`` while keeping the last known instances."""

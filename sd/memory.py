@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections import Counter
 
-from sd.event import Event
+from sd.errors import MisuseError, shown_value
+from sd.event import Delta, Event
 from sd.instance import normalize_instance
 from sd.instancer import Broadcaster, InstancerHandle
 from sd.registrar import RegistrarContext
@@ -26,6 +28,10 @@ class MemoryRegistry:
         # Re-entrant: changes are published under it, and a subscriber may call back in.
         self._lock = threading.RLock()
         self._services: dict[str, Counter[str]] = {}
+        # Each service's instances, sorted: as a list kept in step with the counts, and
+        # as the tuple last published (the base of the next change's Delta).
+        self._ordered: dict[str, list[str]] = {}
+        self._published: dict[str, tuple[str, ...]] = {}
         self._broadcasters: dict[str, Broadcaster] = {}
 
     def _broadcaster(self, service: str) -> Broadcaster:
@@ -53,18 +59,37 @@ class MemoryRegistry:
     def instances(self, service: str) -> tuple[str, ...]:
         """The instances registered now for ``service``, sorted."""
         with self._lock:
-            return tuple(sorted(self._services.get(service, ())))
+            return self._published.get(service, ())
 
-    def _change(self, service: str, instance: str, delta: int) -> None:
+    def _change(self, service: str, instance: str, step: int) -> None:
         with self._lock:
             counts = self._services.setdefault(service, Counter())
-            counts[instance] += delta
+            before = counts[instance]
+            counts[instance] += step
             if counts[instance] <= 0:
                 del counts[instance]
-            snapshot = Event(tuple(sorted(counts)))
+            present = instance in counts
+            if present == (before > 0):
+                return  # a second registrar of the same instance: nothing to publish
+            # The sorted list is kept in step (bisect, a memmove) and copied once into
+            # the tuple to publish: O(changed) work plus one copy, no sort.
+            ordered = self._ordered.setdefault(service, [])
+            index = bisect_left(ordered, instance)
+            added: tuple[str, ...]
+            removed: tuple[str, ...]
+            if present:
+                ordered.insert(index, instance)
+                added, removed = (instance,), ()
+            else:
+                del ordered[index]
+                added, removed = (), (instance,)
+            base = self._published.get(service, ())
+            instances = tuple(ordered)
+            self._published[service] = instances
             broadcaster = self._broadcaster(service)
             # Published under our lock so two changes cannot be delivered out of order.
-            broadcaster.publish(snapshot)
+            # The delta is used only if the broadcaster's state is still ``base``.
+            broadcaster.publish(Event(instances, delta=Delta(base, added, removed)))
 
 
 class MemoryRegistrar(RegistrarContext):
@@ -99,4 +124,4 @@ class MemoryRegistrar(RegistrarContext):
 
 def _check_service(service: str) -> None:
     if not isinstance(service, str) or not service.strip():
-        raise ValueError(f"service name must be a non-empty string, got {service!r}")
+        raise MisuseError(f"service name must be a non-empty string, got {shown_value(service)}")

@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 import importlib
+import re
 import urllib.parse
 from typing import Protocol, cast
 
-from sd.errors import MisuseError
+from sd.errors import MisuseError, clip, shown_value
 from sd.instancer import FixedInstancer, InstancerHandle
 
 __all__ = ["instancer_from_url", "redact_url"]
@@ -24,22 +25,32 @@ class _FromURL(Protocol):
     def instancer_from_url(self, url: urllib.parse.SplitResult) -> InstancerHandle: ...
 
 
+# Query parameters whose value is a secret, whatever the driver: ``?token=...`` and kin.
+_SECRET_PARAMETER = re.compile(
+    r"(?i)((?:^|[?&;])[\w.-]*(?:token|passw(?:or)?d|pwd|secret|auth|credential|key)[\w.-]*=)"
+    r"[^&;#]*"
+)
+
+
 def redact_url(url: str) -> str:
-    """``url`` with any user/password/token in its authority replaced by ``***``,
-    for error messages and logs (``consul://TOKEN@host/...`` never shows the token)."""
+    """``url`` fit for error messages and logs: user information replaced by ``***``
+    (everything before the last ``@``, so a password holding ``/``, ``?`` or ``#``
+    does not leak either), the values of secret-looking query parameters (``token``,
+    ``password``, ``secret``, ``key``, ...) replaced by ``***``, and cut to 200
+    characters.  ``consul://TOKEN@host/...`` never shows the token."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return url
-    authority, slash, tail = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    return f"{scheme}://{authority}{slash}{tail}"
+        scheme, rest = "", url
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    rest = _SECRET_PARAMETER.sub(r"\1***", rest)
+    return clip(f"{scheme}{sep}{rest}", 200)
 
 
 def instancer_from_url(url: str) -> InstancerHandle:
     """An instancer for ``url``; raises ``ValueError`` for a scheme or URL it cannot use."""
     if not isinstance(url, str) or "://" not in url:
-        shown = redact_url(url) if isinstance(url, str) else repr(url)
+        shown = redact_url(url) if isinstance(url, str) else shown_value(url)
         raise MisuseError(f"not an instancer URL: {shown} (want static://, etcd:// or consul://)")
     try:
         parsed = urllib.parse.urlsplit(url)
@@ -50,7 +61,7 @@ def instancer_from_url(url: str) -> InstancerHandle:
         body = url.split("://", 1)[1]
         items = [item for item in body.split(",") if item.strip()]
         if not items:
-            raise MisuseError(f"static URL names no instances: {url}")
+            raise MisuseError(f"static URL names no instances: {redact_url(url)}")
         return FixedInstancer(items)
     if scheme in _DRIVERS:
         module_name, extra = _DRIVERS[scheme]

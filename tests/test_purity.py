@@ -19,6 +19,7 @@ PURE_MODULES = [
     "sd/event.py",
     "sd/instance.py",
     "sd/endpoint_cache.py",
+    "sd/endpoint_set.py",
     "sd/backoff.py",
     "sd/errors.py",
     "sd/etcd/revision.py",

@@ -8,12 +8,13 @@ instead of closing, so "was closed" means "was handed back to be closed".
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
 
 import pytest
 
 from sd.endpoint_cache import EndpointCache, Read
-from sd.event import Event
+from sd.event import Delta, Event
 
 
 class Ep:
@@ -237,3 +238,93 @@ def test_close_hands_back_every_endpoint() -> None:
 def test_negative_timeout_is_rejected() -> None:
     with pytest.raises(ValueError, match="-1"):
         EndpointCache(Factory(), invalidate_on_error=-1)
+
+
+class NoWalkTuple(tuple[str, ...]):
+    """A snapshot that fails the test if anything iterates or compares it whole."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("the whole snapshot was walked")
+
+    def __eq__(self, other: object) -> bool:
+        raise AssertionError("the whole snapshot was compared")
+
+    def __ne__(self, other: object) -> bool:
+        raise AssertionError("the whole snapshot was compared")
+
+    __hash__ = tuple.__hash__
+
+
+def test_a_delta_is_applied_without_walking_the_snapshot() -> None:
+    factory = Factory()
+    cache: EndpointCache[Ep] = EndpointCache(factory)
+    instances = tuple(f"10.0.0.{n}:80" for n in range(100, 200))
+    cache.update(Event(instances), 0.0)
+    before = cache.read(0.0).endpoints
+    grown = NoWalkTuple(sorted((*instances, "10.0.0.150:81")))
+    assert cache.update(Event(grown, delta=Delta(instances, ("10.0.0.150:81",))), 0.0) == []
+    read = cache.read(0.0)
+    assert read.set.instances is grown  # the snapshot itself, not a copy
+    assert names(read.endpoints) == list(tuple.__iter__(grown))
+    assert all(old is new for old, new in zip(before[:51], read.endpoints[:51], strict=True))
+    assert read.endpoints[51].instance == "10.0.0.150:81"
+    shrunk = NoWalkTuple(grown[1:])
+    to_close = cache.update(Event(shrunk, delta=Delta(grown, (), ("10.0.0.100:80",))), 0.0)
+    assert names(to_close) == ["10.0.0.100:80"]
+    assert cache.read(0.0).set.instances is shrunk
+    assert factory.calls[100:] == ["10.0.0.150:81"]
+
+
+def test_a_delta_relative_to_another_snapshot_is_not_trusted() -> None:
+    cache: EndpointCache[Ep] = EndpointCache(Factory())
+    cache.update(Event(("a:1", "b:1")), 0.0)
+    # Claims only c was added, relative to a snapshot the cache never saw.
+    cache.update(Event(("c:1",), delta=Delta(("x:1",), ("c:1",))), 0.0)
+    assert names(cache.read(0.0).endpoints) == ["c:1"]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_random_events_with_and_without_deltas_match_a_model(seed: int) -> None:
+    # Model: after each good event, one endpoint per instance the factory could build,
+    # in sorted order; an instance that stays keeps its endpoint; every endpoint built
+    # is handed back to close exactly once.
+    rng = random.Random(seed)
+    pool = [f"h{n:02}:1" for n in range(40)]
+    factory = Factory()
+    built: list[Ep] = []
+
+    def build(instance: str) -> Ep:
+        built.append(factory(instance))
+        return built[-1]
+
+    cache: EndpointCache[Ep] = EndpointCache(build)
+    closed: Counter[int] = Counter()
+    previous: tuple[str, ...] = ()
+    alive: dict[str, Ep] = {}
+    for _ in range(60):
+        factory.failing = set(rng.sample(pool, rng.choice([0, 0, 1, 3])))
+        if rng.random() < 0.5:  # a small change with a delta, as a Broadcaster sends it
+            added = sorted(set(rng.sample(pool, rng.choice([0, 1, 2]))) - set(previous))
+            removed = sorted(rng.sample(previous, min(len(previous), rng.choice([0, 1]))))
+            current = tuple(sorted((set(previous) - set(removed)) | set(added)))
+            event = Event(current, delta=Delta(previous, tuple(added), tuple(removed)))
+        else:  # a full, unsorted snapshot with duplicates and no delta
+            raw = [rng.choice(pool) for _ in range(rng.choice([0, 5, 20, 40]))]
+            current = tuple(sorted(set(raw)))
+            event = Event(tuple(raw))
+        if rng.random() < 0.15:
+            assert cache.update(Event(event.instances, RuntimeError("stale")), 0.0) == []
+        for endpoint in cache.update(event, 0.0):
+            closed[id(endpoint)] += 1
+        previous = current
+        read = cache.read(0.0)
+        buildable = [i for i in current if i in alive or i not in factory.failing]
+        assert names(read.endpoints) == buildable
+        assert read.set.instances == tuple(names(read.endpoints))
+        for endpoint in read.endpoints:
+            assert alive.get(endpoint.instance, endpoint) is endpoint  # kept, not rebuilt
+        alive = {endpoint.instance: endpoint for endpoint in read.endpoints}
+    for endpoint in cache.close():
+        closed[id(endpoint)] += 1
+    assert sorted(closed) == sorted(id(endpoint) for endpoint in built)
+    assert set(closed.values()) == {1}

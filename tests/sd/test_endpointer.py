@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from collections import Counter
 from typing import Any
@@ -12,9 +13,11 @@ from typing import Any
 import pytest
 
 from sd.endpointer import Endpointer
+from sd.errors import MisuseError
 from sd.event import Event
 from sd.instancer import Broadcaster, Callback, FixedInstancer, InstancerHandle
 from sd.memory import MemoryRegistrar, MemoryRegistry
+from tests.helpers import wait_for
 
 
 class Ep:
@@ -178,8 +181,10 @@ def test_aclose_only_endpoints_are_closed_once_without_a_loop() -> None:
     endpointer = Endpointer(registry.instancer("svc"), factory)
     a, b = live(endpointer)
     set_instances(registry, registrars, "b:1")
-    assert (a.closes, b.closes) == (1, 0)
-    endpointer.close()
+    # Closed on the Endpointer's closer thread, not on the thread that deregistered.
+    wait_for(lambda: a.closes == 1, what="a closed")
+    assert b.closes == 0
+    endpointer.close()  # waits for the closer
     endpointer.close()
     assert (a.closes, b.closes) == (1, 1)
 
@@ -417,3 +422,185 @@ def test_churn_from_many_threads_closes_every_endpoint_exactly_once(
     endpointer.close()
     assert len(factory.made) == workers * rounds
     assert all(endpoint.closes == 1 for endpoint in factory.made)
+
+
+class LoopBoundEp:
+    """An async endpoint shaped like ``sd.http``'s: its client belongs to ``loop``, so
+    ``aclose()`` runs the real close there and waits for it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, closing: threading.Event) -> None:
+        self.loop = loop
+        self.closing = closing
+        self.closes = 0
+
+    async def __call__(self, request: Any) -> Any:
+        return request
+
+    async def aclose(self) -> None:
+        self.closing.set()
+
+        async def on_own_loop() -> None:
+            self.closes += 1
+
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(on_own_loop(), self.loop))
+
+
+@pytest.mark.parametrize("call_on_loop", ["register", "new endpointer", "event stream"])
+def test_closing_async_endpoints_from_another_thread_does_not_deadlock(
+    call_on_loop: str,
+) -> None:
+    # Issue 7.1: an Endpointer made outside a loop over endpoints whose client lives on a
+    # loop thread; another thread deregisters an instance while the loop thread makes a
+    # sync call needing the registry's or the broadcaster's lock.  The close must not
+    # run (and wait for the loop) on the deregistering thread, which holds those locks.
+    from sd.aio import EventStream
+
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
+    loop_thread.start()
+    closing = threading.Event()
+    made: list[LoopBoundEp] = []
+
+    def factory(_instance: str) -> LoopBoundEp:
+        made.append(LoopBoundEp(loop, closing))
+        return made[-1]
+
+    registry = MemoryRegistry()
+    leaving = registry.registrar("svc", "a:1")
+    leaving.register()
+    endpointer = Endpointer(registry.instancer("svc"), factory)  # no loop running here
+
+    async def on_loop() -> None:
+        # Block the loop thread, as sync code in a coroutine does, until a close started.
+        assert closing.wait(10)
+        if call_on_loop == "register":
+            registry.registrar("svc", "b:1").register()
+        elif call_on_loop == "new endpointer":
+            Endpointer(registry.instancer("svc"), factory).close()
+        else:
+            await EventStream(registry.instancer("svc")).aclose()
+
+    on_loop_done = asyncio.run_coroutine_threadsafe(on_loop(), loop)
+    deregistering = threading.Thread(target=leaving.deregister, daemon=True)
+    deregistering.start()
+    deregistering.join(10)
+    assert not deregistering.is_alive(), "deregister() is stuck closing the endpoint"
+    on_loop_done.result(10)  # TimeoutError if the loop thread is stuck on a lock
+    wait_for(lambda: made[0].closes == 1, what="the endpoint closed on its loop")
+    endpointer.close()
+    assert made[0].closes == 1
+    loop.call_soon_threadsafe(loop.stop)
+    loop_thread.join(10)
+    loop.close()
+
+
+def test_close_waits_for_the_closer_thread(no_thread_leaks: None) -> None:
+    # The closes handed to the closer thread are done when close() returns, and the
+    # thread is gone.
+    factory = Factory(AsyncOnlyEp)
+    endpointer = Endpointer(FixedInstancer(["a:1", "b:1"]), factory)
+    assert len(endpointer.endpoints()) == 2
+    endpointer.close()
+    assert [endpoint.closes for endpoint in factory.made] == [1, 1]
+
+
+@pytest.mark.parametrize("instancer", [None, 5, "static://a:1", object()])
+def test_an_instancer_that_is_not_one_is_a_type_error(instancer: Any) -> None:
+    with pytest.raises(TypeError, match=r"instancer must be an sd\.Instancer"):
+        Endpointer(instancer, Factory())
+
+
+@pytest.mark.parametrize("factory", [None, 5, "factory"])
+def test_a_factory_that_is_not_callable_is_a_type_error_and_subscribes_nothing(
+    factory: Any,
+) -> None:
+    instancer = CountingInstancer(Broadcaster(Event(("a:1",))))
+    with pytest.raises(TypeError, match="factory must be callable"):
+        Endpointer(instancer, factory)
+    assert instancer.subscribed == []
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [(float("nan"), ValueError), (-1.0, ValueError), (-math.inf, ValueError), ("5", TypeError),
+     (True, TypeError), ([1], TypeError)],
+)
+def test_a_bad_invalidate_on_error_fails_at_construction_naming_it(
+    timeout: Any, error: type[Exception]
+) -> None:
+    instancer = CountingInstancer(Broadcaster(Event(("a:1",))))
+    with pytest.raises(error, match="invalidate_on_error") as excinfo:
+        Endpointer(instancer, Factory(), invalidate_on_error=timeout)
+    if error is ValueError:
+        assert isinstance(excinfo.value, MisuseError)
+    assert instancer.subscribed == []
+
+
+def test_an_infinite_invalidate_on_error_never_invalidates() -> None:
+    clock = Clock()
+    broadcaster = Broadcaster(Event(("a:1",)))
+    with Endpointer(InstancerHandle(broadcaster), Factory(), invalidate_on_error=math.inf,
+                    clock=clock) as endpointer:
+        broadcaster.publish_error(RuntimeError("down"))
+        clock.now += 1e12
+        assert names(live(endpointer)) == ["a:1"]
+
+
+@pytest.mark.parametrize("returned", [None, 5, "a:1"])
+def test_a_factory_returning_a_non_endpoint_is_skipped_like_one_that_raised(
+    returned: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 7.9: a factory returning None was served as an endpoint ("not callable").
+    bad = {"b:1"}
+
+    def factory(instance: str) -> Any:
+        return returned if instance in bad else Ep(instance)
+
+    broadcaster = Broadcaster(Event(("a:1", "b:1")))
+    with caplog.at_level(logging.ERROR, logger="kitsd.sd.endpoint_cache"), Endpointer(
+        InstancerHandle(broadcaster), factory
+    ) as endpointer:
+        assert names(live(endpointer)) == ["a:1"]
+        assert endpointer.snapshot().instances == ("a:1",)
+        assert any("b:1" in record.getMessage() for record in caplog.records)
+        # Tried again on the next event.
+        bad.clear()
+        broadcaster.publish(Event(("a:1", "b:1", "c:1")))
+        assert names(live(endpointer)) == ["a:1", "b:1", "c:1"]
+
+
+def test_a_pick_does_not_wait_for_an_update_in_progress() -> None:
+    # Issue 6.7: picks read one immutable reference and take no lock, so an update that
+    # holds the Endpointer's lock (here: a slow factory) does not stall them.
+    entered, release = threading.Event(), threading.Event()
+
+    def factory(instance: str) -> Ep:
+        if instance == "b:1":
+            entered.set()
+            assert release.wait(10)
+        return Ep(instance)
+
+    broadcaster = Broadcaster(Event(("a:1",)))
+    endpointer = Endpointer(InstancerHandle(broadcaster), factory)
+    updating = threading.Thread(target=broadcaster.publish, args=(Event(("a:1", "b:1")),))
+    updating.start()
+    results: list[tuple[Any, ...]] = []
+    try:
+        assert entered.wait(10)
+        reader = threading.Thread(
+            target=lambda: results.append(
+                (endpointer.snapshot(), endpointer.endpoints(), endpointer.instances)
+            ),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(5)
+        assert not reader.is_alive(), "a pick waited for the update to finish"
+    finally:
+        release.set()
+        updating.join(10)
+    snapshot, endpoints, instances = results[0]
+    assert snapshot.instances == instances == ("a:1",)
+    assert names(endpoints) == ["a:1"]
+    assert endpointer.snapshot().instances == ("a:1", "b:1")
+    endpointer.close()

@@ -216,3 +216,42 @@ async def test_invalidation_in_the_loop_closes_async_endpoints() -> None:
     await endpointer.aclose()
     assert factory.made[0].closes == 1
     assert other_tasks() == set()
+
+
+class LoopBoundEp:
+    """Like ``sd.http``'s async endpoints: the real close runs on ``loop`` and is waited for."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.closes = 0
+
+    async def __call__(self, request: Any) -> Any:
+        return request
+
+    async def aclose(self) -> None:
+        async def on_own_loop() -> None:
+            self.closes += 1
+
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(on_own_loop(), self.loop))
+
+
+async def test_aclose_waits_for_closes_handed_to_the_closer_thread() -> None:
+    # Made on a thread without a loop; an instance leaves on another thread, so its close
+    # goes to the Endpointer's closer thread and needs this loop to finish.  A sync
+    # close() here must not wait for it (that would block the loop it waits for);
+    # aclose() awaits it.
+    loop = asyncio.get_running_loop()
+    made: list[LoopBoundEp] = []
+
+    def factory(_instance: str) -> LoopBoundEp:
+        made.append(LoopBoundEp(loop))
+        return made[-1]
+
+    registry = MemoryRegistry()
+    leaving = registry.registrar("svc", "a:1")
+    leaving.register()
+    endpointer = await asyncio.to_thread(Endpointer, registry.instancer("svc"), factory)
+    await asyncio.to_thread(leaving.deregister)
+    endpointer.close()  # returns at once although the close still needs this loop
+    await asyncio.wait_for(endpointer.aclose(), 10)
+    assert [endpoint.closes for endpoint in made] == [1]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import pytest
 
-from sd.event import Event
+from sd.event import Delta, Event, diff, splice
 
 
 class OtherError(Exception):
@@ -85,3 +86,40 @@ def test_same_state_is_symmetric() -> None:
     for left in events:
         for right in events:
             assert left.same_state(right) == right.same_state(left)
+
+
+def test_the_delta_is_a_hint_outside_equality_repr_and_hash() -> None:
+    base = ("a:1",)
+    with_delta = Event(("a:1", "b:1"), delta=Delta(base, ("b:1",)))
+    without = Event(("a:1", "b:1"))
+    assert with_delta == without
+    assert hash(with_delta) == hash(without)
+    assert repr(with_delta) == repr(without)
+    assert with_delta.same_state(without)
+    with pytest.raises(TypeError):
+        Event(("a:1",), None, Delta(base))  # type: ignore[call-arg]  # keyword-only
+
+
+def test_a_delta_repr_does_not_print_its_base() -> None:
+    base = tuple(f"h{n}:1" for n in range(1000))
+    assert "h999:1" not in repr(Delta(base, ("x:1",)))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_diff_and_splice_agree_with_sorting_the_set(seed: int) -> None:
+    rng = random.Random(seed)
+    pool = [f"10.0.{n // 256}.{n % 256}:80" for n in range(300)]
+    members: set[str] = set()
+    current: tuple[str, ...] = ()
+    for _ in range(30):
+        size = rng.choice([0, 1, 5, 50, 250])
+        snapshot = [rng.choice(pool) for _ in range(size)]  # unsorted, with duplicates
+        new_members, added, removed = diff(members, snapshot)
+        assert new_members == set(snapshot)
+        assert added == sorted(set(snapshot) - members)
+        assert removed == sorted(members - set(snapshot))
+        spliced = splice(current, added, removed)
+        assert spliced == tuple(sorted(set(snapshot)))
+        if not added and not removed:
+            assert spliced is current  # unchanged: the same tuple, no copy
+        members, current = new_members, spliced

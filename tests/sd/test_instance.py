@@ -162,3 +162,79 @@ def test_split_address_keeps_ipv6_brackets(
 def test_split_address_rejects_what_is_not_host_port(value: str) -> None:
     with pytest.raises(InvalidInstanceError):
         split_address(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["evil\n:80", "evil\n:80\n", "ev\nil:80", "evil.example\n:80", "a.b\n.c:80", "evil:80\n1"],
+)
+def test_a_newline_inside_an_instance_is_invalid(value: str) -> None:
+    # Issue 7.5: a "$" in the host pattern matched before a trailing newline.
+    with pytest.raises(InvalidInstanceError):
+        normalize_instance(value)
+    assert clean_instances([value, "a:1"]) == ("a:1",)
+
+
+@pytest.mark.parametrize(
+    "value", ["admin:S3cr3t@host", "admin:S3cr3t@10.0.0.1:80", "S3cr3t@h:1", "u:S3cr3t@[::1]:80",
+              "x:S3cr3t@", "a:S3cr3t@b@c:80", " u:S3cr3t@h:1 "],
+)
+def test_errors_never_show_user_information(value: str, caplog: pytest.LogCaptureFixture) -> None:
+    # Issue 7.7: "admin:S@host" echoed the password in the message.
+    with pytest.raises(InvalidInstanceError) as excinfo:
+        normalize_instance(value)
+    assert "S3cr3t" not in str(excinfo.value)
+    assert "S3cr3t" not in repr(excinfo.value)
+    assert "'user:password@'" in str(excinfo.value)
+    with caplog.at_level(logging.WARNING, logger="kitsd.sd.instance"):
+        assert clean_instances([value], source="test") == ()
+    assert caplog.records
+    assert all("S3cr3t" not in record.getMessage() for record in caplog.records)
+
+
+def test_huge_values_are_cut_in_messages(caplog: pytest.LogCaptureFixture) -> None:
+    # Issue 7.9: a 1 MiB junk registry value made a 1 MiB warning line.
+    junk = ["x" * (1 << 20), "y" * (1 << 20) + ":80", "h:" + "9" * (1 << 20), "[" + "z" * (1 << 20)]
+    with caplog.at_level(logging.WARNING, logger="kitsd.sd.instance"):
+        assert clean_instances([*junk, "a:1"], source="etcd") == ("a:1",)
+    assert len(caplog.records) == len(junk)
+    for record in caplog.records:
+        message = record.getMessage()
+        assert len(message) < 500
+        assert "bytes)" in message
+    with pytest.raises(InvalidInstanceError) as excinfo:
+        normalize_instance(junk[1])
+    assert len(str(excinfo.value)) < 500
+    assert excinfo.value.value == junk[1]  # the attribute keeps the value as given
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a:1", "a.b-c.example:65535", "10.0.0.1:80", "255.255.255.255:1", "host_x.:8080",
+     "A.B:80", " a:1 ", "a:080", "01.2.3.4:80", "1.2.3:80", "[0:0::1]:80", "x" * 63 + ":1",
+     ("a" * 63 + ".") * 3 + "a" * 61 + ":1", ("a" * 63 + ".") * 4 + ":1", "x" * 64 + ":1",
+     "a..b:80", "-a:80", "a-:80", "a.-b:80", "a:65536", "a:0", "a:00080"],
+)
+def test_the_canonical_fast_path_agrees_with_the_full_parse(value: str) -> None:
+    # The fast path returns a canonical string as it is; the full parse decides the rest.
+    try:
+        host, port = split_instance(value)
+    except InvalidInstanceError:
+        with pytest.raises(InvalidInstanceError):
+            normalize_instance(value)
+        return
+    expected = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    assert normalize_instance(value) == expected
+    assert clean_instances([value]) == (expected,)
+
+
+def test_a_canonical_instance_comes_back_as_the_same_string() -> None:
+    value = "".join(["10.0.0.1", ":80"])  # a fresh string, as decoded from a registry answer
+    assert normalize_instance(value) is value
+
+
+def test_user_information_inside_a_non_string_value_is_not_shown() -> None:
+    entry = {"Service": {"Address": "admin:S3cr3t@10.0.0.1", "Port": 80}}
+    error = InvalidInstanceError(entry, "a registry entry")
+    assert "S3cr3t" not in str(error)
+    assert "10.0.0.1" in str(error)

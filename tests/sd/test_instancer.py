@@ -12,7 +12,7 @@ from collections.abc import Hashable
 import pytest
 
 from sd.errors import InvalidInstanceError
-from sd.event import Event
+from sd.event import Delta, Event
 from sd.instance import normalize_instance
 from sd.instancer import (
     Broadcaster,
@@ -585,3 +585,129 @@ def test_a_stop_racing_a_subscribe_leaves_nothing_subscribed() -> None:
     stopper.join(5)
     broadcaster.publish(Event(("10.0.0.2:80",)))
     assert seen == [Event(("10.0.0.1:80",))]  # the replay only: nothing after stop()
+
+
+def test_driver_plumbing_is_not_advertised_as_public_api() -> None:
+    # Issue 6.9: Broadcaster and InstancerHandle are for drivers, imported from sd.instancer.
+    import sd
+    import sd.instancer
+
+    for name in ("Broadcaster", "InstancerHandle", "SharedWatches"):
+        assert name not in sd.__all__
+        assert name in sd.instancer.__all__
+    # Still reachable as sd.X for code written against earlier versions.
+    assert sd.Broadcaster is sd.instancer.Broadcaster
+    assert sd.InstancerHandle is sd.instancer.InstancerHandle
+    with pytest.raises(AttributeError):
+        _ = sd.SharedWatches
+
+
+class NoWalkTuple(tuple[str, ...]):
+    """A snapshot that fails the test if anything iterates or compares it whole."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("the whole snapshot was walked")
+
+    def __eq__(self, other: object) -> bool:
+        raise AssertionError("the whole snapshot was compared")
+
+    def __ne__(self, other: object) -> bool:
+        raise AssertionError("the whole snapshot was compared")
+
+    __hash__ = tuple.__hash__
+
+
+def test_full_snapshots_reach_subscribers_with_a_delta() -> None:
+    broadcaster = Broadcaster(Event(("b:1", "a:1")))
+    recorder = Recorder()
+    broadcaster.subscribe(recorder)
+    start = broadcaster.state.instances
+    assert start == ("a:1", "b:1")
+    assert broadcaster.publish(Event(("c:1", "a:1", "c:1")))  # unsorted, duplicated
+    event = recorder.events[-1]
+    assert event.instances == ("a:1", "c:1")
+    assert event.delta is not None
+    assert event.delta.base is start
+    assert (event.delta.added, event.delta.removed) == (("c:1",), ("b:1",))
+    # The same set again, in another order: nothing to send.
+    assert not broadcaster.publish(Event(("c:1", "a:1")))
+    # An error keeps the very same instance tuple.
+    assert broadcaster.publish_error(RuntimeError("down"))
+    assert recorder.events[-1].instances is event.instances
+
+
+def test_a_publisher_delta_is_used_without_walking_the_snapshot() -> None:
+    broadcaster = Broadcaster(Event(("a:1", "c:1")))
+    recorder = Recorder()
+    broadcaster.subscribe(recorder)
+    base = broadcaster.state.instances
+    snapshot = NoWalkTuple(("a:1", "b:1", "c:1"))
+    assert broadcaster.publish(Event(snapshot, delta=Delta(base, ("b:1",))))
+    assert recorder.events[-1].instances is snapshot
+    assert broadcaster.state.instances is snapshot
+    # The broadcaster's members followed the delta, so the next one is plausible too
+    # (were it not, the broadcaster would compare whole snapshots and trip the spy).
+    after = NoWalkTuple(("a:1", "c:1"))
+    assert broadcaster.publish(Event(after, delta=Delta(snapshot, (), ("b:1",))))
+    assert recorder.events[-1].instances is after
+    assert len(recorder.events) == 3
+
+
+@pytest.mark.parametrize(
+    "delta",
+    [
+        Delta(("x:1",), ("b:1",)),  # relative to another snapshot
+        Delta((), ("b:1",)),  # another (empty) snapshot
+    ],
+)
+def test_a_delta_relative_to_another_snapshot_is_ignored(delta: Delta) -> None:
+    broadcaster = Broadcaster(Event(("a:1", "c:1")))
+    recorder = Recorder()
+    broadcaster.subscribe(recorder)
+    assert broadcaster.publish(Event(("a:1", "b:1", "c:1"), delta=delta))
+    event = recorder.events[-1]
+    assert event.instances == ("a:1", "b:1", "c:1")
+    assert event.delta is not None
+    assert (event.delta.added, event.delta.removed) == (("b:1",), ())
+
+
+def test_an_implausible_delta_falls_back_to_comparing_snapshots() -> None:
+    broadcaster = Broadcaster(Event(("a:1", "c:1")))
+    base = broadcaster.state.instances
+    # Claims b was added, but b is not in the snapshot and c left: the lengths disagree.
+    assert broadcaster.publish(Event(("a:1",), delta=Delta(base, ("b:1",))))
+    assert broadcaster.state.instances == ("a:1",)
+    # Claims a was added although it is already a member.
+    base = broadcaster.state.instances
+    assert broadcaster.publish(Event(("a:1", "d:1"), delta=Delta(base, ("a:1",))))
+    assert list(broadcaster.state.instances) == ["a:1", "d:1"]
+
+
+def test_an_empty_delta_with_the_same_error_is_not_news() -> None:
+    broadcaster = Broadcaster(Event(("a:1",)))
+    base = broadcaster.state.instances
+    assert not broadcaster.publish(Event(("a:1",), delta=Delta(base)))
+    assert broadcaster.state.instances is base
+
+
+def test_apply_publishes_a_change_given_as_joins_and_leaves() -> None:
+    broadcaster = Broadcaster(Event(("a:1", "c:1")))
+    recorder = Recorder()
+    broadcaster.subscribe(recorder)
+    assert broadcaster.apply(added=["b:1"], removed=["c:1"])
+    event = recorder.events[-1]
+    assert event.instances == ("a:1", "b:1")
+    assert event.delta is not None
+    assert (event.delta.added, event.delta.removed) == (("b:1",), ("c:1",))
+    # Adding a member, removing a stranger, or removing and re-adding: no news.
+    assert not broadcaster.apply(added=["a:1"], removed=["z:1"])
+    assert not broadcaster.apply(added=["b:1"], removed=["b:1"])
+    assert len(recorder.events) == 2
+    # After an error, apply() publishes a good event even without a change.
+    broadcaster.publish_error(RuntimeError("down"))
+    assert broadcaster.apply()
+    assert recorder.events[-1] == Event(("a:1", "b:1"))
+    # The members followed: a whole snapshot afterwards diffs right.
+    assert broadcaster.publish(Event(("b:1",)))
+    assert recorder.events[-1].delta is not None
+    assert recorder.events[-1].delta.removed == ("a:1",)

@@ -230,3 +230,18 @@ def test_concurrent_registrations_end_consistent(no_thread_leaks: None) -> None:
     assert recorder.instances[-1] == expected
     # Every delivered snapshot differs from the one before it.
     assert all(a != b for a, b in zip(recorder.instances, recorder.instances[1:], strict=False))
+
+
+def test_changes_reach_subscribers_with_a_delta_and_no_resort() -> None:
+    registry = MemoryRegistry()
+    events: list[Event] = []
+    registry.instancer("svc").subscribe(events.append)
+    registry.registrar("svc", "b:1").register()
+    registry.registrar("svc", "a:1").register()
+    registry.registrar("svc", "a:1").register()  # the same instance again: no news
+    assert [event.instances for event in events] == [(), ("b:1",), ("a:1", "b:1")]
+    last = events[-1]
+    assert last.delta is not None
+    assert last.delta.base is events[-2].instances
+    assert (last.delta.added, last.delta.removed) == (("a:1",), ())
+    assert registry.instances("svc") is last.instances

@@ -105,3 +105,15 @@ def test_errors_pass_through_the_chain() -> None:
     with pytest.raises(LookupError, match="req"):
         wrapped("req")
     assert log == ["a in", "b in"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "position"),
+    [((None,), 1), ((5,), 1), ((lambda e: e, None), 2), ((lambda e: e, lambda e: e, "x"), 3)],
+)
+def test_chain_rejects_what_is_not_a_middleware_at_once(
+    arguments: tuple[Any, ...], position: int
+) -> None:
+    # Issue 7.9: chain(None) failed only later, when the chain was applied.
+    with pytest.raises(TypeError, match=f"argument {position} must be a middleware"):
+        chain(*arguments)

@@ -137,3 +137,25 @@ def test_a_missing_driver_raises_value_error_naming_the_extra(
     with pytest.raises(ValueError, match=rf"kitsd\[{extra}\]") as excinfo:
         instancer_from_url(url)
     assert isinstance(excinfo.value.__cause__, ImportError)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["static://admin:S3cr3t@10.0.0.1:80", "static://admin:S3cr3t@host",
+     "static://a:1,admin:S3cr3t@10.0.0.1:80", "admin:S3cr3t@host", "static://u:S3cr3t@",
+     "zz://u:p/S3cr3t@h/x", "zz://h/x?token=S3cr3t", "zz://h/x?tag=a&password=S3cr3t#f"],
+)
+def test_static_and_odd_urls_never_show_credentials(url: str) -> None:
+    # Issue 7.7: static://admin:S@10.0.0.1:80 echoed S.
+    with pytest.raises(ValueError) as caught:
+        instancer_from_url(url)
+    assert "S3cr3t" not in str(caught.value)
+    assert "S3cr3t" not in repr(caught.value)
+
+
+def test_redact_url_hides_secret_parameters_and_odd_user_information() -> None:
+    assert redact_url("consul://h/web?token=S&tag=a") == "consul://h/web?token=***&tag=a"
+    assert redact_url("consul://h/web?tag=a;x-consul-token=S") == "consul://h/web?tag=a;x-consul-token=***"
+    assert redact_url("etcd://u:p/ss@h:1/x") == "etcd://***@h:1/x"
+    assert redact_url("admin:S@host") == "***@host"
+    assert len(redact_url("static://" + "a" * 10_000)) < 300
