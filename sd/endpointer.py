@@ -10,13 +10,15 @@ reference once and take no lock: a pick never waits for a change, however large
 the set.  Only a pick that finds an error whose ``invalidate_on_error`` deadline
 has passed takes the lock, to invalidate exactly once.
 
-Endpoints are closed outside the lock, and closing one never blocks the thread
-that published the change (which may hold its registry's locks): a sync
-``close()`` runs there (it must be quick, as ``sd.http``'s is), an ``aclose()``
-goes to the running loop, to the loop the Endpointer was made on, or else to a
-closer thread the Endpointer owns, started when there is such a close to run,
-ending when none is left, and joined by :meth:`Endpointer.close` (awaited by
-:meth:`Endpointer.aclose`).
+Endpoints are closed outside every lock, and closing one never blocks the thread
+that published the change (which may hold its registry's locks): the endpoints
+a change retires are handed to a closer thread the Endpointer owns (started when
+there is a close to run, ending when none is left, joined by
+:meth:`Endpointer.close` and awaited by :meth:`Endpointer.aclose`).  There a
+sync ``close()`` runs, and an ``aclose()`` goes to the loop the Endpointer was
+made on if it runs, else runs on the closer thread.  :meth:`Endpointer.close`
+itself closes the rest on the caller's thread (the caller holds none of our
+locks), ``aclose()`` coroutines on the running loop.
 """
 
 from __future__ import annotations
@@ -108,7 +110,9 @@ class Endpointer:
                 return
             to_close = self._cache.update(event, self._clock())
             self._view = self._cache.view
-        self._close_all(to_close)
+        if to_close:
+            # The publisher may hold its registry's locks: close on the closer thread.
+            self._track(self._closer.call(lambda: self._close_all(to_close)))
 
     def endpoints(self) -> list[Endpoint]:
         """The endpoints, in sorted instance order (a new list each call).
@@ -177,21 +181,28 @@ class Endpointer:
     async def aclose(self) -> None:
         """:meth:`close`, then wait for async endpoint closes to finish."""
         self.close()
-        with self._lock:
-            pending, self._pending = self._pending, []
-        for item in pending:
-            if isinstance(item, concurrent.futures.Future):
-                await asyncio.wrap_future(item)
-            else:
-                await item
+        while True:  # a close run on the closer thread may leave more to wait for
+            with self._lock:
+                pending, self._pending = self._pending, []
+            if not pending:
+                return
+            for item in pending:
+                if isinstance(item, concurrent.futures.Future):
+                    await asyncio.wrap_future(item)
+                else:
+                    await item
 
     def _close_all(self, endpoints: list[Endpoint]) -> None:
         for endpoint in endpoints:
             pending = close_endpoint(endpoint, self._loop, run=self._closer.submit)
             if pending is not None:
-                with self._lock:
-                    self._pending = [p for p in self._pending if not p.done()]
-                    self._pending.append(pending)
+                self._track(pending)
+
+    def _track(self, pending: Pending) -> None:
+        """Remember a close under way, for :meth:`aclose` to wait for."""
+        with self._lock:
+            self._pending = [p for p in self._pending if not p.done()]
+            self._pending.append(pending)
 
     def __enter__(self) -> Self:
         return self
@@ -241,15 +252,19 @@ class _Closer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queue: deque[tuple[Coroutine[Any, Any, None], concurrent.futures.Future[None]]]
+        self._queue: deque[tuple[Callable[[], object], concurrent.futures.Future[None]]]
         self._queue = deque()
         self._thread: threading.Thread | None = None
 
     def submit(self, coroutine: Coroutine[Any, Any, None]) -> concurrent.futures.Future[None]:
         """Queue ``coroutine`` (which must not raise); the future is done once it ran."""
+        return self.call(lambda: asyncio.run(coroutine))
+
+    def call(self, work: Callable[[], object]) -> concurrent.futures.Future[None]:
+        """Queue ``work()`` (which must not raise); the future is done once it ran."""
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         with self._lock:
-            self._queue.append((coroutine, done))
+            self._queue.append((work, done))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="kitsd-endpoint-closer", daemon=True
@@ -263,9 +278,9 @@ class _Closer:
                 if not self._queue:
                     self._thread = None
                     return
-                coroutine, done = self._queue.popleft()
+                work, done = self._queue.popleft()
             try:
-                asyncio.run(coroutine)
+                work()
             finally:
                 done.set_result(None)
 

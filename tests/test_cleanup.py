@@ -13,6 +13,7 @@ import lb
 import sd
 import sd.http
 from kitsd.demo_server import DemoInstance
+from tests.helpers import wait_for
 
 
 def _encode(request: object) -> dict[str, Any]:
@@ -42,7 +43,9 @@ def test_sync_stack_closes_every_client(no_thread_leaks: None) -> None:
         with sd.Endpointer(registry.instancer("svc"), guarded) as endpointer:
             call = lb.retry(2, 5.0, lb.RoundRobin(endpointer))
             assert {call(n)["instance"] for n in range(4)} == {s.instance for s in servers}
-            registrars[0].deregister()  # the instance leaves
+            registrars[0].deregister()  # the instance leaves: closed on the closer thread
+            departed = next(e for e in made if e.instance == servers[0].instance)
+            wait_for(lambda: departed.client.is_closed, what="departed client closed")
             closed = {e.instance: e.client.is_closed for e in made}
             assert closed == {servers[0].instance: True, servers[1].instance: False}
         assert all(e.client.is_closed for e in made)

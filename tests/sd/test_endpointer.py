@@ -137,7 +137,8 @@ def test_go_kit_scenario_a_b_then_a_b_c_then_b_c() -> None:
         third = live(endpointer)
         assert names(third) == ["b:1", "c:1"]
         assert third[0] is b
-        assert a.closes == 1
+        # retired endpoints are closed on the Endpointer's closer thread
+        wait_for(lambda: a.closes == 1, what="a:1's endpoint closed")
         assert b.closes == 0
 
         assert factory.calls == ["a:1", "b:1", "c:1"]
@@ -604,3 +605,39 @@ def test_a_pick_does_not_wait_for_an_update_in_progress() -> None:
     assert names(endpoints) == ["a:1"]
     assert endpointer.snapshot().instances == ("a:1", "b:1")
     endpointer.close()
+
+
+def test_a_slow_sync_close_never_blocks_the_thread_that_published_the_change() -> None:
+    """A retired endpoint's close() runs on the Endpointer's closer thread, holding none
+    of the registry's or broadcaster's locks: the deregistering thread returns at once,
+    and the registry stays usable while the close is still running."""
+    release = threading.Event()
+    closed_on: list[threading.Thread] = []
+
+    class SlowClose:
+        def __call__(self, request: object) -> object:
+            return request
+
+        def close(self) -> None:
+            closed_on.append(threading.current_thread())
+            release.wait(10)
+
+    registry = MemoryRegistry()
+    registrar = registry.registrar("svc", "a:1")
+    registrar.register()
+    with Endpointer(registry.instancer("svc"), lambda instance: SlowClose()) as endpointer:
+        assert endpointer.instances == ("a:1",)
+        publisher = threading.Thread(target=registrar.deregister)
+        publisher.start()
+        publisher.join(5)
+        try:
+            assert not publisher.is_alive(), "deregister() waited for the endpoint's close()"
+            wait_for(lambda: bool(closed_on), what="close() started")
+            assert closed_on[0] is not publisher
+            # the registry's locks are free while the close runs
+            other = registry.registrar("svc", "b:1")
+            other.register()
+            assert registry.instances("svc") == ("b:1",)
+        finally:
+            release.set()
+            publisher.join(5)
