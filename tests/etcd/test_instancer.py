@@ -22,7 +22,7 @@ import sd.etcd
 from compose.etcd import EtcdMember, ExternalEtcd
 from compose.process import free_ports
 from sd.errors import BackendError, MisuseError, PermissionDeniedError, RegistryUnavailableError
-from sd.etcd.client import compacted_revision, revive_endpoints, to_backend_error
+from sd.etcd.errors import compacted_revision, to_backend_error
 from sd.etcd.instancer import _running_watches
 from sd.event import Event
 from tests.etcd.conftest import require_restartable
@@ -109,49 +109,6 @@ def test_compaction_is_recognised() -> None:
     assert compacted_revision(RevisionCompactedError(42)) == 42
     assert compacted_revision(ValueError("x")) is None
     assert compacted_revision(None) is None
-
-
-def test_revive_endpoints_clears_the_five_minute_failed_mark() -> None:
-    endpoint = pyetcd.Endpoint("127.0.0.1", 1, secure=False)
-    user_client = pyetcd.MultiEndpointEtcd3Client(endpoints=[endpoint])
-    try:
-        endpoint.fail()
-        assert endpoint.is_failed()
-        with pytest.raises(ValueError, match="failed node"):
-            _ = user_client.channel
-        assert revive_endpoints(user_client) == ["127.0.0.1:1"]
-        assert not endpoint.is_failed()
-        assert user_client.channel is not None
-        assert revive_endpoints(user_client) == []
-    finally:
-        user_client.close()
-
-
-def test_revive_endpoints_leaves_failover_to_a_healthy_member() -> None:
-    from pyetcd.exceptions import NoServerAvailableError
-
-    endpoints = [pyetcd.Endpoint("127.0.0.1", port, secure=False) for port in (1, 2, 3)]
-    failover = pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, failover=True)
-    try:
-        endpoints[0].fail()
-        assert revive_endpoints(failover) == []  # 2 and 3 are usable: fail over to them
-        assert endpoints[0].is_failed()
-        endpoints[1].fail()
-        endpoints[2].fail()
-        with pytest.raises(NoServerAvailableError):
-            _ = failover.channel
-        assert sorted(revive_endpoints(failover)) == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
-        assert failover.channel is not None
-    finally:
-        failover.close()
-
-
-def test_revive_endpoints_ignores_clients_without_marks() -> None:
-    class Old:
-        channel = object()
-
-    assert revive_endpoints(Old()) == []
-    assert revive_endpoints(object()) == []
 
 
 def test_instancer_rejects_misuse() -> None:
@@ -350,7 +307,7 @@ def test_restart_recovers_within_seconds_with_the_users_own_client(
     """A plain pyetcd client marks the endpoint failed for 300 s on the first error;
     the instancer must not stay blind that long."""
     require_restartable(etcd_member)
-    caplog.set_level(logging.DEBUG, logger="kitsd.sd.etcd.client")
+    caplog.set_level(logging.DEBUG, logger="kitsd.sd.etcd.adapter")
     assert isinstance(etcd_member, EtcdMember)
     user_client.put(f"{prefix}a", "10.0.0.1:80")
     with sd.etcd.EtcdInstancer(user_client, prefix) as instancer:
@@ -359,8 +316,10 @@ def test_restart_recovers_within_seconds_with_the_users_own_client(
         wait_for(instances_are(instancer, "10.0.0.1:80"), 5, "the initial read")
         etcd_member.kill()  # a crash: the port closes at once
         wait_for(lambda: instancer.state.error is not None, 5, "the outage to be reported")
-        wait_for(lambda: any("cleared the failed mark" in r.getMessage() for r in caplog.records),
-                 5, "the vendor's failed mark to be hit and cleared")
+        # A call of the user's own during the outage marks the endpoint failed for 300 s.
+        with pytest.raises(Exception):  # noqa: B017 - the vendor's connection error
+            user_client.get(f"{prefix}a")
+        assert user_client.endpoints[etcd_member.endpoint].is_failed()
         outage = instancer.state
         assert isinstance(outage.error, RegistryUnavailableError)
         assert outage.error.__cause__ is not None
@@ -373,6 +332,7 @@ def test_restart_recovers_within_seconds_with_the_users_own_client(
         recovery = time.monotonic() - healthy_at
         print(f"FIGURE recovery after an etcd restart (user's own client): {recovery:.2f} s")
         assert recovery < 10.0
+        assert any("cleared the failed mark" in r.getMessage() for r in caplog.records)
         # The user's client works again too (its failed mark was cleared).
         assert user_client.get(f"{prefix}a")[0] == b"10.0.0.1:80"
 
@@ -431,7 +391,7 @@ def test_compaction_while_the_watch_is_down_forces_a_reread(
     client: Any, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="kitsd.sd.etcd.revision")
-    gated = GatedClient(client)
+    gated = GatedClient(client.vendor)
     client.put(f"{prefix}a", "10.0.0.1:80")
     client.put(f"{prefix}b", "10.0.0.2:80")
     with sd.etcd.EtcdInstancer(cast(Any, gated), prefix) as instancer:
@@ -443,8 +403,8 @@ def test_compaction_while_the_watch_is_down_forces_a_reread(
         client.delete(f"{prefix}a")
         client.put(f"{prefix}c", "10.0.0.3:80")
         client.put(f"{prefix}b", "10.0.0.20:80")
-        revision = client.put(f"{prefix}c", "10.0.0.30:80").header.revision
-        client.compact(revision, physical=True)
+        revision = client.put(f"{prefix}c", "10.0.0.30:80")
+        client.vendor.compact(revision, physical=True)
         assert instancer.state.instances == ("10.0.0.1:80", "10.0.0.2:80"), "no watch, no news"
         gated.open_gate()
         wait_for(instances_are(instancer, "10.0.0.20:80", "10.0.0.30:80"), 10, "the re-read")
@@ -458,7 +418,7 @@ def test_compaction_while_the_watch_is_down_forces_a_reread(
 
 @pytest.mark.integration
 def test_a_resumed_watch_gets_the_changes_made_while_it_was_down(client: Any, prefix: str) -> None:
-    gated = GatedClient(client)
+    gated = GatedClient(client.vendor)
     with sd.etcd.EtcdInstancer(cast(Any, gated), prefix) as instancer:
         recorder = Recorder()
         instancer.subscribe(recorder)

@@ -118,7 +118,7 @@ def test_url_instancer_sees_values_and_closes_its_client_on_stop(
         instancer.stop()
     instancer.stop()  # idempotent
     with pytest.raises(Exception):  # noqa: B017 - any error: the channel is closed
-        owned.get(f"{prefix}a")
+        owned.vendor.get(f"{prefix}a")
 
 
 # -- with authentication ---------------------------------------------------------
