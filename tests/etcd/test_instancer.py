@@ -113,9 +113,33 @@ def test_compaction_is_recognised() -> None:
 
 def test_instancer_rejects_misuse() -> None:
     with pytest.raises(MisuseError):
-        sd.etcd.EtcdInstancer(object(), "")  # type: ignore[arg-type]
+        sd.etcd.EtcdInstancer(object(), "")
     with pytest.raises(TypeError, match="not an etcd client"):
-        sd.etcd.EtcdInstancer(object(), "/svc/")  # type: ignore[arg-type]
+        sd.etcd.EtcdInstancer(object(), "/svc/")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"liveness_timeout": 0}, "liveness_timeout"),
+     ({"liveness_timeout": -1.0}, "liveness_timeout"),
+     ({"liveness_timeout": float("nan")}, "liveness_timeout"),
+     ({"liveness_timeout": float("inf")}, "liveness_timeout"),
+     ({"liveness_timeout": True}, "liveness_timeout"),
+     ({"page_size": 0}, "page_size"),
+     ({"page_size": 2.5}, "page_size")],
+)
+def test_bad_instancer_arguments_fail_before_anything_starts(
+    kwargs: dict[str, Any], name: str, no_thread_leaks: None
+) -> None:
+    threads_before = threading.active_count()
+    client = pyetcd.client("127.0.0.1", free_ports(1)[0])
+    try:
+        with pytest.raises(MisuseError, match=name):
+            sd.etcd.EtcdInstancer(client, "/svc/", **kwargs)
+        assert _running_watches() == 0, "a shared-watch entry was left behind"
+        assert threading.active_count() == threads_before
+    finally:
+        client.close()
 
 
 def test_sd_etcd_imports_without_client_libraries() -> None:
@@ -468,3 +492,60 @@ def test_a_subscriber_may_stop_the_instancer_from_its_callback(
     wait_for(lambda: _running_watches() == 0, 5, "the watch thread to end")
     wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("kitsd-etcd")],
              5, "no kitsd thread")
+
+
+# ---------------------------------------------------------------------------
+# a prefix larger than the client accepts (issue 7.2)
+
+MIB = 1 << 20
+
+
+@pytest.mark.integration
+def test_a_prefix_larger_than_4_mib_is_read_in_pages_and_junk_skipped(
+    client: Any, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Five 1 MiB junk values make one range read over grpcio's 4 MiB limit
+    (RESOURCE_EXHAUSTED); the instancer must still serve the good instances."""
+    caplog.set_level(logging.WARNING)
+    client.put(f"{prefix}a-good", "10.0.0.1:80")
+    for index in range(5):
+        client.put(f"{prefix}junk{index}", b"x" * MIB)
+    client.put(f"{prefix}z-good", "10.0.0.2:80")
+    with sd.etcd.EtcdInstancer(client, prefix) as instancer:
+        wait_for(instances_are(instancer, "10.0.0.1:80", "10.0.0.2:80"), 15, "the good values")
+        client.put(f"{prefix}m-good", "10.0.0.3:80")
+        wait_for(instances_are(instancer, "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"), 5,
+                 "a watched change after the paged read")
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("junk0" in message for message in messages), "the bad entries are named"
+    assert max(len(message) for message in messages) < 2_000, "values are truncated in logs"
+
+
+@pytest.mark.integration
+def test_a_reread_after_compaction_over_a_huge_prefix_is_not_stale(
+    client: Any, prefix: str
+) -> None:
+    gated = GatedClient(client.vendor)
+    client.put(f"{prefix}a", "10.0.0.1:80")
+    with sd.etcd.EtcdInstancer(cast(Any, gated), prefix) as instancer:
+        wait_for(instances_are(instancer, "10.0.0.1:80"), 5, "the initial read")
+        gated.close_gate()
+        wait_for(lambda: gated.refused >= 1, 5, "a refused reconnect")
+        for index in range(5):
+            client.put(f"{prefix}junk{index}", b"\xff" * MIB)
+        revision = client.put(f"{prefix}b", "10.0.0.2:80")
+        client.vendor.compact(revision, physical=True)
+        gated.open_gate()
+        wait_for(instances_are(instancer, "10.0.0.1:80", "10.0.0.2:80"), 15,
+                 "the re-read after compaction")
+
+
+@pytest.mark.integration
+def test_the_real_error_is_named_when_a_read_is_too_large(client: Any, prefix: str) -> None:
+    for index in range(5):
+        client.put(f"{prefix}junk{index}", b"x" * MIB)
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - the vendor's error
+        client.read_prefix(prefix.encode())
+    mapped = to_backend_error(raised.value, "reading")
+    assert "RESOURCE_EXHAUSTED" in str(mapped)
+    assert "unavailable" not in str(mapped)
