@@ -97,6 +97,13 @@ class EtcdURL:
     __str__ = __repr__
 
 
+def _float_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _split_hosts(netloc: str) -> list[str]:
     hosts = netloc.rpartition("@")[2]
     endpoints = []
@@ -153,10 +160,9 @@ def parse_url(parsed: urllib.parse.SplitResult) -> EtcdURL:
         if name != "timeout":
             raise MisuseError(
                 f"unknown etcd URL parameter {name!r} (known: timeout, ca, cert, key)")
-        try:
-            timeout = float(values[-1])
-        except ValueError:
-            raise MisuseError("etcd URL timeout must be a number of seconds") from None
+        timeout = _float_or_none(values[-1])
+        if timeout is None:  # raised outside the except block: no context quoting the value
+            raise MisuseError("etcd URL timeout must be a number of seconds")
         if not math.isfinite(timeout) or timeout <= 0:
             raise MisuseError(f"etcd URL timeout must be finite seconds > 0, not {timeout!r}")
     if ("cert" in files) != ("key" in files):

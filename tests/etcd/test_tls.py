@@ -11,7 +11,7 @@ import pytest
 
 import sd
 import sd.etcd
-from compose.etcd import EtcdCluster, EtcdMember, TLSFiles, make_tls_files
+from compose.etcd import EtcdCluster, EtcdMember, TLSFiles
 from sd.errors import MisuseError, RegistryUnavailableError
 from tests.etcd.conftest import require_etcd_binary
 from tests.helpers import WatchProcess, wait_for
@@ -126,4 +126,3 @@ def test_make_tls_files_with_openssl(tmp_path: Any) -> None:
     _make_tls_files_with_openssl(files, tmp_path)
     context = ssl.create_default_context(cafile=str(files.ca))
     context.load_cert_chain(str(files.client_cert), str(files.client_key))
-    assert make_tls_files  # the public entry point used by EtcdCluster(tls=True)
