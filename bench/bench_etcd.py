@@ -33,7 +33,6 @@ import logging
 import statistics
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import sd
