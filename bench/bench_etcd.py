@@ -33,6 +33,7 @@ import logging
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import sd
@@ -122,6 +123,10 @@ def view_cost(count: int, changes: int = 200) -> tuple[float, float]:
     return incremental, recount
 
 
+def trivial_endpoint(inst: str) -> Callable[[object], str]:
+    return lambda request: inst
+
+
 def _latencies(writer: Any, prefix: str, values: list[str], arrivals: Arrivals,
                tag: str) -> list[float]:
     out = []
@@ -160,9 +165,13 @@ def scale(member: EtcdMember, sizes: list[int], changes: int) -> None:
             raw_client.cancel_watch(watch_id)
             raw_client.close()
         instancer = sd.etcd.EtcdInstancer(kitsd_client, prefix)
-        endpointer = sd.Endpointer(instancer, lambda inst: (lambda request: inst))
-        instancer.subscribe(lambda event, kitsd=kitsd, expected=kitsd_values:
-                            kitsd.saw_in(event.instances, expected))
+        endpointer = sd.Endpointer(instancer, trivial_endpoint)
+
+        def on_event(event: sd.Event, kitsd: Arrivals = kitsd,
+                     expected: list[str] = kitsd_values) -> None:
+            kitsd.saw_in(event.instances, expected)
+
+        instancer.subscribe(on_event)
         try:
             deadline = time.monotonic() + 30
             while len(instancer.state.instances) < count + changes \
