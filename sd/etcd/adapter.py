@@ -11,8 +11,9 @@ Vendor workarounds
 Each workaround is a private function of this module, named for what it does,
 and ``tests/etcd/test_adapter.py`` checks that the vendor attributes it relies
 on still exist on the installed client (so a vendor release that removes one
-fails a test, not a production watch).  Verified against etcd-sdk-python
-0.0.7 on grpcio 1.85 / protobuf 7 (pinned in ``pyproject.toml``):
+fails a test, not a production watch), and that the installed release is the
+one verified: etcd-sdk-python 0.0.7 on grpcio 1.85.3 / protobuf 7.36.2
+(``etcd-sdk-python>=0.0.7,<0.0.8`` is the range to pin):
 
 * :func:`_clear_failed_marks` -- the clients remember a connection error by
   marking the endpoint failed (``Endpoint.last_failed``) and refuse every call

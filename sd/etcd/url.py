@@ -13,7 +13,10 @@ Form::
   process lists), or from the URL's userinfo, which wins.  They are never
   logged, never appear in an error message or a ``repr``; a ``user``,
   ``password`` or ``token`` query parameter is refused without echoing it;
-* ``PARAMS``: ``timeout=SECONDS`` (every call, default 5); TLS with
+* ``PARAMS``: ``timeout=SECONDS`` (every call, default 5);
+  ``liveness=SECONDS`` (how long a silently broken connection may go
+  unreported, default 5: :class:`~sd.etcd.EtcdInstancer`'s
+  ``liveness_timeout``); TLS with
   ``ca=PATH`` (the CA file that signed the server certificate: its presence
   switches to TLS) and optionally ``cert=PATH&key=PATH`` (a client
   certificate and its key, together), for example
@@ -35,7 +38,7 @@ from typing import Any, Final
 
 from sd.errors import InvalidInstanceError, MisuseError
 from sd.etcd.connect import close_client, connect
-from sd.etcd.instancer import EtcdInstancer
+from sd.etcd.instancer import DEFAULT_LIVENESS_TIMEOUT, EtcdInstancer
 from sd.instance import split_address
 from sd.instancer import InstancerHandle
 
@@ -53,7 +56,8 @@ _SECRET_PARAMS: Final = frozenset({"user", "username", "password", "pass", "toke
 class EtcdURL:
     """A parsed ``etcd://`` URL.  ``repr`` and ``str`` hide the password."""
 
-    __slots__ = ("_password", "ca", "cert", "endpoints", "key", "prefix", "timeout", "user")
+    __slots__ = ("_password", "ca", "cert", "endpoints", "key", "liveness", "prefix", "timeout",
+                 "user")
 
     def __init__(
         self,
@@ -66,6 +70,7 @@ class EtcdURL:
         ca: str | None = None,
         cert: str | None = None,
         key: str | None = None,
+        liveness: float = DEFAULT_LIVENESS_TIMEOUT,
     ) -> None:
         self.endpoints = endpoints
         self.prefix = prefix
@@ -75,6 +80,7 @@ class EtcdURL:
         self.ca = ca
         self.cert = cert
         self.key = key
+        self.liveness = liveness
 
     @property
     def tls(self) -> bool:
@@ -145,7 +151,7 @@ def parse_url(parsed: urllib.parse.SplitResult) -> EtcdURL:
         raise MisuseError(
             f"etcd URL has a user but no password (set it in the URL or {PASSWORD_ENV})"
         )
-    timeout: float | None = 5.0
+    seconds: dict[str, float] = {"timeout": 5.0, "liveness": DEFAULT_LIVENESS_TIMEOUT}
     files: dict[str, str] = {}
     for name, values in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items():
         if name in _SECRET_PARAMS:
@@ -157,32 +163,34 @@ def parse_url(parsed: urllib.parse.SplitResult) -> EtcdURL:
                 raise MisuseError(f"etcd URL parameter {name!r} needs a file path")
             files[name] = values[-1]
             continue
-        if name != "timeout":
+        if name not in seconds:
             raise MisuseError(
-                f"unknown etcd URL parameter {name!r} (known: timeout, ca, cert, key)")
-        timeout = _float_or_none(values[-1])
-        if timeout is None:  # raised outside the except block: no context quoting the value
-            raise MisuseError("etcd URL timeout must be a number of seconds")
-        if not math.isfinite(timeout) or timeout <= 0:
-            raise MisuseError(f"etcd URL timeout must be finite seconds > 0, not {timeout!r}")
+                f"unknown etcd URL parameter {name!r} (known: timeout, liveness, ca, cert, key)")
+        value = _float_or_none(values[-1])
+        if value is None:  # raised outside the except block: no context quoting the value
+            raise MisuseError(f"etcd URL {name} must be a number of seconds")
+        if not math.isfinite(value) or value <= 0:
+            raise MisuseError(f"etcd URL {name} must be finite seconds > 0, not {value!r}")
+        seconds[name] = value
     if ("cert" in files) != ("key" in files):
         raise MisuseError("etcd URL parameters cert and key go together")
     if "cert" in files and "ca" not in files:
         raise MisuseError("etcd URL parameters cert/key need ca (the server's CA file)")
     if scheme == "etcds" and "ca" not in files:
         raise MisuseError("etcds:// URLs need ca=PATH (the CA file of the server certificate)")
-    return EtcdURL(endpoints, prefix, user=user, password=password, timeout=timeout,
-                   ca=files.get("ca"), cert=files.get("cert"), key=files.get("key"))
+    return EtcdURL(endpoints, prefix, user=user, password=password, timeout=seconds["timeout"],
+                   ca=files.get("ca"), cert=files.get("cert"), key=files.get("key"),
+                   liveness=seconds["liveness"])
 
 
 class _OwningEtcdInstancer(EtcdInstancer):
     """An :class:`EtcdInstancer` that closes its (private) client when stopped."""
 
-    def __init__(self, client: Any, prefix: str) -> None:
+    def __init__(self, client: Any, prefix: str, *, liveness_timeout: float) -> None:
         self._close_lock = threading.Lock()
         self._closed = False
         try:
-            super().__init__(client, prefix)
+            super().__init__(client, prefix, liveness_timeout=liveness_timeout)
         except BaseException:
             close_client(client)
             raise
@@ -210,4 +218,4 @@ def instancer_from_url(parsed: urllib.parse.SplitResult) -> InstancerHandle:
         endpoints=url.endpoints, user=url.user, password=url.password, timeout=url.timeout,
         ca_cert=url.ca, cert_cert=url.cert, cert_key=url.key,
     )
-    return _OwningEtcdInstancer(client, url.prefix)
+    return _OwningEtcdInstancer(client, url.prefix, liveness_timeout=url.liveness)

@@ -65,6 +65,11 @@ def test_credentials_from_the_url_are_hidden_in_repr() -> None:
     assert "alice" in repr(url)
 
 
+def test_liveness_from_the_url() -> None:
+    assert parse("etcd://h/svc/").liveness == 5.0
+    assert parse("etcd://h/svc/?liveness=2.5").liveness == 2.5
+
+
 def test_credentials_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(USER_ENV, "bob")
     monkeypatch.setenv(PASSWORD_ENV, "hunter2")
@@ -86,6 +91,8 @@ def test_credentials_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
         "etcd://h/svc/?tag=x",
         "etcd://h/svc/?timeout=soon",
         "etcd://h/svc/?timeout=0",
+        "etcd://h/svc/?liveness=0",
+        "etcd://h/svc/?liveness=nan",
         "etcd://[::1/svc/",
     ],
 )
