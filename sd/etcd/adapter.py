@@ -66,7 +66,14 @@ from types import ModuleType
 from typing import Any, Final
 
 from sd.errors import PermissionDeniedError, RegistryUnavailableError
-from sd.etcd.client import Compacted, EtcdClient, RangePage, WatchBatch, WatchCallback
+from sd.etcd.client import (
+    Compacted,
+    EtcdLeases,
+    EtcdReader,
+    RangePage,
+    WatchBatch,
+    WatchCallback,
+)
 from sd.etcd.errors import compacted_revision, is_connection_error, is_token_error
 from sd.etcd.paging import prefix_end
 from sd.etcd.revision import KeyValue, WatchEvent
@@ -327,19 +334,21 @@ class VendorClient:
             _mark_failed(self._vendor, _current_netloc(self._vendor))
 
 
-def adapt(client: object) -> EtcdClient:
-    """``client`` as kitsd's :class:`~sd.etcd.client.EtcdClient`.
+def adapt(client: object) -> EtcdReader | EtcdLeases:
+    """``client`` as one of kitsd's client protocols (:mod:`sd.etcd.client`).
 
     A :class:`VendorClient` (what :func:`~sd.etcd.connect` returns) or any
-    object implementing the protocol is used as it is; a ``pyetcd``/``etcd3``
-    client object is wrapped in a new :class:`VendorClient` (which does not
-    close it).  Raises ``TypeError`` for anything else.
+    object implementing :class:`~sd.etcd.client.EtcdReader` or
+    :class:`~sd.etcd.client.EtcdLeases` is used as it is (the caller checks
+    the one it needs); a ``pyetcd``/``etcd3`` client object is wrapped in a new
+    :class:`VendorClient` (which does not close it).  Raises ``TypeError`` for
+    anything else.
     """
     if isinstance(client, VendorClient):
         return client
     if all(callable(getattr(client, name, None)) for name in VENDOR_METHODS):
         return VendorClient(client)
-    if isinstance(client, EtcdClient):
+    if isinstance(client, EtcdReader | EtcdLeases):
         return client
     raise TypeError(
         f"{type(client).__name__} is not an etcd client: pass a pyetcd/etcd3 client,"

@@ -35,6 +35,7 @@ __all__ = [
     "is_auth_error",
     "is_connection_error",
     "is_deadline_exceeded",
+    "is_expected_failure",
     "is_not_found",
     "is_token_error",
     "is_too_large",
@@ -143,6 +144,18 @@ def is_deadline_exceeded(error: BaseException) -> bool:
 def is_connection_error(error: BaseException) -> bool:
     """Whether ``error`` says the member could not be reached or did not answer in time."""
     return any(status in _CONNECTION_CODES for status, _ in _statuses(error))
+
+
+def is_expected_failure(error: BaseException) -> bool:
+    """Whether ``error`` is an expected registry failure (logged in one line) rather than
+    a bug (logged with a traceback): a mapped :class:`~sd.errors.BackendError`, a
+    gRPC or client-library error, an ``OSError``, or the clients' "failed node"."""
+    if isinstance(error, BackendError | OSError):
+        return True
+    if type(error).__module__.split(".")[0] in {"pyetcd", "etcd3", "grpc"}:
+        return True
+    return status_name(error) is not None or (
+        isinstance(error, ValueError) and "failed node" in str(error))
 
 
 def compacted_revision(item: object) -> int | None:

@@ -54,12 +54,13 @@ import threading
 from typing import Final
 
 from sd.backoff import ETCD_WATCH, Backoff
-from sd.errors import BackendError, MisuseError, RegistryUnavailableError
+from sd.errors import MisuseError, RegistryUnavailableError
 from sd.etcd.adapter import adapt
 from sd.etcd.client import Compacted, EtcdReader, Reconnecting, WatchBatch
 from sd.etcd.errors import (
     compacted_revision,
     is_deadline_exceeded,
+    is_expected_failure,
     is_too_large,
     summarize_error,
     to_backend_error,
@@ -299,21 +300,11 @@ class PrefixWatch:
         mapped = to_backend_error(error, what)
         if mapped is not error and mapped.__cause__ is None:
             mapped.__cause__ = error
-        if not isinstance(error, BackendError | WatchEndedError) and not _is_vendor(error):
+        if not isinstance(error, WatchEndedError) and not is_expected_failure(error):
             logger.error("%s failed unexpectedly; retrying in %.2fs", what, delay, exc_info=error)
         else:
             logger.warning("%s (%s); retrying in %.2fs", mapped, summarize_error(error), delay)
         self._broadcaster.publish_error(mapped)
-
-
-def _is_vendor(error: BaseException) -> bool:
-    """Whether ``error`` is an expected registry failure (logged briefly, not with a traceback)."""
-    module = type(error).__module__
-    return (
-        module.split(".")[0] in {"pyetcd", "etcd3", "grpc"}
-        or isinstance(error, OSError)
-        or (isinstance(error, ValueError) and "failed node" in str(error))
-    )
 
 
 class EtcdInstancer(InstancerHandle):
