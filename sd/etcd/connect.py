@@ -10,11 +10,13 @@ Tuning, compared with a client built with the vendor's defaults:
 
 * gRPC reconnects quickly after an etcd restart (100 ms doubling to 1 s; gRPC's
   default backs off up to 120 s);
-* gRPC keepalive pings every :data:`KEEPALIVE_TIME` seconds, also without
-  calls in flight, and drops a connection whose ping is not answered within
-  :data:`KEEPALIVE_TIMEOUT` seconds (grpcio's default waits 20 s after a
-  2-hour idle; etcd accepts pings every 5 s or slower,
-  ``--grpc-keepalive-min-time``);
+* gRPC keepalive pings every :data:`KEEPALIVE_TIME` seconds while a call
+  (a watch) is open, and drops a connection whose ping is not answered within
+  :data:`KEEPALIVE_TIMEOUT` seconds (grpcio pings every 2 hours by default).
+  Not more often, and not without calls: etcd's server enforces a minimum of
+  5 s between pings (``--grpc-keepalive-min-time``) and refuses pings on a
+  connection without streams; a client that breaks either rule is cut off
+  with GOAWAY "too_many_pings";
 * a failed cluster member is skipped for ``time_retry`` seconds (the vendor
   default is 300);
 * with a user and password over plain HTTP, the token is sent as metadata
@@ -51,10 +53,10 @@ __all__ = [
 
 logger = logging.getLogger(f"kitsd.{__name__}")
 
-#: Seconds between gRPC keepalive pings (etcd's server-side floor is 5 s).
-KEEPALIVE_TIME: Final = 5.0
+#: Seconds between gRPC keepalive pings (etcd's server-side floor is 5 s: keep a margin).
+KEEPALIVE_TIME: Final = 10.0
 #: Seconds a keepalive ping may go unanswered before gRPC drops the connection.
-KEEPALIVE_TIMEOUT: Final = 3.0
+KEEPALIVE_TIMEOUT: Final = 5.0
 
 #: gRPC channel options for clients :func:`connect` builds (see the module docstring).
 DEFAULT_GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
@@ -63,7 +65,7 @@ DEFAULT_GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.keepalive_time_ms", int(KEEPALIVE_TIME * 1000)),
     ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT * 1000)),
-    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.keepalive_permit_without_calls", 0),  # etcd: PermitWithoutStream false
     ("grpc.http2.max_pings_without_data", 0),
 )
 
