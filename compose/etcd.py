@@ -23,18 +23,33 @@ must skip (``ExternalEtcd.can_restart`` is ``False``).  Tests write under unique
 key prefixes and do not clean a shared server beyond their own keys, but the
 compaction test compacts the server's history.
 
+TLS
+---
+``EtcdCluster(1, tls=True)`` generates a throwaway CA, a server certificate for
+``127.0.0.1``/``localhost`` and a client certificate (:func:`make_tls_files`,
+with the ``cryptography`` package if installed, else the ``openssl`` command)
+in the cluster's temporary directory, and starts members whose client
+listeners speak TLS and require a client certificate signed by that CA
+(``--cert-file``, ``--key-file``, ``--trusted-ca-file``,
+``--client-cert-auth``).  ``cluster.tls`` holds the file paths.
+
 Not thread-safe: drive a cluster from one thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import json
 import os
 import shutil
+import ssl
+import subprocess
 import time
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from compose.process import LOOPBACK, ServerGroup, ServerProcess, free_ports, wait_until
@@ -45,6 +60,8 @@ __all__ = [
     "EtcdCluster",
     "EtcdMember",
     "ExternalEtcd",
+    "TLSFiles",
+    "make_tls_files",
     "single_member",
 ]
 
@@ -54,6 +71,107 @@ ENDPOINT_ENV = "KITSD_ETCD_ENDPOINT"
 ETCD_BINARY = os.environ.get("KITSD_ETCD_BINARY", "/usr/bin/etcd")
 """The etcd server binary (``KITSD_ETCD_BINARY`` overrides ``/usr/bin/etcd``)."""
 _START_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files of a throwaway CA, a server certificate and a client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        """An SSL context that trusts the CA and presents the client certificate."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return context
+
+
+def make_tls_files(directory: Path) -> TLSFiles:
+    """Write a CA, a server certificate (``127.0.0.1``, ``localhost``) and a client
+    certificate into ``directory``; valid for a day."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TLSFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem",
+                     directory / "client.pem", directory / "client-key.pem")
+    try:
+        _make_tls_files_with_cryptography(files)
+    except ImportError:
+        _make_tls_files_with_openssl(files, directory)
+    return files
+
+
+def _make_tls_files_with_cryptography(files: TLSFiles) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("kitsd test CA")).issuer_name(name("kitsd test CA"))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    for common, usage, cert_path, key_path in (
+        ("127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, files.server_cert, files.server_key),
+        ("kitsd-client", ExtendedKeyUsageOID.CLIENT_AUTH, files.client_cert, files.client_key),
+    ):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder().subject_name(name(common)).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        write_key(key, key_path)
+
+
+def _make_tls_files_with_openssl(files: TLSFiles, directory: Path) -> None:
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True,
+                       timeout=60)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", "ca-key.pem", "-out", str(files.ca), "-days", "1", "-subj", "/CN=kitsd test CA")
+    for common, usage, cert_path, key_path in (
+        ("127.0.0.1", "serverAuth", files.server_cert, files.server_key),
+        ("kitsd-client", "clientAuth", files.client_cert, files.client_key),
+    ):
+        extensions = directory / f"{common}.ext"
+        extensions.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                              f"extendedKeyUsage={usage}\n")
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(key_path), "-out", f"{common}.csr", "-subj", f"/CN={common}")
+        run("x509", "-req", "-in", f"{common}.csr", "-CA", str(files.ca), "-CAkey", "ca-key.pem",
+            "-CAcreateserial", "-out", str(cert_path), "-days", "1", "-extfile", str(extensions))
 
 
 class EtcdMember(ServerProcess):
@@ -76,8 +194,10 @@ class EtcdMember(ServerProcess):
         initial_cluster: str,
         cluster_token: str,
         extra_args: Sequence[str] = (),
+        tls: TLSFiles | None = None,
     ) -> None:
         super().__init__(name, workdir=workdir)
+        self.tls = tls
         self.client_port = client_port
         self.peer_port = peer_port
         self.data_dir = workdir / f"{name}.data"
@@ -97,8 +217,8 @@ class EtcdMember(ServerProcess):
 
     @property
     def client_url(self) -> str:
-        """``http://host:port`` of the client listener."""
-        return f"http://{self.endpoint}"
+        """``http://host:port`` (``https://`` with TLS) of the client listener."""
+        return f"{'https' if self.tls is not None else 'http'}://{self.endpoint}"
 
     @property
     def peer_url(self) -> str:
@@ -120,16 +240,28 @@ class EtcdMember(ServerProcess):
             "--initial-cluster-state", "new",
             "--logger", "zap",
             "--log-outputs", "stderr",
+            *self._tls_args(),
             *self._extra_args,
         ]
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return ["--cert-file", str(self.tls.server_cert), "--key-file", str(self.tls.server_key),
+                "--trusted-ca-file", str(self.tls.ca), "--client-cert-auth"]
+
+    def _open(self, request: str | urllib.request.Request, timeout: float) -> bytes:
+        context = self.tls.client_context() if self.tls is not None else None
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:  # noqa: S310 - our own server's URL
+            body: bytes = answer.read()
+        return body
 
     def healthy(self) -> bool:
         """Whether ``/health`` answers ``{"health": "true"}`` (needs a leader)."""
         if not self.running:
             return False
         try:
-            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1.0) as answer:  # noqa: S310 - our own http:// URL
-                body = json.loads(answer.read())
+            body = json.loads(self._open(f"{self.client_url}/health", 1.0))
         except (OSError, ValueError):
             return False
         return str(body.get("health")) == "true"
@@ -145,8 +277,7 @@ class EtcdMember(ServerProcess):
         request = urllib.request.Request(  # noqa: S310 - our own http:// URL
             f"{self.client_url}/v3/maintenance/status", data=b"{}", method="POST"
         )
-        with urllib.request.urlopen(request, timeout=2.0) as answer:  # noqa: S310 - our own http:// URL
-            result: dict[str, object] = json.loads(answer.read())
+        result: dict[str, object] = json.loads(self._open(request, 2.0))
         return result
 
     def member_id(self) -> str:
@@ -172,6 +303,7 @@ class EtcdCluster(ServerGroup[EtcdMember]):
         extra_args: Sequence[str] = (),
         start: bool = True,
         tmp_root: str | None = None,
+        tls: bool = False,
     ) -> None:
         if size < 1:
             raise ValueError(f"a cluster needs at least one member, not {size}")
@@ -184,6 +316,7 @@ class EtcdCluster(ServerGroup[EtcdMember]):
             f"{name}=http://{LOOPBACK}:{ports[2 * index + 1]}" for index, name in enumerate(names)
         )
         token = f"kitsd-{os.getpid()}-{time.monotonic_ns()}"
+        self.tls = make_tls_files(self.workdir / "tls") if tls else None
         self.members = [
             EtcdMember(
                 name,
@@ -193,6 +326,7 @@ class EtcdCluster(ServerGroup[EtcdMember]):
                 initial_cluster=initial,
                 cluster_token=token,
                 extra_args=extra_args,
+                tls=self.tls,
             )
             for index, name in enumerate(names)
         ]

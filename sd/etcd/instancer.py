@@ -4,26 +4,39 @@ Theory of operation
 -------------------
 One :class:`PrefixWatch` thread per (client, prefix) -- shared by every
 :class:`EtcdInstancer` handle through :class:`sd.instancer.SharedWatches` --
-runs the pure :class:`sd.etcd.revision.PrefixView` against the client:
+runs the pure :class:`sd.etcd.revision.PrefixView` against the client
+(:mod:`sd.etcd.client`'s protocol; vendor clients are adapted by
+:mod:`sd.etcd.adapter`):
 
-1. read the whole prefix (``get_prefix_response``), remembering the header
-   revision ``R`` (when resuming, a one-key read instead checks that our token
-   and permissions still hold: the clients report a watch etcd refused at
-   creation as a live one that never delivers);
+1. read the whole prefix in pages, all at the revision ``R`` of the first page
+   (:class:`sd.etcd.paging.PagedRead`: a prefix larger than the client accepts
+   is read in smaller pages, and a single value too large to receive is
+   skipped with a warning); when resuming, a one-key read instead checks that
+   etcd answers and still accepts our token and permissions;
 2. watch the prefix from ``R + 1`` and apply each watch response to the view,
    publishing a new snapshot whenever the instances change;
-3. when the watch breaks (the member died, the stream ended, a call failed),
+3. liveness: when the watch has been silent for ``liveness_timeout / 2``
+   seconds, a one-key read must answer within ``liveness_timeout / 2``; if it
+   does not, the connection is taken as broken (a partition, a black hole)
+   and handled as in 4 -- so a broken connection is reported within about
+   ``liveness_timeout`` seconds whatever the client's gRPC keepalive settings;
+4. when the watch breaks (the member died, the stream ended, a call failed),
    publish an :class:`~sd.event.Event` carrying a
    :class:`~sd.errors.RegistryUnavailableError` (the last instances are kept),
-   wait a jittered, capped backoff (:class:`sd.backoff.Backoff`, 50 ms doubling
-   to 5 s), clear the client's "failed endpoint" marks
-   (:func:`sd.etcd.client.revive_endpoints`) and watch again from the last
-   applied revision + 1: nothing lost, nothing applied twice;
-4. when etcd says our revision was compacted away, go back to 1 at once.
+   wait a jittered, capped backoff (:data:`sd.backoff.ETCD_WATCH`, 50 ms
+   doubling to 5 s) -- ended early when the client's connection to etcd comes
+   back (``Reconnecting.wait_connected``) -- let the client recover
+   (``Reconnecting.recover``: clear vendor failure marks, log in again) and
+   watch again from the last applied revision + 1: nothing lost, nothing
+   applied twice;
+5. when etcd says our revision was compacted away, go back to 1 at once.
 
-Bad values are skipped by the view with a warning.  ``stop()`` wakes the thread
-through its queue or its backoff :class:`threading.Event`, cancels the watch
-and joins the thread: it does not wait out a backoff.
+An early wake-up is allowed only when the attempt before it was not itself
+woken early, so a server that accepts connections and fails every call is
+retried at most twice per backoff step: no hot loop while etcd is down.
+
+``stop()`` wakes the thread through its queue or its wake event, cancels the
+watch and joins the thread: it does not wait out a backoff.
 
 The watch's callbacks arrive on the client's own watch thread; they only put
 ``(generation, item)`` on this watch's queue, so all decisions happen on the
@@ -34,38 +47,37 @@ generation) are ignored.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import random
 import threading
-from typing import Any, Final
+from typing import Final
 
 from sd.backoff import ETCD_WATCH, Backoff
-from sd.errors import BackendError, MisuseError, PermissionDeniedError
-from sd.etcd.client import (
-    EtcdClient,
+from sd.errors import MisuseError, RegistryUnavailableError
+from sd.etcd.adapter import adapt
+from sd.etcd.client import Compacted, EtcdReader, Reconnecting, WatchBatch
+from sd.etcd.errors import (
     compacted_revision,
-    current_endpoint,
-    describe,
-    is_token_error,
-    mark_failed,
-    probe_prefix,
-    read_prefix,
-    reauthenticate,
-    revive_endpoints,
+    is_deadline_exceeded,
+    is_expected_failure,
+    is_too_large,
     summarize_error,
     to_backend_error,
-    translate_response,
-    watch_prefix,
 )
-from sd.etcd.revision import PrefixView
+from sd.etcd.paging import DEFAULT_PAGE_SIZE, PagedRead
+from sd.etcd.revision import PrefixView, quote_bytes
 from sd.event import Event
 from sd.instancer import Broadcaster, InstancerHandle, SharedWatches
 
-__all__ = ["EtcdInstancer", "PrefixWatch", "WatchEndedError"]
+__all__ = ["DEFAULT_LIVENESS_TIMEOUT", "EtcdInstancer", "PrefixWatch", "WatchEndedError"]
 
 logger = logging.getLogger(f"kitsd.{__name__}")
 
 _JOIN_TIMEOUT: Final = 0.9  # stop() stays under a second even if a client call is stuck
+
+#: Seconds within which a silently broken connection is reported (see step 3).
+DEFAULT_LIVENESS_TIMEOUT: Final = 5.0
 
 _WATCHES = SharedWatches()
 
@@ -88,16 +100,31 @@ class PrefixWatch:
     thread.  Thread-safe.  Users hold an :class:`EtcdInstancer`, not this.
     """
 
-    def __init__(self, broadcaster: Broadcaster, client: EtcdClient, prefix: str) -> None:
+    def __init__(
+        self,
+        broadcaster: Broadcaster,
+        client: EtcdReader,
+        prefix: str,
+        *,
+        liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        name: str = "",
+    ) -> None:
         self._broadcaster = broadcaster
         self._client = client
+        self._recovery = client if isinstance(client, Reconnecting) else None
         self._prefix = prefix
+        self._key = prefix.encode("utf-8")
+        self._name = name or str(client)
+        self._liveness = liveness_timeout
+        self._page_size = page_size
         self._view = PrefixView(source=f"etcd prefix {prefix!r}")
         self._queue: queue.Queue[tuple[int, object] | _Stop] = queue.Queue()
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # set by stop() and by a connection coming back
         self._lock = threading.Lock()
         self._stopped = False
-        self._reauthenticate = False
+        self._watching = False  # whether the current attempt got a watch running
         self._thread = threading.Thread(
             target=self._run, name=f"kitsd-etcd-watch {prefix}", daemon=True
         )
@@ -120,6 +147,7 @@ class PrefixWatch:
                 return
             self._stopped = True
         self._stopping.set()
+        self._wake.set()
         self._queue.put(_STOP)
         if threading.current_thread() is self._thread:
             return  # stopped from a subscriber callback: the loop exits on its own
@@ -129,7 +157,7 @@ class PrefixWatch:
                 "etcd watch of %r at %s is stuck in a client call; it will exit when the call"
                 " returns (give the client a timeout, as sd.etcd.connect does)",
                 self._prefix,
-                describe(self._client),
+                self._name,
             )
 
     # -- the thread -----------------------------------------------------------
@@ -137,110 +165,146 @@ class PrefixWatch:
     def _run(self) -> None:
         backoff = Backoff(curve=ETCD_WATCH, rng=random.Random())
         generation = 0
+        error: Exception | None = None
+        woken_early = False
         while not self._stopping.is_set():
             generation += 1
+            self._watching = False
             try:
+                if self._recovery is not None:
+                    self._recovery.recover(error)
                 self._attempt(generation, backoff)
-            except Exception as error:  # noqa: BLE001 - the watch must outlive any failure
+                error = None
+            except Exception as failure:  # noqa: BLE001 - the watch must outlive any failure
                 if self._stopping.is_set():
                     break
-                compact = compacted_revision(error)
+                compact = compacted_revision(failure)
                 if compact is not None:
                     self._view.compacted(compact)
+                    error = None
                     continue
                 delay = backoff.next_delay()
-                self._report(error, delay)
-                if self._stopping.wait(delay):
-                    break
+                self._report(failure, delay)
+                error = failure
+                # An early wake-up only if the last one led to a working watch (or there was
+                # none): a server that accepts connections but fails calls gets no hot loop.
+                woken_early = self._wait(delay, allow_early=self._watching or not woken_early)
         logger.debug("etcd watch of %r stopped", self._prefix)
+
+    def _wait(self, delay: float, *, allow_early: bool) -> bool:
+        """Wait ``delay`` s (or until stopped); returns whether the connection ended it early."""
+        self._wake.clear()
+        if self._stopping.is_set():
+            return False
+        if allow_early and self._recovery is not None:
+            try:
+                self._recovery.wait_connected(delay, self._wake)
+            except Exception:
+                logger.debug("waiting for the etcd connection failed", exc_info=True)
+                self._wake.wait(delay)
+        else:
+            self._wake.wait(delay)
+        return self._wake.is_set() and not self._stopping.is_set()
 
     def _attempt(self, generation: int, backoff: Backoff) -> None:
         """Read if needed, then watch: raises when the watch breaks, returns on compaction/stop."""
-        revive_endpoints(self._client)
-        if self._reauthenticate:
-            self._reauthenticate = False
-            reauthenticate(self._client)
         if self._view.needs_read:
-            kvs, revision = read_prefix(self._client, self._prefix)
-            self._view.apply_read(kvs, revision)
+            self._read()
         else:
-            # Resuming: no read is needed, but a one-key read proves our token and
-            # permissions first -- the clients report a watch that etcd refused at
-            # creation as a live watch that never delivers anything.
-            probe_prefix(self._client, self._prefix)
+            # Resuming: no read is needed, but a one-key read proves that etcd answers and
+            # still accepts our token and permissions -- a client reports a watch etcd
+            # refused at creation as a live watch that never delivers anything.
+            self._probe()
         if self._stopping.is_set():
             return
 
         def deliver(item: object) -> None:
             self._queue.put((generation, item))
 
-        endpoint = current_endpoint(self._client)
-        watch_id = watch_prefix(self._client, self._prefix, self._view.watch_from, deliver)
-        if isinstance(watch_id, int) and watch_id < 0:
-            self._reauthenticate = True
-            raise PermissionDeniedError(
-                f"etcd refused the watch of {self._prefix!r} at {describe(self._client)}"
-                " (permission denied or an invalid auth token)"
-            )
+        watch_id = self._client.watch(self._key, self._view.watch_from, deliver)
         try:
-            logger.debug(
-                "etcd watch of %r at %s from revision %d",
-                self._prefix, endpoint, self._view.watch_from,
-            )
+            logger.debug("etcd watch of %r at %s from revision %d",
+                         self._prefix, self._name, self._view.watch_from)
             self._broadcaster.publish(Event(self._view.instances()))
             backoff.reset()
-            self._consume(generation, endpoint)
+            self._watching = True
+            self._consume(generation)
         finally:
             self._cancel(watch_id)
 
-    def _consume(self, generation: int, endpoint: str | None) -> None:
+    def _read(self) -> None:
+        """Read the whole prefix in pages at one revision and load it into the view."""
+        read = PagedRead(page_size=self._page_size)
+        while (request := read.next_request()) is not None:
+            if self._stopping.is_set():
+                return
+            try:
+                page = self._client.read_prefix(
+                    self._key, after=request.after, revision=request.revision,
+                    limit=request.limit, keys_only=request.keys_only)
+            except Exception as error:
+                if not is_too_large(error):
+                    raise
+                read.too_large()
+                continue
+            read.page(page.kvs, page.revision, page.more)
+        for key in read.skipped:
+            logger.warning(
+                "skipping etcd key %s under %r: its value is larger than the client accepts"
+                " (gRPC RESOURCE_EXHAUSTED)", quote_bytes(key), self._prefix)
+        self._view.apply_read(read.kvs, read.revision)
+
+    def _probe(self) -> None:
+        """A one-key read bounded by half the liveness timeout; raises if etcd does not answer."""
+        timeout = None if self._liveness is None else self._liveness / 2
+        try:
+            self._client.read_prefix(self._key, limit=1, keys_only=True, timeout=timeout)
+        except Exception as error:
+            if timeout is None or not is_deadline_exceeded(error):
+                raise
+            raise RegistryUnavailableError(
+                f"etcd at {self._name} did not answer a liveness read within {timeout:g}s"
+            ) from error
+
+    def _consume(self, generation: int) -> None:
+        quiet = None if self._liveness is None else self._liveness / 2
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=quiet)
+            except queue.Empty:
+                self._probe()  # the watch was silent: make sure the connection still works
+                continue
             if isinstance(item, _Stop):
                 return
             item_generation, payload = item
             if item_generation != generation:
                 continue  # a late item from a watch we already abandoned
-            compact = compacted_revision(payload)
-            if compact is not None:
-                self._view.compacted(compact)
+            if isinstance(payload, Compacted):
+                self._view.compacted(payload.revision)
                 return
             if payload is None:
                 raise WatchEndedError(f"the etcd client ended the watch of {self._prefix!r}")
             if isinstance(payload, BaseException):
-                mark_failed(self._client, endpoint, payload)
                 raise payload
-            if self._view.apply_events(translate_response(payload)):
+            if isinstance(payload, WatchBatch) and self._view.apply_events(payload.events):
                 self._broadcaster.publish(Event(self._view.instances()))
 
-    def _cancel(self, watch_id: Any) -> None:
+    def _cancel(self, watch_id: object) -> None:
         try:
-            self._client.cancel_watch(watch_id)
+            self._client.cancel(watch_id)
         except Exception as error:  # noqa: BLE001 - the watch is gone either way
             logger.debug("cancelling etcd watch %r failed: %s", watch_id, summarize_error(error))
 
     def _report(self, error: Exception, delay: float) -> None:
-        what = f"etcd watch of {self._prefix!r} at {describe(self._client)}"
+        what = f"etcd watch of {self._prefix!r} at {self._name}"
         mapped = to_backend_error(error, what)
         if mapped is not error and mapped.__cause__ is None:
             mapped.__cause__ = error
-        if is_token_error(error):
-            self._reauthenticate = True
-        if not isinstance(error, BackendError | WatchEndedError) and not _is_vendor(error):
+        if not isinstance(error, WatchEndedError) and not is_expected_failure(error):
             logger.error("%s failed unexpectedly; retrying in %.2fs", what, delay, exc_info=error)
         else:
             logger.warning("%s (%s); retrying in %.2fs", mapped, summarize_error(error), delay)
         self._broadcaster.publish_error(mapped)
-
-
-def _is_vendor(error: BaseException) -> bool:
-    """Whether ``error`` is an expected registry failure (logged briefly, not with a traceback)."""
-    module = type(error).__module__
-    return (
-        module.split(".")[0] in {"pyetcd", "etcd3", "grpc"}
-        or isinstance(error, OSError)
-        or (isinstance(error, ValueError) and "failed node" in str(error))
-    )
 
 
 class EtcdInstancer(InstancerHandle):
@@ -258,29 +322,54 @@ class EtcdInstancer(InstancerHandle):
     ``/`` (``/services/api/``), or ``/services/api`` also matches
     ``/services/api-v2/...``.
 
+    ``client`` is what :func:`~sd.etcd.connect` returns, your own ``pyetcd`` or
+    ``etcd3`` client, or any :class:`~sd.etcd.client.EtcdReader`.
+    ``liveness_timeout`` (seconds, default 5; ``None`` disables) bounds how long
+    a silently broken connection (a partition) goes unreported: after half of
+    it without watch traffic, a one-key read must answer within the other
+    half.  ``page_size`` is how many keys one read request asks for.
+
     Every ``EtcdInstancer`` for the same client object and prefix shares one
     watch; ``stop()`` releases this handle's share (the watch stops with the
     last handle) and is prompt.  The client stays the caller's (it is not
     closed).  Raises :class:`~sd.errors.MisuseError` (a ``ValueError``) for an
-    empty prefix and ``TypeError`` for an object that is not an etcd client.
+    empty prefix or a bad ``liveness_timeout``/``page_size`` and ``TypeError``
+    for an object that is not an etcd client; nothing is started then.
     Thread-safe.
     """
 
-    def __init__(self, client: EtcdClient, prefix: str) -> None:
+    def __init__(
+        self,
+        client: object,
+        prefix: str,
+        *,
+        liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> None:
         if not isinstance(prefix, str) or not prefix:
             raise MisuseError(f"etcd prefix must be a non-empty string, not {prefix!r}")
-        missing = [
-            name
-            for name in ("get_prefix_response", "add_watch_prefix_callback", "cancel_watch")
-            if not callable(getattr(client, name, None))
-        ]
-        if missing:
-            raise TypeError(f"{type(client).__name__} is not an etcd client (no {missing})")
+        if liveness_timeout is not None and (
+            isinstance(liveness_timeout, bool)
+            or not isinstance(liveness_timeout, int | float)
+            or not math.isfinite(liveness_timeout)
+            or liveness_timeout <= 0
+        ):
+            raise MisuseError(
+                f"liveness_timeout must be finite seconds > 0 or None, not {liveness_timeout!r}")
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise MisuseError(f"page_size must be an int >= 1, not {page_size!r}")
+        adapted = adapt(client)  # TypeError for an object that is not an etcd client
+        if not isinstance(adapted, EtcdReader):
+            raise TypeError(f"{type(client).__name__} cannot read and watch etcd prefixes")
         self._client = client
+        self._adapted = adapted
         self._prefix = prefix
+        name = str(adapted)
         broadcaster, _, release = _WATCHES.acquire(
-            (id(client), prefix),
-            lambda broadcaster: PrefixWatch(broadcaster, client, prefix),
+            (id(client), prefix, liveness_timeout, page_size),
+            lambda broadcaster: PrefixWatch(
+                broadcaster, adapted, prefix, liveness_timeout=liveness_timeout,
+                page_size=page_size, name=name),
         )
         super().__init__(broadcaster, release)
 
@@ -290,12 +379,12 @@ class EtcdInstancer(InstancerHandle):
         return self._prefix
 
     @property
-    def client(self) -> EtcdClient:
-        """The etcd client the watch uses."""
+    def client(self) -> object:
+        """The etcd client given to the constructor."""
         return self._client
 
     def __repr__(self) -> str:
-        return f"EtcdInstancer(prefix={self._prefix!r}, endpoints={describe(self._client)!r})"
+        return f"EtcdInstancer(prefix={self._prefix!r}, endpoints={str(self._adapted)!r})"
 
 
 def _running_watches() -> int:

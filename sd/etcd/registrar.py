@@ -10,9 +10,9 @@ the key when it expires: a crashed instance leaves discovery on its own.
 The keep-alive thread treats etcd's answer "TTL 0" (the lease expired during a
 partition, or someone revoked it) as a lost registration: it grants a new
 lease and puts the key again.  Connection errors are retried with a short
-jittered backoff (never longer than the refresh interval), clearing the
-client's failed-endpoint marks first (:func:`sd.etcd.client.revive_endpoints`),
-so a member restart or a leader change costs one or two refreshes, not the
+jittered backoff (never longer than the refresh interval), letting the client
+recover first (``Reconnecting.recover``: clear the vendor's failed-endpoint
+marks, log in again), so a member restart or a leader change costs one or two refreshes, not the
 registration.
 
 ``deregister()`` stops the thread, deletes the key and revokes the lease.
@@ -28,18 +28,9 @@ from typing import Final
 
 from sd.backoff import ETCD_KEEPALIVE, Backoff
 from sd.errors import MisuseError
-from sd.etcd.client import (
-    EtcdClient,
-    describe,
-    grant_lease,
-    is_not_found,
-    is_token_error,
-    keep_alive_once,
-    reauthenticate,
-    revive_endpoints,
-    summarize_error,
-    to_backend_error,
-)
+from sd.etcd.adapter import adapt
+from sd.etcd.client import EtcdLeases, Reconnecting
+from sd.etcd.errors import is_not_found, is_token_error, summarize_error, to_backend_error
 from sd.instance import normalize_instance
 from sd.registrar import RegistrarContext
 from sd.transient import retry_transient
@@ -68,7 +59,9 @@ class EtcdRegistrar(RegistrarContext):
     Raises :class:`~sd.errors.MisuseError` (a ``ValueError``) for an empty key,
     an empty value, a value that is not a ``host:port`` instance
     (:class:`~sd.errors.InvalidInstanceError`, naming it) or a ``ttl`` that is
-    not positive.  ``register()`` and ``deregister()`` raise
+    not positive, and ``TypeError`` for a ``client`` that is not an etcd client
+    (``sd.etcd.connect(...)``, a ``pyetcd``/``etcd3`` client, or an
+    :class:`~sd.etcd.client.EtcdLeases`).  ``register()`` and ``deregister()`` raise
     :class:`~sd.errors.RegistryUnavailableError` or
     :class:`~sd.errors.PermissionDeniedError` (chained from the client's error)
     when etcd still fails them after ``retry_for`` seconds of retrying a transient
@@ -79,7 +72,7 @@ class EtcdRegistrar(RegistrarContext):
     """
 
     def __init__(
-        self, client: EtcdClient, key: str, value: str, *, ttl: float = 10.0,
+        self, client: object, key: str, value: str, *, ttl: float = 10.0,
         retry_for: float = 10.0,
     ) -> None:
         if not isinstance(key, str) or not key:
@@ -93,7 +86,14 @@ class EtcdRegistrar(RegistrarContext):
         if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) \
                 or not retry_for >= 0:
             raise MisuseError(f"etcd registrar retry_for must be >= 0 seconds, not {retry_for!r}")
-        self._client = client
+        if not math.isfinite(retry_for):
+            raise MisuseError(f"etcd registrar retry_for must be finite seconds, not {retry_for!r}")
+        adapted = adapt(client)  # TypeError for an object that is not an etcd client
+        if not isinstance(adapted, EtcdLeases):
+            raise TypeError(f"{type(client).__name__} cannot keep keys under etcd leases")
+        self._client = adapted
+        self._recovery = adapted if isinstance(adapted, Reconnecting) else None
+        self._name = str(adapted)
         self._retry_for = float(retry_for)
         self._key = key
         self._value = normalized
@@ -173,39 +173,44 @@ class EtcdRegistrar(RegistrarContext):
                             what=f"deregistering {self._key!r} from etcd")
         logger.info("deregistered %r from etcd", self._key)
 
+    def _recover(self, error: BaseException | None) -> None:
+        if self._recovery is not None:
+            self._recovery.recover(error)
+
     def _register_once(self) -> None:
         try:
-            revive_endpoints(self._client)
+            self._recover(None)
             try:
                 self._grant_and_put()
             except Exception as error:
-                # etcd forgot our token (restart) -- a client connect() built can log in again
-                if not (is_token_error(error) and reauthenticate(self._client)):
+                # etcd forgot our token (restart): a client connect() built logs in again
+                if not is_token_error(error) or self._recovery is None:
                     raise
+                self._recover(error)
                 self._grant_and_put()
         except Exception as error:
             raise to_backend_error(error, f"registering {self._key!r} in etcd at "
-                                          f"{describe(self._client)}") from error
+                                          f"{self._name}") from error
 
     def _deregister_once(self, lease_id: int | None) -> None:
         try:
-            revive_endpoints(self._client)
+            self._recover(None)
             self._client.delete(self._key)
             if lease_id is not None:
                 self._revoke(lease_id)
         except Exception as error:
             raise to_backend_error(error, f"deregistering {self._key!r} from etcd at "
-                                          f"{describe(self._client)}") from error
+                                          f"{self._name}") from error
 
     def _revoke(self, lease_id: int) -> None:
         try:
-            self._client.revoke_lease(lease_id)
+            self._client.revoke(lease_id)
         except Exception as error:
             if not is_not_found(error):  # already expired or revoked: fine
                 raise
 
     def _grant_and_put(self) -> None:
-        lease_id, granted = grant_lease(self._client, self._lease_ttl)
+        lease_id, granted = self._client.grant(self._lease_ttl)
         self._client.put(self._key, self._value, lease=lease_id)
         with self._state_lock:
             self._lease_id = lease_id
@@ -219,15 +224,13 @@ class EtcdRegistrar(RegistrarContext):
     def _keep_alive(self, stopping: threading.Event) -> None:
         backoff = Backoff(curve=ETCD_KEEPALIVE.capped(self._interval()), rng=random.Random())
         delay = self._interval()
-        reauth = False
+        error: BaseException | None = None
         while not stopping.wait(delay):
             try:
-                revive_endpoints(self._client)
-                if reauth:
-                    reauth = False
-                    reauthenticate(self._client)
+                self._recover(error)
+                error = None
                 lease_id = self.lease_id
-                remaining = keep_alive_once(self._client, lease_id) if lease_id is not None else 0
+                remaining = self._client.keep_alive(lease_id) if lease_id is not None else 0
                 if stopping.is_set():
                     break
                 if remaining <= 0:
@@ -238,15 +241,15 @@ class EtcdRegistrar(RegistrarContext):
                     self._grant_and_put()
                 backoff.reset()
                 delay = self._interval()
-            except Exception as error:  # noqa: BLE001 - the keep-alive must outlive any failure
+            except Exception as failure:  # noqa: BLE001 - the keep-alive must outlive any failure
                 if stopping.is_set():
                     break
-                reauth = is_token_error(error)
-                backoff.maximum = self._interval()
+                error = failure
+                backoff.curve = ETCD_KEEPALIVE.capped(self._interval())
                 delay = backoff.next_delay()
                 logger.warning(
                     "keeping %r alive in etcd at %s failed (%s); retrying in %.2fs",
-                    self._key, describe(self._client), summarize_error(error), delay,
+                    self._key, self._name, summarize_error(failure), delay,
                 )
         logger.debug("etcd keep-alive of %r stopped", self._key)
 

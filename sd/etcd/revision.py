@@ -33,23 +33,45 @@ after it broke, where ``last`` is the highest revision applied so far.
 
 A value that is not an instance (bad UTF-8, no port, ...) is logged once, when
 its put is applied, and counts as "no instance at this key": it replaces
-whatever valid value the key held, and it never stops the watch.
+whatever valid value the key held, and it never stops the watch.  Messages
+quote at most :data:`MAX_QUOTED` bytes of a value (a registry may hold
+megabytes of junk).
+
+Cost
+----
+The view keeps, next to the key map, how many keys hold each instance and the
+distinct instances in sorted order, updated per event (``bisect``), so a watch
+response costs O(changed keys) plus a list insertion, not a sort of the whole
+prefix; :meth:`PrefixView.instances` hands out one cached tuple per state.
 """
 
 from __future__ import annotations
 
+import bisect
 import enum
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from sd.errors import InvalidInstanceError
 from sd.instance import normalize_instance
 
-__all__ = ["KeyValue", "Phase", "PrefixView", "WatchEvent", "decode_instance"]
+__all__ = ["MAX_QUOTED", "KeyValue", "Phase", "PrefixView", "WatchEvent", "decode_instance",
+           "quote_bytes"]
 
 logger = logging.getLogger(f"kitsd.{__name__}")
+
+#: How many bytes of a key or value a log message quotes at most.
+MAX_QUOTED: Final = 64
+
+
+def quote_bytes(data: bytes | str, limit: int = MAX_QUOTED) -> str:
+    """``repr`` of ``data`` cut to ``limit`` bytes, saying how long it really was."""
+    if len(data) <= limit:
+        return repr(data)
+    return f"{data[:limit]!r}... ({len(data)} {'bytes' if isinstance(data, bytes) else 'chars'})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +108,14 @@ def decode_instance(key: bytes, value: bytes, *, source: str = "etcd") -> str | 
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
-        logger.warning("skipping %s key %r: value %r is not UTF-8", source, key, value[:64])
+        logger.warning("skipping %s key %s: value %s is not UTF-8", source, quote_bytes(key),
+                       quote_bytes(value))
         return None
     try:
         return normalize_instance(text)
     except InvalidInstanceError as error:
-        logger.warning("skipping %s key %r: %s", source, key, error)
+        logger.warning("skipping %s key %s: invalid instance %s: %s", source, quote_bytes(key),
+                       quote_bytes(text), quote_bytes(error.reason, 2 * MAX_QUOTED)[1:-1])
         return None
 
 
@@ -105,6 +129,9 @@ class PrefixView:
     def __init__(self, *, source: str = "etcd") -> None:
         self._source = source
         self._by_key: dict[bytes, str | None] = {}
+        self._holders: dict[str, int] = {}  # instance -> how many keys hold it
+        self._sorted: list[str] = []  # the distinct instances, sorted
+        self._snapshot: tuple[str, ...] | None = ()
         self._revision = 0
         self._phase = Phase.NEED_READ
         self._compactions = 0
@@ -141,21 +168,48 @@ class PrefixView:
         return self._compactions
 
     def instances(self) -> tuple[str, ...]:
-        """The valid instances under the prefix, sorted and de-duplicated."""
-        return tuple(sorted({value for value in self._by_key.values() if value is not None}))
+        """The valid instances under the prefix, sorted and de-duplicated.
+
+        The same tuple is returned until the instances change.
+        """
+        if self._snapshot is None:
+            self._snapshot = tuple(self._sorted)
+        return self._snapshot
 
     def apply_read(self, kvs: Iterable[KeyValue], revision: int) -> bool:
         """Replace the view with a full read taken at ``revision``; ``True`` if instances changed.
 
         The read is authoritative: every key not in ``kvs`` is gone.
         """
-        before = self.instances()
         self._by_key = {
             kv.key: decode_instance(kv.key, kv.value, source=self._source) for kv in kvs
         }
+        holders = Counter(value for value in self._by_key.values() if value is not None)
+        self._holders = dict(holders)
+        ordered = sorted(holders)
+        changed = ordered != self._sorted
+        if changed:
+            self._sorted = ordered
+            self._snapshot = None
         self._revision = revision
         self._phase = Phase.WATCHING
-        return self.instances() != before
+        return changed
+
+    def _hold(self, instance: str) -> None:
+        count = self._holders.get(instance, 0)
+        self._holders[instance] = count + 1
+        if count == 0:
+            bisect.insort(self._sorted, instance)
+            self._snapshot = None
+
+    def _release(self, instance: str) -> None:
+        count = self._holders[instance] - 1
+        if count:
+            self._holders[instance] = count
+            return
+        del self._holders[instance]
+        del self._sorted[bisect.bisect_left(self._sorted, instance)]
+        self._snapshot = None
 
     def apply_events(self, events: Iterable[WatchEvent]) -> bool:
         """Apply one watch response's events in order; ``True`` if instances changed.
@@ -166,21 +220,32 @@ class PrefixView:
         """
         if self._phase is Phase.NEED_READ:
             return False
-        before = self.instances()
         applied_up_to = self._revision
         highest = applied_up_to
+        was_present: dict[str, bool] = {}  # instances touched -> present before the batch
         for event in events:
             if event.mod_revision <= applied_up_to:
                 continue
             highest = max(highest, event.mod_revision)
+            old = self._by_key.get(event.key)
             if event.kind == "delete":
                 self._by_key.pop(event.key, None)
+                new = None
             else:
-                self._by_key[event.key] = decode_instance(
-                    event.key, event.value, source=self._source
-                )
+                new = decode_instance(event.key, event.value, source=self._source)
+                self._by_key[event.key] = new
+            if old == new:
+                continue
+            for instance in (old, new):
+                if instance is not None and instance not in was_present:
+                    was_present[instance] = instance in self._holders
+            if old is not None:
+                self._release(old)
+            if new is not None:
+                self._hold(new)
         self._revision = highest
-        return self.instances() != before
+        return any((instance in self._holders) != before
+                   for instance, before in was_present.items())
 
     def compacted(self, compact_revision: int) -> None:
         """etcd compacted history up to ``compact_revision`` past our watch: re-read next."""

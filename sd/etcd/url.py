@@ -1,14 +1,29 @@
 """``etcd://`` URLs for :func:`sd.url.instancer_from_url`.
 
-Form: ``etcd://[user[:password]@]host[:port][,host[:port]...]/prefix/[?timeout=SECONDS]``
+Form::
+
+    etcd://[user[:password]@]host[:port][,host[:port]...]/prefix/[?PARAMS]
 
 * several comma-separated hosts give a client that fails over between
   cluster members; the port defaults to 2379;
 * the path is the key prefix, kept as written (``etcd://h:2379/services/api/``
   watches ``/services/api/``); percent-escapes are decoded;
-* credentials come from the URL's userinfo, else from the environment
-  variables ``KITSD_ETCD_USER`` and ``KITSD_ETCD_PASSWORD``.  They are never
-  logged and never appear in a ``repr``.
+* credentials come from the environment variables ``KITSD_ETCD_USER`` and
+  ``KITSD_ETCD_PASSWORD`` (preferred: a URL ends up in shell histories and
+  process lists), or from the URL's userinfo, which wins.  They are never
+  logged, never appear in an error message or a ``repr``; a ``user``,
+  ``password`` or ``token`` query parameter is refused without echoing it;
+* ``PARAMS``: ``timeout=SECONDS`` (every call, default 5);
+  ``liveness=SECONDS`` (how long a silently broken connection may go
+  unreported, default 5: :class:`~sd.etcd.EtcdInstancer`'s
+  ``liveness_timeout``); TLS with
+  ``ca=PATH`` (the CA file that signed the server certificate: its presence
+  switches to TLS) and optionally ``cert=PATH&key=PATH`` (a client
+  certificate and its key, together), for example
+  ``etcd://etcd1:2379/services/api/?ca=/etc/etcd/ca.pem&cert=/etc/kitsd/client.pem&key=/etc/kitsd/client-key.pem``.
+  They reach :func:`sd.etcd.connect`'s ``ca_cert``, ``cert_cert`` and
+  ``cert_key``.  ``etcds://`` is accepted as the same form and requires
+  ``ca=`` (a reminder that the URL is meant to use TLS).
 
 The instancer built from a URL owns its client and closes it on ``stop()``.
 """
@@ -22,8 +37,8 @@ import urllib.parse
 from typing import Any, Final
 
 from sd.errors import InvalidInstanceError, MisuseError
-from sd.etcd.client import close_client, connect
-from sd.etcd.instancer import EtcdInstancer
+from sd.etcd.connect import close_client, connect
+from sd.etcd.instancer import DEFAULT_LIVENESS_TIMEOUT, EtcdInstancer
 from sd.instance import split_address
 from sd.instancer import InstancerHandle
 
@@ -35,12 +50,14 @@ PASSWORD_ENV: Final = "KITSD_ETCD_PASSWORD"  # noqa: S105 - the variable's name,
 """Environment variable with the etcd password when the URL has none."""
 
 _DEFAULT_PORT: Final = 2379
+_SECRET_PARAMS: Final = frozenset({"user", "username", "password", "pass", "token", "auth"})
 
 
 class EtcdURL:
     """A parsed ``etcd://`` URL.  ``repr`` and ``str`` hide the password."""
 
-    __slots__ = ("_password", "endpoints", "prefix", "timeout", "user")
+    __slots__ = ("_password", "ca", "cert", "endpoints", "key", "liveness", "prefix", "timeout",
+                 "user")
 
     def __init__(
         self,
@@ -50,12 +67,25 @@ class EtcdURL:
         user: str | None,
         password: str | None,
         timeout: float | None,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        liveness: float = DEFAULT_LIVENESS_TIMEOUT,
     ) -> None:
         self.endpoints = endpoints
         self.prefix = prefix
         self.user = user
         self._password = password
         self.timeout = timeout
+        self.ca = ca
+        self.cert = cert
+        self.key = key
+        self.liveness = liveness
+
+    @property
+    def tls(self) -> bool:
+        """Whether the URL asks for TLS (it names a CA file)."""
+        return self.ca is not None
 
     @property
     def password(self) -> str | None:
@@ -64,12 +94,20 @@ class EtcdURL:
 
     def __repr__(self) -> str:
         secret = "" if self._password is None else ", password='***'"
+        tls = "" if self.ca is None else f", ca={self.ca!r}, cert={self.cert!r}, key={self.key!r}"
         return (
             f"EtcdURL(endpoints={self.endpoints!r}, prefix={self.prefix!r},"
-            f" user={self.user!r}{secret}, timeout={self.timeout!r})"
+            f" user={self.user!r}{secret}, timeout={self.timeout!r}{tls})"
         )
 
     __str__ = __repr__
+
+
+def _float_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _split_hosts(netloc: str) -> list[str]:
@@ -91,7 +129,8 @@ def _split_hosts(netloc: str) -> list[str]:
 
 def parse_url(parsed: urllib.parse.SplitResult) -> EtcdURL:
     """Parse an ``etcd://`` URL; raises :class:`~sd.errors.MisuseError` (a ``ValueError``)."""
-    if parsed.scheme.lower() != "etcd":
+    scheme = parsed.scheme.lower()
+    if scheme not in ("etcd", "etcds"):
         raise MisuseError(f"not an etcd:// URL (scheme {parsed.scheme!r})")
     endpoints = _split_hosts(parsed.netloc)
     prefix = urllib.parse.unquote(parsed.path)
@@ -112,27 +151,46 @@ def parse_url(parsed: urllib.parse.SplitResult) -> EtcdURL:
         raise MisuseError(
             f"etcd URL has a user but no password (set it in the URL or {PASSWORD_ENV})"
         )
-    timeout: float | None = 5.0
+    seconds: dict[str, float] = {"timeout": 5.0, "liveness": DEFAULT_LIVENESS_TIMEOUT}
+    files: dict[str, str] = {}
     for name, values in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items():
-        if name != "timeout":
-            raise MisuseError(f"unknown etcd URL parameter {name!r} (known: timeout)")
-        try:
-            timeout = float(values[-1])
-        except ValueError:
-            raise MisuseError(f"etcd URL timeout must be seconds, not {values[-1]!r}") from None
-        if not math.isfinite(timeout) or timeout <= 0:
-            raise MisuseError(f"etcd URL timeout must be positive, not {values[-1]!r}")
-    return EtcdURL(endpoints, prefix, user=user, password=password, timeout=timeout)
+        if name in _SECRET_PARAMS:
+            raise MisuseError(
+                f"etcd URL parameter {name!r} is not accepted: give credentials in"
+                f" {USER_ENV}/{PASSWORD_ENV} (or the URL's user:password@)")
+        if name in ("ca", "cert", "key"):
+            if not values[-1]:
+                raise MisuseError(f"etcd URL parameter {name!r} needs a file path")
+            files[name] = values[-1]
+            continue
+        if name not in seconds:
+            raise MisuseError(
+                f"unknown etcd URL parameter {name!r} (known: timeout, liveness, ca, cert, key)")
+        value = _float_or_none(values[-1])
+        if value is None:  # raised outside the except block: no context quoting the value
+            raise MisuseError(f"etcd URL {name} must be a number of seconds")
+        if not math.isfinite(value) or value <= 0:
+            raise MisuseError(f"etcd URL {name} must be finite seconds > 0, not {value!r}")
+        seconds[name] = value
+    if ("cert" in files) != ("key" in files):
+        raise MisuseError("etcd URL parameters cert and key go together")
+    if "cert" in files and "ca" not in files:
+        raise MisuseError("etcd URL parameters cert/key need ca (the server's CA file)")
+    if scheme == "etcds" and "ca" not in files:
+        raise MisuseError("etcds:// URLs need ca=PATH (the CA file of the server certificate)")
+    return EtcdURL(endpoints, prefix, user=user, password=password, timeout=seconds["timeout"],
+                   ca=files.get("ca"), cert=files.get("cert"), key=files.get("key"),
+                   liveness=seconds["liveness"])
 
 
 class _OwningEtcdInstancer(EtcdInstancer):
     """An :class:`EtcdInstancer` that closes its (private) client when stopped."""
 
-    def __init__(self, client: Any, prefix: str) -> None:
+    def __init__(self, client: Any, prefix: str, *, liveness_timeout: float) -> None:
         self._close_lock = threading.Lock()
         self._closed = False
         try:
-            super().__init__(client, prefix)
+            super().__init__(client, prefix, liveness_timeout=liveness_timeout)
         except BaseException:
             close_client(client)
             raise
@@ -157,6 +215,7 @@ def instancer_from_url(parsed: urllib.parse.SplitResult) -> InstancerHandle:
     """
     url = parse_url(parsed)
     client = connect(
-        endpoints=url.endpoints, user=url.user, password=url.password, timeout=url.timeout
+        endpoints=url.endpoints, user=url.user, password=url.password, timeout=url.timeout,
+        ca_cert=url.ca, cert_cert=url.cert, cert_key=url.key,
     )
-    return _OwningEtcdInstancer(client, url.prefix)
+    return _OwningEtcdInstancer(client, url.prefix, liveness_timeout=url.liveness)

@@ -16,7 +16,6 @@ import pytest
 
 import sd.etcd
 from compose.etcd import EtcdCluster, EtcdMember
-from sd.etcd.client import current_endpoint, revive_endpoints
 from sd.event import Event
 from tests.etcd.conftest import require_etcd_binary
 from tests.helpers import wait_for
@@ -28,6 +27,11 @@ pytestmark = pytest.mark.integration
 
 def instance(index: int) -> str:
     return f"10.{index // 250}.{index % 250}.1:80"
+
+
+def current_endpoint(client: Any) -> str | None:
+    """The member the client talks to now (the vendor's public ``endpoint_in_use``)."""
+    return client.vendor.endpoint_in_use.netloc  # type: ignore[no-any-return]
 
 
 def member_at(cluster: EtcdCluster, endpoint: str | None) -> EtcdMember:
@@ -45,7 +49,7 @@ def retrying(call: Callable[[], object], client: Any, deadline: float) -> None:
         except Exception:
             if time.monotonic() > deadline:
                 raise
-            revive_endpoints(client)
+            client.recover(None)
             time.sleep(0.02)  # a retry pause for the writer, not synchronisation
         else:
             return
@@ -76,9 +80,9 @@ def test_compose_restarts_on_the_same_ports_and_data_and_leaves_nothing_behind()
         client = sd.etcd.connect(member.host, member.client_port)
 
         def value() -> bytes | None:
-            revive_endpoints(client)
+            client.recover(None)
             try:
-                found, _ = client.get("/compose/k")
+                found, _ = client.vendor.get("/compose/k")
             except Exception:
                 return None
             return found  # type: ignore[no-any-return]
@@ -199,7 +203,7 @@ def test_registration_survives_a_leader_change(
         others = [member for member in etcd_cluster.members if member is not leader]
         reader = sd.etcd.connect(endpoints=[member.endpoint for member in others])
         clients.append(reader)
-        granted = reader.get_lease_info(lease).grantedTTL
+        granted = reader.vendor.get_lease_info(lease).grantedTTL
         leader.kill()
         new_leader = etcd_cluster.leader()
         assert new_leader is not leader
@@ -207,12 +211,12 @@ def test_registration_survives_a_leader_change(
         # Past the TTL after the change, the key is there on the same, refreshed lease.
         deadline = time.monotonic() + granted + 1.0
         while time.monotonic() < deadline:
-            value, meta = reader.get(key)
+            value, meta = reader.vendor.get(key)
             assert value == b"10.0.0.1:80", "the registration disappeared"
             assert meta.lease_id == lease
             time.sleep(0.1)  # an invariant checked over time, not a wait
         assert registrar.lease_id == lease
         assert registrar.registrations == 1, "the lease was lost and had to be re-created"
-        assert reader.get_lease_info(lease).TTL > 0
-    value, _ = reader.get(key)
+        assert reader.vendor.get_lease_info(lease).TTL > 0
+    value, _ = reader.vendor.get(key)
     assert value is None, "deregister() must delete the key"

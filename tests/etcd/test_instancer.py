@@ -22,7 +22,7 @@ import sd.etcd
 from compose.etcd import EtcdMember, ExternalEtcd
 from compose.process import free_ports
 from sd.errors import BackendError, MisuseError, PermissionDeniedError, RegistryUnavailableError
-from sd.etcd.client import compacted_revision, revive_endpoints, to_backend_error
+from sd.etcd.errors import compacted_revision, to_backend_error
 from sd.etcd.instancer import _running_watches
 from sd.event import Event
 from tests.etcd.conftest import require_restartable
@@ -111,54 +111,35 @@ def test_compaction_is_recognised() -> None:
     assert compacted_revision(None) is None
 
 
-def test_revive_endpoints_clears_the_five_minute_failed_mark() -> None:
-    endpoint = pyetcd.Endpoint("127.0.0.1", 1, secure=False)
-    user_client = pyetcd.MultiEndpointEtcd3Client(endpoints=[endpoint])
-    try:
-        endpoint.fail()
-        assert endpoint.is_failed()
-        with pytest.raises(ValueError, match="failed node"):
-            _ = user_client.channel
-        assert revive_endpoints(user_client) == ["127.0.0.1:1"]
-        assert not endpoint.is_failed()
-        assert user_client.channel is not None
-        assert revive_endpoints(user_client) == []
-    finally:
-        user_client.close()
-
-
-def test_revive_endpoints_leaves_failover_to_a_healthy_member() -> None:
-    from pyetcd.exceptions import NoServerAvailableError
-
-    endpoints = [pyetcd.Endpoint("127.0.0.1", port, secure=False) for port in (1, 2, 3)]
-    failover = pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, failover=True)
-    try:
-        endpoints[0].fail()
-        assert revive_endpoints(failover) == []  # 2 and 3 are usable: fail over to them
-        assert endpoints[0].is_failed()
-        endpoints[1].fail()
-        endpoints[2].fail()
-        with pytest.raises(NoServerAvailableError):
-            _ = failover.channel
-        assert sorted(revive_endpoints(failover)) == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
-        assert failover.channel is not None
-    finally:
-        failover.close()
-
-
-def test_revive_endpoints_ignores_clients_without_marks() -> None:
-    class Old:
-        channel = object()
-
-    assert revive_endpoints(Old()) == []
-    assert revive_endpoints(object()) == []
-
-
 def test_instancer_rejects_misuse() -> None:
     with pytest.raises(MisuseError):
-        sd.etcd.EtcdInstancer(object(), "")  # type: ignore[arg-type]
+        sd.etcd.EtcdInstancer(object(), "")
     with pytest.raises(TypeError, match="not an etcd client"):
-        sd.etcd.EtcdInstancer(object(), "/svc/")  # type: ignore[arg-type]
+        sd.etcd.EtcdInstancer(object(), "/svc/")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"liveness_timeout": 0}, "liveness_timeout"),
+     ({"liveness_timeout": -1.0}, "liveness_timeout"),
+     ({"liveness_timeout": float("nan")}, "liveness_timeout"),
+     ({"liveness_timeout": float("inf")}, "liveness_timeout"),
+     ({"liveness_timeout": True}, "liveness_timeout"),
+     ({"page_size": 0}, "page_size"),
+     ({"page_size": 2.5}, "page_size")],
+)
+def test_bad_instancer_arguments_fail_before_anything_starts(
+    kwargs: dict[str, Any], name: str, no_thread_leaks: None
+) -> None:
+    threads_before = threading.active_count()
+    client = pyetcd.client("127.0.0.1", free_ports(1)[0])
+    try:
+        with pytest.raises(MisuseError, match=name):
+            sd.etcd.EtcdInstancer(client, "/svc/", **kwargs)
+        assert _running_watches() == 0, "a shared-watch entry was left behind"
+        assert threading.active_count() == threads_before
+    finally:
+        client.close()
 
 
 def test_sd_etcd_imports_without_client_libraries() -> None:
@@ -350,7 +331,7 @@ def test_restart_recovers_within_seconds_with_the_users_own_client(
     """A plain pyetcd client marks the endpoint failed for 300 s on the first error;
     the instancer must not stay blind that long."""
     require_restartable(etcd_member)
-    caplog.set_level(logging.DEBUG, logger="kitsd.sd.etcd.client")
+    caplog.set_level(logging.DEBUG, logger="kitsd.sd.etcd.adapter")
     assert isinstance(etcd_member, EtcdMember)
     user_client.put(f"{prefix}a", "10.0.0.1:80")
     with sd.etcd.EtcdInstancer(user_client, prefix) as instancer:
@@ -359,8 +340,10 @@ def test_restart_recovers_within_seconds_with_the_users_own_client(
         wait_for(instances_are(instancer, "10.0.0.1:80"), 5, "the initial read")
         etcd_member.kill()  # a crash: the port closes at once
         wait_for(lambda: instancer.state.error is not None, 5, "the outage to be reported")
-        wait_for(lambda: any("cleared the failed mark" in r.getMessage() for r in caplog.records),
-                 5, "the vendor's failed mark to be hit and cleared")
+        # A call of the user's own during the outage marks the endpoint failed for 300 s.
+        with pytest.raises(Exception):  # noqa: B017 - the vendor's connection error
+            user_client.get(f"{prefix}a")
+        assert user_client.endpoints[etcd_member.endpoint].is_failed()
         outage = instancer.state
         assert isinstance(outage.error, RegistryUnavailableError)
         assert outage.error.__cause__ is not None
@@ -373,6 +356,7 @@ def test_restart_recovers_within_seconds_with_the_users_own_client(
         recovery = time.monotonic() - healthy_at
         print(f"FIGURE recovery after an etcd restart (user's own client): {recovery:.2f} s")
         assert recovery < 10.0
+        assert any("cleared the failed mark" in r.getMessage() for r in caplog.records)
         # The user's client works again too (its failed mark was cleared).
         assert user_client.get(f"{prefix}a")[0] == b"10.0.0.1:80"
 
@@ -431,7 +415,7 @@ def test_compaction_while_the_watch_is_down_forces_a_reread(
     client: Any, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="kitsd.sd.etcd.revision")
-    gated = GatedClient(client)
+    gated = GatedClient(client.vendor)
     client.put(f"{prefix}a", "10.0.0.1:80")
     client.put(f"{prefix}b", "10.0.0.2:80")
     with sd.etcd.EtcdInstancer(cast(Any, gated), prefix) as instancer:
@@ -443,8 +427,8 @@ def test_compaction_while_the_watch_is_down_forces_a_reread(
         client.delete(f"{prefix}a")
         client.put(f"{prefix}c", "10.0.0.3:80")
         client.put(f"{prefix}b", "10.0.0.20:80")
-        revision = client.put(f"{prefix}c", "10.0.0.30:80").header.revision
-        client.compact(revision, physical=True)
+        revision = client.put(f"{prefix}c", "10.0.0.30:80")
+        client.vendor.compact(revision, physical=True)
         assert instancer.state.instances == ("10.0.0.1:80", "10.0.0.2:80"), "no watch, no news"
         gated.open_gate()
         wait_for(instances_are(instancer, "10.0.0.20:80", "10.0.0.30:80"), 10, "the re-read")
@@ -458,7 +442,7 @@ def test_compaction_while_the_watch_is_down_forces_a_reread(
 
 @pytest.mark.integration
 def test_a_resumed_watch_gets_the_changes_made_while_it_was_down(client: Any, prefix: str) -> None:
-    gated = GatedClient(client)
+    gated = GatedClient(client.vendor)
     with sd.etcd.EtcdInstancer(cast(Any, gated), prefix) as instancer:
         recorder = Recorder()
         instancer.subscribe(recorder)
@@ -508,3 +492,60 @@ def test_a_subscriber_may_stop_the_instancer_from_its_callback(
     wait_for(lambda: _running_watches() == 0, 5, "the watch thread to end")
     wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("kitsd-etcd")],
              5, "no kitsd thread")
+
+
+# ---------------------------------------------------------------------------
+# a prefix larger than the client accepts (issue 7.2)
+
+MIB = 1 << 20
+
+
+@pytest.mark.integration
+def test_a_prefix_larger_than_4_mib_is_read_in_pages_and_junk_skipped(
+    client: Any, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Five 1 MiB junk values make one range read over grpcio's 4 MiB limit
+    (RESOURCE_EXHAUSTED); the instancer must still serve the good instances."""
+    caplog.set_level(logging.WARNING)
+    client.put(f"{prefix}a-good", "10.0.0.1:80")
+    for index in range(5):
+        client.put(f"{prefix}junk{index}", b"x" * MIB)
+    client.put(f"{prefix}z-good", "10.0.0.2:80")
+    with sd.etcd.EtcdInstancer(client, prefix) as instancer:
+        wait_for(instances_are(instancer, "10.0.0.1:80", "10.0.0.2:80"), 15, "the good values")
+        client.put(f"{prefix}m-good", "10.0.0.3:80")
+        wait_for(instances_are(instancer, "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"), 5,
+                 "a watched change after the paged read")
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("junk0" in message for message in messages), "the bad entries are named"
+    assert max(len(message) for message in messages) < 2_000, "values are truncated in logs"
+
+
+@pytest.mark.integration
+def test_a_reread_after_compaction_over_a_huge_prefix_is_not_stale(
+    client: Any, prefix: str
+) -> None:
+    gated = GatedClient(client.vendor)
+    client.put(f"{prefix}a", "10.0.0.1:80")
+    with sd.etcd.EtcdInstancer(cast(Any, gated), prefix) as instancer:
+        wait_for(instances_are(instancer, "10.0.0.1:80"), 5, "the initial read")
+        gated.close_gate()
+        wait_for(lambda: gated.refused >= 1, 5, "a refused reconnect")
+        for index in range(5):
+            client.put(f"{prefix}junk{index}", b"\xff" * MIB)
+        revision = client.put(f"{prefix}b", "10.0.0.2:80")
+        client.vendor.compact(revision, physical=True)
+        gated.open_gate()
+        wait_for(instances_are(instancer, "10.0.0.1:80", "10.0.0.2:80"), 15,
+                 "the re-read after compaction")
+
+
+@pytest.mark.integration
+def test_the_real_error_is_named_when_a_read_is_too_large(client: Any, prefix: str) -> None:
+    for index in range(5):
+        client.put(f"{prefix}junk{index}", b"x" * MIB)
+    with pytest.raises(Exception) as raised:
+        client.read_prefix(prefix.encode())
+    mapped = to_backend_error(raised.value, "reading")
+    assert "RESOURCE_EXHAUSTED" in str(mapped)
+    assert "unavailable" not in str(mapped)

@@ -251,3 +251,56 @@ def test_revision_module_is_pure() -> None:
                     todo.append(target)
     assert len(seen) >= 3, "the scan must reach sd.instance and sd.errors"
     assert problems == []
+
+
+def test_incremental_view_matches_a_full_recount_under_random_changes() -> None:
+    """The sorted view kept per event equals sorting the whole key map after every batch,
+    and ``changed`` is true exactly when the instance set changed."""
+    import random
+
+    rng = random.Random(7)
+    view = PrefixView()
+    view.apply_read([KeyValue(b"k0", b"10.0.0.1:80")], 1)
+    model: dict[bytes, str] = {b"k0": "10.0.0.1:80"}
+    revision = 1
+    for _ in range(400):
+        events = []
+        for _ in range(rng.randint(1, 4)):
+            revision += 1
+            key = f"k{rng.randrange(12)}".encode()
+            if rng.random() < 0.3:
+                events.append(WatchEvent("delete", key, revision))
+                model.pop(key, None)
+            else:
+                value = rng.choice(["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "bad"])
+                events.append(WatchEvent("put", key, revision, value.encode()))
+                if value == "bad":
+                    model.pop(key, None)
+                else:
+                    model[key] = value
+        before = view.instances()
+        changed = view.apply_events(events)
+        expected = tuple(sorted(set(model.values())))
+        assert view.instances() == expected
+        assert changed == (expected != before)
+
+
+def test_instances_hands_out_one_tuple_per_state() -> None:
+    view = PrefixView()
+    view.apply_read([KeyValue(b"a", b"10.0.0.1:80")], 1)
+    first = view.instances()
+    assert view.instances() is first
+    view.apply_events([WatchEvent("put", b"a", 2, b"10.0.0.1:80")])  # same value
+    assert view.instances() is first
+    view.apply_events([WatchEvent("put", b"b", 3, b"10.0.0.2:80")])
+    assert view.instances() == ("10.0.0.1:80", "10.0.0.2:80")
+
+
+def test_a_huge_bad_value_gives_a_short_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="kitsd.sd.etcd.revision")
+    assert decode_instance(b"/svc/junk", b"x" * 1_000_000) is None
+    assert decode_instance(b"/svc/junk2", b"\xff" * 1_000_000) is None
+    assert decode_instance(b"k" * 100_000, b"nohost:99999999" * 10_000) is None
+    assert caplog.records
+    for record in caplog.records:
+        assert len(record.getMessage()) < 600, record.getMessage()[:200]

@@ -15,7 +15,7 @@ import pytest
 import sd
 import sd.etcd
 from compose.etcd import EtcdCluster, EtcdMember, ExternalEtcd
-from sd.errors import MisuseError, PermissionDeniedError
+from sd.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
 from sd.etcd.url import PASSWORD_ENV, USER_ENV, parse_url
 from tests.etcd.conftest import require_etcd_binary
 from tests.helpers import wait_for
@@ -65,6 +65,11 @@ def test_credentials_from_the_url_are_hidden_in_repr() -> None:
     assert "alice" in repr(url)
 
 
+def test_liveness_from_the_url() -> None:
+    assert parse("etcd://h/svc/").liveness == 5.0
+    assert parse("etcd://h/svc/?liveness=2.5").liveness == 2.5
+
+
 def test_credentials_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(USER_ENV, "bob")
     monkeypatch.setenv(PASSWORD_ENV, "hunter2")
@@ -86,6 +91,8 @@ def test_credentials_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
         "etcd://h/svc/?tag=x",
         "etcd://h/svc/?timeout=soon",
         "etcd://h/svc/?timeout=0",
+        "etcd://h/svc/?liveness=0",
+        "etcd://h/svc/?liveness=nan",
         "etcd://[::1/svc/",
     ],
 )
@@ -118,7 +125,7 @@ def test_url_instancer_sees_values_and_closes_its_client_on_stop(
         instancer.stop()
     instancer.stop()  # idempotent
     with pytest.raises(Exception):  # noqa: B017 - any error: the channel is closed
-        owned.get(f"{prefix}a")
+        owned.vendor.get(f"{prefix}a")
 
 
 # -- with authentication ---------------------------------------------------------
@@ -245,3 +252,62 @@ def test_the_token_is_renewed_after_etcd_forgets_it_in_a_restart(
             sd.etcd.close_client(fresh)
     assert not [t for t in threading.enumerate() if t.name.startswith("kitsd-etcd")]
     assert "invalid auth token" in caplog.text, "etcd never rejected the old token"
+
+
+# ---------------------------------------------------------------------------
+# no message echoes a secret, whatever the URL shape (issues 7.7 and 7.9)
+
+SECRET = "hunter2-S3CRET"  # noqa: S105 - a test value
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"etcd://alice:{SECRET}@127.0.0.1:notaport/svc/",
+        f"etcd://alice:{SECRET}@127.0.0.1:1/",
+        f"etcd://alice:{SECRET}@/svc/",
+        f"etcd://alice:{SECRET}@h/svc/?tag=x",
+        f"etcd://alice:{SECRET}@h/svc/?timeout={SECRET}",
+        f"etcd://h/svc/?password={SECRET}",
+        f"etcd://h/svc/?token={SECRET}",
+        f"etcd://h/svc/?user=alice&password={SECRET}",
+        f"etcd://{SECRET}@h/svc/",
+        f"etcd://alice:{SECRET}@[::1/svc/",
+        f"etcds://alice:{SECRET}@h/svc/",
+        f"etcd://alice:{SECRET}@h/svc/?cert=/c.pem",
+    ],
+)
+def test_no_error_or_log_line_echoes_a_secret(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ValueError) as raised:
+        sd.instancer_from_url(url)
+    chain: list[BaseException] = []
+    error: BaseException | None = raised.value
+    while error is not None and len(chain) < 10:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    for item in chain:
+        assert SECRET not in str(item), f"{type(item).__name__} echoes the secret"
+        assert SECRET not in repr(item)
+    assert SECRET not in caplog.text
+
+
+@pytest.mark.integration
+def test_an_unreachable_etcd_with_credentials_never_shows_them(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from compose.process import free_ports
+
+    caplog.set_level(logging.DEBUG)
+    port = free_ports(1)[0]
+    monkeypatch.setenv(USER_ENV, "bob")
+    monkeypatch.setenv(PASSWORD_ENV, SECRET)
+    for url in (f"etcd://127.0.0.1:{port}/svc/?timeout=1",
+                f"etcd://alice:{SECRET}@127.0.0.1:{port}/svc/?timeout=1"):
+        with pytest.raises(RegistryUnavailableError) as raised:  # connect() logs in at once
+            sd.instancer_from_url(url)
+        assert SECRET not in str(raised.value)
+        assert SECRET not in repr(raised.value)
+    assert SECRET not in caplog.text

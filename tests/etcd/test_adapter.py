@@ -1,0 +1,262 @@
+"""Tests for sd.etcd.adapter (the one place that touches pyetcd/etcd3) and sd.etcd.connect.
+
+The first group fails loudly when an installed vendor release no longer has an
+attribute a workaround relies on: that is the moment to re-verify the
+workaround, not a production watch going blind.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+import sd.etcd
+from compose.process import free_ports
+from sd.errors import MisuseError
+from sd.etcd.adapter import (
+    VENDOR_METHODS,
+    Login,
+    VendorClient,
+    _channels,
+    _clear_failed_marks,
+    _etcdrpc,
+    adapt,
+)
+from sd.etcd.client import EtcdClient, EtcdLeases, EtcdReader, RangePage, Reconnecting
+
+pyetcd = pytest.importorskip("pyetcd")
+
+
+@pytest.fixture
+def dead_client() -> Any:
+    """A pyetcd client on a port nobody listens on (the constructor makes no call)."""
+    made = pyetcd.client("127.0.0.1", free_ports(1)[0])
+    yield made
+    made.close()
+
+
+# ---------------------------------------------------------------------------
+# the vendor layout every workaround relies on
+
+
+def test_vendor_layout_the_workarounds_rely_on(dead_client: Any) -> None:
+    client_module = sys.modules[type(dead_client).__module__]  # pyetcd.client
+    # _clear_failed_marks / _mark_failed: endpoints by netloc, each with a failed mark.
+    assert isinstance(dead_client.endpoints, dict)
+    endpoint = next(iter(dead_client.endpoints.values()))
+    for name in ("last_failed", "time_retry", "netloc", "channel"):
+        assert hasattr(endpoint, name), f"pyetcd.Endpoint lost {name!r}"
+    for name in ("fail", "is_failed", "use"):
+        assert callable(getattr(endpoint, name, None)), f"pyetcd.Endpoint lost {name}()"
+    assert "failover" in vars(dead_client)
+    # _range_with_deadline: the KV stub, the request class, credentials and metadata.
+    rpc = _etcdrpc(dead_client)
+    assert rpc is not None, "pyetcd.etcdrpc.RangeRequest is gone"
+    request = rpc.RangeRequest(key=b"a", range_end=b"b", limit=1, revision=0, keys_only=True)
+    assert request.limit == 1
+    assert callable(getattr(dead_client.kvstub, "Range", None))
+    assert hasattr(dead_client, "call_credentials")
+    assert hasattr(dead_client, "metadata")
+    assert hasattr(dead_client, "timeout")
+    # _replace_token: Authenticate, the token plugin, the watcher property and its factory.
+    assert callable(getattr(dead_client.authstub, "Authenticate", None))
+    assert hasattr(rpc, "AuthenticateRequest")
+    assert hasattr(client_module, "EtcdTokenCallCredentials")
+    assert isinstance(type(dead_client).__dict__.get("watcher")
+                      or type(dead_client).__mro__[1].__dict__.get("watcher"), property)
+    assert callable(getattr(dead_client, "get_watcher", None))
+    assert callable(getattr(dead_client.watcher, "close", None))
+    # _channels: a grpc channel per endpoint that can be subscribed to.
+    channels = _channels(dead_client)
+    assert len(channels) == 1
+    assert callable(getattr(channels[0], "subscribe", None))
+    # The watch: callbacks, ids, cancel; the public verbs the adapter calls.
+    for name in VENDOR_METHODS:
+        assert callable(getattr(dead_client, name, None)), f"pyetcd client lost {name}()"
+
+
+def test_vendor_versions_are_the_verified_ones() -> None:
+    """The workarounds were verified against these releases (pinned in pyproject.toml)."""
+    from importlib.metadata import version
+
+    assert version("etcd-sdk-python") == "0.0.7", "re-verify sd/etcd/adapter.py's workarounds"
+
+
+# ---------------------------------------------------------------------------
+# failed marks
+
+
+def test_clear_failed_marks_undoes_the_five_minute_failed_mark() -> None:
+    endpoint = pyetcd.Endpoint("127.0.0.1", 1, secure=False)
+    user_client = pyetcd.MultiEndpointEtcd3Client(endpoints=[endpoint])
+    try:
+        endpoint.fail()
+        assert endpoint.is_failed()
+        with pytest.raises(ValueError, match="failed node"):
+            _ = user_client.channel
+        assert _clear_failed_marks(user_client) == ["127.0.0.1:1"]
+        assert not endpoint.is_failed()
+        assert user_client.channel is not None
+        assert _clear_failed_marks(user_client) == []
+    finally:
+        user_client.close()
+
+
+def test_clear_failed_marks_leaves_failover_to_a_healthy_member() -> None:
+    from pyetcd.exceptions import NoServerAvailableError
+
+    endpoints = [pyetcd.Endpoint("127.0.0.1", port, secure=False) for port in (1, 2, 3)]
+    failover = pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, failover=True)
+    try:
+        endpoints[0].fail()
+        assert _clear_failed_marks(failover) == []  # 2 and 3 are usable: fail over to them
+        assert endpoints[0].is_failed()
+        endpoints[1].fail()
+        endpoints[2].fail()
+        with pytest.raises(NoServerAvailableError):
+            _ = failover.channel
+        assert sorted(_clear_failed_marks(failover)) == ["127.0.0.1:1", "127.0.0.1:2",
+                                                         "127.0.0.1:3"]
+        assert failover.channel is not None
+    finally:
+        failover.close()
+
+
+def test_clear_failed_marks_ignores_clients_without_marks() -> None:
+    class Old:
+        channel = object()
+
+    assert _clear_failed_marks(Old()) == []
+    assert _clear_failed_marks(object()) == []
+
+
+def test_recover_clears_the_mark_of_a_users_client(dead_client: Any) -> None:
+    endpoint = next(iter(dead_client.endpoints.values()))
+    endpoint.fail()
+    VendorClient(dead_client).recover(None)
+    assert not endpoint.is_failed()
+
+
+# ---------------------------------------------------------------------------
+# adapting
+
+
+def test_adapt_wraps_vendor_clients_and_keeps_protocol_objects(dead_client: Any) -> None:
+    adapted = adapt(dead_client)
+    assert isinstance(adapted, VendorClient)
+    assert adapted.vendor is dead_client
+    for protocol in (EtcdClient, EtcdReader, EtcdLeases, Reconnecting):
+        assert isinstance(adapted, protocol)
+    assert adapt(adapted) is adapted
+
+    class Scripted:
+        def read_prefix(self, prefix: bytes, **kwargs: Any) -> RangePage:
+            return RangePage((), 1)
+
+        def watch(self, prefix: bytes, start_revision: int, callback: Any) -> object:
+            return 1
+
+        def cancel(self, watch_id: object) -> None:
+            return None
+
+        grant = keep_alive = put = delete = revoke = cancel
+
+    scripted: object = Scripted()
+    assert adapt(scripted) is scripted
+    with pytest.raises(TypeError, match="not an etcd client"):
+        adapt(object())
+    adapted.close()  # not owned: the user's client stays open
+    assert dead_client.endpoints  # still usable
+
+
+def test_the_adapter_never_shows_the_password(dead_client: Any) -> None:
+    login = Login("alice", "s3cret-pw", secure=False)
+    adapter = VendorClient(dead_client, login=login)
+    for text in (repr(adapter), str(adapter), repr(login)):
+        assert "s3cret-pw" not in text
+    assert "alice" in repr(adapter)
+
+
+def test_credentials_belong_to_the_adapter_not_the_process(dead_client: Any) -> None:
+    """Two adapters over one vendor client keep their own logins (no process-wide map)."""
+    first = VendorClient(dead_client, login=Login("a", "pa"))
+    second = VendorClient(dead_client, login=Login("b", "pb"))
+    assert repr(first) != repr(second)
+    import sd.etcd.adapter as adapter_module
+
+    globals_holding_state = [name for name, value in vars(adapter_module).items()
+                             if isinstance(value, dict | list | set) and not name.startswith("__")
+                             and name != "__all__"]
+    assert globals_holding_state == [], f"process-wide state: {globals_holding_state}"
+
+
+def test_wait_connected_is_interrupted_by_wake(dead_client: Any) -> None:
+    adapter = VendorClient(dead_client)
+    wake = threading.Event()
+    timer = threading.Timer(0.05, wake.set)
+    timer.start()
+    adapter.wait_connected(10.0, wake)  # returns at once when woken, not after 10 s
+    timer.join()
+    assert wake.is_set()
+
+
+# ---------------------------------------------------------------------------
+# connect(): arguments
+
+
+@pytest.mark.parametrize("timeout", [-1, 0, 0.0, math.nan, math.inf, -math.inf])
+def test_connect_rejects_a_bad_timeout_naming_it(timeout: float) -> None:
+    with pytest.raises(ValueError, match="timeout") as raised:
+        sd.etcd.connect("127.0.0.1", 2379, timeout=timeout)
+    assert isinstance(raised.value, MisuseError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "name"),
+    [
+        ({"timeout": "5"}, TypeError, "timeout"),
+        ({"timeout": True}, TypeError, "timeout"),
+        ({"time_retry": -1}, MisuseError, "time_retry"),
+        ({"port": 0}, MisuseError, "port"),
+        ({"port": 70000}, MisuseError, "port"),
+        ({"host": ""}, MisuseError, "host"),
+        ({"user": "u"}, MisuseError, "password"),
+        ({"cert_key": "/k"}, MisuseError, "cert_cert"),
+        ({"cert_key": "/k", "cert_cert": "/c"}, MisuseError, "ca_cert"),
+        ({"ca_cert": "/no/such/ca.pem"}, MisuseError, "ca_cert"),
+        ({"endpoints": "h:1"}, TypeError, "endpoints"),
+        ({"endpoints": ["h:x"]}, MisuseError, "endpoint"),
+    ],
+)
+def test_connect_rejects_bad_arguments_naming_them(
+    kwargs: dict[str, Any], error: type[Exception], name: str
+) -> None:
+    with pytest.raises(error, match=name):
+        sd.etcd.connect(**kwargs)
+
+
+def test_connect_returns_an_owning_adapter() -> None:
+    from sd.etcd.connect import DEFAULT_GRPC_OPTIONS
+
+    options = dict(DEFAULT_GRPC_OPTIONS)
+    # etcd cuts off clients that ping more often than every 5 s or without streams.
+    assert options["grpc.keepalive_time_ms"] > 5_000
+    assert options["grpc.keepalive_permit_without_calls"] == 0
+    client = sd.etcd.connect("127.0.0.1", free_ports(1)[0], timeout=None)
+    assert isinstance(client, VendorClient)
+    assert isinstance(client.vendor, pyetcd.MultiEndpointEtcd3Client)
+    closes: list[int] = []
+    real_close = client.vendor.close
+
+    def counting_close() -> None:
+        closes.append(1)
+        real_close()
+
+    client.vendor.close = counting_close
+    client.close()
+    client.close()  # idempotent
+    assert closes == [1], "connect()'s adapter owns (and closes) its vendor client"
