@@ -18,7 +18,11 @@ from sd.instancer import FixedInstancer, InstancerHandle
 
 __all__ = ["instancer_from_url", "redact_url"]
 
-_DRIVERS = {"etcd": ("sd.etcd.url", "etcd"), "consul": ("sd.consul.url", "consul")}
+_DRIVERS = {
+    "etcd": ("sd.etcd.url", "etcd"),
+    "etcds": ("sd.etcd.url", "etcd"),
+    "consul": ("sd.consul.url", "consul"),
+}
 
 
 class _FromURL(Protocol):
