@@ -23,6 +23,7 @@ errors name ``client_kwargs``.
 
 from __future__ import annotations
 
+import math
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -57,6 +58,28 @@ def _ssl_context(scheme: str, kwargs: dict[str, Any]) -> ssl.SSLContext:
     )
 
 
+def _check_timeout(value: object) -> None:
+    """httpx takes any timeout and fails at the first request: check it now."""
+    try:
+        timeout = httpx.Timeout(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"client_kwargs: timeout: {error}") from error
+    for phase in ("connect", "read", "write", "pool"):
+        seconds = getattr(timeout, phase)
+        if seconds is None:
+            continue
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise TypeError(
+                f"client_kwargs: timeout {phase} must be a number of seconds or None, "
+                f"not {type(seconds).__name__}"
+            )
+        if not (0 < seconds < math.inf):
+            raise MisuseError(
+                f"client_kwargs: timeout {phase} must be positive and finite "
+                f"(None for no limit), got {seconds!r}"
+            )
+
+
 class ClientSettings:
     """Builds the httpx clients of one factory from settings prepared once.
 
@@ -79,6 +102,8 @@ class ClientSettings:
         kwargs = dict(client_kwargs)
         if "base_url" in kwargs:
             raise MisuseError("client_kwargs must not set base_url: it is built from the instance")
+        if "timeout" in kwargs:
+            _check_timeout(kwargs["timeout"])
         self.asynchronous = asynchronous
         self._transport_kwargs: dict[str, Any] | None = None
         if kwargs.get("transport") is None:
@@ -99,29 +124,32 @@ class ClientSettings:
             if self.asynchronous:
                 self.async_client(f"{scheme}://client-kwargs.invalid")
             else:
-                client = self.client(f"{scheme}://client-kwargs.invalid")
-                if self._transport_kwargs is not None:  # never close the user's transport
+                client, transport = self.client(f"{scheme}://client-kwargs.invalid")
+                if transport is not None:  # ours; never close the user's
                     client.close()
-        except TypeError as error:
+        except (TypeError, AttributeError) as error:  # httpx reads attributes of wrong types
             raise TypeError(f"client_kwargs: {error}") from error
         except ValueError as error:
             raise MisuseError(f"client_kwargs: {error}") from error
         # The probes opened nothing (no connection, thread or task): dropping them is enough.
 
-    def client(self, base_url: str) -> httpx.Client:
-        """A new ``httpx.Client`` for ``base_url``."""
+    def client(self, base_url: str) -> tuple[httpx.Client, httpx.HTTPTransport | None]:
+        """A new ``httpx.Client`` for ``base_url``, and the transport made for it
+        (``None`` when it uses the user's)."""
         kwargs = self._client_kwargs
         if self._transport_kwargs is None:  # the user's transport, shared
-            return httpx.Client(base_url=base_url, **kwargs)
+            return httpx.Client(base_url=base_url, **kwargs), None
         transport = httpx.HTTPTransport(**self._transport_kwargs)
         _deadline.install(transport)
-        return httpx.Client(base_url=base_url, transport=transport, **kwargs)
+        return httpx.Client(base_url=base_url, transport=transport, **kwargs), transport
 
-    def async_client(self, base_url: str) -> httpx.AsyncClient:
-        """A new ``httpx.AsyncClient`` for ``base_url``."""
+    def async_client(
+        self, base_url: str
+    ) -> tuple[httpx.AsyncClient, httpx.AsyncHTTPTransport | None]:
+        """The async twin of :meth:`client`."""
         kwargs = self._client_kwargs
         if self._transport_kwargs is None:
-            return httpx.AsyncClient(base_url=base_url, **kwargs)
+            return httpx.AsyncClient(base_url=base_url, **kwargs), None
         transport = httpx.AsyncHTTPTransport(**self._transport_kwargs)
         _deadline.install_async(transport)
-        return httpx.AsyncClient(base_url=base_url, transport=transport, **kwargs)
+        return httpx.AsyncClient(base_url=base_url, transport=transport, **kwargs), transport

@@ -33,15 +33,13 @@ ResponseT = TypeVar("ResponseT")
 
 
 class _Shared:
-    """What every endpoint of one factory shares: the spec, the client settings,
-    and the lock under which an endpoint makes or drops its client."""
+    """What every endpoint of one factory shares: the spec and the client settings."""
 
-    __slots__ = ("lock", "settings", "spec")
+    __slots__ = ("settings", "spec")
 
     def __init__(self, spec: Spec[Any, Any], settings: ClientSettings) -> None:
         self.spec = spec
         self.settings = settings
-        self.lock = threading.Lock()
 
     @classmethod
     def build(
@@ -62,10 +60,22 @@ class _Shared:
 
 class _Endpoint(Generic[RequestT, ResponseT]):
     """What both endpoint kinds share: the constructor, the instance and its URL,
-    and the repr.  Each subclass adds its client, ``__call__`` and closing
-    (``close`` or ``aclose``, never both)."""
+    the repr, and the lifecycle bookkeeping.  Each subclass adds its client,
+    ``__call__`` and closing (``close`` or ``aclose``, never both).
 
-    __slots__ = ("__weakref__", "_base_url", "_closed", "_instance", "_shared", "_spec")
+    Lifecycle, decided under ``_lock`` (no I/O under it): a call enters (making
+    the client if there is none, refused once closed) and leaves; ``close``
+    marks the endpoint closed and closes the client at once if no call is in
+    flight, else the last call to leave closes it.  So a connection a call is
+    still opening can never outlive the close (httpcore's pool, closed while a
+    connection is being opened, loses track of that connection), and closing
+    never waits for a call.
+    """
+
+    __slots__ = (
+        "__weakref__", "_base_url", "_closed", "_inflight", "_instance", "_lock", "_shared",
+        "_spec",
+    )
     _asynchronous = False
     _spec: Spec[RequestT, ResponseT]
 
@@ -99,7 +109,30 @@ class _Endpoint(Generic[RequestT, ResponseT]):
         self._shared = shared
         self._spec = shared.spec
         self._base_url = f"{shared.spec.scheme}://{self._instance}"
+        self._lock = threading.Lock()
         self._closed = False
+        self._inflight = 0
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+
+    def _left_last(self) -> bool:
+        """Count a call out; whether it was the last one in flight of a closed endpoint."""
+        with self._lock:
+            self._inflight -= 1
+            return self._closed and self._inflight == 0
+
+    def _close_now(self) -> bool:
+        """Mark closed; whether the caller must close the client now (no call in flight).
+
+        ``False`` on a second close: closing is idempotent.
+        """
+        with self._lock:
+            if self._closed:
+                return False
+            self._closed = True
+            return self._inflight == 0
 
     @property
     def instance(self) -> str:
@@ -132,7 +165,8 @@ class HTTPEndpoint(_Endpoint[RequestT, ResponseT]):
     httpx's errors as they come.
 
     Thread-safe: calls may run from many threads at once (httpx's pool is).
-    :meth:`close` closes the client if one was made; calls after it raise
+    :meth:`close` closes the client if one was made (when the calls in flight
+    have ended, if any; it does not wait for them); calls after it raise
     ``RuntimeError``.  A context manager (closes on exit).
     """
 
@@ -148,48 +182,57 @@ class HTTPEndpoint(_Endpoint[RequestT, ResponseT]):
         (for inspection; do not close it directly)."""
         return self._client
 
-    def _open(self) -> httpx.Client:
-        with self._shared.lock:
-            if self._closed:
-                raise RuntimeError(f"{self!r} is closed")
-            if self._client is None:
-                self._client = self._shared.settings.client(self._base_url)
-            return self._client
+    def _enter(self) -> httpx.Client:
+        with self._lock:
+            self._refuse_if_closed()
+            client = self._client
+            if client is None:
+                client, _ = self._shared.settings.client(self._base_url)
+                self._client = client
+            self._inflight += 1
+            return client
 
     def __call__(self, request: RequestT) -> ResponseT:
         """Send ``request``; return ``decode(response)`` or raise (see the class docstring)."""
-        client = self._client or self._open()
+        client = self._enter()
         spec = self._spec
-        deadline = current_deadline()
-        if deadline is None:
-            response = client.request(spec.method, spec.path, **spec.encode(request))
-            return spec.finish(response, self._instance)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise spec.no_time_left(self._instance)
-        kwargs = spec.encode(request)
-        configured = spec.bound(kwargs, client.timeout, left)
         try:
-            response = client.request(spec.method, spec.path, **kwargs)
-        except httpx.TimeoutException as error:
-            left_now = deadline - time.monotonic()
-            replacement = spec.deadline_error(error, configured, left, left_now, self._instance)
-            if replacement is None:
-                raise
-            raise replacement from error
-        return spec.finish(response, self._instance)
+            deadline = current_deadline()
+            if deadline is None:
+                response = client.request(spec.method, spec.path, **spec.encode(request))
+                return spec.finish(response, self._instance)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise spec.no_time_left(self._instance)
+            kwargs = spec.encode(request)
+            configured = spec.bound(kwargs, client.timeout, left)
+            try:
+                response = client.request(spec.method, spec.path, **kwargs)
+            except httpx.TimeoutException as error:
+                left_now = deadline - time.monotonic()
+                replacement = spec.deadline_error(error, configured, left, left_now, self._instance)
+                if replacement is None:
+                    raise
+                raise replacement from error
+            return spec.finish(response, self._instance)
+        finally:
+            if self._left_last():
+                self._shut()
+
+    def _shut(self) -> None:
+        client = self._client  # kept, closed, for inspection
+        if client is not None:
+            logger.debug("closing HTTP client for %s", self._instance)
+            client.close()
 
     def close(self) -> None:
         """Close the client, if a call made one, and its pooled connections.
 
-        Idempotent; never raises for that.
+        Idempotent; never raises for that.  Calls in flight end normally; the
+        last of them closes the client.
         """
-        with self._shared.lock:
-            self._closed = True
-            client = self._client  # kept, closed, for inspection; calls now raise
-        if client is not None and not client.is_closed:
-            logger.debug("closing HTTP client for %s", self._instance)
-            client.close()
+        if self._close_now():
+            self._shut()
 
     def __enter__(self) -> Self:
         return self
@@ -212,9 +255,10 @@ class AsyncHTTPEndpoint(_Endpoint[RequestT, ResponseT]):
     ``decode`` stay plain functions.
 
     Safe for concurrent tasks on that one loop.  :meth:`aclose` closes the client
-    if one was made; calls after it raise ``RuntimeError``.  There is
-    deliberately no ``close()``: :func:`sd.endpoint.close_endpoint` falls back to
-    ``aclose()``.  An async context manager.
+    if one was made (or leaves that to the last call in flight, on its loop);
+    calls after it raise ``RuntimeError``.  There is deliberately no
+    ``close()``: :func:`sd.endpoint.close_endpoint` falls back to ``aclose()``.
+    An async context manager.
     """
 
     __slots__ = ("_client", "_loop")
@@ -228,62 +272,55 @@ class AsyncHTTPEndpoint(_Endpoint[RequestT, ResponseT]):
     @property
     def client(self) -> httpx.AsyncClient | None:
         """The underlying ``httpx.AsyncClient``, or ``None`` before the first call
-        and after :meth:`aclose`."""
+        and after the client is closed."""
         return self._client
 
-    def _open(self) -> httpx.AsyncClient:
+    def _enter(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
-        # Tasks on one loop cannot race here (no await); the lock orders a first
-        # call against aclose() or a first call from a loop in another thread.
-        with self._shared.lock:
-            if self._closed:
-                raise RuntimeError(f"{self!r} is closed")
-            if self._client is None:
-                self._client = self._shared.settings.async_client(self._base_url)
-                self._loop = loop
+        with self._lock:
+            self._refuse_if_closed()
+            client = self._client
+            if client is None:
+                client, _ = self._shared.settings.async_client(self._base_url)
+                self._client, self._loop = client, loop
             elif loop is not self._loop:
                 raise RuntimeError(
                     f"{self!r} was first used on another event loop; its connections belong there"
                 )
-            return self._client
+            self._inflight += 1
+            return client
 
     async def __call__(self, request: RequestT) -> ResponseT:
         """Send ``request``; return ``decode(response)`` or raise (see :class:`HTTPEndpoint`)."""
-        client = self._client
-        if client is None or self._loop is not asyncio.get_running_loop():
-            client = self._open()
+        client = self._enter()
         spec = self._spec
-        deadline = current_deadline()
-        if deadline is None:
-            response = await client.request(spec.method, spec.path, **spec.encode(request))
-            return spec.finish(response, self._instance)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise spec.no_time_left(self._instance)
-        kwargs = spec.encode(request)
-        configured = spec.bound(kwargs, client.timeout, left)
         try:
-            response = await client.request(spec.method, spec.path, **kwargs)
-        except httpx.TimeoutException as error:
-            left_now = deadline - time.monotonic()
-            replacement = spec.deadline_error(error, configured, left, left_now, self._instance)
-            if replacement is None:
-                raise
-            raise replacement from error
-        return spec.finish(response, self._instance)
+            deadline = current_deadline()
+            if deadline is None:
+                response = await client.request(spec.method, spec.path, **spec.encode(request))
+                return spec.finish(response, self._instance)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise spec.no_time_left(self._instance)
+            kwargs = spec.encode(request)
+            configured = spec.bound(kwargs, client.timeout, left)
+            try:
+                response = await client.request(spec.method, spec.path, **kwargs)
+            except httpx.TimeoutException as error:
+                left_now = deadline - time.monotonic()
+                replacement = spec.deadline_error(error, configured, left, left_now, self._instance)
+                if replacement is None:
+                    raise
+                raise replacement from error
+            return spec.finish(response, self._instance)
+        finally:
+            if self._left_last():
+                await self._shut()  # on the client's own loop: this call ran there
 
-    async def aclose(self) -> None:
-        """Close the client, if the first call made one.  Idempotent.
-
-        The client is closed on its own event loop: here if that is the running
-        loop, else on that loop if it still runs in another thread.  If that loop
-        has stopped, its connections cannot be closed cleanly; a warning is
-        logged and they are left to the garbage collector.
-        """
-        with self._shared.lock:
-            self._closed = True
-            client, self._client = self._client, None
-            loop, self._loop = self._loop, None
+    async def _shut(self) -> None:
+        """Close the client on its own event loop (see :meth:`aclose`)."""
+        client, self._client = self._client, None
+        loop, self._loop = self._loop, None
         if client is None:
             return
         logger.debug("closing async HTTP client for %s", self._instance)
@@ -297,6 +334,18 @@ class AsyncHTTPEndpoint(_Endpoint[RequestT, ResponseT]):
                 "its connections could not be closed cleanly",
                 self,
             )
+
+    async def aclose(self) -> None:
+        """Close the client, if the first call made one.  Idempotent.
+
+        The client is closed on its own event loop: here if that is the running
+        loop, else on that loop if it still runs in another thread.  If that loop
+        has stopped, its connections cannot be closed cleanly; a warning is
+        logged and they are left to the garbage collector.  With calls in
+        flight, the last of them closes it instead, when it ends.
+        """
+        if self._close_now():
+            await self._shut()
 
     async def __aenter__(self) -> Self:
         return self
