@@ -49,12 +49,15 @@ import httpx
 
 from sd.errors import ConnectionFailure
 from sd.http._endpoint import AsyncHTTPEndpoint, HTTPEndpoint, async_factory, factory
-from sd.http._spec import AcceptStatus, StatusError
+from sd.http._spec import AcceptStatus as AcceptStatus  # for annotations; not in __all__
+from sd.http._spec import StatusError
 
 __all__ = ["AsyncHTTPEndpoint", "HTTPEndpoint", "StatusError", "async_factory", "factory"]
 
 ConnectionFailure.register(httpx.ConnectError)
 ConnectionFailure.register(httpx.ConnectTimeout)
 
-# Documented in the factories' signatures; importable for annotations.
-AcceptStatus = AcceptStatus
+# Tracebacks and reprs name the public path users import from, not the private module.
+for _public in (AsyncHTTPEndpoint, HTTPEndpoint, StatusError, async_factory, factory):
+    _public.__module__ = __name__
+del _public

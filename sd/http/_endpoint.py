@@ -26,7 +26,7 @@ from sd.instance import normalize_instance
 
 __all__ = ["AsyncHTTPEndpoint", "HTTPEndpoint", "async_factory", "factory"]
 
-logger = logging.getLogger("kitsd.sd.http")
+logger = logging.getLogger(f"kitsd.{__name__}")
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
@@ -379,8 +379,11 @@ def factory(
     :class:`StatusError`.  ``client_kwargs`` go to each instance's
     ``httpx.Client`` (not ``base_url``); they are never logged, since headers may
     hold secrets.  The TLS context made from them (``verify``, ``cert``) is built
-    once, here, and shared by every client; a ``transport`` given there is
-    shared by every instance's client.  ``scheme`` is ``"http"`` or ``"https"``.
+    once, here, and shared by every client; an ``http`` factory whose
+    ``client_kwargs`` set none of ``verify``, ``cert`` or ``follow_redirects``
+    loads no certificates at all, and its clients would refuse an ``https``
+    peer.  A ``transport`` given there is shared by every instance's client.
+    ``scheme`` is ``"http"`` or ``"https"``.
 
     The arguments are checked here, once: :class:`sd.errors.MisuseError` (a
     ``ValueError``) for an empty method, a path not starting with ``/``, a bad

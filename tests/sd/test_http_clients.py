@@ -253,6 +253,7 @@ def test_close_racing_a_first_call_leaves_no_open_client(server: LocalServer) ->
     ],
 )
 @pytest.mark.parametrize("build", BUILDERS)
+@pytest.mark.filterwarnings("ignore:`verify=<str>` is deprecated:DeprecationWarning")
 def test_bad_client_kwargs_are_refused_at_construction(
     build: Build, client_kwargs: dict[str, Any], error: type[Exception], match: str,
     no_thread_leaks: None,
