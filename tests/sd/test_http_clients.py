@@ -18,6 +18,7 @@ import pytest
 import sd.http
 from sd.errors import MisuseError
 from sd.http._clients import ClientSettings
+from tests.helpers import async_wait_for, wait_for
 from tests.sd.test_http import LocalServer, as_json, closed_port, no_args
 
 Build = Callable[..., Any]
@@ -297,3 +298,54 @@ def test_the_async_check_leaves_no_task_or_loop_behind() -> None:
     sd.http.async_factory("GET", "/x", encode=no_args, decode=as_json)
     with pytest.raises(RuntimeError):
         asyncio.get_running_loop()
+
+
+# --- closing with calls in flight --------------------------------------------------------------
+
+
+def test_close_with_a_call_in_flight_returns_at_once_and_the_call_closes_the_client(
+    server: LocalServer,
+) -> None:
+    endpoint = sd.http.factory("GET", "/slow", encode=no_args, decode=as_json)(server.instance)
+    answers: list[object] = []
+    thread = threading.Thread(target=lambda: answers.append(endpoint(None)))
+    thread.start()
+    assert server.slow_started.wait(timeout=5)
+    client = endpoint.client
+    assert client is not None
+
+    endpoint.close()  # does not wait for the call
+    assert thread.is_alive()
+    assert not client.is_closed
+    with pytest.raises(RuntimeError, match="closed"):
+        endpoint(None)  # no new call once closed
+
+    server.release.set()
+    thread.join(timeout=10)
+    assert answers == [{"slow": True}]  # the call in flight ended normally
+    assert client.is_closed  # and, being the last, closed the client
+    wait_for(lambda: server.active == 0, timeout=3.0, what="the connection to close")
+
+
+async def test_aclose_with_a_call_in_flight_leaves_closing_to_the_call(
+    server: LocalServer,
+) -> None:
+    endpoint = sd.http.async_factory("GET", "/slow", encode=no_args, decode=as_json)(
+        server.instance
+    )
+    call = asyncio.ensure_future(endpoint(None))
+    await async_wait_for(server.slow_started.is_set, timeout=5.0, what="the slow request")
+    client = endpoint.client
+    assert client is not None
+
+    await endpoint.aclose()
+    assert not call.done()
+    assert not client.is_closed
+    with pytest.raises(RuntimeError, match="closed"):
+        await endpoint(None)
+
+    server.release.set()
+    assert await call == {"slow": True}
+    assert client.is_closed
+    assert endpoint.client is None
+    await async_wait_for(lambda: server.active == 0, timeout=3.0, what="the connection to close")
