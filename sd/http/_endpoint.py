@@ -74,10 +74,13 @@ class _Endpoint(Generic[RequestT, ResponseT]):
 
     __slots__ = (
         "__weakref__", "_base_url", "_closed", "_inflight", "_instance", "_lock", "_shared",
-        "_spec",
+        "_spec", "_url",
     )
     _asynchronous = False
     _spec: Spec[RequestT, ResponseT]
+    # The absolute URL of every call, parsed once, by the first call (with the client):
+    # httpx then skips joining a path to base_url and parsing the result on each request.
+    _url: httpx.URL
 
     def __init__(
         self,
@@ -188,6 +191,7 @@ class HTTPEndpoint(_Endpoint[RequestT, ResponseT]):
             client = self._client
             if client is None:
                 client, _ = self._shared.settings.client(self._base_url)
+                self._url = httpx.URL(self._base_url + self._spec.path)
                 self._client = client
             self._inflight += 1
             return client
@@ -199,7 +203,7 @@ class HTTPEndpoint(_Endpoint[RequestT, ResponseT]):
         try:
             deadline = current_deadline()
             if deadline is None:
-                response = client.request(spec.method, spec.path, **spec.encode(request))
+                response = client.request(spec.method, self._url, **spec.encode(request))
                 return spec.finish(response, self._instance)
             left = deadline - time.monotonic()
             if left <= 0:
@@ -207,7 +211,7 @@ class HTTPEndpoint(_Endpoint[RequestT, ResponseT]):
             kwargs = spec.encode(request)
             configured = spec.bound(kwargs, client.timeout, left)
             try:
-                response = client.request(spec.method, spec.path, **kwargs)
+                response = client.request(spec.method, self._url, **kwargs)
             except httpx.TimeoutException as error:
                 left_now = deadline - time.monotonic()
                 replacement = spec.deadline_error(error, configured, left, left_now, self._instance)
@@ -282,6 +286,7 @@ class AsyncHTTPEndpoint(_Endpoint[RequestT, ResponseT]):
             client = self._client
             if client is None:
                 client, _ = self._shared.settings.async_client(self._base_url)
+                self._url = httpx.URL(self._base_url + self._spec.path)
                 self._client, self._loop = client, loop
             elif loop is not self._loop:
                 raise RuntimeError(
@@ -297,7 +302,7 @@ class AsyncHTTPEndpoint(_Endpoint[RequestT, ResponseT]):
         try:
             deadline = current_deadline()
             if deadline is None:
-                response = await client.request(spec.method, spec.path, **spec.encode(request))
+                response = await client.request(spec.method, self._url, **spec.encode(request))
                 return spec.finish(response, self._instance)
             left = deadline - time.monotonic()
             if left <= 0:
@@ -305,7 +310,7 @@ class AsyncHTTPEndpoint(_Endpoint[RequestT, ResponseT]):
             kwargs = spec.encode(request)
             configured = spec.bound(kwargs, client.timeout, left)
             try:
-                response = await client.request(spec.method, spec.path, **kwargs)
+                response = await client.request(spec.method, self._url, **kwargs)
             except httpx.TimeoutException as error:
                 left_now = deadline - time.monotonic()
                 replacement = spec.deadline_error(error, configured, left, left_now, self._instance)
