@@ -28,28 +28,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.machinery
+import importlib
+import os
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from types import ModuleType
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 TARGET = 0.97
 
 
-class _HideSniffio:
-    """A meta path finder that makes ``import sniffio`` fail after a real search."""
+def _hide_sniffio() -> None:
+    """Make ``import sniffio`` fail as it does where sniffio is not installed.
 
-    @classmethod
-    def find_spec(
-        cls, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
-    ) -> None:
-        if name == "sniffio":
-            importlib.machinery.PathFinder.find_spec(name, ["/nonexistent", *sys.path[1:]])
-            raise ModuleNotFoundError("No module named 'sniffio' (hidden by the benchmark)")
+    The site-packages directory on ``sys.path`` is replaced by a temporary one of
+    links to all its entries but sniffio's, so that the import searches
+    ``sys.path`` in vain, as a missing module does.  Call before importing httpx.
+    """
+    import site
+    import tempfile
+
+    hidden = tempfile.mkdtemp(prefix="kitsd-bench-no-sniffio-")
+    packages = set(site.getsitepackages())
+    for index, entry in enumerate(sys.path):
+        if entry in packages:
+            for name in os.listdir(entry):
+                if not name.startswith("sniffio"):
+                    os.symlink(os.path.join(entry, name), os.path.join(hidden, name))
+            sys.path[index] = hidden
+    sys.modules.pop("sniffio", None)
+    importlib.invalidate_caches()
 
 
 class _ServerProcess:
@@ -250,7 +260,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.child_hide_sniffio:
-        sys.meta_path.insert(0, _HideSniffio)
+        _hide_sniffio()
         hidden_samples = asyncio.run(_measure(args.calls, args.runs, sync=False, stacks=False))
         for name, values in hidden_samples.items():
             wall, cpu = _medians(values)
