@@ -279,6 +279,7 @@ def test_decode_result_is_returned(
 def test_client_kwargs_reach_the_client(make: Callable[..., HTTPEndpoint[Any, Any]]) -> None:
     endpoint = make(client_kwargs={"headers": {"Authorization": "Bearer s3cret"}, "timeout": 7.5})
     assert endpoint(None)["headers"]["authorization"] == "Bearer s3cret"
+    assert endpoint.client is not None
     assert endpoint.client.timeout == httpx.Timeout(7.5)
 
 
@@ -296,9 +297,11 @@ def test_each_instance_has_its_own_client(
 ) -> None:
     by_ip = make()
     by_name = make(instance=server.instance.replace("127.0.0.1", "localhost"))
-    assert by_ip.client is not by_name.client
     by_ip(None)
     by_name(None)
+    assert by_ip.client is not None
+    assert by_name.client is not None
+    assert by_ip.client is not by_name.client
     assert server.connections == 2
 
 
@@ -552,9 +555,12 @@ def test_slow_request_times_out_at_the_deadline_and_hangs_up(
 ) -> None:
     endpoint = make(path="/slow")  # the client's own timeout stays httpx's 5 s
     started = time.monotonic()
-    with deadline_in(0.2), pytest.raises(httpx.ReadTimeout):
+    with deadline_in(0.2), pytest.raises(TimeoutError) as caught:
         endpoint(None)
     elapsed = time.monotonic() - started
+
+    assert isinstance(caught.value.__cause__, httpx.ReadTimeout)
+    assert not isinstance(caught.value, ConnectionFailure)
 
     assert server.slow_started.is_set()
     assert elapsed < 0.2 + 1.0 < SLOW_MAX
@@ -598,15 +604,18 @@ def test_close_closes_the_client_and_its_connections(
 ) -> None:
     endpoint = make()
     endpoint(None)
+    client = endpoint.client
+    assert client is not None
     assert server.active == 1  # the kept-alive connection holds a handler thread
 
     endpoint.close()
     endpoint.close()  # idempotent
 
-    assert endpoint.client.is_closed
+    assert client.is_closed
     wait_for(lambda: server.active == 0, timeout=3.0, what="the server to see the connection close")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="closed"):
         endpoint(None)
+    assert endpoint.client is client  # a closed endpoint does not make a new client
 
 
 def test_nothing_is_left_running_after_close(server: LocalServer) -> None:
@@ -615,7 +624,9 @@ def test_nothing_is_left_running_after_close(server: LocalServer) -> None:
     with endpoint:
         for _ in range(3):
             endpoint(None)
-    assert endpoint.client.is_closed
+        client = endpoint.client
+    assert client is not None
+    assert client.is_closed
     # Closing the client hung up its kept-alive connection, so the server's handler
     # thread for it ends; the client itself never started a thread.
     wait_for(
@@ -632,8 +643,10 @@ def test_endpointer_closes_http_endpoints(server: LocalServer) -> None:
         (endpoint,) = endpointer.endpoints()
         assert not is_async(endpoint)
         assert endpoint(None)["method"] == "GET"
-    assert isinstance(endpoint, HTTPEndpoint)
-    assert endpoint.client.is_closed
+        assert isinstance(endpoint, HTTPEndpoint)
+        client = endpoint.client
+    assert client is not None
+    assert client.is_closed
     wait_for(lambda: server.active == 0, timeout=3.0, what="the connection to close")
 
 
