@@ -24,6 +24,12 @@ def _decode(response: httpx.Response) -> Any:
     return response.json()
 
 
+def _closed(endpoint: sd.http.HTTPEndpoint[Any, Any]) -> bool:
+    client = endpoint.client  # made by the first call, which every endpoint here has had
+    assert client is not None
+    return client.is_closed
+
+
 def test_sync_stack_closes_every_client(no_thread_leaks: None) -> None:
     servers = [DemoInstance() for _ in range(2)]
     registry = sd.MemoryRegistry()
@@ -45,10 +51,10 @@ def test_sync_stack_closes_every_client(no_thread_leaks: None) -> None:
             assert {call(n)["instance"] for n in range(4)} == {s.instance for s in servers}
             registrars[0].deregister()  # the instance leaves: closed on the closer thread
             departed = next(e for e in made if e.instance == servers[0].instance)
-            wait_for(lambda: departed.client.is_closed, what="departed client closed")
-            closed = {e.instance: e.client.is_closed for e in made}
+            wait_for(lambda: _closed(departed), what="departed client closed")
+            closed = {e.instance: _closed(e) for e in made}
             assert closed == {servers[0].instance: True, servers[1].instance: False}
-        assert all(e.client.is_closed for e in made)
+        assert all(_closed(e) for e in made)
     finally:
         for server in servers:
             server.kill()

@@ -31,11 +31,6 @@ def test_httpcore_still_imports_sniffio_lazily() -> None:
     assert "import sniffio" in source
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyproject.toml is the lead's: add 'sniffio>=1.1' to [project] dependencies, "
-    "then remove this mark",
-)
 def test_kitsd_depends_on_sniffio() -> None:
     dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
     assert any(dependency.split(">")[0].split("=")[0].strip() == "sniffio"
