@@ -1,0 +1,249 @@
+"""What the built-in balancers share: reading the endpoint set, avoiding instances
+that failed, and owning the ejection state.
+
+One retried call, end to end: :func:`lb.retry` asks ``balancer.pick(exclude)``
+(``exclude``: the instances that failed earlier in this call, a local variable
+of the call), calls the endpoint, and reports the outcome with
+``balancer.report(pick, error)``.  The balancer reads its source's snapshot, and
+keeps the :class:`lb.ejection.Ejections` of its :class:`lb.OutlierDetection`.
+That is all: three modules, no process-wide state, no context variables.
+
+Picks cost O(1) whatever the number of instances:
+
+* :class:`sd.Endpointer` hands out the same immutable :class:`sd.EndpointSet`
+  until the set changes, so a pick reads two tuples; the ejection records are
+  narrowed to the instances present only when that identity changes.
+* With nothing excluded and nobody ejected (the usual case) a pick is the
+  balancer's plain choice.  Otherwise the balancer probes: its own next choice up
+  to :data:`PROBES` times, then uniformly random positions up to :data:`PROBES`
+  times.  The cap on ejections keeps at least half the instances (by default)
+  in rotation, so a probe succeeds with probability about 1/2 or better and a
+  scan of the whole set (the fallback, which also handles "everyone left is
+  excluded or ejected") is needed about once in 2**8 steered picks.
+
+Sources without ``snapshot()`` (anything with ``endpoints()``) still work: their
+endpoints are keyed by identity (:func:`identity_key`), which pins nothing, and
+records of endpoints that left the list are dropped on the next pick.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import cast, overload
+
+from lb.balancer import Pick
+from lb.ejection import Ejections
+from lb.errors import NoEndpointsError
+from lb.outlier_detection import OutlierDetection
+from sd.endpoint import Endpoint
+
+__all__ = ["DEFAULT_OUTLIER_DETECTION", "PROBES", "Pool", "identity_key"]
+
+logger = logging.getLogger(f"kitsd.{__name__}")
+
+#: Probes of each kind before a steered pick falls back to a scan.
+PROBES = 8
+
+#: The outlier detection balancers use unless told otherwise.
+DEFAULT_OUTLIER_DETECTION = OutlierDetection()
+
+
+def identity_key(endpoint: object) -> str:
+    """The stand-in instance name of an endpoint whose source does not name instances."""
+    return f"<endpoint at {id(endpoint):#x}>"
+
+
+class _IdentityKeys(Sequence[str]):
+    """:func:`identity_key` of each endpoint of a list, computed when read."""
+
+    __slots__ = ("_endpoints",)
+
+    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
+        self._endpoints = endpoints
+
+    def __len__(self) -> int:
+        return len(self._endpoints)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            return [identity_key(endpoint) for endpoint in self._endpoints[index]]
+        return identity_key(self._endpoints[index])
+
+
+def _in_sorted(instances: tuple[str, ...], key: str) -> bool:
+    position = bisect.bisect_left(instances, key)
+    return position < len(instances) and instances[position] == key
+
+
+class Pool:
+    """Base of the built-in balancers (a :class:`lb.Picker`).  Subclasses choose an
+    index with :meth:`_next_index` (called under the lock) and may wrap what they
+    hand out with :meth:`_hand_out`."""
+
+    def __init__(
+        self,
+        endpointer: object,
+        *,
+        outlier_detection: OutlierDetection | None,
+        seed: int | None = None,
+    ) -> None:
+        snapshot = getattr(endpointer, "snapshot", None)
+        endpoints = getattr(endpointer, "endpoints", None)
+        if not callable(snapshot) and not callable(endpoints):
+            raise TypeError(
+                f"endpointer must be an sd.Endpointer (or have endpoints()), got {endpointer!r}"
+            )
+        if outlier_detection is not None and not isinstance(outlier_detection, OutlierDetection):
+            raise TypeError(
+                f"outlier_detection must be an lb.OutlierDetection or None, "
+                f"got {outlier_detection!r}"
+            )
+        self._source = endpointer
+        self._snapshot = snapshot if callable(snapshot) else None
+        self._endpoints = cast(Callable[[], Sequence[Endpoint]], endpoints)
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._ejections = None if outlier_detection is None else Ejections(outlier_detection)
+        self._instances: tuple[str, ...] = ()  # strings only: the last set pins no endpoint
+        self._size = 0
+
+    @property
+    def outlier_detection(self) -> OutlierDetection | None:
+        """The ejection policy (``None``: ejection disabled)."""
+        return None if self._ejections is None else self._ejections.policy
+
+    def ejected(self) -> list[str]:
+        """The instances out of rotation now (for tests and diagnostics)."""
+        ejections = self._ejections
+        if ejections is None:
+            return []
+        now = time.monotonic()
+        with self._lock:
+            return ejections.out(now)
+
+    def endpoint(self) -> Endpoint:
+        """One endpoint, as :meth:`pick` with nothing excluded."""
+        return self.pick().endpoint
+
+    def pick(self, exclude: Collection[str] = ()) -> Pick:
+        """Pick an instance, avoiding those in ``exclude`` and ejected ones while
+        others remain.  Raises :class:`lb.NoEndpointsError` on an empty set; the
+        source's own error passes through unchanged.  Thread-safe."""
+        keys, endpoints = self._read()
+        size = len(endpoints)
+        if not size:
+            raise NoEndpointsError
+        if exclude or self._ejections:
+            index = self._steered(keys, size, exclude)
+        else:
+            with self._lock:
+                index = self._next_index(size)
+        return self._hand_out(keys[index], endpoints[index])
+
+    def report(self, pick: Pick, error: BaseException | None) -> None:
+        """Book how an attempt on ``pick`` went (``error`` ``None``: it succeeded)."""
+        ejections = self._ejections
+        if ejections is None:
+            return
+        if error is None:
+            if ejections:  # unlocked peek: nothing to forget is the common case
+                with self._lock:
+                    ejections.succeeded(pick.instance)
+            return
+        if not ejections.policy.counts(error):
+            return
+        with self._lock:
+            if self._snapshot is not None and not _in_sorted(self._instances, pick.instance):
+                return  # it has left: keep no record about it
+            duration = ejections.failed(pick.instance, error, time.monotonic(), self._size)
+        if duration is not None:
+            logger.debug("ejected %s for %gs after %s", pick.instance, duration,
+                         type(error).__name__)
+
+    # --- for subclasses ------------------------------------------------------------
+
+    def _next_index(self, size: int) -> int:
+        """The balancer's own choice among ``size`` endpoints; called under the lock."""
+        raise NotImplementedError
+
+    def _hand_out(self, instance: str, endpoint: Endpoint) -> Pick:
+        return Pick(instance, endpoint)
+
+    def _on_change(self) -> None:
+        """The set changed (called under the lock)."""
+
+    # --- machinery -----------------------------------------------------------------
+
+    def _read(self) -> tuple[Sequence[str], Sequence[Endpoint]]:
+        if self._snapshot is not None:
+            current = self._snapshot()
+            if current.instances is not self._instances:
+                self._changed(current.instances)
+            return current.instances, current.endpoints
+        endpoints = self._endpoints()
+        keys = _IdentityKeys(endpoints)
+        self._size = len(endpoints)
+        ejections = self._ejections
+        if ejections:
+            present = {identity_key(endpoint) for endpoint in endpoints}
+            with self._lock:
+                ejections.retain(present.__contains__)
+        return keys, endpoints
+
+    def _changed(self, instances: tuple[str, ...]) -> None:
+        with self._lock:
+            self._instances = instances
+            self._size = len(instances)
+            self._on_change()
+            if self._ejections:
+                self._ejections.retain(lambda key: _in_sorted(instances, key))
+
+    def _steered(self, keys: Sequence[str], size: int, exclude: Collection[str]) -> int:
+        now = time.monotonic() if self._ejections else 0.0
+        with self._lock:
+            return self._find(keys, size, exclude, now)
+
+    def _find(
+        self, keys: Sequence[str], size: int, exclude: Collection[str], now: float,
+        avoid: int = -1,
+    ) -> int:
+        """An index that is not ``avoid``, not excluded and not ejected, by probing;
+        failing that, by a scan that relaxes ejection, then exclusion, then ``avoid``.
+        Called under the lock."""
+        ejections = self._ejections
+
+        def usable(index: int) -> bool:
+            if index == avoid:
+                return False
+            key = keys[index]
+            return key not in exclude and not (ejections and ejections.is_ejected(key, now))
+
+        for _ in range(PROBES):
+            index = self._next_index(size)
+            if usable(index):
+                return index
+        for _ in range(PROBES):
+            index = self._rng.randrange(size)
+            if usable(index):
+                return index
+        # Rare: most of the set is excluded or ejected.
+        others = [index for index in range(size) if index != avoid]
+        for tier in (
+            [index for index in others if usable(index)],
+            [index for index in others if keys[index] not in exclude],
+            others,
+        ):
+            if tier:
+                return tier[self._next_index(len(tier))]
+        return avoid  # the only endpoint there is
