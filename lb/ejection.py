@@ -14,14 +14,18 @@ The balancer reports each attempt's outcome for the instance it picked:
   instance is skipped iff it has a record whose ``until`` lies ahead.
 * A success forgets the instance.  So does its leaving the endpoint set
   (:meth:`Ejections.retain`), so an instance that comes back starts clean and
-  no state outlives the instance it is about.
+  no state outlives the instance it is about.  Each record carries a ``tag``
+  naming the endpoint that failed (the balancer's choice: a weak reference)
+  so that an instance that left and returned between two looks at the set is
+  recognised by its new endpoint.
 * A record that is not ejected is forgotten ``max_ejection_time`` after its
   last event, so a rare failure long ago does not double a later ejection.
 
-Records are keyed by instance string and hold nothing but numbers, so they pin
-no endpoint.  Expiries are kept in a heap, so counting who is out costs
-O(log n) per ejection, not a scan.  Nothing here locks or reads a clock:
-every method takes ``now``; the balancer holds its own lock around them.
+Records are keyed by instance string and hold numbers and the tag, never an
+endpoint, so they keep no closed endpoint alive.  Expiries are kept in a heap,
+so counting who is out costs O(log n) per ejection, not a scan.  Nothing here
+locks or reads a clock: every method takes ``now``; the balancer holds its own
+lock around them.
 
     no record --counted failure--> run < threshold --...--> ejected until T
         ^  ^                                                  |       |
@@ -47,6 +51,7 @@ class _Record:
     until: float = float("-inf")  # out of rotation before this time
     serial: int = 0  # names the ejection `until` belongs to, for the heap
     last: float = 0.0  # time of the last failure or ejection end
+    tag: object = None  # names the endpoint that failed, to tell a returned instance
 
 
 class Ejections:
@@ -81,9 +86,12 @@ class Ejections:
         """The instances out of rotation at ``now``, sorted."""
         return sorted(key for key, record in self._records.items() if record.until > now)
 
-    def failed(self, key: str, error: BaseException, now: float, pool: int) -> float | None:
+    def failed(
+        self, key: str, error: BaseException, now: float, pool: int, tag: object = None
+    ) -> float | None:
         """Book a failure of ``key`` among ``pool`` instances; returns the ejection's
-        seconds if this failure ejected it, else ``None``."""
+        seconds if this failure ejected it, else ``None``.  ``tag`` (whatever names the
+        endpoint that failed without holding it) is handed back to :meth:`retain`."""
         if not self.policy.counts(error):
             return None
         self._expire(now)
@@ -92,6 +100,7 @@ class Ejections:
         if record is None or self._stale(record, now):
             record = self._records[key] = _Record()
         record.last = now
+        record.tag = tag
         if record.until > now:
             return None  # already out: a failure from an attempt that started before
         record.run += 1
@@ -116,10 +125,10 @@ class Ejections:
         if record is not None:
             self._out.discard(record.serial)
 
-    def retain(self, present: Callable[[str], bool]) -> int:
-        """Forget every instance for which ``present(key)`` is false (it left the
-        endpoint set); returns how many were forgotten."""
-        gone = [key for key in self._records if not present(key)]
+    def retain(self, present: Callable[[str, object], bool]) -> int:
+        """Forget every instance for which ``present(key, tag)`` is false (it left the
+        endpoint set, or came back with a new endpoint); returns how many were forgotten."""
+        gone = [key for key, record in self._records.items() if not present(key, record.tag)]
         for key in gone:
             self._out.discard(self._records.pop(key).serial)
         return len(gone)

@@ -144,6 +144,9 @@ class LeastLoaded(Pool):
     def _next_index(self, size: int) -> int:
         return self._rng.randrange(size)
 
+    def _tag(self, endpoint: Endpoint) -> object:
+        return super()._tag(endpoint.__wrapped__ if isinstance(endpoint, _Counted) else endpoint)
+
     def _on_change(self) -> None:
         self._kinds = {}
 

@@ -33,6 +33,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Sequence
 from typing import cast, overload
 
@@ -79,6 +80,21 @@ class _IdentityKeys(Sequence[str]):
         if isinstance(index, slice):
             return [identity_key(endpoint) for endpoint in self._endpoints[index]]
         return identity_key(self._endpoints[index])
+
+
+def _weak(endpoint: object) -> object:
+    """A weak reference to ``endpoint``, or its ``id`` if it cannot have one."""
+    try:
+        return weakref.ref(endpoint)
+    except TypeError:
+        return id(endpoint)
+
+
+def _same(tag: object, endpoint: object) -> bool:
+    """Whether ``tag`` (from :func:`_weak`) names ``endpoint``."""
+    if isinstance(tag, weakref.ref):
+        return tag() is endpoint
+    return tag == id(endpoint)
 
 
 def _in_sorted(instances: tuple[str, ...], key: str) -> bool:
@@ -166,7 +182,8 @@ class Pool:
         with self._lock:
             if self._snapshot is not None and not _in_sorted(self._instances, pick.instance):
                 return  # it has left: keep no record about it
-            duration = ejections.failed(pick.instance, error, time.monotonic(), self._size)
+            duration = ejections.failed(pick.instance, error, time.monotonic(), self._size,
+                                        self._tag(pick.endpoint))
         if duration is not None:
             logger.debug("ejected %s for %gs after %s", pick.instance, duration,
                          type(error).__name__)
@@ -180,6 +197,10 @@ class Pool:
     def _hand_out(self, instance: str, endpoint: Endpoint) -> Pick:
         return Pick(instance, endpoint)
 
+    def _tag(self, endpoint: Endpoint) -> object:
+        """Names the endpoint behind what :meth:`_hand_out` returned, without holding it."""
+        return _weak(endpoint)
+
     def _on_change(self) -> None:
         """The set changed (called under the lock)."""
 
@@ -189,7 +210,7 @@ class Pool:
         if self._snapshot is not None:
             current = self._snapshot()
             if current.instances is not self._instances:
-                self._changed(current.instances)
+                self._changed(current.instances, current.endpoints)
             return current.instances, current.endpoints
         endpoints = self._endpoints()
         keys = _IdentityKeys(endpoints)
@@ -198,16 +219,22 @@ class Pool:
         if ejections:
             present = {identity_key(endpoint) for endpoint in endpoints}
             with self._lock:
-                ejections.retain(present.__contains__)
+                ejections.retain(lambda key, tag: key in present)
         return keys, endpoints
 
-    def _changed(self, instances: tuple[str, ...]) -> None:
+    def _changed(self, instances: tuple[str, ...], endpoints: tuple[Endpoint, ...]) -> None:
+        def present(key: str, tag: object) -> bool:
+            # still there, with the endpoint that failed (not a new one: it came back)
+            position = bisect.bisect_left(instances, key)
+            return (position < len(instances) and instances[position] == key
+                    and _same(tag, endpoints[position]))
+
         with self._lock:
             self._instances = instances
             self._size = len(instances)
             self._on_change()
             if self._ejections:
-                self._ejections.retain(lambda key: _in_sorted(instances, key))
+                self._ejections.retain(present)
 
     def _steered(self, keys: Sequence[str], size: int, exclude: Collection[str]) -> int:
         now = time.monotonic() if self._ejections else 0.0

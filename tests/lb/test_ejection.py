@@ -151,11 +151,20 @@ def test_retain_forgets_instances_that_left() -> None:
     for key in ("a", "b", "c"):
         ejections.failed(key, REFUSED, now=0.0, pool=10)
     assert ejections.ejected(0.5) == 3
-    assert ejections.retain({"a", "c"}.__contains__) == 1
+    assert ejections.retain(lambda key, tag: key in {"a", "c"}) == 1
     assert ejections.ejected(0.5) == 2
     assert not ejections.is_ejected("b", 0.5)
     # b comes back and starts clean: base time again
     assert ejections.failed("b", REFUSED, now=0.6, pool=10) == 1.0
+
+
+def test_retain_sees_the_tag_of_the_failed_endpoint() -> None:
+    ejections = table(max_ejection_time=100.0)
+    ejections.failed("a", REFUSED, now=0.0, pool=10, tag=17)
+    ejections.failed("b", REFUSED, now=0.0, pool=10, tag=18)
+    # a came back with another endpoint: forgotten; b is the same one: kept
+    assert ejections.retain(lambda key, tag: tag == 18) == 1
+    assert ejections.out(0.5) == ["b"]
 
 
 def test_records_hold_no_endpoint() -> None:
@@ -165,7 +174,7 @@ def test_records_hold_no_endpoint() -> None:
     ejections.failed("10.0.0.1:80", REFUSED, now=0.0, pool=10)
     record = ejections._records["10.0.0.1:80"]
     values = [getattr(record, name) for name in record.__slots__]
-    assert all(isinstance(value, int | float) for value in values), values
+    assert all(isinstance(value, int | float | None) for value in values), values
 
 
 def test_same_time_re_ejection_is_counted_once() -> None:
