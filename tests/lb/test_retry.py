@@ -303,6 +303,34 @@ def test_rejects_a_wait_that_is_not_callable(driver: Driver) -> None:
         driver.retry(3, 1.0, lb.RoundRobin(Static([])), wait=0.5)
 
 
+@pytest.mark.parametrize("timeout", [math.inf, -math.inf])
+def test_rejects_an_infinite_timeout_at_construction(driver: Driver, timeout: float) -> None:
+    # Issue 7.9: an infinite timeout was accepted and every sync call then failed
+    # with OverflowError.
+    with pytest.raises(sd.MisuseError, match="timeout"):
+        driver.retry(3, timeout, lb.RoundRobin(Static([])))
+
+
+@pytest.mark.parametrize("balancer", [None, 5, Static([])])
+def test_rejects_a_balancer_without_endpoint_at_construction(
+    driver: Driver, balancer: Any
+) -> None:
+    # Issue 7.9: balancer=None was accepted; every call then failed inside the retry.
+    with pytest.raises(TypeError, match="balancer"):
+        driver.retry(3, 1.0, balancer)
+
+
+@pytest.mark.parametrize("callback", [5, "stop"])
+def test_rejects_a_callback_that_is_not_callable(driver: Driver, callback: Any) -> None:
+    with pytest.raises(TypeError, match="callback"):
+        driver.retry(3, 1.0, lb.RoundRobin(Static([])), callback=callback)
+
+
+def test_value_errors_are_misuse_errors(driver: Driver) -> None:
+    with pytest.raises(sd.MisuseError, match="max_attempts"):
+        driver.retry(0, 1.0, lb.RoundRobin(Static([])))
+
+
 # --- what counts as an attempt, and what the caller sees -----------------------------------
 
 
