@@ -82,9 +82,9 @@ class Ejections:
         self._expire(now)
         return len(self._out)
 
-    def out(self, now: float) -> list[str]:
-        """The instances out of rotation at ``now``, sorted."""
-        return sorted(key for key, record in self._records.items() if record.until > now)
+    def out(self, now: float) -> dict[str, float]:
+        """The instances out of rotation at ``now``, with the end of their ejection."""
+        return {key: record.until for key, record in self._records.items() if record.until > now}
 
     def failed(
         self, key: str, error: BaseException, now: float, pool: int, tag: object = None
@@ -119,11 +119,13 @@ class Ejections:
         heapq.heappush(self._heap, (record.until, record.serial, key))
         return duration
 
-    def succeeded(self, key: str) -> None:
-        """``key`` answered: forget it."""
+    def succeeded(self, key: str) -> bool:
+        """``key`` answered: forget it; returns whether there was a record."""
         record = self._records.pop(key, None)
-        if record is not None:
-            self._out.discard(record.serial)
+        if record is None:
+            return False
+        self._out.discard(record.serial)
+        return True
 
     def retain(self, present: Callable[[str, object], bool]) -> int:
         """Forget every instance for which ``present(key, tag)`` is false (it left the

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from lb.balancer import Pick
@@ -89,8 +89,8 @@ class _InFlight:
     def get(self, instance: str) -> int:
         return self._counts.get(instance, 0)
 
-    def __len__(self) -> int:
-        return len(self._counts)
+    def __bool__(self) -> bool:
+        return bool(self._counts)
 
 
 class LeastLoaded(Pool):
@@ -112,7 +112,9 @@ class LeastLoaded(Pool):
     ) -> None:
         super().__init__(endpointer, outlier_detection=outlier_detection, seed=seed)
         self._in_flight = _InFlight()
-        self._kinds: dict[str, type[_Counted]] = {}  # per set: which wrapper each instance needs
+        # Which wrapper each endpoint of the current set needs, by index; the set's
+        # instances tuple comes with it, so a pick from an older set never uses it.
+        self._kinds: tuple[Sequence[str], list[type[_Counted] | None]] = ((), [])
 
     def in_flight(self, instance: str) -> int:
         """Requests this balancer has in flight on ``instance``."""
@@ -124,7 +126,7 @@ class LeastLoaded(Pool):
         if not size:
             raise NoEndpointsError
         if size == 1:
-            return self._hand_out(keys[0], endpoints[0])
+            return self._hand_out(keys, endpoints, 0)
         if exclude or self._ejections:
             now = time.monotonic() if self._ejections else 0.0
             with self._lock:
@@ -135,11 +137,11 @@ class LeastLoaded(Pool):
                 first = self._rng.randrange(size)
                 second = self._rng.randrange(size - 1)
             second += second >= first
-        if second != first and self._in_flight.get(keys[second]) < self._in_flight.get(
-            keys[first]
-        ):
+        in_flight = self._in_flight
+        if (in_flight and second != first
+                and in_flight.get(keys[second]) < in_flight.get(keys[first])):
             first = second
-        return self._hand_out(keys[first], endpoints[first])
+        return self._hand_out(keys, endpoints, first)
 
     def _next_index(self, size: int) -> int:
         return self._rng.randrange(size)
@@ -147,16 +149,18 @@ class LeastLoaded(Pool):
     def _tag(self, endpoint: Endpoint) -> object:
         return super()._tag(endpoint.__wrapped__ if isinstance(endpoint, _Counted) else endpoint)
 
-    def _on_change(self) -> None:
-        self._kinds = {}
+    def _on_change(self, instances: tuple[str, ...]) -> None:
+        self._kinds = (instances, [None] * len(instances))
 
-    def _hand_out(self, instance: str, endpoint: Endpoint) -> Pick:
-        kinds = self._kinds
-        kind = kinds.get(instance) if self._snapshot is not None else None
+    def _hand_out(self, keys: Sequence[str], endpoints: Sequence[Endpoint], index: int) -> Pick:
+        owner, kinds = self._kinds
+        kind = kinds[index] if owner is keys else None
+        endpoint = endpoints[index]
         if kind is None:
             kind = _AsyncCounted if is_async(endpoint) else _SyncCounted
-            if self._snapshot is not None:
-                kinds[instance] = kind
+            if owner is keys:
+                kinds[index] = kind
+        instance = keys[index]
         return Pick(instance, kind(endpoint, instance, self._in_flight))
 
     def __repr__(self) -> str:

@@ -34,6 +34,7 @@ import random
 import threading
 import time
 import weakref
+from array import array
 from collections.abc import Callable, Collection, Sequence
 from typing import cast, overload
 
@@ -132,6 +133,8 @@ class Pool:
         self._rng = random.Random(seed)
         self._ejections = None if outlier_detection is None else Ejections(outlier_detection)
         self._instances: tuple[str, ...] = ()  # strings only: the last set pins no endpoint
+        # Ejection ends by index in the set named by the tuple (None: nobody is out).
+        self._until: tuple[tuple[str, ...], array[float] | None] = ((), None)
         self._size = 0
 
     @property
@@ -146,7 +149,7 @@ class Pool:
             return []
         now = time.monotonic()
         with self._lock:
-            return ejections.out(now)
+            return sorted(ejections.out(now))
 
     def endpoint(self) -> Endpoint:
         """One endpoint, as :meth:`pick` with nothing excluded."""
@@ -165,7 +168,7 @@ class Pool:
         else:
             with self._lock:
                 index = self._next_index(size)
-        return self._hand_out(keys[index], endpoints[index])
+        return self._hand_out(keys, endpoints, index)
 
     def report(self, pick: Pick, error: BaseException | None) -> None:
         """Book how an attempt on ``pick`` went (``error`` ``None``: it succeeded)."""
@@ -175,15 +178,19 @@ class Pool:
         if error is None:
             if ejections:  # unlocked peek: nothing to forget is the common case
                 with self._lock:
-                    ejections.succeeded(pick.instance)
+                    if ejections.succeeded(pick.instance):
+                        self._mark(pick.instance, 0.0)
             return
         if not ejections.policy.counts(error):
             return
+        now = time.monotonic()
         with self._lock:
             if self._snapshot is not None and not _in_sorted(self._instances, pick.instance):
                 return  # it has left: keep no record about it
-            duration = ejections.failed(pick.instance, error, time.monotonic(), self._size,
+            duration = ejections.failed(pick.instance, error, now, self._size,
                                         self._tag(pick.endpoint))
+            if duration is not None:
+                self._mark(pick.instance, now + duration)
         if duration is not None:
             logger.debug("ejected %s for %gs after %s", pick.instance, duration,
                          type(error).__name__)
@@ -194,24 +201,27 @@ class Pool:
         """The balancer's own choice among ``size`` endpoints; called under the lock."""
         raise NotImplementedError
 
-    def _hand_out(self, instance: str, endpoint: Endpoint) -> Pick:
-        return Pick(instance, endpoint)
+    def _hand_out(self, keys: Sequence[str], endpoints: Sequence[Endpoint], index: int) -> Pick:
+        """What :meth:`pick` returns for the ``index``-th endpoint."""
+        return Pick(keys[index], endpoints[index])
 
     def _tag(self, endpoint: Endpoint) -> object:
         """Names the endpoint behind what :meth:`_hand_out` returned, without holding it."""
         return _weak(endpoint)
 
-    def _on_change(self) -> None:
-        """The set changed (called under the lock)."""
+    def _on_change(self, instances: tuple[str, ...]) -> None:
+        """The set changed to ``instances`` (called under the lock)."""
 
     # --- machinery -----------------------------------------------------------------
 
     def _read(self) -> tuple[Sequence[str], Sequence[Endpoint]]:
+        """The instance names and endpoints to pick from (O(1) with a snapshot)."""
         if self._snapshot is not None:
             current = self._snapshot()
-            if current.instances is not self._instances:
-                self._changed(current.instances, current.endpoints)
-            return current.instances, current.endpoints
+            instances = current.instances
+            if instances is not self._instances:
+                self._changed(instances, current.endpoints)
+            return instances, current.endpoints
         endpoints = self._endpoints()
         keys = _IdentityKeys(endpoints)
         self._size = len(endpoints)
@@ -232,9 +242,27 @@ class Pool:
         with self._lock:
             self._instances = instances
             self._size = len(instances)
-            self._on_change()
+            self._until = (instances, None)
+            self._on_change(instances)
             if self._ejections:
                 self._ejections.retain(present)
+                for key, until in self._ejections.out(time.monotonic()).items():
+                    self._mark(key, until)
+
+    def _mark(self, key: str, until: float) -> None:
+        """Copy ``key``'s ejection end into the per-index view of the current set
+        (under the lock): probes then read an array, not a dict of strings, which
+        keeps a steered pick's memory reads few at 10,000 instances."""
+        instances, view = self._until
+        position = bisect.bisect_left(instances, key)
+        if position == len(instances) or instances[position] != key:
+            return
+        if view is None:
+            if not until:
+                return
+            view = array("d", bytes(8 * len(instances)))
+            self._until = (instances, view)
+        view[position] = until
 
     def _steered(self, keys: Sequence[str], size: int, exclude: Collection[str]) -> int:
         now = time.monotonic() if self._ejections else 0.0
@@ -249,12 +277,19 @@ class Pool:
         failing that, by a scan that relaxes ejection, then exclusion, then ``avoid``.
         Called under the lock."""
         ejections = self._ejections
+        owner, view = self._until
+        if owner is keys:  # the usual case: the view of this set; None: nobody ejected
 
-        def usable(index: int) -> bool:
-            if index == avoid:
-                return False
-            key = keys[index]
-            return key not in exclude and not (ejections and ejections.is_ejected(key, now))
+            def usable(index: int) -> bool:
+                return (index != avoid and (view is None or view[index] <= now)
+                        and keys[index] not in exclude)
+        else:  # a set older than the view (a race with a change) or a foreign source
+
+            def usable(index: int) -> bool:
+                if index == avoid:
+                    return False
+                key = keys[index]
+                return key not in exclude and not (ejections and ejections.is_ejected(key, now))
 
         for _ in range(PROBES):
             index = self._next_index(size)

@@ -164,7 +164,7 @@ def test_retain_sees_the_tag_of_the_failed_endpoint() -> None:
     ejections.failed("b", REFUSED, now=0.0, pool=10, tag=18)
     # a came back with another endpoint: forgotten; b is the same one: kept
     assert ejections.retain(lambda key, tag: tag == 18) == 1
-    assert ejections.out(0.5) == ["b"]
+    assert ejections.out(0.5) == {"b": 1.0}
 
 
 def test_records_hold_no_endpoint() -> None:
