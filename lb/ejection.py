@@ -59,7 +59,9 @@ class Ejections:
 
     def __init__(self, policy: OutlierDetection) -> None:
         self.policy = policy
-        self._records: dict[str, _Record] = {}
+        #: Records by instance; read-only outside this class (balancers test it for
+        #: emptiness on the hot path, which a dict does in C).
+        self.records: dict[str, _Record] = {}
         self._heap: list[tuple[float, int, str]] = []  # (until, serial, key) of ejections
         self._out: set[int] = set()  # serials of ejections that have not ended
         self._serial = 0
@@ -67,14 +69,14 @@ class Ejections:
 
     def __bool__(self) -> bool:
         """Whether any instance has a record (the pick's fast-path check)."""
-        return bool(self._records)
+        return bool(self.records)
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self.records)
 
     def is_ejected(self, key: str, now: float) -> bool:
         """Whether ``key`` is out of rotation at ``now``."""
-        record = self._records.get(key)
+        record = self.records.get(key)
         return record is not None and record.until > now
 
     def ejected(self, now: float) -> int:
@@ -84,7 +86,7 @@ class Ejections:
 
     def out(self, now: float) -> dict[str, float]:
         """The instances out of rotation at ``now``, with the end of their ejection."""
-        return {key: record.until for key, record in self._records.items() if record.until > now}
+        return {key: record.until for key, record in self.records.items() if record.until > now}
 
     def failed(
         self, key: str, error: BaseException, now: float, pool: int, tag: object = None
@@ -96,9 +98,9 @@ class Ejections:
             return None
         self._expire(now)
         self._prune(now)
-        record = self._records.get(key)
+        record = self.records.get(key)
         if record is None or self._stale(record, now):
-            record = self._records[key] = _Record()
+            record = self.records[key] = _Record()
         record.last = now
         record.tag = tag
         if record.until > now:
@@ -121,7 +123,7 @@ class Ejections:
 
     def succeeded(self, key: str) -> bool:
         """``key`` answered: forget it; returns whether there was a record."""
-        record = self._records.pop(key, None)
+        record = self.records.pop(key, None)
         if record is None:
             return False
         self._out.discard(record.serial)
@@ -130,9 +132,9 @@ class Ejections:
     def retain(self, present: Callable[[str, object], bool]) -> int:
         """Forget every instance for which ``present(key, tag)`` is false (it left the
         endpoint set, or came back with a new endpoint); returns how many were forgotten."""
-        gone = [key for key, record in self._records.items() if not present(key, record.tag)]
+        gone = [key for key, record in self.records.items() if not present(key, record.tag)]
         for key in gone:
-            self._out.discard(self._records.pop(key).serial)
+            self._out.discard(self.records.pop(key).serial)
         return len(gone)
 
     def _expire(self, now: float) -> None:
@@ -148,9 +150,9 @@ class Ejections:
         if now < self._next_prune:
             return
         self._next_prune = now + self.policy.max_ejection_time
-        stale = [key for key, record in self._records.items() if self._stale(record, now)]
+        stale = [key for key, record in self.records.items() if self._stale(record, now)]
         for key in stale:
-            del self._records[key]
+            del self.records[key]
 
     def _stale(self, record: _Record, now: float) -> bool:
         return record.until <= now and record.last + self.policy.max_ejection_time <= now

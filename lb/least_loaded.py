@@ -120,6 +120,9 @@ class LeastLoaded(Pool):
         """Requests this balancer has in flight on ``instance``."""
         return self._in_flight.get(instance)
 
+    def endpoint(self) -> Endpoint:
+        return self.pick().endpoint
+
     def pick(self, exclude: Collection[str] = ()) -> Pick:
         keys, endpoints = self._read()
         size = len(endpoints)
@@ -127,8 +130,8 @@ class LeastLoaded(Pool):
             raise NoEndpointsError
         if size == 1:
             return self._hand_out(keys, endpoints, 0)
-        if exclude or self._ejections:
-            now = time.monotonic() if self._ejections else 0.0
+        if exclude or self._records:
+            now = time.monotonic() if self._records else 0.0
             with self._lock:
                 first = self._find(keys, size, exclude, now)
                 second = self._find(keys, size, exclude, now, avoid=first)

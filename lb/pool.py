@@ -105,8 +105,7 @@ def _in_sorted(instances: tuple[str, ...], key: str) -> bool:
 
 class Pool:
     """Base of the built-in balancers (a :class:`lb.Picker`).  Subclasses choose an
-    index with :meth:`_next_index` (called under the lock) and may wrap what they
-    hand out with :meth:`_hand_out`."""
+    index with :meth:`_next_index` (called under the lock)."""
 
     def __init__(
         self,
@@ -132,6 +131,8 @@ class Pool:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._ejections = None if outlier_detection is None else Ejections(outlier_detection)
+        # the records themselves: an empty dict is the hot path's "nobody to avoid"
+        self._records = {} if self._ejections is None else self._ejections.records
         self._instances: tuple[str, ...] = ()  # strings only: the last set pins no endpoint
         # Ejection ends by index in the set named by the tuple (None: nobody is out).
         self._until: tuple[tuple[str, ...], array[float] | None] = ((), None)
@@ -153,22 +154,37 @@ class Pool:
 
     def endpoint(self) -> Endpoint:
         """One endpoint, as :meth:`pick` with nothing excluded."""
-        return self.pick().endpoint
+        _, endpoints, index = self._choose(())
+        return endpoints[index]
 
     def pick(self, exclude: Collection[str] = ()) -> Pick:
         """Pick an instance, avoiding those in ``exclude`` and ejected ones while
         others remain.  Raises :class:`lb.NoEndpointsError` on an empty set; the
         source's own error passes through unchanged.  Thread-safe."""
-        keys, endpoints = self._read()
+        keys, endpoints, index = self._choose(exclude)
+        return tuple.__new__(Pick, (keys[index], endpoints[index]))  # Pick(...), minus a call
+
+    def _choose(
+        self, exclude: Collection[str]
+    ) -> tuple[Sequence[str], Sequence[Endpoint], int]:
+        """The set to pick from and the index picked in it (the hot path: an O(1)
+        snapshot read, one lock, no allocation beyond the answer)."""
+        snapshot = self._snapshot
+        if snapshot is not None:
+            current = snapshot()
+            keys: Sequence[str] = current.instances
+            endpoints: Sequence[Endpoint] = current.endpoints
+            if keys is not self._instances:
+                self._changed(current.instances, current.endpoints)
+        else:
+            keys, endpoints = self._read_list()
         size = len(endpoints)
         if not size:
             raise NoEndpointsError
-        if exclude or self._ejections:
-            index = self._steered(keys, size, exclude)
-        else:
-            with self._lock:
-                index = self._next_index(size)
-        return self._hand_out(keys, endpoints, index)
+        if exclude or self._records:
+            return keys, endpoints, self._steered(keys, size, exclude)
+        with self._lock:
+            return keys, endpoints, self._next_index(size)
 
     def report(self, pick: Pick, error: BaseException | None) -> None:
         """Book how an attempt on ``pick`` went (``error`` ``None``: it succeeded)."""
@@ -176,7 +192,7 @@ class Pool:
         if ejections is None:
             return
         if error is None:
-            if ejections:  # unlocked peek: nothing to forget is the common case
+            if self._records:  # unlocked peek: nothing to forget is the common case
                 with self._lock:
                     if ejections.succeeded(pick.instance):
                         self._mark(pick.instance, 0.0)
@@ -201,10 +217,6 @@ class Pool:
         """The balancer's own choice among ``size`` endpoints; called under the lock."""
         raise NotImplementedError
 
-    def _hand_out(self, keys: Sequence[str], endpoints: Sequence[Endpoint], index: int) -> Pick:
-        """What :meth:`pick` returns for the ``index``-th endpoint."""
-        return Pick(keys[index], endpoints[index])
-
     def _tag(self, endpoint: Endpoint) -> object:
         """Names the endpoint behind what :meth:`_hand_out` returned, without holding it."""
         return _weak(endpoint)
@@ -222,11 +234,15 @@ class Pool:
             if instances is not self._instances:
                 self._changed(instances, current.endpoints)
             return instances, current.endpoints
+        return self._read_list()
+
+    def _read_list(self) -> tuple[Sequence[str], Sequence[Endpoint]]:
+        """:meth:`_read` for a source without snapshots: O(n), as its list is."""
         endpoints = self._endpoints()
         keys = _IdentityKeys(endpoints)
         self._size = len(endpoints)
         ejections = self._ejections
-        if ejections:
+        if ejections is not None and self._records:
             present = {identity_key(endpoint) for endpoint in endpoints}
             with self._lock:
                 ejections.retain(lambda key, tag: key in present)
@@ -265,7 +281,7 @@ class Pool:
         view[position] = until
 
     def _steered(self, keys: Sequence[str], size: int, exclude: Collection[str]) -> int:
-        now = time.monotonic() if self._ejections else 0.0
+        now = time.monotonic() if self._records else 0.0
         with self._lock:
             return self._find(keys, size, exclude, now)
 

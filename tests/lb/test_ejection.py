@@ -172,7 +172,7 @@ def test_records_hold_no_endpoint() -> None:
     # that held endpoints kept closed endpoints and their buffers alive).
     ejections = table()
     ejections.failed("10.0.0.1:80", REFUSED, now=0.0, pool=10)
-    record = ejections._records["10.0.0.1:80"]
+    record = ejections.records["10.0.0.1:80"]
     values = [getattr(record, name) for name in record.__slots__]
     assert all(isinstance(value, int | float | None) for value in values), values
 
