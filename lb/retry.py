@@ -16,6 +16,14 @@ One retried call, start to end, is in this file:
 
 Both drivers share every step but the two that differ (how to call the
 endpoint and how to wait), so they cannot drift apart.
+
+Under churn a call fails only when every attempt meets a down instance, each
+a different one.  Instances whose crash shows at once (refused or reset
+connections) are ejected on first contact, so that takes several crashes the
+balancer has not yet seen; a crash that shows late (a listener that still takes
+connections, errors that are not connection-level) can keep two or three dead
+instances in rotation at a time.  Size ``max_attempts`` for that: see
+``tests/lb/test_load.py`` for figures.
 """
 
 from __future__ import annotations

@@ -62,6 +62,16 @@ def answer(pick: lb.Pick) -> str:
     return str(pick.endpoint(None))
 
 
+def test_built_in_balancers_are_pickers(make: Make) -> None:
+    balancer = make(Static([noop("a")]))
+    assert isinstance(balancer, lb.Balancer)
+    assert isinstance(balancer, lb.Picker)
+    pick = balancer.pick()
+    assert isinstance(pick, lb.Pick)
+    assert pick.instance.startswith("<endpoint at 0x")  # a source that names no instances
+    assert balancer.outlier_detection == lb.OutlierDetection()
+
+
 # --- bad arguments (issue 7.9) ------------------------------------------------------------
 
 
