@@ -4,6 +4,7 @@ ejected instances, and ejection state owned by the balancer (issue 6.4, 6.7, 7.4
 from __future__ import annotations
 
 import gc
+import threading
 import weakref
 from collections import Counter
 from collections.abc import Callable
@@ -331,3 +332,45 @@ def test_a_report_about_an_instance_that_left_keeps_nothing(
         balancer.pick()
         balancer.report(late, REFUSED)  # an attempt that was in flight when it left
         assert balancer.ejected() == []
+
+
+def test_threads_pick_report_and_change_the_set_together(
+    make: Make, registry: sd.MemoryRegistry, no_thread_leaks: None,
+) -> None:
+    # Picks, failure reports (ejections) and set changes race; nothing may break and
+    # no pick may name an instance that never existed.
+    names = instances(12)
+    registrars = [registry.registrar("svc", name) for name in names]
+    for registrar in registrars:
+        registrar.register()
+    problems: list[BaseException] = []
+    stop = threading.Event()
+    with sd.Endpointer(registry.instancer("svc"), Echo) as endpointer:
+        balancer = make(endpointer, outlier_detection=lb.OutlierDetection(
+            base_ejection_time=0.001, max_ejection_time=0.01))
+
+        def picker(number: int) -> None:
+            try:
+                for i in range(3000):
+                    pick = balancer.pick({names[number]} if i % 3 else ())
+                    assert pick.instance in names
+                    balancer.report(pick, REFUSED if i % 4 == 0 else None)
+            except BaseException as error:  # reported below
+                problems.append(error)
+
+        def changer() -> None:
+            while not stop.is_set():
+                for registrar in registrars[:4]:
+                    registrar.deregister()
+                    registrar.register()
+
+        threads = [threading.Thread(target=picker, args=(n,)) for n in range(6)]
+        churn = threading.Thread(target=changer)
+        churn.start()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        stop.set()
+        churn.join()
+    assert problems == []
