@@ -19,7 +19,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from lb.balancer import Pick
+from lb.balancer import EndpointSource, Pick
 from lb.errors import NoEndpointsError
 from lb.outlier_detection import OutlierDetection
 from lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
@@ -105,7 +105,7 @@ class LeastLoaded(Pool):
 
     def __init__(
         self,
-        endpointer: object,
+        endpointer: EndpointSource,
         seed: int | None = None,
         *,
         outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,

@@ -38,7 +38,7 @@ from array import array
 from collections.abc import Callable, Collection, Sequence
 from typing import cast, overload
 
-from lb.balancer import Pick
+from lb.balancer import EndpointSource, Pick
 from lb.ejection import Ejections
 from lb.errors import NoEndpointsError
 from lb.outlier_detection import OutlierDetection
@@ -109,7 +109,7 @@ class Pool:
 
     def __init__(
         self,
-        endpointer: object,
+        endpointer: EndpointSource,
         *,
         outlier_detection: OutlierDetection | None,
         seed: int | None = None,

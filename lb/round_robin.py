@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lb.balancer import EndpointSource
 from lb.outlier_detection import OutlierDetection
 from lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
 
@@ -23,7 +24,7 @@ class RoundRobin(Pool):
 
     def __init__(
         self,
-        endpointer: object,
+        endpointer: EndpointSource,
         *,
         outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
     ) -> None:
