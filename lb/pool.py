@@ -218,7 +218,7 @@ class Pool:
         raise NotImplementedError
 
     def _tag(self, endpoint: Endpoint) -> object:
-        """Names the endpoint behind what :meth:`_hand_out` returned, without holding it."""
+        """Names the endpoint behind what :meth:`pick` handed out, without holding it."""
         return _weak(endpoint)
 
     def _on_change(self, instances: tuple[str, ...]) -> None:
