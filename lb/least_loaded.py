@@ -14,9 +14,11 @@ pruning and pins no endpoint.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Collection, Sequence
+from types import FunctionType, MethodType
 from typing import Any
 
 from lb.balancer import EndpointSource, Pick
@@ -93,6 +95,19 @@ class _InFlight:
         return bool(self._counts)
 
 
+def _decides_kind(endpoint: Endpoint) -> object:
+    """What decides whether ``endpoint`` is async, as a cache key (``None``: look
+    each time): a function's or method's code object, else the type, whose
+    ``__call__`` decides for instances of classes."""
+    if isinstance(endpoint, FunctionType):
+        return endpoint.__code__
+    if isinstance(endpoint, MethodType):
+        return getattr(endpoint.__func__, "__code__", None)
+    if isinstance(endpoint, functools.partial):
+        return None  # decided by what it wraps
+    return type(endpoint)
+
+
 class LeastLoaded(Pool):
     """Picks the instance with fewer requests in flight out of two chosen at random.
 
@@ -112,9 +127,10 @@ class LeastLoaded(Pool):
     ) -> None:
         super().__init__(endpointer, outlier_detection=outlier_detection, seed=seed)
         self._in_flight = _InFlight()
-        # Which wrapper each endpoint of the current set needs, by index; the set's
-        # instances tuple comes with it, so a pick from an older set never uses it.
-        self._kinds: tuple[Sequence[str], list[type[_Counted] | None]] = ((), [])
+        # Which wrapper an endpoint needs, by what decides it: the code object of a
+        # function or method, else the type.  A handful of entries, whatever the
+        # number of instances, so the lookup stays in cache at 10,000 instances.
+        self._kinds: dict[object, type[_Counted]] = {}
 
     def in_flight(self, instance: str) -> int:
         """Requests this balancer has in flight on ``instance``."""
@@ -152,17 +168,14 @@ class LeastLoaded(Pool):
     def _tag(self, endpoint: Endpoint) -> object:
         return super()._tag(endpoint.__wrapped__ if isinstance(endpoint, _Counted) else endpoint)
 
-    def _on_change(self, instances: tuple[str, ...]) -> None:
-        self._kinds = (instances, [None] * len(instances))
-
     def _hand_out(self, keys: Sequence[str], endpoints: Sequence[Endpoint], index: int) -> Pick:
-        owner, kinds = self._kinds
-        kind = kinds[index] if owner is keys else None
         endpoint = endpoints[index]
+        decides = _decides_kind(endpoint)
+        kind = self._kinds.get(decides)
         if kind is None:
             kind = _AsyncCounted if is_async(endpoint) else _SyncCounted
-            if owner is keys:
-                kinds[index] = kind
+            if decides is not None:
+                self._kinds[decides] = kind
         instance = keys[index]
         return Pick(instance, kind(endpoint, instance, self._in_flight))
 
