@@ -118,9 +118,11 @@ async def async_rows() -> None:
         seconds = statistics.median(runs[name])
         print(f"  {name:<38} {seconds * 1e9:9.0f} ns   x{seconds / base:6.1f}"
               f"   ({min(runs[name]) * 1e9:.0f} ns)")
-    picked = rows[1][0]
-    for stat, label in ((statistics.median, "median"), (min, "fastest")):
-        overhead = {name: stat(runs[name]) - stat(runs[picked]) for name, _ in rows[2:]}
+    reference = rows[1][0]
+    stats: tuple[tuple[Callable[[list[float]], float], str], ...] = (
+        (statistics.median, "median"), (min, "fastest"))
+    for stat, label in stats:
+        overhead = {name: stat(runs[name]) - stat(runs[reference]) for name, _ in rows[2:]}
         print(f"  on top of pick + await ({label}): " + ", ".join(
             f"{name} {ns * 1e9:+.0f} ns" for name, ns in overhead.items()))
     await endpointer.aclose()
