@@ -9,9 +9,11 @@ and noisy: read the ratios, not the absolute nanoseconds.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
+import time
 import timeit
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pybreaker
@@ -23,6 +25,7 @@ import sd
 
 REPEATS = 7
 NUMBER = 20_000
+ASYNC_REPEATS = 61
 
 
 def measure(call: Callable[[], Any]) -> float:
@@ -70,6 +73,59 @@ def main() -> None:
     tenacity_ns = dict(results)["tenacity.Retrying equivalent"]
     print(f"\n  tenacity equivalent / lb.retry: x{tenacity_ns / retry_ns:.1f}")
     endpointer.close()
+    asyncio.run(async_rows())
+
+
+async def async_rows() -> None:
+    """The asyncio side: each endpoint suspends once, as a real request does, so the
+    loop runs between calls (and cleans up cancelled timers) as it would in use."""
+
+    async def numbered(request: Any) -> Any:
+        await asyncio.sleep(0)
+        return request
+
+    endpoints = {f"127.0.0.1:{8000 + i}": numbered for i in range(3)}
+    endpointer = sd.Endpointer(sd.FixedInstancer(endpoints), endpoints.__getitem__)
+    round_robin = lb.RoundRobin(endpointer)
+    retried = lb.retry_async(3, 1.0, round_robin)
+
+    async def with_asyncio_timeout(request: Any) -> Any:
+        # What a retry that opens asyncio.timeout per call pays on top of the pick.
+        async with asyncio.timeout(1.0):
+            return await round_robin.endpoint()(request)
+
+    async def picked(request: Any) -> Any:
+        return await round_robin.endpoint()(request)
+
+    rows: list[tuple[str, Callable[[Any], Awaitable[Any]]]] = [
+        ("baseline: await endpoint(request)", numbered),
+        ("RoundRobin pick + await", picked),
+        ("pick + asyncio.timeout (old retry)", with_asyncio_timeout),
+        ("lb.retry_async (first attempt ok)", retried),
+    ]
+    runs: dict[str, list[float]] = {name: [] for name, _ in rows}
+    repeats, number = ASYNC_REPEATS, NUMBER // 20
+    for _ in range(repeats):
+        for name, call in rows:  # short runs in turn, so background load hits every row alike
+            start = time.perf_counter()
+            for _ in range(number):
+                await call(1)
+            runs[name].append((time.perf_counter() - start) / number)
+    base = statistics.median(runs[rows[0][0]])
+    print(f"\nasyncio: {repeats} x {number} awaited calls per row, interleaved; "
+          "median (and fastest run)")
+    for name, _ in rows:
+        seconds = statistics.median(runs[name])
+        print(f"  {name:<38} {seconds * 1e9:9.0f} ns   x{seconds / base:6.1f}"
+              f"   ({min(runs[name]) * 1e9:.0f} ns)")
+    reference = rows[1][0]
+    stats: tuple[tuple[Callable[[list[float]], float], str], ...] = (
+        (statistics.median, "median"), (min, "fastest"))
+    for stat, label in stats:
+        overhead = {name: stat(runs[name]) - stat(runs[reference]) for name, _ in rows[2:]}
+        print(f"  on top of pick + await ({label}): " + ", ".join(
+            f"{name} {ns * 1e9:+.0f} ns" for name, ns in overhead.items()))
+    await endpointer.aclose()
 
 
 if __name__ == "__main__":

@@ -3,14 +3,15 @@
 Public surface (see ``API.md``): :class:`Balancer`, :class:`RoundRobin`,
 :class:`Random`, :class:`NoEndpointsError`, :func:`retry`, :func:`retry_async`,
 :class:`RetryError`, :class:`RetryTimeout`, :func:`remaining`; beyond it,
-:class:`LeastLoaded` (power of two choices over requests in flight).
+:class:`LeastLoaded` (power of two choices over requests in flight),
+:class:`OutlierDetection` (the passive-ejection policy a balancer owns), and for
+custom balancers the optional :class:`Picker` protocol with its :class:`Pick`.
 """
 
-from lb.balancer import Balancer, EndpointSource
-from lb.ejection import EjectionTable
+from lb.balancer import Balancer, Pick, Picker
 from lb.errors import NoEndpointsError, RetryError, RetryTimeout
 from lb.least_loaded import LeastLoaded
-from lb.pick import ejection_table, set_ejection_table
+from lb.outlier_detection import OutlierDetection
 from lb.random import Random
 from lb.retry import retry, retry_async
 from lb.round_robin import RoundRobin
@@ -18,17 +19,16 @@ from sd.deadline import remaining
 
 __all__ = [
     "Balancer",
-    "EjectionTable",
-    "EndpointSource",
     "LeastLoaded",
     "NoEndpointsError",
+    "OutlierDetection",
+    "Pick",
+    "Picker",
     "Random",
     "RetryError",
     "RetryTimeout",
     "RoundRobin",
-    "ejection_table",
     "remaining",
     "retry",
     "retry_async",
-    "set_ejection_table",
 ]

@@ -1,113 +1,158 @@
-"""Passive ejection bookkeeping: a pure table.
+"""Passive ejection state: a pure table, owned by one balancer.
 
 Theory of operation
 -------------------
-When an attempt fails with a connection-level error (:class:`sd.ConnectionFailure`)
-its endpoint is *ejected*: balancers skip it for ``base`` seconds, doubling for
-each further consecutive ejection up to ``maximum``; a success clears its strikes.
+The balancer reports each attempt's outcome for the instance it picked:
 
-Ejection is advice, never a verdict: :meth:`EjectionTable.usable` skips at most
-``max_fraction`` of the pool (rounded down, and never every candidate), honouring
-the ejections that have longest to run, so a burst of failures cannot take every
-instance out of rotation.
+* A failure that :meth:`OutlierDetection.counts` adds one to the instance's run
+  of consecutive failures.  When the run reaches ``consecutive_failures`` the
+  instance is *ejected* until ``now + ejection_time(n)`` (``n`` = its ejections so
+  far, so the time doubles up to the maximum) and the run starts again.
+* The cap is applied when ejecting: if ``max_ejected(pool size)`` instances are
+  already out, the instance stays in rotation (its run is kept, so its next
+  failure tries again).  Picks therefore need no sorting or counting: an
+  instance is skipped iff it has a record whose ``until`` lies ahead.
+* A success forgets the instance.  So does its leaving the endpoint set
+  (:meth:`Ejections.retain`), so an instance that comes back starts clean and
+  no state outlives the instance it is about.  Each record carries a ``tag``
+  naming the endpoint that failed (the balancer's choice: a weak reference)
+  so that an instance that left and returned between two looks at the set is
+  recognised by its new endpoint.
+* A record that is not ejected is forgotten ``max_ejection_time`` after its
+  last event, so a rare failure long ago does not double a later ejection.
 
-Endpoints are tracked by identity; a record holds its endpoint so the identity
-stays unique while the record lives.  Records are forgotten ``maximum`` seconds
-after their ejection ends.  Nothing here locks or reads a clock.
+Records are keyed by instance string and hold numbers and the tag, never an
+endpoint, so they keep no closed endpoint alive.  Expiries are kept in a heap,
+so counting who is out costs O(log n) per ejection, not a scan.  Nothing here
+locks or reads a clock: every method takes ``now``; the balancer holds its own
+lock around them.
+
+    no record --counted failure--> run < threshold --...--> ejected until T
+        ^  ^                                                  |       |
+        |  +------------------ success / leaves --------------+       |
+        +---- forgotten max_ejection_time after T (if no new failure) -+
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
-__all__ = ["EjectionTable"]
+from lb.outlier_detection import OutlierDetection
 
-E = TypeVar("E")
+__all__ = ["Ejections"]
 
 
 @dataclass(slots=True)
 class _Record:
-    endpoint: object
-    until: float
-    strikes: int
+    run: int = 0  # counted failures in a row since the last ejection
+    ejections: int = 0  # times ejected so far; the next one lasts ejection_time(ejections + 1)
+    until: float = float("-inf")  # out of rotation before this time
+    serial: int = 0  # names the ejection `until` belongs to, for the heap
+    last: float = 0.0  # time of the last failure or ejection end
+    tag: object = None  # names the endpoint that failed, to tell a returned instance
 
 
-class EjectionTable:
-    """Which endpoints are out of rotation, and until when."""
+class Ejections:
+    """Which instances are out of rotation, and until when (see the module docstring)."""
 
-    def __init__(self, *, base: float = 1.0, maximum: float = 30.0, max_fraction: float = 0.5):
-        if base <= 0 or maximum < base:
-            raise ValueError("need 0 < base <= maximum")
-        if not 0.0 <= max_fraction < 1.0:
-            raise ValueError("max_fraction must be in [0, 1)")
-        self.base = base
-        self.maximum = maximum
-        self.max_fraction = max_fraction
-        self._records: dict[int, _Record] = {}
-
-    @property
-    def empty(self) -> bool:
-        """Whether no endpoint has a record (the hot path's check)."""
-        return not self._records
+    def __init__(self, policy: OutlierDetection) -> None:
+        self.policy = policy
+        #: Records by instance; read-only outside this class (balancers test it for
+        #: emptiness on the hot path, which a dict does in C).
+        self.records: dict[str, _Record] = {}
+        self._heap: list[tuple[float, int, str]] = []  # (until, serial, key) of ejections
+        self._out: set[int] = set()  # serials of ejections that have not ended
+        self._serial = 0
+        self._next_prune = float("-inf")
 
     def __bool__(self) -> bool:
-        return bool(self._records)
+        """Whether any instance has a record (the pick's fast-path check)."""
+        return bool(self.records)
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self.records)
 
-    def eject(self, endpoint: object, now: float) -> float:
-        """Take ``endpoint`` out of rotation; returns for how many seconds."""
-        self._prune(now)
-        record = self._records.get(id(endpoint))
-        strikes = 1 if record is None else record.strikes + 1
-        duration = min(self.maximum, self.base * 2.0 ** min(strikes - 1, 32))
-        self._records[id(endpoint)] = _Record(endpoint, now + duration, strikes)
-        return duration
-
-    def succeeded(self, endpoint: object) -> None:
-        """``endpoint`` answered: forget its strikes."""
-        self._records.pop(id(endpoint), None)
-
-    def is_ejected(self, endpoint: object, now: float) -> bool:
-        """Whether ``endpoint`` is ejected at ``now`` (ignoring the cap)."""
-        record = self._records.get(id(endpoint))
+    def is_ejected(self, key: str, now: float) -> bool:
+        """Whether ``key`` is out of rotation at ``now``."""
+        record = self.records.get(key)
         return record is not None and record.until > now
 
-    def usable(
-        self, endpoints: Sequence[E], now: float, exclude: Collection[int] = ()
-    ) -> Sequence[E]:
-        """The endpoints a balancer should pick from.
+    def ejected(self, now: float) -> int:
+        """How many instances are out of rotation at ``now``."""
+        self._expire(now)
+        return len(self._out)
 
-        Drops those whose ``id`` is in ``exclude`` (they failed earlier in this
-        call) unless that would leave none, then drops ejected ones within the cap.
-        Returns ``endpoints`` itself when nothing is dropped.
-        """
-        candidates: Sequence[E] = endpoints
-        if exclude:
-            kept = [e for e in endpoints if id(e) not in exclude]
-            if kept:
-                candidates = kept
-        if not self._records:
-            return candidates
-        ejected = [
-            (record.until, index)
-            for index, endpoint in enumerate(candidates)
-            if (record := self._records.get(id(endpoint))) is not None and record.until > now
-        ]
-        if not ejected:
-            return candidates
-        # the epsilon keeps 100 * 0.29 from rounding down to 28
-        allowed = min(int(len(endpoints) * self.max_fraction + 1e-9), len(candidates) - 1)
-        if allowed <= 0:
-            return candidates
-        ejected.sort(reverse=True)
-        skip = {index for _, index in ejected[:allowed]}
-        return [endpoint for index, endpoint in enumerate(candidates) if index not in skip]
+    def out(self, now: float) -> dict[str, float]:
+        """The instances out of rotation at ``now``, with the end of their ejection."""
+        return {key: record.until for key, record in self.records.items() if record.until > now}
+
+    def failed(
+        self, key: str, error: BaseException, now: float, pool: int, tag: object = None
+    ) -> float | None:
+        """Book a failure of ``key`` among ``pool`` instances; returns the ejection's
+        seconds if this failure ejected it, else ``None``.  ``tag`` (whatever names the
+        endpoint that failed without holding it) is handed back to :meth:`retain`."""
+        if not self.policy.counts(error):
+            return None
+        self._expire(now)
+        self._prune(now)
+        record = self.records.get(key)
+        if record is None or self._stale(record, now):
+            record = self.records[key] = _Record()
+        record.last = now
+        record.tag = tag
+        if record.until > now:
+            return None  # already out: a failure from an attempt that started before
+        record.run += 1
+        if record.run < self.policy.consecutive_failures:
+            return None
+        if len(self._out) >= self.policy.max_ejected(pool):
+            return None
+        record.run = 0
+        record.ejections += 1
+        duration = self.policy.ejection_time(record.ejections)
+        self._serial += 1
+        record.serial = self._serial
+        record.until = now + duration
+        record.last = record.until
+        self._out.add(record.serial)
+        heapq.heappush(self._heap, (record.until, record.serial, key))
+        return duration
+
+    def succeeded(self, key: str) -> bool:
+        """``key`` answered: forget it; returns whether there was a record."""
+        record = self.records.pop(key, None)
+        if record is None:
+            return False
+        self._out.discard(record.serial)
+        return True
+
+    def retain(self, present: Callable[[str, object], bool]) -> int:
+        """Forget every instance for which ``present(key, tag)`` is false (it left the
+        endpoint set, or came back with a new endpoint); returns how many were forgotten."""
+        gone = [key for key, record in self.records.items() if not present(key, record.tag)]
+        for key in gone:
+            self._out.discard(self.records.pop(key).serial)
+        return len(gone)
+
+    def _expire(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, serial, _ = heapq.heappop(heap)
+            self._out.discard(serial)
+        if not self._out:
+            heap.clear()  # only stale entries of forgotten records can be left
 
     def _prune(self, now: float) -> None:
-        stale = [key for key, r in self._records.items() if r.until + self.maximum <= now]
+        # Amortised: at most one pass per max_ejection_time.
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self.policy.max_ejection_time
+        stale = [key for key, record in self.records.items() if self._stale(record, now)]
         for key in stale:
-            del self._records[key]
+            del self.records[key]
+
+    def _stale(self, record: _Record, now: float) -> bool:
+        return record.until <= now and record.last + self.policy.max_ejection_time <= now

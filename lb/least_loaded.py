@@ -6,36 +6,40 @@ busy one, without the herd effect of everybody choosing the same "best" endpoint
 at once, and it steers away from a slow instance as its requests pile up —
 which round-robin and random cannot.
 
-"Busy" is the number of requests this balancer has in flight on the endpoint.
-To count them, the balancer hands out a counting wrapper per endpoint; the
-wrapper is the same object for as long as its endpoint lives, so retry's
-per-call exclusion and passive ejection work with it as with any endpoint.
+"Busy" is the number of requests this balancer has in flight on the instance.
+Each pick hands out a small counting wrapper; the counts live in a map keyed by
+instance that only holds instances with requests in flight, so it needs no
+pruning and pins no endpoint.
 """
 
 from __future__ import annotations
 
-import random
+import functools
 import threading
+import time
+from collections.abc import Collection, Sequence
+from types import FunctionType, MethodType
 from typing import Any
 
-from lb.balancer import EndpointSource
+from lb.balancer import EndpointSource, Pick
 from lb.errors import NoEndpointsError
-from lb.pick import usable
+from lb.outlier_detection import OutlierDetection
+from lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
 from sd.endpoint import Endpoint, is_async
 
 __all__ = ["LeastLoaded"]
 
 
 class _Counted:
-    __slots__ = ("__wrapped__", "_lock", "in_flight")
+    __slots__ = ("__wrapped__", "_counts", "_instance")
 
-    def __init__(self, endpoint: Endpoint, lock: threading.Lock) -> None:
+    def __init__(self, endpoint: Endpoint, instance: str, counts: _InFlight) -> None:
         self.__wrapped__ = endpoint
-        self._lock = lock
-        self.in_flight = 0
+        self._instance = instance
+        self._counts = counts
 
     def __repr__(self) -> str:
-        return f"<in flight {self.in_flight}: {self.__wrapped__!r}>"
+        return f"<counted {self._instance}: {self.__wrapped__!r}>"
 
     def __call__(self, request: Any) -> Any:
         raise NotImplementedError
@@ -45,76 +49,135 @@ class _SyncCounted(_Counted):
     __slots__ = ()
 
     def __call__(self, request: Any) -> Any:
-        with self._lock:
-            self.in_flight += 1
+        self._counts.enter(self._instance)
         try:
             return self.__wrapped__(request)
         finally:
-            with self._lock:
-                self.in_flight -= 1
+            self._counts.leave(self._instance)
 
 
 class _AsyncCounted(_Counted):
     __slots__ = ()
 
     async def __call__(self, request: Any) -> Any:
-        with self._lock:
-            self.in_flight += 1
+        self._counts.enter(self._instance)
         try:
             return await self.__wrapped__(request)
         finally:
-            with self._lock:
-                self.in_flight -= 1
+            self._counts.leave(self._instance)
 
 
-class LeastLoaded:
-    """Picks the endpoint with fewer requests in flight out of two chosen at random.
+class _InFlight:
+    """Requests in flight per instance; an instance with none has no entry."""
+
+    __slots__ = ("_counts", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def enter(self, instance: str) -> None:
+        with self._lock:
+            self._counts[instance] = self._counts.get(instance, 0) + 1
+
+    def leave(self, instance: str) -> None:
+        with self._lock:
+            left = self._counts[instance] - 1
+            if left:
+                self._counts[instance] = left
+            else:
+                del self._counts[instance]
+
+    def get(self, instance: str) -> int:
+        return self._counts.get(instance, 0)
+
+    def __bool__(self) -> bool:
+        return bool(self._counts)
+
+
+def _decides_kind(endpoint: Endpoint) -> object:
+    """What decides whether ``endpoint`` is async, as a cache key (``None``: look
+    each time): a function's or method's code object, else the type, whose
+    ``__call__`` decides for instances of classes."""
+    if isinstance(endpoint, FunctionType):
+        return endpoint.__code__
+    if isinstance(endpoint, MethodType):
+        return getattr(endpoint.__func__, "__code__", None)
+    if isinstance(endpoint, functools.partial):
+        return None  # decided by what it wraps
+    return type(endpoint)
+
+
+class LeastLoaded(Pool):
+    """Picks the instance with fewer requests in flight out of two chosen at random.
 
     Works for sync and async endpoints (the wrapper it hands out is of the same
-    kind).  ``seed`` makes the random choices repeatable.  Skips endpoints that
-    failed earlier in the same retry call and passively ejected ones.  Raises
+    kind).  ``seed`` makes the random choices repeatable.  Skips instances excluded
+    by the caller and ejected ones, as :class:`lb.RoundRobin`.  Raises
     :class:`NoEndpointsError` on an empty set and lets the source's error through
     unchanged.  Thread-safe.
     """
 
-    def __init__(self, endpointer: EndpointSource, seed: int | None = None) -> None:
-        self._source = endpointer
-        self._rng = random.Random(seed)
-        self._lock = threading.Lock()
-        self._counters = threading.Lock()
-        self._wrapped: dict[int, _Counted] = {}
-        self._seen: list[Endpoint] = []
-        self._wrappers: list[_Counted] = []
+    def __init__(
+        self,
+        endpointer: EndpointSource,
+        seed: int | None = None,
+        *,
+        outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
+    ) -> None:
+        super().__init__(endpointer, outlier_detection=outlier_detection, seed=seed)
+        self._in_flight = _InFlight()
+        # Which wrapper an endpoint needs, by what decides it: the code object of a
+        # function or method, else the type.  A handful of entries, whatever the
+        # number of instances, so the lookup stays in cache at 10,000 instances.
+        self._kinds: dict[object, type[_Counted]] = {}
 
-    def _wrappers_for(self, endpoints: list[Endpoint]) -> list[_Counted]:
-        # Called under self._lock.  The Endpointer returns equal lists until its set
-        # changes, so the wrappers are rebuilt only then.
-        if endpoints == self._seen:
-            return self._wrappers
-        wrapped: dict[int, _Counted] = {}
-        for endpoint in endpoints:
-            counted = self._wrapped.get(id(endpoint))
-            if counted is None or counted.__wrapped__ is not endpoint:
-                kind = _AsyncCounted if is_async(endpoint) else _SyncCounted
-                counted = kind(endpoint, self._counters)
-            wrapped[id(endpoint)] = counted
-        self._wrapped = wrapped
-        self._seen = list(endpoints)
-        self._wrappers = list(wrapped.values())
-        return self._wrappers
+    def in_flight(self, instance: str) -> int:
+        """Requests this balancer has in flight on ``instance``."""
+        return self._in_flight.get(instance)
 
     def endpoint(self) -> Endpoint:
-        endpoints = self._source.endpoints()
-        if not endpoints:
+        return self.pick().endpoint
+
+    def pick(self, exclude: Collection[str] = ()) -> Pick:
+        keys, endpoints = self._read()
+        size = len(endpoints)
+        if not size:
             raise NoEndpointsError
-        with self._lock:
-            wrappers = self._wrappers_for(endpoints)
-            candidates = usable(wrappers)
-            if len(candidates) == 1:
-                return candidates[0]
-            first, second = self._rng.sample(range(len(candidates)), 2)
-        a, b = candidates[first], candidates[second]
-        return b if b.in_flight < a.in_flight else a
+        if size == 1:
+            return self._hand_out(keys, endpoints, 0)
+        if exclude or self._records:
+            now = time.monotonic() if self._records else 0.0
+            with self._lock:
+                first = self._find(keys, size, exclude, now)
+                second = self._find(keys, size, exclude, now, avoid=first)
+        else:
+            with self._lock:
+                first = self._rng.randrange(size)
+                second = self._rng.randrange(size - 1)
+            second += second >= first
+        in_flight = self._in_flight
+        if (in_flight and second != first
+                and in_flight.get(keys[second]) < in_flight.get(keys[first])):
+            first = second
+        return self._hand_out(keys, endpoints, first)
+
+    def _next_index(self, size: int) -> int:
+        return self._rng.randrange(size)
+
+    def _tag(self, endpoint: Endpoint) -> object:
+        return super()._tag(endpoint.__wrapped__ if isinstance(endpoint, _Counted) else endpoint)
+
+    def _hand_out(self, keys: Sequence[str], endpoints: Sequence[Endpoint], index: int) -> Pick:
+        endpoint = endpoints[index]
+        decides = _decides_kind(endpoint)
+        kind = self._kinds.get(decides)
+        if kind is None:
+            kind = _AsyncCounted if is_async(endpoint) else _SyncCounted
+            if decides is not None:
+                self._kinds[decides] = kind
+        instance = keys[index]
+        return Pick(instance, kind(endpoint, instance, self._in_flight))
 
     def __repr__(self) -> str:
         return f"LeastLoaded({self._source!r})"

@@ -2,35 +2,33 @@
 
 from __future__ import annotations
 
-import random
-import threading
-
 from lb.balancer import EndpointSource
-from lb.pick import candidates
-from sd.endpoint import Endpoint
+from lb.outlier_detection import OutlierDetection
+from lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
 
 __all__ = ["Random"]
 
 
-class Random:
+class Random(Pool):
     """Picks an endpoint uniformly at random; ``seed`` makes the sequence repeatable.
 
-    The RNG is guarded by a lock (go-kit's is shared unguarded).  Skips endpoints
-    that failed earlier in the same retry call and passively ejected ones.  Raises
-    :class:`NoEndpointsError` on an empty set and lets the source's error through
-    unchanged.  Thread-safe.
+    The RNG is guarded by a lock (go-kit's is shared unguarded).  Skips instances
+    excluded by the caller and ejected ones, as :class:`lb.RoundRobin`.  Raises
+    :class:`lb.NoEndpointsError` on an empty set and lets the source's error
+    through unchanged.  Thread-safe.
     """
 
-    def __init__(self, endpointer: EndpointSource, seed: int | None = None) -> None:
-        self._source = endpointer
-        self._rng = random.Random(seed)
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        endpointer: EndpointSource,
+        seed: int | None = None,
+        *,
+        outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
+    ) -> None:
+        super().__init__(endpointer, outlier_detection=outlier_detection, seed=seed)
 
-    def endpoint(self) -> Endpoint:
-        choices = candidates(self._source)
-        with self._lock:
-            index = self._rng.randrange(len(choices))
-        return choices[index]
+    def _next_index(self, size: int) -> int:
+        return self._rng.randrange(size)
 
     def __repr__(self) -> str:
         return f"Random({self._source!r})"

@@ -1,31 +1,45 @@
 """Retry over a balancer (go-kit's ``lb.Retry`` / ``lb.RetryWithCallback``), sync and asyncio.
 
-Both drivers run the same pure :class:`lb.retry_policy.RetryCall` and share every
-step but the two that differ (how to call the endpoint and how to wait), so they
-cannot drift apart.  The happy path is a thin loop: setting the deadline context
-variable, one pick, one call; the policy object is only built after a failure.
+One retried call, start to end, is in this file:
+
+1. The deadline (``now + timeout``) is set for :func:`lb.remaining`; in asyncio
+   a :class:`lb.timer.DeadlineTimer` also cancels the attempt in flight at it.
+2. An attempt asks the balancer for an endpoint — ``balancer.pick(exclude)`` for
+   a :class:`lb.Picker` (the built-in balancers), where ``exclude`` holds the
+   instances that already failed in this call; ``balancer.endpoint()``, re-asked
+   a bounded number of times when it hands back a failed endpoint, for any other
+   balancer — and calls it.
+3. The outcome goes back with ``balancer.report(pick, error)`` (Pickers only):
+   that is how the balancer ejects instances, with the state it owns.
+4. After a failure the pure :class:`lb.retry_policy.RetryCall` (built lazily, so
+   the happy path never makes one) says whether to wait and try again or give up.
+
+Both drivers share every step but the two that differ (how to call the
+endpoint and how to wait), so they cannot drift apart.
+
+Under churn a call fails only when every attempt meets a down instance, each
+a different one.  Instances whose crash shows at once (refused or reset
+connections) are ejected on first contact, so that takes several crashes the
+balancer has not yet seen; a crash that shows late (a listener that still takes
+connections, errors that are not connection-level) can keep two or three dead
+instances in rotation at a time.  Size ``max_attempts`` for that: see
+``tests/lb/test_load.py`` for figures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from contextvars import Token
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, cast
 
 import tenacity
 
-from lb.balancer import Balancer
+from lb.balancer import Balancer, Pick
 from lb.errors import RetryTimeout
-from lb.pick import (
-    failed_in_call,
-    mark_failed_in_call,
-    record_failure,
-    record_success,
-    reset_failed_in_call,
-)
+from lb.pool import identity_key
 from lb.retry_policy import Callback, GiveUp, RetryCall, WaitFunction, validate
+from lb.timer import DeadlineTimer
 from sd.deadline import reset_deadline, set_deadline
 from sd.endpoint import AsyncEndpoint, Endpoint
 
@@ -33,6 +47,9 @@ __all__ = ["retry", "retry_async"]
 
 #: A tenacity wait strategy: ``wait(retry_call_state) -> seconds``.
 TenacityWait = Callable[[tenacity.RetryCallState], float]
+
+PickFunction = Callable[[Collection[str]], Pick]
+ReportFunction = Callable[[Pick, BaseException | None], None]
 
 
 def retry(
@@ -46,8 +63,8 @@ def retry(
     """An endpoint that calls ``balancer.endpoint()``'s endpoint, retrying failures.
 
     ``max_attempts`` counts every attempt (``1`` means no retry); ``timeout`` seconds
-    covers all attempts together.  Errors from ``balancer.endpoint()`` and from the
-    endpoint both count.  ``callback(attempt, error) -> (keep_trying, replacement)``
+    covers all attempts together.  Errors from the balancer and from the endpoint
+    both count.  ``callback(attempt, error) -> (keep_trying, replacement)``
     replaces the default rule (keep trying while ``attempt < max_attempts``).
 
     Raises :class:`lb.RetryError` when it gives up and :class:`lb.RetryTimeout` (a
@@ -55,40 +72,40 @@ def retry(
     cannot be interrupted: it should bound itself by :func:`lb.remaining` (the
     ``sd.http`` endpoints do); a success that lands after the deadline is returned.
     Within one call an instance that failed is not picked again while others
-    remain; a connection-level failure ejects it for later calls too.  ``wait`` is a
-    tenacity wait strategy (e.g. ``tenacity.wait_random_exponential(multiplier=0.01, max=1)``)
+    remain; the balancer hears of every outcome (:class:`lb.Picker`) and ejects
+    instances by its :class:`lb.OutlierDetection`.  ``wait`` is a tenacity wait
+    strategy (e.g. ``tenacity.wait_random_exponential(multiplier=0.01, max=1)``)
     slept between attempts, never past the deadline.  Safe to call from many threads.
 
-    Raises ``ValueError`` for ``max_attempts < 1`` or ``timeout <= 0``.
+    Raises ``TypeError`` for a balancer without ``endpoint()``, a callback or wait
+    that is not callable, and :class:`sd.MisuseError` (a ``ValueError``) for
+    ``max_attempts < 1`` or a timeout that is not a finite number > 0.
     """
     validate(max_attempts, timeout)
-    wait_function = _adapt_wait(wait)
+    pick, report = _steering(balancer)
+    make_call = _call_factory(max_attempts, timeout, callback, wait, report)
 
     def retrying(request: Any) -> Any:
         start = time.monotonic()
         deadline_token = set_deadline(start + timeout)
-        call: RetryCall | None = None
-        failed_token: Token[frozenset[int]] | None = None
         try:
+            call: _Call | None = None
+            exclude: Collection[str] = ()
             while True:
-                endpoint: Endpoint | None = None
+                chosen: Pick | None = None
                 try:
-                    endpoint = _pick(balancer)
-                    response = endpoint(request)
+                    chosen = pick(exclude)
+                    response = chosen.endpoint(request)
                 except Exception as error:  # noqa: BLE001 - every failure counts, as go-kit
-                    if call is None:
-                        call = RetryCall(max_attempts=max_attempts, timeout=timeout, start=start,
-                                         callback=callback, wait=wait_function)
-                    delay, token = _after_failure(call, endpoint, error)
-                    failed_token = failed_token or token
+                    call = call or make_call(start)
+                    delay = call.failed(chosen, error)
+                    exclude = call.exclude
                     if delay:
                         time.sleep(delay)
                 else:
-                    record_success(endpoint)
+                    report(chosen, None)
                     return response
         finally:
-            if failed_token is not None:
-                reset_failed_in_call(failed_token)
             reset_deadline(deadline_token)
 
     return retrying
@@ -105,75 +122,131 @@ def retry_async(
     """The asyncio twin of :func:`retry`: the balancer hands out async endpoints.
 
     Here the deadline also cancels the attempt in flight, so a timed-out call
-    leaves nothing running; the cancelled attempt's error is not counted.
+    leaves nothing running; the cancelled attempt's error is not counted.  An
+    outer cancellation or timeout passes through as itself.
     """
     validate(max_attempts, timeout)
-    wait_function = _adapt_wait(wait)
+    pick, report = _steering(balancer)
+    make_call = _call_factory(max_attempts, timeout, callback, wait, report)
+    timers: list[DeadlineTimer] = []  # the last loop's timer; one slot, swapped whole
 
     async def retrying(request: Any) -> Any:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("lb.retry_async endpoints must be awaited in an asyncio task")
+        loop = task.get_loop()
+        timer = timers[0] if timers and timers[0].loop is loop else None
+        if timer is None:
+            timer = DeadlineTimer(loop, timeout)
+            timers[:] = [timer]
         start = time.monotonic()
         deadline_token = set_deadline(start + timeout)
-        call: RetryCall | None = None
-        failed_token: Token[frozenset[int]] | None = None
+        attempt = timer.start(task)
+        call: _Call | None = None
         try:
-            async with asyncio.timeout(timeout) as scope:
-                while True:
-                    endpoint: Endpoint | None = None
-                    try:
-                        endpoint = _pick(balancer)
-                        response = await cast(Callable[[Any], Awaitable[Any]], endpoint)(request)
-                    except Exception as error:  # noqa: BLE001 - every failure counts, as go-kit
-                        if call is None:
-                            call = RetryCall(max_attempts=max_attempts, timeout=timeout,
-                                             start=start, callback=callback, wait=wait_function)
-                        delay, token = _after_failure(call, endpoint, error)
-                        failed_token = failed_token or token
-                        if delay:
-                            await asyncio.sleep(delay)
-                    else:
-                        record_success(endpoint)
-                        return response
-        except TimeoutError:
-            if scope.expired():
-                errors = call.errors if call is not None else []
-                raise RetryTimeout(timeout, errors) from None
+            exclude: Collection[str] = ()
+            while True:
+                chosen: Pick | None = None
+                try:
+                    chosen = pick(exclude)
+                    response = await cast(Callable[[Any], Awaitable[Any]], chosen.endpoint)(
+                        request
+                    )
+                except Exception as error:  # noqa: BLE001 - every failure counts, as go-kit
+                    call = call or make_call(start)
+                    delay = call.failed(chosen, error)
+                    exclude = call.exclude
+                    if delay:
+                        await asyncio.sleep(delay)
+                else:
+                    report(chosen, None)
+                    return response
+        except asyncio.CancelledError:
+            if attempt.finish(cancelled=True):  # the deadline's cancel, not someone else's
+                raise RetryTimeout(timeout, call.policy.errors if call else []) from None
             raise
         finally:
-            if failed_token is not None:
-                reset_failed_in_call(failed_token)
+            attempt.finish(cancelled=False)  # a no-op if already finished
             reset_deadline(deadline_token)
 
     return retrying
 
 
-def _pick(balancer: Balancer) -> Endpoint:
-    """Ask the balancer; re-ask (a bounded number of times) if it hands back an
-    endpoint that already failed in this call, for balancers that do not consult
-    :func:`lb.pick.usable` themselves."""
-    endpoint = balancer.endpoint()
-    failed = failed_in_call()
-    if failed and id(endpoint) in failed:
-        for _ in range(len(failed)):
-            other = balancer.endpoint()
-            if id(other) not in failed:
-                return other
-    return endpoint
+class _Call:
+    """What one call keeps once an attempt has failed: the policy's state and the
+    instances to avoid.  Shared by both drivers."""
+
+    __slots__ = ("exclude", "policy", "report")
+
+    def __init__(self, policy: RetryCall, report: ReportFunction) -> None:
+        self.policy = policy
+        self.report = report
+        self.exclude: set[str] = set()
+
+    def failed(self, chosen: Pick | None, error: Exception) -> float:
+        """Book the failure; return the delay before the next attempt, or raise the
+        give-up error."""
+        if chosen is not None:
+            self.report(chosen, error)
+        decision = self.policy.failed(error, time.monotonic())
+        if isinstance(decision, GiveUp):
+            raise decision.error from error
+        if chosen is not None:
+            # An empty name: a balancer that is not a Picker; go by the endpoint.
+            self.exclude.add(chosen.instance or identity_key(chosen.endpoint))
+        return decision.delay
 
 
-def _after_failure(
-    call: RetryCall, endpoint: Endpoint | None, error: Exception
-) -> tuple[float, Token[frozenset[int]] | None]:
-    """Shared by both drivers: book the failure, then return the delay before the
-    next attempt, or raise the give-up error."""
-    if endpoint is not None:
-        record_failure(endpoint, error)
-    decision = call.failed(error, time.monotonic())
-    if isinstance(decision, GiveUp):
-        raise decision.error from error
-    # Marked only once we know there is a next attempt: the driver resets the first
-    # token it is handed, so a mark made on the way out would outlive the call.
-    token = mark_failed_in_call(endpoint) if endpoint is not None else None
-    return decision.delay, token
+def _call_factory(
+    max_attempts: int,
+    timeout: float,
+    callback: Callback | None,
+    wait: TenacityWait | None,
+    report: ReportFunction,
+) -> Callable[[float], _Call]:
+    """Check the options once; return what builds a call's :class:`_Call` after its
+    first failure."""
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable(attempt, error), got {callback!r}")
+    wait_function = _adapt_wait(wait)
+
+    def make(start: float) -> _Call:
+        policy = RetryCall(max_attempts=max_attempts, timeout=timeout, start=start,
+                           callback=callback, wait=wait_function)
+        return _Call(policy, report)
+
+    return make
+
+
+def _no_report(pick: Pick, error: BaseException | None) -> None:
+    return None
+
+
+def _steering(balancer: object) -> tuple[PickFunction, ReportFunction]:
+    """``pick(exclude)`` and ``report(pick, error)`` for ``balancer``: its own for a
+    :class:`lb.Picker`, else a bounded re-ask over ``endpoint()``."""
+    endpoint = getattr(balancer, "endpoint", None)
+    if not callable(endpoint):
+        raise TypeError(f"balancer must be an lb.Balancer (with endpoint()), got {balancer!r}")
+    pick = getattr(balancer, "pick", None)
+    report = getattr(balancer, "report", None)
+    if callable(pick) and callable(report):
+        return cast(PickFunction, pick), cast(ReportFunction, report)
+    ask = cast(Callable[[], Endpoint], endpoint)
+
+    def reask(exclude: Collection[str]) -> Pick:
+        chosen = ask()
+        if not exclude:
+            return Pick("", chosen)  # named only if it fails (see _Call.failed)
+        key = identity_key(chosen)
+        for _ in range(len(exclude)):
+            if key not in exclude:
+                break
+            chosen = ask()
+            key = identity_key(chosen)
+        return Pick(key, chosen)
+
+    return reask, _no_report
 
 
 def _adapt_wait(wait: TenacityWait | None) -> WaitFunction | None:

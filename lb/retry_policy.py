@@ -19,10 +19,12 @@ passing the error and the current time.  The answer is either
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from lb.errors import RetryError, RetryTimeout
+from sd.errors import MisuseError
 
 __all__ = ["Callback", "GiveUp", "Retry", "RetryCall", "WaitFunction", "validate"]
 
@@ -47,15 +49,18 @@ class GiveUp:
 
 
 def validate(max_attempts: int, timeout: float) -> None:
-    """Raise ``ValueError``/``TypeError`` for unusable retry settings."""
+    """Raise ``TypeError`` / :class:`sd.MisuseError` (a ``ValueError``) for unusable
+    retry settings."""
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
         raise TypeError(f"max_attempts must be an int, got {max_attempts!r}")
     if max_attempts < 1:
-        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        raise MisuseError(f"max_attempts must be >= 1, got {max_attempts}")
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
-    if not timeout > 0:  # also rejects NaN
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+    # NaN fails the first test; an infinite timeout would overflow every clock and
+    # socket timeout it reaches (time.sleep, lb.remaining() in sd.http).
+    if not timeout > 0 or not math.isfinite(timeout):
+        raise MisuseError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
 
 
 class RetryCall:

@@ -2,35 +2,39 @@
 
 from __future__ import annotations
 
-import threading
-
 from lb.balancer import EndpointSource
-from lb.pick import candidates
-from sd.endpoint import Endpoint
+from lb.outlier_detection import OutlierDetection
+from lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
 
 __all__ = ["RoundRobin"]
 
 
-class RoundRobin:
+class RoundRobin(Pool):
     """Cycles through the endpoints; the first pick is index 0.
 
-    Skips endpoints that failed earlier in the same retry call and passively
-    ejected ones (see :mod:`lb.pick`).  Raises :class:`NoEndpointsError` on an empty
+    ``endpointer`` is an :class:`sd.Endpointer` (or anything with ``endpoints()``).
+    Skips instances excluded by the caller (:func:`lb.retry` excludes those that
+    failed earlier in the call) and instances ejected under ``outlier_detection``
+    (``None`` disables ejection); a skipped slot is passed over, so the others
+    keep sharing calls evenly.  Raises :class:`lb.NoEndpointsError` on an empty
     set and lets the source's error through unchanged.  Thread-safe: under many
-    threads every endpoint is picked equally often.
+    threads every endpoint is picked equally often.  ``TypeError`` if
+    ``endpointer`` is not a source.
     """
 
-    def __init__(self, endpointer: EndpointSource) -> None:
-        self._source = endpointer
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        endpointer: EndpointSource,
+        *,
+        outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
+    ) -> None:
+        super().__init__(endpointer, outlier_detection=outlier_detection)
         self._next = 0
 
-    def endpoint(self) -> Endpoint:
-        choices = candidates(self._source)
-        with self._lock:
-            index = self._next
-            self._next = index + 1
-        return choices[index % len(choices)]
+    def _next_index(self, size: int) -> int:
+        index = self._next
+        self._next = index + 1
+        return index % size
 
     def __repr__(self) -> str:
         return f"RoundRobin({self._source!r})"

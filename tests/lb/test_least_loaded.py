@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections import Counter
 from typing import Any
@@ -66,7 +67,7 @@ def test_busy_endpoint_is_avoided() -> None:
     assert picks == ["fast"] * 200
 
 
-def test_wrapper_identity_is_stable_so_retry_exclusion_works() -> None:
+def test_retry_exclusion_works_through_the_wrappers() -> None:
     calls: list[str] = []
 
     def failing(request: object) -> str:
@@ -79,8 +80,8 @@ def test_wrapper_identity_is_stable_so_retry_exclusion_works() -> None:
 
     with _endpointer({"127.0.0.1:1": failing, "127.0.0.1:2": good}) as endpointer:
         balancer = lb.LeastLoaded(endpointer, seed=0)
-        first, second = balancer.endpoint(), balancer.endpoint()
-        assert {first, second} <= set(balancer._wrappers)
+        # A fresh wrapper per pick: retry goes by the instance each pick names.
+        assert balancer.pick().instance in {"127.0.0.1:1", "127.0.0.1:2"}
         call = lb.retry(2, 5.0, balancer)
         for _ in range(20):
             calls.clear()
@@ -111,3 +112,40 @@ def test_source_error_passes_through() -> None:
     with pytest.raises(RuntimeError) as caught:
         lb.LeastLoaded(Broken()).endpoint()
     assert caught.value is boom
+
+
+async def test_wrapper_kind_follows_each_endpoint() -> None:
+    # The kind cache is keyed by what decides async-ness (code object or type), so
+    # endpoints of every shape get the right wrapper, sync or async.
+    async def async_echo(request: object, tag: str = "async") -> object:
+        return tag
+
+    def sync_echo(request: object) -> object:
+        return "sync"
+
+    class AsyncCallable:
+        async def __call__(self, request: object) -> object:
+            return "object"
+
+    class Holder:
+        async def method(self, request: object) -> object:
+            return "method"
+
+    shapes: dict[str, Any] = {
+        "127.0.0.1:1": async_echo,
+        "127.0.0.1:2": sync_echo,
+        "127.0.0.1:3": AsyncCallable(),
+        "127.0.0.1:4": Holder().method,
+        "127.0.0.1:5": functools.partial(async_echo, tag="partial"),
+    }
+    with _endpointer(shapes) as endpointer:
+        balancer = lb.LeastLoaded(endpointer, seed=4)
+        seen: dict[str, object] = {}
+        while len(seen) < len(shapes):
+            pick = balancer.pick()
+            endpoint = pick.endpoint
+            assert sd.is_async(endpoint) is sd.is_async(shapes[pick.instance])
+            result = endpoint(None)
+            seen[pick.instance] = await result if sd.is_async(endpoint) else result
+    assert seen == {"127.0.0.1:1": "async", "127.0.0.1:2": "sync", "127.0.0.1:3": "object",
+                    "127.0.0.1:4": "method", "127.0.0.1:5": "partial"}

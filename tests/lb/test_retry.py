@@ -18,14 +18,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import tenacity
 
 import lb
 import sd
-from lb import pick
 from sd.endpoint import Endpoint
 from tests.helpers import wait_for
 
@@ -304,6 +303,34 @@ def test_rejects_a_wait_that_is_not_callable(driver: Driver) -> None:
         driver.retry(3, 1.0, lb.RoundRobin(Static([])), wait=0.5)
 
 
+@pytest.mark.parametrize("timeout", [math.inf, -math.inf])
+def test_rejects_an_infinite_timeout_at_construction(driver: Driver, timeout: float) -> None:
+    # Issue 7.9: an infinite timeout was accepted and every sync call then failed
+    # with OverflowError.
+    with pytest.raises(sd.MisuseError, match="timeout"):
+        driver.retry(3, timeout, lb.RoundRobin(Static([])))
+
+
+@pytest.mark.parametrize("balancer", [None, 5, Static([])])
+def test_rejects_a_balancer_without_endpoint_at_construction(
+    driver: Driver, balancer: Any
+) -> None:
+    # Issue 7.9: balancer=None was accepted; every call then failed inside the retry.
+    with pytest.raises(TypeError, match="balancer"):
+        driver.retry(3, 1.0, balancer)
+
+
+@pytest.mark.parametrize("callback", [5, "stop"])
+def test_rejects_a_callback_that_is_not_callable(driver: Driver, callback: Any) -> None:
+    with pytest.raises(TypeError, match="callback"):
+        driver.retry(3, 1.0, lb.RoundRobin(Static([])), callback=callback)
+
+
+def test_value_errors_are_misuse_errors(driver: Driver) -> None:
+    with pytest.raises(sd.MisuseError, match="max_attempts"):
+        driver.retry(0, 1.0, lb.RoundRobin(Static([])))
+
+
 # --- what counts as an attempt, and what the caller sees -----------------------------------
 
 
@@ -377,7 +404,6 @@ def test_base_exceptions_are_not_retried(driver: Driver) -> None:
         retrying("request")
     assert touches.counts == Counter(a=1)
     assert driver.probe(lb.remaining) is None
-    assert driver.probe(pick.failed_in_call) == frozenset()
 
 
 def test_remaining_inside_and_outside(driver: Driver) -> None:
@@ -409,7 +435,6 @@ def test_nothing_about_a_call_leaks_into_the_next(driver: Driver) -> None:
     touches.fail("a", ValueError)
     retrying = driver.retry(2, 1.0, lb.RoundRobin(touches.source()))
     assert retrying("request") == "b"
-    assert driver.probe(pick.failed_in_call) == frozenset()
     touches.fail("a", None)
     # a failed last call (a ValueError does not eject), so it is fair game now.
     assert {retrying("request") for _ in range(4)} == {"a", "b"}
@@ -432,7 +457,6 @@ def test_giving_up_on_the_first_failure_leaves_nothing_behind(driver: Driver, ho
         with pytest.raises((lb.RetryError, RuntimeError)):
             retrying("request")  # a, which fails and ends the call at once
         assert retrying("request") == "b"
-        assert driver.probe(pick.failed_in_call) == frozenset()
         assert driver.probe(lb.remaining) is None
     assert touches.counts == Counter(a=3, b=3)  # a stays a candidate for later calls
 
@@ -596,52 +620,59 @@ def test_a_single_instance_is_retried(driver: Driver, error: type[Exception]) ->
 # --- passive ejection ----------------------------------------------------------------------
 
 
+def ejecting(base: float = 1.0, maximum: float = 30.0) -> lb.OutlierDetection:
+    return lb.OutlierDetection(base_ejection_time=base, max_ejection_time=maximum)
+
+
 def test_connection_failure_ejects_for_later_calls(driver: Driver) -> None:
-    lb.set_ejection_table(lb.EjectionTable(base=30.0, maximum=60.0))
     touches = Touches(driver, "abc")
     touches.fail("b", ConnectionRefusedError)
-    retrying = driver.retry(3, 5.0, lb.RoundRobin(touches.source()))
+    balancer = lb.RoundRobin(touches.source(), outlier_detection=ejecting(30.0, 60.0))
+    retrying = driver.retry(3, 5.0, balancer)
     assert retrying("request") == "a"
     assert retrying("request") in {"a", "c"}  # b refused; the retry went elsewhere
     assert touches.counts["b"] == 1
     answers = Counter(retrying("request") for _ in range(30))
     assert touches.counts["b"] == 1
     assert set(answers) == {"a", "c"}
+    assert len(balancer.ejected()) == 1
 
 
-def test_other_errors_do_not_eject(driver: Driver, fresh_ejection_table: lb.EjectionTable) -> None:
+def test_other_errors_do_not_eject(driver: Driver) -> None:
     touches = Touches(driver, "abc")
     touches.fail("b", ValueError)
-    retrying = driver.retry(3, 5.0, lb.RoundRobin(touches.source()))
+    balancer = lb.RoundRobin(touches.source())
+    retrying = driver.retry(3, 5.0, balancer)
     for _ in range(9):
         retrying("request")
     assert touches.counts["b"] >= 3  # still tried on later calls
-    assert len(fresh_ejection_table) == 0
+    assert balancer.ejected() == []
 
 
-def test_ejection_is_capped(driver: Driver, fresh_ejection_table: lb.EjectionTable) -> None:
+def test_ejection_is_capped(driver: Driver) -> None:
     touches = Touches(driver, "ab")
     for name in "ab":
         touches.fail(name, ConnectionRefusedError)
-    retrying = driver.retry(2, 5.0, lb.RoundRobin(touches.source()))
+    balancer = lb.RoundRobin(touches.source())
+    retrying = driver.retry(2, 5.0, balancer)
     for call in range(1, 6):
         with pytest.raises(lb.RetryError) as info:
             retrying("request")
-        # Both refused, both ejected, and still both are reached on every call.
+        # Both refused, and still both are reached on every call.
         assert touches.counts == Counter(a=call, b=call)
         assert all(isinstance(e, ConnectionRefusedError) for e in info.value.errors)
-    assert len(fresh_ejection_table) == 2
-    single = driver.retry(1, 5.0, lb.RoundRobin(touches.source()))
+    assert len(balancer.ejected()) == 1  # half of two
+    single = driver.retry(1, 5.0, balancer)
     with pytest.raises(lb.RetryError) as info:
         single("request")
     assert isinstance(info.value.final, ConnectionRefusedError)  # not NoEndpointsError
 
 
 def test_ejection_expires(driver: Driver) -> None:
-    lb.set_ejection_table(lb.EjectionTable(base=0.05, maximum=0.05))
     touches = Touches(driver, "abc")
     touches.fail("b", ConnectionRefusedError)
-    retrying = driver.retry(3, 5.0, lb.RoundRobin(touches.source()))
+    retrying = driver.retry(3, 5.0, lb.RoundRobin(touches.source(),
+                                                  outlier_detection=ejecting(0.05, 0.05)))
     while touches.counts["b"] == 0:
         retrying("request")
     touches.fail("b", None)
@@ -653,29 +684,23 @@ def test_ejection_expires(driver: Driver) -> None:
     assert touches.counts["b"] == 2
 
 
-class RecordingTable(lb.EjectionTable):
-    """An ejection table that remembers the duration of every ejection."""
-
-    def __init__(self, **kwargs: float) -> None:
-        super().__init__(**kwargs)
-        self.durations: list[float] = []
-
-    def eject(self, endpoint: object, now: float) -> float:
-        duration = super().eject(endpoint, now)
-        self.durations.append(duration)
-        return duration
+def ejection_times(caplog: pytest.LogCaptureFixture) -> list[float]:
+    """The durations of the ejections the balancers logged."""
+    return [float(cast(tuple[str, float, str], record.args)[1]) for record in caplog.records
+            if record.name == "kitsd.lb.pool" and str(record.msg).startswith("ejected")]
 
 
 @pytest.mark.parametrize(("succeeds_in_between", "second"), [(True, 0.05), (False, 0.1)])
-def test_success_clears_strikes(driver: Driver, succeeds_in_between: bool, second: float) -> None:
-    table = RecordingTable(base=0.05, maximum=5.0)
-    lb.set_ejection_table(table)
+def test_success_clears_strikes(driver: Driver, succeeds_in_between: bool, second: float,
+                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="kitsd.lb.pool")
     touches = Touches(driver, "ab")
     touches.fail("b", ConnectionRefusedError)
-    retrying = driver.retry(2, 5.0, lb.RoundRobin(touches.source()))
+    retrying = driver.retry(2, 5.0, lb.RoundRobin(touches.source(),
+                                                  outlier_detection=ejecting(0.05, 5.0)))
     while touches.counts["b"] == 0:
         retrying("request")
-    assert table.durations == [0.05]
+    assert ejection_times(caplog) == [0.05]
     if succeeds_in_between:
         touches.fail("b", None)
         wait_for(lambda: retrying("request") == "b", what="b back in rotation")
@@ -683,21 +708,22 @@ def test_success_clears_strikes(driver: Driver, succeeds_in_between: bool, secon
 
     def refused_again() -> bool:
         retrying("request")
-        return len(table.durations) == 2
+        return len(ejection_times(caplog)) == 2
 
     wait_for(refused_again, what="b refusing again")
-    assert table.durations == [0.05, second]
+    assert ejection_times(caplog) == [0.05, second]
 
 
-def test_no_table_disables_ejection(driver: Driver) -> None:
-    lb.set_ejection_table(None)
+def test_none_disables_ejection(driver: Driver) -> None:
     touches = Touches(driver, "abc")
     touches.fail("b", ConnectionRefusedError)
-    retrying = driver.retry(3, 5.0, lb.RoundRobin(touches.source()))
+    balancer = lb.RoundRobin(touches.source(), outlier_detection=None)
+    retrying = driver.retry(3, 5.0, balancer)
     for _ in range(9):
         assert retrying("request") in {"a", "c"}
     assert touches.counts["b"] >= 3
-    assert lb.ejection_table() is None
+    assert balancer.outlier_detection is None
+    assert balancer.ejected() == []
 
 
 # --- sync only: deadlines and threads -----------------------------------------------------
@@ -756,8 +782,8 @@ def test_many_threads_no_cross_talk(no_thread_leaks: None) -> None:
 
         return endpoint
 
-    balancer = lb.RoundRobin(Static([make(name) for name in "abc"]))
-    lb.set_ejection_table(None)  # keep b in rotation: this test is about cross-talk
+    # No ejection: b stays in rotation, this test is about cross-talk.
+    balancer = lb.RoundRobin(Static([make(name) for name in "abc"]), outlier_detection=None)
     barrier = threading.Barrier(threads_n)
 
     def worker(thread: int) -> None:

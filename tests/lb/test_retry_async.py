@@ -212,7 +212,6 @@ async def test_concurrent_calls_have_their_own_deadline_and_exclusions() -> None
 
 
 async def test_endpointer_over_memory_registry() -> None:
-    lb.set_ejection_table(lb.EjectionTable(base=30.0, maximum=60.0))
     registry = sd.MemoryRegistry()
     closed: list[str] = []
     refusing: set[str] = set()
@@ -239,7 +238,10 @@ async def test_endpointer_over_memory_registry() -> None:
     before = other_tasks()
     with registry.instancer("greeter") as instancer:
         async with sd.Endpointer(instancer, Echo) as endpointer:
-            retrying = lb.retry_async(3, 2.0, lb.RoundRobin(endpointer))
+            outlier_detection = lb.OutlierDetection(base_ejection_time=30.0,
+                                                    max_ejection_time=60.0)
+            retrying = lb.retry_async(3, 2.0, lb.RoundRobin(
+                endpointer, outlier_detection=outlier_detection))
             answers = [await retrying(n) for n in range(6)]
             assert answers == [(instances[n % 3], n) for n in range(6)]
 

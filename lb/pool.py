@@ -1,0 +1,327 @@
+"""What the built-in balancers share: reading the endpoint set, avoiding instances
+that failed, and owning the ejection state.
+
+One retried call, end to end: :func:`lb.retry` asks ``balancer.pick(exclude)``
+(``exclude``: the instances that failed earlier in this call, a local variable
+of the call), calls the endpoint, and reports the outcome with
+``balancer.report(pick, error)``.  The balancer reads its source's snapshot, and
+keeps the :class:`lb.ejection.Ejections` of its :class:`lb.OutlierDetection`.
+That is all: three modules, no process-wide state, no context variables.
+
+Picks cost O(1) whatever the number of instances:
+
+* :class:`sd.Endpointer` hands out the same immutable :class:`sd.EndpointSet`
+  until the set changes, so a pick reads two tuples; the ejection records are
+  narrowed to the instances present only when that identity changes.
+* With nothing excluded and nobody ejected (the usual case) a pick is the
+  balancer's plain choice.  Otherwise the balancer probes: its own next choice up
+  to :data:`PROBES` times, then uniformly random positions up to :data:`PROBES`
+  times.  The cap on ejections keeps at least half the instances (by default)
+  in rotation, so a probe succeeds with probability about 1/2 or better and a
+  scan of the whole set (the fallback, which also handles "everyone left is
+  excluded or ejected") is needed about once in 2**8 steered picks.
+
+Sources without ``snapshot()`` (anything with ``endpoints()``) still work: their
+endpoints are keyed by identity (:func:`identity_key`), which pins nothing, and
+records of endpoints that left the list are dropped on the next pick.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import random
+import threading
+import time
+import weakref
+from array import array
+from collections.abc import Callable, Collection, Sequence
+from typing import cast, overload
+
+from lb.balancer import EndpointSource, Pick
+from lb.ejection import Ejections
+from lb.errors import NoEndpointsError
+from lb.outlier_detection import OutlierDetection
+from sd.endpoint import Endpoint
+
+__all__ = ["DEFAULT_OUTLIER_DETECTION", "PROBES", "Pool", "identity_key"]
+
+logger = logging.getLogger(f"kitsd.{__name__}")
+
+#: Probes of each kind before a steered pick falls back to a scan.
+PROBES = 8
+
+#: The outlier detection balancers use unless told otherwise.
+DEFAULT_OUTLIER_DETECTION = OutlierDetection()
+
+
+def identity_key(endpoint: object) -> str:
+    """The stand-in instance name of an endpoint whose source does not name instances."""
+    return f"<endpoint at {id(endpoint):#x}>"
+
+
+class _IdentityKeys(Sequence[str]):
+    """:func:`identity_key` of each endpoint of a list, computed when read."""
+
+    __slots__ = ("_endpoints",)
+
+    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
+        self._endpoints = endpoints
+
+    def __len__(self) -> int:
+        return len(self._endpoints)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            return [identity_key(endpoint) for endpoint in self._endpoints[index]]
+        return identity_key(self._endpoints[index])
+
+
+def _weak(endpoint: object) -> object:
+    """A weak reference to ``endpoint``, or its ``id`` if it cannot have one."""
+    try:
+        return weakref.ref(endpoint)
+    except TypeError:
+        return id(endpoint)
+
+
+def _same(tag: object, endpoint: object) -> bool:
+    """Whether ``tag`` (from :func:`_weak`) names ``endpoint``."""
+    if isinstance(tag, weakref.ref):
+        return tag() is endpoint
+    return tag == id(endpoint)
+
+
+def _in_sorted(instances: tuple[str, ...], key: str) -> bool:
+    position = bisect.bisect_left(instances, key)
+    return position < len(instances) and instances[position] == key
+
+
+class Pool:
+    """Base of the built-in balancers (a :class:`lb.Picker`).  Subclasses choose an
+    index with :meth:`_next_index` (called under the lock)."""
+
+    def __init__(
+        self,
+        endpointer: EndpointSource,
+        *,
+        outlier_detection: OutlierDetection | None,
+        seed: int | None = None,
+    ) -> None:
+        snapshot = getattr(endpointer, "snapshot", None)
+        endpoints = getattr(endpointer, "endpoints", None)
+        if not callable(snapshot) and not callable(endpoints):
+            raise TypeError(
+                f"endpointer must be an sd.Endpointer (or have endpoints()), got {endpointer!r}"
+            )
+        if outlier_detection is not None and not isinstance(outlier_detection, OutlierDetection):
+            raise TypeError(
+                f"outlier_detection must be an lb.OutlierDetection or None, "
+                f"got {outlier_detection!r}"
+            )
+        self._source = endpointer
+        self._snapshot = snapshot if callable(snapshot) else None
+        self._endpoints = cast(Callable[[], Sequence[Endpoint]], endpoints)
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._ejections = None if outlier_detection is None else Ejections(outlier_detection)
+        # the records themselves: an empty dict is the hot path's "nobody to avoid"
+        self._records = {} if self._ejections is None else self._ejections.records
+        self._instances: tuple[str, ...] = ()  # strings only: the last set pins no endpoint
+        # Ejection ends by index in the set named by the tuple (None: nobody is out).
+        self._until: tuple[tuple[str, ...], array[float] | None] = ((), None)
+        self._size = 0
+
+    @property
+    def outlier_detection(self) -> OutlierDetection | None:
+        """The ejection policy (``None``: ejection disabled)."""
+        return None if self._ejections is None else self._ejections.policy
+
+    def ejected(self) -> list[str]:
+        """The instances out of rotation now (for tests and diagnostics)."""
+        ejections = self._ejections
+        if ejections is None:
+            return []
+        now = time.monotonic()
+        with self._lock:
+            return sorted(ejections.out(now))
+
+    def endpoint(self) -> Endpoint:
+        """One endpoint, as :meth:`pick` with nothing excluded."""
+        _, endpoints, index = self._choose(())
+        return endpoints[index]
+
+    def pick(self, exclude: Collection[str] = ()) -> Pick:
+        """Pick an instance, avoiding those in ``exclude`` and ejected ones while
+        others remain.  Raises :class:`lb.NoEndpointsError` on an empty set; the
+        source's own error passes through unchanged.  Thread-safe."""
+        keys, endpoints, index = self._choose(exclude)
+        return tuple.__new__(Pick, (keys[index], endpoints[index]))  # Pick(...), minus a call
+
+    def _choose(
+        self, exclude: Collection[str]
+    ) -> tuple[Sequence[str], Sequence[Endpoint], int]:
+        """The set to pick from and the index picked in it (the hot path: an O(1)
+        snapshot read, one lock, no allocation beyond the answer)."""
+        snapshot = self._snapshot
+        if snapshot is not None:
+            current = snapshot()
+            keys: Sequence[str] = current.instances
+            endpoints: Sequence[Endpoint] = current.endpoints
+            if keys is not self._instances:
+                self._changed(current.instances, current.endpoints)
+        else:
+            keys, endpoints = self._read_list()
+        size = len(endpoints)
+        if not size:
+            raise NoEndpointsError
+        if exclude or self._records:
+            return keys, endpoints, self._steered(keys, size, exclude)
+        with self._lock:
+            return keys, endpoints, self._next_index(size)
+
+    def report(self, pick: Pick, error: BaseException | None) -> None:
+        """Book how an attempt on ``pick`` went (``error`` ``None``: it succeeded)."""
+        ejections = self._ejections
+        if ejections is None:
+            return
+        if error is None:
+            if self._records:  # unlocked peek: nothing to forget is the common case
+                with self._lock:
+                    if ejections.succeeded(pick.instance):
+                        self._mark(pick.instance, 0.0)
+            return
+        if not ejections.policy.counts(error):
+            return
+        now = time.monotonic()
+        with self._lock:
+            if self._snapshot is not None and not _in_sorted(self._instances, pick.instance):
+                return  # it has left: keep no record about it
+            duration = ejections.failed(pick.instance, error, now, self._size,
+                                        self._tag(pick.endpoint))
+            if duration is not None:
+                self._mark(pick.instance, now + duration)
+        if duration is not None:
+            logger.debug("ejected %s for %gs after %s", pick.instance, duration,
+                         type(error).__name__)
+
+    # --- for subclasses ------------------------------------------------------------
+
+    def _next_index(self, size: int) -> int:
+        """The balancer's own choice among ``size`` endpoints; called under the lock."""
+        raise NotImplementedError
+
+    def _tag(self, endpoint: Endpoint) -> object:
+        """Names the endpoint behind what :meth:`pick` handed out, without holding it."""
+        return _weak(endpoint)
+
+    def _on_change(self, instances: tuple[str, ...]) -> None:
+        """The set changed to ``instances`` (called under the lock)."""
+
+    # --- machinery -----------------------------------------------------------------
+
+    def _read(self) -> tuple[Sequence[str], Sequence[Endpoint]]:
+        """The instance names and endpoints to pick from (O(1) with a snapshot)."""
+        if self._snapshot is not None:
+            current = self._snapshot()
+            instances = current.instances
+            if instances is not self._instances:
+                self._changed(instances, current.endpoints)
+            return instances, current.endpoints
+        return self._read_list()
+
+    def _read_list(self) -> tuple[Sequence[str], Sequence[Endpoint]]:
+        """:meth:`_read` for a source without snapshots: O(n), as its list is."""
+        endpoints = self._endpoints()
+        keys = _IdentityKeys(endpoints)
+        self._size = len(endpoints)
+        ejections = self._ejections
+        if ejections is not None and self._records:
+            present = {identity_key(endpoint) for endpoint in endpoints}
+            with self._lock:
+                ejections.retain(lambda key, tag: key in present)
+        return keys, endpoints
+
+    def _changed(self, instances: tuple[str, ...], endpoints: tuple[Endpoint, ...]) -> None:
+        def present(key: str, tag: object) -> bool:
+            # still there, with the endpoint that failed (not a new one: it came back)
+            position = bisect.bisect_left(instances, key)
+            return (position < len(instances) and instances[position] == key
+                    and _same(tag, endpoints[position]))
+
+        with self._lock:
+            self._instances = instances
+            self._size = len(instances)
+            self._until = (instances, None)
+            self._on_change(instances)
+            if self._ejections:
+                self._ejections.retain(present)
+                for key, until in self._ejections.out(time.monotonic()).items():
+                    self._mark(key, until)
+
+    def _mark(self, key: str, until: float) -> None:
+        """Copy ``key``'s ejection end into the per-index view of the current set
+        (under the lock): probes then read an array, not a dict of strings, which
+        keeps a steered pick's memory reads few at 10,000 instances."""
+        instances, view = self._until
+        position = bisect.bisect_left(instances, key)
+        if position == len(instances) or instances[position] != key:
+            return
+        if view is None:
+            if not until:
+                return
+            view = array("d", bytes(8 * len(instances)))
+            self._until = (instances, view)
+        view[position] = until
+
+    def _steered(self, keys: Sequence[str], size: int, exclude: Collection[str]) -> int:
+        now = time.monotonic() if self._records else 0.0
+        with self._lock:
+            return self._find(keys, size, exclude, now)
+
+    def _find(
+        self, keys: Sequence[str], size: int, exclude: Collection[str], now: float,
+        avoid: int = -1,
+    ) -> int:
+        """An index that is not ``avoid``, not excluded and not ejected, by probing;
+        failing that, by a scan that relaxes ejection, then exclusion, then ``avoid``.
+        Called under the lock."""
+        ejections = self._ejections
+        owner, view = self._until
+        if owner is keys:  # the usual case: the view of this set; None: nobody ejected
+
+            def usable(index: int) -> bool:
+                return (index != avoid and (view is None or view[index] <= now)
+                        and keys[index] not in exclude)
+        else:  # a set older than the view (a race with a change) or a foreign source
+
+            def usable(index: int) -> bool:
+                if index == avoid:
+                    return False
+                key = keys[index]
+                return key not in exclude and not (ejections and ejections.is_ejected(key, now))
+
+        for _ in range(PROBES):
+            index = self._next_index(size)
+            if usable(index):
+                return index
+        for _ in range(PROBES):
+            index = self._rng.randrange(size)
+            if usable(index):
+                return index
+        # Rare: most of the set is excluded or ejected.
+        others = [index for index in range(size) if index != avoid]
+        for tier in (
+            [index for index in others if usable(index)],
+            [index for index in others if keys[index] not in exclude],
+            others,
+        ):
+            if tier:
+                return tier[self._next_index(len(tier))]
+        return avoid  # the only endpoint there is
