@@ -31,6 +31,7 @@ from sd.errors import (
 )
 from sd.event import Event
 from sd.instance import join_host_port, normalize_instance, split_instance
+from sd.instance_info import InstanceInfo
 from sd.instancer import FixedInstancer, Instancer
 from sd.memory import MemoryRegistrar, MemoryRegistry
 from sd.middleware import chain
@@ -49,6 +50,7 @@ __all__ = [
     "EventStream",
     "Factory",
     "FixedInstancer",
+    "InstanceInfo",
     "Instancer",
     "InvalidInstanceError",
     "KitsdError",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sd.errors import MisuseError
+from sd.instance_info import DEFAULT_INFO, NO_INFO, InstanceInfo
 
 # sd.endpoint.Endpoint, spelled out: this module stays pure (sd.endpoint imports asyncio).
 _Endpoint = Callable[[Any], Any]
@@ -22,10 +23,14 @@ class EndpointSet:
     ``instances[i]``.  Immutable, and the same object is handed out until the set
     changes, so a balancer can keep per-set work (its wrappers, its ring) keyed by
     identity and a pick costs O(1) whatever the number of instances.
+
+    ``info`` maps instances to their :class:`~sd.InstanceInfo` (metadata the
+    instancer published); :meth:`info_of` gives the defaults for the others.
     """
 
     instances: tuple[str, ...] = ()
     endpoints: tuple[_Endpoint, ...] = ()
+    info: Mapping[str, InstanceInfo] = field(default_factory=lambda: NO_INFO)
 
     def __post_init__(self) -> None:
         if len(self.instances) != len(self.endpoints):
@@ -33,6 +38,10 @@ class EndpointSet:
                 f"EndpointSet needs one endpoint per instance, got {len(self.instances)} "
                 f"instances and {len(self.endpoints)} endpoints"
             )
+
+    def info_of(self, instance: str) -> InstanceInfo:
+        """The metadata of ``instance`` (the defaults when none was published)."""
+        return self.info.get(instance, DEFAULT_INFO)
 
     def __len__(self) -> int:
         return len(self.endpoints)

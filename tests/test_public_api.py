@@ -26,7 +26,6 @@ CONTRACT = {
 # *absent* today: when one is built, this test fails until it moves out of this table,
 # so the table cannot silently outlive the feature.
 PLANNED = {
-    ("sd", "InstanceInfo"): "issue 8 (instance metadata)",
     ("lb", "PeakEWMA"): "issue 9 (balancing beyond go-kit)",
     ("lb", "Weighted"): "issue 9",
     ("lb", "ConsistentHash"): "issue 9",

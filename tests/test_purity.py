@@ -20,6 +20,7 @@ PURE_MODULES = [
     "sd/instance.py",
     "sd/endpoint_cache.py",
     "sd/endpoint_set.py",
+    "sd/instance_info.py",
     "sd/backoff.py",
     "sd/errors.py",
     "sd/etcd/revision.py",
