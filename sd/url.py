@@ -17,7 +17,12 @@ from sd.instancer import FixedInstancer, InstancerHandle
 
 __all__ = ["instancer_from_url", "redact_url"]
 
-_DRIVERS = {"etcd": ("sd.etcd.url", "etcd"), "consul": ("sd.consul.url", "consul")}
+_DRIVERS = {
+    "etcd": ("sd.etcd.url", "etcd"),
+    "consul": ("sd.consul.url", "consul"),
+    "dnssrv": ("sd.dns.url", "dns"),
+    "zk": ("sd.zk.url", "zk"),
+}
 
 
 class _FromURL(Protocol):
