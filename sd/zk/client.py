@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, Final, Protocol, runtime_checkable
 
 from sd.errors import BackendError, MisuseError, PermissionDeniedError, RegistryUnavailableError
-from sd.zk.view import shown
+from sd.zk.view import brief
 
 __all__ = [
     "Stopped",
@@ -126,7 +126,7 @@ def summarize_error(error: BaseException) -> str:
     """A short, secret-free description of ``error`` (its type and a truncated message)."""
     text = str(error)
     name = type(error).__name__
-    return f"{name}: {shown(text)[1:-1]}" if text else name
+    return f"{name}: {brief(text)}" if text else name
 
 
 def describe(client: object) -> str:

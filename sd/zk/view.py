@@ -43,12 +43,17 @@ from collections.abc import Iterable
 from sd.errors import InvalidInstanceError, MisuseError
 from sd.instance import normalize_instance
 
-__all__ = ["ChildrenView", "check_path", "child_path", "decode_instance", "shown"]
+__all__ = ["ChildrenView", "brief", "check_path", "child_path", "decode_instance", "shown"]
 
 logger = logging.getLogger(f"kitsd.{__name__}")
 
 _SHOWN = 64  # bytes of a bad value quoted in a warning
 _LONGEST_INSTANCE = 300  # a 253-character host name, brackets, colon and port fit
+
+
+def brief(text: str, limit: int = 160) -> str:
+    """``text`` cut to ``limit`` characters (with ``...``), for error messages."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def shown(value: bytes | str) -> str:
