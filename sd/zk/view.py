@@ -78,6 +78,11 @@ def decode_instance(name: str, data: bytes | None, *, source: str = "zookeeper")
     except UnicodeDecodeError:
         logger.warning("skipping %s child %r: value %s is not UTF-8", source, name, shown(data))
         return None
+    if any(ord(char) < 0x20 or char == "\x7f" for char in text.strip()):
+        # a newline inside would forge log lines and slip past a trailing-$ check
+        logger.warning("skipping %s child %r: value %s has control characters", source, name,
+                       shown(text))
+        return None
     try:
         return normalize_instance(text)
     except InvalidInstanceError as error:
