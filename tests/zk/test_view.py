@@ -20,7 +20,8 @@ def test_view_module_is_pure() -> None:
 
 def test_first_sync_reads_every_child() -> None:
     view = ChildrenView()
-    assert view.needs_list and not view.in_sync
+    assert view.needs_list
+    assert not view.in_sync
     assert view.apply_children(["b", "a"]) == ["a", "b"]
     view.apply_data("a", b"10.0.0.1:80")
     assert not view.in_sync
