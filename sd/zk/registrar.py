@@ -33,7 +33,6 @@ from typing import Any, Final
 
 from sd.backoff import Backoff
 from sd.errors import MisuseError
-from sd.instance import normalize_instance
 from sd.registrar import RegistrarContext
 from sd.transient import retry_transient
 from sd.zk.client import (
@@ -45,7 +44,7 @@ from sd.zk.client import (
     to_backend_error,
 )
 from sd.zk.instancer import ZK_WATCH
-from sd.zk.view import check_path, child_path
+from sd.zk.view import check_instance, check_path, child_path
 
 __all__ = ["ZKRegistrar"]
 
@@ -96,7 +95,7 @@ class ZKRegistrar(RegistrarContext):
         if not isinstance(name, str) or not name or "/" in name \
                 or any(ord(char) < 0x20 for char in name):
             raise MisuseError(f"ZooKeeper node name must be a non-empty word, not {name!r}")
-        self._instance = normalize_instance(instance)
+        self._instance = check_instance(instance)
         if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) \
                 or not math.isfinite(retry_for) or retry_for < 0:
             raise MisuseError(f"ZooKeeper registrar retry_for must be >= 0 seconds, "

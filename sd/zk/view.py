@@ -43,7 +43,15 @@ from collections.abc import Iterable
 from sd.errors import InvalidInstanceError, MisuseError
 from sd.instance import normalize_instance
 
-__all__ = ["ChildrenView", "brief", "check_path", "child_path", "decode_instance", "shown"]
+__all__ = [
+    "ChildrenView",
+    "brief",
+    "check_instance",
+    "check_path",
+    "child_path",
+    "decode_instance",
+    "shown",
+]
 
 logger = logging.getLogger(f"kitsd.{__name__}")
 
@@ -78,7 +86,7 @@ def decode_instance(name: str, data: bytes | None, *, source: str = "zookeeper")
     except UnicodeDecodeError:
         logger.warning("skipping %s child %r: value %s is not UTF-8", source, name, shown(data))
         return None
-    if any(ord(char) < 0x20 or char == "\x7f" for char in text.strip()):
+    if _has_control(text.strip()):
         # a newline inside would forge log lines and slip past a trailing-$ check
         logger.warning("skipping %s child %r: value %s has control characters", source, name,
                        shown(text))
@@ -88,6 +96,19 @@ def decode_instance(name: str, data: bytes | None, *, source: str = "zookeeper")
     except InvalidInstanceError as error:
         logger.warning("skipping %s child %r: %s", source, name, error)
         return None
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(char) < 0x20 or char == "\x7f" for char in text)
+
+
+def check_instance(value: object) -> str:
+    """The normalised instance string of ``value``; raises
+    :class:`~sd.errors.InvalidInstanceError` naming it (control characters included:
+    a newline inside an instance would forge log lines)."""
+    if isinstance(value, str) and _has_control(value.strip()):
+        raise InvalidInstanceError(shown(value), "control characters")
+    return normalize_instance(value)
 
 
 def check_path(path: object, *, what: str = "path") -> str:
