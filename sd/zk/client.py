@@ -7,7 +7,9 @@ imported when :func:`connect` builds a client or an error is classified, so
 ``import sd.zk`` works without it.
 
 Credentials (digest ``user:password``) are handed to kazoo's ``auth_data`` and
-never kept, logged or shown by kitsd.
+never kept, logged or shown by kitsd; kazoo's own DEBUG line showing the
+``Auth`` packet is redacted on the logger :func:`connect` gives it (a client
+you build yourself logs to kazoo's loggers, which kitsd does not touch).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sd.errors import BackendError, MisuseError, PermissionDeniedError, Registry
 from sd.zk.view import brief
 
 __all__ = [
+    "KAZOO_LOGGER",
     "Stopped",
     "ZKClient",
     "await_result",
@@ -140,6 +143,33 @@ def describe(client: object) -> str:
     return (",".join(listed) or type(client).__name__) + chroot
 
 
+class _RedactAuth(logging.Filter):
+    """Hide digest credentials in kazoo's own log lines.
+
+    kazoo logs every request it sends at DEBUG, the ``Auth`` packet included
+    (``Auth(auth_type=0, scheme='digest', auth='user:password')``); this filter,
+    on the logger :func:`connect` hands kazoo, replaces that packet with its
+    scheme alone before any handler sees it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(type(arg).__name__ == "Auth" for arg in args):
+            record.args = tuple(
+                f"Auth(scheme={getattr(arg, 'scheme', '?')!r}, auth='***')"
+                if type(arg).__name__ == "Auth" else arg
+                for arg in args
+            )
+        return True
+
+
+KAZOO_LOGGER: Final = "kitsd.sd.zk.kazoo"
+"""The logger clients built by :func:`connect` give kazoo (credentials filtered out)."""
+
+_kazoo_logger = logging.getLogger(KAZOO_LOGGER)
+_kazoo_logger.addFilter(_RedactAuth())
+
+
 def connect(
     hosts: str, *, auth: str | None = None, timeout: float = 10.0, start: bool = True
 ) -> Any:
@@ -170,7 +200,7 @@ def connect(
         auth_data=[("digest", auth)] if auth is not None else None,
         # reconnect forever, with kazoo's own capped backoff: a watch must outlive an outage
         connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=2.0),
-        logger=logging.getLogger("kitsd.sd.zk.kazoo"),
+        logger=_kazoo_logger,
     )
     if start:
         client.start_async()
