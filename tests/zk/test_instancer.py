@@ -85,6 +85,8 @@ def test_server_restart_reports_an_error_then_recovers_without_losing_changes(
     from tests.zk.conftest import connected
 
     client.create(f"{path}/a", b"10.0.0.1:80", makepath=True)
+    client.create(f"{path}/c", b"not an instance yet")
+    session = client.client_id[0]
     instancer, events = subscribe(client, path)
     with instancer:
         wait_for(lambda: last(events).instances == ("10.0.0.1:80",))
@@ -101,6 +103,12 @@ def test_server_restart_reports_an_error_then_recovers_without_losing_changes(
             writer.delete(f"{path}/a")
             wait_for(lambda: last(events) == sd.Event(("10.0.0.2:80",)), timeout=15,
                      what="the change made during the reconnect")
+            assert client.client_id[0] == session, "the session survived the restart"
+            # kazoo dropped every data watch with the connection: the data of a child
+            # that existed before must still be watched after the reconnect.
+            writer.set(f"{path}/c", b"10.0.0.30:80")
+            wait_for(lambda: last(events) == sd.Event(("10.0.0.2:80", "10.0.0.30:80")),
+                     what="a data change of a child that predates the restart")
         finally:
             close_client(writer)
 
