@@ -69,5 +69,8 @@ def instancer_from_url(parsed: urllib.parse.SplitResult) -> SRVInstancer:
             except ValueError:
                 raise MisuseError(f"{key} must be seconds, not {once[key]!r}, in {shown}") \
                     from None
-    return SRVInstancer(name, resolver=once.get("server"), resolve=resolve_text in _TRUE,
-                        **seconds)
+    try:
+        return SRVInstancer(name, resolver=once.get("server"), resolve=resolve_text in _TRUE,
+                            **seconds)
+    except ImportError as error:
+        raise MisuseError(f"dnssrv:// needs the dns driver: {error}") from error

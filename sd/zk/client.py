@@ -191,8 +191,12 @@ def connect(
         raise MisuseError(f"ZooKeeper session timeout must be positive seconds, not {timeout!r}")
     if auth is not None and (not isinstance(auth, str) or ":" not in auth):
         raise MisuseError("ZooKeeper digest auth must be a 'user:password' string")
-    from kazoo.client import KazooClient
-    from kazoo.retry import KazooRetry
+    try:
+        from kazoo.client import KazooClient
+        from kazoo.retry import KazooRetry
+    except ImportError as error:
+        raise ImportError(f"the ZooKeeper driver needs kazoo: pip install 'kitsd[zk]' ({error})") \
+            from error
 
     client = KazooClient(
         hosts=hosts,

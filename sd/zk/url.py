@@ -127,5 +127,8 @@ def instancer_from_url(parsed: urllib.parse.SplitResult) -> InstancerHandle:
     events, not as an exception here.
     """
     url = parse_url(parsed)
-    client = connect(url.hosts, auth=_auth(), timeout=url.timeout)
+    try:
+        client = connect(url.hosts, auth=_auth(), timeout=url.timeout)
+    except ImportError as error:
+        raise MisuseError(f"zk:// needs the zk driver: {error}") from error
     return _OwningZKInstancer(client, url.path)
