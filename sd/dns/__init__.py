@@ -4,10 +4,11 @@ SRV names are what Kubernetes headless services and Consul's DNS interface
 publish.  Lookups go through dnspython's asyncio resolver (extra ``dns``:
 ``pip install 'kitsd[dns]'``), imported only when an instancer is built, so
 importing this package works without it.  DNS has no registration: there is
-no registrar.  From asyncio, use :class:`sd.EventStream`.
+no registrar.  :class:`AsyncSRVInstancer` runs the same watch as a task on
+your event loop (dnspython's resolver is asyncio-native), without a thread.
 """
 
-from sd.dns.instancer import SRVInstancer
+from sd.dns.instancer import AsyncSRVInstancer, SRVInstancer
 from sd.dns.srv import RefreshPolicy, SRVInstance, SRVRecord
 
-__all__ = ["RefreshPolicy", "SRVInstance", "SRVInstancer", "SRVRecord"]
+__all__ = ["AsyncSRVInstancer", "RefreshPolicy", "SRVInstance", "SRVInstancer", "SRVRecord"]

@@ -21,8 +21,9 @@ thread:
 
 ``stop()`` cancels the coroutine -- a lookup in flight included, so it never
 waits out a DNS timeout -- and joins the thread; the loop is closed with it.
-The coroutine is the whole algorithm; the thread is only its driver, so an
-asyncio driver would run the same coroutine as a task.
+The coroutine is the whole algorithm; the thread is only its driver.
+:class:`AsyncSRVInstancer` is the other driver: the same coroutine as a task
+on the caller's running loop, no thread at all.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from typing import Any, Final
+from types import TracebackType
+from typing import Any, Final, Self
 
 from sd.backoff import Backoff
 from sd.dns.resolver import (
@@ -49,7 +51,7 @@ from sd.errors import MisuseError, RegistryUnavailableError
 from sd.event import Event
 from sd.instancer import Broadcaster, InstancerHandle, SharedWatches
 
-__all__ = ["SRVInstancer", "SRVWatch", "watch_srv"]
+__all__ = ["AsyncSRVInstancer", "SRVInstancer", "SRVWatch", "watch_srv"]
 
 logger = logging.getLogger(f"kitsd.{__name__}")
 
@@ -187,6 +189,22 @@ def _check_bool(name: str, value: object) -> bool:
     return value
 
 
+def _settings(
+    name: str, resolver: str | None, resolve: bool, min_ttl: float, max_ttl: float,
+    interval: float | None, timeout: float,
+) -> tuple[str, tuple[str, int] | None, RefreshPolicy, float]:
+    """Check every argument before anything starts; raises ``TypeError``/``MisuseError``."""
+    checked = check_name(name)
+    server = None if resolver is None else parse_server(resolver)
+    _check_bool("resolve", resolve)
+    policy = RefreshPolicy(min_ttl=min_ttl, max_ttl=max_ttl, interval=interval)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be seconds, not {type(timeout).__name__}")
+    if not 0 < timeout < float("inf"):
+        raise MisuseError(f"timeout must be positive, finite seconds, not {timeout!r}")
+    return checked, server, policy, float(timeout)
+
+
 class SRVInstancer(InstancerHandle):
     """The instances DNS SRV name ``name`` points at (go-kit's ``dnssrv.Instancer``, with TTLs).
 
@@ -222,21 +240,16 @@ class SRVInstancer(InstancerHandle):
         interval: float | None = None,
         timeout: float = 5.0,
     ) -> None:
-        checked = check_name(name)
-        server = None if resolver is None else parse_server(resolver)
-        _check_bool("resolve", resolve)
-        policy = RefreshPolicy(min_ttl=min_ttl, max_ttl=max_ttl, interval=interval)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            raise TypeError(f"timeout must be seconds, not {type(timeout).__name__}")
-        if not 0 < timeout < float("inf"):
-            raise MisuseError(f"timeout must be positive, finite seconds, not {timeout!r}")
+        checked, server, policy, seconds = _settings(
+            name, resolver, resolve, min_ttl, max_ttl, interval, timeout
+        )
         self._name = checked
         self._server = server
-        key = (checked.lower().rstrip("."), server, resolve, policy, float(timeout))
+        key = (checked.lower().rstrip("."), server, resolve, policy, seconds)
         broadcaster, watch, release = _WATCHES.acquire(
             key,
             lambda broadcaster: SRVWatch(broadcaster, checked, server=server, resolve=resolve,
-                                         policy=policy, timeout=float(timeout)),
+                                         policy=policy, timeout=seconds),
         )
         self._watch = watch
         super().__init__(broadcaster, release)
@@ -255,6 +268,79 @@ class SRVInstancer(InstancerHandle):
         server = self._server
         where = "system resolver" if server is None else f"{server[0]}:{server[1]}"
         return f"SRVInstancer({self._name!r}, resolver={where!r})"
+
+
+class AsyncSRVInstancer(InstancerHandle):
+    """:class:`SRVInstancer` for asyncio: the same watch coroutine as a task on the running
+    loop, no thread.  Same arguments and behaviour; subscribers are called on the loop.
+
+    Must be created inside a running loop.  ``stop()`` cancels the task (from any
+    thread); ``await aclose()`` (or leaving ``async with``) also waits until it has
+    ended, so nothing is left running.  Not shared between instancers.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        resolver: str | None = None,
+        resolve: bool = True,
+        min_ttl: float = 1.0,
+        max_ttl: float = 300.0,
+        interval: float | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        checked, server, policy, seconds = _settings(
+            name, resolver, resolve, min_ttl, max_ttl, interval, timeout
+        )
+        self._loop = asyncio.get_running_loop()
+        self._name = checked
+        self._records: tuple[SRVInstance, ...] = ()
+        broadcaster = Broadcaster()
+        self._task = self._loop.create_task(watch_srv(
+            broadcaster, make_resolver(server, timeout=seconds), checked, resolve=resolve,
+            policy=policy, rng=random.Random(), on_answer=self._remember,
+        ), name=f"kitsd-dns-watch {checked}")
+        super().__init__(broadcaster, self._cancel)
+
+    def _remember(self, records: tuple[SRVInstance, ...]) -> None:
+        self._records = records
+
+    @property
+    def records(self) -> tuple[SRVInstance, ...]:
+        """The last answer's instances with their SRV priority and weight."""
+        return self._records
+
+    def _cancel(self) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._task.cancel()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the task is gone
+                self._loop.call_soon_threadsafe(self._task.cancel)
+
+    async def aclose(self) -> None:
+        """Stop and wait until the watch task has ended; idempotent."""
+        self.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncSRVInstancer({self._name!r})"
 
 
 def _running_watches() -> int:
