@@ -59,9 +59,9 @@ def require_restartable(server: Server) -> ZooKeeperServer:
     return server
 
 
-def connected(address: str, **options: Any) -> Any:
-    """A started client of :func:`sd.zk.connect`, waited until connected."""
-    client = connect(address, timeout=SESSION_TIMEOUT, **options)
+def connected(address: str, *, timeout: float = SESSION_TIMEOUT, **options: Any) -> Any:
+    """A started client of :func:`sd.zk.connect` (session ``timeout``), waited until connected."""
+    client = connect(address, timeout=timeout, **options)
     wait_for(lambda: client.connected, timeout=10, what="the kazoo client to connect")
     return client
 

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 import sd
+from compose.zookeeper import ZooKeeperServer
 from sd.errors import MisuseError, RegistryUnavailableError
-from sd.zk import ZKInstancer
+from sd.zk import ZKInstancer, close_client
 from sd.zk.instancer import _running_watches
 from tests.helpers import assert_no_new_threads, wait_for
-from tests.zk.conftest import Server, expire_session, require_restartable
+from tests.zk.conftest import Server, connected, expire_session, require_restartable
 
 pytestmark = pytest.mark.integration
 
@@ -78,12 +79,19 @@ def test_bad_values_are_skipped_and_the_good_ones_served(
 
 
 def test_server_restart_reports_an_error_then_recovers_without_losing_changes(
-    zk_server: Server, client: Any, path: str
+    zk_server: Server, path: str
 ) -> None:
     server = require_restartable(zk_server)
-    from sd.zk import close_client
-    from tests.zk.conftest import connected
+    # a session long enough to outlive the restart on a loaded machine: this test is
+    # about a connection loss within one session (expiry has its own test)
+    client = connected(server.address, timeout=20.0)
+    try:
+        restart_and_check(server, client, path)
+    finally:
+        close_client(client)
 
+
+def restart_and_check(server: ZooKeeperServer, client: Any, path: str) -> None:
     client.create(f"{path}/a", b"10.0.0.1:80", makepath=True)
     client.create(f"{path}/c", b"not an instance yet")
     session = client.client_id[0]

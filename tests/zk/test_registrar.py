@@ -10,9 +10,9 @@ import pytest
 
 import sd
 from sd.errors import InvalidInstanceError, MisuseError, RegistryUnavailableError
-from sd.zk import ZKInstancer, ZKRegistrar
+from sd.zk import ZKInstancer, ZKRegistrar, close_client
 from tests.helpers import assert_no_new_threads, wait_for
-from tests.zk.conftest import Server, expire_session, require_restartable
+from tests.zk.conftest import Server, connected, expire_session, require_restartable
 
 pytestmark = pytest.mark.integration
 
@@ -75,16 +75,23 @@ def test_session_expiry_recreates_the_node_and_watchers_see_it_back(
 
 
 def test_server_restart_keeps_the_node_of_a_live_session(
-    zk_server: Server, client: Any, other_client: Any, path: str
+    zk_server: Server, other_client: Any, path: str
 ) -> None:
     server = require_restartable(zk_server)
-    with ZKRegistrar(client, path, "10.0.0.1:80") as registrar:
-        node = registrar.node
-        server.restart()
-        wait_for(lambda: client.connected, timeout=15)
-        wait_for(lambda: other_client.connected, timeout=15)
-        assert other_client.get(node)[0] == b"10.0.0.1:80"
-        assert registrar.creations == 1
+    # a session long enough to outlive the restart on a loaded machine
+    client = connected(server.address, timeout=20.0)
+    try:
+        with ZKRegistrar(client, path, "10.0.0.1:80") as registrar:
+            node = registrar.node
+            session = client.client_id[0]
+            server.restart()
+            wait_for(lambda: client.connected, timeout=15)
+            wait_for(lambda: other_client.connected, timeout=15)
+            assert client.client_id[0] == session
+            assert other_client.get(node)[0] == b"10.0.0.1:80"
+            assert registrar.creations == 1
+    finally:
+        close_client(client)
 
 
 def test_register_against_a_stopped_server_fails_with_a_backend_error(
