@@ -222,11 +222,15 @@ class ChildrenWatch:
                 names = None
             if names is not None:
                 view.apply_children(names)
-        for name in sorted(view.stale):
+        # Send every read at once (kazoo pipelines them on the one connection), then
+        # collect: a full re-read of N children costs about one round trip, not N.
+        pending = [
+            (name, self._client.get_async(child_path(self._path, name), self._on_data))
+            for name in sorted(view.stale)
+        ]
+        for name, result in pending:
             try:
-                data, _ = self._call(
-                    self._client.get_async(child_path(self._path, name), self._on_data)
-                )
+                data, _ = self._call(result)
             except Exception as error:
                 if not is_no_node(error):
                     raise
