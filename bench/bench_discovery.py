@@ -1,7 +1,7 @@
 """Propagation latency, registry change → subscriber, for the ZooKeeper and DNS SRV drivers,
 against the raw client watching the same change in the same run.
 
-    python -m bench.bench_discovery [--rounds 40] [--poll 0.1]
+    python -m bench.bench_discovery [--rounds 40] [--children 2000] [--poll 0.1]
 
 Each round makes one change (add, then remove, an instance) and times, from just
 before the change is written to the moment each watcher has the new set:
@@ -10,6 +10,8 @@ before the change is written to the moment each watcher has the new set:
   :class:`sd.zk.ZKInstancer` vs kazoo's own ``ChildrenWatch`` recipe, each on its
   own client, both watching while a third client writes.  (kazoo's recipe reports
   child *names*; kitsd also reads each new child's data, one more round trip.)
+  Also the first snapshot of ``--children`` children: kitsd's first full event vs
+  a raw list plus pipelined ``get_async`` of every child.
 * **DNS SRV** (Consul's DNS interface, instances registered over its HTTP API):
   kitsd's :class:`sd.dns.SRVInstancer` re-resolving every ``--poll`` seconds
   (Consul's TTL 0 clamped to ``min_ttl``) vs a raw dnspython loop resolving the
@@ -32,6 +34,7 @@ from typing import Any
 
 import dns.resolver
 
+import sd
 from compose.consul import ConsulDevAgent
 from compose.zookeeper import ZooKeeperServer
 from sd.consul import connect as consul_connect
@@ -97,7 +100,7 @@ def run_rounds(
     return results
 
 
-def bench_zookeeper(rounds: int) -> tuple[float, float]:
+def bench_zookeeper(rounds: int, children: int) -> tuple[float, float]:
     from kazoo.recipe.watchers import ChildrenWatch
 
     print("ZooKeeper (standalone server on loopback)")
@@ -128,13 +131,53 @@ def bench_zookeeper(rounds: int) -> tuple[float, float]:
 
             results = run_rounds(rounds, expect, change, arrivals)
             instancer.stop()
+            first_read = bench_first_read(writer, raw_client, kitsd_client, children)
         finally:
             for client in (writer, raw_client, kitsd_client):
                 close_client(client)
     kitsd = summary("kitsd ZKInstancer", results["kitsd"])
     raw = summary("kazoo ChildrenWatch (raw)", results["raw"])
     print(f"  ratio kitsd / raw: {kitsd / raw:.2f}x")
+    print(f"first snapshot of {children} children (list + read every child's data):")
+    first_kitsd = summary("kitsd ZKInstancer", first_read["kitsd"])
+    first_raw = summary("kazoo, pipelined get_async (raw)", first_read["raw"])
+    print(f"  ratio kitsd / raw: {first_kitsd / first_raw:.2f}x")
     return kitsd, raw
+
+
+def bench_first_read(writer: Any, raw_client: Any, kitsd_client: Any, children: int
+                     ) -> dict[str, list[float]]:
+    """Seconds from "start watching" to the whole set, for ``children`` children."""
+    path = f"/bench/{uuid.uuid4().hex[:8]}"
+    writer.ensure_path(path)
+    created = [writer.create_async(f"{path}/n{index:05d}",
+                                   f"10.{index // 65536}.{index // 256 % 256}.{index % 256}:80"
+                                   .encode())
+               for index in range(children)]
+    for result in created:
+        result.get()
+    results: dict[str, list[float]] = {"kitsd": [], "raw": []}
+    for _ in range(5):
+        started = time.perf_counter()
+        names = raw_client.get_children(path)
+        values = [result.get()[0] for result in
+                  [raw_client.get_async(f"{path}/{name}") for name in names]]
+        assert len(values) == children
+        results["raw"].append(time.perf_counter() - started)
+
+        done = threading.Event()
+        started = time.perf_counter()
+        instancer = ZKInstancer(kitsd_client, path)
+        def complete(event: sd.Event, done: threading.Event = done) -> None:
+            if len(event.instances) == children:
+                done.set()
+
+        instancer.subscribe(complete)
+        if not done.wait(60):
+            raise TimeoutError("the instancer never read every child")
+        results["kitsd"].append(time.perf_counter() - started)
+        instancer.stop()
+    return results
 
 
 def bench_dns(rounds: int, poll: float) -> tuple[float, float]:
@@ -192,10 +235,12 @@ def bench_dns(rounds: int, poll: float) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--children", type=int, default=2000,
+                        help="ZooKeeper children for the first-snapshot figure")
     parser.add_argument("--poll", type=float, default=0.1,
                         help="DNS re-resolution period in seconds (both watchers)")
     args = parser.parse_args()
-    bench_zookeeper(args.rounds)
+    bench_zookeeper(args.rounds, args.children)
     bench_dns(args.rounds, args.poll)
 
 
