@@ -10,7 +10,7 @@ thread:
 1. look the name up (:func:`sd.dns.resolver.lookup`, dnspython's asyncio
    resolver), with the targets' addresses unless ``resolve=False``;
 2. translate the answer (:func:`sd.dns.srv.translate`: bad records skipped
-   with a warning) and publish the instances;  NXDOMAIN or no SRV records
+   with a warning, once while they stay) and publish the instances;  NXDOMAIN or no SRV records
    publishes an empty set;
 3. wait as :class:`sd.dns.srv.RefreshPolicy` says (the TTL clamped to
    ``[min_ttl, max_ttl]``, or a fixed ``interval``), and go back to 1;
@@ -76,6 +76,7 @@ async def watch_srv(
     backoff = Backoff(curve=policy.retry_curve(), rng=rng)
     where = describe(resolver)
     source = f"SRV {name} at {where}"
+    warned: set[str] = set()  # bad records of the last answer: logged once, not per refresh
     while True:
         try:
             answer = await lookup(resolver, name, resolve=resolve)
@@ -99,7 +100,13 @@ async def watch_srv(
             await asyncio.sleep(delay)
             continue
         else:
-            translated = translate(answer.records, answer.addresses, source=source)
+            skipped: list[str] = []
+            translated = translate(answer.records, answer.addresses, source=source,
+                                   skipped=skipped)
+            for message in skipped:
+                if message not in warned:
+                    logger.warning("%s", message)
+            warned = set(skipped)
             delay = policy.after_answer(answer.ttl)
         backoff.reset()
         if on_answer is not None:

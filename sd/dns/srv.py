@@ -112,21 +112,31 @@ def translate(
     addresses: Mapping[str, Sequence[str]] | None,
     *,
     source: str = "DNS",
+    skipped: list[str] | None = None,
 ) -> tuple[SRVInstance, ...]:
     """The instances in an SRV answer, sorted by instance string.
 
     ``addresses`` maps a target name (lower case, no trailing dot) to its
     addresses; ``None`` keeps target names as hosts.  Bad records are skipped
-    with a warning naming ``source``; nothing here raises on registry data.
+    with a warning naming ``source`` -- or, given a ``skipped`` list, with the
+    warning appended to it (a watch re-resolving every second logs each bad
+    record once, not every second).  Nothing here raises on registry data.
     """
+
+    def skip(message: str) -> None:
+        if skipped is None:
+            logger.warning("%s", message)
+        else:
+            skipped.append(message)
+
     found: dict[str, SRVInstance] = {}
     for record in records:
         target = _target_name(record.target)
         if not target:  # "." : the service is decidedly not available at this name
             continue
         if not 1 <= record.port <= 65535:
-            logger.warning("skipping SRV record of %s: port %d of %s is outside 1-65535",
-                           source, record.port, shown(target))
+            skip(f"skipping SRV record of {source}: port {record.port} of {shown(target)}"
+                 " is outside 1-65535")
             continue
         hosts: Sequence[str]
         if addresses is None:
@@ -134,15 +144,14 @@ def translate(
         else:
             hosts = addresses.get(target, ())
             if not hosts:
-                logger.warning("skipping SRV target %s of %s: it has no address",
-                               shown(target), source)
+                skip(f"skipping SRV target {shown(target)} of {source}: it has no address")
                 continue
         for host in hosts:
             try:
                 instance = join_host_port(host, record.port)
             except InvalidInstanceError:
-                logger.warning("skipping SRV target %s of %s: not a host name or address",
-                               shown(host), source)
+                skip(f"skipping SRV target {shown(host)} of {source}:"
+                     " not a host name or address")
                 continue
             known = found.get(instance)
             # the same instance from two records: keep the preferred (lowest) priority

@@ -211,3 +211,15 @@ def test_a_junk_answer_does_not_hide_the_good_records(
     with instancer:
         wait_for(lambda: events[-1].instances == ("10.0.0.1:81",))
         assert events[-1].error is None
+
+
+def test_a_bad_record_is_warned_about_once_not_on_every_refresh(
+    server: ScriptedDNS, script: Script, caplog: pytest.LogCaptureFixture
+) -> None:
+    script.records = ["1 1 0 zero.example.test.", "5 1 81 a.example.test."]
+    instancer, events = watch(server)
+    with instancer:
+        wait_for(lambda: events[-1].instances == ("10.0.0.1:81",))
+        wait_for(lambda: srv_queries(server) >= 5, what="several refreshes")
+        warnings = [r for r in caplog.records if "outside 1-65535" in r.getMessage()]
+        assert len(warnings) == 1
