@@ -68,6 +68,7 @@ async def watch_srv(
     resolve: bool,
     policy: RefreshPolicy,
     rng: random.Random,
+    tcp: bool = True,
     on_answer: Callable[[tuple[SRVInstance, ...]], None] | None = None,
 ) -> None:
     """Keep ``broadcaster`` in step with SRV name ``name`` until cancelled (see the module
@@ -79,7 +80,7 @@ async def watch_srv(
     warned: set[str] = set()  # bad records of the last answer: logged once, not per refresh
     while True:
         try:
-            answer = await lookup(resolver, name, resolve=resolve)
+            answer = await lookup(resolver, name, resolve=resolve, tcp=tcp)
         except NoRecords:
             translated: tuple[SRVInstance, ...] = ()
             delay = policy.after_empty()
@@ -125,7 +126,7 @@ class SRVWatch:
 
     def __init__(
         self, broadcaster: Broadcaster, name: str, *, server: tuple[str, int] | None,
-        resolve: bool, policy: RefreshPolicy, timeout: float,
+        resolve: bool, policy: RefreshPolicy, timeout: float, tcp: bool = True,
     ) -> None:
         self._name = name
         self._lock = threading.Lock()
@@ -136,7 +137,7 @@ class SRVWatch:
             resolver = make_resolver(server, timeout=timeout)
             self._task = self._loop.create_task(watch_srv(
                 broadcaster, resolver, name, resolve=resolve, policy=policy,
-                rng=random.Random(), on_answer=self._remember,
+                rng=random.Random(), tcp=tcp, on_answer=self._remember,
             ))
             self._thread = threading.Thread(
                 target=self._run, name=f"kitsd-dns-watch {name}", daemon=True
@@ -198,12 +199,13 @@ def _check_bool(name: str, value: object) -> bool:
 
 def _settings(
     name: str, resolver: str | None, resolve: bool, min_ttl: float, max_ttl: float,
-    interval: float | None, timeout: float,
+    interval: float | None, timeout: float, tcp: bool,
 ) -> tuple[str, tuple[str, int] | None, RefreshPolicy, float]:
     """Check every argument before anything starts; raises ``TypeError``/``MisuseError``."""
     checked = check_name(name)
     server = None if resolver is None else parse_server(resolver)
     _check_bool("resolve", resolve)
+    _check_bool("tcp", tcp)
     policy = RefreshPolicy(min_ttl=min_ttl, max_ttl=max_ttl, interval=interval)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"timeout must be seconds, not {type(timeout).__name__}")
@@ -223,6 +225,10 @@ class SRVInstancer(InstancerHandle):
       look again (a TTL of 0, as Consul sends, means every ``min_ttl``);
       ``interval``: a fixed period instead, as go-kit.
     * ``timeout``: seconds one lookup may take.
+    * ``tcp``: ``True`` (default) asks over TCP, so the answer is complete:
+      Consul's DNS sends at most 3 records over UDP (``udp_answer_limit``), a
+      different 3 each time, without marking the answer truncated.  ``False``
+      asks over UDP and falls back to TCP only for answers marked truncated.
 
     NXDOMAIN or no SRV records publishes an empty set; a timeout, SERVFAIL or
     refusal publishes an :class:`~sd.event.Event` whose ``error`` is a
@@ -246,17 +252,18 @@ class SRVInstancer(InstancerHandle):
         max_ttl: float = 300.0,
         interval: float | None = None,
         timeout: float = 5.0,
+        tcp: bool = True,
     ) -> None:
         checked, server, policy, seconds = _settings(
-            name, resolver, resolve, min_ttl, max_ttl, interval, timeout
+            name, resolver, resolve, min_ttl, max_ttl, interval, timeout, tcp
         )
         self._name = checked
         self._server = server
-        key = (checked.lower().rstrip("."), server, resolve, policy, seconds)
+        key = (checked.lower().rstrip("."), server, resolve, policy, seconds, tcp)
         broadcaster, watch, release = _WATCHES.acquire(
             key,
             lambda broadcaster: SRVWatch(broadcaster, checked, server=server, resolve=resolve,
-                                         policy=policy, timeout=seconds),
+                                         policy=policy, timeout=seconds, tcp=tcp),
         )
         self._watch = watch
         super().__init__(broadcaster, release)
@@ -296,9 +303,10 @@ class AsyncSRVInstancer(InstancerHandle):
         max_ttl: float = 300.0,
         interval: float | None = None,
         timeout: float = 5.0,
+        tcp: bool = True,
     ) -> None:
         checked, server, policy, seconds = _settings(
-            name, resolver, resolve, min_ttl, max_ttl, interval, timeout
+            name, resolver, resolve, min_ttl, max_ttl, interval, timeout, tcp
         )
         self._loop = asyncio.get_running_loop()
         self._name = checked
@@ -306,7 +314,7 @@ class AsyncSRVInstancer(InstancerHandle):
         broadcaster = Broadcaster()
         self._task = self._loop.create_task(watch_srv(
             broadcaster, make_resolver(server, timeout=seconds), checked, resolve=resolve,
-            policy=policy, rng=random.Random(), on_answer=self._remember,
+            policy=policy, rng=random.Random(), tcp=tcp, on_answer=self._remember,
         ), name=f"kitsd-dns-watch {checked}")
         super().__init__(broadcaster, self._cancel)
 

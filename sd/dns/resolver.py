@@ -123,8 +123,9 @@ def describe(resolver: Any) -> str:
     return ",".join(servers) or "the system resolver"
 
 
-async def lookup(resolver: Any, name: str, *, resolve: bool) -> Lookup:
-    """Look ``name`` up; with ``resolve``, the targets' addresses too.
+async def lookup(resolver: Any, name: str, *, resolve: bool, tcp: bool = True) -> Lookup:
+    """Look ``name`` up (over TCP with ``tcp``, else UDP falling back to TCP when the
+    answer is truncated); with ``resolve``, the targets' addresses too.
 
     Raises :class:`NoRecords` for NXDOMAIN or no SRV records, and
     :class:`~sd.errors.RegistryUnavailableError` (chained) for a timeout,
@@ -134,7 +135,7 @@ async def lookup(resolver: Any, name: str, *, resolve: bool) -> Lookup:
     dns = _import_dns()
     where = describe(resolver)
     try:
-        answer = await resolver.resolve(name, "SRV", search=False)
+        answer = await resolver.resolve(name, "SRV", search=False, tcp=tcp)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer) as error:
         raise NoRecords(str(error)) from error
     except dns.exception.DNSException as error:
@@ -159,7 +160,7 @@ async def lookup(resolver: Any, name: str, *, resolve: bool) -> Lookup:
     missing = [target for target in targets if target not in addresses]
     if missing:
         results = await asyncio.gather(
-            *(_addresses(resolver, target, where) for target in missing)
+            *(_addresses(resolver, target, where, tcp) for target in missing)
         )
         for target, (found, found_ttl) in zip(missing, results, strict=True):
             if found:
@@ -168,13 +169,15 @@ async def lookup(resolver: Any, name: str, *, resolve: bool) -> Lookup:
     return Lookup(records, addresses, ttl)
 
 
-async def _addresses(resolver: Any, target: str, where: str) -> tuple[list[str], float]:
+async def _addresses(
+    resolver: Any, target: str, where: str, tcp: bool
+) -> tuple[list[str], float]:
     """IPv4 addresses of ``target``, or its IPv6 ones when it has none; ``([], 0)`` if none.
     Raises :class:`~sd.errors.RegistryUnavailableError` when the lookup fails."""
     dns = _import_dns()
     for rdtype in ("A", "AAAA"):
         try:
-            answer = await resolver.resolve(target + ".", rdtype, search=False)
+            answer = await resolver.resolve(target + ".", rdtype, search=False, tcp=tcp)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             continue
         except (dns.exception.DNSException, OSError) as error:

@@ -1,13 +1,15 @@
 """``dnssrv://`` URLs for :func:`sd.url.instancer_from_url`.
 
-Form: ``dnssrv://NAME[?server=IP[:PORT]][&resolve=1|0][&min_ttl=S][&max_ttl=S][&interval=S]
-[&timeout=S]``
+Form: ``dnssrv://NAME[?server=IP[:PORT]][&resolve=1|0][&tcp=1|0][&min_ttl=S][&max_ttl=S]
+[&interval=S][&timeout=S]``
 
 * ``NAME``: the SRV name, as ``_users._tcp.service.consul``;
 * ``server``: the name server (an IP address, port 53 by default; Consul's DNS
   interface is ``127.0.0.1:8600``); without it, the system's resolvers;
 * ``resolve``: ``1`` (default) for ``address:port`` instances, ``0`` to keep
   the target names;
+* ``tcp``: ``1`` (default) to ask over TCP (complete answers: Consul sends at
+  most 3 records over UDP), ``0`` for UDP with TCP fallback on truncation;
 * ``min_ttl``/``max_ttl``/``interval``/``timeout``: seconds, as
   :class:`sd.dns.SRVInstancer` takes them.
 
@@ -27,7 +29,7 @@ __all__ = ["instancer_from_url"]
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _SECONDS = ("min_ttl", "max_ttl", "interval", "timeout")
-_KNOWN = {"server", "resolve", *_SECONDS}
+_KNOWN = {"server", "resolve", "tcp", *_SECONDS}
 
 
 def _safe(parsed: urllib.parse.SplitResult) -> str:
@@ -61,6 +63,9 @@ def instancer_from_url(parsed: urllib.parse.SplitResult) -> SRVInstancer:
     resolve_text = once.get("resolve", "1").lower()
     if resolve_text not in _TRUE | _FALSE:
         raise MisuseError(f"resolve must be 1 or 0 in {shown}")
+    tcp_text = once.get("tcp", "1").lower()
+    if tcp_text not in _TRUE | _FALSE:
+        raise MisuseError(f"tcp must be 1 or 0 in {shown}")
     seconds: dict[str, float] = {}
     for key in _SECONDS:
         if key in once:
@@ -71,6 +76,6 @@ def instancer_from_url(parsed: urllib.parse.SplitResult) -> SRVInstancer:
                     from None
     try:
         return SRVInstancer(name, resolver=once.get("server"), resolve=resolve_text in _TRUE,
-                            **seconds)
+                            tcp=tcp_text in _TRUE, **seconds)
     except ImportError as error:
         raise MisuseError(f"dnssrv:// needs the dns driver: {error}") from error

@@ -94,3 +94,18 @@ def test_kitsd_watch_shows_live_changes(
     finally:
         watch.close()
     assert watch.process.returncode == 0
+
+
+def test_every_instance_arrives_not_just_consuls_three_udp_records(
+    dns_agent: ConsulDevAgent, register: Callable[..., str], service_name: str,
+) -> None:
+    # Consul answers SRV over UDP with at most 3 records (udp_answer_limit), a different
+    # 3 each time and without the truncation flag; over TCP it sends them all.
+    expected = tuple(sorted(f"10.4.0.{index + 1}:{9000 + index}" for index in range(12)))
+    for index in range(12):
+        register(service_name, f"i{index}", address=f"10.4.0.{index + 1}", port=9000 + index)
+    events: list[sd.Event] = []
+    with SRVInstancer(srv_name(service_name), resolver=dns_agent.dns_addr,
+                      min_ttl=0.1) as instancer:
+        instancer.subscribe(events.append)
+        wait_for(lambda: events[-1].instances == expected, what="all twelve instances")

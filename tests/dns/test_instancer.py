@@ -146,14 +146,14 @@ def test_a_long_ttl_is_not_re_resolved_early(server: ScriptedDNS, script: Script
 
 
 def test_stop_is_prompt_during_a_hanging_lookup(server: ScriptedDNS, script: Script) -> None:
-    before = set(threading.enumerate()) - {server._thread}
+    before = set(threading.enumerate()) - server.threads
     script.mode = "silent"
     instancer, _ = watch(server, timeout=30.0)
     wait_for(lambda: srv_queries(server) >= 1, what="the lookup to be in flight")
     started = time.monotonic()
     instancer.stop()
     assert time.monotonic() - started < 0.5
-    assert_no_new_threads(before | {server._thread}, timeout=0.5)
+    assert_no_new_threads(before | server.threads, timeout=0.5)
     assert _running_watches() == 0
 
 
@@ -223,3 +223,14 @@ def test_a_bad_record_is_warned_about_once_not_on_every_refresh(
         wait_for(lambda: srv_queries(server) >= 5, what="several refreshes")
         warnings = [r for r in caplog.records if "outside 1-65535" in r.getMessage()]
         assert len(warnings) == 1
+
+
+def test_lookups_go_over_tcp_unless_told_otherwise(server: ScriptedDNS) -> None:
+    instancer, events = watch(server)
+    with instancer:
+        wait_for(lambda: events[-1].instances == ("10.0.0.1:8080",))
+    assert set(server.transports) == {"tcp"}
+    udp, udp_events = watch(server, tcp=False)
+    with udp:
+        wait_for(lambda: udp_events[-1].instances == ("10.0.0.1:8080",))
+    assert server.transports[-1] == "udp"
