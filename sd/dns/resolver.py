@@ -20,7 +20,15 @@ from sd.dns.srv import SRVRecord, brief, is_address, shown
 from sd.errors import MisuseError, RegistryUnavailableError
 from sd.instance import split_address
 
-__all__ = ["Lookup", "NoRecords", "check_name", "lookup", "make_resolver", "parse_server"]
+__all__ = [
+    "Lookup",
+    "NoRecords",
+    "check_name",
+    "describe",
+    "lookup",
+    "make_resolver",
+    "parse_server",
+]
 
 logger = logging.getLogger(f"kitsd.{__name__}")
 
