@@ -101,9 +101,15 @@ def parse_server(server: object) -> tuple[str, int]:
 def make_resolver(server: tuple[str, int] | None, *, timeout: float) -> Any:
     """A ``dns.asyncresolver.Resolver``: the system's (``/etc/resolv.conf``) when
     ``server`` is ``None``, else one asking only ``server``.  ``timeout`` bounds
-    each lookup.  No cache: every refresh asks the server."""
+    each lookup.  No cache: every refresh asks the server.  Raises
+    :class:`~sd.errors.MisuseError` when the system has no resolver configured."""
     dns = _import_dns()
-    resolver = dns.asyncresolver.Resolver(configure=server is None)
+    try:
+        resolver = dns.asyncresolver.Resolver(configure=server is None)
+    except (dns.resolver.NoResolverConfiguration, OSError) as error:
+        raise MisuseError(
+            f"no system DNS resolver is configured ({error}); pass resolver='ip:port'"
+        ) from error
     if server is not None:
         resolver.nameservers = [server[0]]
         resolver.port = server[1]

@@ -234,3 +234,17 @@ def test_lookups_go_over_tcp_unless_told_otherwise(server: ScriptedDNS) -> None:
     with udp:
         wait_for(lambda: udp_events[-1].instances == ("10.0.0.1:8080",))
     assert server.transports[-1] == "udp"
+
+
+def test_no_system_resolver_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, no_thread_leaks: None
+) -> None:
+    import dns.resolver
+
+    def unconfigured(self: object, *args: object, **kwargs: object) -> None:
+        raise dns.resolver.NoResolverConfiguration("no nameservers")  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(dns.resolver.BaseResolver, "read_resolv_conf", unconfigured)
+    with pytest.raises(MisuseError, match="resolver="):
+        SRVInstancer(NAME)
+    assert _running_watches() == 0
