@@ -117,10 +117,13 @@ class ConsulAgent(ServerProcess):
         ports: Sequence[int],
         mode_flags: Sequence[str],
         data_dir: Path | None = None,
+        dns_port: int | None = None,
     ) -> None:
         super().__init__(name, workdir=workdir)
         self.http_port, self.serf_lan_port, self.serf_wan_port, self.server_port = ports
         self.data_dir = data_dir
+        self.dns_port = dns_port
+        """The DNS interface's port (UDP and TCP), or ``None`` when it is disabled."""
         self._mode_flags = tuple(mode_flags)
 
     @property
@@ -156,6 +159,8 @@ class ConsulAgent(ServerProcess):
             "-serf-wan-port", str(self.serf_wan_port),
             "-server-port", str(self.server_port),
             *data,
+            # after _COMMON_FLAGS' "-dns-port -1": the last occurrence of a flag wins
+            *(["-dns-port", str(self.dns_port)] if self.dns_port is not None else []),
         ]
 
     def leader(self) -> str:
@@ -195,15 +200,19 @@ class ConsulDevAgent(_Agents):
     ``http_addr`` is what clients connect to.  :meth:`restart` (or :meth:`stop`
     then :meth:`start`) brings it back on the same ports *without* its state.
     ``extra_args`` go to ``consul agent`` as they are (``-hcl`` fragments...).
-    Raises :class:`ConsulNotInstalled` without the binary and ``RuntimeError``
-    (with the log tail) if it does not become ready.
+    With ``dns=True`` the agent's DNS interface listens on a free loopback port
+    (``dns_addr``; UDP and TCP); otherwise it is disabled.  Raises
+    :class:`ConsulNotInstalled` without the binary and ``RuntimeError`` (with the
+    log tail) if it does not become ready.
     """
 
     def __init__(self, *, name: str = "kitsd-dev", extra_args: Sequence[str] = (),
-                 start: bool = True, tmp_root: str | None = None) -> None:
+                 start: bool = True, tmp_root: str | None = None, dns: bool = False) -> None:
         super().__init__("kitsd-consul-dev-", tmp_root)
-        self.agent = ConsulAgent(name, workdir=self.workdir, ports=free_ports(4),
-                                 mode_flags=("-dev", *extra_args))
+        ports = free_ports(5)
+        self.agent = ConsulAgent(name, workdir=self.workdir, ports=ports[:4],
+                                 mode_flags=("-dev", *extra_args),
+                                 dns_port=ports[4] if dns else None)
         self.members = [self.agent]
         if start:
             self._start_or_close()
@@ -217,6 +226,12 @@ class ConsulDevAgent(_Agents):
     def node_name(self) -> str:
         """The agent's node name (``Node.Node`` in health answers)."""
         return self.agent.name
+
+    @property
+    def dns_addr(self) -> str | None:
+        """``host:port`` of the DNS interface (``dns=True``), else ``None``."""
+        port = self.agent.dns_port
+        return None if port is None else f"{self.agent.host}:{port}"
 
     @property
     def running(self) -> bool:

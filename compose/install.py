@@ -6,6 +6,7 @@ selected tests need before the first test starts, printing what it does and
 how long that usually takes:
 
 * **etcd** — Debian's ``etcd-server`` package (``.ci/install-etcd``; ~30 s).
+* **ZooKeeper** — Debian's ``zookeeper`` package (``.ci/install-zookeeper``; ~1 min).
 * **Consul** — HashiCorp Consul built from its Go module with this machine's
   Go toolchain (``.ci/install-consul``; 5-15 min the first time on 2 cores,
   then restored from the cache in ``~/.cache/kitsd`` in a second).
@@ -71,6 +72,11 @@ SERVERS = {
         external_env="KITSD_CONSUL_HTTP_ADDR", script=".ci/install-consul",
         how_long="built from its Go module: 5-15 min the first time on 2 cores, "
                  "seconds from the cache in ~/.cache/kitsd afterwards",
+    ),
+    "zk": Server(
+        name="zookeeper", binary_env="KITSD_ZK_JAR", default_binary="/usr/share/java/zookeeper.jar",
+        external_env="KITSD_ZK_HOSTS", script=".ci/install-zookeeper",
+        how_long="Debian's zookeeper package (and a Java runtime); usually 1-2 minutes",
     ),
 }
 

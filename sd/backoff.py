@@ -48,9 +48,11 @@ __all__ = [
     "CONSUL_HEARTBEAT",
     "CONSUL_WATCH",
     "CURVES",
+    "DNS_RETRY",
     "ETCD_KEEPALIVE",
     "ETCD_WATCH",
     "REGISTRY_TRANSIENT",
+    "ZK_WATCH",
     "Backoff",
     "Curve",
     "CurveWait",
@@ -112,6 +114,12 @@ ETCD_KEEPALIVE: Final = Curve(0.05, 60.0)
 #: registry (a leader election) for ``retry_for`` seconds: 50 ms doubling to 1 s.
 REGISTRY_TRANSIENT: Final = Curve(0.05, 1.0)
 
+#: ZooKeeper instancer and registrar between reconnect attempts: 50 ms doubling to 5 s.
+ZK_WATCH: Final = Curve(0.05, 5.0)
+#: DNS SRV instancer after a failed lookup: 100 ms doubling to 30 s (capped at the
+#: longest refresh interval).
+DNS_RETRY: Final = Curve(0.1, 30.0)
+
 #: Every curve kitsd uses, by where it is used.
 CURVES: Final = {
     "consul watch": CONSUL_WATCH,
@@ -119,6 +127,8 @@ CURVES: Final = {
     "etcd watch": ETCD_WATCH,
     "etcd keep-alive": ETCD_KEEPALIVE,
     "registry transient": REGISTRY_TRANSIENT,
+    "zookeeper watch": ZK_WATCH,
+    "dns srv retry": DNS_RETRY,
 }
 
 

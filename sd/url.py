@@ -22,7 +22,12 @@ _DRIVERS = {
     "etcd": ("sd.etcd.url", "etcd"),
     "etcds": ("sd.etcd.url", "etcd"),
     "consul": ("sd.consul.url", "consul"),
+    "dnssrv": ("sd.dns.url", "dns"),
+    "zk": ("sd.zk.url", "zk"),
 }
+
+
+_WANT = "(want static://, etcd://, etcds://, consul://, dnssrv:// or zk://)"
 
 
 class _FromURL(Protocol):
@@ -55,7 +60,7 @@ def instancer_from_url(url: str) -> InstancerHandle:
     """An instancer for ``url``; raises ``ValueError`` for a scheme or URL it cannot use."""
     if not isinstance(url, str) or "://" not in url:
         shown = redact_url(url) if isinstance(url, str) else shown_value(url)
-        raise MisuseError(f"not an instancer URL: {shown} (want static://, etcd:// or consul://)")
+        raise MisuseError(f"not an instancer URL: {shown} {_WANT}")
     try:
         parsed = urllib.parse.urlsplit(url)
     except ValueError as error:
@@ -83,5 +88,5 @@ def instancer_from_url(url: str) -> InstancerHandle:
             raise MisuseError(f"not a valid {scheme} URL: {redact_url(url)} ({error})") from error
     raise MisuseError(
         f"unknown instancer URL scheme {parsed.scheme!r} in {redact_url(url)}"
-        " (want static://, etcd:// or consul://)"
+        f" {_WANT}"
     )

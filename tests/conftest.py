@@ -13,14 +13,17 @@ from tests.helpers import assert_no_new_threads
 
 def servers_needed(items: list[pytest.Item]) -> set[str]:
     """The servers the selected integration tests start: tests under ``tests/etcd``
-    need etcd, tests under ``tests/consul`` Consul (by directory, as the fixtures are
-    defined there)."""
+    need etcd, tests under ``tests/consul`` Consul, tests under ``tests/zk`` ZooKeeper
+    and tests under ``tests/dns`` Consul (its DNS interface) -- by directory, as the
+    fixtures are defined there."""
     needed: set[str] = set()
     for item in items:
         if item.get_closest_marker("integration") is None:
             continue
         parts = item.path.parts
-        needed.update(name for name in ("etcd", "consul") if name in parts)
+        needed.update(name for name in ("etcd", "consul", "zk") if name in parts)
+        if "dns" in parts:
+            needed.add("consul")
     return needed
 
 

@@ -31,8 +31,6 @@ PLANNED = {
     ("lb", "ConsistentHash"): "issue 9",
     ("lb", "RetryBudget"): "issue 9",
     ("sd", "grpc"): "issue 8 (gRPC endpoints)",
-    ("sd", "dns"): "issue 12 (DNS SRV)",
-    ("sd", "zk"): "issue 12 (ZooKeeper)",
 }
 MODULES = {"etcd", "consul", "http", "grpc", "dns", "zk"}
 

@@ -25,6 +25,8 @@ PURE_MODULES = [
     "sd/errors.py",
     "sd/etcd/revision.py",
     "sd/etcd/paging.py",
+    "sd/dns/srv.py",
+    "sd/zk/view.py",
     "sd/consul/index.py",
     "sd/consul/health.py",
     "lb/ejection.py",

@@ -1,0 +1,224 @@
+"""DNS SRV answers → instances, and when to ask again.
+
+Pure: no I/O, no threads, no clock.  The watch in :mod:`sd.dns.instancer`
+asks the resolver and hands what it heard to the functions here.
+
+Theory of operation
+-------------------
+An SRV name (``_users._tcp.service.consul``) answers with records of
+``priority weight port target`` (RFC 2782).  Each record is one instance:
+
+* with ``resolve=True`` (the default) the target's addresses -- from the
+  answer's additional section when the server sent them (Consul does), else
+  from A (or, when there is none, AAAA) lookups -- give ``address:port``
+  instances, so the instance strings work with any HTTP client;
+* with ``resolve=False`` the target name is kept (``web-0.users.ns.svc:8080``),
+  as go-kit's ``dnssrv`` does, and the client resolves it at connect time.
+
+A target of ``.`` means "decidedly not available here" (RFC 2782) and gives no
+instance; a record with port 0, a target that is not a host name, or a target
+with no address is skipped with a (truncated) warning.  Priority and weight
+stay in each :class:`SRVInstance`, ready to be published as instance metadata.
+
+When to ask again (:class:`RefreshPolicy`):
+
+================================  ===========================================
+outcome                           next lookup after
+================================  ===========================================
+records (TTL ``t``)               ``interval`` if set, else ``t`` clamped to
+                                  ``[min_ttl, max_ttl]``
+NXDOMAIN / no SRV records         ``interval`` if set, else ``min_ttl``
+                                  (publish an empty set)
+timeout, SERVFAIL, refused, ...   backoff, 0.1 s doubling, never longer than
+                                  the longest regular wait (publish the error,
+                                  keep the last instances)
+================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sd.backoff import DNS_RETRY, Curve
+from sd.errors import InvalidInstanceError, MisuseError
+from sd.instance import join_host_port
+
+__all__ = [
+    "DNS_RETRY",
+    "RefreshPolicy",
+    "SRVInstance",
+    "SRVRecord",
+    "brief",
+    "instances_of",
+    "is_address",
+    "shown",
+    "translate",
+]
+
+logger = logging.getLogger(f"kitsd.{__name__}")
+
+_SHOWN = 64
+
+
+def brief(text: str, limit: int = 160) -> str:
+    """``text`` cut to ``limit`` characters (with ``...``), for error messages."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def shown(value: str) -> str:
+    """``repr`` of at most 64 characters of ``value`` (with its length if cut)."""
+    if len(value) <= _SHOWN:
+        return repr(value)
+    return f"{value[:_SHOWN]!r}... ({len(value)} characters)"
+
+
+@dataclass(frozen=True, slots=True)
+class SRVRecord:
+    """One SRV record as the resolver returned it (``target`` may end with ``.``)."""
+
+    priority: int
+    weight: int
+    port: int
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class SRVInstance:
+    """One instance from an SRV answer, with the record's priority and weight.
+
+    ``instance`` is the ``host:port`` string subscribers receive; ``target`` the
+    record's target name (without the trailing dot).
+    """
+
+    instance: str
+    priority: int
+    weight: int
+    target: str
+
+
+def _target_name(target: str) -> str:
+    return target[:-1].lower() if target.endswith(".") else target.lower()
+
+
+def translate(
+    records: Iterable[SRVRecord],
+    addresses: Mapping[str, Sequence[str]] | None,
+    *,
+    source: str = "DNS",
+    skipped: list[str] | None = None,
+) -> tuple[SRVInstance, ...]:
+    """The instances in an SRV answer, sorted by instance string.
+
+    ``addresses`` maps a target name (lower case, no trailing dot) to its
+    addresses; ``None`` keeps target names as hosts.  Bad records are skipped
+    with a warning naming ``source`` -- or, given a ``skipped`` list, with the
+    warning appended to it (a watch re-resolving every second logs each bad
+    record once, not every second).  Nothing here raises on registry data.
+    """
+
+    def skip(message: str) -> None:
+        if skipped is None:
+            logger.warning("%s", message)
+        else:
+            skipped.append(message)
+
+    found: dict[str, SRVInstance] = {}
+    for record in records:
+        target = _target_name(record.target)
+        if not target:  # "." : the service is decidedly not available at this name
+            continue
+        if not 1 <= record.port <= 65535:
+            skip(f"skipping SRV record of {source}: port {record.port} of {shown(target)}"
+                 " is outside 1-65535")
+            continue
+        hosts: Sequence[str]
+        if addresses is None:
+            hosts = (target,)
+        else:
+            hosts = addresses.get(target, ())
+            if not hosts:
+                skip(f"skipping SRV target {shown(target)} of {source}: it has no address")
+                continue
+        for host in hosts:
+            try:
+                instance = join_host_port(host, record.port)
+            except InvalidInstanceError:
+                skip(f"skipping SRV target {shown(host)} of {source}:"
+                     " not a host name or address")
+                continue
+            known = found.get(instance)
+            # the same instance from two records: keep the preferred (lowest) priority
+            if known is None or (record.priority, -record.weight) < (known.priority,
+                                                                     -known.weight):
+                found[instance] = SRVInstance(instance, record.priority, record.weight, target)
+    return tuple(found[key] for key in sorted(found))
+
+
+def instances_of(translated: Iterable[SRVInstance]) -> tuple[str, ...]:
+    """The sorted instance strings of a translation."""
+    return tuple(sorted({item.instance for item in translated}))
+
+
+def is_address(text: str) -> bool:
+    """Whether ``text`` is an IP address literal."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _seconds(name: str, value: object, *, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be seconds (a number), not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise MisuseError(f"{name} must be positive, finite seconds, not {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshPolicy:
+    """When to look up again (see the module docstring's table).
+
+    ``interval`` set: a fixed period, as go-kit's ``dnssrv.NewInstancer(name,
+    ttl, ...)``.  Otherwise the record TTL clamped to ``[min_ttl, max_ttl]``.
+    Raises ``TypeError`` / :class:`~sd.errors.MisuseError` naming the argument
+    for a value that is not positive finite seconds, or ``min_ttl > max_ttl``.
+    """
+
+    min_ttl: float = 1.0
+    max_ttl: float = 300.0
+    interval: float | None = None
+
+    def __post_init__(self) -> None:
+        _seconds("min_ttl", self.min_ttl)
+        _seconds("max_ttl", self.max_ttl)
+        _seconds("interval", self.interval, allow_none=True)
+        if self.min_ttl > self.max_ttl:
+            raise MisuseError(f"min_ttl ({self.min_ttl!r}) must not exceed max_ttl "
+                              f"({self.max_ttl!r})")
+
+    def after_answer(self, ttl: float) -> float:
+        """Seconds until the next lookup after an answer with records of TTL ``ttl``."""
+        if self.interval is not None:
+            return self.interval
+        return min(self.max_ttl, max(self.min_ttl, float(ttl)))
+
+    def after_empty(self) -> float:
+        """Seconds until the next lookup after NXDOMAIN or an answer without records."""
+        return self.interval if self.interval is not None else self.min_ttl
+
+    @property
+    def longest(self) -> float:
+        """The longest regular wait: the cap on the backoff after failures."""
+        return self.interval if self.interval is not None else self.max_ttl
+
+    def retry_curve(self) -> Curve:
+        """The backoff curve after failed lookups (:data:`DNS_RETRY`, capped)."""
+        return DNS_RETRY.capped(self.longest)

@@ -1,0 +1,223 @@
+"""The kazoo boundary: building a client, classifying its errors, waiting on its calls.
+
+Everything the ZooKeeper driver needs from kazoo goes through here, through
+kazoo's public API only: ``KazooClient`` and its ``*_async`` calls,
+``add_listener``/``remove_listener``, ``client_state`` and ``hosts``.  kazoo is
+imported when :func:`connect` builds a client or an error is classified, so
+``import sd.zk`` works without it.
+
+Credentials (digest ``user:password``) are handed to kazoo's ``auth_data`` and
+never kept, logged or shown by kitsd; kazoo's own DEBUG line showing the
+``Auth`` packet is redacted on the logger :func:`connect` gives it (a client
+you build yourself logs to kazoo's loggers, which kitsd does not touch).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+from typing import Any, Final, Protocol, runtime_checkable
+
+from sd.errors import BackendError, MisuseError, PermissionDeniedError, RegistryUnavailableError
+from sd.zk.view import brief
+
+__all__ = [
+    "KAZOO_LOGGER",
+    "Stopped",
+    "ZKClient",
+    "await_result",
+    "check_client",
+    "close_client",
+    "connect",
+    "describe",
+    "is_no_node",
+    "is_node_exists",
+    "summarize_error",
+    "to_backend_error",
+]
+
+logger = logging.getLogger(f"kitsd.{__name__}")
+
+_SLICE: Final = 0.05  # how often a wait on a kazoo call looks at the stop flag
+
+
+@runtime_checkable
+class ZKClient(Protocol):
+    """The part of ``kazoo.client.KazooClient`` the driver uses."""
+
+    def get_children_async(self, path: str, watch: Any = None) -> Any: ...
+
+    def get_async(self, path: str, watch: Any = None) -> Any: ...
+
+    def exists_async(self, path: str, watch: Any = None) -> Any: ...
+
+    def add_listener(self, listener: Callable[[Any], Any]) -> None: ...
+
+    def remove_listener(self, listener: Callable[[Any], Any]) -> None: ...
+
+
+_VERBS = ("get_children_async", "get_async", "exists_async", "add_listener", "remove_listener")
+
+
+def check_client(client: object) -> None:
+    """Raise ``TypeError`` unless ``client`` looks like a ``KazooClient``."""
+    missing = [name for name in _VERBS if not callable(getattr(client, name, None))]
+    if missing:
+        raise TypeError(
+            f"{type(client).__name__} is not a kazoo KazooClient (no {', '.join(missing)})"
+        )
+
+
+class Stopped(Exception):
+    """The waiting side was stopped while a kazoo call was in flight."""
+
+
+def await_result(result: Any, *, timeout: float, stopping: threading.Event) -> Any:
+    """Wait for a kazoo async result, at most ``timeout`` seconds, giving up at once
+    (with :class:`Stopped`) when ``stopping`` is set.  Raises what the call raised,
+    or :class:`~sd.errors.RegistryUnavailableError` on timeout."""
+    waited = 0.0
+    while not result.wait(_SLICE):
+        if stopping.is_set():
+            raise Stopped
+        waited += _SLICE
+        if waited >= timeout:
+            raise RegistryUnavailableError(f"no answer from ZooKeeper within {timeout:g}s")
+    if stopping.is_set():
+        raise Stopped
+    return result.get(timeout=0)
+
+
+def _kazoo_exceptions() -> Any:
+    from kazoo import exceptions
+
+    return exceptions
+
+
+def is_no_node(error: BaseException) -> bool:
+    """Whether ``error`` is kazoo's ``NoNodeError``."""
+    return isinstance(error, _kazoo_exceptions().NoNodeError)
+
+
+def is_node_exists(error: BaseException) -> bool:
+    """Whether ``error`` is kazoo's ``NodeExistsError``."""
+    return isinstance(error, _kazoo_exceptions().NodeExistsError)
+
+
+def to_backend_error(error: BaseException, what: str) -> BackendError:
+    """Map a kazoo (or socket) error to the kitsd error tree; chain it with ``from``.
+
+    Authentication and ACL refusals become :class:`~sd.errors.PermissionDeniedError`;
+    everything else :class:`~sd.errors.RegistryUnavailableError`.  A
+    :class:`BackendError` is returned unchanged.
+    """
+    if isinstance(error, BackendError):
+        return error
+    exceptions = _kazoo_exceptions()
+    denied = (exceptions.NoAuthError, exceptions.AuthFailedError)
+    kind: type[BackendError] = (
+        PermissionDeniedError if isinstance(error, denied) else RegistryUnavailableError
+    )
+    mapped = kind(f"{what}: {summarize_error(error)}")
+    mapped.__cause__ = error
+    return mapped
+
+
+def summarize_error(error: BaseException) -> str:
+    """A short, secret-free description of ``error`` (its type and a truncated message)."""
+    text = str(error)
+    name = type(error).__name__
+    return f"{name}: {brief(text)}" if text else name
+
+
+def describe(client: object) -> str:
+    """The client's server list, for messages (never its credentials)."""
+    hosts = getattr(client, "hosts", None)
+    try:
+        listed = [f"{host}:{port}" for host, port in hosts] if hosts is not None else []
+    except (TypeError, ValueError):
+        listed = []
+    chroot = getattr(client, "chroot", None) or ""
+    return (",".join(listed) or type(client).__name__) + chroot
+
+
+class _RedactAuth(logging.Filter):
+    """Hide digest credentials in kazoo's own log lines.
+
+    kazoo logs every request it sends at DEBUG, the ``Auth`` packet included
+    (``Auth(auth_type=0, scheme='digest', auth='user:password')``); this filter,
+    on the logger :func:`connect` hands kazoo, replaces that packet with its
+    scheme alone before any handler sees it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(type(arg).__name__ == "Auth" for arg in args):
+            record.args = tuple(
+                f"Auth(scheme={getattr(arg, 'scheme', '?')!r}, auth='***')"
+                if type(arg).__name__ == "Auth" else arg
+                for arg in args
+            )
+        return True
+
+
+KAZOO_LOGGER: Final = "kitsd.sd.zk.kazoo"
+"""The logger clients built by :func:`connect` give kazoo (credentials filtered out)."""
+
+_kazoo_logger = logging.getLogger(KAZOO_LOGGER)
+_kazoo_logger.addFilter(_RedactAuth())
+
+
+def connect(
+    hosts: str, *, auth: str | None = None, timeout: float = 10.0, start: bool = True
+) -> Any:
+    """A ``kazoo.client.KazooClient`` for ``hosts`` (``h1:2181,h2:2181``), started.
+
+    ``auth`` is a digest credential ``user:password`` (sent to ZooKeeper on each
+    connection, never logged).  ``timeout`` is the session timeout in seconds;
+    with ``start`` the client connects in the background (``start_async``):
+    calls made before it is connected wait, and a server that stays away shows
+    up as error events, not as an exception here.  The caller owns the client:
+    stop it with :func:`close_client`.  Raises :class:`~sd.errors.MisuseError`
+    for an empty host list, a bad timeout or a credential without ``:``, and
+    ``ImportError`` without ``kazoo`` (``pip install 'kitsd[zk]'``).
+    """
+    if not isinstance(hosts, str) or not hosts.strip():
+        raise MisuseError(f"ZooKeeper hosts must be a non-empty string, not {hosts!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+            or not math.isfinite(timeout) or timeout <= 0:
+        raise MisuseError(f"ZooKeeper session timeout must be positive seconds, not {timeout!r}")
+    if auth is not None and (not isinstance(auth, str) or ":" not in auth):
+        raise MisuseError("ZooKeeper digest auth must be a 'user:password' string")
+    try:
+        from kazoo.client import KazooClient
+        from kazoo.retry import KazooRetry
+    except ImportError as error:
+        raise ImportError(f"the ZooKeeper driver needs kazoo: pip install 'kitsd[zk]' ({error})") \
+            from error
+
+    client = KazooClient(
+        hosts=hosts,
+        timeout=float(timeout),
+        auth_data=[("digest", auth)] if auth is not None else None,
+        # reconnect forever, with kazoo's own capped backoff: a watch must outlive an outage
+        connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=2.0),
+        logger=_kazoo_logger,
+    )
+    if start:
+        client.start_async()
+    return client
+
+
+def close_client(client: Any) -> None:
+    """Stop and close a client :func:`connect` built; idempotent, never raises."""
+    try:
+        client.stop()
+    except Exception as error:  # noqa: BLE001 - closing must not fail the caller
+        logger.debug("stopping the ZooKeeper client failed: %s", summarize_error(error))
+    try:
+        client.close()
+    except Exception as error:  # noqa: BLE001
+        logger.debug("closing the ZooKeeper client failed: %s", summarize_error(error))

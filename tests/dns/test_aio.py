@@ -1,0 +1,111 @@
+"""asyncio: AsyncSRVInstancer (the watch coroutine on the caller's loop) and EventStream."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Iterator
+
+import dns.message
+import dns.rcode
+import pytest
+
+import sd
+from sd.dns import AsyncSRVInstancer, SRVInstancer
+from sd.errors import MisuseError, RegistryUnavailableError
+from tests.dns.fake_dns import ScriptedDNS, rcode_answer, srv_answer
+from tests.helpers import async_wait_for
+
+NAME = "_users._tcp.example.test"
+
+
+class Script:
+    def __init__(self) -> None:
+        self.mode = "records"
+        self.port = 8080
+
+    def __call__(self, query: dns.message.Message) -> dns.message.Message | None:
+        if self.mode == "silent":
+            return None
+        if self.mode == "servfail":
+            return rcode_answer(query, dns.rcode.SERVFAIL)
+        return srv_answer(query, [f"1 1 {self.port} a.example.test."], ttl=0,
+                          additional=[("a.example.test.", "A", "10.0.0.1")])
+
+
+@pytest.fixture
+def script() -> Script:
+    return Script()
+
+
+@pytest.fixture
+def server(script: Script) -> Iterator[ScriptedDNS]:
+    with ScriptedDNS(script) as scripted:
+        yield scripted
+
+
+async def test_async_instancer_runs_on_the_loop_without_a_thread(
+    server: ScriptedDNS, script: Script
+) -> None:
+    threads = set(threading.enumerate())
+    tasks = asyncio.all_tasks()
+    events: list[sd.Event] = []
+    callers: set[threading.Thread] = set()
+
+    def on_event(event: sd.Event) -> None:
+        callers.add(threading.current_thread())
+        events.append(event)
+
+    async with AsyncSRVInstancer(NAME, resolver=server.address, min_ttl=0.05,
+                                 timeout=0.5) as instancer:
+        instancer.subscribe(on_event)
+        await async_wait_for(lambda: bool(events) and events[-1].instances == ("10.0.0.1:8080",))
+        assert instancer.records[0].weight == 1
+        assert set(threading.enumerate()) == threads, "no thread of its own"
+        script.mode = "servfail"
+        await async_wait_for(lambda: events[-1].error is not None)
+        assert isinstance(events[-1].error, RegistryUnavailableError)
+        assert events[-1].instances == ("10.0.0.1:8080",)
+        script.mode = "records"
+        script.port = 9090
+        await async_wait_for(lambda: events[-1] == sd.Event(("10.0.0.1:9090",)))
+    assert callers == {threading.current_thread()}
+    assert asyncio.all_tasks() == tasks
+
+
+async def test_aclose_during_a_hanging_lookup_is_prompt(
+    server: ScriptedDNS, script: Script
+) -> None:
+    script.mode = "silent"
+    tasks = asyncio.all_tasks()
+    instancer = AsyncSRVInstancer(NAME, resolver=server.address, timeout=30.0)
+    await async_wait_for(lambda: len(server.queries) >= 1)
+    started = time.monotonic()
+    await instancer.aclose()
+    await instancer.aclose()  # idempotent
+    assert time.monotonic() - started < 0.5
+    assert asyncio.all_tasks() == tasks
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [({"timeout": math.nan}, MisuseError), ({"resolver": "dns.example"}, MisuseError),
+     ({"resolve": 1}, TypeError), ({"min_ttl": 0}, MisuseError)],
+)
+async def test_bad_arguments_start_no_task(kwargs: dict[str, object], error: type[Exception]
+                                           ) -> None:
+    tasks = asyncio.all_tasks()
+    with pytest.raises(error):
+        AsyncSRVInstancer(NAME, **kwargs)  # type: ignore[arg-type]
+    assert asyncio.all_tasks() == tasks
+
+
+async def test_event_stream_over_the_thread_driver(server: ScriptedDNS) -> None:
+    with SRVInstancer(NAME, resolver=server.address, min_ttl=0.05, timeout=0.5) as instancer:
+        async with sd.EventStream(instancer) as stream:
+            async for event in stream:
+                if event.instances:
+                    assert event.instances == ("10.0.0.1:8080",)
+                    break

@@ -1,0 +1,28 @@
+"""The DNS driver's public surface: API.md's names, and complete ``__all__`` lists."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+import sd.dns
+
+MODULES = ["sd.dns", "sd.dns.srv", "sd.dns.resolver", "sd.dns.instancer", "sd.dns.url"]
+
+
+def test_contract_names() -> None:
+    assert "SRVInstancer" in sd.dns.__all__
+    assert "AsyncSRVInstancer" in sd.dns.__all__
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_all_is_complete(name: str) -> None:
+    module = importlib.import_module(name)
+    for exported in module.__all__:
+        assert hasattr(module, exported)
+    public = {n for n, v in vars(module).items() if not n.startswith("_")
+              and (inspect.isclass(v) or inspect.isfunction(v))
+              and getattr(v, "__module__", "").startswith(name)}
+    assert public <= set(module.__all__)

@@ -1,0 +1,58 @@
+"""``sd.zk.connect`` and the error mapping, without a server."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+
+import pytest
+from kazoo.exceptions import ConnectionLoss, NoAuthError
+
+from sd.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
+from sd.zk.client import KAZOO_LOGGER, connect, to_backend_error
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "mentions"),
+    [
+        ({"hosts": ""}, "hosts"),
+        ({"hosts": "127.0.0.1:2181", "timeout": 0}, "timeout"),
+        ({"hosts": "127.0.0.1:2181", "timeout": math.nan}, "timeout"),
+        ({"hosts": "127.0.0.1:2181", "timeout": True}, "timeout"),
+        ({"hosts": "127.0.0.1:2181", "auth": "no-colon"}, "user:password"),
+    ],
+)
+def test_bad_arguments_fail_before_a_client_exists(kwargs: dict[str, object], mentions: str
+                                                   ) -> None:
+    before = set(threading.enumerate())
+    with pytest.raises(MisuseError, match=mentions):
+        connect(**kwargs)  # type: ignore[arg-type]
+    assert set(threading.enumerate()) == before
+
+
+def test_auth_error_is_not_echoed() -> None:
+    with pytest.raises(MisuseError) as caught:
+        connect("127.0.0.1:2181", auth="only-a-secret-9d2")
+    assert "only-a-secret-9d2" not in str(caught.value)
+
+
+def test_errors_map_to_the_kitsd_tree() -> None:
+    denied = to_backend_error(NoAuthError(), "reading /a")
+    assert isinstance(denied, PermissionDeniedError)
+    assert isinstance(denied.__cause__, NoAuthError)
+    lost = to_backend_error(ConnectionLoss(), "reading /a")
+    assert isinstance(lost, RegistryUnavailableError)
+    assert "reading /a" in str(lost)
+
+
+def test_kazoo_auth_packets_are_redacted_in_its_debug_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from kazoo.protocol.serialization import Auth
+
+    caplog.set_level(logging.DEBUG, logger=KAZOO_LOGGER)
+    logging.getLogger(KAZOO_LOGGER).debug("Sending request(xid=%s): %s", -4,
+                                          Auth(0, "digest", "alice:pw-5e1"))
+    assert "pw-5e1" not in caplog.text
+    assert "digest" in caplog.text

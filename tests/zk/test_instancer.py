@@ -1,0 +1,201 @@
+"""ZKInstancer against a real ZooKeeper: changes, bad values, restarts and session expiry."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import sd
+from compose.zookeeper import ZooKeeperServer
+from sd.errors import MisuseError, RegistryUnavailableError
+from sd.zk import ZKInstancer, close_client
+from sd.zk.instancer import _running_watches
+from tests.helpers import assert_no_new_threads, wait_for
+from tests.zk.conftest import Server, connected, expire_session, require_restartable
+
+pytestmark = pytest.mark.integration
+
+
+def subscribe(client: Any, path: str) -> tuple[ZKInstancer, list[sd.Event]]:
+    instancer = ZKInstancer(client, path)
+    events: list[sd.Event] = []
+    instancer.subscribe(events.append)
+    return instancer, events
+
+
+def last(events: list[sd.Event]) -> sd.Event:
+    return events[-1] if events else sd.Event((), RuntimeError("no event yet"))
+
+
+def test_children_data_changes_and_removals_arrive(
+    client: Any, other_client: Any, path: str
+) -> None:
+    other_client.ensure_path(path)
+    other_client.create(f"{path}/a", b"10.0.0.1:80")
+    instancer, events = subscribe(client, path)
+    with instancer:
+        wait_for(lambda: last(events) == sd.Event(("10.0.0.1:80",)), what="the first child")
+        other_client.create(f"{path}/b", b"10.0.0.2:80")
+        wait_for(lambda: last(events).instances == ("10.0.0.1:80", "10.0.0.2:80"))
+        other_client.set(f"{path}/a", b"10.0.0.3:80")  # data change of an existing child
+        wait_for(lambda: last(events).instances == ("10.0.0.2:80", "10.0.0.3:80"))
+        other_client.delete(f"{path}/b")
+        wait_for(lambda: last(events).instances == ("10.0.0.3:80",))
+    assert all(event.error is None for event in events)
+
+
+def test_missing_node_is_empty_until_it_is_created(
+    client: Any, other_client: Any, path: str
+) -> None:
+    instancer, events = subscribe(client, path)
+    with instancer:
+        wait_for(lambda: last(events) == sd.Event(()), what="an empty set for a missing node")
+        other_client.create(f"{path}/a", b"10.0.0.1:80", makepath=True)
+        wait_for(lambda: last(events).instances == ("10.0.0.1:80",), what="creation seen")
+        other_client.delete(path, recursive=True)
+        wait_for(lambda: last(events) == sd.Event(()), what="deletion seen")
+        other_client.create(f"{path}/b", b"10.0.0.2:80", makepath=True)
+        wait_for(lambda: last(events).instances == ("10.0.0.2:80",), what="re-creation seen")
+
+
+def test_bad_values_are_skipped_and_the_good_ones_served(
+    client: Any, other_client: Any, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    other_client.ensure_path(path)
+    other_client.create(f"{path}/junk", b"x" * 500_000)
+    other_client.create(f"{path}/binary", b"\xff\x00")
+    other_client.create(f"{path}/empty")
+    other_client.create(f"{path}/evil", b"evil\n:80")
+    other_client.create(f"{path}/good", b"10.0.0.1:80")
+    instancer, events = subscribe(client, path)
+    with instancer:
+        wait_for(lambda: last(events) == sd.Event(("10.0.0.1:80",)))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "kitsd.sd.zk.view"]
+    assert len(warnings) == 4
+    assert all(len(message) < 300 for message in warnings)
+
+
+def test_server_restart_reports_an_error_then_recovers_without_losing_changes(
+    zk_server: Server, path: str
+) -> None:
+    server = require_restartable(zk_server)
+    # a session long enough to outlive the restart on a loaded machine: this test is
+    # about a connection loss within one session (expiry has its own test)
+    client = connected(server.address, timeout=20.0)
+    try:
+        restart_and_check(server, client, path)
+    finally:
+        close_client(client)
+
+
+def restart_and_check(server: ZooKeeperServer, client: Any, path: str) -> None:
+    client.create(f"{path}/a", b"10.0.0.1:80", makepath=True)
+    client.create(f"{path}/c", b"not an instance yet")
+    session = client.client_id[0]
+    instancer, events = subscribe(client, path)
+    with instancer:
+        wait_for(lambda: last(events).instances == ("10.0.0.1:80",))
+        server.stop()
+        wait_for(lambda: last(events).error is not None, what="an error while the server is down")
+        assert isinstance(last(events).error, RegistryUnavailableError)
+        assert last(events).instances == ("10.0.0.1:80",)
+        server.start()
+        server.members[0].wait_ready()
+        # A change made by someone else the moment the server is back, racing our reconnect.
+        writer = connected(server.address)
+        try:
+            writer.create(f"{path}/b", b"10.0.0.2:80")
+            writer.delete(f"{path}/a")
+            wait_for(lambda: last(events) == sd.Event(("10.0.0.2:80",)), timeout=15,
+                     what="the change made during the reconnect")
+            assert client.client_id[0] == session, "the session survived the restart"
+            # kazoo dropped every data watch with the connection: the data of a child
+            # that existed before must still be watched after the reconnect.
+            writer.set(f"{path}/c", b"10.0.0.30:80")
+            wait_for(lambda: last(events) == sd.Event(("10.0.0.2:80", "10.0.0.30:80")),
+                     what="a data change of a child that predates the restart")
+        finally:
+            close_client(writer)
+
+
+def test_session_expiry_loses_no_change(
+    zk_server: Server, client: Any, other_client: Any, path: str
+) -> None:
+    other_client.create(f"{path}/a", b"10.0.0.1:80", makepath=True)
+    other_client.create(f"{path}/b", b"10.0.0.2:80")
+    instancer, events = subscribe(client, path)
+    with instancer:
+        wait_for(lambda: last(events).instances == ("10.0.0.1:80", "10.0.0.2:80"))
+        old_session = client.client_id[0]
+        expire_session(zk_server.address, client)
+        # Changes right after the expiry, before the instancer has a new session.
+        other_client.delete(f"{path}/a")
+        other_client.set(f"{path}/b", b"10.0.0.20:80")
+        other_client.create(f"{path}/c", b"10.0.0.3:80")
+        wait_for(lambda: last(events) == sd.Event(("10.0.0.20:80", "10.0.0.3:80")), timeout=15,
+                 what="every change made around the expiry")
+        assert client.client_id[0] != old_session, "the session did expire"
+        assert any(isinstance(event.error, RegistryUnavailableError) for event in events)
+        # and the watches set on the new session work
+        other_client.delete(f"{path}/c")
+        wait_for(lambda: last(events) == sd.Event(("10.0.0.20:80",)))
+
+
+def test_stop_is_prompt_and_leaves_nothing_behind(client: Any, path: str) -> None:
+    before = set(threading.enumerate())
+    listeners = set(client.state_listeners)
+    first, _ = subscribe(client, path)
+    second, events = subscribe(client, path)  # shares the first one's watch
+    assert _running_watches() == 1
+    wait_for(lambda: bool(events))
+    first.stop()
+    assert _running_watches() == 1
+    started = time.monotonic()
+    second.stop()
+    second.stop()  # idempotent
+    assert time.monotonic() - started < 1.0
+    assert _running_watches() == 0
+    assert set(client.state_listeners) == listeners
+    assert_no_new_threads(before, timeout=1.0)
+    assert client.connected, "the caller's client is left alone"
+
+
+def test_stop_while_the_server_is_down_is_prompt(zk_server: Server, client: Any, path: str
+                                                  ) -> None:
+    server = require_restartable(zk_server)
+    before = set(threading.enumerate())
+    instancer, events = subscribe(client, path)
+    wait_for(lambda: bool(events))
+    server.stop()
+    wait_for(lambda: last(events).error is not None)
+    started = time.monotonic()
+    instancer.stop()
+    assert time.monotonic() - started < 1.0
+    assert_no_new_threads(before, timeout=1.0)
+
+
+@pytest.mark.parametrize(
+    ("target", "bad_path", "error"),
+    [
+        ("client", "", MisuseError),
+        ("client", "relative", MisuseError),
+        ("client", "/a//b", MisuseError),
+        ("client", None, TypeError),
+        ("none", "/a", TypeError),
+        ("object", "/a", TypeError),
+    ],
+)
+def test_bad_arguments_fail_at_construction(
+    client: Any, target: str, bad_path: Any, error: type[Exception]
+) -> None:
+    before = set(threading.enumerate())
+    listeners = set(client.state_listeners)
+    subject = {"client": client, "none": None, "object": object()}[target]
+    with pytest.raises(error):
+        ZKInstancer(subject, bad_path)
+    assert _running_watches() == 0
+    assert set(client.state_listeners) == listeners
+    assert_no_new_threads(before, timeout=0.5)
