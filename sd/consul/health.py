@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from sd.errors import InvalidInstanceError
 from sd.instance import join_host_port
@@ -90,15 +91,23 @@ def _describe(entry: object) -> str:
 
 
 def service_instances(
-    entries: object, *, required_tags: Sequence[str] = (), source: str = "consul"
+    entries: object,
+    *,
+    required_tags: Sequence[str] = (),
+    source: str = "consul",
+    memo: dict[tuple[str, int], str] | None = None,
 ) -> tuple[str, ...]:
     """Sorted, de-duplicated instances of a health answer (see the module docstring).
 
     ``entries`` is the decoded JSON body: a list of entries, or ``None`` (what
     py-consul returns for a 404), which counts as no instances.  Entries lacking
     any of ``required_tags`` are dropped; invalid entries are skipped with a
-    warning naming ``source``.  Raises :class:`UnreadableAnswerError` if
-    ``entries`` is neither a list nor ``None``.
+    warning naming ``source``.  ``memo``: a dict the caller keeps between
+    answers, mapping a raw ``(address, port)`` pair to its checked instance
+    string, so an unchanged entry costs a dict look-up instead of a parse (it
+    is emptied when it holds more than twice the pairs of an answer, so it
+    stays bounded).  Raises :class:`UnreadableAnswerError` if ``entries`` is
+    neither a list nor ``None``.
     """
     if entries is None:
         return ()
@@ -106,14 +115,49 @@ def service_instances(
         raise UnreadableAnswerError(
             f"health answer is a {type(entries).__name__}, not a list of entries"
         )
-    wanted = frozenset(required_tags)
+    cache = memo if memo is not None else {}
     found: set[str] = set()
-    for entry in _matching(entries, wanted):
+    add = found.add
+    candidates: Iterable[Any] = (
+        _matching(entries, frozenset(required_tags)) if required_tags else entries
+    )
+    for entry in candidates:
+        # Fast path: a well-formed entry whose (address, port) was seen before.
         try:
-            found.add(entry_instance(entry))
+            service = entry["Service"]
+            address = service["Address"] or entry["Node"]["Address"]
+            port = service["Port"]
+            if type(port) is int and type(address) is str:  # type(): bool is no port
+                add(cache[(address, port)])
+                continue
+        except (KeyError, TypeError, IndexError):
+            pass
+        try:
+            instance = entry_instance(entry)
         except InvalidInstanceError as error:
             logger.warning("skipping %s from %s: %s", _describe(entry), source, error.reason)
+            continue
+        add(instance)
+        key = _raw_key(entry)
+        if key is not None:
+            cache[key] = instance
+    if len(cache) > 2 * len(entries) + 64:
+        cache.clear()
     return tuple(sorted(found))
+
+
+def _raw_key(entry: Any) -> tuple[str, int] | None:
+    """The raw ``(address, port)`` a well-formed entry is memoised under."""
+    try:
+        service = entry["Service"]
+        address = service["Address"] or entry["Node"]["Address"]
+        port = service["Port"]
+    except (KeyError, TypeError, IndexError):
+        return None
+    if type(port) is int and type(address) is str \
+            and address and address.strip() == address:  # type(): bool is no port
+        return (address, port)
+    return None
 
 
 def _matching(entries: Iterable[object], wanted: frozenset[str]) -> Iterable[object]:

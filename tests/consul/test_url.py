@@ -8,7 +8,7 @@ import urllib.parse
 
 import pytest
 
-from sd.consul import ConsulInstancer, ConsulRegistrar, InterruptibleConsul
+from sd.consul import ConsulInstancer, ConsulRegistrar, HttpxConsul
 from sd.consul.url import ConsulURL, parse_url
 from sd.errors import MisuseError, RegistryUnavailableError
 from sd.event import Event
@@ -102,7 +102,7 @@ def test_token_comes_from_the_environment_and_is_never_shown(
     with instancer_from_url(f"consul://{refused_address}/web?tag=a") as instancer:
         assert isinstance(instancer, ConsulInstancer)
         client = instancer.client
-        assert isinstance(client, InterruptibleConsul)
+        assert isinstance(client, HttpxConsul)
         assert client.token == expected
         # Nothing listens there: the failure arrives as an event, not an exception.
         assert isinstance(instancer.state.error, RegistryUnavailableError)
@@ -114,7 +114,7 @@ def test_token_comes_from_the_environment_and_is_never_shown(
 
 @pytest.mark.integration
 def test_url_instancer_sees_a_real_agent_and_closes_its_client(
-    consul_agent: Agent, client: InterruptibleConsul, service_name: str
+    consul_agent: Agent, client: HttpxConsul, service_name: str
 ) -> None:
     url = f"consul://{consul_agent.http_addr}/{service_name}?tag=blue&passing=1"
     with ConsulRegistrar(client, service_name, "127.0.0.1", 18201, tags=["blue"]), \
@@ -126,7 +126,7 @@ def test_url_instancer_sees_a_real_agent_and_closes_its_client(
             instancer.stop()
     assert isinstance(instancer, ConsulInstancer)
     owned = instancer.client
-    assert isinstance(owned, InterruptibleConsul)
+    assert isinstance(owned, HttpxConsul)
     assert owned.closed
     assert not client.closed
 
