@@ -96,6 +96,7 @@ def service_instances(
     required_tags: Sequence[str] = (),
     source: str = "consul",
     memo: dict[tuple[str, int], str] | None = None,
+    ordered: bool = True,
 ) -> tuple[str, ...]:
     """Sorted, de-duplicated instances of a health answer (see the module docstring).
 
@@ -106,8 +107,10 @@ def service_instances(
     answers, mapping a raw ``(address, port)`` pair to its checked instance
     string, so an unchanged entry costs a dict look-up instead of a parse (it
     is emptied when it holds more than twice the pairs of an answer, so it
-    stays bounded).  Raises :class:`UnreadableAnswerError` if ``entries`` is
-    neither a list nor ``None``.
+    stays bounded).  ``ordered=False`` leaves the de-duplicated instances in no
+    particular order (for a caller that sorts them anyway, as
+    :class:`sd.instancer.Broadcaster` does).  Raises
+    :class:`UnreadableAnswerError` if ``entries`` is neither a list nor ``None``.
     """
     if entries is None:
         return ()
@@ -143,7 +146,7 @@ def service_instances(
             cache[key] = instance
     if len(cache) > 2 * len(entries) + 64:
         cache.clear()
-    return tuple(sorted(found))
+    return tuple(sorted(found)) if ordered else tuple(found)
 
 
 def _raw_key(entry: Any) -> tuple[str, int] | None:

@@ -45,6 +45,9 @@ unreadable ``a``            as ``a=0``  ...      ...       a missing or non-nume
 An answer whose index equals the one we asked with *and* the one the last
 answer carried is the same snapshot again (the ``wait`` elapsed with nothing
 new): :class:`Step` says ``unchanged`` and the policy skips translating it.
+:attr:`BlockingIndex.unchanged_at` names that index before the query is
+sent, so the HTTP layer may skip even decoding such an answer (10 MB of JSON
+at 10,000 instances) and hand over :data:`UNREAD` instead of the entries.
 
 The two anomalies back off (go-kit does; Consul asks clients to rate-limit), so a
 server stuck answering them is not hammered; a normal answer resets the backoff.
@@ -96,7 +99,19 @@ from sd.consul.health import UnreadableAnswerError, service_instances
 from sd.errors import PermissionDeniedError, RegistryUnavailableError
 from sd.event import Event
 
-__all__ = ["BlockingIndex", "Decision", "Step", "WatchPolicy", "parse_index"]
+__all__ = ["UNREAD", "BlockingIndex", "Decision", "Step", "WatchPolicy", "parse_index"]
+
+
+class _Unread:
+    """The type of :data:`UNREAD`."""
+
+    def __repr__(self) -> str:
+        return "UNREAD"
+
+
+UNREAD = _Unread()
+"""Stands for a body left undecoded because its index said it was unchanged
+(see :attr:`BlockingIndex.unchanged_at`)."""
 
 
 def parse_index(raw: object) -> int | None:
@@ -155,6 +170,12 @@ class BlockingIndex:
         """The index the next query asks with (0: a non-blocking read)."""
         return self._index
 
+    @property
+    def unchanged_at(self) -> int | None:
+        """The answer index at which the next answer repeats the last one (its body
+        need not be read), or ``None``."""
+        return self._index if self._index > 0 and self._index == self._seen else None
+
     def observe(self, raw_index: object) -> Step:
         """Take the ``X-Consul-Index`` of an answer; return what to do next."""
         asked = self._index
@@ -185,7 +206,8 @@ class BlockingIndex:
 class Decision:
     """What a watch driver does after one query.
 
-    ``event``: publish this snapshot (``Broadcaster.publish``), or nothing.
+    ``event``: publish this snapshot (``Broadcaster.publish``, which sorts it:
+    its instances come de-duplicated but in no particular order), or nothing.
     ``error``: publish this error keeping the last instances
     (``Broadcaster.publish_error``), or nothing.
     ``delay``: seconds to wait before the next query (0: ask at once).
@@ -230,18 +252,29 @@ class WatchPolicy:
         """The index to ask the next query with (0: a plain read)."""
         return self._rules.index
 
+    @property
+    def unchanged_at(self) -> int | None:
+        """:attr:`BlockingIndex.unchanged_at` of this loop."""
+        return self._rules.unchanged_at
+
     def answered(
         self, raw_index: object, entries: object, *, default_deny: bool = False
     ) -> Decision:
-        """An answer: its ``X-Consul-Index`` value, decoded JSON body, and whether
-        it said ``X-Consul-Default-Acl-Policy: deny``."""
+        """An answer: its ``X-Consul-Index`` value, decoded JSON body (or
+        :data:`UNREAD` when the index was :attr:`unchanged_at`), and whether it
+        said ``X-Consul-Default-Acl-Policy: deny``."""
         step = self._rules.observe(raw_index)
         if step.unchanged:
             self._backoff.reset()
             return Decision()
+        if entries is UNREAD:  # only an unchanged answer may be left unread
+            return self.failed(RegistryUnavailableError(
+                f"{self._where}: an answer at index {raw_index!r} was not read"))
         try:
+            # Unordered: the Broadcaster the event goes to sorts it, once.
             instances = service_instances(
-                entries, required_tags=self._required_tags, source=self._where, memo=self._memo
+                entries, required_tags=self._required_tags, source=self._where, memo=self._memo,
+                ordered=False,
             )
         except UnreadableAnswerError as unreadable:
             error = RegistryUnavailableError(f"{self._where}: unreadable answer: {unreadable}")

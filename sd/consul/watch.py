@@ -16,8 +16,10 @@ Theory of operation
         sleep decision.delay (backoff after errors and odd indexes, else 0)
 
 py-consul builds each request and judges each answer (status, JSON, index
-header); httpx sends it.  ``ConsulInstancer`` runs this coroutine on a private
-loop in its own thread (:class:`sd.consul.loop.LoopThread`),
+header); httpx sends it.  An answer whose index says it repeats the last one
+is not even decoded (:attr:`sd.consul.index.BlockingIndex.unchanged_at`).
+``ConsulInstancer`` runs this coroutine on a private loop in its own thread
+(:class:`sd.consul.loop.LoopThread`),
 ``AsyncConsulInstancer`` as a task of your loop: one algorithm, one transport,
 two thin drivers.  Cancelling the task (``stop()``) abandons a held blocking
 query at once and closes the private client.
@@ -117,6 +119,8 @@ async def run_watch(
     try:
         while True:
             index = steps.policy.index
+            if isinstance(client, AsyncHttpxConsul):
+                client.http.unchanged_at = steps.policy.unchanged_at
             answer: tuple[object, object] | Exception
             try:
                 answer = await maybe_await(client.health.service(
@@ -127,9 +131,14 @@ async def run_watch(
                 answer = error
             headers = client.http.last_headers if isinstance(client, AsyncHttpxConsul) \
                 else no_headers
+            delay = steps.after(answer, headers)
+            # Let go of the decoded answer before the next one is decoded: tens of
+            # thousands of live containers make every garbage collection that the
+            # next decode triggers that much slower (2x the raw loop at 10,000 entries).
+            del answer
             # Always yield to the loop, even without a delay: a sync client's call
             # does not, and stop() is delivered through the loop.
-            await asyncio.sleep(steps.after(answer, headers))
+            await asyncio.sleep(delay)
     finally:
         if isinstance(client, AsyncHttpxConsul):
             await client.aclose()

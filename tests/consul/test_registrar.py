@@ -129,7 +129,7 @@ def test_without_ttl_the_service_has_no_check_and_counts_as_passing(
 @pytest.mark.usefixtures("no_thread_leaks")
 def test_heartbeats_keep_a_short_ttl_passing(client: HttpxConsul,
                                               service_name: str) -> None:
-    ttl = 0.4
+    ttl = 1.0  # the shortest TTL a ConsulRegistrar accepts (MIN_TTL)
     with ConsulRegistrar(client, service_name, "127.0.0.1", 18004, ttl=ttl) as registrar:
         # Observe for four TTLs: without heartbeats the check would turn critical after one.
         deadline = time.monotonic() + 4 * ttl

@@ -148,7 +148,7 @@ def test_garbage_entries_are_skipped_and_good_ones_kept(
 ) -> None:
     garbage: list[object] = [entry("10.0.0.1", 1), "junk", {"Service": None}, 17,
                              entry("", 2), entry("10.0.0.3", 0), entry("10.0.0.4", 4),
-                             entry("10.0.0.5", True)]  # type: ignore[arg-type]
+                             entry("10.0.0.5", True)]
     with caplog.at_level(logging.WARNING, logger="kitsd.sd.consul.health"):
         agent = ScriptedAgent([Reply("3", garbage)])
         driver.watch(agent, events)
@@ -435,7 +435,7 @@ async def test_async_instancer_refuses_settings_beside_a_client() -> None:
     from sd.consul import AsyncConsulInstancer
 
     with ScriptedAgent([]).client() as client, pytest.raises(MisuseError, match="token"):
-        AsyncConsulInstancer(client, "svc", token="x")
+        AsyncConsulInstancer(client, "svc", token="x")  # noqa: S106 - a test value
 
 
 # --- fakes of the narrow protocol, for the registrar -----------------------------------------
