@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import consul
+import httpx
 import pytest
-import requests
 
 from compose.consul import ConsulDevAgent
 from sd.consul import (
@@ -215,21 +215,21 @@ def test_stop_is_prompt_while_a_blocking_query_is_held(
 
 @pytest.fixture
 def health_requests(monkeypatch: pytest.MonkeyPatch, service_name: str) -> list[float]:
-    """Times of every ``/v1/health/service/<service_name>`` request any client sends.
+    """Times of every ``/v1/health/service/<service_name>`` request any watch sends.
 
-    Counted at the ``requests`` session, since the instancer queries through its
-    own private copy of the client (which is what makes ``stop()`` prompt).
+    Counted at ``httpx.AsyncClient.send``, which every watch's private client uses.
     """
     calls: list[float] = []
-    original = requests.Session.get
+    original = httpx.AsyncClient.send
     path = f"/v1/health/service/{service_name}"
 
-    def counting_get(session: requests.Session, url: str | bytes, **kwargs: Any) -> Any:
-        if path in str(url):
+    async def counting_send(client: httpx.AsyncClient, request: httpx.Request,
+                            **kwargs: Any) -> httpx.Response:
+        if request.url.path == path:
             calls.append(time.monotonic())
-        return original(session, url, **kwargs)
+        return await original(client, request, **kwargs)
 
-    monkeypatch.setattr(requests.Session, "get", counting_get)
+    monkeypatch.setattr(httpx.AsyncClient, "send", counting_send)
     return calls
 
 
@@ -267,6 +267,7 @@ def test_no_hot_loop_while_the_agent_is_down_and_recovery_after_restart(
             stop_latency = time.monotonic() - stopped
     errors = [event for event in events if event.error is not None]
     assert len({str(event.error) for event in errors}) <= 3  # not one event per retry
+    assert requests_while_down >= 1  # the counter sees the watch's requests
     report(capsys, f"agent down: {requests_while_down} requests in {window}s; agent start "
                    f"took {ready - started:.2f}s; instancer recovered {recovered:.2f}s after "
                    f"the agent was ready; stop took {stop_latency * 1000:.1f} ms")
