@@ -32,6 +32,10 @@ from sd.event import Event
 from tests.consul.scripted import DRIVERS, Drivers, Reply, ScriptedAgent, drivers, entry
 from tests.helpers import wait_for
 
+
+def thread_names() -> list[str]:
+    return [thread.name for thread in threading.enumerate()]
+
 pytestmark = pytest.mark.usefixtures("no_thread_leaks")
 
 DENY = {"X-Consul-Default-Acl-Policy": "deny"}
@@ -397,9 +401,11 @@ def test_bad_instancer_arguments_raise_before_anything_starts(
             ConsulInstancer(client, **arguments)
         assert set(threading.enumerate()) == before
         assert agent.calls == []
-        # Nothing was left in the shared-watch table: a good instancer starts a fresh watch.
-        with ConsulInstancer(client, "svc") as good:
-            assert good.state == Event()
+        # Nothing was left in the shared-watch table: a good instancer starts a watch of
+        # its own, which queries the agent.
+        with ConsulInstancer(client, "svc", first_answer_timeout=0):
+            wait_for(lambda: len(agent.calls) >= 1, what="the good instancer's first query")
+            assert thread_names().count("kitsd-consul-watch-svc") == 1
 
 
 def test_a_client_that_is_no_consul_client_is_a_type_error() -> None:
