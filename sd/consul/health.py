@@ -33,7 +33,7 @@ from typing import Any
 from sd.errors import InvalidInstanceError
 from sd.instance import join_host_port
 
-__all__ = ["UnreadableAnswerError", "entry_instance", "service_instances"]
+__all__ = ["Memo", "UnreadableAnswerError", "entry_instance", "service_instances"]
 
 logger = logging.getLogger(f"kitsd.{__name__}")
 
@@ -90,12 +90,15 @@ def _describe(entry: object) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+Memo = dict[tuple[str, int, str], str]
+"""Raw ``(Service.Address, Service.Port, Node.Address)`` -> checked instance string."""
+
 def service_instances(
     entries: object,
     *,
     required_tags: Sequence[str] = (),
     source: str = "consul",
-    memo: dict[tuple[str, int], str] | None = None,
+    memo: Memo | None = None,
     ordered: bool = True,
 ) -> tuple[str, ...]:
     """Sorted, de-duplicated instances of a health answer (see the module docstring).
@@ -104,12 +107,11 @@ def service_instances(
     py-consul returns for a 404), which counts as no instances.  Entries lacking
     any of ``required_tags`` are dropped; invalid entries are skipped with a
     warning naming ``source``.  ``memo``: a dict the caller keeps between
-    answers, mapping a raw ``(address, port)`` pair to its checked instance
-    string, so an unchanged entry costs a dict look-up instead of a parse (it
-    is emptied when it holds more than twice the pairs of an answer, so it
-    stays bounded).  ``ordered=False`` leaves the de-duplicated instances in no
-    particular order (for a caller that sorts them anyway, as
-    :class:`sd.instancer.Broadcaster` does).  Raises
+    answers (see :data:`Memo`), so that an entry seen before costs a dict
+    look-up instead of a parse; it is emptied when it holds more than twice
+    the entries of an answer, so it stays bounded.  ``ordered=False`` leaves
+    the de-duplicated instances in no particular order (for a caller that
+    sorts them anyway, as :class:`sd.instancer.Broadcaster` does).  Raises
     :class:`UnreadableAnswerError` if ``entries`` is neither a list nor ``None``.
     """
     if entries is None:
@@ -119,47 +121,39 @@ def service_instances(
             f"health answer is a {type(entries).__name__}, not a list of entries"
         )
     cache = memo if memo is not None else {}
+    get = cache.get
     found: set[str] = set()
     add = found.add
-    candidates: Iterable[Any] = (
-        _matching(entries, frozenset(required_tags)) if required_tags else entries
-    )
-    for entry in candidates:
-        # Fast path: a well-formed entry whose (address, port) was seen before.
-        try:
-            service = entry["Service"]
-            address = service["Address"] or entry["Node"]["Address"]
-            port = service["Port"]
-            if type(port) is int and type(address) is str:  # type(): bool is no port
-                add(cache[(address, port)])
-                continue
-        except (KeyError, TypeError, IndexError):
-            pass
-        try:
-            instance = entry_instance(entry)
-        except InvalidInstanceError as error:
-            logger.warning("skipping %s from %s: %s", _describe(entry), source, error.reason)
-            continue
-        add(instance)
+    wanted = frozenset(required_tags)
+    for entry in _matching(entries, wanted) if wanted else entries:
         key = _raw_key(entry)
-        if key is not None:
-            cache[key] = instance
+        instance = get(key) if key is not None else None
+        if instance is None:
+            try:
+                instance = entry_instance(entry)
+            except InvalidInstanceError as error:
+                logger.warning("skipping %s from %s: %s", _describe(entry), source, error.reason)
+                continue
+            if key is not None:
+                cache[key] = instance
+        add(instance)
     if len(cache) > 2 * len(entries) + 64:
         cache.clear()
     return tuple(sorted(found)) if ordered else tuple(found)
 
 
-def _raw_key(entry: Any) -> tuple[str, int] | None:
-    """The raw ``(address, port)`` a well-formed entry is memoised under."""
+def _raw_key(entry: Any) -> tuple[str, int, str] | None:
+    """The raw ``(Service.Address, Service.Port, Node.Address)`` of a well-formed
+    entry, which alone decide its instance; ``None`` unless their types are
+    exactly ``str``, ``int``, ``str`` (so a memoised 1 never stands for a port
+    of ``True`` or ``1.0``)."""
     try:
         service = entry["Service"]
-        address = service["Address"] or entry["Node"]["Address"]
-        port = service["Port"]
+        key = (service["Address"], service["Port"], entry["Node"]["Address"])
     except (KeyError, TypeError, IndexError):
         return None
-    if type(port) is int and type(address) is str \
-            and address and address.strip() == address:  # type(): bool is no port
-        return (address, port)
+    if type(key[1]) is int and type(key[0]) is str and type(key[2]) is str:
+        return key
     return None
 
 

@@ -95,7 +95,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sd.backoff import CONSUL_WATCH, Backoff
-from sd.consul.health import UnreadableAnswerError, service_instances
+from sd.consul.health import Memo, UnreadableAnswerError, service_instances
 from sd.errors import PermissionDeniedError, RegistryUnavailableError
 from sd.event import Event
 
@@ -240,7 +240,7 @@ class WatchPolicy:
     ) -> None:
         self._rules = BlockingIndex()
         self._token_sent = token_sent
-        self._memo: dict[tuple[str, int], str] = {}
+        self._memo: Memo = {}
         self._seen_instances = False  # a non-empty answer proved read access
         self._warned_acl = False
         self._required_tags = tuple(required_tags)
