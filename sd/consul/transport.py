@@ -30,7 +30,7 @@ import functools
 import math
 import os
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -228,7 +228,9 @@ def _text(response: httpx.Response) -> str:
 
 
 class _HttpxHTTPClient(consul.base.HTTPClient):  # type: ignore[misc]  # py-consul is untyped
-    """The I/O-free half shared by the sync and async plug-ins."""
+    """What the sync and async plug-ins share: everything but the sending itself."""
+
+    _build: Callable[..., httpx.Request]  # the httpx client's build_request
 
     def __init__(self, settings: AgentSettings) -> None:
         super().__init__(settings.host, settings.port, settings.scheme, settings.verify,
@@ -265,11 +267,8 @@ class _HttpxHTTPClient(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
             else:
                 kept.append((name, value))
         timeout = self._timeout(kept, override)
-        request: httpx.Request = self.client.build_request(
-            method, self.uri(path, kept), headers=send_headers,
-            content=data if data else None, timeout=timeout,
-        )
-        return request
+        return self._build(method, self.uri(path, kept), headers=send_headers,
+                           content=data if data else None, timeout=timeout)
 
     def _unread(self, method: str, response: httpx.Response) -> tuple[str, object] | None:
         """``(index, UNREAD)`` for an answer :attr:`unchanged_at` says need not be read."""
@@ -285,27 +284,18 @@ class _HttpxHTTPClient(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
         body: str | bytes = response.content if raw else _text(response)
         return consul.base.Response(response.status_code, response.headers, body)
 
-    @property
-    def client(self) -> Any:
-        raise NotImplementedError
-
-
-class _SyncHTTPClient(_HttpxHTTPClient):
-    def __init__(self, settings: AgentSettings) -> None:
-        super().__init__(settings)
-        self._http = httpx.Client(**settings.httpx_options())
-
-    @property
-    def client(self) -> httpx.Client:
-        return self._http
-
     def _send(self, callback: Any, method: str, path: str, params: Any,
               headers: Mapping[str, str] | None, data: str | bytes | None, raw: bool,
               connections_timeout: float | None) -> Any:
-        request = self._request(method, path, params, headers, data, connections_timeout)
-        response = self._http.send(request)
+        """Send and judge one request: the answer (sync) or a coroutine of it (async)."""
+        raise NotImplementedError
+
+    def _judge(self, callback: Any, method: str, response: httpx.Response, raw: bool) -> Any:
         unread = self._unread(method, response)
         return unread if unread is not None else callback(self._answer(response, raw))
+
+    # py-consul's HTTPClient verbs, the same for both plug-ins: each returns what
+    # _send returns (the answer, or for the async plug-in a coroutine of it).
 
     def get(self, callback: Any, path: str, params: Any = None,
             headers: Mapping[str, str] | None = None, raw: bool = False,
@@ -329,6 +319,23 @@ class _SyncHTTPClient(_HttpxHTTPClient):
         return self._send(callback, "POST", path, params, headers, data, False,
                           connections_timeout)
 
+
+class _SyncHTTPClient(_HttpxHTTPClient):
+    def __init__(self, settings: AgentSettings) -> None:
+        super().__init__(settings)
+        self._http = httpx.Client(**settings.httpx_options())
+        self._build = self._http.build_request
+
+    @property
+    def is_closed(self) -> bool:
+        return self._http.is_closed
+
+    def _send(self, callback: Any, method: str, path: str, params: Any,
+              headers: Mapping[str, str] | None, data: str | bytes | None, raw: bool,
+              connections_timeout: float | None) -> Any:
+        request = self._request(method, path, params, headers, data, connections_timeout)
+        return self._judge(callback, method, self._http.send(request), raw)
+
     def close(self) -> None:
         self._http.close()
 
@@ -337,42 +344,13 @@ class _AsyncHTTPClient(_HttpxHTTPClient):
     def __init__(self, settings: AgentSettings) -> None:
         super().__init__(settings)
         self._http = httpx.AsyncClient(**settings.httpx_options())
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        return self._http
+        self._build = self._http.build_request
 
     async def _send(self, callback: Any, method: str, path: str, params: Any,
                     headers: Mapping[str, str] | None, data: str | bytes | None, raw: bool,
                     connections_timeout: float | None) -> Any:
         request = self._request(method, path, params, headers, data, connections_timeout)
-        response = await self._http.send(request)
-        unread = self._unread(method, response)
-        return unread if unread is not None else callback(self._answer(response, raw))
-
-    async def get(self, callback: Any, path: str, params: Any = None,
-                  headers: Mapping[str, str] | None = None, raw: bool = False,
-                  connections_timeout: float | None = None) -> Any:
-        return await self._send(callback, "GET", path, params, headers, None, raw,
-                                connections_timeout)
-
-    async def put(self, callback: Any, path: str, params: Any = None, data: str | bytes = "",
-                  headers: Mapping[str, str] | None = None,
-                  connections_timeout: float | None = None) -> Any:
-        return await self._send(callback, "PUT", path, params, headers, data, False,
-                                connections_timeout)
-
-    async def delete(self, callback: Any, path: str, params: Any = None,
-                     data: str | bytes = "", headers: Mapping[str, str] | None = None,
-                     connections_timeout: float | None = None) -> Any:
-        return await self._send(callback, "DELETE", path, params, headers, data, False,
-                                connections_timeout)
-
-    async def post(self, callback: Any, path: str, params: Any = None, data: str | bytes = "",
-                   headers: Mapping[str, str] | None = None,
-                   connections_timeout: float | None = None) -> Any:
-        return await self._send(callback, "POST", path, params, headers, data, False,
-                                connections_timeout)
+        return self._judge(callback, method, await self._http.send(request), raw)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -414,7 +392,7 @@ class HttpxConsul(_SettingsConsul):
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
-        return bool(self.http.client.is_closed)
+        return bool(self.http.is_closed)
 
     def close(self) -> None:
         """Close the HTTP connections.  Idempotent."""
