@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
-from pathlib import Path
 from typing import Any
 
 import consul
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from sd.consul import AgentSettings, AsyncHttpxConsul, HttpxConsul, connect
 from sd.consul.client import private_client
@@ -56,40 +50,24 @@ def test_connect_refuses_a_bad_address(address: str) -> None:
         connect(address)
 
 
-def self_signed(directory: Path) -> tuple[str, str]:
-    """A self-signed certificate and its key, as PEM files in ``directory``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kitsd-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                   .public_key(key.public_key()).serial_number(1)
-                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-                   .sign(key, hashes.SHA256()))
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(cert_file), str(key_file)
-
-
-def test_settings_of_py_consuls_own_client_carry_over_to_the_private_clients(
-    tmp_path: Path,
-) -> None:
-    cert, key = self_signed(tmp_path)
-    original = consul.Consul(host="agent", port=8501, scheme="https", verify=cert,
-                             cert=(cert, key), dc="dc7", token=SECRET, connections_timeout=3)
+def test_settings_of_py_consuls_own_client_carry_over_to_the_private_clients() -> None:
+    # Plain http, so that no certificate file is opened here: the settings are what
+    # this test checks; test_tls.py checks the handshake with them on a real agent.
+    original = consul.Consul(host="agent", port=8501, scheme="http", verify="/ca.pem",
+                             cert=("/c.pem", "/k.pem"), dc="dc7", token=SECRET,
+                             connections_timeout=3)
     original.token = SECRET  # CONSUL_HTTP_TOKEN may be set where the tests run
     settings = settings_of(original)
-    assert settings == AgentSettings("agent", 8501, scheme="https", verify=cert,
-                                     cert=(cert, key), token=SECRET, dc="dc7", timeout=3.0)
+    assert settings == AgentSettings("agent", 8501, scheme="http", verify="/ca.pem",
+                                     cert=("/c.pem", "/k.pem"), token=SECRET, dc="dc7",
+                                     timeout=3.0)
 
-    async def private() -> AgentSettings:
+    async def private() -> AgentSettings | None:
         client, found = private_client(original)
         assert isinstance(client, AsyncHttpxConsul)
         assert found == settings
         await client.aclose()
-        return settings_of(client)  # type: ignore[return-value]
+        return settings_of(client)
 
     assert asyncio.run(private()) == settings
 
