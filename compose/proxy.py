@@ -1,0 +1,119 @@
+"""A tiny TCP proxy on 127.0.0.1 that can black-hole its traffic without closing anything.
+
+``BlackHoleProxy(target_host, target_port)`` forwards every connection to the
+target.  ``stall()`` stops moving bytes in both directions -- connections stay
+open, new ones are accepted but get nothing -- as a partition or a dead NAT
+entry does; ``resume()`` lets the buffered bytes flow again.  ``close()`` ends
+every thread and socket it started.
+
+``kitsd chaos`` and the pytest plugin put one between a client and each registry
+server to cut the client off its registry ("partition the client") while the
+servers and the instances carry on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+from types import TracebackType
+
+__all__ = ["BlackHoleProxy"]
+
+
+class BlackHoleProxy:
+    """See the module docstring.  Thread-safe."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port: int = self._listener.getsockname()[1]
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._start(self._accept, "blackhole-accept")
+
+    @property
+    def endpoint(self) -> str:
+        """``127.0.0.1:port`` of the proxy."""
+        return f"127.0.0.1:{self.port}"
+
+    def stall(self) -> None:
+        """Stop forwarding (connections stay open)."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        """Forward again."""
+        self._flowing.set()
+
+    @property
+    def stalled(self) -> bool:
+        """Whether traffic is black-holed right now."""
+        return not self._flowing.is_set()
+
+    def close(self) -> None:
+        """Close every socket and join every thread."""
+        self._closed.set()
+        self._flowing.set()
+        with self._lock:
+            sockets, threads = list(self._sockets), list(self._threads)
+        for thread in threads:
+            thread.join(5)
+        for sock in [self._listener, *sockets]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def __enter__(self) -> BlackHoleProxy:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _start(self, target: object, name: str, *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)  # type: ignore[arg-type]
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._target, timeout=2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            self._start(self._pump, "blackhole-up", client, upstream)
+            self._start(self._pump, "blackhole-down", upstream, client)
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while not self._closed.is_set():
+            if not self._flowing.wait(0.05):
+                continue  # stalled: leave the bytes in the kernel's buffers
+            try:
+                readable, _, _ = select.select([source], [], [], 0.05)
+                if not readable:
+                    continue
+                data = source.recv(65536)
+                if not data:
+                    break
+                if not self._flowing.is_set():  # stalled while we read: hold the data
+                    self._flowing.wait()
+                sink.sendall(data)
+            except OSError:
+                break
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
