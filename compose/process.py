@@ -188,7 +188,7 @@ class ServerProcess(ABC):
         self.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        """Let a :meth:`pause`\ d process go on (SIGCONT)."""
+        r"""Let a :meth:`pause`\ d process go on (SIGCONT)."""
         self.send_signal(signal.SIGCONT)
 
     def restart(self, *, wait: bool = True) -> None:

@@ -22,7 +22,8 @@ waits again (the "heal" convergence time)::
     hang      SIGSTOP an instance          | SIGCONT
     slow      answers 0.25 s late          | fast again
     leader    SIGKILL the registry leader  | restart it
-    cut       client cut off the registry  | reconnected (a black-holing proxy)
+    cut       client cut off the registry  | reconnected (a black-holing proxy);
+              and an instance SIGKILLed    | it restarts once the set converged
     lost      registration removed behind  | (its registrar must restore it)
               the registrar's back
 
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import random
 import statistics
 import sys
@@ -257,7 +259,7 @@ def _converge(check: Callable[[], bool], since: float, timeout: float) -> float 
         time.sleep(0.02)
 
 
-def _percentile(values: list[float], q: float) -> float | None:
+def _percentile(values: list[float], q: int) -> float | None:
     if not values:
         return None
     if len(values) == 1:
@@ -375,8 +377,9 @@ def _run_phase(fault: str, phase: PhaseReport, chaos: Any, victim: Any, view: _V
     start = time.monotonic()
     others = everyone - {victim.instance}
     after_fault: set[str] = everyone
-    heal: Callable[[], object] = lambda: None
+    heal: Callable[[], object] = lambda: None  # noqa: E731
     fault_check: Callable[[], bool] | None = None
+    blind = False
     if fault == "kill":
         victim.kill()
         phase.fault = f"SIGKILL {victim.instance}, restart"
@@ -401,8 +404,12 @@ def _run_phase(fault: str, phase: PhaseReport, chaos: Any, victim: Any, view: _V
         if not chaos.can_cut:
             phase.skipped = f"{chaos.name}: in-process, nothing to cut"
         else:
+            # Blind to the registry, the client must hide a crash by retries and ejection
+            # alone, then catch up once it reconnects.
             chaos.cut(True)
-            phase.fault = "client cut off the registry (black hole)"
+            victim.kill()
+            phase.fault = f"client cut off the registry; SIGKILL {victim.instance}"
+            blind = True
             heal = lambda: chaos.cut(False)  # noqa: E731
     elif fault == "lost":
         chaos.lose_registration(victim.instance)
@@ -413,17 +420,27 @@ def _run_phase(fault: str, phase: PhaseReport, chaos: Any, victim: Any, view: _V
         time.sleep(length)
         return
     say(f"phase {fault}: {phase.fault}")
-    check = fault_check or (lambda: view.shows(after_fault))
-    phase.converge_fault_s = _converge(check, start, max(CONVERGE_TIMEOUT, length))
-    if phase.converge_fault_s is None:
-        phase.converged = False
-        say(f"  {fault}: instance set did NOT converge on {sorted(after_fault)}: {view.event}")
-    else:
-        say(f"  {fault}: instance set converged after {phase.converge_fault_s:.2f}s")
+    if not blind:
+        check = fault_check or (lambda: view.shows(after_fault))
+        phase.converge_fault_s = _converge(check, start, max(CONVERGE_TIMEOUT, length))
+        if phase.converge_fault_s is None:
+            phase.converged = False
+            say(f"  {fault}: instance set did NOT converge on {sorted(after_fault)}: "
+                f"{view.event}")
+        else:
+            say(f"  {fault}: instance set converged after {phase.converge_fault_s:.2f}s")
     _sleep_until(start + length / 2)
     healed = time.monotonic()
     heal()
-    if fault not in ("lost",):
+    if blind:  # reconnected: catch up on the crash, then see the victim come back
+        phase.converge_heal_s = _converge(lambda: view.shows(others), healed, CONVERGE_TIMEOUT)
+        say(f"  {fault} healed: " + ("did NOT converge" if phase.converge_heal_s is None else
+                                     f"converged after {phase.converge_heal_s:.2f}s"))
+        phase.converged = phase.converge_heal_s is not None
+        victim.restart()
+        if _converge(lambda: view.shows(everyone), time.monotonic(), CONVERGE_TIMEOUT) is None:
+            phase.converged = False
+    elif fault not in ("lost",):
         phase.converge_heal_s = _converge(lambda: view.shows(everyone), healed, CONVERGE_TIMEOUT)
         if phase.converge_heal_s is None:
             phase.converged = False
@@ -504,6 +521,8 @@ def main_chaos(args: Any) -> int:
     """The ``kitsd chaos`` command (``args`` from :mod:`kitsd.cli`); returns the exit code."""
     faults = [fault.strip() for fault in args.faults.split(",") if fault.strip()]
     is_tty = sys.stderr.isatty()
+    if not args.verbose:  # the drivers' recovery warnings are the expected story here
+        logging.getLogger("kitsd").setLevel(logging.ERROR)
 
     def say(line: str) -> None:
         print(("\r\x1b[K" if is_tty else "") + line, file=sys.stderr if args.json else sys.stdout,

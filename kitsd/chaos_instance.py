@@ -91,9 +91,9 @@ def _registrar(args: argparse.Namespace, host: str, instance: str) -> tuple[Any,
         if not args.prefix:
             raise SystemExit("--etcd needs --prefix")
         client = sd.etcd.connect(endpoints=args.etcd.split(","))
-        registrar = sd.etcd.EtcdRegistrar(client, f"{args.prefix}{instance}", instance,
-                                          ttl=args.ttl)
-        return registrar, lambda: sd.etcd.close_client(client)
+        etcd_registrar = sd.etcd.EtcdRegistrar(client, f"{args.prefix}{instance}", instance,
+                                               ttl=args.ttl)
+        return etcd_registrar, lambda: sd.etcd.close_client(client)
     if args.consul:
         import sd.consul
 

@@ -268,8 +268,8 @@ class ConsulChaos(_Proxied):
         if self._killed is not None:
             self._killed.restart()
             self._killed = None
-            assert self.cluster is not None
-            self.cluster.leader(timeout=30)
+            if self.cluster is not None:
+                self.cluster.leader(timeout=30)
 
     def lose_registration(self, instance: str) -> None:
         """Deregister the service through the agent's API; its registrar's next heartbeat

@@ -11,6 +11,17 @@ from compose.install import InstallError, ensure
 from tests.helpers import assert_no_new_threads
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """kitsd's own suite runs on its pytest plugin (:mod:`kitsd.pytest_plugin`): found
+    through its ``pytest11`` entry point once installed, registered here otherwise (a
+    checkout whose installed metadata predates the entry point)."""
+    import kitsd.pytest_plugin
+
+    manager = config.pluginmanager
+    if not manager.has_plugin("kitsd") and not manager.is_registered(kitsd.pytest_plugin):
+        manager.register(kitsd.pytest_plugin, "kitsd")
+
+
 def servers_needed(items: list[pytest.Item]) -> set[str]:
     """The servers the selected integration tests start: tests under ``tests/etcd``
     need etcd, tests under ``tests/consul`` Consul (by directory, as the fixtures are
