@@ -246,6 +246,30 @@ class _View:
         self._instancer.unsubscribe(self._on_event)
 
 
+@dataclass(frozen=True)
+class _Remote:
+    """An instance someone else runs: we know its address, nothing more."""
+
+    instance: str
+
+
+def _settle(view: _View, quiet: float = 1.0) -> set[str]:
+    """The instance set once it has at least two members and stayed the same ``quiet``
+    seconds; raises ``RuntimeError`` if that does not happen within the timeout."""
+    deadline = time.monotonic() + CONVERGE_TIMEOUT
+    seen: tuple[str, ...] = ()
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        event = view.event
+        if event.instances != seen or event.error is not None:
+            seen, since = event.instances, time.monotonic()
+        elif len(seen) >= 2 and time.monotonic() - since >= quiet:
+            return set(seen)
+        time.sleep(0.05)
+    raise RuntimeError(f"the service needs at least 2 steady instances; the client sees "
+                       f"{view.event}")
+
+
 def _converge(check: Callable[[], bool], since: float, timeout: float) -> float | None:
     deadline = since + timeout
     while True:
@@ -276,11 +300,15 @@ def run_chaos(
     rate: float = 50.0,
     faults: Sequence[str] = FAULTS,
     seed: int | None = None,
+    service: str | None = None,
     say: Callable[[str], None] = lambda line: None,
     progress: Callable[[str], None] | None = None,
 ) -> ChaosReport:
     """Run the schedule and return its report (see the module docstring).
 
+    With ``service`` (and ``registry_url``) no instance is started: the load goes to
+    the instances already registered as ``service`` (for etcd, those under the URL's
+    prefix), and only the faults a client can cause run (``cut``, ``lost``).
     ``say`` receives a line per thing that happens, ``progress`` a status line a
     few times a second.  Raises ``ValueError`` for bad options (before starting
     anything) and ``RuntimeError`` if a server or an instance does not start.
@@ -292,7 +320,9 @@ def run_chaos(
     unknown = [fault for fault in faults if fault not in FAULTS]
     if unknown:
         raise ValueError(f"unknown faults {unknown}; choose from {', '.join(FAULTS)}")
-    if instances < 3:
+    if service is not None and not registry_url:
+        raise ValueError("--service needs --registry-url (a service someone runs)")
+    if service is None and instances < 3:
         raise ValueError("chaos needs at least 3 instances (one is hurt, two carry the load)")
     if not duration > 0 or not rate > 0:
         raise ValueError("--duration and --rate must be > 0")
@@ -305,15 +335,15 @@ def run_chaos(
     began = time.monotonic()
 
     say(f"starting {registry_url or registry} ...")
-    chaos = open_registry(registry, registry_url)
-    report = ChaosReport(chaos.describe(), instances, rate, duration, seed)
+    chaos = open_registry(registry, registry_url, service)
+    report = ChaosReport(chaos.describe(), 0 if service else instances, rate, duration, seed)
     tmp = tempfile.TemporaryDirectory(prefix="kitsd-chaos-")
     processes: list[InstanceProcess] = []
     load: _Load | None = None
     view: _View | None = None
     instancer: sd.Instancer | None = None
     try:
-        for index, port in enumerate(free_ports(instances)):
+        for index, port in enumerate(free_ports(0 if service else instances)):
             args = ["--port", str(port), *chaos.instance_args(port)]
             processes.append(InstanceProcess(f"i{index}", workdir=Path(tmp.name), args=args,
                                              port=port))
@@ -322,10 +352,16 @@ def run_chaos(
         for process in processes:
             process.wait_ready()
         chaos.watch(processes)
-        everyone = {process.instance for process in processes}
-        say(f"{chaos.describe()}; {instances} instances: {', '.join(sorted(everyone))}")
         instancer = chaos.open_instancer()
         view = _View(instancer)
+        victims: list[Any] = list(processes)
+        if service:
+            everyone = _settle(view)
+            victims = [_Remote(instance) for instance in sorted(everyone)]
+            report.instances = len(everyone)
+        else:
+            everyone = {process.instance for process in processes}
+        say(f"{chaos.describe()}; {len(everyone)} instances: {', '.join(sorted(everyone))}")
         if _converge(lambda: view.shows(everyone), time.monotonic(), CONVERGE_TIMEOUT) is None:
             raise RuntimeError(f"the client never saw all instances: {view.event}")
         load = _Load(instancer, rate, workers=max(8, min(64, int(rate // 4))))
@@ -342,7 +378,6 @@ def run_chaos(
             load.switch(baseline)
             say("phase baseline: no fault")
             time.sleep(phase_length)
-            victims = list(processes)
             rng.shuffle(victims)
             for number, fault in enumerate(schedule):
                 phase = PhaseReport(fault)
@@ -380,7 +415,10 @@ def _run_phase(fault: str, phase: PhaseReport, chaos: Any, victim: Any, view: _V
     heal: Callable[[], object] = lambda: None  # noqa: E731
     fault_check: Callable[[], bool] | None = None
     blind = False
-    if fault == "kill":
+    local = isinstance(victim, _Remote) is False
+    if fault in ("kill", "hang", "slow") and not local:
+        phase.skipped = "the instances are not ours to hurt (--service)"
+    elif fault == "kill":
         victim.kill()
         phase.fault = f"SIGKILL {victim.instance}, restart"
         after_fault = others
@@ -407,9 +445,11 @@ def _run_phase(fault: str, phase: PhaseReport, chaos: Any, victim: Any, view: _V
             # Blind to the registry, the client must hide a crash by retries and ejection
             # alone, then catch up once it reconnects.
             chaos.cut(True)
-            victim.kill()
-            phase.fault = f"client cut off the registry; SIGKILL {victim.instance}"
-            blind = True
+            phase.fault = "client cut off the registry"
+            if local:
+                victim.kill()
+                phase.fault += f"; SIGKILL {victim.instance}"
+                blind = True
             heal = lambda: chaos.cut(False)  # noqa: E731
     elif fault == "lost":
         chaos.lose_registration(victim.instance)
@@ -534,7 +574,8 @@ def main_chaos(args: Any) -> int:
 
     report = run_chaos(registry=args.registry, registry_url=args.registry_url,
                        instances=args.instances, duration=args.duration, rate=args.rate,
-                       faults=faults, seed=args.seed, say=say, progress=progress)
+                       faults=faults, seed=args.seed, service=args.service, say=say,
+                       progress=progress)
     if is_tty:
         print("\r\x1b[K", end="", file=sys.stderr)
     if args.json:

@@ -141,13 +141,15 @@ class EtcdChaos(_Proxied):
     ttl = 3.0
 
     def __init__(self, *, endpoints: list[str] | None = None, prefix: str = "/kitsd-chaos/",
-                 members: int = 3) -> None:
+                 members: int = 3, existing: bool = False) -> None:
         from compose.etcd import EtcdCluster
 
         self.cluster = None if endpoints else EtcdCluster(members)
         self.endpoints = endpoints or (self.cluster.endpoints if self.cluster else [])
         self.can_kill_leader = self.cluster is not None
-        self.prefix = f"{prefix.rstrip('/')}/{uuid.uuid4().hex[:10]}/"
+        # a fresh prefix for our own instances; ``existing``: the prefix of a running service
+        self.prefix = (f"{prefix.rstrip('/')}/" if existing else
+                       f"{prefix.rstrip('/')}/{uuid.uuid4().hex[:10]}/")
         self._clients: list[Any] = []
         self._killed: Any = None
         try:
@@ -225,7 +227,8 @@ class ConsulChaos(_Proxied):
     name = "consul"
     ttl = 2.0
 
-    def __init__(self, *, agent: str | None = None, servers: int = 3) -> None:
+    def __init__(self, *, agent: str | None = None, servers: int = 3,
+                 service: str | None = None) -> None:
         from compose.consul import ConsulCluster
 
         self.cluster = None if agent else ConsulCluster(servers)
@@ -236,7 +239,7 @@ class ConsulChaos(_Proxied):
         else:
             self.register_agent = self.watch_agent = str(agent)
         self.can_kill_leader = self.cluster is not None
-        self.service = f"kitsd-chaos-{uuid.uuid4().hex[:8]}"
+        self.service = service or f"kitsd-chaos-{uuid.uuid4().hex[:8]}"
         self._clients: list[Any] = []
         self._killed: Any = None
         try:
@@ -381,19 +384,28 @@ class MemoryChaos(ChaosRegistry):
             registrar.deregister()
 
 
-def open_registry(kind: str, url: str | None = None) -> ChaosRegistry:
+def open_registry(kind: str, url: str | None = None, service: str | None = None
+                  ) -> ChaosRegistry:
     """A started :class:`ChaosRegistry`: ``kind`` ``etcd``/``consul``/``memory`` on
     loopback, or the servers of ``url`` (``etcd://h:p[,h:p]/prefix/``, ``consul://h:p``).
+    With ``service`` (a Consul service name, or for etcd any true value: the URL's
+    prefix is the service's), the instances are those already registered there.
     Raises ``ValueError`` for a URL it cannot use."""
     if url:
         parsed = urllib.parse.urlsplit(url)
         hosts = [host for host in parsed.netloc.split(",") if host]
         if parsed.scheme == "etcd" and hosts:
-            return EtcdChaos(endpoints=hosts, prefix=parsed.path or "/kitsd-chaos/")
+            if service and parsed.path in ("", "/"):
+                raise ValueError("--service with etcd: give the service's prefix in the URL "
+                                 "(etcd://host:port/prefix/)")
+            return EtcdChaos(endpoints=hosts, prefix=parsed.path or "/kitsd-chaos/",
+                             existing=bool(service))
         if parsed.scheme == "consul" and len(hosts) == 1:
-            return ConsulChaos(agent=hosts[0])
+            return ConsulChaos(agent=hosts[0], service=service)
         raise ValueError(f"--registry-url must be etcd://host:port[,host:port]/prefix/ or "
                          f"consul://host:port, not {url!r}")
+    if service:
+        raise ValueError("--service needs --registry-url (a service someone runs)")
     if kind == "etcd":
         return EtcdChaos()
     if kind == "consul":

@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     chaos.add_argument("--registry-url", default=None,
                        help="use your servers: etcd://host:port[,host:port]/prefix/ or "
                             "consul://host:port (registry faults: only cutting ourselves off)")
+    chaos.add_argument("--service", default=None,
+                       help="with --registry-url: load an existing service's instances "
+                            "instead of starting our own (Consul service name; for etcd the "
+                            "URL's prefix is the service's); faults: cut, lost")
     chaos.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     chaos.add_argument("--rate", type=float, default=50.0, help="calls per second (default 50)")
     chaos.add_argument("--instances", type=int, default=3, help="instances (default 3)")
