@@ -69,7 +69,7 @@ def test_etcd_members_run_the_launchers_image_flags_and_ports(tmp_path: Path) ->
         command = service["command"]
         assert command[0] == "etcd"
         member = EtcdMember(name, client_port=2379, peer_port=2380, workdir=tmp_path,
-                            initial_cluster=initial, cluster_token="t")
+                            initial_cluster=initial, cluster_token="t")  # noqa: S106
         launched = member.command()
         assert flags(command) == flags(launched)
         given = options(command)
@@ -131,7 +131,7 @@ def test_consul_image_is_the_version_ci_builds() -> None:
     script = (ROOT / ".ci" / "install-consul").read_text()
     pinned = re.search(r'^CONSUL_VERSION="([^"]+)"', script, re.MULTILINE)
     assert pinned is not None
-    assert CONSUL_IMAGE == f"hashicorp/consul:{pinned.group(1)}"
+    assert f"hashicorp/consul:{pinned.group(1)}" == CONSUL_IMAGE
 
 
 # --- the demo service and its load client ------------------------------------------------
