@@ -63,7 +63,9 @@ import sd
 import sd.http
 from sd.event import Event
 
-__all__ = ["FAULTS", "ChaosReport", "PhaseReport", "format_table", "run_chaos"]
+__all__ = [
+    "FAULTS", "ChaosReport", "PhaseReport", "client_stack", "format_table", "run_chaos",
+]
 
 FAULTS = ("kill", "hang", "slow", "leader", "cut", "lost")
 """Every fault, in the default order."""
@@ -107,6 +109,8 @@ class ChaosReport:
     seed: int
     phases: list[PhaseReport] = field(default_factory=list)
     wall_s: float = 0.0
+    started: list[str] = field(default_factory=list)
+    """The instances in start order (``host:port``)."""
 
     @property
     def failed(self) -> int:
@@ -132,6 +136,33 @@ class ChaosReport:
         return data
 
 
+def client_stack(
+    instancer: sd.Instancer,
+    *,
+    callback: Callable[[int, BaseException], tuple[bool, BaseException | None]] | None = None,
+    listeners: Sequence[pybreaker.CircuitBreakerListener] = (),
+    attempt_timeout: float = _ATTEMPT_TIMEOUT,
+) -> tuple[Callable[[int], str], sd.Endpointer]:
+    """The client stack a chaos run loads: ``breaker -> retry(4 attempts, 3 s) -> round
+    robin -> per-instance breakers -> sd.http GET /chaos`` over ``instancer``.
+
+    Returns the call (``call(n) -> "host:port"`` of the instance that answered) and the
+    :class:`sd.Endpointer` to close after.  ``callback`` is the retry callback (default:
+    4 attempts); ``listeners`` hear every breaker.
+    """
+    factory = breaker.per_instance(
+        sd.http.factory("GET", "/chaos", encode=_encode, decode=_decode,
+                        client_kwargs={"timeout": attempt_timeout}),
+        lambda instance: pybreaker.CircuitBreaker(
+            fail_max=3, reset_timeout=1.0, name=instance, listeners=list(listeners)),
+    )
+    endpointer = sd.Endpointer(instancer, factory)
+    call = breaker.circuit_breaker(
+        pybreaker.CircuitBreaker(fail_max=20, reset_timeout=1.0, listeners=list(listeners))
+    )(lb.retry(4, 3.0, lb.RoundRobin(endpointer), callback=callback))
+    return call, endpointer
+
+
 class _Load:
     """Worker threads calling the service at a fixed rate, counting per phase."""
 
@@ -142,17 +173,8 @@ class _Load:
         self._stop = threading.Event()
         self._slots = itertools.count()
         self._start = time.monotonic()
-        factory = breaker.per_instance(
-            sd.http.factory("GET", "/chaos", encode=_encode, decode=_decode,
-                            client_kwargs={"timeout": _ATTEMPT_TIMEOUT}),
-            lambda instance: pybreaker.CircuitBreaker(
-                fail_max=3, reset_timeout=1.0, name=instance, listeners=[_Opens(self)]),
-        )
-        self.endpointer = sd.Endpointer(instancer, factory)
-        balancer = lb.RoundRobin(self.endpointer)
-        self.call = breaker.circuit_breaker(
-            pybreaker.CircuitBreaker(fail_max=20, reset_timeout=1.0, listeners=[_Opens(self)])
-        )(lb.retry(4, 3.0, balancer, callback=self._on_failure))
+        self.call, self.endpointer = client_stack(
+            instancer, callback=self._on_failure, listeners=[_Opens(self)])
         self._threads = [threading.Thread(target=self._work, name=f"kitsd-chaos-load-{n}",
                                           daemon=True) for n in range(workers)]
 
@@ -361,6 +383,7 @@ def run_chaos(
             report.instances = len(everyone)
         else:
             everyone = {process.instance for process in processes}
+        report.started = [victim.instance for victim in victims]
         say(f"{chaos.describe()}; {len(everyone)} instances: {', '.join(sorted(everyone))}")
         if _converge(lambda: view.shows(everyone), time.monotonic(), CONVERGE_TIMEOUT) is None:
             raise RuntimeError(f"the client never saw all instances: {view.event}")

@@ -25,13 +25,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def servers_needed(items: list[pytest.Item]) -> set[str]:
     """The servers the selected integration tests start: tests under ``tests/etcd``
     need etcd, tests under ``tests/consul`` Consul (by directory, as the fixtures are
-    defined there)."""
+    defined there), as do test files named for them (``test_chaos_etcd.py``)."""
     needed: set[str] = set()
     for item in items:
         if item.get_closest_marker("integration") is None:
             continue
         parts = item.path.parts
-        needed.update(name for name in ("etcd", "consul") if name in parts)
+        stem_words = item.path.stem.split("_")
+        needed.update(name for name in ("etcd", "consul")
+                      if name in parts or name in stem_words)
     return needed
 
 
