@@ -125,3 +125,16 @@ def test_cli_json_report(capsys: pytest.CaptureFixture[str]) -> None:
     assert data["seed"] == 5
     assert [phase["name"] for phase in data["phases"]] == ["baseline", "kill"]
     assert data["calls"] == sum(phase["calls"] for phase in data["phases"]) > 0
+
+
+def test_core_and_cli_import_nothing_of_compose_or_the_chaos_machinery() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, sd, sd.http, lb, breaker, kitsd.cli\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'compose'"
+            " or m.startswith('kitsd.chaos')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[2], timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
