@@ -420,6 +420,7 @@ def run_chaos(
         if instancer is not None:
             instancer.stop()
         for process in processes:
+            process.stop()  # SIGTERM: it deregisters, leaving nothing in a user's registry
             process.close()
         chaos.close()
         tmp.cleanup()
