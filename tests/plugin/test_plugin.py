@@ -105,7 +105,7 @@ def test_memory_registry_and_a_partitioned_client(pytester: pytest.Pytester) -> 
 
 
 @pytest.mark.integration
-def test_killed_etcd_leader_is_back_for_the_next_test(pytester: pytest.Pytester) -> None:
+def test_killed_members_are_back_for_the_next_test(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(
         """
@@ -118,13 +118,26 @@ def test_killed_etcd_leader_is_back_for_the_next_test(pytester: pytest.Pytester)
             assert new is not leader
             client = sd.etcd.connect(endpoints=kitsd_etcd_cluster.endpoints)
             try:
-                client.put("/k", "v")
+                for attempt in range(3):  # the first may go to the dead member
+                    try:
+                        client.put("/k", "v")
+                        break
+                    except Exception:
+                        if attempt == 2:
+                            raise
             finally:
                 sd.etcd.close_client(client)
 
-        def test_after(kitsd_etcd_cluster):
+        def test_kill_the_single_member(kitsd_etcd, kitsd_faults):
+            kitsd_faults.kill(kitsd_etcd)
+            assert not kitsd_etcd.running
+
+        def test_after(kitsd_etcd_cluster, kitsd_etcd):
+            # kitsd_etcd does not heal itself: the faults helper restarted it
+            assert kitsd_etcd.running
+            assert kitsd_etcd.healthy()
             assert all(member.running for member in kitsd_etcd_cluster.members)
         """
     )
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
