@@ -596,10 +596,14 @@ def main_chaos(args: Any) -> int:
         if is_tty:
             print("\r\x1b[K" + line, end="", file=sys.stderr, flush=True)
 
-    report = run_chaos(registry=args.registry, registry_url=args.registry_url,
-                       instances=args.instances, duration=args.duration, rate=args.rate,
-                       faults=faults, seed=args.seed, service=args.service, say=say,
-                       progress=progress)
+    try:
+        report = run_chaos(registry=args.registry, registry_url=args.registry_url,
+                           instances=args.instances, duration=args.duration, rate=args.rate,
+                           faults=faults, seed=args.seed, service=args.service, say=say,
+                           progress=progress)
+    except (FileNotFoundError, RuntimeError, OSError) as error:  # a server that cannot start
+        print(f"\nkitsd chaos: could not run: {error}", file=sys.stderr)
+        return 2
     if is_tty:
         print("\r\x1b[K", end="", file=sys.stderr)
     if args.json:

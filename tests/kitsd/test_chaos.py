@@ -138,3 +138,15 @@ def test_core_and_cli_import_nothing_of_compose_or_the_chaos_machinery() -> None
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[2], timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_missing_server_binary_is_a_clear_error_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import compose.consul
+
+    monkeypatch.setattr(compose.consul, "CONSUL_BINARY", "/nonexistent/consul")
+    assert main(["chaos", "--registry", "consul", "--duration", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "could not run: Consul binary not found at /nonexistent/consul" in err
+    assert "Traceback" not in err
