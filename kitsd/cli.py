@@ -1,4 +1,4 @@
-"""The ``kitsd`` command: ``kitsd demo`` and ``kitsd watch URL``."""
+"""The ``kitsd`` command: ``kitsd demo``, ``kitsd watch URL`` and ``kitsd chaos``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,29 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=4, help="calling threads (default 4)")
     demo.add_argument("--seed", type=int, default=None, help="seed for the random choices")
 
+    chaos = commands.add_parser(
+        "chaos", help="run a fault schedule against a real local cluster under load",
+        description="Start a registry (3-member etcd, 3-server Consul, or in-process), "
+                    "instance processes registering themselves, and a load through the whole "
+                    "client stack; run the fault schedule; print a table per phase. Exit "
+                    "status 1 if any call failed (every call is an idempotent GET the stack "
+                    "is meant to keep succeeding) or the instance set did not converge.")
+    chaos.add_argument("--registry", choices=("etcd", "consul", "memory"), default="memory")
+    chaos.add_argument("--registry-url", default=None,
+                       help="use your servers: etcd://host:port[,host:port]/prefix/ or "
+                            "consul://host:port (registry faults: only cutting ourselves off)")
+    chaos.add_argument("--service", default=None,
+                       help="with --registry-url: load an existing service's instances "
+                            "instead of starting our own (Consul service name; for etcd the "
+                            "URL's prefix is the service's); faults: cut, lost")
+    chaos.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    chaos.add_argument("--rate", type=float, default=50.0, help="calls per second (default 50)")
+    chaos.add_argument("--instances", type=int, default=3, help="instances (default 3)")
+    chaos.add_argument("--faults", default="kill,hang,slow,leader,cut,lost",
+                       help="the schedule, in order (default: all: kill,hang,slow,leader,cut,lost)")
+    chaos.add_argument("--seed", type=int, default=None, help="seed choosing the victims")
+    chaos.add_argument("--json", action="store_true", help="print the report as JSON")
+
     watch_cmd = commands.add_parser("watch", help="print the live instance set of a URL")
     watch_cmd.add_argument(
         "url", help="static://h:p,h:p | etcd://host:port/prefix/ | consul://host:port/service")
@@ -47,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                               seed=args.seed)
             format_report(report, sys.stdout)
             return 0 if report.failed == 0 else 1
+        if args.command == "chaos":
+            from kitsd.chaos import main_chaos  # starts nothing until asked
+
+            return main_chaos(args)
         return watch(args.url, sys.stdout, count=args.count, duration=args.duration)
     except ValueError as error:
         print(f"kitsd: {error}", file=sys.stderr)
