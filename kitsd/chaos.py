@@ -584,9 +584,18 @@ def format_table(report: ChaosReport, out: TextIO) -> None:
 def main_chaos(args: Any) -> int:
     """The ``kitsd chaos`` command (``args`` from :mod:`kitsd.cli`); returns the exit code."""
     faults = [fault.strip() for fault in args.faults.split(",") if fault.strip()]
-    is_tty = sys.stderr.isatty()
+    library = logging.getLogger("kitsd")
+    previous_level = library.level
     if not args.verbose:  # the drivers' recovery warnings are the expected story here
-        logging.getLogger("kitsd").setLevel(logging.ERROR)
+        library.setLevel(logging.ERROR)
+    try:
+        return _run_and_report(args, faults)
+    finally:  # main_chaos also runs in-process (tests, embedding): leave logging as found
+        library.setLevel(previous_level)
+
+
+def _run_and_report(args: Any, faults: list[str]) -> int:
+    is_tty = sys.stderr.isatty()
 
     def say(line: str) -> None:
         print(("\r\x1b[K" if is_tty else "") + line, file=sys.stderr if args.json else sys.stdout,
