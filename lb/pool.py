@@ -293,7 +293,11 @@ class Pool:
         failing that, by a scan that relaxes ejection, then exclusion, then ``avoid``.
         Called under the lock."""
         ejections = self._ejections
+        owner: Sequence[str]
         owner, view = self._until
+        if ejections and ejections.panicking(now, size):
+            ejections = None  # panic mode: too few left in rotation, ignore ejection
+            owner, view = keys, None
         if owner is keys:  # the usual case: the view of this set; None: nobody ejected
 
             def usable(index: int) -> bool:
