@@ -9,11 +9,12 @@ custom balancers the optional :class:`Picker` protocol with its :class:`Pick`.
 """
 
 from lb.balancer import Balancer, Pick, Picker
-from lb.errors import NoEndpointsError, RetryError, RetryTimeout
+from lb.errors import NoEndpointsError, RetryBudgetExhausted, RetryError, RetryTimeout
 from lb.least_loaded import LeastLoaded
 from lb.outlier_detection import OutlierDetection
 from lb.random import Random
 from lb.retry import retry, retry_async
+from lb.retry_budget import RetryBudget
 from lb.round_robin import RoundRobin
 from sd.deadline import remaining
 
@@ -25,6 +26,8 @@ __all__ = [
     "Pick",
     "Picker",
     "Random",
+    "RetryBudget",
+    "RetryBudgetExhausted",
     "RetryError",
     "RetryTimeout",
     "RoundRobin",

@@ -38,6 +38,7 @@ import tenacity
 from lb.balancer import Balancer, Pick
 from lb.errors import RetryTimeout
 from lb.pool import identity_key
+from lb.retry_budget import RetryBudget
 from lb.retry_policy import Callback, GiveUp, RetryCall, WaitFunction, validate
 from lb.timer import DeadlineTimer
 from sd.deadline import reset_deadline, set_deadline
@@ -59,6 +60,7 @@ def retry(
     *,
     callback: Callback | None = None,
     wait: TenacityWait | None = None,
+    budget: RetryBudget | None = None,
 ) -> Endpoint:
     """An endpoint that calls ``balancer.endpoint()``'s endpoint, retrying failures.
 
@@ -77,15 +79,23 @@ def retry(
     strategy (e.g. ``tenacity.wait_random_exponential(multiplier=0.01, max=1)``)
     slept between attempts, never past the deadline.  Safe to call from many threads.
 
+    ``budget`` (an :class:`lb.RetryBudget`, shareable) bounds retries across calls:
+    each call deposits, each retry withdraws, and a refused retry ends the call
+    with an :class:`lb.RetryError` whose final error is
+    :class:`lb.RetryBudgetExhausted` ("retry budget exhausted").
+
     Raises ``TypeError`` for a balancer without ``endpoint()``, a callback or wait
     that is not callable, and :class:`sd.MisuseError` (a ``ValueError``) for
     ``max_attempts < 1`` or a timeout that is not a finite number > 0.
     """
     validate(max_attempts, timeout)
     pick, report = _steering(balancer)
-    make_call = _call_factory(max_attempts, timeout, callback, wait, report)
+    make_call = _call_factory(max_attempts, timeout, callback, wait, report, budget)
+    deposit = None if budget is None else budget.deposit
 
     def retrying(request: Any) -> Any:
+        if deposit is not None:
+            deposit()
         start = time.monotonic()
         deadline_token = set_deadline(start + timeout)
         try:
@@ -118,6 +128,7 @@ def retry_async(
     *,
     callback: Callback | None = None,
     wait: TenacityWait | None = None,
+    budget: RetryBudget | None = None,
 ) -> AsyncEndpoint:
     """The asyncio twin of :func:`retry`: the balancer hands out async endpoints.
 
@@ -127,7 +138,8 @@ def retry_async(
     """
     validate(max_attempts, timeout)
     pick, report = _steering(balancer)
-    make_call = _call_factory(max_attempts, timeout, callback, wait, report)
+    make_call = _call_factory(max_attempts, timeout, callback, wait, report, budget)
+    deposit = None if budget is None else budget.deposit
     timers: list[DeadlineTimer] = []  # the last loop's timer; one slot, swapped whole
 
     async def retrying(request: Any) -> Any:
@@ -139,6 +151,8 @@ def retry_async(
         if timer is None:
             timer = DeadlineTimer(loop, timeout)
             timers[:] = [timer]
+        if deposit is not None:
+            deposit()
         start = time.monotonic()
         deadline_token = set_deadline(start + timeout)
         attempt = timer.start(task)
@@ -203,16 +217,20 @@ def _call_factory(
     callback: Callback | None,
     wait: TenacityWait | None,
     report: ReportFunction,
+    budget: RetryBudget | None = None,
 ) -> Callable[[float], _Call]:
     """Check the options once; return what builds a call's :class:`_Call` after its
     first failure."""
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable(attempt, error), got {callback!r}")
+    if budget is not None and not isinstance(budget, RetryBudget):
+        raise TypeError(f"budget must be an lb.RetryBudget or None, got {budget!r}")
     wait_function = _adapt_wait(wait)
+    allow = None if budget is None else budget.try_withdraw
 
     def make(start: float) -> _Call:
         policy = RetryCall(max_attempts=max_attempts, timeout=timeout, start=start,
-                           callback=callback, wait=wait_function)
+                           callback=callback, wait=wait_function, allow=allow)
         return _Call(policy, report)
 
     return make
