@@ -12,6 +12,7 @@ from lb.balancer import Balancer, Pick, Picker
 from lb.errors import NoEndpointsError, RetryBudgetExhausted, RetryError, RetryTimeout
 from lb.least_loaded import LeastLoaded
 from lb.outlier_detection import OutlierDetection
+from lb.peak_ewma import PeakEWMA
 from lb.random import Random
 from lb.retry import retry, retry_async
 from lb.retry_budget import RetryBudget
@@ -23,6 +24,7 @@ __all__ = [
     "LeastLoaded",
     "NoEndpointsError",
     "OutlierDetection",
+    "PeakEWMA",
     "Pick",
     "Picker",
     "Random",
