@@ -17,6 +17,7 @@ from lb.random import Random
 from lb.retry import retry, retry_async
 from lb.retry_budget import RetryBudget
 from lb.round_robin import RoundRobin
+from lb.weighted import Weighted
 from sd.deadline import remaining
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "RetryError",
     "RetryTimeout",
     "RoundRobin",
+    "Weighted",
     "remaining",
     "retry",
     "retry_async",
