@@ -9,7 +9,10 @@ custom balancers the optional :class:`Picker` protocol with its :class:`Pick`.
 """
 
 from lb.balancer import Balancer, Pick, Picker
+from lb.consistent_hash import ConsistentHash
 from lb.errors import NoEndpointsError, RetryBudgetExhausted, RetryError, RetryTimeout
+from lb.hedge import Hedge
+from lb.hedging import HedgedEndpoint
 from lb.least_loaded import LeastLoaded
 from lb.outlier_detection import OutlierDetection
 from lb.peak_ewma import PeakEWMA
@@ -22,6 +25,9 @@ from sd.deadline import remaining
 
 __all__ = [
     "Balancer",
+    "ConsistentHash",
+    "Hedge",
+    "HedgedEndpoint",
     "LeastLoaded",
     "NoEndpointsError",
     "OutlierDetection",

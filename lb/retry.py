@@ -31,12 +31,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import tenacity
 
 from lb.balancer import Balancer, Pick
 from lb.errors import RetryTimeout
+from lb.hedging import Hedge, HedgedEndpoint, hedged_async, hedged_sync
 from lb.pool import identity_key
 from lb.retry_budget import RetryBudget
 from lb.retry_policy import Callback, GiveUp, RetryCall, WaitFunction, validate
@@ -50,7 +51,35 @@ __all__ = ["retry", "retry_async"]
 TenacityWait = Callable[[tenacity.RetryCallState], float]
 
 PickFunction = Callable[[Collection[str]], Pick]
+#: A keyed balancer's ``pick_for(request, exclude)`` (:class:`lb.ConsistentHash`).
+PickForFunction = Callable[[Any, Collection[str]], Pick]
 ReportFunction = Callable[[Pick, BaseException | None], None]
+
+
+@overload
+def retry(
+    max_attempts: int,
+    timeout: float,
+    balancer: Balancer,
+    *,
+    callback: Callback | None = None,
+    wait: TenacityWait | None = None,
+    budget: RetryBudget | None = None,
+    hedge: None = None,
+) -> Endpoint: ...
+
+
+@overload
+def retry(
+    max_attempts: int,
+    timeout: float,
+    balancer: Balancer,
+    *,
+    callback: Callback | None = None,
+    wait: TenacityWait | None = None,
+    budget: RetryBudget | None = None,
+    hedge: Hedge,
+) -> HedgedEndpoint: ...
 
 
 def retry(
@@ -61,7 +90,8 @@ def retry(
     callback: Callback | None = None,
     wait: TenacityWait | None = None,
     budget: RetryBudget | None = None,
-) -> Endpoint:
+    hedge: Hedge | None = None,
+) -> Endpoint | HedgedEndpoint:
     """An endpoint that calls ``balancer.endpoint()``'s endpoint, retrying failures.
 
     ``max_attempts`` counts every attempt (``1`` means no retry); ``timeout`` seconds
@@ -84,14 +114,27 @@ def retry(
     with an :class:`lb.RetryError` whose final error is
     :class:`lb.RetryBudgetExhausted` ("retry budget exhausted").
 
+    ``hedge`` (an :class:`lb.Hedge`; idempotent requests only, opt-in) sends a
+    second attempt to a different instance when the first has not answered
+    after the hedge's delay, and takes the first answer; see :mod:`lb.hedging`.
+    Here the attempts then run on a small thread pool owned by the returned
+    endpoint, which has ``close()`` (and is a context manager): call it when
+    done; it waits for attempts still running (each bounded by the deadline).
+
+    A balancer with ``pick_for(request, exclude)`` (:class:`lb.ConsistentHash`)
+    is asked with each call's request.
+
     Raises ``TypeError`` for a balancer without ``endpoint()``, a callback or wait
     that is not callable, and :class:`sd.MisuseError` (a ``ValueError``) for
     ``max_attempts < 1`` or a timeout that is not a finite number > 0.
     """
     validate(max_attempts, timeout)
     pick, report = _steering(balancer)
+    pick_for = _keyed(balancer)
     make_call = _call_factory(max_attempts, timeout, callback, wait, report, budget)
     deposit = None if budget is None else budget.deposit
+    if hedge is not None:
+        return hedged_sync(hedge, timeout, pick, pick_for, report, make_call, budget)
 
     def retrying(request: Any) -> Any:
         if deposit is not None:
@@ -104,7 +147,7 @@ def retry(
             while True:
                 chosen: Pick | None = None
                 try:
-                    chosen = pick(exclude)
+                    chosen = pick(exclude) if pick_for is None else pick_for(request, exclude)
                     response = chosen.endpoint(request)
                 except Exception as error:  # noqa: BLE001 - every failure counts, as go-kit
                     call = call or make_call(start)
@@ -129,17 +172,22 @@ def retry_async(
     callback: Callback | None = None,
     wait: TenacityWait | None = None,
     budget: RetryBudget | None = None,
+    hedge: Hedge | None = None,
 ) -> AsyncEndpoint:
     """The asyncio twin of :func:`retry`: the balancer hands out async endpoints.
 
     Here the deadline also cancels the attempt in flight, so a timed-out call
     leaves nothing running; the cancelled attempt's error is not counted.  An
-    outer cancellation or timeout passes through as itself.
+    outer cancellation or timeout passes through as itself.  With ``hedge`` the
+    losing attempt is cancelled.
     """
     validate(max_attempts, timeout)
     pick, report = _steering(balancer)
+    pick_for = _keyed(balancer)
     make_call = _call_factory(max_attempts, timeout, callback, wait, report, budget)
     deposit = None if budget is None else budget.deposit
+    if hedge is not None:
+        return hedged_async(hedge, timeout, pick, pick_for, report, make_call, budget)
     timers: list[DeadlineTimer] = []  # the last loop's timer; one slot, swapped whole
 
     async def retrying(request: Any) -> Any:
@@ -162,7 +210,7 @@ def retry_async(
             while True:
                 chosen: Pick | None = None
                 try:
-                    chosen = pick(exclude)
+                    chosen = pick(exclude) if pick_for is None else pick_for(request, exclude)
                     response = await cast(Callable[[Any], Awaitable[Any]], chosen.endpoint)(
                         request
                     )
@@ -265,6 +313,12 @@ def _steering(balancer: object) -> tuple[PickFunction, ReportFunction]:
         return Pick(key, chosen)
 
     return reask, _no_report
+
+
+def _keyed(balancer: object) -> PickForFunction | None:
+    """``balancer.pick_for`` for a balancer that picks by request, else ``None``."""
+    pick_for = getattr(balancer, "pick_for", None)
+    return cast(PickForFunction, pick_for) if callable(pick_for) else None
 
 
 def _adapt_wait(wait: TenacityWait | None) -> WaitFunction | None:
