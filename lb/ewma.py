@@ -101,7 +101,12 @@ class LatencyTable:
 
     def score(self, key: str, now: float) -> float:
         """What a pick compares: ``max(cost, FLOOR) * (in_flight + 1)``."""
-        return max(self.cost(key, now), FLOOR) * (self.in_flight(key) + 1)
+        state = self._states.get(key)
+        if state is None:
+            return max(self.neutral(), FLOOR)
+        elapsed = now - state.stamp
+        cost = state.cost if elapsed <= 0 else state.cost * math.exp(-elapsed / self._decay)
+        return (cost if cost > FLOOR else FLOOR) * (state.in_flight + 1)
 
     def started(self, key: str, now: float) -> None:
         """A request to ``key`` started."""

@@ -15,7 +15,6 @@ clock and books the result, so latency is learnt on every call — through
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -122,19 +121,19 @@ class PeakEWMA(Pool):
             raise TypeError(f"clock must be callable() -> seconds, got {clock!r}")
         super().__init__(endpointer, outlier_detection=outlier_detection, seed=seed)
         self._clock = clock
+        # guarded by the pool's lock, like the rest of the balancer's state
         self._table = LatencyTable(float(decay), None if initial is None else float(initial))
-        self._table_lock = threading.Lock()
         self._kinds: dict[object, type[_Timed]] = {}
 
     def cost(self, instance: str) -> float:
         """``instance``'s current latency estimate in seconds (for tests and diagnostics)."""
         now = self._clock()
-        with self._table_lock:
+        with self._lock:
             return self._table.cost(instance, now)
 
     def in_flight(self, instance: str) -> int:
         """Requests this balancer has in flight on ``instance``."""
-        with self._table_lock:
+        with self._lock:
             return self._table.in_flight(instance)
 
     def endpoint(self) -> Endpoint:
@@ -147,21 +146,21 @@ class PeakEWMA(Pool):
             raise NoEndpointsError
         if size == 1:
             return self._hand_out(keys, endpoints, 0)
+        now = self._clock()
+        score = self._table.score
         if exclude or self._records:
-            now = time.monotonic() if self._records else 0.0
+            ejection_now = time.monotonic() if self._records else 0.0
             with self._lock:
-                first = self._find(keys, size, exclude, now)
-                second = self._find(keys, size, exclude, now, avoid=first)
+                first = self._find(keys, size, exclude, ejection_now)
+                second = self._find(keys, size, exclude, ejection_now, avoid=first)
+                if second != first and score(keys[second], now) < score(keys[first], now):
+                    first = second
         else:
             with self._lock:
                 first = self._rng.randrange(size)
                 second = self._rng.randrange(size - 1)
-            second += second >= first
-        if second != first:
-            now = self._clock()
-            table = self._table
-            with self._table_lock:
-                if table.score(keys[second], now) < table.score(keys[first], now):
+                second += second >= first
+                if score(keys[second], now) < score(keys[first], now):
                     first = second
         return self._hand_out(keys, endpoints, first)
 
@@ -169,19 +168,17 @@ class PeakEWMA(Pool):
         return self._rng.randrange(size)
 
     def _on_change(self, instances: tuple[str, ...]) -> None:
-        now = self._clock()
-        with self._table_lock:
-            self._table.retain(frozenset(instances), now)
+        self._table.retain(frozenset(instances), self._clock())  # under the pool's lock
 
     def _started(self, instance: str) -> float:
         now = self._clock()
-        with self._table_lock:
+        with self._lock:
             self._table.started(instance, now)
         return now
 
     def _finished(self, instance: str, start: float, failed: bool) -> None:
         now = self._clock()
-        with self._table_lock:
+        with self._lock:
             self._table.finished(instance, now, now - start, failed)
 
     def _tag(self, endpoint: Endpoint) -> object:
