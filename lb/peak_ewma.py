@@ -153,7 +153,8 @@ class PeakEWMA(Pool):
             with self._lock:
                 first = self._find(keys, size, exclude, ejection_now)
                 second = self._find(keys, size, exclude, ejection_now, avoid=first)
-                if second != first and score(keys[second], now) < score(keys[first], now):
+                if (self._second_usable(keys, first, second, exclude, ejection_now)
+                        and score(keys[second], now) < score(keys[first], now)):
                     first = second
         else:
             with self._lock:

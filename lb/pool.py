@@ -295,6 +295,17 @@ class Pool:
             self._until = (instances, view)
         view[position] = until
 
+    def _second_usable(self, keys: Sequence[str], first: int, second: int,
+                       exclude: Collection[str], now: float) -> bool:
+        """Whether a two-choice balancer may take ``second`` over ``first``: it is
+        another instance, not excluded and not ejected (``_find`` relaxes those
+        when it must, which is right for the first choice only).  Under the lock."""
+        if second == first or keys[second] in exclude:
+            return False
+        ejections = self._ejections
+        return not (ejections and ejections.is_ejected(keys[second], now)
+                    and not ejections.panicking(now, len(keys)))
+
     def _steered(self, keys: Sequence[str], size: int, exclude: Collection[str]) -> int:
         now = time.monotonic() if self._records else 0.0
         with self._lock:

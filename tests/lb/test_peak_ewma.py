@@ -182,3 +182,26 @@ def test_retry_avoids_excluded_and_empty_set_raises() -> None:
 def test_bad_settings(settings: dict[str, Any], error: type[Exception]) -> None:
     with _endpointer({"10.0.0.1:80": str}) as endpointer, pytest.raises(error):
         lb.PeakEWMA(endpointer, **settings)
+
+
+def test_an_excluded_instance_is_never_traded_for_a_worse_usable_one() -> None:
+    # Regression: the second of the two choices could be the excluded instance
+    # (the only other one), and won when it scored better, so a retry went back
+    # to the instance that had just failed.
+    clock = Clock()
+    latency = {"10.0.0.1:80": 0.001, "10.0.0.2:80": 0.5}
+
+    def make(instance: str) -> sd.Endpoint:
+        def endpoint(request: Any) -> str:
+            clock.now += latency[instance]
+            return instance
+        return endpoint
+
+    with sd.Endpointer(sd.FixedInstancer(latency), make) as endpointer:
+        balancer = lb.PeakEWMA(endpointer, seed=1, clock=clock)
+        for instance in latency:  # learn both latencies
+            while balancer.cost(instance) == 0:
+                balancer.endpoint()(None)
+        picks = {balancer.pick({"10.0.0.1:80"}).instance for _ in range(50)}
+    assert picks == {"10.0.0.2:80"}
+
