@@ -106,6 +106,11 @@ class ConsistentHash(Pool):
     def _ring_of(self, keys: Sequence[str]) -> Ring:
         owner, ring = self._ring
         if owner is not keys:
+            if self._snapshot is None:  # a list source: its names are new objects each read
+                names = tuple(keys)
+                if names == owner:
+                    return ring
+                keys = names
             ring = Ring(keys, self._vnodes)  # built outside the lock; a race builds twice
             self._ring = (keys, ring)
         return ring

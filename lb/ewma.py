@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Collection
+from array import array
+from collections.abc import Sequence
 
 __all__ = ["FLOOR", "LatencyTable"]
 
@@ -38,92 +39,100 @@ __all__ = ["FLOOR", "LatencyTable"]
 FLOOR = 1e-6
 
 
-class _State:
-    __slots__ = ("cost", "in_flight", "stamp")
-
-    def __init__(self, cost: float, stamp: float) -> None:
-        self.cost = cost
-        self.stamp = stamp
-        self.in_flight = 0
-
-
 class LatencyTable:
-    """Per-instance peak-EWMA costs and requests in flight (see the module docstring)."""
+    """Per-instance peak-EWMA costs and requests in flight (see the module docstring).
 
-    __slots__ = ("_decay", "_initial", "_states")
+    The state of the current set lives in three arrays indexed like the set's
+    instances (what a pick has in hand), so that a pick at 10,000 instances reads
+    a few contiguous numbers rather than chasing dictionary entries;
+    :meth:`retain` carries it over by name when the set changes.
+    """
+
+    __slots__ = ("_costs", "_decay", "_in_flight", "_index", "_initial", "_stamps",
+                 "instances")
 
     def __init__(self, decay: float, initial: float | None = None) -> None:
         self._decay = decay
         self._initial = initial
-        self._states: dict[str, _State] = {}
+        #: The instances the arrays are indexed by.
+        self.instances: Sequence[str] = ()
+        self._index: dict[str, int] = {}
+        self._costs = array("d")
+        self._stamps = array("d")
+        self._in_flight = array("q")
 
     def __len__(self) -> int:
-        return len(self._states)
+        return len(self.instances)
 
     def neutral(self) -> float:
         """The cost a newcomer starts with: ``initial``, else the median cost known."""
         if self._initial is not None:
             return self._initial
-        if not self._states:
+        if not self._costs:
             return 0.0
-        return statistics.median(state.cost for state in self._states.values())
+        return statistics.median(self._costs)
 
-    def retain(self, instances: Collection[str], now: float) -> None:
-        """Keep exactly ``instances``: forget those gone, start newcomers neutral."""
-        states = self._states
-        for key in [key for key in states if key not in instances]:
-            del states[key]
-        newcomers = [key for key in instances if key not in states]
-        if newcomers:
-            cost = self.neutral()
-            for key in newcomers:
-                states[key] = _State(cost, now)
+    def retain(self, instances: Sequence[str], now: float) -> None:
+        """Index by ``instances`` from now on: keep what is known of those that stay,
+        start newcomers neutral, forget the others."""
+        old_index, costs, stamps, in_flight = (self._index, self._costs, self._stamps,
+                                               self._in_flight)
+        neutral = self.neutral()
+        size = len(instances)
+        new_costs = array("d", bytes(8 * size))
+        new_stamps = array("d", bytes(8 * size))
+        new_in_flight = array("q", bytes(8 * size))
+        index: dict[str, int] = {}
+        for position, key in enumerate(instances):
+            index[key] = position
+            old = old_index.get(key)
+            if old is None:
+                new_costs[position] = neutral
+                new_stamps[position] = now
+            else:
+                new_costs[position] = costs[old]
+                new_stamps[position] = stamps[old]
+                new_in_flight[position] = in_flight[old]
+        self.instances = instances
+        self._index = index
+        self._costs, self._stamps, self._in_flight = new_costs, new_stamps, new_in_flight
 
-    def _state(self, key: str, now: float) -> _State:
-        state = self._states.get(key)
-        if state is None:  # picked from a set newer than the last retain
-            state = self._states[key] = _State(self.neutral(), now)
-        return state
+    def index_of(self, key: str) -> int:
+        """``key``'s index in :attr:`instances`, or -1."""
+        return self._index.get(key, -1)
 
-    def cost(self, key: str, now: float) -> float:
-        """``key``'s cost at ``now`` (decayed since its last sample)."""
-        state = self._states.get(key)
-        if state is None:
-            return self.neutral()
-        elapsed = now - state.stamp
-        if elapsed <= 0:
-            return state.cost
-        return state.cost * math.exp(-elapsed / self._decay)
+    def cost(self, index: int, now: float) -> float:
+        """The cost at ``index`` at ``now`` (decayed since its last sample)."""
+        elapsed = now - self._stamps[index]
+        cost = self._costs[index]
+        return cost if elapsed <= 0 else cost * math.exp(-elapsed / self._decay)
 
-    def in_flight(self, key: str) -> int:
-        state = self._states.get(key)
-        return 0 if state is None else state.in_flight
+    def in_flight(self, index: int) -> int:
+        return self._in_flight[index]
 
-    def score(self, key: str, now: float) -> float:
+    def score(self, index: int, now: float) -> float:
         """What a pick compares: ``max(cost, FLOOR) * (in_flight + 1)``."""
-        state = self._states.get(key)
-        if state is None:
-            return max(self.neutral(), FLOOR)
-        elapsed = now - state.stamp
-        cost = state.cost if elapsed <= 0 else state.cost * math.exp(-elapsed / self._decay)
-        return (cost if cost > FLOOR else FLOOR) * (state.in_flight + 1)
+        elapsed = now - self._stamps[index]
+        cost = self._costs[index]
+        if elapsed > 0:
+            cost *= math.exp(-elapsed / self._decay)
+        return (cost if cost > FLOOR else FLOOR) * (self._in_flight[index] + 1)
 
-    def started(self, key: str, now: float) -> None:
-        """A request to ``key`` started."""
-        self._state(key, now).in_flight += 1
+    def started(self, index: int) -> None:
+        """A request to the instance at ``index`` started."""
+        self._in_flight[index] += 1
 
-    def finished(self, key: str, now: float, rtt: float, failed: bool = False) -> None:
-        """A request to ``key`` that took ``rtt`` seconds ended (``failed``: with an error)."""
-        state = self._states.get(key)
-        if state is None:
-            return  # it left the set while the request ran
-        state.in_flight = max(0, state.in_flight - 1)
-        cost = state.cost
+    def finished(self, index: int, now: float, rtt: float, failed: bool = False) -> None:
+        """A request to the instance at ``index`` that took ``rtt`` seconds ended
+        (``failed``: with an error)."""
+        if self._in_flight[index] > 0:
+            self._in_flight[index] -= 1
+        cost = self._costs[index]
         if failed:
             rtt = max(rtt, cost)  # a quick failure must not make it look fast
         if rtt > cost:
-            state.cost = rtt
+            self._costs[index] = rtt
         else:
-            weight = math.exp(-max(now - state.stamp, 0.0) / self._decay)
-            state.cost = state.cost * weight + rtt * (1.0 - weight)
-        state.stamp = now
+            weight = math.exp(-max(now - self._stamps[index], 0.0) / self._decay)
+            self._costs[index] = cost * weight + rtt * (1.0 - weight)
+        self._stamps[index] = now

@@ -32,11 +32,14 @@ __all__ = ["PeakEWMA"]
 
 
 class _Timed:
-    __slots__ = ("__wrapped__", "_balancer", "_instance")
+    __slots__ = ("__wrapped__", "_balancer", "_index", "_instance", "_set")
 
-    def __init__(self, endpoint: Endpoint, instance: str, balancer: PeakEWMA) -> None:
+    def __init__(self, endpoint: Endpoint, instance: str, index: int, picked_from: object,
+                 balancer: PeakEWMA) -> None:
         self.__wrapped__ = endpoint
         self._instance = instance
+        self._index = index  # in `picked_from`, the instances the table was indexed by
+        self._set = picked_from
         self._balancer = balancer
 
     def __repr__(self) -> str:
@@ -50,28 +53,28 @@ class _SyncTimed(_Timed):
     __slots__ = ()
 
     def __call__(self, request: Any) -> Any:
-        start = self._balancer._started(self._instance)
+        start = self._balancer._started(self)
         failed = True
         try:
             response = self.__wrapped__(request)
             failed = False
             return response
         finally:
-            self._balancer._finished(self._instance, start, failed)
+            self._balancer._finished(self, start, failed)
 
 
 class _AsyncTimed(_Timed):
     __slots__ = ()
 
     async def __call__(self, request: Any) -> Any:
-        start = self._balancer._started(self._instance)
+        start = self._balancer._started(self)
         failed = True
         try:
             response = await self.__wrapped__(request)
             failed = False
             return response
         finally:
-            self._balancer._finished(self._instance, start, failed)
+            self._balancer._finished(self, start, failed)
 
 
 class PeakEWMA(Pool):
@@ -129,12 +132,14 @@ class PeakEWMA(Pool):
         """``instance``'s current latency estimate in seconds (for tests and diagnostics)."""
         now = self._clock()
         with self._lock:
-            return self._table.cost(instance, now)
+            index = self._table.index_of(instance)
+            return self._table.neutral() if index < 0 else self._table.cost(index, now)
 
     def in_flight(self, instance: str) -> int:
         """Requests this balancer has in flight on ``instance``."""
         with self._lock:
-            return self._table.in_flight(instance)
+            index = self._table.index_of(instance)
+            return 0 if index < 0 else self._table.in_flight(index)
 
     def endpoint(self) -> Endpoint:
         return self.pick().endpoint
@@ -145,47 +150,76 @@ class PeakEWMA(Pool):
         if not size:
             raise NoEndpointsError
         if size == 1:
-            return self._hand_out(keys, endpoints, 0)
+            with self._lock:
+                return self._hand_out(keys, endpoints, 0)
         now = self._clock()
-        score = self._table.score
         if exclude or self._records:
             ejection_now = time.monotonic() if self._records else 0.0
             with self._lock:
                 first = self._find(keys, size, exclude, ejection_now)
                 second = self._find(keys, size, exclude, ejection_now, avoid=first)
-                if (self._second_usable(keys, first, second, exclude, ejection_now)
-                        and score(keys[second], now) < score(keys[first], now)):
-                    first = second
-        else:
-            with self._lock:
-                first = self._rng.randrange(size)
-                second = self._rng.randrange(size - 1)
-                second += second >= first
-                if score(keys[second], now) < score(keys[first], now):
-                    first = second
-        return self._hand_out(keys, endpoints, first)
+                if self._second_usable(keys, first, second, exclude, ejection_now):
+                    first = self._cheaper(keys, first, second, now)
+                return self._hand_out(keys, endpoints, first)
+        with self._lock:
+            first = self._rng.randrange(size)
+            second = self._rng.randrange(size - 1)
+            second += second >= first
+            first = self._cheaper(keys, first, second, now)
+            return self._hand_out(keys, endpoints, first)
+
+    def _cheaper(self, keys: Sequence[str], first: int, second: int, now: float) -> int:
+        """The index of the cheaper of two (under the lock)."""
+        table = self._table
+        if table.instances is not keys:  # a list source, or a race with a set change
+            self._index_table(keys)
+            a, b = table.index_of(keys[first]), table.index_of(keys[second])
+            if a < 0 or b < 0:
+                return first
+            return second if table.score(b, now) < table.score(a, now) else first
+        return second if table.score(second, now) < table.score(first, now) else first
+
+    def _index_table(self, keys: Sequence[str]) -> None:
+        """For a source without snapshots: index the table by its list (O(n), as its
+        reading is).  Under the lock."""
+        if self._snapshot is None:
+            names = tuple(keys)
+            if names != self._table.instances:
+                self._table.retain(names, self._clock())
 
     def _next_index(self, size: int) -> int:
         return self._rng.randrange(size)
 
     def _on_change(self, instances: tuple[str, ...]) -> None:
-        self._table.retain(frozenset(instances), self._clock())  # under the pool's lock
+        self._table.retain(instances, self._clock())  # under the pool's lock
 
-    def _started(self, instance: str) -> float:
+    def _resolve(self, timed: _Timed) -> int:
+        """Where ``timed``'s instance is in the table now, or -1 (under the lock)."""
+        table = self._table
+        if table.instances is timed._set:
+            return timed._index
+        return table.index_of(timed._instance)
+
+    def _started(self, timed: _Timed) -> float:
         now = self._clock()
         with self._lock:
-            self._table.started(instance, now)
+            index = self._resolve(timed)
+            if index >= 0:
+                self._table.started(index)
         return now
 
-    def _finished(self, instance: str, start: float, failed: bool) -> None:
+    def _finished(self, timed: _Timed, start: float, failed: bool) -> None:
         now = self._clock()
         with self._lock:
-            self._table.finished(instance, now, now - start, failed)
+            index = self._resolve(timed)
+            if index >= 0:
+                self._table.finished(index, now, now - start, failed)
 
     def _tag(self, endpoint: Endpoint) -> object:
         return super()._tag(endpoint.__wrapped__ if isinstance(endpoint, _Timed) else endpoint)
 
     def _hand_out(self, keys: Sequence[str], endpoints: Sequence[Endpoint], index: int) -> Pick:
+        """The timing wrapper of ``endpoints[index]`` (under the lock)."""
         endpoint = endpoints[index]
         decides = _decides_kind(endpoint)
         kind = self._kinds.get(decides)
@@ -194,7 +228,11 @@ class PeakEWMA(Pool):
             if decides is not None:
                 self._kinds[decides] = kind
         instance = keys[index]
-        return Pick(instance, kind(endpoint, instance, self))
+        table = self._table
+        if table.instances is not keys:
+            self._index_table(keys)
+            index = table.index_of(instance)
+        return Pick(instance, kind(endpoint, instance, index, table.instances, self))
 
     def __repr__(self) -> str:
         return f"PeakEWMA({self._source!r})"

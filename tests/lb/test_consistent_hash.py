@@ -134,3 +134,49 @@ def test_bad_keys_and_settings() -> None:
 def test_empty_set_raises() -> None:
     with pytest.raises(lb.NoEndpointsError):
         lb.ConsistentHash(Static([]), by_key).pick_for({"user": 1})
+
+
+def test_list_source_keeps_its_ring_while_the_list_is_the_same() -> None:
+    source = Static([noop("a"), noop("b"), noop("c")])
+    balancer = lb.ConsistentHash(source, by_key)
+    balancer.pick_for({"user": 1})
+    ring = balancer._ring[1]
+    balancer.pick_for({"user": 2})
+    assert balancer._ring[1] is ring
+
+
+def test_many_threads_and_asyncio_agree() -> None:
+    import asyncio
+    import threading
+
+    with sd.Endpointer(sd.FixedInstancer(names(20)), noop) as endpointer:
+        balancer = lb.ConsistentHash(endpointer, by_key)
+        expected = owners(balancer, range(200))
+        seen: list[dict[int, str]] = []
+        lock = threading.Lock()
+
+        def worker() -> None:
+            mine = owners(balancer, range(200))
+            with lock:
+                seen.append(mine)
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        async def main() -> list[str]:
+            with sd.Endpointer(sd.FixedInstancer(names(20)), _async_name) as async_endpointer:
+                call = lb.retry_async(2, 5.0, lb.ConsistentHash(async_endpointer, by_key))
+                return list(await asyncio.gather(*(call({"user": k}) for k in range(200))))
+
+        answers = asyncio.run(main())
+    assert seen == [expected] * 8
+    assert answers == [expected[k] for k in range(200)]
+
+
+def _async_name(instance: str) -> Any:
+    async def endpoint(request: Any) -> str:
+        return instance
+    return endpoint

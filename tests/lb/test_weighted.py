@@ -6,6 +6,7 @@ import ast
 import inspect
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,33 @@ def test_empty_set_raises() -> None:
     with (sd.Endpointer(sd.FixedInstancer([]), noop) as endpointer,
           pytest.raises(lb.NoEndpointsError)):
         lb.Weighted(endpointer).endpoint()
+
+
+
+def test_asyncio_retry_over_weighted() -> None:
+    import asyncio
+
+    from sd.endpoint_set import EndpointSet
+    from sd.instance_info import InstanceInfo
+
+    def answer(name: str) -> Any:
+        async def endpoint(request: Any) -> str:
+            await asyncio.sleep(0)
+            return name
+        return endpoint
+
+    class Source:
+        current = EndpointSet(("a:1", "b:1"), (answer("a:1"), answer("b:1")),
+                              info={"a:1": InstanceInfo(weight=3)})
+
+        def snapshot(self) -> EndpointSet:
+            return self.current
+
+        def endpoints(self) -> list[Any]:
+            return list(self.current.endpoints)
+
+    async def main() -> Counter[str]:
+        call = lb.retry_async(2, 5.0, lb.Weighted(Source()))
+        return Counter(await asyncio.gather(*(call(n) for n in range(400))))
+
+    assert asyncio.run(main()) == {"a:1": 300, "b:1": 100}
