@@ -14,9 +14,11 @@ time constant ``decay`` seconds.  The decay is over wall time, not samples::
 Reading a cost decays it towards zero over the time since its last sample, so
 an instance that has been avoided for long looks cheaper again and gets probed.
 The *score* a balancer compares is ``max(cost, FLOOR) * (in_flight + 1)``: slow
-and busy instances both look expensive; with no latency known yet it is
-"least loaded".  A failed attempt never makes an instance look faster: its
-sample is at least the current cost.
+and busy instances both look expensive.  An instance whose latency is unknown
+(cost 0) and that has a request in flight scores ``PENALTY``: it gets no second
+request before its first answer tells how fast it is (Finagle does the same).
+A failed attempt never makes an instance look faster: its sample is at least
+the current cost.
 
 An instance first seen starts with a neutral cost — ``initial`` if configured,
 else the median of the costs known — never zero, which would flood a newcomer
@@ -32,11 +34,15 @@ import statistics
 from array import array
 from collections.abc import Sequence
 
-__all__ = ["FLOOR", "LatencyTable"]
+__all__ = ["FLOOR", "PENALTY", "LatencyTable"]
 
 #: The smallest cost a score uses (seconds), so that in-flight counts still rank
 #: instances whose latency is unknown or zero.
 FLOOR = 1e-6
+#: The score of an instance whose latency is unknown (cost 0) while it has requests
+#: in flight (Finagle's ``Penalty``): one slow answer must come back before it
+#: gets another request, else a newcomer or a cold start floods it.
+PENALTY = 1e6
 
 
 class LatencyTable:
@@ -112,11 +118,14 @@ class LatencyTable:
 
     def score(self, index: int, now: float) -> float:
         """What a pick compares: ``max(cost, FLOOR) * (in_flight + 1)``."""
-        elapsed = now - self._stamps[index]
         cost = self._costs[index]
+        in_flight = self._in_flight[index]
+        if cost == 0.0 and in_flight:
+            return PENALTY + in_flight
+        elapsed = now - self._stamps[index]
         if elapsed > 0:
             cost *= math.exp(-elapsed / self._decay)
-        return (cost if cost > FLOOR else FLOOR) * (self._in_flight[index] + 1)
+        return (cost if cost > FLOOR else FLOOR) * (in_flight + 1)
 
     def started(self, index: int) -> None:
         """A request to the instance at ``index`` started."""

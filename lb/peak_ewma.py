@@ -85,8 +85,12 @@ class PeakEWMA(Pool):
     calls without any configuration, and still spreads load because it compares
     two random instances, not all of them.
 
-    * ``decay`` (seconds, default 10, as Finagle): how fast the average forgets
-      a slow spell; an avoided instance's cost decays too, so it is probed again.
+    * ``decay`` (seconds, default 2): the time constant with which the average
+      forgives a slow spell; an avoided instance's cost decays too, so it is
+      probed again (a 20x slower one about every ``decay * ln(20)`` seconds).
+      Finagle uses 10 s; a Python client sees its own stalls (GIL, GC, a busy
+      host) as latency of whatever it had in flight, and with a 10 s memory one
+      stall weighs on every instance for many seconds, hiding the slow one.
     * ``initial`` (seconds, default ``None``): the cost an instance starts with;
       ``None`` is the median of the costs known (zero before any is known), so a
       newcomer is neither flooded nor starved.
@@ -107,7 +111,7 @@ class PeakEWMA(Pool):
         endpointer: EndpointSource,
         *,
         seed: int | None = None,
-        decay: float = 10.0,
+        decay: float = 2.0,
         initial: float | None = None,
         outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
         clock: Callable[[], float] = time.monotonic,

@@ -206,3 +206,16 @@ def test_an_excluded_instance_is_never_traded_for_a_worse_usable_one() -> None:
         picks = {balancer.pick({"10.0.0.1:80"}).instance for _ in range(50)}
     assert picks == {"10.0.0.2:80"}
 
+
+
+def test_unknown_latency_with_a_request_in_flight_is_penalised() -> None:
+    # Regression: at a cold start every cost is 0, and an instance that had not
+    # answered yet scored FLOOR * 2, so it took every comparison until its first
+    # (slow) answer came back.
+    table = LatencyTable(decay=10.0)
+    table.retain(("a", "b"), now=0.0)
+    table.started(0)
+    table.started(1)
+    table.finished(1, now=0.003, rtt=0.003)
+    table.started(1)
+    assert table.score(0, 0.003) > table.score(1, 0.003)
