@@ -82,6 +82,19 @@ def retry(
 ) -> HedgedEndpoint: ...
 
 
+@overload
+def retry(
+    max_attempts: int,
+    timeout: float,
+    balancer: Balancer,
+    *,
+    callback: Callback | None = None,
+    wait: TenacityWait | None = None,
+    budget: RetryBudget | None = None,
+    hedge: Hedge | None = None,
+) -> Endpoint: ...  # a HedgedEndpoint when hedge is given: isinstance() it to close()
+
+
 def retry(
     max_attempts: int,
     timeout: float,
