@@ -23,9 +23,14 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="run the whole stack on local instances while they die and arrive")
     demo.add_argument("--instances", type=int, default=3, help="instances to start (default 3)")
     demo.add_argument("--requests", type=int, default=2000, help="calls to make (default 2000)")
-    demo.add_argument("--balancer", choices=BALANCERS, default="round-robin")
+    demo.add_argument("--balancer", choices=BALANCERS, default=None,
+                      help="default round-robin (peak-ewma with --slow-instance)")
     demo.add_argument("--concurrency", type=int, default=4, help="calling threads (default 4)")
     demo.add_argument("--seed", type=int, default=None, help="seed for the random choices")
+    demo.add_argument(
+        "--slow-instance", action="store_true",
+        help="make one instance 20x slower with occasional stalls, and hedge calls "
+             "(balancer peak-ewma unless --balancer says otherwise)")
 
     chaos = commands.add_parser(
         "chaos", help="run a fault schedule against a real local cluster under load",
@@ -65,9 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "demo":
+            balancer = args.balancer or ("peak-ewma" if args.slow_instance else "round-robin")
             report = run_demo(instances=args.instances, requests=args.requests,
-                              balancer=args.balancer, concurrency=args.concurrency,
-                              seed=args.seed)
+                              balancer=balancer, concurrency=args.concurrency,
+                              seed=args.seed, slow_instance=args.slow_instance)
             format_report(report, sys.stdout)
             return 0 if report.failed == 0 else 1
         if args.command == "chaos":
