@@ -258,7 +258,8 @@ class ConsulInstancer(InstancerHandle):
         def start(broadcaster: Broadcaster) -> _HealthWatch:
             return _HealthWatch(client, service, self.tags, self.passing_only, wait, broadcaster)
 
-        broadcaster, watch, self._release_share = _WATCHES.acquire(key, start)
+        broadcaster, watch, self._release_share = _WATCHES.acquire(
+            key, start, kind="consul", service=service)  # kitsd.observe labels
         super().__init__(broadcaster, self._release_watch)
         if first_answer_timeout > 0:
             watch.wait_answered(first_answer_timeout)
@@ -335,7 +336,7 @@ class AsyncConsulInstancer(InstancerHandle):
         self._path = f"/v1/health/service/{urllib.parse.quote(service, safe='')}"
         self._http = httpx.AsyncClient(base_url=base_url, verify=verify, trust_env=False)
         self._answered = asyncio.Event()
-        broadcaster = Broadcaster()
+        broadcaster = Broadcaster(kind="consul", service=service)  # kitsd.observe labels
         self._steps = _Steps(service, self.tags, base_url, broadcaster, self._answered.set)
         super().__init__(broadcaster, self._cancel)
         self._task = loop.create_task(self._run(), name=f"kitsd-consul-watch-{service}")
