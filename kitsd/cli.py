@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from kitsd.demo import BALANCERS, format_report, run_demo
 from kitsd.watch import watch
@@ -26,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--balancer", choices=BALANCERS, default="round-robin")
     demo.add_argument("--concurrency", type=int, default=4, help="calling threads (default 4)")
     demo.add_argument("--seed", type=int, default=None, help="seed for the random choices")
+    demo.add_argument("--metrics", action="store_true",
+                      help="print the Prometheus metrics of the run at the end "
+                           "(needs the 'prometheus' extra)")
 
     watch_cmd = commands.add_parser("watch", help="print the live instance set of a URL")
     watch_cmd.add_argument(
@@ -35,6 +39,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _metrics() -> Any:
+    """A PrometheusObserver on a registry of its own, or ``None`` (said why) without
+    prometheus_client."""
+    try:
+        from prometheus_client import CollectorRegistry, disable_created_metrics
+
+        from kitsd.prometheus import PrometheusObserver
+    except ImportError:
+        print("kitsd: --metrics needs prometheus_client: pip install 'kitsd[prometheus]'",
+              file=sys.stderr)
+        return None
+    # This process only prints the metrics once: the *_created series are noise here.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    return PrometheusObserver(CollectorRegistry())
+
+
+def _print_metrics(metrics: Any) -> None:
+    from prometheus_client import generate_latest
+
+    sys.stdout.write("\n# Prometheus metrics of this run (what a scrape of /metrics shows)\n")
+    sys.stdout.write(generate_latest(metrics.registry).decode())
+    metrics.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -42,10 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "demo":
+            metrics = _metrics() if args.metrics else None
+            if args.metrics and metrics is None:
+                return 2
             report = run_demo(instances=args.instances, requests=args.requests,
                               balancer=args.balancer, concurrency=args.concurrency,
-                              seed=args.seed)
+                              seed=args.seed, observer=metrics)
             format_report(report, sys.stdout)
+            if metrics is not None:
+                _print_metrics(metrics)
             return 0 if report.failed == 0 else 1
         return watch(args.url, sys.stdout, count=args.count, duration=args.duration)
     except ValueError as error:

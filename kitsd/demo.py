@@ -15,6 +15,7 @@ import statistics
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -26,6 +27,7 @@ import lb
 import sd
 import sd.http
 from kitsd.demo_server import DemoInstance
+from sd import observe
 
 __all__ = ["DemoReport", "format_report", "run_demo"]
 
@@ -74,8 +76,11 @@ def run_demo(
     balancer: str = "round-robin",
     concurrency: int = 4,
     seed: int | None = None,
+    observer: Callable[[Any], object] | None = None,
 ) -> DemoReport:
-    """Run the demo and return its report; raises ``ValueError`` for bad options."""
+    """Run the demo and return its report; raises ``ValueError`` for bad options.
+    ``observer`` (e.g. a ``kitsd.prometheus.PrometheusObserver``) hears the run's
+    :mod:`sd.observe` observations; it is installed for the run only."""
     if instances < 2:
         raise ValueError("the demo needs at least 2 instances (one of them is killed)")
     if requests < 3:
@@ -85,6 +90,10 @@ def run_demo(
     if balancer not in BALANCERS:
         raise ValueError(f"balancer must be one of {', '.join(BALANCERS)}, got {balancer!r}")
 
+    if observer is not None:  # kitsd.observe: heard for this run only
+        with observe.observing(observer):
+            return run_demo(instances=instances, requests=requests, balancer=balancer,
+                            concurrency=concurrency, seed=seed)
     report = DemoReport(instances, requests, balancer, concurrency)
     lock = threading.Lock()
     listener = _OpenCounter(report, lock)
@@ -138,7 +147,7 @@ def run_demo(
         else:
             chosen = lb.LeastLoaded(endpointer, seed=seed)
         client = breaker.circuit_breaker(outer)(
-            lb.retry(3, 2.0, chosen, callback=on_failure)
+            lb.retry(3, 2.0, chosen, callback=on_failure, name=SERVICE)
         )
 
         def worker() -> None:
