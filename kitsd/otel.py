@@ -28,11 +28,11 @@ of its own either, which the instrumentation records.
 
 Metrics (instrument: kind, unit, attributes):
 
-* ``http.client.request.duration``: histogram, ``s``, per attempt:
-  ``server.address``, ``server.port``, ``error.type`` (on failure), ``kitsd.service``;
+* ``http.client.request.duration``: histogram, ``s``, per attempt (its count is the
+  attempts by instance and error type: no separate attempt counter, each record
+  costs the SDK microseconds): ``server.address``, ``server.port``, ``error.type``
+  (on failure), ``kitsd.service``;
 * ``kitsd.call.duration``: histogram, ``s``: ``kitsd.service``, ``kitsd.outcome``;
-* ``kitsd.attempts``: counter, ``{attempt}``: ``kitsd.service``, ``kitsd.instance``,
-  ``kitsd.outcome``;
 * ``kitsd.retries``, ``kitsd.budget.refusals``: counters: ``kitsd.service``;
 * ``kitsd.ejections``: counter: ``kitsd.service``, ``kitsd.instance``;
 * ``kitsd.discovery.errors``: counter: ``kitsd.registry.kind``, ``kitsd.service``;
@@ -44,7 +44,7 @@ Metrics (instrument: kind, unit, attributes):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Self
@@ -61,11 +61,14 @@ from sd.instance import split_instance
 from sd.observe import (
     AttemptFinished,
     AttemptStarted,
+    BreakerStateChanged,
     BudgetRefused,
     CallFinished,
     CallStarted,
     DiscoveryFailed,
+    DiscoveryUpdated,
     InstanceEjected,
+    InstanceRestored,
     Observation,
     RateLimited,
     error_type,
@@ -92,8 +95,10 @@ _SCOPE = "kitsd"
 # The spans this context opened and the context tokens to detach, innermost last.
 _frames: ContextVar[tuple[tuple[trace.Span, object], ...]] = ContextVar(
     "kitsd_otel_frames", default=())
-# The attempt running in this context, for request_hook: its resend count.
-_resend_count: ContextVar[int | None] = ContextVar("kitsd_otel_resend_count", default=None)
+# The attempt running in this context: its resend count (for request_hook), whether
+# kitsd records it (no httpx instrumentation) and whether it opened a span for it.
+_attempt: ContextVar[tuple[int, bool, bool] | None] = ContextVar(
+    "kitsd_otel_attempt", default=None)
 
 
 _instrumentor: Any = None  # HTTPXClientInstrumentor() once looked up; False: not installed
@@ -140,8 +145,6 @@ class OtelObserver:
         self.call_duration = meter.create_histogram(
             "kitsd.call.duration", unit="s",
             description="Duration of retried calls, all attempts included.")
-        self.attempts = meter.create_counter(
-            "kitsd.attempts", unit="{attempt}", description="Attempts that reached an instance.")
         self.retries = meter.create_counter(
             "kitsd.retries", unit="{retry}", description="Attempts after the first of a call.")
         self.budget_refusals = meter.create_counter(
@@ -161,42 +164,57 @@ class OtelObserver:
         meter.create_observable_gauge(
             "kitsd.breaker.state", [self._breakers], unit="1",
             description="Circuit breaker state: 1 for the current state, 0 for the others.")
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            AttemptStarted: self._attempt_started,
+            AttemptFinished: self._attempt_finished,
+            CallStarted: self._call_started,
+            CallFinished: self._call_finished,
+            InstanceEjected: self._ejected,
+            DiscoveryFailed: self._discovery_failed,
+            BudgetRefused: self._budget_refused,
+            RateLimited: self._rate_limited,
+            InstanceRestored: self.states.observe,
+            DiscoveryUpdated: self.states.observe,
+            BreakerStateChanged: self.states.observe,
+        }
 
     def __call__(self, observation: Observation) -> None:
         """Book one observation (unknown kinds are ignored)."""
-        if isinstance(observation, AttemptStarted):
-            self._attempt_started(observation)
-        elif isinstance(observation, AttemptFinished):
-            self._attempt_finished(observation)
-        elif isinstance(observation, CallStarted):
-            if self._spans:
-                self._open(self._tracer.start_span(
-                    observation.service, kind=SpanKind.INTERNAL,
-                    attributes={"kitsd.service": observation.service}))
-        elif isinstance(observation, CallFinished):
-            self._call_finished(observation)
-        elif isinstance(observation, InstanceEjected):
-            self.ejections.add(1, {"kitsd.service": observation.service,
-                                   "kitsd.instance": observation.instance})
-            self.states.observe(observation)
-        elif isinstance(observation, DiscoveryFailed):
-            self.discovery_errors.add(1, {"kitsd.registry.kind": observation.kind,
-                                          "kitsd.service": observation.service})
-            self.states.observe(observation)
-        elif isinstance(observation, BudgetRefused):
-            self.budget_refusals.add(1, {"kitsd.service": observation.service})
-        elif isinstance(observation, RateLimited):
-            self.rate_limited.add(1, {"kitsd.limiter": observation.limiter,
-                                      "kitsd.outcome": "rejected" if observation.rejected
-                                      else "waited"})
-        else:
-            self.states.observe(observation)
+        handler = self._handlers.get(type(observation))
+        if handler is not None:
+            handler(observation)
+
+    def _call_started(self, observation: CallStarted) -> None:
+        if self._spans:
+            self._open(self._tracer.start_span(
+                observation.service, kind=SpanKind.INTERNAL,
+                attributes={"kitsd.service": observation.service}))
+
+    def _ejected(self, observation: InstanceEjected) -> None:
+        self.ejections.add(1, {"kitsd.service": observation.service,
+                               "kitsd.instance": observation.instance})
+        self.states.observe(observation)
+
+    def _discovery_failed(self, observation: DiscoveryFailed) -> None:
+        self.discovery_errors.add(1, {"kitsd.registry.kind": observation.kind,
+                                      "kitsd.service": observation.service})
+        self.states.observe(observation)
+
+    def _budget_refused(self, observation: BudgetRefused) -> None:
+        self.budget_refusals.add(1, {"kitsd.service": observation.service})
+
+    def _rate_limited(self, observation: RateLimited) -> None:
+        self.rate_limited.add(1, {"kitsd.limiter": observation.limiter,
+                                  "kitsd.outcome": "rejected" if observation.rejected
+                                  else "waited"})
 
     # --- calls and attempts ----------------------------------------------------------
 
     def _attempt_started(self, observation: AttemptStarted) -> None:
-        _resend_count.set(observation.resend_count)
-        if not self._spans or not self._own_attempts():
+        own = self._own_attempts()  # decided once per attempt, kept for its end
+        opened = self._spans and own
+        _attempt.set((observation.resend_count, own, opened))
+        if not opened:
             return
         attributes: dict[str, Any] = {"kitsd.service": observation.service}
         attributes.update(_server(observation.instance))
@@ -206,19 +224,17 @@ class OtelObserver:
             f"{observation.service} attempt", kind=SpanKind.CLIENT, attributes=attributes))
 
     def _attempt_finished(self, observation: AttemptFinished) -> None:
-        _resend_count.set(None)
+        started = _attempt.get()
+        _attempt.set(None)
+        own, opened = (started[1], started[2]) if started else (False, False)
         error = observation.error
-        self.attempts.add(1, {"kitsd.service": observation.service,
-                              "kitsd.instance": observation.instance,
-                              "kitsd.outcome": observation.outcome})
-        own = self._own_attempts()
         if own:
             attributes: dict[str, Any] = {"kitsd.service": observation.service}
             attributes.update(_server(observation.instance))
             if error is not None:
                 attributes["error.type"] = error_type(error)
             self.request_duration.record(observation.duration, attributes)
-        if self._spans and own:
+        if opened:
             self._close(error)
 
     def _call_finished(self, observation: CallFinished) -> None:
@@ -337,6 +353,6 @@ def client_kwargs(
 def request_hook(span: trace.Span, request: object) -> None:
     """A ``request_hook`` for ``HTTPXClientInstrumentor().instrument(...)``: marks the
     instrumentation's span of a retry with ``http.request.resend_count``."""
-    count = _resend_count.get()
-    if count and span.is_recording():
-        span.set_attribute("http.request.resend_count", count)
+    attempt = _attempt.get()
+    if attempt and attempt[0] and span.is_recording():
+        span.set_attribute("http.request.resend_count", attempt[0])

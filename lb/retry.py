@@ -120,10 +120,12 @@ def retry(
                     report(chosen, None)
                     return response
         except BaseException as error:  # kitsd.observe
-            _finished(watch, error)
+            if watch is not None:
+                watch.finished(error)
             raise
         finally:
-            _finished(watch, None)  # kitsd.observe: a no-op after an error
+            if watch is not None:  # kitsd.observe: a no-op after an error
+                watch.finished(None)
             reset_deadline(deadline_token)
 
     return retrying
@@ -197,10 +199,12 @@ def retry_async(
             _finished(watch, cancelled)  # kitsd.observe
             raise
         except BaseException as error:  # kitsd.observe
-            _finished(watch, error)
+            if watch is not None:
+                watch.finished(error)
             raise
         finally:
-            _finished(watch, None)  # kitsd.observe: a no-op after an error
+            if watch is not None:  # kitsd.observe: a no-op after an error
+                watch.finished(None)
             attempt.finish(cancelled=False)  # a no-op if already finished
             reset_deadline(deadline_token)
 

@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 Retries, balancers, breakers and instancers report what happens to them as
-small frozen *observations* (:class:`CallFinished`, :class:`InstanceEjected`,
+small immutable *observations* (named tuples: three times cheaper to make than
+frozen dataclasses) (:class:`CallFinished`, :class:`InstanceEjected`,
 :class:`DiscoveryFailed` …).  An *observer* is any callable taking one
 observation; adapters (``kitsd.prometheus``, ``kitsd.otel``,
 ``kitsd.log_middleware``) are observers.  Observers are registered process-wide
@@ -53,7 +54,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "CANCELLED",
@@ -157,15 +158,13 @@ def error_type(error: BaseException | None) -> str:
 # --- observations ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CallStarted:
+class CallStarted(NamedTuple):
     """A retried call began (``service``: the stack's ``name=``)."""
 
     service: str
 
 
-@dataclass(frozen=True, slots=True)
-class CallFinished:
+class CallFinished(NamedTuple):
     """A retried call ended.  ``attempts`` counts every attempt (balancer errors
     too); ``instance`` is the last one tried (``""`` if none was picked);
     ``duration`` is in seconds; ``error`` is what the caller got (``None``: success)."""
@@ -178,8 +177,7 @@ class CallFinished:
     error: BaseException | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptStarted:
+class AttemptStarted(NamedTuple):
     """An attempt on ``instance`` began; ``resend_count`` is 0 for the first attempt
     of the call, n for its n-th retry (OpenTelemetry's ``http.request.resend_count``)."""
 
@@ -188,8 +186,7 @@ class AttemptStarted:
     resend_count: int
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptFinished:
+class AttemptFinished(NamedTuple):
     """An attempt on ``instance`` ended after ``duration`` seconds."""
 
     service: str
@@ -200,8 +197,7 @@ class AttemptFinished:
     error: BaseException | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceEjected:
+class InstanceEjected(NamedTuple):
     """A balancer took ``instance`` out of rotation for ``duration`` seconds, from
     ``at`` (``time.monotonic()``); ``service`` is the calling stack's name."""
 
@@ -211,16 +207,14 @@ class InstanceEjected:
     at: float
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceRestored:
+class InstanceRestored(NamedTuple):
     """An instance that had been ejected answered again."""
 
     service: str
     instance: str
 
 
-@dataclass(frozen=True, slots=True)
-class BreakerStateChanged:
+class BreakerStateChanged(NamedTuple):
     """A circuit breaker went from ``old`` to ``new`` (pybreaker's state names;
     ``old`` is ``None`` when kitsd first sees the breaker).  ``breaker`` is the
     breaker itself: hold it weakly, if at all."""
@@ -231,8 +225,7 @@ class BreakerStateChanged:
     breaker: object = None
 
 
-@dataclass(frozen=True, slots=True)
-class DiscoveryUpdated:
+class DiscoveryUpdated(NamedTuple):
     """A registry watch published a new state: ``instances`` is how many instances
     it holds now; ``kind`` names the registry (``memory``, ``consul``, ``etcd`` …)."""
 
@@ -241,8 +234,7 @@ class DiscoveryUpdated:
     instances: int
 
 
-@dataclass(frozen=True, slots=True)
-class DiscoveryFailed:
+class DiscoveryFailed(NamedTuple):
     """A registry watch failed (every failure, not only the first); the last
     ``instances`` stay in use."""
 
@@ -252,15 +244,13 @@ class DiscoveryFailed:
     error: BaseException
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetRefused:
+class BudgetRefused(NamedTuple):
     """A retry budget refused a retry (or a hedge) of a call of ``service``."""
 
     service: str
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimited:
+class RateLimited(NamedTuple):
     """A rate limiter named ``limiter`` rejected a call (``waited`` 0) or made it wait
     ``waited`` seconds for a token; ``rejected`` says which."""
 
