@@ -58,6 +58,7 @@ from typing import NamedTuple
 
 __all__ = [
     "CANCELLED",
+    "DEFAULT_SERVICE",
     "ERROR",
     "HUB",
     "NO_ENDPOINTS",
@@ -82,6 +83,7 @@ __all__ = [
     "add_observer",
     "current_service",
     "emit",
+    "error_type",
     "observing",
     "outcome_of",
     "remove_observer",
