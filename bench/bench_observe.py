@@ -10,7 +10,8 @@
    ``lb.retry``) with metrics off, Prometheus on, and OpenTelemetry (SDK, metrics
    and spans, no exporter) on: the overhead as a share of the call.
 
-Rows run in short turns, interleaved, so background load hits every row alike;
+Rows run in short turns, interleaved in a rotating order, so background load and
+position effects hit every row alike;
 each figure is the median of the turns.  The machines here are small and noisy:
 read the ratios, not the absolute nanoseconds.
 """
@@ -18,6 +19,7 @@ read the ratios, not the absolute nanoseconds.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import statistics
 import subprocess
@@ -57,8 +59,9 @@ def interleaved(rows: list[tuple[str, Callable[[], Any]]], turns: int, number: i
     """Median seconds per call of each row over ``turns`` short runs taken in turn.
     ``setup[name]()`` runs before the row's turn and returns its teardown."""
     runs: dict[str, list[float]] = {name: [] for name, _ in rows}
-    for _ in range(turns):
-        for name, call in rows:
+    for turn in range(turns):
+        shift = turn % len(rows)  # rotate the order: no row always follows the same one
+        for name, call in rows[shift:] + rows[:shift]:
             teardown = setup[name]() if setup and name in setup else None
             try:
                 start = time.perf_counter()
@@ -127,6 +130,41 @@ def happy_path(rev: str) -> None:
     prometheus.close()
 
 
+async def async_happy_path(rev: str) -> None:
+    """``lb.retry_async`` before and after, nothing listening; each endpoint suspends
+    once, as a real request does."""
+
+    async def numbered(request: Any) -> Any:
+        await asyncio.sleep(0)
+        return request
+
+    endpoints = {f"127.0.0.1:{8000 + i}": numbered for i in range(3)}
+    endpointer = sd.Endpointer(sd.FixedInstancer(endpoints), endpoints.__getitem__)
+    balancer = lb.RoundRobin(endpointer)
+    rows = [
+        (f"lb.retry_async at {rev[:10]}", base_retry(rev).retry_async(3, 1.0, balancer)),
+        (f"lb.retry_async at {rev[:10]}, again (noise)",
+         base_retry(rev).retry_async(3, 1.0, balancer)),
+        ("lb.retry_async now, nothing listening",
+         lb.retry_async(3, 1.0, balancer, name="bench")),
+    ]
+    runs: dict[str, list[float]] = {name: [] for name, _ in rows}
+    turns, number = 61, 1000
+    for turn in range(turns):
+        shift = turn % len(rows)
+        for name, call in rows[shift:] + rows[:shift]:
+            start = time.perf_counter()
+            for _ in range(number):
+                await call(1)
+            runs[name].append((time.perf_counter() - start) / number)
+    result = {name: statistics.median(values) for name, values in runs.items()}
+    base = result[rows[0][0]]
+    print(f"\nasyncio happy path: {turns} interleaved turns of {number} calls; median per call")
+    for name, _ in rows:
+        print(f"  {name:<42} {result[name] * 1e9:8.0f} ns   x{result[name] / base:5.2f}")
+    await endpointer.aclose()
+
+
 def loopback(rev: str) -> None:
     server = DemoInstance()
     factory: Any = sd.http.factory("GET", "/", encode=lambda request: {},
@@ -168,6 +206,7 @@ def main() -> None:
         ["git", "merge-base", "HEAD", "main"], cwd=ROOT, check=True, capture_output=True,  # noqa: S607
         text=True).stdout.strip()
     happy_path(rev)
+    asyncio.run(async_happy_path(rev))
     loopback(rev)
     assert observe.HUB.observers == ()
 
