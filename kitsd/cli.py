@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from kitsd.demo import BALANCERS, format_report, run_demo
 from kitsd.watch import watch
@@ -31,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         "--slow-instance", action="store_true",
         help="make one instance 20x slower with occasional stalls, and hedge calls "
              "(balancer peak-ewma unless --balancer says otherwise)")
+    demo.add_argument("--metrics", action="store_true",
+                      help="print the Prometheus metrics of the run at the end "
+                           "(needs the 'prometheus' extra)")
 
     chaos = commands.add_parser(
         "chaos", help="run a fault schedule against a real local cluster under load",
@@ -57,10 +61,35 @@ def _parser() -> argparse.ArgumentParser:
 
     watch_cmd = commands.add_parser("watch", help="print the live instance set of a URL")
     watch_cmd.add_argument(
-        "url", help="static://h:p,h:p | etcd://host:port/prefix/ | consul://host:port/service")
+        "url", help="static://h:p,h:p | etcd[s]://host:port/prefix/ | "
+                    "consul[s]://host:port/service | dnssrv://NAME?server=h:p | zk://host:port/path")
     watch_cmd.add_argument("--count", type=int, default=None, help="exit after N updates")
     watch_cmd.add_argument("--duration", type=float, default=None, help="exit after N seconds")
     return parser
+
+
+def _metrics() -> Any:
+    """A PrometheusObserver on a registry of its own, or ``None`` (said why) without
+    prometheus_client."""
+    try:
+        from prometheus_client import CollectorRegistry, disable_created_metrics
+
+        from kitsd.prometheus import PrometheusObserver
+    except ImportError:
+        print("kitsd: --metrics needs prometheus_client: pip install 'kitsd[prometheus]'",
+              file=sys.stderr)
+        return None
+    # This process only prints the metrics once: the *_created series are noise here.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    return PrometheusObserver(CollectorRegistry())
+
+
+def _print_metrics(metrics: Any) -> None:
+    from prometheus_client import generate_latest
+
+    sys.stdout.write("\n# Prometheus metrics of this run (what a scrape of /metrics shows)\n")
+    sys.stdout.write(generate_latest(metrics.registry).decode())
+    metrics.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,10 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             balancer = args.balancer or ("peak-ewma" if args.slow_instance else "round-robin")
+            metrics = _metrics() if args.metrics else None
+            if args.metrics and metrics is None:
+                return 2
             report = run_demo(instances=args.instances, requests=args.requests,
                               balancer=balancer, concurrency=args.concurrency,
-                              seed=args.seed, slow_instance=args.slow_instance)
+                              seed=args.seed, slow_instance=args.slow_instance,
+                              observer=metrics)
             format_report(report, sys.stdout)
+            if metrics is not None:
+                _print_metrics(metrics)
             return 0 if report.failed == 0 else 1
         if args.command == "chaos":
             from kitsd.chaos import main_chaos  # starts nothing until asked

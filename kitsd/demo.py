@@ -15,6 +15,7 @@ import statistics
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -26,6 +27,7 @@ import lb
 import sd
 import sd.http
 from kitsd.demo_server import DemoInstance
+from sd import observe
 
 __all__ = ["DemoReport", "format_report", "run_demo"]
 
@@ -83,12 +85,15 @@ def run_demo(
     concurrency: int = 4,
     seed: int | None = None,
     slow_instance: bool = False,
+    observer: Callable[[Any], object] | None = None,
 ) -> DemoReport:
     """Run the demo and return its report; raises ``ValueError`` for bad options.
 
     ``slow_instance``: the first instance answers 20x slower and stalls on 1 in 20
     answers, and calls are hedged (``lb.Hedge(percentile=95)``) — run it with
     ``balancer="peak-ewma"`` to see the slow instance avoided and the stalls hidden.
+    ``observer`` (e.g. a ``kitsd.prometheus.PrometheusObserver``) hears the run's
+    :mod:`sd.observe` observations; it is installed for the run only.
     """
     if instances < 2:
         raise ValueError("the demo needs at least 2 instances (one of them is killed)")
@@ -99,6 +104,10 @@ def run_demo(
     if balancer not in BALANCERS:
         raise ValueError(f"balancer must be one of {', '.join(BALANCERS)}, got {balancer!r}")
 
+    if observer is not None:  # kitsd.observe: heard for this run only
+        with observe.observing(observer):
+            return run_demo(instances=instances, requests=requests, balancer=balancer,
+                            concurrency=concurrency, seed=seed)
     report = DemoReport(instances, requests, balancer, concurrency)
     lock = threading.Lock()
     listener = _OpenCounter(report, lock)
@@ -164,10 +173,10 @@ def run_demo(
         chosen = _balancer(balancer, endpointer, seed)
         retried: Any
         if slow_instance:
-            retried = lb.retry(3, 2.0, chosen, callback=on_failure,
+            retried = lb.retry(3, 2.0, chosen, callback=on_failure, name=SERVICE,
                                hedge=lb.Hedge(percentile=95, samples=100))
         else:
-            retried = lb.retry(3, 2.0, chosen, callback=on_failure)
+            retried = lb.retry(3, 2.0, chosen, callback=on_failure, name=SERVICE)
         client = breaker.circuit_breaker(outer)(retried)
 
         def worker() -> None:

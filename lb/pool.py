@@ -44,6 +44,7 @@ from lb.errors import NoEndpointsError
 from lb.outlier_detection import OutlierDetection
 from sd.endpoint import Endpoint
 from sd.instance_info import NO_INFO, InstanceInfo
+from sd.observe import HUB, InstanceEjected, InstanceRestored, current_service, emit
 
 __all__ = ["DEFAULT_OUTLIER_DETECTION", "PROBES", "Pool", "identity_key"]
 
@@ -197,8 +198,12 @@ class Pool:
         if error is None:
             if self._records:  # unlocked peek: nothing to forget is the common case
                 with self._lock:
+                    record = ejections.records.get(pick.instance)  # kitsd.observe
+                    restored = record is not None and record.ejections > 0
                     if ejections.succeeded(pick.instance):
                         self._mark(pick.instance, 0.0)
+                if restored and HUB.observers:  # kitsd.observe
+                    emit(InstanceRestored(current_service(), pick.instance))
             return
         if not ejections.policy.counts(error):
             return
@@ -213,6 +218,8 @@ class Pool:
         if duration is not None:
             logger.debug("ejected %s for %gs after %s", pick.instance, duration,
                          type(error).__name__)
+            if HUB.observers:  # kitsd.observe
+                emit(InstanceEjected(current_service(), pick.instance, duration, now))
 
     # --- for subclasses ------------------------------------------------------------
 

@@ -44,6 +44,8 @@ from lb.retry_policy import Callback, GiveUp, RetryCall, WaitFunction, validate
 from lb.timer import DeadlineTimer
 from sd.deadline import reset_deadline, set_deadline
 from sd.endpoint import AsyncEndpoint, Endpoint
+from sd.errors import MisuseError
+from sd.observe import DEFAULT_SERVICE, HUB, CallWatch, watch_call
 
 __all__ = ["retry", "retry_async"]
 
@@ -66,6 +68,7 @@ def retry(
     wait: TenacityWait | None = None,
     budget: RetryBudget | None = None,
     hedge: None = None,
+    name: str = DEFAULT_SERVICE,
 ) -> Endpoint: ...
 
 
@@ -79,6 +82,7 @@ def retry(
     wait: TenacityWait | None = None,
     budget: RetryBudget | None = None,
     hedge: Hedge,
+    name: str = DEFAULT_SERVICE,
 ) -> HedgedEndpoint: ...
 
 
@@ -92,6 +96,7 @@ def retry(
     wait: TenacityWait | None = None,
     budget: RetryBudget | None = None,
     hedge: Hedge | None = None,
+    name: str = DEFAULT_SERVICE,
 ) -> Endpoint: ...  # a HedgedEndpoint when hedge is given: isinstance() it to close()
 
 
@@ -104,6 +109,7 @@ def retry(
     wait: TenacityWait | None = None,
     budget: RetryBudget | None = None,
     hedge: Hedge | None = None,
+    name: str = DEFAULT_SERVICE,
 ) -> Endpoint | HedgedEndpoint:
     """An endpoint that calls ``balancer.endpoint()``'s endpoint, retrying failures.
 
@@ -121,6 +127,8 @@ def retry(
     instances by its :class:`lb.OutlierDetection`.  ``wait`` is a tenacity wait
     strategy (e.g. ``tenacity.wait_random_exponential(multiplier=0.01, max=1)``)
     slept between attempts, never past the deadline.  Safe to call from many threads.
+    ``name`` labels this stack's calls for observers (:mod:`sd.observe`): give the
+    service's name, never a request-derived value.
 
     ``budget`` (an :class:`lb.RetryBudget`, shareable) bounds retries across calls:
     each call deposits, each retry withdraws, and a refused retry ends the call
@@ -142,18 +150,21 @@ def retry(
     ``max_attempts < 1`` or a timeout that is not a finite number > 0.
     """
     validate(max_attempts, timeout)
+    _check_name(name)  # kitsd.observe
     pick, report = _steering(balancer)
     pick_for = _keyed(balancer)
     make_call = _call_factory(max_attempts, timeout, callback, wait, report, budget)
     deposit = None if budget is None else budget.deposit
-    if hedge is not None:
+    if hedge is not None:  # hedged calls are not reported to sd.observe yet
         return hedged_sync(hedge, timeout, pick, pick_for, report, make_call, budget)
+    hub = HUB  # kitsd.observe
 
     def retrying(request: Any) -> Any:
         if deposit is not None:
             deposit()
         start = time.monotonic()
         deadline_token = set_deadline(start + timeout)
+        watch = watch_call(name, start) if hub.observers else None  # kitsd.observe
         try:
             call: _Call | None = None
             exclude: Collection[str] = ()
@@ -161,17 +172,29 @@ def retry(
                 chosen: Pick | None = None
                 try:
                     chosen = pick(exclude) if pick_for is None else pick_for(request, exclude)
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt(chosen.instance)
                     response = chosen.endpoint(request)
                 except Exception as error:  # noqa: BLE001 - every failure counts, as go-kit
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt_ended(error)
                     call = call or make_call(start)
                     delay = call.failed(chosen, error)
                     exclude = call.exclude
                     if delay:
                         time.sleep(delay)
                 else:
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt_ended(None)
                     report(chosen, None)
                     return response
+        except BaseException as error:  # kitsd.observe
+            if watch is not None:
+                watch.finished(error)
+            raise
         finally:
+            if watch is not None:  # kitsd.observe: a no-op after an error
+                watch.finished(None)
             reset_deadline(deadline_token)
 
     return retrying
@@ -186,6 +209,7 @@ def retry_async(
     wait: TenacityWait | None = None,
     budget: RetryBudget | None = None,
     hedge: Hedge | None = None,
+    name: str = DEFAULT_SERVICE,
 ) -> AsyncEndpoint:
     """The asyncio twin of :func:`retry`: the balancer hands out async endpoints.
 
@@ -195,12 +219,14 @@ def retry_async(
     losing attempt is cancelled.
     """
     validate(max_attempts, timeout)
+    _check_name(name)  # kitsd.observe
     pick, report = _steering(balancer)
     pick_for = _keyed(balancer)
     make_call = _call_factory(max_attempts, timeout, callback, wait, report, budget)
     deposit = None if budget is None else budget.deposit
-    if hedge is not None:
+    if hedge is not None:  # hedged calls are not reported to sd.observe yet
         return hedged_async(hedge, timeout, pick, pick_for, report, make_call, budget)
+    hub = HUB  # kitsd.observe
     timers: list[DeadlineTimer] = []  # the last loop's timer; one slot, swapped whole
 
     async def retrying(request: Any) -> Any:
@@ -218,33 +244,63 @@ def retry_async(
         deadline_token = set_deadline(start + timeout)
         attempt = timer.start(task)
         call: _Call | None = None
+        watch = watch_call(name, start) if hub.observers else None  # kitsd.observe
         try:
             exclude: Collection[str] = ()
             while True:
                 chosen: Pick | None = None
                 try:
                     chosen = pick(exclude) if pick_for is None else pick_for(request, exclude)
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt(chosen.instance)
                     response = await cast(Callable[[Any], Awaitable[Any]], chosen.endpoint)(
                         request
                     )
                 except Exception as error:  # noqa: BLE001 - every failure counts, as go-kit
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt_ended(error)
                     call = call or make_call(start)
                     delay = call.failed(chosen, error)
                     exclude = call.exclude
                     if delay:
                         await asyncio.sleep(delay)
                 else:
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt_ended(None)
                     report(chosen, None)
                     return response
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
             if attempt.finish(cancelled=True):  # the deadline's cancel, not someone else's
-                raise RetryTimeout(timeout, call.policy.errors if call else []) from None
+                timed_out = RetryTimeout(timeout, call.policy.errors if call else [])
+                _finished(watch, timed_out)  # kitsd.observe
+                raise timed_out from None
+            _finished(watch, cancelled)  # kitsd.observe
+            raise
+        except BaseException as error:  # kitsd.observe
+            if watch is not None:
+                watch.finished(error)
             raise
         finally:
+            if watch is not None:  # kitsd.observe: a no-op after an error
+                watch.finished(None)
             attempt.finish(cancelled=False)  # a no-op if already finished
             reset_deadline(deadline_token)
 
     return retrying
+
+
+def _finished(watch: CallWatch | None, error: BaseException | None) -> None:
+    """kitsd.observe: report the end of an observed call (idempotent)."""
+    if watch is not None:
+        watch.finished(error)
+
+
+def _check_name(name: object) -> None:
+    """kitsd.observe: the stack's label must be a non-empty string."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str (the service's name), got {name!r}")
+    if not name:
+        raise MisuseError("name must not be empty")
 
 
 class _Call:

@@ -28,6 +28,7 @@ from typing import Protocol, Self, TypeVar, cast, runtime_checkable
 
 from sd.event import Delta, Event, diff, same_error, splice
 from sd.instance import normalize_instance
+from sd.observe import HUB, DiscoveryFailed, DiscoveryUpdated, emit
 
 __all__ = [
     "Broadcaster",
@@ -95,7 +96,12 @@ class Broadcaster:
     and skips the comparison too (see :meth:`publish`).
     """
 
-    def __init__(self, initial: Event | None = None) -> None:
+    def __init__(
+        self, initial: Event | None = None, *, kind: str = "custom", service: str = ""
+    ) -> None:
+        #: kitsd.observe: the registry kind and service named in discovery observations.
+        self.kind = kind
+        self.service = service
         self._lock = threading.RLock()
         start = initial if initial is not None else Event()
         self._members: set[str] = set(start.instances)
@@ -127,6 +133,8 @@ class Broadcaster:
             if next_event is None:
                 return False
             self._state = next_event
+            if HUB.observers:  # kitsd.observe
+                self._observe(next_event)
             self._queue.append(next_event)
             if self._delivering:  # published from inside a callback: the loop below sends it
                 return True
@@ -197,7 +205,17 @@ class Broadcaster:
     def publish_error(self, error: BaseException) -> bool:
         """Publish ``error`` while keeping the last known instances."""
         with self._lock:
-            return self.publish(Event(self._state.instances, error))
+            published = self.publish(Event(self._state.instances, error))
+            if not published and HUB.observers:  # kitsd.observe: count every failure
+                self._observe(Event(self._state.instances, error))
+            return published
+
+    def _observe(self, event: Event) -> None:
+        """kitsd.observe: report a published state (caller holds the lock)."""
+        if event.error is None:
+            emit(DiscoveryUpdated(self.kind, self.service, len(event.instances)))
+        else:
+            emit(DiscoveryFailed(self.kind, self.service, len(event.instances), event.error))
 
     def subscribe(self, callback: Callback) -> None:
         """Add ``callback`` and deliver the current snapshot to it at once."""
@@ -301,7 +319,7 @@ class FixedInstancer(InstancerHandle):
         if isinstance(instances, str):
             raise TypeError("FixedInstancer takes an iterable of instances, not one string")
         normalized = tuple(normalize_instance(value) for value in instances)
-        super().__init__(Broadcaster(Event(normalized)))
+        super().__init__(Broadcaster(Event(normalized), kind="static"))
 
     def __repr__(self) -> str:
         return f"FixedInstancer({list(self.state.instances)!r})"
@@ -320,17 +338,19 @@ class SharedWatches:
         self._entries: dict[Hashable, tuple[Broadcaster, Stoppable, list[int]]] = {}
 
     def acquire(
-        self, key: Hashable, start: Callable[[Broadcaster], W]
+        self, key: Hashable, start: Callable[[Broadcaster], W], *, kind: str = "custom",
+        service: str = "",
     ) -> tuple[Broadcaster, W, Callable[[], None]]:
         """Take a share of the watch for ``key``, starting it with ``start(broadcaster)``
         if none runs; returns the shared broadcaster, the watch, and an idempotent
         ``release`` that gives the share back (the last release stops the watch).
         Driver instancers pass the broadcaster and ``release`` to
-        :class:`InstancerHandle`."""
+        :class:`InstancerHandle`.  ``kind`` and ``service`` label the broadcaster's
+        observations (:mod:`sd.observe`)."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                broadcaster = Broadcaster()
+                broadcaster = Broadcaster(kind=kind, service=service)
                 entry = (broadcaster, start(broadcaster), [0])
                 self._entries[key] = entry
             entry[2][0] += 1
