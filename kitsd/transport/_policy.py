@@ -56,7 +56,8 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 # A host name as registries spell services: labels of letters, digits, '-' and '_'.
-_SERVICE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_SERVICE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from :mod:`kitsd.transport._policy` through :class:`Forwarder`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -223,7 +224,10 @@ class Stack:
     ) -> None:
         self.name = name
         self._instancer = instancer
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
         self.answered = threading.Event()
+        self._events = 0
         if settled:
             self.answered.set()
         try:
@@ -241,18 +245,22 @@ class Stack:
         self._retry_options = retry_options
         self._max_attempts = max_attempts
         self._retries: dict[float, Any] = {}
-        self._lock = threading.Lock()
 
         def callback(attempt: int, error: BaseException) -> tuple[bool, BaseException | None]:
             return _policy.keep_trying(attempt, error, max_attempts), None
 
         self._callback = callback
-        self._events = 0
 
     def _on_event(self, event: Any) -> None:
         self._events += 1
         if event.instances or event.error is not None or self._events > 1:
             self.answered.set()
+            with self._lock:
+                waiters = list(self._waiters)
+            for loop, wake in waiters:
+                # a loop that has closed has no waiter left to wake
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(wake)
 
     def retrying(self, timeout: float) -> Any:
         """The retrying endpoint for calls bounded by ``timeout`` seconds."""
@@ -274,9 +282,23 @@ class Stack:
 
     async def wait_answer_async(self, limit: float) -> None:
         """The asyncio twin of :meth:`wait_answer` (polls: only a cold watch waits)."""
-        end = time.monotonic() + min(limit, FIRST_ANSWER_WAIT)
-        while not self.answered.is_set() and time.monotonic() < end:
-            await asyncio.sleep(0.005)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        with self._lock:
+            self._waiters.append((loop, wake))
+        try:
+            if not self.answered.is_set():
+                await asyncio.wait_for(future, min(limit, FIRST_ANSWER_WAIT))
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                self._waiters.remove((loop, wake))
         self.answered.set()
 
     def _retired(self) -> list[Any]:

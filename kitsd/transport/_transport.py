@@ -104,7 +104,8 @@ class _Core(Generic[StackT]):
                 return make(endpointer, outlier_detection=outlier_detection)
             self._make_balancer = make_balancer
         if breakers is not None and not callable(breakers):
-            raise TypeError(f"breakers must be callable(instance) -> CircuitBreaker, got {breakers!r}")
+            raise TypeError(
+                f"breakers must be callable(instance) -> CircuitBreaker, got {breakers!r}")
         self._breakers = breakers
         # Forwarded to lb.retry only when set, so today's lb keeps working.
         self._retry_options = {name: value for name, value in

@@ -1,0 +1,311 @@
+"""kitsd.Transport / AsyncTransport against local instances (both drivers)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+import kitsd
+import lb
+import sd
+from sd.errors import MisuseError
+from tests.transport.conftest import Driver, register
+from tests.transport.servers import Instance
+
+Make = Callable[..., Driver]
+Instances = Callable[[int], list[Instance]]
+
+
+def test_routes_to_instances_keeping_path_query_body_and_host(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    found = instances(2)
+    register(registry, *found)
+    client = driver(registry)
+    seen = set()
+    for _ in range(20):
+        response = client.request("POST", "/a/b?x=1", content=b"hello")
+        assert response.status_code == 200
+        port, method, path, host, body = response.text.split(" ")
+        assert (method, path, host, body) == ("POST", "/a/b?x=1", "host=users", "body=hello")
+        assert str(response.request.url) == "http://users/a/b?x=1"
+        seen.add(int(port))
+    assert seen == {found[0].port, found[1].port}
+
+
+def test_host_header_configurable(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    (one,) = instances(1)
+    register(registry, one)
+    client = driver(registry, host_header=lambda service, instance: f"{service}.internal")
+    assert "host=users.internal" in client.request("GET", "/").text
+
+
+def test_idempotent_request_retried_on_503_and_connection_refused(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    bad, dead, good = instances(3)
+    bad.mode = "status"
+    dead.kill()
+    register(registry, bad, dead, good)
+    client = driver(registry, max_attempts=3)
+    for _ in range(30):
+        assert client.request("GET", "/").status_code == 200
+    assert good.total() == 30
+    assert bad.total() >= 1  # it was tried, and its 503 retried
+
+
+def test_non_idempotent_never_sent_twice(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    bad, dropping, good = instances(3)
+    bad.mode = "status"
+    dropping.mode = "drop"
+    register(registry, bad, dropping, good)
+    client = driver(registry, max_attempts=3)
+    outcomes = []
+    for i in range(30):
+        try:
+            outcomes.append(client.request("POST", "/", content=f"{i}".encode()).status_code)
+        except httpx.RemoteProtocolError:
+            outcomes.append(-1)
+    bodies = bad.bodies + dropping.bodies + good.bodies
+    assert len(bodies) == len(set(bodies)) == 30  # every POST sent exactly once
+    assert outcomes.count(503) == bad.total()  # the 503 returned, not retried
+    assert outcomes.count(-1) == dropping.total()
+
+
+def test_non_idempotent_retried_when_never_sent(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    dead, good = instances(2)
+    dead.kill()
+    register(registry, dead, good)
+    client = driver(registry, max_attempts=3)
+    for i in range(10):
+        assert client.request("POST", "/", content=f"{i}".encode()).status_code == 200
+    assert good.total() == 10
+
+
+def test_stream_body_not_replayed(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    (bad,) = instances(1)
+    bad.mode = "status"
+    register(registry, bad)
+    client = driver(registry, max_attempts=3)
+    if isinstance(client.transport, kitsd.AsyncTransport):
+        async def body() -> Any:
+            yield b"streamed"
+    else:
+        def body() -> Iterator[bytes]:  # type: ignore[misc]
+            yield b"streamed"
+    response = client.request("PUT", "/", content=body())
+    assert response.status_code == 503
+    assert bad.total() == 1
+
+
+def test_final_5xx_response_returned_and_readable(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    found = instances(2)
+    for each in found:
+        each.mode = "status"
+    register(registry, *found)
+    client = driver(registry, max_attempts=2)
+    response = client.request("GET", "/x")
+    assert response.status_code == 503
+    assert "GET /x" in response.text
+    assert sum(each.total() for each in found) == 2
+
+
+def test_retry_after_honoured(driver: Make, instances: Instances,
+                              registry: sd.MemoryRegistry) -> None:
+    (one,) = instances(1)
+    one.mode = "status"
+    one.headers = {"Retry-After": "1"}
+    register(registry, one)
+    client = driver(registry, max_attempts=2)
+    start = time.monotonic()
+    response = client.request("GET", "/", timeout=5)
+    assert time.monotonic() - start >= 1.0
+    assert response.status_code == 503
+    assert one.total() == 2
+
+
+def test_retry_after_past_the_deadline_returns_at_once(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    (one,) = instances(1)
+    one.mode = "status"
+    one.headers = {"Retry-After": "30"}
+    register(registry, one)
+    client = driver(registry, max_attempts=3)
+    start = time.monotonic()
+    response = client.request("GET", "/", timeout=2)
+    assert time.monotonic() - start < 1.5
+    assert response.status_code == 503
+    assert one.total() == 1
+
+
+def test_request_timeout_bounds_all_attempts(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    found = instances(3)
+    for each in found:
+        each.mode = "hang"
+    register(registry, *found)
+    client = driver(registry, max_attempts=3)
+    start = time.monotonic()
+    with pytest.raises(httpx.TimeoutException):
+        client.request("GET", "/", timeout=0.6)
+    assert time.monotonic() - start < 1.5
+
+
+def test_hung_instance_leaves_time_for_another(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    hung, good = instances(2)
+    hung.mode = "hang"
+    register(registry, hung, good)
+    client = driver(registry, balancer=lb.RoundRobin, outlier_detection=None)
+    for _ in range(4):
+        assert client.request("GET", "/", timeout=1.0).status_code == 200
+    assert hung.total() >= 1
+
+
+def test_unknown_service_and_bad_host(driver: Make, registry: sd.MemoryRegistry) -> None:
+    client = driver(registry)
+    with pytest.raises(lb.NoEndpointsError, match="'nobody'"):
+        client.request("GET", "http://nobody/")
+    with pytest.raises(MisuseError, match="not a valid service name"):
+        client.request("GET", "http://bad%21name/")
+
+
+def test_streams_100_mb_with_flat_memory(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    import tracemalloc
+
+    (one,) = instances(1)
+    register(registry, one)
+    client = driver(registry)
+    assert client.request("GET", "/warm-up").status_code == 200  # imports, connection
+    one.mode = "stream"
+    one.stream_bytes = 100 * 1024 * 1024
+    if isinstance(client.transport, kitsd.AsyncTransport):
+        async def read_all() -> int:
+            total = 0
+            async with client.client.stream("GET", "/big") as response:
+                async for chunk in response.aiter_raw():
+                    total += len(chunk)
+            return total
+        tracemalloc.start()
+        total = client.runner.run(read_all())
+    else:
+        tracemalloc.start()
+        total = 0
+        with client.client.stream("GET", "/big") as response:
+            for chunk in response.iter_raw():
+                total += len(chunk)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert total == 100 * 1024 * 1024
+    assert peak < 8 * 1024 * 1024, f"peak {peak} bytes while streaming"
+
+
+def test_close_stops_every_watch(driver: Make, instances: Instances,
+                                 registry: sd.MemoryRegistry) -> None:
+    (one,) = instances(1)
+    register(registry, one, service="a")
+    register(registry, one, service="b")
+    stopped: list[str] = []
+
+    def discover(service: str) -> Any:
+        instancer = registry.instancer(service)
+        stop = instancer.stop
+
+        def counted() -> None:
+            stopped.append(service)
+            stop()
+
+        instancer.stop = counted  # type: ignore[method-assign]
+        return instancer
+
+    client = driver(discover)
+    assert client.request("GET", "http://a/").status_code == 200
+    assert client.request("GET", "http://b/").status_code == 200
+    assert client.request("GET", "http://a/").status_code == 200
+    client.close()
+    assert sorted(stopped) == ["a", "b"]
+
+
+def test_5xx_reported_to_the_balancer(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    (bad,) = instances(1)
+    bad.mode = "status"
+    bad.status = 500
+    register(registry, bad)
+    reports: list[BaseException | None] = []
+
+    class Recording(lb.RoundRobin):
+        def report(self, pick: lb.Pick, error: BaseException | None) -> None:
+            reports.append(error)
+            super().report(pick, error)
+
+    client = driver(registry, balancer=Recording)
+    assert client.request("GET", "/").status_code == 500
+    assert bad.total() == 1  # 500 is not a retry status
+    assert [getattr(error, "status_code", None) for error in reports] == [500]
+
+
+def test_httpx_features_auth_hooks_cookies_mounts(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    (one,) = instances(1)
+    one.mode = "status"
+    one.status = 200
+    one.headers = {"Set-Cookie": "session=abc; Path=/"}
+    register(registry, one)
+    hooked: list[str] = []
+
+    client = driver(registry, client={"auth": ("user", "pw")})
+    client.client.event_hooks["request"] = [_hook(client, hooked)]
+    first = client.request("GET", "/")
+    assert first.status_code == 200
+    assert client.client.cookies.get("session", domain="users.local") == "abc"
+    assert hooked == ["http://users/"]
+
+
+def _hook(client: Driver, hooked: list[str]) -> Any:
+    if client.kind == "async":
+        async def async_hook(request: httpx.Request) -> None:
+            hooked.append(str(request.url))
+        return async_hook
+
+    def hook(request: httpx.Request) -> None:
+        hooked.append(str(request.url))
+    return hook
+
+
+def test_bad_options_fail_at_construction(registry: sd.MemoryRegistry) -> None:
+    with pytest.raises(MisuseError, match=r"\{service\}"):
+        kitsd.Transport("consul://127.0.0.1:8500/users")
+    with pytest.raises(MisuseError, match="unknown scheme"):
+        kitsd.Transport("ftp://{service}")
+    with pytest.raises(TypeError, match="discover"):
+        kitsd.Transport(42)  # type: ignore[arg-type]
+    with pytest.raises(MisuseError, match="max_attempts"):
+        kitsd.Transport(registry, max_attempts=0)
+    with pytest.raises(MisuseError, match="retry_statuses"):
+        kitsd.Transport(registry, retry_statuses={999})
+    with pytest.raises(TypeError, match="transport"):
+        kitsd.Transport(registry, transport=httpx.AsyncHTTPTransport())  # type: ignore[arg-type]
+    with pytest.raises(MisuseError, match="attempt_timeout"):
+        kitsd.AsyncTransport(registry, attempt_timeout=0)
