@@ -309,3 +309,82 @@ def test_bad_options_fail_at_construction(registry: sd.MemoryRegistry) -> None:
         kitsd.Transport(registry, transport=httpx.AsyncHTTPTransport())  # type: ignore[arg-type]
     with pytest.raises(MisuseError, match="attempt_timeout"):
         kitsd.AsyncTransport(registry, attempt_timeout=0)
+
+
+def _recording_inner(seen: list[httpx.Request], status: int = 200) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(status, text="ok")
+    return httpx.MockTransport(handler)
+
+
+def test_https_keeps_verification_with_service_as_server_name(registry: sd.MemoryRegistry) -> None:
+    registry.registrar("users", "10.0.0.7:8443").register()
+    seen: list[httpx.Request] = []
+    with httpx.Client(transport=kitsd.Transport(registry, transport=_recording_inner(seen)),
+                      base_url="https://users") as client:
+        assert client.get("/p").status_code == 200
+    assert str(seen[0].url) == "https://10.0.0.7:8443/p"
+    assert seen[0].extensions["sni_hostname"] == "users"
+    assert seen[0].headers["host"] == "users"
+
+
+def test_server_name_configurable(registry: sd.MemoryRegistry) -> None:
+    registry.registrar("users", "10.0.0.7:8443").register()
+    seen: list[httpx.Request] = []
+    transport = kitsd.Transport(registry, transport=_recording_inner(seen),
+                                server_name=lambda service: f"{service}.svc.example")
+    with httpx.Client(transport=transport, base_url="https://users") as client:
+        client.get("/")
+    assert seen[0].extensions["sni_hostname"] == "users.svc.example"
+
+
+def test_body_reads_get_the_requests_own_timeouts(registry: sd.MemoryRegistry) -> None:
+    """Each attempt's headers wait is capped (attempt_timeout), but once the response
+    is handed out, body reads use the request's own timeouts again."""
+    registry.registrar("users", "10.0.0.7:80").register()
+    seen: list[httpx.Request] = []
+    transport = kitsd.Transport(registry, transport=_recording_inner(seen), attempt_timeout=0.25)
+    with httpx.Client(transport=transport, base_url="http://users", timeout=7.0) as client:
+        client.get("/")
+    assert seen[0].extensions["timeout"] == {"connect": 7.0, "read": 7.0, "write": 7.0,
+                                             "pool": 7.0}
+
+
+def test_mounts_route_only_the_service(registry: sd.MemoryRegistry) -> None:
+    registry.registrar("users", "10.0.0.7:80").register()
+    seen: list[httpx.Request] = []
+    other: list[httpx.Request] = []
+    kitsd_transport = kitsd.Transport(registry, transport=_recording_inner(seen))
+    with httpx.Client(mounts={"http://users": kitsd_transport},
+                      transport=_recording_inner(other)) as client:
+        client.get("http://users/a")
+        client.get("http://example.org/b")
+    assert [str(request.url) for request in seen] == ["http://10.0.0.7/a"]
+    assert [str(request.url) for request in other] == ["http://example.org/b"]
+
+
+def test_outlier_detection_forwarded_to_the_balancer(registry: sd.MemoryRegistry) -> None:
+    registry.registrar("users", "10.0.0.7:80").register()
+    given: list[Any] = []
+
+    def balancer(endpointer: Any, **options: Any) -> lb.Balancer:
+        given.append(options)
+        return lb.RoundRobin(endpointer, **options)
+
+    detection = lb.OutlierDetection(consecutive_failures=3)
+    for value, expected in ((detection, [{"outlier_detection": detection}]),
+                            (None, [{"outlier_detection": None}])):
+        given.clear()
+        with httpx.Client(transport=kitsd.Transport(registry, balancer=balancer,
+                                                    outlier_detection=value,
+                                                    transport=_recording_inner([])),
+                          base_url="http://users") as client:
+            client.get("/")
+        assert given == expected
+    given.clear()
+    with httpx.Client(transport=kitsd.Transport(registry, balancer=balancer,
+                                                transport=_recording_inner([])),
+                      base_url="http://users") as client:
+        client.get("/")
+    assert given == [{}]
