@@ -30,7 +30,6 @@ PLANNED = {
     ("lb", "Weighted"): "issue 9",
     ("lb", "ConsistentHash"): "issue 9",
     ("lb", "RetryBudget"): "issue 9",
-    ("sd", "grpc"): "issue 8 (gRPC endpoints)",
 }
 MODULES = {"etcd", "consul", "http", "grpc", "dns", "zk"}
 

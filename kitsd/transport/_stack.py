@@ -231,10 +231,12 @@ class Stack:
         if settled:
             self.answered.set()
         try:
-            instancer.subscribe(self._on_event)
             self.endpointer = Endpointer(instancer, factory)
             try:
                 self.balancer = make_balancer(self.endpointer)
+                # After the Endpointer: subscribers hear of a change in the order they
+                # subscribed, so when this one wakes waiters the endpoints are there.
+                instancer.subscribe(self._on_event)
             except BaseException:
                 self.endpointer.close()
                 raise

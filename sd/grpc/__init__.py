@@ -19,6 +19,12 @@ Modules: ``_errors`` (status mapping), ``_endpoint`` (endpoints and factories).
 
 from __future__ import annotations
 
+try:
+    import grpc  # noqa: F401 - checked here so the error says which extra to install
+except ImportError as error:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        f"sd.grpc needs grpcio: pip install 'kitsd[grpc]' ({error})", name="grpc") from error
+
 from sd.grpc._endpoint import AsyncGRPCEndpoint, GRPCEndpoint, async_factory, factory
 from sd.grpc._errors import DeadlineExceededError, GRPCStatusError, UnavailableError
 

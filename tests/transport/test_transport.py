@@ -388,3 +388,42 @@ def test_outlier_detection_forwarded_to_the_balancer(registry: sd.MemoryRegistry
                       base_url="http://users") as client:
         client.get("/")
     assert given == [{}]
+
+
+class _SlowFanOut:
+    """An instancer whose first answer comes later, from another thread, and which
+    pauses between subscribers while delivering it (as a registry watch might)."""
+
+    def __init__(self, instances: tuple[str, ...]) -> None:
+        self.instances = instances
+        self.callbacks: list[Callable[[sd.Event], None]] = []
+        self.thread: Any = None
+
+    def subscribe(self, callback: Callable[[sd.Event], None]) -> None:
+        self.callbacks.append(callback)
+        callback(sd.Event())
+        if self.thread is None:
+            import threading
+            self.thread = threading.Timer(0.2, self._answer)
+            self.thread.start()
+
+    def _answer(self) -> None:
+        for callback in list(self.callbacks):
+            callback(sd.Event(self.instances))
+            time.sleep(0.3)
+
+    def unsubscribe(self, callback: Callable[[sd.Event], None]) -> None:
+        self.callbacks.remove(callback)
+
+    def stop(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+
+def test_first_request_waits_for_a_cold_watch(driver: Make, instances: Instances) -> None:
+    """A first request to a service whose watch has not answered yet waits for the
+    answer and for the endpoints it brings (failed before: NoEndpointsError when the
+    transport heard of the answer before its Endpointer did)."""
+    (one,) = instances(1)
+    client = driver(lambda service: _SlowFanOut((one.address,)))
+    assert client.request("GET", "/", timeout=5).status_code == 200
