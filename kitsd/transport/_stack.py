@@ -19,6 +19,7 @@ import tenacity
 
 import lb
 from kitsd.transport import _policy
+from kitsd.transport._httpx_url import encoded_host, rehost
 from kitsd.transport._policy import (
     AttemptFailed,
     AttemptTimeout,
@@ -90,7 +91,7 @@ class Forwarder:
             new_extensions["sni_hostname"] = (
                 url.host if name is None else name if isinstance(name, str) else name(url.host))
         attempt = httpx.Request(
-            method, url.copy_with(host=host, port=port), headers=headers,
+            method, rehost(url, host, port), headers=headers,
             stream=request.stream, extensions=new_extensions)
         return attempt, timeouts, original, may_retry
 
@@ -121,7 +122,8 @@ class _Endpoint:
     __slots__ = ("forwarder", "host", "instance", "port")
 
     def __init__(self, instance: str, forwarder: Forwarder) -> None:
-        self.host, self.port = split_instance(instance)
+        host, self.port = split_instance(instance)
+        self.host = encoded_host(host)
         self.instance = instance
         self.forwarder = forwarder
 
