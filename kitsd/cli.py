@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--balancer", choices=BALANCERS, default="round-robin")
     demo.add_argument("--concurrency", type=int, default=4, help="calling threads (default 4)")
     demo.add_argument("--seed", type=int, default=None, help="seed for the random choices")
+    demo.add_argument("--building-blocks", action="store_true",
+                      help="call through the hand-built stack (sd, lb, breaker) instead of "
+                           "the one-line kitsd.Transport client")
 
     watch_cmd = commands.add_parser("watch", help="print the live instance set of a URL")
     watch_cmd.add_argument(
@@ -44,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             report = run_demo(instances=args.instances, requests=args.requests,
                               balancer=args.balancer, concurrency=args.concurrency,
-                              seed=args.seed)
+                              seed=args.seed, building_blocks=args.building_blocks)
             format_report(report, sys.stdout)
             return 0 if report.failed == 0 else 1
         return watch(args.url, sys.stdout, count=args.count, duration=args.duration)

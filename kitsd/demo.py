@@ -1,20 +1,25 @@
 """``kitsd demo``: the whole stack on the embedded default, with instances dying and arriving.
 
 Local HTTP instances register in a :class:`sd.MemoryRegistry`; worker threads
-call them through breaker → retry → balancer → per-instance breakers → HTTP
-endpoints.  A third of the way in one instance crashes (it stops answering at
-once; the registry only learns a moment later, as a real one would), two thirds
-in a new instance registers.  The summary shows how the calls spread and that
-none failed.
+call them through the one-line client, ``httpx.Client(transport=kitsd.Transport(
+registry), base_url="http://hello")`` (retry → balancer → per-instance breakers →
+instance), or with ``building_blocks=True`` through the hand-built stack: breaker →
+retry → balancer → per-instance breakers → ``sd.http`` endpoints.  A third of
+the way in one instance crashes (it stops answering at once; the registry only
+learns a moment later, as a real one would), two thirds in a new instance
+registers.  The summary shows how the calls spread and that none failed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import statistics
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -26,6 +31,7 @@ import lb
 import sd
 import sd.http
 from kitsd.demo_server import DemoInstance
+from kitsd.transport import Transport
 
 __all__ = ["DemoReport", "format_report", "run_demo"]
 
@@ -54,6 +60,7 @@ class DemoReport:
     killed: str = ""
     added: str = ""
     wall: float = 0.0
+    building_blocks: bool = False
 
 
 class _OpenCounter(pybreaker.CircuitBreakerListener):
@@ -74,8 +81,12 @@ def run_demo(
     balancer: str = "round-robin",
     concurrency: int = 4,
     seed: int | None = None,
+    building_blocks: bool = False,
 ) -> DemoReport:
-    """Run the demo and return its report; raises ``ValueError`` for bad options."""
+    """Run the demo and return its report; raises ``ValueError`` for bad options.
+
+    The calls go through :class:`kitsd.Transport`; ``building_blocks=True`` shows
+    the same client assembled by hand from ``sd``, ``lb`` and ``breaker``."""
     if instances < 2:
         raise ValueError("the demo needs at least 2 instances (one of them is killed)")
     if requests < 3:
@@ -85,7 +96,8 @@ def run_demo(
     if balancer not in BALANCERS:
         raise ValueError(f"balancer must be one of {', '.join(BALANCERS)}, got {balancer!r}")
 
-    report = DemoReport(instances, requests, balancer, concurrency)
+    report = DemoReport(instances, requests, balancer, concurrency,
+                        building_blocks=building_blocks)
     lock = threading.Lock()
     listener = _OpenCounter(report, lock)
     registry = sd.MemoryRegistry()
@@ -94,34 +106,10 @@ def run_demo(
     for registrar in registrars.values():
         registrar.register()
 
-    def encode(request: int) -> dict[str, Any]:
-        return {"params": {"n": request}}
+    def new_breaker(instance: str) -> pybreaker.CircuitBreaker:
+        return pybreaker.CircuitBreaker(fail_max=3, reset_timeout=1.0, name=instance,
+                                        listeners=[listener])
 
-    def decode(response: httpx.Response) -> str:
-        return str(response.json()["instance"])
-
-    http_factory = sd.http.factory(
-        "GET", "/hello", encode=encode, decode=decode,
-        client_kwargs={"timeout": 2.0},
-    )
-    factory = breaker.per_instance(
-        http_factory,
-        lambda instance: pybreaker.CircuitBreaker(
-            fail_max=3, reset_timeout=1.0, name=instance, listeners=[listener]
-        ),
-    )
-
-    def on_failure(attempt: int, error: BaseException) -> tuple[bool, BaseException | None]:
-        with lock:
-            report.failures[type(error).__name__] += 1
-            if isinstance(error, sd.ConnectionFailure):
-                report.ejections += 1
-            if attempt < 3:
-                report.retries += 1
-        return attempt < 3, None
-
-    outer = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=1.0, name="client",
-                                     listeners=[listener])
     start = time.perf_counter()
     kill_at, add_at = requests // 3, 2 * requests // 3
     kill_now, add_now = threading.Event(), threading.Event()
@@ -129,17 +117,13 @@ def run_demo(
     done = itertools.count(1)
     numbers = itertools.count()
 
-    with sd.Endpointer(registry.instancer(SERVICE), factory) as endpointer:
-        chosen: lb.Balancer
-        if balancer == "round-robin":
-            chosen = lb.RoundRobin(endpointer)
-        elif balancer == "random":
-            chosen = lb.Random(endpointer, seed=seed)
+    with contextlib.ExitStack() as stack:
+        if building_blocks:
+            client = _building_blocks(stack, registry, balancer, seed, new_breaker, report, lock,
+                                      listener)
         else:
-            chosen = lb.LeastLoaded(endpointer, seed=seed)
-        client = breaker.circuit_breaker(outer)(
-            lb.retry(3, 2.0, chosen, callback=on_failure)
-        )
+            client = _through_transport(stack, registry, balancer, seed, new_breaker, report,
+                                        lock)
 
         def worker() -> None:
             for number in numbers:
@@ -202,6 +186,102 @@ def run_demo(
     return report
 
 
+Call = Callable[[int], str]
+
+
+def _make_balancer(name: str, seed: int | None) -> Callable[..., lb.Balancer]:
+    """``callable(endpointer, **options) -> balancer`` for a ``--balancer`` choice."""
+    if name == "round-robin":
+        return lb.RoundRobin
+    if name == "random":
+        return functools.partial(lb.Random, seed=seed)
+    return functools.partial(lb.LeastLoaded, seed=seed)
+
+
+class _Counting:
+    """A balancer that tallies the attempts that failed (for the summary) and
+    otherwise leaves everything to the balancer it wraps."""
+
+    def __init__(self, inner: Any, report: DemoReport, lock: threading.Lock) -> None:
+        self._inner = inner
+        self._report = report
+        self._lock = lock
+
+    def endpoint(self) -> Any:
+        return self._inner.endpoint()
+
+    def pick(self, exclude: Collection[str] = ()) -> lb.Pick:
+        chosen: lb.Pick = self._inner.pick(exclude)
+        return chosen
+
+    def report(self, pick: lb.Pick, error: BaseException | None) -> None:
+        if error is not None:
+            shown = getattr(error, "error", error)  # the transport's attempt error wraps httpx's
+            with self._lock:
+                self._report.failures[type(shown).__name__] += 1
+                self._report.retries += 1
+                if isinstance(error, sd.ConnectionFailure):
+                    self._report.ejections += 1
+        self._inner.report(pick, error)
+
+
+def _through_transport(
+    stack: contextlib.ExitStack, registry: sd.MemoryRegistry, balancer: str, seed: int | None,
+    new_breaker: Callable[[str], pybreaker.CircuitBreaker], report: DemoReport,
+    lock: threading.Lock,
+) -> Call:
+    """The one-line client: an httpx.Client whose transport finds ``hello``'s instances."""
+    make = _make_balancer(balancer, seed)
+    transport = Transport(
+        registry, max_attempts=3, breakers=new_breaker,
+        balancer=lambda endpointer: _Counting(make(endpointer), report, lock))
+    client = stack.enter_context(
+        httpx.Client(transport=transport, base_url=f"http://{SERVICE}", timeout=2.0))
+
+    def call(number: int) -> str:
+        response = client.get("/hello", params={"n": number})
+        response.raise_for_status()
+        return str(response.json()["instance"])
+
+    return call
+
+
+def _building_blocks(
+    stack: contextlib.ExitStack, registry: sd.MemoryRegistry, balancer: str, seed: int | None,
+    new_breaker: Callable[[str], pybreaker.CircuitBreaker], report: DemoReport,
+    lock: threading.Lock, listener: pybreaker.CircuitBreakerListener,
+) -> Call:
+    """The same client assembled by hand: breaker -> retry -> balancer ->
+    per-instance breaker -> sd.http endpoint."""
+    def encode(request: int) -> dict[str, Any]:
+        return {"params": {"n": request}}
+
+    def decode(response: httpx.Response) -> str:
+        return str(response.json()["instance"])
+
+    http_factory = sd.http.factory(
+        "GET", "/hello", encode=encode, decode=decode,
+        client_kwargs={"timeout": 2.0},
+    )
+    factory = breaker.per_instance(http_factory, new_breaker)
+
+    def on_failure(attempt: int, error: BaseException) -> tuple[bool, BaseException | None]:
+        with lock:
+            report.failures[type(error).__name__] += 1
+            if isinstance(error, sd.ConnectionFailure):
+                report.ejections += 1
+            if attempt < 3:
+                report.retries += 1
+        return attempt < 3, None
+
+    outer = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=1.0, name="client",
+                                     listeners=[listener])
+    endpointer = stack.enter_context(sd.Endpointer(registry.instancer(SERVICE), factory))
+    chosen = _make_balancer(balancer, seed)(endpointer)
+    client: Call = breaker.circuit_breaker(outer)(lb.retry(3, 2.0, chosen, callback=on_failure))
+    return client
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     if not values:
         return 0.0
@@ -216,7 +296,11 @@ def format_report(report: DemoReport, out: TextIO) -> None:
     write = out.write
     write(f"kitsd demo: {report.instances} instances, {report.balancer}, "
           f"{report.requests} calls from {report.concurrency} threads\n"
-          "client = breaker -> retry(3) -> balancer -> per-instance breaker -> HTTP\n\n")
+          + ("client = breaker -> retry(3) -> balancer -> per-instance breaker -> sd.http\n\n"
+             if report.building_blocks else
+             f"client = httpx.Client(transport=kitsd.Transport(registry), "
+             f"base_url='http://{SERVICE}')\n"
+             "         retry(3) -> balancer -> per-instance breaker -> instance\n\n"))
     for at, what in report.timeline:
         write(f"  t={at:5.2f}s  {what}\n")
     write("\n  instance               calls\n")
