@@ -8,6 +8,7 @@ becomes a response or an error); each adds only how it calls and closes.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Collection
@@ -107,9 +108,13 @@ class _Core(Generic[StackT]):
             raise TypeError(
                 f"breakers must be callable(instance) -> CircuitBreaker, got {breakers!r}")
         self._breakers = breakers
-        # Forwarded to lb.retry only when set, so today's lb keeps working.
+        # Forwarded to lb.retry only when set, so an lb without them keeps working.
         self._retry_options = {name: value for name, value in
                                (("budget", budget), ("hedge", hedge)) if value is not None}
+        accepted = inspect.signature(lb.retry).parameters
+        for name in self._retry_options:
+            if name not in accepted:
+                raise TypeError(f"{name}= needs an lb.retry that takes it; this lb does not")
         for name, value in (("host_header", host_header), ("server_name", server_name)):
             if value is not None and not isinstance(value, str) and not callable(value):
                 raise TypeError(f"{name} must be a string or a callable, got {value!r}")

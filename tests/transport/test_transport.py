@@ -427,3 +427,58 @@ def test_first_request_waits_for_a_cold_watch(driver: Make, instances: Instances
     (one,) = instances(1)
     client = driver(lambda service: _SlowFanOut((one.address,)))
     assert client.request("GET", "/", timeout=5).status_code == 200
+
+
+def test_budget_and_hedge_forwarded_to_lb_retry(
+    registry: sd.MemoryRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry.registrar("users", "10.0.0.7:80").register()
+    given: list[dict[str, Any]] = []
+    real_retry = lb.retry
+
+    def retry(max_attempts: int, timeout: float, balancer: Any, *, callback: Any = None,
+              wait: Any = None, budget: Any = None, hedge: Any = None) -> Any:
+        given.append({"budget": budget, "hedge": hedge})
+        return real_retry(max_attempts, timeout, balancer, callback=callback, wait=wait)
+
+    monkeypatch.setattr(lb, "retry", retry)
+    budget, hedge = object(), object()
+    with httpx.Client(transport=kitsd.Transport(registry, budget=budget, hedge=hedge,
+                                                transport=_recording_inner([])),
+                      base_url="http://users") as client:
+        client.get("/")
+    assert given == [{"budget": budget, "hedge": hedge}]
+
+
+def test_budget_refused_at_construction_by_an_lb_without_it(
+    registry: sd.MemoryRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def retry(max_attempts: int, timeout: float, balancer: Any, *, callback: Any = None,
+              wait: Any = None) -> Any:
+        raise AssertionError("not called")
+
+    monkeypatch.setattr(lb, "retry", retry)
+    with pytest.raises(TypeError, match="budget="):
+        kitsd.Transport(registry, budget=object())
+
+
+def test_per_instance_breakers_skip_an_open_one(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    import pybreaker
+
+    bad, good = instances(2)
+    bad.mode = "status"
+    register(registry, bad, good)
+    breakers: dict[str, pybreaker.CircuitBreaker] = {}
+
+    def new_breaker(instance: str) -> pybreaker.CircuitBreaker:
+        breakers[instance] = pybreaker.CircuitBreaker(fail_max=2, reset_timeout=60)
+        return breakers[instance]
+
+    client = driver(registry, breakers=new_breaker, balancer=lb.RoundRobin,
+                    outlier_detection=None)
+    for _ in range(20):
+        assert client.request("GET", "/").status_code == 200
+    assert breakers[bad.address].current_state == pybreaker.STATE_OPEN
+    assert bad.total() == 2  # then its open breaker kept calls away
