@@ -87,9 +87,11 @@ def call_timeout(extensions: Any, default: float) -> float:
     timeouts = extensions.get("timeout") if extensions else None
     if not timeouts:
         return default
-    values = [value for value in timeouts.values() if isinstance(value, int | float)]
-    best = max(values, default=None)
-    if best is None or not math.isfinite(best) or best <= 0:
+    best = 0.0
+    for value in timeouts.values():
+        if value is not None and value > best:
+            best = value
+    if not best > 0 or not math.isfinite(best):
         return default
     return float(best)
 
@@ -181,14 +183,17 @@ def may_retry(method: str, replayable: bool, settings: Settings) -> bool:
     return replayable and method in settings.retry_methods
 
 
-def keep_trying(attempt: int, error: BaseException, max_attempts: int) -> bool:
+def keep_trying(
+    attempt: int, error: BaseException, max_attempts: int,
+    not_sent: tuple[type[BaseException], ...] = (),
+) -> bool:
     """The retry callback's rule: retry classified failures that allow it, and
-    short-circuited breakers (nothing was sent)."""
+    errors of the ``not_sent`` kinds (an open breaker: nothing was sent)."""
     if attempt >= max_attempts:
         return False
     if isinstance(error, AttemptFailed | RetryableStatus):
         return error.retryable
-    return type(error).__name__ == "CircuitBreakerError"
+    return isinstance(error, not_sent)
 
 
 def check_settings(

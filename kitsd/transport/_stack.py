@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pybreaker
 import tenacity
 
 import lb
@@ -36,6 +37,9 @@ from sd.instancer import Instancer
 __all__ = ["AsyncInstanceEndpoint", "Forwarder", "InstanceEndpoint", "Stack"]
 
 ConnectionFailure.register(AttemptUnreachable)
+
+# Errors of the retry (not of an attempt) that mean nothing was sent: an open breaker.
+_NOT_SENT: tuple[type[BaseException], ...] = (pybreaker.CircuitBreakerError,)
 
 # Errors after which the request provably never reached the instance.
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -251,7 +255,7 @@ class Stack:
         self._retries: dict[float, Any] = {}
 
         def callback(attempt: int, error: BaseException) -> tuple[bool, BaseException | None]:
-            return _policy.keep_trying(attempt, error, max_attempts), None
+            return _policy.keep_trying(attempt, error, max_attempts, _NOT_SENT), None
 
         self._callback = callback
 
