@@ -60,10 +60,16 @@ class _ServerProcess:
         self._process.wait(timeout=10)
 
 
-def _sequential(call: Callable[[], Any], calls: int) -> float:
-    began = time.perf_counter()
+#: Client-thread CPU seconds per call of the sequential rows, by row: what the
+#: client side costs, far less disturbed by other processes than wall time.
+CPU: dict[str, list[float]] = {}
+
+
+def _sequential(call: Callable[[], Any], calls: int, row: str = "") -> float:
+    began, cpu = time.perf_counter(), time.thread_time()
     for _ in range(calls):
         call()
+    CPU.setdefault(row, []).append((time.thread_time() - cpu) / calls)
     return calls / (time.perf_counter() - began)
 
 
@@ -81,10 +87,13 @@ def _concurrent(call: Callable[[], Any], calls: int, concurrency: int) -> float:
     return (calls // concurrency * concurrency) / (time.perf_counter() - began)
 
 
-async def _sequential_async(call: Callable[[], Awaitable[Any]], calls: int) -> float:
-    began = time.perf_counter()
+async def _sequential_async(
+    call: Callable[[], Awaitable[Any]], calls: int, row: str = ""
+) -> float:
+    began, cpu = time.perf_counter(), time.thread_time()
     for _ in range(calls):
         await call()
+    CPU.setdefault(row, []).append((time.thread_time() - cpu) / calls)
     return calls / (time.perf_counter() - began)
 
 
@@ -133,13 +142,15 @@ async def _measure(
 
     for label, client in (("plain httpx.Client", plain), ("kitsd.Transport", through)):
         call = get(client)
-        rows[f"{label}, sequential"] = sync_row(functools.partial(_sequential, call, calls))
+        rows[f"{label}, sequential"] = sync_row(
+            functools.partial(_sequential, call, calls, f"{label}, sequential"))
         rows[f"{label}, {concurrency} threads"] = sync_row(
             functools.partial(_concurrent, call, calls, concurrency))
     for label, aclient in (("plain httpx.AsyncClient", plain_async),
                            ("kitsd.AsyncTransport", through_async)):
         acall = get_async(aclient)
-        rows[f"{label}, sequential"] = functools.partial(_sequential_async, acall, calls)
+        rows[f"{label}, sequential"] = functools.partial(
+            _sequential_async, acall, calls, f"{label}, sequential")
         rows[f"{label}, {concurrency} tasks"] = functools.partial(
             _concurrent_async, acall, calls, concurrency)
 
@@ -147,6 +158,7 @@ async def _measure(
     try:
         for row in rows.values():  # warm-up: connections, imports, first-use stacks
             await row()
+        CPU.clear()
         names = list(rows)
         for run in range(runs):
             shift = run % len(names)
@@ -163,8 +175,14 @@ def _report(samples: Samples, baseline: str, row: str) -> float:
     mine = statistics.median(samples[row])
     ratio = statistics.median(
         r / b for b, r in zip(samples[baseline], samples[row], strict=True))
-    print(f"  {baseline:<36} {base:8.0f} req/s")
-    print(f"  {row:<36} {mine:8.0f} req/s   x{ratio:.3f} of plain")
+    if baseline in CPU:
+        base_cpu, row_cpu = statistics.median(CPU[baseline]), statistics.median(CPU[row])
+        print(f"  {baseline:<36} {base:8.0f} req/s   {base_cpu * 1e6:5.0f} us client CPU/call")
+        print(f"  {row:<36} {mine:8.0f} req/s   {row_cpu * 1e6:5.0f} us client CPU/call "
+              f"({(row_cpu - base_cpu) * 1e6:+.0f})   x{ratio:.3f} of plain")
+    else:
+        print(f"  {baseline:<36} {base:8.0f} req/s")
+        print(f"  {row:<36} {mine:8.0f} req/s   x{ratio:.3f} of plain")
     return ratio
 
 
