@@ -113,6 +113,7 @@ def driver(request: pytest.FixtureRequest) -> Iterator[Callable[..., Driver]]:
         made.append(kind(discover, **options))
         return made[-1]
 
+    make.kind = kind.kind  # type: ignore[attr-defined]
     yield make
     for each in made:
         each.close()

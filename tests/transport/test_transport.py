@@ -482,3 +482,21 @@ def test_per_instance_breakers_skip_an_open_one(
         assert client.request("GET", "/").status_code == 200
     assert breakers[bad.address].current_state == pybreaker.STATE_OPEN
     assert bad.total() == 2  # then its open breaker kept calls away
+
+
+def test_retried_response_closed_before_the_next_attempt(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    """With one connection in the pool, the next attempt can only start if the 503
+    it retries was closed (its connection handed back) first."""
+    bad, good = instances(2)
+    bad.mode = "status"
+    register(registry, bad, good)
+    limits = httpx.Limits(max_connections=1)
+    is_async = driver.kind == "async"  # type: ignore[attr-defined]
+    inner: Any = (httpx.AsyncHTTPTransport(limits=limits) if is_async
+                  else httpx.HTTPTransport(limits=limits))
+    client = driver(registry, transport=inner, balancer=lb.RoundRobin, outlier_detection=None)
+    for _ in range(6):
+        assert client.request("GET", "/", timeout=2.0).status_code == 200
+    assert bad.total() >= 3  # the 503s were retried
