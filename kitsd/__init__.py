@@ -1,7 +1,13 @@
-"""The ``kitsd`` command line: ``kitsd demo`` and ``kitsd watch URL``.
+"""kitsd: one-line clients over the ``sd``, ``lb`` and ``breaker`` packages, and the
+``kitsd`` command line (``kitsd demo``, ``kitsd watch URL``).
 
-The library itself is the ``sd``, ``lb`` and ``breaker`` packages; this package
-sits above all three (it composes them), so that their import graph stays one-way.
+- :class:`Transport` / :class:`AsyncTransport` — httpx transports whose URL host
+  is a service name, discovered, balanced, retried and ejected.
+
+This package sits above ``sd``, ``lb`` and ``breaker`` (it composes them), so that
+their import graph stays one-way.
 """
 
-__all__: list[str] = []
+from kitsd.transport import AsyncTransport, Transport
+
+__all__ = ["AsyncTransport", "Transport"]

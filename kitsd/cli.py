@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--metrics", action="store_true",
                       help="print the Prometheus metrics of the run at the end "
                            "(needs the 'prometheus' extra)")
+    demo.add_argument("--building-blocks", action="store_true",
+                      help="call through the hand-built stack (sd, lb, breaker) instead of "
+                           "the one-line kitsd.Transport client")
 
     chaos = commands.add_parser(
         "chaos", help="run a fault schedule against a real local cluster under load",
@@ -106,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = run_demo(instances=args.instances, requests=args.requests,
                               balancer=balancer, concurrency=args.concurrency,
                               seed=args.seed, slow_instance=args.slow_instance,
-                              observer=metrics)
+                              observer=metrics, building_blocks=args.building_blocks)
             format_report(report, sys.stdout)
             if metrics is not None:
                 _print_metrics(metrics)

@@ -1,21 +1,25 @@
 """``kitsd demo``: the whole stack on the embedded default, with instances dying and arriving.
 
 Local HTTP instances register in a :class:`sd.MemoryRegistry`; worker threads
-call them through breaker → retry → balancer → per-instance breakers → HTTP
-endpoints.  A third of the way in one instance crashes (it stops answering at
-once; the registry only learns a moment later, as a real one would), two thirds
-in a new instance registers.  The summary shows how the calls spread and that
-none failed.
+call them through the one-line client, ``httpx.Client(transport=kitsd.Transport(
+registry), base_url="http://hello")`` (retry → balancer → per-instance breakers →
+instance), or with ``building_blocks=True`` through the hand-built stack: breaker →
+retry → balancer → per-instance breakers → ``sd.http`` endpoints.  A third of
+the way in one instance crashes (it stops answering at once; the registry only
+learns a moment later, as a real one would), two thirds in a new instance
+registers.  The summary shows how the calls spread and that none failed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -27,6 +31,7 @@ import lb
 import sd
 import sd.http
 from kitsd.demo_server import DemoInstance
+from kitsd.transport import Transport
 from sd import observe
 
 __all__ = ["DemoReport", "format_report", "run_demo"]
@@ -61,6 +66,7 @@ class DemoReport:
     killed: str = ""
     added: str = ""
     wall: float = 0.0
+    building_blocks: bool = False
     slow: str = ""  # the slow instance, with slow_instance
     hedged: bool = False
     attempts: int = 0  # requests sent to instances (hedges included)
@@ -84,11 +90,14 @@ def run_demo(
     balancer: str = "round-robin",
     concurrency: int = 4,
     seed: int | None = None,
+    building_blocks: bool = False,
     slow_instance: bool = False,
     observer: Callable[[Any], object] | None = None,
 ) -> DemoReport:
     """Run the demo and return its report; raises ``ValueError`` for bad options.
 
+    The calls go through :class:`kitsd.Transport`; ``building_blocks=True`` shows
+    the same client assembled by hand from ``sd``, ``lb`` and ``breaker``.
     ``slow_instance``: the first instance answers 20x slower and stalls on 1 in 20
     answers, and calls are hedged (``lb.Hedge(percentile=95)``) — run it with
     ``balancer="peak-ewma"`` to see the slow instance avoided and the stalls hidden.
@@ -107,8 +116,10 @@ def run_demo(
     if observer is not None:  # kitsd.observe: heard for this run only
         with observe.observing(observer):
             return run_demo(instances=instances, requests=requests, balancer=balancer,
-                            concurrency=concurrency, seed=seed)
-    report = DemoReport(instances, requests, balancer, concurrency)
+                            concurrency=concurrency, seed=seed, building_blocks=building_blocks,
+                            slow_instance=slow_instance)
+    report = DemoReport(instances, requests, balancer, concurrency,
+                        building_blocks=building_blocks)
     lock = threading.Lock()
     listener = _OpenCounter(report, lock)
     registry = sd.MemoryRegistry()
@@ -119,49 +130,15 @@ def run_demo(
                                   stall=SLOW_STALL)
         report.slow = servers[0].instance
         report.hedged = True
+    hedge = lb.Hedge(percentile=95, samples=100) if slow_instance else None
     registrars = {s.instance: registry.registrar(SERVICE, s.instance) for s in servers}
     for registrar in registrars.values():
         registrar.register()
 
-    def encode(request: int) -> dict[str, Any]:
-        return {"params": {"n": request}}
+    def new_breaker(instance: str) -> pybreaker.CircuitBreaker:
+        return pybreaker.CircuitBreaker(fail_max=3, reset_timeout=1.0, name=instance,
+                                        listeners=[listener])
 
-    def decode(response: httpx.Response) -> str:
-        return str(response.json()["instance"])
-
-    http_factory = sd.http.factory(
-        "GET", "/hello", encode=encode, decode=decode,
-        client_kwargs={"timeout": 2.0},
-    )
-    def counting_factory(instance: str) -> Any:
-        endpoint = http_factory(instance)
-
-        def counted(request: Any) -> Any:
-            with lock:
-                report.attempts += 1
-            return endpoint(request)
-
-        counted.close = endpoint.close  # type: ignore[attr-defined]
-        return counted
-
-    factory = breaker.per_instance(
-        counting_factory,
-        lambda instance: pybreaker.CircuitBreaker(
-            fail_max=3, reset_timeout=1.0, name=instance, listeners=[listener]
-        ),
-    )
-
-    def on_failure(attempt: int, error: BaseException) -> tuple[bool, BaseException | None]:
-        with lock:
-            report.failures[type(error).__name__] += 1
-            if isinstance(error, sd.ConnectionFailure):
-                report.ejections += 1
-            if attempt < 3:
-                report.retries += 1
-        return attempt < 3, None
-
-    outer = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=1.0, name="client",
-                                     listeners=[listener])
     start = time.perf_counter()
     kill_at, add_at = requests // 3, 2 * requests // 3
     kill_now, add_now = threading.Event(), threading.Event()
@@ -169,15 +146,13 @@ def run_demo(
     done = itertools.count(1)
     numbers = itertools.count()
 
-    with sd.Endpointer(registry.instancer(SERVICE), factory) as endpointer:
-        chosen = _balancer(balancer, endpointer, seed)
-        retried: Any
-        if slow_instance:
-            retried = lb.retry(3, 2.0, chosen, callback=on_failure, name=SERVICE,
-                               hedge=lb.Hedge(percentile=95, samples=100))
+    with contextlib.ExitStack() as stack:
+        if building_blocks:
+            client = _building_blocks(stack, registry, balancer, seed, new_breaker, report, lock,
+                                      listener, hedge)
         else:
-            retried = lb.retry(3, 2.0, chosen, callback=on_failure, name=SERVICE)
-        client = breaker.circuit_breaker(outer)(retried)
+            client = _through_transport(stack, registry, balancer, seed, new_breaker, report,
+                                        lock, hedge)
 
         def worker() -> None:
             for number in numbers:
@@ -233,8 +208,6 @@ def run_demo(
             for thread in workers:
                 thread.join()
             report.wall = time.perf_counter() - start
-            if isinstance(retried, lb.HedgedEndpoint):
-                retried.close()
             for registrar in registrars.values():
                 registrar.deregister()
     for server in servers:
@@ -242,20 +215,131 @@ def run_demo(
     return report
 
 
-def _balancer(name: str, endpointer: sd.Endpointer, seed: int | None) -> lb.Balancer:
-    """The balancer called ``name`` (one of :data:`BALANCERS`)."""
+Call = Callable[[int], str]
+
+
+def _make_balancer(name: str, seed: int | None) -> Callable[..., lb.Balancer]:
+    """``callable(endpointer, **options) -> balancer`` for a ``--balancer`` choice
+    (one of :data:`BALANCERS`)."""
     if name == "round-robin":
-        return lb.RoundRobin(endpointer)
+        return lb.RoundRobin
     if name == "random":
-        return lb.Random(endpointer, seed=seed)
+        return functools.partial(lb.Random, seed=seed)
     if name == "least-loaded":
-        return lb.LeastLoaded(endpointer, seed=seed)
+        return functools.partial(lb.LeastLoaded, seed=seed)
     if name == "peak-ewma":
-        return lb.PeakEWMA(endpointer, seed=seed)
+        return functools.partial(lb.PeakEWMA, seed=seed)
     if name == "weighted":  # the embedded registry publishes no weights: all weigh 1
-        return lb.Weighted(endpointer)
-    # requests are numbers: 50 "users", each kept on one instance
-    return lb.ConsistentHash(endpointer, lambda request: f"user-{request % 50}")
+        return lb.Weighted
+    # 50 "users", each kept on one instance: the key is the call's number modulo 50
+    return functools.partial(lb.ConsistentHash, key=_user_key)
+
+
+def _user_key(request: Any) -> str:
+    """The consistent-hash key of a demo call (a number, or the transport's request)."""
+    if isinstance(request, httpx.Request):
+        return f"user-{int(request.url.params.get('n', '0')) % 50}"
+    return f"user-{int(request) % 50}"
+
+
+class _Counting:
+    """A balancer that tallies the attempts that failed (for the summary) and
+    otherwise leaves everything to the balancer it wraps."""
+
+    def __init__(self, inner: Any, report: DemoReport, lock: threading.Lock, *,
+                 count_failures: bool = True) -> None:
+        self._inner = inner
+        self._report = report
+        self._lock = lock
+        self._count_failures = count_failures
+        if hasattr(inner, "pick_for"):  # a keyed balancer (consistent hash) keeps its key
+            self.pick_for = self._pick_for
+
+    def endpoint(self) -> Any:
+        return self._inner.endpoint()
+
+    def pick(self, exclude: Collection[str] = ()) -> lb.Pick:
+        chosen: lb.Pick = self._inner.pick(exclude)
+        with self._lock:
+            self._report.attempts += 1
+        return chosen
+
+    def _pick_for(self, request: Any, exclude: Collection[str] = ()) -> lb.Pick:
+        chosen: lb.Pick = self._inner.pick_for(request, exclude)
+        with self._lock:
+            self._report.attempts += 1
+        return chosen
+
+    def report(self, pick: lb.Pick, error: BaseException | None) -> None:
+        if error is not None and self._count_failures:
+            shown = getattr(error, "error", error)  # the transport's attempt error wraps httpx's
+            with self._lock:
+                self._report.failures[type(shown).__name__] += 1
+                self._report.retries += 1
+                if isinstance(error, sd.ConnectionFailure):
+                    self._report.ejections += 1
+        self._inner.report(pick, error)
+
+
+def _through_transport(
+    stack: contextlib.ExitStack, registry: sd.MemoryRegistry, balancer: str, seed: int | None,
+    new_breaker: Callable[[str], pybreaker.CircuitBreaker], report: DemoReport,
+    lock: threading.Lock, hedge: lb.Hedge | None,
+) -> Call:
+    """The one-line client: an httpx.Client whose transport finds ``hello``'s instances."""
+    make = _make_balancer(balancer, seed)
+    transport = Transport(
+        registry, max_attempts=3, breakers=new_breaker, hedge=hedge,
+        balancer=lambda endpointer: _Counting(make(endpointer), report, lock))
+    client = stack.enter_context(
+        httpx.Client(transport=transport, base_url=f"http://{SERVICE}", timeout=2.0))
+
+    def call(number: int) -> str:
+        response = client.get("/hello", params={"n": number})
+        response.raise_for_status()
+        return str(response.json()["instance"])
+
+    return call
+
+
+def _building_blocks(
+    stack: contextlib.ExitStack, registry: sd.MemoryRegistry, balancer: str, seed: int | None,
+    new_breaker: Callable[[str], pybreaker.CircuitBreaker], report: DemoReport,
+    lock: threading.Lock, listener: pybreaker.CircuitBreakerListener, hedge: lb.Hedge | None,
+) -> Call:
+    """The same client assembled by hand: breaker -> retry -> balancer ->
+    per-instance breaker -> sd.http endpoint."""
+    def encode(request: int) -> dict[str, Any]:
+        return {"params": {"n": request}}
+
+    def decode(response: httpx.Response) -> str:
+        return str(response.json()["instance"])
+
+    http_factory = sd.http.factory(
+        "GET", "/hello", encode=encode, decode=decode,
+        client_kwargs={"timeout": 2.0},
+    )
+    factory = breaker.per_instance(http_factory, new_breaker)
+
+    def on_failure(attempt: int, error: BaseException) -> tuple[bool, BaseException | None]:
+        with lock:
+            report.failures[type(error).__name__] += 1
+            if isinstance(error, sd.ConnectionFailure):
+                report.ejections += 1
+            if attempt < 3:
+                report.retries += 1
+        return attempt < 3, None
+
+    outer = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=1.0, name="client",
+                                     listeners=[listener])
+    endpointer = stack.enter_context(sd.Endpointer(registry.instancer(SERVICE), factory))
+    chosen = _Counting(_make_balancer(balancer, seed)(endpointer), report, lock,
+                       count_failures=False)
+    retried = lb.retry(3, 2.0, chosen, callback=on_failure, name=SERVICE, hedge=hedge)
+    if isinstance(retried, lb.HedgedEndpoint):
+        stack.callback(retried.close)  # its attempt pool
+    client: Call = breaker.circuit_breaker(outer)(retried)
+    return client
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -272,7 +356,11 @@ def format_report(report: DemoReport, out: TextIO) -> None:
     write = out.write
     write(f"kitsd demo: {report.instances} instances, {report.balancer}, "
           f"{report.requests} calls from {report.concurrency} threads\n"
-          "client = breaker -> retry(3) -> balancer -> per-instance breaker -> HTTP\n\n")
+          + ("client = breaker -> retry(3) -> balancer -> per-instance breaker -> sd.http\n\n"
+             if report.building_blocks else
+             f"client = httpx.Client(transport=kitsd.Transport(registry), "
+             f"base_url='http://{SERVICE}')\n"
+             "         retry(3) -> balancer -> per-instance breaker -> instance\n\n"))
     for at, what in report.timeline:
         write(f"  t={at:5.2f}s  {what}\n")
     write("\n  instance               calls\n")

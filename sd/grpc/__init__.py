@@ -1,0 +1,44 @@
+"""gRPC endpoints on grpcio (extra ``grpc``): Consul, etcd or any instancer's
+instances as unary calls, balanced and retried by :mod:`lb`.
+
+Python's grpcio has no pluggable resolver or balancer; this gives each instance
+its own channel and lets :func:`lb.retry` / :func:`lb.retry_async` pick::
+
+    endpointer = sd.Endpointer(instancer, sd.grpc.factory("/users.Users/Get",
+                                                          encode_request, decode_reply))
+    get_user = lb.retry(3, 2.0, lb.LeastLoaded(endpointer))
+    reply = get_user(request)
+
+- :func:`factory` / :func:`async_factory` — ``factory(instance) -> endpoint``.
+- :class:`GRPCStatusError` (``.code``, ``.details``, ``.instance``);
+  :class:`UnavailableError` (a :class:`sd.errors.ConnectionFailure`: ejected and
+  retried at once), :class:`DeadlineExceededError` (a ``TimeoutError``).
+
+Modules: ``_errors`` (status mapping), ``_endpoint`` (endpoints and factories).
+"""
+
+from __future__ import annotations
+
+try:
+    import grpc  # noqa: F401 - checked here so the error says which extra to install
+except ImportError as error:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        f"sd.grpc needs grpcio: pip install 'kitsd[grpc]' ({error})", name="grpc") from error
+
+from sd.grpc._endpoint import AsyncGRPCEndpoint, GRPCEndpoint, async_factory, factory
+from sd.grpc._errors import DeadlineExceededError, GRPCStatusError, UnavailableError
+
+__all__ = [
+    "AsyncGRPCEndpoint",
+    "DeadlineExceededError",
+    "GRPCEndpoint",
+    "GRPCStatusError",
+    "UnavailableError",
+    "async_factory",
+    "factory",
+]
+
+for _public in (AsyncGRPCEndpoint, DeadlineExceededError, GRPCEndpoint, GRPCStatusError,
+                UnavailableError, async_factory, factory):
+    _public.__module__ = __name__
+del _public

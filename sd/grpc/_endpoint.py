@@ -1,0 +1,218 @@
+"""gRPC endpoints: one grpcio channel per instance, a unary call as the endpoint.
+
+Each call's deadline is :func:`sd.deadline.remaining` (the enclosing retry's
+time left), else the factory's ``timeout``; with no time left it raises
+``TimeoutError`` without sending.  Status errors are mapped by
+:mod:`sd.grpc._errors`: ``UNAVAILABLE`` is a connection failure (ejection,
+retry), ``DEADLINE_EXCEEDED`` a ``TimeoutError``, every other code a
+:class:`GRPCStatusError` naming the code and the instance.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from sd.deadline import remaining
+from sd.errors import MisuseError, shown_value
+from sd.grpc._errors import from_rpc_error
+from sd.instance import normalize_instance
+
+__all__ = ["AsyncGRPCEndpoint", "GRPCEndpoint", "async_factory", "factory"]
+
+Serializer = Callable[[Any], bytes]
+Deserializer = Callable[[bytes], Any]
+#: ``method``: a full method path (``"/pkg.Service/Method"``), or
+#: ``callable(channel) -> unary-unary multicallable`` (e.g. ``lambda ch: Stub(ch).Method``).
+Method = str | Callable[[Any], Any]
+
+
+class _Settings:
+    """What every endpoint of one factory shares (checked once)."""
+
+    __slots__ = ("channel_options", "compression", "credentials", "metadata", "method",
+                 "name", "request_serializer", "response_deserializer", "timeout")
+
+    def __init__(
+        self, method: Method, request_serializer: Serializer | None,
+        response_deserializer: Deserializer | None, channel_options: Sequence[tuple[str, Any]],
+        credentials: Any, metadata: Sequence[tuple[str, str | bytes]] | None,
+        timeout: float | None, compression: Any,
+    ) -> None:
+        if isinstance(method, str):
+            if not method.startswith("/") or method.count("/") != 2:
+                raise MisuseError(
+                    f"method must be a path like '/pkg.Service/Method', got {shown_value(method)}")
+            self.name = method
+        elif callable(method):
+            self.name = getattr(method, "__qualname__", repr(method))
+        else:
+            raise TypeError(f"method must be a method path or callable(channel), got {method!r}")
+        for label, value in (("request_serializer", request_serializer),
+                             ("response_deserializer", response_deserializer)):
+            if value is not None and not callable(value):
+                raise TypeError(f"{label} must be callable, got {value!r}")
+        if timeout is not None and (
+                isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                or not timeout > 0 or not math.isfinite(timeout)):
+            raise MisuseError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        self.method = method
+        self.request_serializer = request_serializer
+        self.response_deserializer = response_deserializer
+        self.channel_options = tuple(channel_options)
+        self.credentials = credentials
+        self.metadata = tuple(metadata) if metadata is not None else None
+        self.timeout = timeout
+        self.compression = compression
+
+    def deadline(self) -> float | None:
+        left = remaining()
+        if left is None:
+            return self.timeout
+        if left <= 0:
+            raise TimeoutError("no time left for the gRPC call")
+        return left
+
+    def multicallable(self, channel: Any) -> Any:
+        if isinstance(self.method, str):
+            return channel.unary_unary(self.method, request_serializer=self.request_serializer,
+                                       response_deserializer=self.response_deserializer)
+        return self.method(channel)
+
+
+class GRPCEndpoint:
+    """A unary call on ``instance`` over its own ``grpc.Channel`` (made here: grpcio
+    connects lazily).  ``close()`` closes the channel; thread-safe."""
+
+    def __init__(self, instance: str, settings: _Settings) -> None:
+        self.instance = normalize_instance(instance)
+        self._settings = settings
+        if settings.credentials is None:
+            self._channel = grpc.insecure_channel(self.instance, options=settings.channel_options)
+        else:
+            self._channel = grpc.secure_channel(self.instance, settings.credentials,
+                                                options=settings.channel_options)
+        self._call = settings.multicallable(self._channel)
+
+    def __call__(self, request: Any) -> Any:
+        settings = self._settings
+        try:
+            return self._call(request, timeout=settings.deadline(), metadata=settings.metadata,
+                              compression=settings.compression)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, self.instance, settings.name) from error
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __repr__(self) -> str:
+        return f"<sd.grpc endpoint {self._settings.name} on {self.instance}>"
+
+
+class AsyncGRPCEndpoint:
+    """The ``grpc.aio`` twin of :class:`GRPCEndpoint`.  Its channel is made by the
+    first call, on the running loop (grpc.aio channels belong to one loop);
+    ``aclose()`` closes it."""
+
+    def __init__(self, instance: str, settings: _Settings) -> None:
+        self.instance = normalize_instance(instance)
+        self._settings = settings
+        self._channel: Any = None
+        self._call: Any = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _open(self) -> Any:
+        settings = self._settings
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"sd.grpc endpoint for {self.instance} is closed")
+            if self._call is None:
+                if settings.credentials is None:
+                    channel = grpc.aio.insecure_channel(self.instance,
+                                                        options=settings.channel_options)
+                else:
+                    channel = grpc.aio.secure_channel(self.instance, settings.credentials,
+                                                      options=settings.channel_options)
+                self._channel = channel
+                self._call = settings.multicallable(channel)
+            return self._call
+
+    async def __call__(self, request: Any) -> Any:
+        settings = self._settings
+        call = self._call or self._open()
+        try:
+            return await call(request, timeout=settings.deadline(), metadata=settings.metadata,
+                              compression=settings.compression)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, self.instance, settings.name) from error
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._closed = True
+            channel, self._channel, self._call = self._channel, None, None
+        if channel is not None:
+            await channel.close()
+
+    def __repr__(self) -> str:
+        return f"<sd.grpc async endpoint {self._settings.name} on {self.instance}>"
+
+
+def factory(
+    method: Method,
+    request_serializer: Serializer | None = None,
+    response_deserializer: Deserializer | None = None,
+    *,
+    channel_options: Sequence[tuple[str, Any]] = (),
+    credentials: Any = None,
+    metadata: Sequence[tuple[str, str | bytes]] | None = None,
+    timeout: float | None = None,
+    compression: Any = None,
+) -> Callable[[str], GRPCEndpoint]:
+    """``factory(instance) -> endpoint`` for :class:`sd.Endpointer`: each instance gets
+    its own channel (closed when it leaves) and ``endpoint(request)`` makes one
+    unary call.
+
+    ``method`` is a full method path (then the serializers turn requests into
+    bytes and bytes into responses; ``None`` sends and returns bytes as they are)
+    or ``callable(channel) -> multicallable`` for generated stubs
+    (``lambda channel: UsersStub(channel).Get``).  ``credentials``: a
+    ``grpc.ChannelCredentials`` for TLS (default insecure).  ``timeout``: the call's
+    deadline outside a retry (inside one, :func:`lb.remaining` decides).
+    Raises ``TypeError`` / :class:`sd.MisuseError` for bad arguments; the returned
+    factory raises :class:`sd.InvalidInstanceError` for a bad instance string.
+    """
+    settings = _Settings(method, request_serializer, response_deserializer, channel_options,
+                         credentials, metadata, timeout, compression)
+
+    def make_endpoint(instance: str) -> GRPCEndpoint:
+        return GRPCEndpoint(instance, settings)
+
+    return make_endpoint
+
+
+def async_factory(
+    method: Method,
+    request_serializer: Serializer | None = None,
+    response_deserializer: Deserializer | None = None,
+    *,
+    channel_options: Sequence[tuple[str, Any]] = (),
+    credentials: Any = None,
+    metadata: Sequence[tuple[str, str | bytes]] | None = None,
+    timeout: float | None = None,
+    compression: Any = None,
+) -> Callable[[str], AsyncGRPCEndpoint]:
+    """The ``grpc.aio`` twin of :func:`factory` (``method`` as a callable gets a
+    ``grpc.aio.Channel``)."""
+    settings = _Settings(method, request_serializer, response_deserializer, channel_options,
+                         credentials, metadata, timeout, compression)
+
+    def make_endpoint(instance: str) -> AsyncGRPCEndpoint:
+        return AsyncGRPCEndpoint(instance, settings)
+
+    return make_endpoint

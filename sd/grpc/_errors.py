@@ -1,0 +1,54 @@
+"""gRPC status errors, mapped at the boundary: what lb's retry and ejection see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sd.errors import ConnectionFailure, KitsdError
+
+__all__ = ["DeadlineExceededError", "GRPCStatusError", "UnavailableError", "from_rpc_error"]
+
+
+class GRPCStatusError(KitsdError):
+    """An instance answered a gRPC call with a non-OK status.
+
+    ``.code`` (a ``grpc.StatusCode``), ``.details`` (the server's message),
+    ``.instance``, ``.method``.  ``str()`` reads
+    ``gRPC INVALID_ARGUMENT from 10.0.0.7:50051 (/pkg.Svc/Method): details``.
+    The grpcio error is chained as ``__cause__``.
+    """
+
+    def __init__(self, code: Any, details: str | None, instance: str, method: str) -> None:
+        name = getattr(code, "name", str(code))
+        text = f"gRPC {name} from {instance} ({method})"
+        super().__init__(f"{text}: {details}" if details else text)
+        self.code = code
+        self.details = details
+        self.instance = instance
+        self.method = method
+
+
+class UnavailableError(GRPCStatusError):
+    """``UNAVAILABLE``: the instance could not be reached (or is going away).  A
+    :class:`sd.errors.ConnectionFailure`, so the retry loop ejects the instance."""
+
+
+class DeadlineExceededError(GRPCStatusError, TimeoutError):
+    """``DEADLINE_EXCEEDED``: the call ran out of time (a ``TimeoutError``)."""
+
+
+ConnectionFailure.register(UnavailableError)
+
+
+def from_rpc_error(error: Any, instance: str, method: str) -> GRPCStatusError:
+    """The kitsd error for a ``grpc.RpcError`` (a ``grpc.Call``) from ``instance``."""
+    import grpc  # the extra; imported here so this module stays importable without it
+
+    code = error.code() if callable(getattr(error, "code", None)) else None
+    details = error.details() if callable(getattr(error, "details", None)) else None
+    kind: type[GRPCStatusError] = GRPCStatusError
+    if code == grpc.StatusCode.UNAVAILABLE:
+        kind = UnavailableError
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        kind = DeadlineExceededError
+    return kind(code, details, instance, method)

@@ -1,0 +1,45 @@
+"""In-process grpcio servers speaking bytes: ``/test.Echo/Call`` answers
+``b"<port>:<request>"``; a request of ``b"fail:<CODE>"`` aborts with that status
+and ``b"hang"`` waits until the server stops."""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+METHOD = "/test.Echo/Call"
+
+
+class GRPCInstance:
+    def __init__(self) -> None:
+        self.calls = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pool = futures.ThreadPoolExecutor(max_workers=8)
+        self.server = grpc.server(self._pool)
+        handler = grpc.method_handlers_generic_handler(
+            "test.Echo", {"Call": grpc.unary_unary_rpc_method_handler(self._call)})
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.address = f"127.0.0.1:{self.port}"
+        self.server.start()
+        self._alive = True
+
+    def _call(self, request: bytes, context: Any) -> bytes:
+        with self._lock:
+            self.calls += 1
+        if request.startswith(b"fail:"):
+            context.abort(getattr(grpc.StatusCode, request[5:].decode()), "told to fail")
+        if request == b"hang":
+            self._stop.wait(30)
+        return f"{self.port}:".encode() + request
+
+    def kill(self) -> None:
+        if self._alive:
+            self._alive = False
+            self._stop.set()
+            self.server.stop(grace=None).wait(5)
+            self._pool.shutdown(wait=True)

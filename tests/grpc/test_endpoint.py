@@ -1,0 +1,204 @@
+"""sd.grpc against real in-process grpcio servers, sync and grpc.aio."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+
+import lb
+import sd
+import sd.grpc
+from sd.errors import ConnectionFailure, MisuseError
+from tests.grpc.servers import METHOD, GRPCInstance
+from tests.helpers import async_wait_for, wait_for
+
+Instances = Callable[[int], list[GRPCInstance]]
+
+
+def _registry(*found: GRPCInstance) -> tuple[sd.MemoryRegistry, list[Any]]:
+    registry = sd.MemoryRegistry()
+    registrars = [registry.registrar("echo", each.address) for each in found]
+    for registrar in registrars:
+        registrar.register()
+    return registry, registrars
+
+
+def test_unary_call_balanced(grpc_instances: Instances) -> None:
+    found = grpc_instances(2)
+    registry, _ = _registry(*found)
+    with sd.Endpointer(registry.instancer("echo"), sd.grpc.factory(METHOD)) as endpointer:
+        call = lb.retry(3, 5.0, lb.RoundRobin(endpointer))
+        ports = {call(b"hi").split(b":")[0] for _ in range(4)}
+    assert ports == {str(each.port).encode() for each in found}
+
+
+def test_json_serializers(grpc_instances: Instances) -> None:
+    import json
+    (one,) = grpc_instances(1)
+    registry, _ = _registry(one)
+    factory = sd.grpc.factory(METHOD, lambda value: json.dumps(value).encode(),
+                              lambda data: data.decode())
+    with sd.Endpointer(registry.instancer("echo"), factory) as endpointer:
+        assert lb.retry(1, 5.0, lb.RoundRobin(endpointer))({"a": 1}) == f'{one.port}:{{"a": 1}}'
+
+
+def test_status_codes_mapped(grpc_instances: Instances) -> None:
+    (one,) = grpc_instances(1)
+    endpoint = sd.grpc.factory(METHOD)(one.address)
+    try:
+        with pytest.raises(sd.grpc.GRPCStatusError) as caught:
+            endpoint(b"fail:INVALID_ARGUMENT")
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert str(caught.value) == (
+            f"gRPC INVALID_ARGUMENT from {one.address} ({METHOD}): told to fail")
+        assert not isinstance(caught.value, ConnectionFailure)
+        with pytest.raises(sd.grpc.UnavailableError) as unavailable:
+            endpoint(b"fail:UNAVAILABLE")
+        assert isinstance(unavailable.value, ConnectionFailure)
+    finally:
+        endpoint.close()
+
+
+def test_deadline_from_retry(grpc_instances: Instances) -> None:
+    (one,) = grpc_instances(1)
+    registry, _ = _registry(one)
+    with sd.Endpointer(registry.instancer("echo"), sd.grpc.factory(METHOD)) as endpointer:
+        call = lb.retry(3, 0.5, lb.RoundRobin(endpointer))
+        start = time.monotonic()
+        with pytest.raises(lb.RetryTimeout) as caught:
+            call(b"hang")
+    assert time.monotonic() - start < 1.5
+    assert all(isinstance(error, sd.grpc.DeadlineExceededError) for error in caught.value.errors)
+    assert caught.value.errors
+
+
+def test_dead_instance_is_unavailable_and_ejected(grpc_instances: Instances) -> None:
+    dead, good = grpc_instances(2)
+    dead.kill()
+    registry, _ = _registry(dead, good)
+    with sd.Endpointer(registry.instancer("echo"), sd.grpc.factory(METHOD)) as endpointer:
+        balancer = lb.RoundRobin(endpointer)
+        call = lb.retry(2, 5.0, balancer)
+        for _ in range(10):
+            assert call(b"x").startswith(str(good.port).encode())
+    assert good.calls == 10
+
+
+def test_channel_closed_when_instance_leaves(grpc_instances: Instances) -> None:
+    (one,) = grpc_instances(1)
+    registry, registrars = _registry(one)
+    with sd.Endpointer(registry.instancer("echo"), sd.grpc.factory(METHOD)) as endpointer:
+        (endpoint,) = endpointer.endpoints()
+        assert endpoint(b"a").endswith(b"a")
+        registrars[0].deregister()
+        wait_for(lambda: not endpointer.endpoints(), what="instance gone")
+
+        def closed() -> bool:
+            try:
+                endpoint(b"b")
+            except ValueError:  # grpcio: "Cannot invoke RPC on closed channel!"
+                return True
+            except sd.grpc.GRPCStatusError as error:  # or CANCELLED "Channel closed!"
+                return bool(error.code == grpc.StatusCode.CANCELLED)
+            return False
+
+        wait_for(closed, what="channel closed")
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(MisuseError, match="method"):
+        sd.grpc.factory("Call")
+    with pytest.raises(TypeError, match="method"):
+        sd.grpc.factory(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="request_serializer"):
+        sd.grpc.async_factory(METHOD, "json")  # type: ignore[arg-type]
+    with pytest.raises(MisuseError, match="timeout"):
+        sd.grpc.factory(METHOD, timeout=0)
+    with pytest.raises(ValueError, match="instance"):
+        sd.grpc.factory(METHOD)("no-port")
+
+
+def test_kill_mid_load_zero_failures(grpc_instances: Instances) -> None:
+    found = grpc_instances(3)
+    registry, _ = _registry(*found)
+    failures: list[BaseException] = []
+    done = 0
+    stop = threading.Event()
+    lock = threading.Lock()
+    with sd.Endpointer(registry.instancer("echo"), sd.grpc.factory(METHOD)) as endpointer:
+        call = lb.retry(3, 5.0, lb.LeastLoaded(endpointer))
+
+        def load() -> None:
+            nonlocal done
+            while not stop.is_set():
+                try:
+                    call(b"x")
+                except Exception as error:
+                    failures.append(error)
+                with lock:
+                    done += 1
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: done > 200, timeout=20, what="load")
+        found[0].kill()
+        before = done
+        wait_for(lambda: done > before + 400, timeout=20, what="load after the kill")
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert found[1].calls
+    assert found[2].calls
+
+
+async def test_async_kill_mid_load_zero_failures(grpc_instances: Instances) -> None:
+    found = grpc_instances(3)
+    registry, _ = _registry(*found)
+    failures: list[BaseException] = []
+    done = 0
+    stop = asyncio.Event()
+    async with sd.Endpointer(registry.instancer("echo"),
+                             sd.grpc.async_factory(METHOD)) as endpointer:
+        call = lb.retry_async(3, 5.0, lb.LeastLoaded(endpointer))
+
+        async def load() -> None:
+            nonlocal done
+            while not stop.is_set():
+                try:
+                    await call(b"x")
+                except Exception as error:
+                    failures.append(error)
+                done += 1
+
+        tasks = [asyncio.create_task(load()) for _ in range(8)]
+        await async_wait_for(lambda: done > 200, timeout=20, what="load")
+        await asyncio.to_thread(found[0].kill)
+        before = done
+        await async_wait_for(lambda: done > before + 400, timeout=20, what="load after kill")
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert failures == []
+
+
+async def test_async_status_and_deadline(grpc_instances: Instances) -> None:
+    (one,) = grpc_instances(1)
+    registry, _ = _registry(one)
+    async with sd.Endpointer(registry.instancer("echo"),
+                             sd.grpc.async_factory(METHOD)) as endpointer:
+        call = lb.retry_async(1, 0.5, lb.RoundRobin(endpointer))
+        assert (await call(b"ok")).endswith(b"ok")
+        with pytest.raises(lb.RetryError) as caught:
+            await call(b"fail:PERMISSION_DENIED")
+        assert isinstance(caught.value.final, sd.grpc.GRPCStatusError)
+        assert "PERMISSION_DENIED" in str(caught.value)
+        assert one.address in str(caught.value)
+        with pytest.raises(lb.RetryTimeout):
+            await call(b"hang")
