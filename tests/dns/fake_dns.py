@@ -28,13 +28,9 @@ class ScriptedDNS:
         self.handler = handler
         self.queries: list[tuple[str, str]] = []
         self.transports: list[str] = []
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock, self._listener = _udp_and_tcp_on_one_port()
         self._sock.settimeout(0.05)
         self.port = self._sock.getsockname()[1]
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", self.port))
         self._listener.listen(16)
         self._listener.settimeout(0.05)
         self._connections: list[socket.socket] = []
@@ -155,3 +151,21 @@ def rcode_answer(query: dns.message.Message, rcode: dns.rcode.Rcode) -> dns.mess
     response = dns.message.make_response(query)
     response.set_rcode(rcode)
     return response
+
+
+def _udp_and_tcp_on_one_port() -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket bound to the same free loopback port (another process may
+    hold the TCP side of the port the kernel gave the UDP socket: then try another)."""
+    for _ in range(50):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+        except OSError:
+            tcp.close()
+            udp.close()
+            continue
+        return udp, tcp
+    raise OSError("no loopback port free for both UDP and TCP")
