@@ -111,6 +111,10 @@ class Broadcaster:
         ordered = tuple(sorted(self._members))
         instances = start.instances if ordered == start.instances else ordered
         self._state = Event(instances, start.error, info=canonical_info(start.info, self._members))
+        # The last metadata mapping a publisher gave and what it became, so a watch that
+        # hands out the same mapping again costs O(1) (an identity check) for metadata.
+        self._info_source: tuple[Mapping[str, InstanceInfo], Mapping[str, InstanceInfo]] = (
+            NO_INFO, NO_INFO)
         self._subscribers: list[Callback] = []
         # Snapshots published by a callback during a delivery wait in the queue, so
         # later subscribers do not get the newer one before the one being delivered.
@@ -173,7 +177,7 @@ class Broadcaster:
             self._members, more, fewer = diff(self._members, event.instances)
             added, removed = tuple(more), tuple(fewer)
             instances = splice(base, added, removed)
-        info, changed = self._info_after(event, delta if trusted else None, removed)
+        info, changed = self._info_after(event, delta if trusted else None, added, removed)
         if added or removed or changed:
             return Event(instances, event.error, info=info,
                          delta=Delta(base, added, removed, changed))
@@ -191,7 +195,7 @@ class Broadcaster:
         )
 
     def _info_after(
-        self, event: Event, delta: Delta | None, removed: tuple[str, ...]
+        self, event: Event, delta: Delta | None, added: tuple[str, ...], removed: tuple[str, ...]
     ) -> tuple[Mapping[str, InstanceInfo], Mapping[str, InstanceInfo]]:
         """The canonical metadata after ``event`` and what changed (instances kept or
         added whose metadata differs), given the members already updated.  O(changed)
@@ -203,11 +207,17 @@ class Broadcaster:
             return given, delta.info
         if not given and not old:
             return NO_INFO, NO_INFO
-        if given is old:  # the current metadata again: only departures can change it
+        source, derived = self._info_source
+        if given is old or (given is source and old is derived
+                            and not any(instance in given for instance in added)):
+            # The current metadata again (a watch hands out one mapping while its
+            # metadata does not change): only departures can change it.
             return _without(old, removed), NO_INFO
         members = self._members
         new = canonical_info(given, members)
+        self._info_source = (given, new)
         if new == old:
+            self._info_source = (given, old)
             return old, NO_INFO
         changed = {instance: info for instance, info in new.items() if old.get(instance) != info}
         for instance in old:

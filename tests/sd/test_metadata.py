@@ -124,6 +124,16 @@ def test_a_departing_instance_takes_its_metadata_along() -> None:
     assert not delta.info
 
 
+def test_the_same_mapping_again_with_a_newly_added_instance_gives_its_metadata() -> None:
+    broadcaster = Broadcaster()
+    shared = {"a:1": LIGHT, "b:1": HEAVY}
+    broadcaster.publish(Event(("a:1",), info=shared))
+    assert dict(broadcaster.state.info) == {"a:1": LIGHT}
+    assert broadcaster.publish(Event(("a:1", "b:1"), info=shared))
+    assert dict(broadcaster.state.info) == {"a:1": LIGHT, "b:1": HEAVY}
+    assert not broadcaster.publish(Event(("a:1", "b:1"), info=shared))
+
+
 def test_errors_keep_the_metadata_and_new_subscribers_get_it_replayed() -> None:
     broadcaster = Broadcaster()
     broadcaster.publish(Event(("a:1",), info={"a:1": HEAVY}))
