@@ -344,3 +344,13 @@ def test_info_is_public() -> None:
     assert sd.InstanceInfo is InstanceInfo
     assert sd.factory_with_info is factory_with_info
     assert NO_INFO == {}
+
+
+def test_the_value_form_module_is_pure() -> None:
+    from pathlib import Path
+
+    from tests.test_purity import violations
+
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "sd" / "instance_value.py").exists()
+    assert violations(root / "sd" / "instance_value.py") == []
