@@ -15,6 +15,12 @@ A dev agent gets no ``-data-dir``: with one, Consul persists registered
 services and restores them on start, and the restart tests need a restarted
 dev agent to have forgotten everything, as a real agent that lost its disk.
 
+``ConsulDevAgent(tls=True)`` also serves HTTPS with certificates it makes
+(:func:`make_tls_files`, through ``consul tls ca/cert create``), requiring
+client certificates there (``verify_incoming``, i.e. mTLS); its plain HTTP
+port stays open for the readiness probe.  ``token=`` is sent with the
+readiness probe, for agents whose ACLs deny anonymous reads.
+
 Consul's logs stay in the temporary directory; :meth:`ConsulAgent.log_tail`
 returns the end of one, and an agent that fails to start raises an error
 carrying it, so logs are shown only when something went wrong.
@@ -39,8 +45,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -54,7 +62,9 @@ __all__ = [
     "ConsulDevAgent",
     "ConsulNotInstalled",
     "ExternalConsul",
+    "TLSFiles",
     "dev_agent",
+    "make_tls_files",
     "require_binary",
 ]
 
@@ -93,9 +103,38 @@ def require_binary() -> str:
     )
 
 
-def _get_json(url: str, timeout: float = 1.0) -> object:
-    with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - our own http:// URL
+def _get_json(url: str, timeout: float = 1.0, token: str | None = None) -> object:
+    request = urllib.request.Request(url, headers={"X-Consul-Token": token} if token else {})  # noqa: S310 - our own http:// URL
+    with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 - ditto
         return json.loads(answer.read())
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """A CA and the server and client certificates it signed (PEM files)."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls_files(directory: Path, dc: str = "dc1") -> TLSFiles:
+    """Make a CA, a server certificate (valid for ``localhost`` and ``127.0.0.1``)
+    and a client certificate in ``directory`` with ``consul tls``."""
+    binary = require_binary()
+    for args in (["ca", "create"], ["cert", "create", "-server", "-dc", dc],
+                 ["cert", "create", "-client", "-dc", dc]):
+        subprocess.run([binary, "tls", *args], cwd=directory, check=True,
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    return TLSFiles(
+        ca=directory / "consul-agent-ca.pem",
+        server_cert=directory / f"{dc}-server-consul-0.pem",
+        server_key=directory / f"{dc}-server-consul-0-key.pem",
+        client_cert=directory / f"{dc}-client-consul-0.pem",
+        client_key=directory / f"{dc}-client-consul-0-key.pem",
+    )
 
 
 class ConsulAgent(ServerProcess):
@@ -118,12 +157,16 @@ class ConsulAgent(ServerProcess):
         mode_flags: Sequence[str],
         data_dir: Path | None = None,
         dns_port: int | None = None,
+        https_port: int | None = None,
+        token: str | None = None,
     ) -> None:
         super().__init__(name, workdir=workdir)
         self.http_port, self.serf_lan_port, self.serf_wan_port, self.server_port = ports
+        self.https_port = https_port
         self.data_dir = data_dir
         self.dns_port = dns_port
         """The DNS interface's port (UDP and TCP), or ``None`` when it is disabled."""
+        self.token = token
         self._mode_flags = tuple(mode_flags)
 
     @property
@@ -139,6 +182,13 @@ class ConsulAgent(ServerProcess):
         return f"http://{self.http_addr}"
 
     @property
+    def https_addr(self) -> str:
+        """``host:port`` of the HTTPS API (only with ``https_port``)."""
+        if self.https_port is None:
+            raise AttributeError("this agent serves no HTTPS")
+        return f"{self.host}:{self.https_port}"
+
+    @property
     def serf_lan_addr(self) -> str:
         """``host:port`` other agents join."""
         return f"{self.host}:{self.serf_lan_port}"
@@ -151,8 +201,11 @@ class ConsulAgent(ServerProcess):
     def command(self) -> list[str]:
         """The command line this agent runs."""
         data = ["-data-dir", str(self.data_dir)] if self.data_dir is not None else []
+        common = list(_COMMON_FLAGS)
+        if self.https_port is not None:
+            common[common.index("-https-port") + 1] = str(self.https_port)
         return [
-            require_binary(), "agent", *self._mode_flags, *_COMMON_FLAGS,
+            require_binary(), "agent", *self._mode_flags, *common,
             "-node", self.name,
             "-http-port", str(self.http_port),
             "-serf-lan-port", str(self.serf_lan_port),
@@ -165,7 +218,7 @@ class ConsulAgent(ServerProcess):
 
     def leader(self) -> str:
         """The leader's server address as this agent sees it (``""`` if none); raises if down."""
-        answer = _get_json(f"{self.http_url}/v1/status/leader")
+        answer = _get_json(f"{self.http_url}/v1/status/leader", token=self.token)
         return answer if isinstance(answer, str) else ""
 
     def ready(self) -> bool:
@@ -175,7 +228,7 @@ class ConsulAgent(ServerProcess):
         try:
             if not self.leader():
                 return False
-            node = _get_json(f"{self.http_url}/v1/catalog/node/{self.name}")
+            node = _get_json(f"{self.http_url}/v1/catalog/node/{self.name}", token=self.token)
         except (OSError, ValueError):
             return False
         return isinstance(node, dict) and isinstance(node.get("Node"), dict)
@@ -207,12 +260,23 @@ class ConsulDevAgent(_Agents):
     """
 
     def __init__(self, *, name: str = "kitsd-dev", extra_args: Sequence[str] = (),
-                 start: bool = True, tmp_root: str | None = None, dns: bool = False) -> None:
+                 start: bool = True, tmp_root: str | None = None, tls: bool = False,
+                 token: str | None = None, dns: bool = False) -> None:
         super().__init__("kitsd-consul-dev-", tmp_root)
-        ports = free_ports(5)
+        ports = free_ports(6)
+        self.tls: TLSFiles | None = None
+        args = list(extra_args)
+        if tls:
+            self.tls = make_tls_files(self.workdir)
+            args += ["-hcl", (
+                f'tls {{ defaults {{ ca_file = "{self.tls.ca}"\n'
+                f' cert_file = "{self.tls.server_cert}"\n key_file = "{self.tls.server_key}" }}\n'
+                ' https { verify_incoming = true } }'
+            )]
         self.agent = ConsulAgent(name, workdir=self.workdir, ports=ports[:4],
-                                 mode_flags=("-dev", *extra_args),
-                                 dns_port=ports[4] if dns else None)
+                                 mode_flags=("-dev", *args),
+                                 https_port=ports[4] if tls else None, token=token,
+                                 dns_port=ports[5] if dns else None)
         self.members = [self.agent]
         if start:
             self._start_or_close()
@@ -221,6 +285,11 @@ class ConsulDevAgent(_Agents):
     def http_addr(self) -> str:
         """``host:port`` of the HTTP API."""
         return self.agent.http_addr
+
+    @property
+    def https_addr(self) -> str:
+        """``host:port`` of the HTTPS API (``tls=True`` only)."""
+        return self.agent.https_addr
 
     @property
     def node_name(self) -> str:

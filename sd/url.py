@@ -16,44 +16,69 @@ from typing import Protocol, cast
 from sd.errors import MisuseError, clip, shown_value
 from sd.instancer import FixedInstancer, InstancerHandle
 
-__all__ = ["instancer_from_url", "redact_url"]
+__all__ = ["instancer_from_url", "redact_url", "shown_parameter", "shown_url"]
 
 _DRIVERS = {
     "etcd": ("sd.etcd.url", "etcd"),
     "etcds": ("sd.etcd.url", "etcd"),
     "consul": ("sd.consul.url", "consul"),
+    "consuls": ("sd.consul.url", "consul"),
     "dnssrv": ("sd.dns.url", "dns"),
     "zk": ("sd.zk.url", "zk"),
 }
 
 
-_WANT = "(want static://, etcd://, etcds://, consul://, dnssrv:// or zk://)"
+_WANT = "(want static://, etcd://, etcds://, consul://, consuls://, dnssrv:// or zk://)"
 
 
 class _FromURL(Protocol):
     def instancer_from_url(self, url: urllib.parse.SplitResult) -> InstancerHandle: ...
 
 
-# Query parameters whose value is a secret, whatever the driver: ``?token=...`` and kin.
-_SECRET_PARAMETER = re.compile(
-    r"(?i)((?:^|[?&;])[\w.-]*(?:token|passw(?:or)?d|pwd|secret|auth|credential|key)[\w.-]*=)"
-    r"[^&;#]*"
-)
+_PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z_-]{0,19}")
 
 
 def redact_url(url: str) -> str:
     """``url`` fit for error messages and logs: user information replaced by ``***``
     (everything before the last ``@``, so a password holding ``/``, ``?`` or ``#``
-    does not leak either), the values of secret-looking query parameters (``token``,
-    ``password``, ``secret``, ``key``, ...) replaced by ``***``, and cut to 200
-    characters.  ``consul://TOKEN@host/...`` never shows the token."""
+    does not leak either), every query parameter value and the fragment replaced by
+    ``***``, and cut to 200 characters.  Works on URLs too broken to parse."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
     if "@" in rest:
         rest = "***@" + rest.rpartition("@")[2]
-    rest = _SECRET_PARAMETER.sub(r"\1***", rest)
-    return clip(f"{scheme}{sep}{rest}", 200)
+    rest, hash_sign, _ = rest.partition("#")
+    base, question, query = rest.partition("?")
+    if question:
+        query = re.sub(r"=[^&;]*", "=***", query)
+    shown = f"{scheme}{sep}{base}{question}{query}{'#***' if hash_sign else ''}"
+    return clip(shown, 200)
+
+
+def shown_parameter(name: str) -> str:
+    """A query parameter name fit for a message: a plain word, else ``***`` (it may
+    be a secret pasted where a name goes)."""
+    return name if _PLAIN_NAME.fullmatch(name) else "***"
+
+
+def shown_url(parsed: urllib.parse.SplitResult) -> str:
+    """A parsed URL fit for a message: ``***`` for the user part, the fragment,
+    every parameter value and any parameter name that is not a plain word, so a
+    secret put anywhere in the URL is never echoed.  Drivers' URL errors use it."""
+    host = parsed.netloc.rpartition("@")[2]
+    if "@" in parsed.netloc:
+        host = f"***@{host}"
+    pairs = urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)
+    query = "&".join(
+        f"{shown_parameter(name)}={'***' if value else ''}"
+        for name, value in pairs
+    )
+    if not pairs and parsed.query:
+        query = "***"
+    fragment = "***" if parsed.fragment else ""
+    return clip(urllib.parse.urlunsplit((parsed.scheme, host, parsed.path, query, fragment)),
+                200)
 
 
 def instancer_from_url(url: str) -> InstancerHandle:

@@ -3,15 +3,19 @@
 * :class:`ConsulInstancer` — the live instances of a service, from blocking
   queries on ``/v1/health/service`` (go-kit's ``consul.Instancer``, plus a
   prompt ``stop()`` and errors mapped into :mod:`sd.errors`).
-* :class:`AsyncConsulInstancer` — the same on asyncio, over httpx (py-consul's
-  async client would need aiohttp).
+* :class:`AsyncConsulInstancer` — the same watch on asyncio.
 * :class:`ConsulRegistrar` — registers one instance with the local agent and
   keeps a TTL check passing (go-kit's registrar has no health check).
-* :func:`connect` — a py-consul client for an agent address whose requests can
-  be interrupted; :class:`ConsulClient` — the narrow protocol the driver needs.
+* :func:`connect` — a py-consul client over httpx for an agent address
+  (:class:`HttpxConsul`; :class:`AsyncHttpxConsul` is its asyncio twin, both
+  built from :class:`AgentSettings`); :class:`ConsulClient` — the narrow
+  protocol the driver needs.
 
-The pure rules live in :mod:`sd.consul.index` (blocking index) and
-:mod:`sd.consul.health` (answer to instances).
+Every request goes through py-consul (request building, status checks) over
+httpx (:mod:`sd.consul.transport`); both instancers run one watch coroutine
+(:mod:`sd.consul.watch`).  The pure rules live in :mod:`sd.consul.index`
+(blocking index, ACL default deny) and :mod:`sd.consul.health` (answer to
+instances).
 """
 
 from __future__ import annotations
@@ -20,15 +24,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sd.consul.client import ConsulClient, InterruptibleConsul, connect
+    from sd.consul.client import ConsulClient, connect
     from sd.consul.instancer import AsyncConsulInstancer, ConsulInstancer
     from sd.consul.registrar import ConsulRegistrar
+    from sd.consul.transport import AgentSettings, AsyncHttpxConsul, HttpxConsul
 
 # Resolved on first use, so `import sd.consul` (and its pure modules) works without
 # py-consul, and a missing client library is reported with the extra to install.
 _HOMES = {
+    "AgentSettings": "sd.consul.transport",
+    "AsyncHttpxConsul": "sd.consul.transport",
     "ConsulClient": "sd.consul.client",
-    "InterruptibleConsul": "sd.consul.client",
+    "HttpxConsul": "sd.consul.transport",
     "connect": "sd.consul.client",
     "AsyncConsulInstancer": "sd.consul.instancer",
     "ConsulInstancer": "sd.consul.instancer",
@@ -51,10 +58,12 @@ def __getattr__(name: str) -> Any:
     return value
 
 __all__ = [
+    "AgentSettings",
     "AsyncConsulInstancer",
+    "AsyncHttpxConsul",
     "ConsulClient",
     "ConsulInstancer",
     "ConsulRegistrar",
-    "InterruptibleConsul",
+    "HttpxConsul",
     "connect",
 ]

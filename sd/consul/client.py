@@ -1,87 +1,74 @@
-"""The slice of py-consul the Consul driver uses, a :func:`connect` helper, and error mapping.
+"""The slice of py-consul the Consul driver uses, :func:`connect`, and error mapping.
 
 Narrow protocols
 ----------------
 :class:`ConsulClient` names the few calls the driver makes (``health.service``,
 ``agent.service.register``/``deregister``, ``agent.check.ttl_pass``), exactly as
-py-consul's ``consul.Consul`` spells them, so a test can script odd answers with
-a small fake object.
+py-consul's ``consul.Consul`` spells them.  Any py-consul client (its own
+``requests`` one, or :func:`connect`'s, on httpx) is accepted.
 
-Interruptible requests
-----------------------
-A blocking query holds an HTTP request open for up to ``wait`` seconds, and
-``requests`` offers no way to abandon a request another thread is blocked in
-(closing the session only closes *idle* connections).  :class:`InterruptibleConsul`
-is a ``consul.Consul`` whose connections remember their sockets;
-:meth:`InterruptibleConsul.interrupt` shuts them down (``shutdown(SHUT_RDWR)``
-wakes a thread blocked in ``recv``), and every request started afterwards fails
-at once.  The watchers never interrupt *your* client: :func:`private_copy` makes
-them a private :class:`InterruptibleConsul` with your client's address, TLS
-settings, datacenter and ACL token, which they interrupt and close on ``stop()``.
-A client that is not py-consul's (a test fake) is used as it is, and ``stop()``
-then waits for its current call to return.
+Private clients
+---------------
+Watches and heartbeats never use *your* client: :func:`private_client` gives
+them a :class:`~sd.consul.transport.AsyncHttpxConsul` with your client's
+settings (:func:`~sd.consul.transport.settings_of`: address, scheme, CA,
+client certificate, token, datacenter, consistency, timeout), which they run
+on an event loop (yours for :class:`~sd.consul.AsyncConsulInstancer`, a private
+one on their thread otherwise) and cancel on ``stop()``: cancelling abandons a
+held blocking query at once.  An object that is not a py-consul client (a
+test double of the narrow protocol) is used as it is.
 
 Errors
 ------
-:func:`map_error` turns py-consul, ``requests`` and httpx exceptions into the kitsd
-error tree (:mod:`sd.errors`), chained with ``from``: ACL refusals (HTTP 403,
-and 401) become :class:`~sd.errors.PermissionDeniedError`, everything else
-(unreachable agent, timeouts, 5xx such as "No cluster leader", unreadable
-answers) :class:`~sd.errors.RegistryUnavailableError`.  Messages are stable (no
-object addresses), so a registry that keeps failing the same way publishes one
-error event, not one per retry, and they never include the ACL token.
+:func:`map_error` turns py-consul, httpx (and ``requests``, for py-consul's own
+client) exceptions into the kitsd error tree (:mod:`sd.errors`), chained with
+``from``: ACL refusals (HTTP 403, and 401) become
+:class:`~sd.errors.PermissionDeniedError`, everything else (unreachable agent,
+timeouts, 5xx such as "No cluster leader", unreadable answers)
+:class:`~sd.errors.RegistryUnavailableError`.  Messages are stable (no object
+addresses), so a registry that keeps failing the same way publishes one error
+event, not one per retry, and they never include the ACL token.
 """
 
 from __future__ import annotations
 
-import contextlib
+import inspect
 import logging
 import math
-import socket
-import threading
-import weakref
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, cast
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar, cast
 
 import consul
-import consul.exceptions
-import consul.std
 import httpx
 import requests
-import requests.adapters
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.poolmanager import PoolManager
 
-from sd.errors import (
-    BackendError,
-    InvalidInstanceError,
-    MisuseError,
-    PermissionDeniedError,
-    RegistryUnavailableError,
+from sd.consul.transport import (
+    DEFAULT_TIMEOUT,
+    AgentSettings,
+    HttpxConsul,
+    settings_of,
 )
-from sd.instance import split_address
+from sd.errors import BackendError, PermissionDeniedError, RegistryUnavailableError
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "AgentAPI",
     "AgentCheckAPI",
     "AgentServiceAPI",
     "ConsulClient",
     "HealthAPI",
-    "InterruptibleConsul",
+    "HttpxConsul",
     "agent_address",
-    "check_status",
     "connect",
     "map_error",
-    "private_copy",
+    "maybe_await",
+    "private_client",
     "tags_tuple",
 ]
 
 logger = logging.getLogger(f"kitsd.{__name__}")
 
-DEFAULT_TIMEOUT = 10.0
-"""Seconds :func:`connect` gives the agent to connect and answer (a blocking
-query's ``wait`` is added, as py-consul does)."""
+T = TypeVar("T")
 
 
 class HealthAPI(Protocol):
@@ -148,139 +135,6 @@ class ConsulClient(Protocol):
     def agent(self) -> AgentAPI: ...
 
 
-# --- interruptible connections -------------------------------------------------
-
-
-class _SocketTracker:
-    """The sockets of one client's connections, so another thread can shut them down."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
-        self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def add(self, sock: socket.socket) -> None:
-        with self._lock:
-            if not self._closed:
-                self._sockets.add(sock)
-                return
-        _shutdown(sock)  # interrupted already: this request must not start
-
-    def shutdown_all(self) -> None:
-        with self._lock:
-            self._closed = True
-            sockets = list(self._sockets)
-            self._sockets.clear()
-        for sock in sockets:
-            _shutdown(sock)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    # socket.socket.shutdown on the raw fd, even for an SSLSocket: its own shutdown()
-    # would also tear down TLS state under the feet of the thread reading from it.
-    # OSError: already closed or never connected, so there is nothing to interrupt.
-    with contextlib.suppress(OSError):
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-def _pool_classes(tracker: _SocketTracker) -> dict[str, type[HTTPConnectionPool]]:
-    """urllib3 pool classes whose connections register their sockets with ``tracker``."""
-
-    class TrackedHTTPConnection(HTTPConnection):
-        def connect(self) -> None:
-            super().connect()
-            if self.sock is not None:
-                tracker.add(self.sock)
-
-    class TrackedHTTPSConnection(HTTPSConnection):
-        def connect(self) -> None:
-            super().connect()
-            if self.sock is not None:
-                tracker.add(self.sock)
-
-    class TrackedHTTPPool(HTTPConnectionPool):
-        ConnectionCls = TrackedHTTPConnection
-
-    class TrackedHTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = TrackedHTTPSConnection
-
-    return {"http": TrackedHTTPPool, "https": TrackedHTTPSPool}
-
-
-class _TrackingAdapter(requests.adapters.HTTPAdapter):
-    """A requests adapter whose pools (direct and through proxies) track their sockets."""
-
-    def __init__(self, tracker: _SocketTracker) -> None:
-        self._classes = _pool_classes(tracker)
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = dict(self._classes)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
-        manager = cast(PoolManager, super().proxy_manager_for(proxy, **proxy_kwargs))
-        manager.pool_classes_by_scheme = dict(self._classes)
-        return manager
-
-
-class _InterruptibleHTTPClient(consul.std.HTTPClient):  # type: ignore[misc]  # py-consul is untyped
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.tracker = _SocketTracker()
-        adapter = _TrackingAdapter(self.tracker)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-
-    def close(self) -> None:
-        self.session.close()
-
-
-class InterruptibleConsul(consul.Consul):  # type: ignore[misc]  # py-consul is untyped
-    """A ``consul.Consul`` whose requests another thread can interrupt.
-
-    Construct it like ``consul.Consul`` (plus py-consul's ``connections_timeout``);
-    :func:`connect` is the short way.  :meth:`interrupt` and :meth:`close` are
-    safe to call from any thread; the rest is as thread-safe as py-consul.
-    The ACL token is never part of its ``repr``.
-    """
-
-    def http_connect(
-        self, host: str, port: int, scheme: str, verify: bool | str = True, cert: object = None
-    ) -> _InterruptibleHTTPClient:
-        return _InterruptibleHTTPClient(
-            host, port, scheme, verify, cert, connections_timeout=self.connections_timeout
-        )
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`interrupt` or :meth:`close` was called."""
-        return bool(self.http.tracker.closed)
-
-    def interrupt(self) -> None:
-        """Abort every request in flight (they raise ``requests.ConnectionError``);
-        requests made afterwards fail at once.  Idempotent."""
-        self.http.tracker.shutdown_all()
-
-    def close(self) -> None:
-        """:meth:`interrupt`, then close the HTTP session.  Idempotent."""
-        self.interrupt()
-        self.http.close()
-
-    def __enter__(self) -> InterruptibleConsul:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"InterruptibleConsul({self.http.base_uri!r})"
-
-
 def connect(
     address: str = "127.0.0.1:8500",
     *,
@@ -290,53 +144,56 @@ def connect(
     cert: str | tuple[str, str] | None = None,
     dc: str | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
-) -> InterruptibleConsul:
-    """A py-consul client for the agent at ``address`` (``host:port``, IPv6 in brackets).
+    transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+) -> HttpxConsul:
+    """A py-consul client over httpx for the agent at ``address`` (``host:port``,
+    IPv6 in brackets).
 
     ``token`` is the ACL token sent with every request; unlike plain
     ``consul.Consul(token=...)``, an explicit token here wins over the
-    ``CONSUL_HTTP_TOKEN`` environment variable.  ``timeout`` bounds connecting
-    and answering (``None``: no bound).  Close the client when done.
-    Raises ``ValueError`` for an address that is not ``host:port``.
+    ``CONSUL_HTTP_TOKEN`` environment variable.  ``scheme="https"`` with
+    ``verify`` (``True``, ``False`` or a CA file) and ``cert`` (client
+    certificate file, or ``(certificate, key)``) for TLS and mTLS.
+    ``timeout`` bounds connecting and answering (``None``: no bound).
+    ``transport``: an httpx transport for tests (``httpx.MockTransport``; the
+    watches built on this client use it too).  Close the client when done.
+    Raises ``TypeError`` or :class:`sd.errors.MisuseError` (a ``ValueError``)
+    naming a bad argument, before anything is opened; an unreadable CA or
+    certificate file is a :class:`~sd.errors.MisuseError` too.
     """
-    try:
-        host, port = split_address(address)
-    except InvalidInstanceError as error:
-        raise MisuseError(f"Consul agent address must be host:port, not {address!r}") from error
-    client = InterruptibleConsul(
-        host=host, port=port, scheme=scheme, verify=verify, cert=cert,
-        dc=dc, connections_timeout=timeout,
+    settings = AgentSettings.for_address(
+        address, token=token, scheme=scheme, verify=verify, cert=cert, dc=dc, timeout=timeout,
+        transport=transport,
     )
-    if token is not None:
-        client.token = token
-    return client
+    _ = settings.ssl_context  # load the certificates now: a bad file fails here
+    return settings.sync_client()
 
 
-def private_copy(client: ConsulClient) -> tuple[ConsulClient, InterruptibleConsul | None]:
-    """A client for a watcher's own use, and the object that interrupts it (see module doc).
+def private_client(client: ConsulClient) -> tuple[Any, AgentSettings | None]:
+    """The client a watch or heartbeat talks through, and the settings it came from.
 
-    For a py-consul ``consul.Consul`` (the requests-based one): a new
-    :class:`InterruptibleConsul` with the same address, scheme, TLS settings,
-    datacenter, consistency, timeout and ACL token, returned twice.  For any
-    other object: ``(client, None)``: it is used as it is.
+    For a py-consul client: a new :class:`~sd.consul.transport.AsyncHttpxConsul`
+    with its settings (see the module docstring); the caller closes it
+    (``await client.aclose()``) and must create it on the loop that uses it.
+    For any other object: ``(client, None)``, used as it is.
     """
-    http = getattr(client, "http", None)
-    if not isinstance(client, consul.Consul) or not isinstance(http, consul.std.HTTPClient):
+    settings = settings_of(client)
+    if settings is None:
         return client, None
-    copy = InterruptibleConsul(
-        host=http.host, port=http.port, scheme=http.scheme, verify=http.verify, cert=http.cert,
-        dc=client.dc, consistency=client.consistency,
-        connections_timeout=getattr(client, "connections_timeout", DEFAULT_TIMEOUT),
-    )
-    copy.token = client.token
-    return copy, copy
+    return settings.async_client(), settings
+
+
+async def maybe_await(value: T | Awaitable[T]) -> T:
+    """``value``, awaited if it is awaitable (an async client's answer)."""
+    if inspect.isawaitable(value):
+        return cast(T, await value)
+    return value
 
 
 def agent_address(client: object) -> str:
     """A printable name for the agent ``client`` talks to (its base URL; never the token)."""
-    http = getattr(client, "http", None)
-    base = getattr(http, "base_uri", None)
-    return base if isinstance(base, str) else type(client).__name__
+    settings = settings_of(client)
+    return settings.base_url if settings is not None else type(client).__name__
 
 
 # --- error mapping ---------------------------------------------------------------------
@@ -370,6 +227,9 @@ def map_error(error: BaseException, *, doing: str, agent: str) -> BackendError:
         mapped = RegistryUnavailableError(f"{where}: cannot connect")
     elif isinstance(error, consul.NotFound):
         mapped = RegistryUnavailableError(f"{where}: not found (404)")
+    elif isinstance(error, consul.ConsulException) and str(error).startswith(
+            "Missing index header"):
+        mapped = RegistryUnavailableError(f"{where}: answer with no X-Consul-Index header")
     elif isinstance(error, consul.ConsulException):
         mapped = RegistryUnavailableError(f"{where}: {_summary(error)}")
     elif isinstance(error, ValueError | TypeError | KeyError | AttributeError):
@@ -378,28 +238,6 @@ def map_error(error: BaseException, *, doing: str, agent: str) -> BackendError:
         mapped = RegistryUnavailableError(f"{where}: {type(error).__name__}: {_summary(error)}")
     mapped.__cause__ = error
     return mapped
-
-
-def check_status(status: int, body: str) -> bool:
-    """Judge an HTTP answer of the agent as py-consul does; ``False`` for a 404.
-
-    For the driver's own HTTP calls (the asyncio instancer, on httpx): raises the
-    py-consul exception py-consul would raise for the same status
-    (``ACLPermissionDenied`` for 403, ``ACLDisabled`` for 401, ``ConsulException``
-    for 5xx, ...), so :func:`map_error` treats both paths alike.
-    """
-    if status == 404:
-        return False
-    if status == 400:
-        raise consul.exceptions.BadRequest(f"{status} {body}")
-    if status == 401:
-        raise consul.ACLDisabled(body)
-    if status == 403:
-        raise consul.ACLPermissionDenied(body)
-    if 400 <= status < 600:
-        error_class = consul.exceptions.ClientError if status < 500 else consul.ConsulException
-        raise error_class(f"{status} {body}")
-    return True
 
 
 def go_duration(seconds: float) -> str:

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from sd.errors import InvalidInstanceError
 from sd.instance import join_host_port
 
-__all__ = ["UnreadableAnswerError", "entry_instance", "service_instances"]
+__all__ = ["Memo", "UnreadableAnswerError", "entry_instance", "service_instances"]
 
 logger = logging.getLogger(f"kitsd.{__name__}")
 
@@ -89,16 +90,29 @@ def _describe(entry: object) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+Memo = dict[tuple[str, int, str], str]
+"""Raw ``(Service.Address, Service.Port, Node.Address)`` -> checked instance string."""
+
 def service_instances(
-    entries: object, *, required_tags: Sequence[str] = (), source: str = "consul"
+    entries: object,
+    *,
+    required_tags: Sequence[str] = (),
+    source: str = "consul",
+    memo: Memo | None = None,
+    ordered: bool = True,
 ) -> tuple[str, ...]:
     """Sorted, de-duplicated instances of a health answer (see the module docstring).
 
     ``entries`` is the decoded JSON body: a list of entries, or ``None`` (what
     py-consul returns for a 404), which counts as no instances.  Entries lacking
     any of ``required_tags`` are dropped; invalid entries are skipped with a
-    warning naming ``source``.  Raises :class:`UnreadableAnswerError` if
-    ``entries`` is neither a list nor ``None``.
+    warning naming ``source``.  ``memo``: a dict the caller keeps between
+    answers (see :data:`Memo`), so that an entry seen before costs a dict
+    look-up instead of a parse; it is emptied when it holds more than twice
+    the entries of an answer, so it stays bounded.  ``ordered=False`` leaves
+    the de-duplicated instances in no particular order (for a caller that
+    sorts them anyway, as :class:`sd.instancer.Broadcaster` does).  Raises
+    :class:`UnreadableAnswerError` if ``entries`` is neither a list nor ``None``.
     """
     if entries is None:
         return ()
@@ -106,14 +120,41 @@ def service_instances(
         raise UnreadableAnswerError(
             f"health answer is a {type(entries).__name__}, not a list of entries"
         )
-    wanted = frozenset(required_tags)
+    cache = memo if memo is not None else {}
+    get = cache.get
     found: set[str] = set()
-    for entry in _matching(entries, wanted):
-        try:
-            found.add(entry_instance(entry))
-        except InvalidInstanceError as error:
-            logger.warning("skipping %s from %s: %s", _describe(entry), source, error.reason)
-    return tuple(sorted(found))
+    add = found.add
+    wanted = frozenset(required_tags)
+    for entry in _matching(entries, wanted) if wanted else entries:
+        key = _raw_key(entry)
+        instance = get(key) if key is not None else None
+        if instance is None:
+            try:
+                instance = entry_instance(entry)
+            except InvalidInstanceError as error:
+                logger.warning("skipping %s from %s: %s", _describe(entry), source, error.reason)
+                continue
+            if key is not None:
+                cache[key] = instance
+        add(instance)
+    if len(cache) > 2 * len(entries) + 64:
+        cache.clear()
+    return tuple(sorted(found)) if ordered else tuple(found)
+
+
+def _raw_key(entry: Any) -> tuple[str, int, str] | None:
+    """The raw ``(Service.Address, Service.Port, Node.Address)`` of a well-formed
+    entry, which alone decide its instance; ``None`` unless their types are
+    exactly ``str``, ``int``, ``str`` (so a memoised 1 never stands for a port
+    of ``True`` or ``1.0``)."""
+    try:
+        service = entry["Service"]
+        key = (service["Address"], service["Port"], entry["Node"]["Address"])
+    except (KeyError, TypeError, IndexError):
+        return None
+    if type(key[1]) is int and type(key[0]) is str and type(key[2]) is str:
+        return key
+    return None
 
 
 def _matching(entries: Iterable[object], wanted: frozenset[str]) -> Iterable[object]:

@@ -42,6 +42,13 @@ unreadable ``a``            as ``a=0``  ...      ...       a missing or non-nume
                                                            header is no index at all
 ==========================  ==========  =======  ========  ==============================
 
+An answer whose index equals the one we asked with *and* the one the last
+answer carried is the same snapshot again (the ``wait`` elapsed with nothing
+new): :class:`Step` says ``unchanged`` and the policy skips translating it.
+:attr:`BlockingIndex.unchanged_at` names that index before the query is
+sent, so the HTTP layer may skip even decoding such an answer (10 MB of JSON
+at 10,000 instances) and hand over :data:`UNREAD` instead of the entries.
+
 The two anomalies back off (go-kit does; Consul asks clients to rate-limit), so a
 server stuck answering them is not hammered; a normal answer resets the backoff.
 "Publish" means the answer's entries are a usable snapshot: after the index went
@@ -56,6 +63,30 @@ lost disk) has a *lower* index than ours, and a blocking query asking for more
 than it has would be held for a whole ``wait`` before the backwards index could
 show; a plain read notices at once.  The watcher also publishes the error and
 backs off, so the extra read costs nothing while the agent stays down.
+
+ACL default deny
+----------------
+With ACLs on and ``default_policy = "deny"``, a request without a token, or
+with one lacking ``service:read`` (and ``node:read``) on the service, is not
+refused: Consul answers ``200 []`` with ``X-Consul-Default-Acl-Policy:
+deny``, exactly what a service without instances gets (Consul 1.22 sends no
+"results filtered" header here; checked against a real agent).  Publishing
+that as an empty set would hide the refusal, so :class:`WatchPolicy` decides:
+
+==========================================  =====================================
+answer                                      decision
+==========================================  =====================================
+empty list, deny, no non-empty answer yet   error event: :class:`PermissionDeniedError`
+                                            (instances kept); a warning, logged once
+empty list, deny, after a non-empty answer  the empty set (the token could read the
+                                            service before: it scaled to zero)
+anything else                               as usual
+==========================================  =====================================
+
+The index still advances (no backoff): when instances appear, or a token with
+read access is used, the next answer clears the error at once.  The message
+says whether a token was sent, and that the service may simply have no
+instances yet: one answer cannot tell the two apart.
 """
 
 from __future__ import annotations
@@ -64,11 +95,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sd.backoff import CONSUL_WATCH, Backoff
-from sd.consul.health import UnreadableAnswerError, service_instances
-from sd.errors import RegistryUnavailableError
+from sd.consul.health import Memo, UnreadableAnswerError, service_instances
+from sd.errors import PermissionDeniedError, RegistryUnavailableError
 from sd.event import Event
 
-__all__ = ["BlockingIndex", "Decision", "Step", "WatchPolicy", "parse_index"]
+__all__ = ["UNREAD", "BlockingIndex", "Decision", "Step", "WatchPolicy", "parse_index"]
+
+
+class _Unread:
+    """The type of :data:`UNREAD`."""
+
+    def __repr__(self) -> str:
+        return "UNREAD"
+
+
+UNREAD = _Unread()
+"""Stands for a body left undecoded because its index said it was unchanged
+(see :attr:`BlockingIndex.unchanged_at`)."""
 
 
 def parse_index(raw: object) -> int | None:
@@ -102,12 +145,14 @@ class Step:
     ``publish``: the answer's entries are a snapshot to publish.
     ``back_off``: wait the next backoff delay before asking.
     ``reason``: why, for the log, when the answer was an anomaly (else ``None``).
+    ``unchanged``: the answer repeats the last one's index (nothing new).
     """
 
     index: int
     publish: bool
     back_off: bool
     reason: str | None = None
+    unchanged: bool = False
 
 
 class BlockingIndex:
@@ -118,11 +163,18 @@ class BlockingIndex:
 
     def __init__(self) -> None:
         self._index = 0
+        self._seen: int | None = None  # the index the last usable answer carried
 
     @property
     def index(self) -> int:
         """The index the next query asks with (0: a non-blocking read)."""
         return self._index
+
+    @property
+    def unchanged_at(self) -> int | None:
+        """The answer index at which the next answer repeats the last one (its body
+        need not be read), or ``None``."""
+        return self._index if self._index > 0 and self._index == self._seen else None
 
     def observe(self, raw_index: object) -> Step:
         """Take the ``X-Consul-Index`` of an answer; return what to do next."""
@@ -137,13 +189,16 @@ class BlockingIndex:
             step = Step(1, publish=True, back_off=True,
                         reason=f"index {shown!r} is not a positive integer; waiting from 1")
         else:
-            step = Step(answer, publish=True, back_off=False)
+            step = Step(answer, publish=True, back_off=False,
+                        unchanged=answer == asked == self._seen)
         self._index = step.index
+        self._seen = parsed if step.publish else None
         return step
 
     def failed(self) -> int:
         """A query failed without an answer: the next one is a plain read.  Returns 0."""
         self._index = 0
+        self._seen = None
         return self._index
 
 
@@ -151,7 +206,8 @@ class BlockingIndex:
 class Decision:
     """What a watch driver does after one query.
 
-    ``event``: publish this snapshot (``Broadcaster.publish``), or nothing.
+    ``event``: publish this snapshot (``Broadcaster.publish``, which sorts it:
+    its instances come de-duplicated but in no particular order), or nothing.
     ``error``: publish this error keeping the last instances
     (``Broadcaster.publish_error``), or nothing.
     ``delay``: seconds to wait before the next query (0: ask at once).
@@ -170,7 +226,8 @@ class WatchPolicy:
     ``required_tags`` are filtered here (Consul filters the first tag; pass the
     others); ``where`` prefixes messages (``"watching service 'web' at Consul
     agent http://..."``); ``backoff`` defaults to 10 ms doubling to 60 s with
-    jitter.  Not thread-safe: one per loop.
+    jitter.  ``token_sent``: whether the queries carry an ACL token (for the
+    default-deny message).  Not thread-safe: one per loop.
     """
 
     def __init__(
@@ -179,8 +236,13 @@ class WatchPolicy:
         required_tags: Sequence[str] = (),
         where: str = "watching a Consul service",
         backoff: Backoff | None = None,
+        token_sent: bool = True,
     ) -> None:
         self._rules = BlockingIndex()
+        self._token_sent = token_sent
+        self._memo: Memo = {}
+        self._seen_instances = False  # a non-empty answer proved read access
+        self._warned_acl = False
         self._required_tags = tuple(required_tags)
         self._where = where
         self._backoff = backoff if backoff is not None else Backoff(curve=CONSUL_WATCH)
@@ -190,24 +252,63 @@ class WatchPolicy:
         """The index to ask the next query with (0: a plain read)."""
         return self._rules.index
 
-    def answered(self, raw_index: object, entries: object) -> Decision:
-        """An answer: its ``X-Consul-Index`` value and decoded JSON body."""
+    @property
+    def unchanged_at(self) -> int | None:
+        """:attr:`BlockingIndex.unchanged_at` of this loop."""
+        return self._rules.unchanged_at
+
+    def answered(
+        self, raw_index: object, entries: object, *, default_deny: bool = False
+    ) -> Decision:
+        """An answer: its ``X-Consul-Index`` value, decoded JSON body (or
+        :data:`UNREAD` when the index was :attr:`unchanged_at`), and whether it
+        said ``X-Consul-Default-Acl-Policy: deny``."""
+        step = self._rules.observe(raw_index)
+        if step.unchanged:
+            self._backoff.reset()
+            return Decision()
+        if entries is UNREAD:  # only an unchanged answer may be left unread
+            return self.failed(RegistryUnavailableError(
+                f"{self._where}: an answer at index {raw_index!r} was not read"))
         try:
+            # Unordered: the Broadcaster the event goes to sorts it, once.
             instances = service_instances(
-                entries, required_tags=self._required_tags, source=self._where
+                entries, required_tags=self._required_tags, source=self._where, memo=self._memo,
+                ordered=False,
             )
         except UnreadableAnswerError as unreadable:
             error = RegistryUnavailableError(f"{self._where}: unreadable answer: {unreadable}")
             error.__cause__ = unreadable
             return self.failed(error)
-        step = self._rules.observe(raw_index)
-        event = Event(instances) if step.publish else None
+        if entries:
+            self._seen_instances = True
+        denied: PermissionDeniedError | None = None
+        if default_deny and step.publish and entries == [] and not self._seen_instances:
+            denied = self._denied()
+        event = Event(instances) if step.publish and denied is None else None
+        log = None
+        if denied is not None and not self._warned_acl:
+            self._warned_acl = True
+            log = str(denied)
         if not step.back_off:
             self._backoff.reset()
-            return Decision(event=event)
+            return Decision(event=event, error=denied, log=log)
         delay = self._backoff.next_delay()
-        return Decision(event=event, delay=delay,
-                        log=f"{self._where}: {step.reason}; next query in {delay:.2f}s")
+        reason = f"{self._where}: {step.reason}; next query in {delay:.2f}s"
+        return Decision(event=event, error=denied, delay=delay,
+                        log=reason if log is None else f"{log}\n{reason}")
+
+    def _denied(self) -> PermissionDeniedError:
+        if self._token_sent:
+            why = ("permission denied? the ACL token may lack service:read on the service "
+                   "(and node:read)")
+        else:
+            why = ("permission denied: no ACL token was sent (set one with service:read and "
+                   "node:read)")
+        return PermissionDeniedError(
+            f"{self._where}: Consul answered no instances under a default-deny ACL "
+            f"policy: {why}, unless the service has no instances yet"
+        )
 
     def failed(self, error: BaseException) -> Decision:
         """A query that got no usable answer; ``error`` is what subscribers will see."""

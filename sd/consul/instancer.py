@@ -1,160 +1,89 @@
-"""``ConsulInstancer``: the instances of one Consul service, from blocking health queries.
+"""``ConsulInstancer`` and ``AsyncConsulInstancer``: the instances of one Consul service.
 
 Theory of operation
 -------------------
-One *watch* per ``(client, service, tags, passing_only)`` runs on its own
-thread, shared by every :class:`ConsulInstancer` built with the same
-arguments (:class:`sd.instancer.SharedWatches`), and stopped when the last of
-them stops.  Its loop::
+Both run the one watch of :mod:`sd.consul.watch` (blocking health queries
+built by py-consul, sent by httpx, decided by :mod:`sd.consul.index`):
 
-    policy = WatchPolicy(required_tags=tags[1:])                 (sd.consul.index)
-    loop:
-        try:   (X-Consul-Index, entries) = health.service(
-                   service, index=policy.index, wait=W, passing=passing_only, tag=tags[0])
-               decision = policy.answered(X-Consul-Index, entries)
-        except error: decision = policy.failed(map_error(error))   (index back to 0)
-        publish decision.event or decision.error (keeping the last instances)
-        sleep decision.delay (backoff after errors and odd indexes, else 0)
-
-The decisions live in the pure modules :mod:`sd.consul.index` (the blocking
-index rules and the loop policy) and :mod:`sd.consul.health` (entries to
-instances); this module only drives them, on a thread (:class:`ConsulInstancer`)
-and on asyncio (:class:`AsyncConsulInstancer`).  Backoff is
-:class:`sd.backoff.Backoff`: 10 ms doubling to 60 s with jitter, so an agent
-that is down sees a handful of requests per second at first and one a minute at
-worst, never a busy loop.
+* :class:`ConsulInstancer` runs it on a private event loop in its own thread
+  (:class:`sd.consul.loop.LoopThread`).  One watch per ``(client, service,
+  tags, passing_only)`` is shared by every instancer built with the same
+  arguments (:class:`sd.instancer.SharedWatches`) and stopped when the last of
+  them stops.
+* :class:`AsyncConsulInstancer` runs it as a task of your event loop, not
+  shared.
 
 Stopping promptly
 -----------------
 A blocking query holds its request open for up to ``wait`` seconds (10 by
-default, plus Consul's jitter of up to ``wait/16``).  The watch talks through a
-private copy of your py-consul client (:func:`sd.consul.client.private_copy`) and
-``stop()`` interrupts it: it shuts down the copy's sockets, which wakes the
-thread at once, then joins the thread; backoff sleeps wait on an event that
-``stop()`` sets.  So ``stop()`` returns in milliseconds and leaves no thread.
-(With a client that is not py-consul's, ``stop()`` waits for its current call.)
+default, plus Consul's jitter of up to ``wait/16``).  ``stop()`` cancels the
+watch's task (from any thread, through the loop), which abandons the request
+in flight at once and closes the watch's private client; backoff sleeps are
+cancelled the same way.  So ``stop()`` returns in milliseconds and leaves no
+thread.  Backoff is :data:`sd.backoff.CONSUL_WATCH`: 10 ms doubling to 60 s
+with jitter, so an agent that is down sees a handful of requests per second
+at first and one a minute at worst, never a busy loop.
 
-On asyncio
-----------
-py-consul's async client (``consul.aio``) needs aiohttp, which kitsd does not
-depend on, so :class:`AsyncConsulInstancer` sends the same health query itself
-with ``httpx.AsyncClient`` (a core dependency) and feeds the answers to the
-same :class:`~sd.consul.index.WatchPolicy`.  Its watch is an asyncio task;
-``stop()`` cancels it, which abandons the request in flight at once, and
-``await aclose()`` also waits for the task to end and closes its HTTP client.
+Arguments are all checked before anything starts: a bad one raises
+``TypeError`` or :class:`sd.errors.MisuseError` naming it, leaving no thread,
+task or shared-watch entry behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import math
 import threading
-import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
 import httpx
 
-from sd.consul.client import (
-    DEFAULT_TIMEOUT,
-    ConsulClient,
-    agent_address,
-    check_status,
-    go_duration,
-    map_error,
-    private_copy,
-    tags_tuple,
-)
-from sd.consul.index import WatchPolicy
-from sd.errors import InvalidInstanceError, MisuseError
-from sd.instance import split_address
+from sd.consul.client import ConsulClient, agent_address, tags_tuple
+from sd.consul.loop import LoopThread
+from sd.consul.transport import DEFAULT_TIMEOUT, AgentSettings, settings_of
+from sd.consul.watch import HealthQuery, run_watch
+from sd.errors import MisuseError
 from sd.instancer import Broadcaster, InstancerHandle, SharedWatches
 
 __all__ = ["AsyncConsulInstancer", "ConsulInstancer"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
-
 DEFAULT_WAIT = 10.0
 """Seconds a blocking query may be held by the agent (Consul's ``wait``)."""
 
-_JOIN_TIMEOUT = 5.0
+
+def _seconds(name: str, value: object, *, low: float, high: float, low_ok: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value > high or value < low or (value == low and not low_ok):
+        bound = "[" if low_ok else "("
+        raise MisuseError(f"{name} must be in {bound}{low:g}, {high:g}] seconds, not {value!r}")
+    return float(value)
 
 
-class _Steps:
-    """What a watch does between two queries, for both drivers, so they cannot drift.
-
-    The answer to a query (or the error it raised) goes through
-    :class:`~sd.consul.index.WatchPolicy`; the decision is logged and published
-    to ``broadcaster``, then ``answered()`` is called.  Each driver only sends
-    the query with :attr:`index` and sleeps the delay :meth:`after` returns.
-    Not thread-safe: one per watch loop.
-    """
-
-    def __init__(
-        self,
-        service: str,
-        tags: tuple[str, ...],
-        agent: str,
-        broadcaster: Broadcaster,
-        answered: Callable[[], object],
-    ) -> None:
-        self._doing = f"watching service {service!r}"
-        self._agent = agent
-        self._policy = WatchPolicy(
-            required_tags=tags[1:], where=f"{self._doing} at Consul agent {agent}"
-        )
-        self._broadcaster = broadcaster
-        self._answered = answered
-
-    @property
-    def index(self) -> int:
-        """The index to ask the next query with (0: a plain read)."""
-        return self._policy.index
-
-    def after(self, answer: tuple[object, object] | Exception) -> float:
-        """Carry out the decision on ``(X-Consul-Index, entries)`` or on the query's
-        error; return the seconds to wait before the next query."""
-        if isinstance(answer, Exception):
-            error = map_error(answer, doing=self._doing, agent=self._agent)
-            decision = self._policy.failed(error)
-        else:
-            decision = self._policy.answered(*answer)
-        if decision.log is not None:
-            logger.warning("%s", decision.log)
-        if decision.event is not None:
-            self._broadcaster.publish(decision.event)
-        if decision.error is not None:
-            self._broadcaster.publish_error(decision.error)
-        self._answered()
-        return decision.delay
+def _query(service: object, tags: Sequence[str], passing_only: object,
+           wait: object) -> HealthQuery:
+    """Both instancers' checked query; raises ``TypeError``/``MisuseError``."""
+    if not isinstance(service, str) or not service.strip() or "/" in service:
+        raise MisuseError(f"service must be a non-empty Consul service name, not {service!r}")
+    if not isinstance(passing_only, bool):
+        raise TypeError(f"passing_only must be a bool, not {passing_only!r}")
+    checked_wait = _seconds("wait", wait, low=0, high=600, low_ok=False)
+    return HealthQuery(service, tags_tuple(tags), passing_only, checked_wait)
 
 
-class _HealthWatch:
-    """The thread running one blocking-query loop and publishing to ``broadcaster``."""
+class _ThreadWatch:
+    """The shared watch of :class:`ConsulInstancer`: the coroutine on a :class:`LoopThread`."""
 
-    def __init__(
-        self,
-        client: ConsulClient,
-        service: str,
-        tags: tuple[str, ...],
-        passing_only: bool,
-        wait: float,
-        broadcaster: Broadcaster,
-    ) -> None:
+    def __init__(self, client: ConsulClient, query: HealthQuery,
+                 broadcaster: Broadcaster) -> None:
         self.origin = client  # keeps id(client) in the watch key from being reused
-        self._client, self._interruptible = private_copy(client)
-        self._agent = agent_address(client)
-        self._service = service
-        self._tags = tags
-        self._passing_only = passing_only
-        self._wait = go_duration(wait)
-        self._stopping = threading.Event()
         self._answered = threading.Event()
-        self._steps = _Steps(service, tags, self._agent, broadcaster, self._answered.set)
-        self._thread = threading.Thread(
-            target=self._run, name=f"kitsd-consul-watch-{service}", daemon=True
+        self._thread = LoopThread(
+            f"kitsd-consul-watch-{query.service}",
+            lambda: run_watch(client, query, broadcaster, self._answered.set),
         )
         self._thread.start()
 
@@ -163,50 +92,8 @@ class _HealthWatch:
         return self._answered.wait(timeout)
 
     def stop(self) -> None:
-        """Interrupt the query in flight and any backoff sleep, and join the thread."""
-        self._stopping.set()
-        if self._interruptible is not None:
-            self._interruptible.close()
-        if self._thread is threading.current_thread():
-            return  # stopped from a subscriber callback: the loop ends on its own
-        self._thread.join(_JOIN_TIMEOUT)
-        if self._thread.is_alive():
-            logger.warning("consul watch of %r did not stop within %.0fs; its client "
-                           "call is still running", self._service, _JOIN_TIMEOUT)
-
-    def _query(self, index: int) -> tuple[object, object]:
-        return self._client.health.service(
-            self._service,
-            index=str(index) if index > 0 else None,
-            wait=self._wait,
-            passing=True if self._passing_only else None,
-            tag=self._tags[0] if self._tags else None,
-        )
-
-    def _run(self) -> None:
-        answer: tuple[object, object] | Exception
-        while not self._stopping.is_set():
-            try:
-                answer = self._query(self._steps.index)
-            except Exception as error:  # noqa: BLE001 - every failure becomes an error event
-                answer = error
-            if self._stopping.is_set():
-                return  # an interrupted query is no news: publish nothing
-            delay = self._steps.after(answer)
-            if delay > 0:
-                self._stopping.wait(delay)
-
-
-def _watch_arguments(
-    service: str, tags: Sequence[str], passing_only: bool, wait: float
-) -> tuple[str, tuple[str, ...], bool]:
-    """Both instancers' checked ``(service, tags, passing_only)``; raises ``ValueError``
-    or ``TypeError`` for bad ones (``wait`` is only checked)."""
-    if not isinstance(service, str) or not service.strip() or "/" in service:
-        raise ValueError(f"service must be a non-empty Consul service name, not {service!r}")
-    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 < wait <= 600:
-        raise ValueError(f"wait must be in (0, 600] seconds, not {wait!r}")
-    return service, tags_tuple(tags), bool(passing_only)
+        """Cancel the query in flight (or the backoff sleep) and join the thread."""
+        self._thread.stop()
 
 
 _WATCHES = SharedWatches()
@@ -215,15 +102,18 @@ _WATCHES = SharedWatches()
 class ConsulInstancer(InstancerHandle):
     """The live instances of ``service`` in Consul (implements :class:`sd.Instancer`).
 
-    ``client`` is a py-consul ``consul.Consul`` (or anything satisfying
-    :class:`sd.consul.client.ConsulClient`); its ACL token is used, never logged.
+    ``client`` is a py-consul client (:func:`sd.consul.connect`'s, or py-consul's
+    own ``consul.Consul``): the watch talks through a private httpx client with
+    its settings (address, scheme, CA, client certificate, ACL token,
+    datacenter, timeout), never logging the token.  Any other object
+    satisfying :class:`sd.consul.client.ConsulClient` is called as it is.
     ``tags``: keep only instances carrying all of them (the first is filtered
     by Consul, the others here).  ``passing_only``: only instances whose checks
-    all pass.  ``wait``: how long the agent may hold a blocking query (seconds).
-    ``first_answer_timeout``: the constructor waits up to this long for the
-    first answer (or error) so that the first subscriber sees real data; 0 does
-    not wait.  ``owns_client``: ``stop()`` also closes ``client``'s HTTP session
-    (``client.close()``, or py-consul's ``client.http.session.close()``).
+    all pass.  ``wait``: how long the agent may hold a blocking query (seconds,
+    at most 600).  ``first_answer_timeout``: the constructor waits up to this
+    long (seconds, at most 600) for the first answer (or error) so that the
+    first subscriber sees real data; 0 does not wait.  ``owns_client``:
+    ``stop()`` also closes ``client``.
 
     ``subscribe(callback)``, ``unsubscribe(callback)``, ``state`` and ``stop()``
     are :class:`sd.instancer.InstancerHandle`'s.  Instancers with the same
@@ -231,10 +121,12 @@ class ConsulInstancer(InstancerHandle):
 
     Failures never raise: they arrive as an :class:`sd.Event` whose ``error``
     is a :class:`sd.errors.RegistryUnavailableError` (or a
-    :class:`sd.errors.PermissionDeniedError` for an ACL refusal), chained from
-    the py-consul error, keeping the last instances.  Raises ``ValueError`` or
-    ``TypeError`` for bad arguments.  Thread-safe; ``stop()`` is idempotent and
-    prompt (see the module docstring).
+    :class:`sd.errors.PermissionDeniedError` for an ACL refusal, including an
+    empty answer under a default-deny ACL policy, see :mod:`sd.consul.index`),
+    chained from the vendor error, keeping the last instances.  Raises
+    ``TypeError`` or :class:`sd.errors.MisuseError` (a ``ValueError``) naming a
+    bad argument before anything starts.  Thread-safe; ``stop()`` is
+    idempotent and prompt (see the module docstring).
     """
 
     def __init__(
@@ -248,20 +140,26 @@ class ConsulInstancer(InstancerHandle):
         first_answer_timeout: float = 5.0,
         owns_client: bool = False,
     ) -> None:
-        self.service, self.tags, self.passing_only = _watch_arguments(
-            service, tags, passing_only, wait
-        )
+        query = _query(service, tags, passing_only, wait)
+        first_wait = _seconds("first_answer_timeout", first_answer_timeout, low=0, high=600,
+                              low_ok=True)
+        if not isinstance(owns_client, bool):
+            raise TypeError(f"owns_client must be a bool, not {owns_client!r}")
+        if settings_of(client) is None and not callable(
+                getattr(getattr(client, "health", None), "service", None)):
+            raise TypeError(f"client must be a py-consul client, not {type(client).__name__}")
+        self.service, self.tags, self.passing_only = query.service, query.tags, query.passing_only
         self._client = client
         self._owns_client = owns_client
-        key = (id(client), service, self.tags, self.passing_only)
+        key = (id(client), query.service, query.tags, query.passing_only)
 
-        def start(broadcaster: Broadcaster) -> _HealthWatch:
-            return _HealthWatch(client, service, self.tags, self.passing_only, wait, broadcaster)
+        def start(broadcaster: Broadcaster) -> _ThreadWatch:
+            return _ThreadWatch(client, query, broadcaster)
 
         broadcaster, watch, self._release_share = _WATCHES.acquire(key, start)
         super().__init__(broadcaster, self._release_watch)
-        if first_answer_timeout > 0:
-            watch.wait_answered(first_answer_timeout)
+        if first_wait > 0:
+            watch.wait_answered(first_wait)
 
     @property
     def client(self) -> ConsulClient:
@@ -279,13 +177,10 @@ class ConsulInstancer(InstancerHandle):
 
 
 def _close_client(client: object) -> None:
-    """Close a client's HTTP session: ``close()`` if it has one, else py-consul's session."""
+    """Close a client's HTTP connections: ``close()`` if it has one, else ``http.close()``."""
     close = getattr(client, "close", None)
-    if callable(close):
-        close()
-        return
-    session = getattr(getattr(client, "http", None), "session", None)
-    close = getattr(session, "close", None)
+    if not callable(close):
+        close = getattr(getattr(client, "http", None), "close", None)
     if callable(close):
         close()
 
@@ -293,18 +188,19 @@ def _close_client(client: object) -> None:
 class AsyncConsulInstancer(InstancerHandle):
     """The asyncio twin of :class:`ConsulInstancer` (implements :class:`sd.Instancer`).
 
-    ``agent`` is the agent's ``host:port`` (IPv6 in brackets) or a py-consul
-    client, whose address, scheme, TLS settings, datacenter and ACL token are
-    used.  ``token``/``scheme``/``verify``/``dc`` apply to a ``host:port``
-    agent.  ``tags``, ``passing_only`` and ``wait`` are as for
-    :class:`ConsulInstancer`; ``timeout`` bounds connecting and answering on top
-    of ``wait``.  The HTTP goes through ``httpx.AsyncClient`` (see the module
-    docstring), not through py-consul.
+    ``agent`` is the agent's ``host:port`` (IPv6 in brackets), with
+    ``token``/``scheme``/``verify``/``cert``/``dc``/``timeout``/``transport``
+    as for :func:`sd.consul.connect`; or a py-consul client, whose settings
+    are used exactly as :class:`ConsulInstancer` uses them (then leave those
+    keywords unset).  ``tags``, ``passing_only`` and ``wait`` are as for
+    :class:`ConsulInstancer`; ``timeout`` bounds connecting and answering on
+    top of ``wait`` (default 10 s).  The watch is the same coroutine, on the
+    same py-consul-over-httpx client, as :class:`ConsulInstancer`'s.
 
-    Build it inside a running event loop (else ``RuntimeError``); its watch is a
-    task of that loop, not shared with other instancers.  ``stop()`` cancels
+    Build it inside a running event loop (else ``RuntimeError``); its watch is
+    a task of that loop, not shared with other instancers.  ``stop()`` cancels
     the task (idempotent, prompt); ``await aclose()`` (or ``async with``) also
-    waits for it to end and closes the HTTP client.  Errors arrive as events,
+    waits for it to end (it closes its HTTP client).  Errors arrive as events,
     exactly as for :class:`ConsulInstancer`.  Use it from its loop's thread.
     """
 
@@ -316,29 +212,44 @@ class AsyncConsulInstancer(InstancerHandle):
         tags: Sequence[str] = (),
         passing_only: bool = True,
         token: str | None = None,
-        scheme: str = "http",
-        verify: bool | str = True,
+        scheme: str | None = None,
+        verify: bool | str | None = None,
+        cert: str | tuple[str, str] | None = None,
         dc: str | None = None,
         wait: float = DEFAULT_WAIT,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.service, self.tags, self.passing_only = _watch_arguments(
-            service, tags, passing_only, wait
-        )
+        query = _query(service, tags, passing_only, wait)
+        if isinstance(agent, str):
+            settings = AgentSettings.for_address(
+                agent, token=token, scheme="http" if scheme is None else scheme,
+                verify=True if verify is None else verify, cert=cert, dc=dc,
+                timeout=DEFAULT_TIMEOUT if timeout is None else timeout, transport=transport,
+            )
+        else:
+            found = settings_of(agent)
+            if found is None:
+                raise TypeError(f"agent must be host:port or a py-consul client, not "
+                                f"{type(agent).__name__}")
+            given = [name for name, value in (
+                ("token", token), ("scheme", scheme), ("verify", verify), ("cert", cert),
+                ("dc", dc), ("timeout", timeout), ("transport", transport)) if value is not None]
+            if given:
+                raise MisuseError(f"{', '.join(given)} come(s) from the client when agent is "
+                                  "a py-consul client; set them there")
+            settings = found
+        _ = settings.ssl_context  # a CA or certificate that cannot be loaded fails here
         loop = asyncio.get_running_loop()
-        base_url, token, verify, dc = _agent_settings(agent, token, scheme, verify, dc)
-        self.agent = base_url
-        self._token = token
-        self._dc = dc
-        self._wait = wait
-        self._timeout = timeout
-        self._path = f"/v1/health/service/{urllib.parse.quote(service, safe='')}"
-        self._http = httpx.AsyncClient(base_url=base_url, verify=verify, trust_env=False)
+        self.service, self.tags, self.passing_only = query.service, query.tags, query.passing_only
+        self.agent = settings.base_url
         self._answered = asyncio.Event()
         broadcaster = Broadcaster()
-        self._steps = _Steps(service, self.tags, base_url, broadcaster, self._answered.set)
         super().__init__(broadcaster, self._cancel)
-        self._task = loop.create_task(self._run(), name=f"kitsd-consul-watch-{service}")
+        self._task = loop.create_task(
+            run_watch(settings, query, broadcaster, self._answered.set),
+            name=f"kitsd-consul-watch-{query.service}",
+        )
 
     async def wait_answered(self) -> None:
         """Wait until the first answer (or error) was published (bound it with
@@ -365,65 +276,6 @@ class AsyncConsulInstancer(InstancerHandle):
     ) -> None:
         await self.aclose()
 
-    async def _query(self, index: int) -> tuple[object, object]:
-        params: list[tuple[str, str | int | float | bool | None]] = []
-        budget = self._timeout
-        if index > 0:
-            params += [("index", str(index)), ("wait", go_duration(self._wait))]
-            budget += self._wait + self._wait / 16  # Consul adds up to wait/16 of jitter
-        if self.passing_only:
-            params.append(("passing", "1"))
-        if self.tags:
-            params.append(("tag", self.tags[0]))
-        if self._dc:
-            params.append(("dc", self._dc))
-        headers = {"X-Consul-Token": self._token} if self._token else {}
-        response = await self._http.get(self._path, params=params, headers=headers,
-                                        timeout=httpx.Timeout(self._timeout, read=budget))
-        found = check_status(response.status_code, response.text)
-        entries: object = response.json() if found else None
-        return response.headers.get("X-Consul-Index"), entries
-
-    async def _run(self) -> None:
-        answer: tuple[object, object] | Exception
-        try:
-            while True:
-                try:
-                    answer = await self._query(self._steps.index)
-                except Exception as error:  # noqa: BLE001 - every failure becomes an error event
-                    answer = error
-                delay = self._steps.after(answer)
-                if delay > 0:
-                    await asyncio.sleep(delay)
-        finally:
-            await self._http.aclose()
-
     def __repr__(self) -> str:
         return (f"AsyncConsulInstancer({self.service!r}, tags={list(self.tags)!r}, "
                 f"passing_only={self.passing_only}, agent={self.agent!r})")
-
-
-def _agent_settings(
-    agent: str | ConsulClient, token: str | None, scheme: str, verify: bool | str, dc: str | None
-) -> tuple[str, str | None, bool | str, str | None]:
-    """``(base URL, token, verify, dc)`` for a ``host:port`` or a py-consul client."""
-    if isinstance(agent, str):
-        try:
-            host, port = split_address(agent)
-        except InvalidInstanceError as error:
-            raise MisuseError(f"Consul agent address must be host:port, not {agent!r}") \
-                from error
-        return f"{scheme}://{host}:{port}", token, verify, dc
-    http = getattr(agent, "http", None)
-    base = getattr(http, "base_uri", None)
-    if not isinstance(base, str):
-        raise TypeError(f"agent must be host:port or a py-consul client, not {agent!r}")
-    client_token = getattr(agent, "token", None)
-    client_verify = getattr(http, "verify", verify)
-    client_dc = getattr(agent, "dc", None)
-    return (
-        base,
-        client_token if isinstance(client_token, str) and client_token else token,
-        client_verify if isinstance(client_verify, bool | str) else verify,
-        client_dc if isinstance(client_dc, str) else dc,
-    )

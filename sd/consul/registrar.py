@@ -19,20 +19,27 @@ state, or someone deregistered us), the registrar registers again.  A
 heartbeat that cannot reach the agent is retried with backoff (10 ms doubling,
 at most ``ttl / 3``) and logged.
 
-``deregister()`` first stops the heartbeat thread (interrupting its request in
-flight, so it can never re-register behind our back), then removes the service.
-The heartbeat talks through a private copy of the client
-(:func:`sd.consul.client.private_copy`); ``register``/``deregister`` use the
-client you passed.  The ACL token travels inside the client and is never
-logged nor part of a ``repr``.
+``deregister()`` first stops the heartbeat (cancelling its request in flight,
+so it can never re-register behind our back), then removes the service.  The
+heartbeat is a coroutine on a private event loop in its own thread
+(:class:`sd.consul.loop.LoopThread`), talking through a private httpx client
+with your client's settings (:func:`sd.consul.client.private_client`);
+``register``/``deregister`` use the client you passed.  The ACL token travels
+inside the client and is never logged nor part of a ``repr``.
+
+``ttl`` is at least :data:`MIN_TTL` (1 s): a heartbeat every ``ttl / 3``
+seconds below that would load the agent for nothing (``ttl=0.001`` meant 674
+heartbeats per second).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import consul
 
@@ -42,27 +49,34 @@ from sd.consul.client import (
     agent_address,
     go_duration,
     map_error,
-    private_copy,
+    maybe_await,
+    private_client,
     tags_tuple,
 )
-from sd.errors import InvalidInstanceError
+from sd.consul.loop import LoopThread
+from sd.errors import InvalidInstanceError, MisuseError
 from sd.instance import join_host_port, split_instance
 from sd.registrar import RegistrarContext
 from sd.transient import retry_transient
 
-__all__ = ["ConsulRegistrar"]
+__all__ = ["MIN_TTL", "ConsulRegistrar"]
 
 logger = logging.getLogger(f"kitsd.{__name__}")
 
-_JOIN_TIMEOUT = 5.0
+MIN_TTL = 1.0
+"""The shortest ``ttl`` (seconds) a :class:`ConsulRegistrar` accepts."""
 
 
-def _positive_seconds(name: str, value: float | None) -> float | None:
+def _seconds(name: str, value: object, minimum: float) -> float | None:
+    """``value`` checked: ``None``, or a finite number of seconds >= ``minimum`` (> 0)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds or None, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
+    if not math.isfinite(value) or value <= 0 or value < minimum:
+        at_least = f"at least {minimum:g}" if minimum > 0 else "positive"
+        raise MisuseError(f"{name} must be a finite number of seconds, {at_least}, "
+                          f"or None, not {value!r}")
     return float(value)
 
 
@@ -79,62 +93,58 @@ def _agent_forgot(answer: object, error: BaseException | None) -> bool:
 
 
 class _Heartbeat:
-    """The thread keeping one TTL check passing, re-registering when the agent forgot it."""
+    """Keeps one TTL check passing, re-registering when the agent forgot it."""
 
     def __init__(self, registrar: ConsulRegistrar, interval: float) -> None:
         self._registrar = registrar
         self._interval = interval
-        self._client, self._interruptible = private_copy(registrar.client)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"kitsd-consul-ttl-{registrar.service_id}", daemon=True
-        )
+        self._thread = LoopThread(f"kitsd-consul-ttl-{registrar.service_id}", self._run)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._interruptible is not None:
-            self._interruptible.close()
-        if self._thread is threading.current_thread():
-            return
-        self._thread.join(_JOIN_TIMEOUT)
-        if self._thread.is_alive():
-            logger.warning("consul heartbeat of %r did not stop within %.0fs",
-                           self._registrar.service_id, _JOIN_TIMEOUT)
+        """Cancel the request in flight (or the sleep) and join the thread."""
+        self._thread.stop()
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
         registrar = self._registrar
+        client, settings = private_client(registrar.client)
         backoff = Backoff(curve=CONSUL_HEARTBEAT.capped(self._interval))
         delay = self._interval
-        while not self._stopping.wait(delay):
-            answer: object = None
-            failure: BaseException | None = None
-            try:
-                answer = self._client.agent.check.ttl_pass(registrar.check_id)
-            except Exception as error:  # noqa: BLE001 - classified just below
-                failure = error
-            if self._stopping.is_set():
-                return
-            if _agent_forgot(answer, failure):
-                logger.warning("Consul agent %s no longer knows %s (restarted without its "
-                               "state?); registering it again", registrar.agent,
-                               registrar.check_id)
-                try:
-                    registrar.put(self._client)
-                except Exception as error:  # noqa: BLE001 - logged, retried with backoff
-                    failure = error
-                else:
-                    failure = None
-            if failure is not None:
-                if self._stopping.is_set():
-                    return
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                failure = await self._beat(client)
+                if failure is None:
+                    backoff.reset()
+                    delay = self._interval
+                    continue
                 delay = backoff.next_delay()
                 logger.warning("%s; retrying in %.2fs", map_error(
                     failure, doing=f"keeping {registrar.check_id} passing",
                     agent=registrar.agent), delay)
-                continue
-            backoff.reset()
-            delay = self._interval
+        finally:
+            if settings is not None:
+                await client.aclose()
+
+    async def _beat(self, client: Any) -> BaseException | None:
+        """One heartbeat (and a new registration if the agent forgot us); the failure."""
+        registrar = self._registrar
+        answer: object = None
+        try:
+            answer = await maybe_await(client.agent.check.ttl_pass(registrar.check_id))
+        except Exception as error:  # noqa: BLE001 - classified just below
+            failure: BaseException | None = error
+        else:
+            failure = None
+        if not _agent_forgot(answer, failure):
+            return failure
+        logger.warning("Consul agent %s no longer knows %s (restarted without its state?); "
+                       "registering it again", registrar.agent, registrar.check_id)
+        try:
+            await maybe_await(client.agent.service.register(**registrar.registration()))
+        except Exception as error:  # noqa: BLE001 - logged, retried with backoff
+            return error
+        return None
 
 
 class ConsulRegistrar(RegistrarContext):
@@ -149,8 +159,10 @@ class ConsulRegistrar(RegistrarContext):
     the service once its check has been critical that long (Consul's minimum
     is one minute).
 
-    Raises ``ValueError`` naming the value for an empty service, a bad address,
-    a port outside 1-65535, or a non-positive ``ttl``/``deregister_critical_after``.
+    Raises ``ValueError`` (:class:`sd.errors.MisuseError`) naming the value for
+    an empty service, a bad address, a port outside 1-65535, a ``ttl`` below
+    :data:`MIN_TTL` or not finite, a non-positive ``deregister_critical_after``;
+    ``TypeError`` for a value of the wrong type.
     ``register()`` and ``deregister()`` raise :class:`sd.errors.RegistryUnavailableError`
     or :class:`sd.errors.PermissionDeniedError` (chained from the py-consul error)
     when the agent refuses, or is still unreachable after ``retry_for`` seconds of
@@ -198,9 +210,9 @@ class ConsulRegistrar(RegistrarContext):
         self.service_id = service_id or f"{service}-{host}-{port}"
         self.check_id = f"service:{self.service_id}"
         self.tags = tags_tuple(tags)
-        self.ttl = _positive_seconds("ttl", ttl)
-        self.deregister_critical_after = _positive_seconds(
-            "deregister_critical_after", deregister_critical_after
+        self.ttl = _seconds("ttl", ttl, MIN_TTL)
+        self.deregister_critical_after = _seconds(
+            "deregister_critical_after", deregister_critical_after, 0.0
         )
         self.agent = agent_address(client)
         self._lock = threading.Lock()
@@ -223,20 +235,14 @@ class ConsulRegistrar(RegistrarContext):
             check["DeregisterCriticalServiceAfter"] = go_duration(self.deregister_critical_after)
         return check
 
-    def put(self, client: ConsulClient | None = None) -> None:
-        """Send the registration through ``client`` (default: :attr:`client`).
+    def registration(self) -> dict[str, Any]:
+        """The keyword arguments of py-consul's ``agent.service.register`` for this instance."""
+        return {"name": self.service, "service_id": self.service_id, "address": self.address,
+                "port": self.port, "tags": list(self.tags) or None, "check": self._check()}
 
-        Used by ``register()`` and by the heartbeat after an agent restart; raises
-        the py-consul error as it is.
-        """
-        (client or self.client).agent.service.register(
-            self.service,
-            service_id=self.service_id,
-            address=self.address,
-            port=self.port,
-            tags=list(self.tags) or None,
-            check=self._check(),
-        )
+    def put(self) -> None:
+        """Send the registration through :attr:`client`; raises the py-consul error as it is."""
+        self.client.agent.service.register(**self.registration())
 
     def register(self) -> None:
         """Register with the agent and start the heartbeat; a no-op if registered."""

@@ -23,6 +23,7 @@ import urllib.parse
 
 from sd.dns.instancer import SRVInstancer
 from sd.errors import MisuseError
+from sd.url import shown_parameter, shown_url
 
 __all__ = ["instancer_from_url"]
 
@@ -32,18 +33,13 @@ _SECONDS = ("min_ttl", "max_ttl", "interval", "timeout")
 _KNOWN = {"server", "resolve", "tcp", *_SECONDS}
 
 
-def _safe(parsed: urllib.parse.SplitResult) -> str:
-    host = parsed.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parsed.scheme, host, parsed.path, parsed.query, ""))
-
-
 def instancer_from_url(parsed: urllib.parse.SplitResult) -> SRVInstancer:
     """An :class:`~sd.dns.SRVInstancer` for a ``dnssrv://`` URL (see the module docstring).
 
     Raises :class:`~sd.errors.MisuseError` for a URL it cannot use.  Lookup
     failures do not raise: they arrive as error events.
     """
-    shown = _safe(parsed)
+    shown = shown_url(parsed)
     if "@" in parsed.netloc:
         raise MisuseError(f"a dnssrv:// URL carries no credentials: {shown}")
     name = urllib.parse.unquote(parsed.netloc)
@@ -51,7 +47,7 @@ def instancer_from_url(parsed: urllib.parse.SplitResult) -> SRVInstancer:
         raise MisuseError(f"a dnssrv:// URL names one SRV name, as "
                           f"dnssrv://_users._tcp.service.consul?server=127.0.0.1:8600: {shown}")
     query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
-    unknown = sorted(set(query) - _KNOWN)
+    unknown = sorted({shown_parameter(name) for name in set(query) - _KNOWN})
     if unknown:
         raise MisuseError(f"unknown dnssrv:// URL parameter(s) {unknown} in {shown}"
                           f" (known: {sorted(_KNOWN)})")

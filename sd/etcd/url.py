@@ -41,6 +41,7 @@ from sd.etcd.connect import close_client, connect
 from sd.etcd.instancer import DEFAULT_LIVENESS_TIMEOUT, EtcdInstancer
 from sd.instance import split_address
 from sd.instancer import InstancerHandle
+from sd.url import shown_parameter
 
 __all__ = ["PASSWORD_ENV", "USER_ENV", "EtcdURL", "instancer_from_url", "parse_url"]
 
@@ -165,7 +166,8 @@ def parse_url(parsed: urllib.parse.SplitResult) -> EtcdURL:
             continue
         if name not in seconds:
             raise MisuseError(
-                f"unknown etcd URL parameter {name!r} (known: timeout, liveness, ca, cert, key)")
+                f"unknown etcd URL parameter {shown_parameter(name)!r}"
+                " (known: timeout, liveness, ca, cert, key)")
         value = _float_or_none(values[-1])
         if value is None:  # raised outside the except block: no context quoting the value
             raise MisuseError(f"etcd URL {name} must be a number of seconds")

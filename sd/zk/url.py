@@ -26,6 +26,7 @@ from typing import Any, Final
 from sd.errors import InvalidInstanceError, MisuseError
 from sd.instance import split_address
 from sd.instancer import InstancerHandle
+from sd.url import shown_parameter, shown_url
 from sd.zk.client import close_client, connect
 from sd.zk.instancer import ZKInstancer
 from sd.zk.view import check_path
@@ -47,14 +48,9 @@ class ZKURL:
     timeout: float = 10.0
 
 
-def _safe(parsed: urllib.parse.SplitResult) -> str:
-    host = parsed.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parsed.scheme, host, parsed.path, parsed.query, ""))
-
-
 def parse_url(parsed: urllib.parse.SplitResult) -> ZKURL:
     """Parse a ``zk://`` URL; raises :class:`~sd.errors.MisuseError` (a ``ValueError``)."""
-    shown = _safe(parsed)
+    shown = shown_url(parsed)
     if "@" in parsed.netloc:
         raise MisuseError(f"credentials do not belong in a zk:// URL ({shown}): set "
                           f"{AUTH_ENV}=user:password instead")
@@ -78,7 +74,9 @@ def parse_url(parsed: urllib.parse.SplitResult) -> ZKURL:
     timeout = 10.0
     for name, values in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items():
         if name != "timeout":
-            raise MisuseError(f"unknown zk:// URL parameter {name!r} in {shown} (known: timeout)")
+            raise MisuseError(
+                f"unknown zk:// URL parameter {shown_parameter(name)!r} in {shown} (known: timeout)"
+            )
         try:
             timeout = float(values[-1])
         except ValueError:

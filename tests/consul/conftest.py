@@ -43,7 +43,7 @@ from compose.consul import (
     dev_agent,
     require_binary,
 )
-from sd.consul import InterruptibleConsul, connect
+from sd.consul import HttpxConsul, connect
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ def acl_agent() -> Iterator[ConsulDevAgent]:
 
 
 @pytest.fixture
-def client(consul_agent: Agent) -> Iterator[InterruptibleConsul]:
+def client(consul_agent: Agent) -> Iterator[HttpxConsul]:
     """A py-consul client for the shared agent, closed after the test."""
     with connect(consul_agent.http_addr, token=_token()) as consul_client:
         yield consul_client
@@ -125,7 +125,7 @@ def service_name() -> str:
 
 
 @pytest.fixture
-def raw_services(client: InterruptibleConsul) -> Iterator[Callable[..., str]]:
+def raw_services(client: HttpxConsul) -> Iterator[Callable[..., str]]:
     """``register(name, service_id, **kwargs)`` straight through py-consul; removed after."""
     registered: list[str] = []
 
@@ -139,7 +139,7 @@ def raw_services(client: InterruptibleConsul) -> Iterator[Callable[..., str]]:
         client.agent.service.deregister(service_id)
 
 
-def passing_instances(consul_client: InterruptibleConsul, service: str,
+def passing_instances(consul_client: HttpxConsul, service: str,
                       passing: bool = True) -> list[str]:
     """What Consul itself says, ``address:port`` per health entry (for cross-checks)."""
     _, entries = consul_client.health.service(service, passing=passing or None)
@@ -189,7 +189,7 @@ def kill_process(process: subprocess.Popen[bytes]) -> None:
 class ReapScenario:
     """A registrar process that registered (ttl 1 s, reap after 1 s) and was SIGKILLed."""
 
-    client: InterruptibleConsul
+    client: HttpxConsul
     service: str
     instance: str
     killed_at: float

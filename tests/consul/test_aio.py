@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 import sd
-from sd.consul import ConsulInstancer, ConsulRegistrar, InterruptibleConsul
+from sd.consul import ConsulInstancer, ConsulRegistrar, HttpxConsul
 
 
 async def _until(stream: sd.EventStream, instances: tuple[str, ...]) -> None:
@@ -19,7 +19,7 @@ async def _until(stream: sd.EventStream, instances: tuple[str, ...]) -> None:
 
 @pytest.mark.integration
 async def test_async_registration_reaches_an_async_stream(
-    client: InterruptibleConsul, service_name: str
+    client: HttpxConsul, service_name: str
 ) -> None:
     registrar = ConsulRegistrar(client, service_name, "127.0.0.1", 18401)
     with ConsulInstancer(client, service_name) as instancer:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from sd.consul.health import UnreadableAnswerError, entry_instance, service_instances
+from sd.consul.health import Memo, UnreadableAnswerError, entry_instance, service_instances
 from sd.errors import InvalidInstanceError
 
 
@@ -120,3 +120,39 @@ def test_tag_matching_is_exact() -> None:
 def test_malformed_tags_count_as_none() -> None:
     entries = [entry("10.0.0.1", 1, tags="b"), entry("10.0.0.2", 2, tags=["b", 7])]
     assert service_instances(entries, required_tags=["b"]) == ("10.0.0.2:2",)
+
+
+# --- the memo ---------------------------------------------------------------------------------
+
+
+def test_the_memo_gives_the_same_instances_as_a_fresh_parse() -> None:
+    answer = [entry("10.0.0.1", 1), entry("", 2, node_address="10.0.0.2"),
+              entry("Host.Example", 3), entry("0:0::1", 4), entry(" 10.0.0.5 ", 5)]
+    memo: Memo = {}
+    fresh = service_instances(answer)
+    assert service_instances(answer, memo=memo) == fresh
+    assert service_instances(answer, memo=memo) == fresh  # now from the memo
+    assert fresh == ("10.0.0.1:1", "10.0.0.2:2", "10.0.0.5:5", "[::1]:4", "host.example:3")
+
+
+def test_the_memo_never_lets_a_bad_entry_through() -> None:
+    memo: Memo = {}
+    service_instances([entry("10.0.0.1", 1), entry("  ", 2, node_address="10.0.0.2")], memo=memo)
+    # A blank service address falls back to *this* entry's node, not a memoised one.
+    assert service_instances([entry("  ", 2, node_address="10.0.0.3")], memo=memo) == (
+        "10.0.0.3:2",)
+    assert service_instances([entry("10.0.0.1", "1"), entry("10.0.0.1", 1.0)],
+                             memo=memo) == ()
+
+
+def test_the_memo_stays_bounded() -> None:
+    memo: Memo = {}
+    for round_ in range(5):
+        service_instances([entry(f"10.0.{round_}.{n}", 80) for n in range(100)], memo=memo)
+        assert len(memo) <= 2 * 100 + 64
+
+
+def test_unordered_instances_are_the_same_set() -> None:
+    answer = [entry(f"10.0.0.{n}", 80) for n in (3, 1, 2, 1)]
+    assert sorted(service_instances(answer, ordered=False)) == list(service_instances(answer))
+    assert len(service_instances(answer, ordered=False)) == 3

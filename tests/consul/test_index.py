@@ -10,8 +10,8 @@ import pytest
 
 from sd.backoff import Backoff
 from sd.consul.health import UnreadableAnswerError
-from sd.consul.index import BlockingIndex, Decision, Step, WatchPolicy, parse_index
-from sd.errors import RegistryUnavailableError
+from sd.consul.index import UNREAD, BlockingIndex, Decision, Step, WatchPolicy, parse_index
+from sd.errors import PermissionDeniedError, RegistryUnavailableError
 from sd.event import Event
 from tests.test_purity import violations
 
@@ -168,3 +168,62 @@ def test_policy_turns_an_unreadable_body_into_a_chained_error() -> None:
     assert str(decision.error).startswith("watching 'web': unreadable answer")
     assert decision.delay > 0
     assert loop.index == 0
+
+
+# --- unchanged answers, ACL default deny -------------------------------------------------------
+
+
+def entries_at(*ports: int) -> list[object]:
+    return [{"Node": {"Address": "10.0.0.9"}, "Service": {"Address": "10.0.0.1", "Port": port}}
+            for port in ports]
+
+
+def test_an_answer_repeating_the_last_index_is_unchanged_and_skipped() -> None:
+    policy = WatchPolicy()
+    assert policy.unchanged_at is None  # nothing read yet
+    first = policy.answered("5", entries_at(1))
+    assert first.event == Event(("10.0.0.1:1",))
+    assert policy.unchanged_at == 5
+    # Same index: nothing is translated (not even a body that would be unreadable).
+    assert policy.answered("5", {"not": "a list"}) == Decision()
+    assert policy.answered("5", UNREAD) == Decision()
+    assert policy.answered("6", entries_at(2)).event == Event(("10.0.0.1:2",))
+
+
+def test_no_skipping_after_an_anomaly_or_a_failure() -> None:
+    policy = WatchPolicy(backoff=Backoff(rng=random.Random(1)))
+    policy.answered("0", entries_at(1))  # insane: waits from 1, which is no answer's index
+    assert policy.unchanged_at is None
+    assert policy.answered("1", entries_at(2)).event == Event(("10.0.0.1:2",))
+    assert policy.unchanged_at == 1
+    policy.failed(RegistryUnavailableError("down"))
+    assert policy.unchanged_at is None
+
+
+def test_an_unread_body_that_was_not_unchanged_is_an_error() -> None:
+    decision = WatchPolicy().answered("5", UNREAD)
+    assert isinstance(decision.error, RegistryUnavailableError)
+
+
+@pytest.mark.parametrize("token_sent", [True, False])
+def test_empty_under_default_deny_is_permission_denied_until_instances_show(
+    token_sent: bool,
+) -> None:
+    policy = WatchPolicy(token_sent=token_sent, where="watching 'web'")
+    first = policy.answered("3", [], default_deny=True)
+    assert isinstance(first.error, PermissionDeniedError)
+    assert first.event is None
+    assert first.delay == 0  # the blocking query goes on: instances show at once
+    assert first.log is not None
+    assert ("no ACL token was sent" in str(first.error)) is not token_sent
+    again = policy.answered("4", [], default_deny=True)
+    assert isinstance(again.error, PermissionDeniedError)
+    assert again.log is None  # warned once
+    assert policy.answered("5", entries_at(1), default_deny=True).event == Event(
+        ("10.0.0.1:1",))
+    # Read access proven: an empty answer now means the service scaled to zero.
+    assert policy.answered("6", [], default_deny=True) == Decision(event=Event(()))
+
+
+def test_empty_without_default_deny_is_just_empty() -> None:
+    assert WatchPolicy().answered("3", []) == Decision(event=Event(()))

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import consul
+import httpx
 import pytest
-import requests
 
 from compose.consul import ConsulDevAgent
 from sd.consul import (
     AsyncConsulInstancer,
     ConsulInstancer,
     ConsulRegistrar,
-    InterruptibleConsul,
+    HttpxConsul,
     connect,
 )
 from sd.errors import PermissionDeniedError, RegistryUnavailableError
@@ -88,7 +88,7 @@ def test_stop_interrupts_a_request_the_agent_never_answers(black_hole: BlackHole
 
 @integration
 def test_registered_instances_are_seen_with_their_address_and_port(
-    client: InterruptibleConsul, service_name: str
+    client: HttpxConsul, service_name: str
 ) -> None:
     with ConsulRegistrar(client, service_name, "127.0.0.1", 18101), \
             ConsulRegistrar(client, service_name, "::1", 18102), \
@@ -98,7 +98,7 @@ def test_registered_instances_are_seen_with_their_address_and_port(
 
 
 @integration
-def test_changes_reach_subscribers(client: InterruptibleConsul, service_name: str) -> None:
+def test_changes_reach_subscribers(client: HttpxConsul, service_name: str) -> None:
     first = ConsulRegistrar(client, service_name, "127.0.0.1", 18111, ttl=5)
     second = ConsulRegistrar(client, service_name, "127.0.0.1", 18112, ttl=5)
     with ConsulInstancer(client, service_name) as instancer:
@@ -121,7 +121,7 @@ def test_changes_reach_subscribers(client: InterruptibleConsul, service_name: st
 
 @integration
 def test_tags_after_the_first_are_filtered_by_the_client(
-    client: InterruptibleConsul, service_name: str, raw_services: Callable[..., str]
+    client: HttpxConsul, service_name: str, raw_services: Callable[..., str]
 ) -> None:
     raw_services(service_name, f"{service_name}-ab", address="127.0.0.1", port=18121,
                  tags=["a", "b"])
@@ -143,7 +143,7 @@ def test_tags_after_the_first_are_filtered_by_the_client(
 
 @integration
 def test_a_service_without_address_is_found_at_its_node_address(
-    client: InterruptibleConsul, service_name: str, raw_services: Callable[..., str],
+    client: HttpxConsul, service_name: str, raw_services: Callable[..., str],
     consul_agent: Agent,
 ) -> None:
     _, node = client.catalog.node(consul_agent.node_name)
@@ -156,7 +156,7 @@ def test_a_service_without_address_is_found_at_its_node_address(
 
 @integration
 def test_passing_only_false_includes_critical_instances(
-    client: InterruptibleConsul, service_name: str, raw_services: Callable[..., str]
+    client: HttpxConsul, service_name: str, raw_services: Callable[..., str]
 ) -> None:
     import consul
 
@@ -173,7 +173,7 @@ def test_passing_only_false_includes_critical_instances(
 
 @integration
 def test_instancers_with_the_same_arguments_share_one_watch(
-    client: InterruptibleConsul, service_name: str
+    client: HttpxConsul, service_name: str
 ) -> None:
     def watches() -> list[threading.Thread]:
         name = f"kitsd-consul-watch-{service_name}"
@@ -196,7 +196,7 @@ def test_instancers_with_the_same_arguments_share_one_watch(
 
 @integration
 def test_stop_is_prompt_while_a_blocking_query_is_held(
-    client: InterruptibleConsul, service_name: str, capsys: pytest.CaptureFixture[str]
+    client: HttpxConsul, service_name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     latencies = []
     with ConsulRegistrar(client, service_name, "127.0.0.1", 18161, ttl=None):
@@ -215,21 +215,21 @@ def test_stop_is_prompt_while_a_blocking_query_is_held(
 
 @pytest.fixture
 def health_requests(monkeypatch: pytest.MonkeyPatch, service_name: str) -> list[float]:
-    """Times of every ``/v1/health/service/<service_name>`` request any client sends.
+    """Times of every ``/v1/health/service/<service_name>`` request any watch sends.
 
-    Counted at the ``requests`` session, since the instancer queries through its
-    own private copy of the client (which is what makes ``stop()`` prompt).
+    Counted at ``httpx.AsyncClient.send``, which every watch's private client uses.
     """
     calls: list[float] = []
-    original = requests.Session.get
+    original = httpx.AsyncClient.send
     path = f"/v1/health/service/{service_name}"
 
-    def counting_get(session: requests.Session, url: str | bytes, **kwargs: Any) -> Any:
-        if path in str(url):
+    async def counting_send(client: httpx.AsyncClient, request: httpx.Request,
+                            **kwargs: Any) -> httpx.Response:
+        if request.url.path == path:
             calls.append(time.monotonic())
-        return original(session, url, **kwargs)
+        return await original(client, request, **kwargs)
 
-    monkeypatch.setattr(requests.Session, "get", counting_get)
+    monkeypatch.setattr(httpx.AsyncClient, "send", counting_send)
     return calls
 
 
@@ -267,6 +267,7 @@ def test_no_hot_loop_while_the_agent_is_down_and_recovery_after_restart(
             stop_latency = time.monotonic() - stopped
     errors = [event for event in events if event.error is not None]
     assert len({str(event.error) for event in errors}) <= 3  # not one event per retry
+    assert requests_while_down >= 1  # the counter sees the watch's requests
     report(capsys, f"agent down: {requests_while_down} requests in {window}s; agent start "
                    f"took {ready - started:.2f}s; instancer recovered {recovered:.2f}s after "
                    f"the agent was ready; stop took {stop_latency * 1000:.1f} ms")
@@ -311,7 +312,7 @@ async def test_async_aclose_abandons_a_request_the_agent_never_answers(
 
 @integration
 async def test_async_instancer_sees_instances_filters_tags_and_stops_promptly(
-    client: InterruptibleConsul, service_name: str, capsys: pytest.CaptureFixture[str]
+    client: HttpxConsul, service_name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with ConsulRegistrar(client, service_name, "127.0.0.1", 18301, tags=["a", "b"]), \
             ConsulRegistrar(client, service_name, "::1", 18302, tags=["a"]):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from compose.consul import ConsulDevAgent
-from sd.consul import ConsulRegistrar, InterruptibleConsul, connect
+from sd.consul import ConsulRegistrar, HttpxConsul, connect
 from sd.errors import PermissionDeniedError
 from tests.consul.conftest import (
     ACL_TOKEN,
@@ -80,7 +80,7 @@ integration = pytest.mark.integration
 @integration
 @pytest.mark.usefixtures("no_thread_leaks")
 def test_registration_is_visible_with_address_port_tags_and_a_passing_check(
-    client: InterruptibleConsul, service_name: str
+    client: HttpxConsul, service_name: str
 ) -> None:
     with ConsulRegistrar(client, service_name, "127.0.0.1", 18001, tags=["x", "y"],
                          ttl=5) as registrar:
@@ -99,7 +99,7 @@ def test_registration_is_visible_with_address_port_tags_and_a_passing_check(
 
 @integration
 @pytest.mark.usefixtures("no_thread_leaks")
-def test_register_twice_and_deregister_twice(client: InterruptibleConsul,
+def test_register_twice_and_deregister_twice(client: HttpxConsul,
                                              service_name: str) -> None:
     registrar = ConsulRegistrar(client, service_name, "127.0.0.1", 18002)
     registrar.register()
@@ -116,7 +116,7 @@ def test_register_twice_and_deregister_twice(client: InterruptibleConsul,
 @integration
 @pytest.mark.usefixtures("no_thread_leaks")
 def test_without_ttl_the_service_has_no_check_and_counts_as_passing(
-    client: InterruptibleConsul, service_name: str
+    client: HttpxConsul, service_name: str
 ) -> None:
     with ConsulRegistrar(client, service_name, "127.0.0.1", 18003, ttl=None) as registrar:
         assert not [c for c in client.agent.checks().values()
@@ -127,9 +127,9 @@ def test_without_ttl_the_service_has_no_check_and_counts_as_passing(
 
 @integration
 @pytest.mark.usefixtures("no_thread_leaks")
-def test_heartbeats_keep_a_short_ttl_passing(client: InterruptibleConsul,
+def test_heartbeats_keep_a_short_ttl_passing(client: HttpxConsul,
                                               service_name: str) -> None:
-    ttl = 0.4
+    ttl = 1.0  # the shortest TTL a ConsulRegistrar accepts (MIN_TTL)
     with ConsulRegistrar(client, service_name, "127.0.0.1", 18004, ttl=ttl) as registrar:
         # Observe for four TTLs: without heartbeats the check would turn critical after one.
         deadline = time.monotonic() + 4 * ttl
@@ -142,7 +142,7 @@ def test_heartbeats_keep_a_short_ttl_passing(client: InterruptibleConsul,
 
 @integration
 def test_killed_registrar_process_leaves_the_passing_set_after_its_ttl(
-    client: InterruptibleConsul, service_name: str, consul_agent: Agent,
+    client: HttpxConsul, service_name: str, consul_agent: Agent,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     child = spawn_registrar(consul_agent.http_addr, service_name, 18005, ttl=1.0,

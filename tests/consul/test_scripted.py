@@ -1,9 +1,13 @@
-"""Odd answers a real Consul will not readily give, scripted through a fake client.
+"""Odd answers a real Consul will not readily give, scripted.
 
-The fakes satisfy :class:`sd.consul.client.ConsulClient` (the narrow protocol),
-not Consul: these tests check the driver's reactions to answers (indexes going
-backwards, index 0, garbage entries, 403s, flaky heartbeats), while the
-``integration`` tests next to them run the same code against a real agent.
+The instancer tests run BOTH drivers (``ConsulInstancer`` on its thread,
+``AsyncConsulInstancer`` on asyncio) against :class:`tests.consul.scripted.ScriptedAgent`,
+an ``httpx.MockTransport``: requests are built by py-consul and sent by httpx
+exactly as against a real agent, so these tests check the one transport and
+the one watch (indexes going backwards, index 0, odd headers, bad bodies,
+403s, ACL default deny).  The registrar tests script py-consul's answers
+through a small fake of the narrow client protocol.  The ``integration``
+tests next to them run the same code against a real agent.
 """
 
 from __future__ import annotations
@@ -12,69 +16,449 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import consul
+import httpx
 import pytest
 import requests
 
+import sd.backoff
 from sd.consul import ConsulInstancer, ConsulRegistrar
-from sd.consul.client import ConsulClient, map_error, private_copy
-from sd.errors import PermissionDeniedError, RegistryUnavailableError
+from sd.consul.client import ConsulClient, map_error, private_client
+from sd.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
 from sd.event import Event
+from tests.consul.scripted import DRIVERS, Drivers, Reply, ScriptedAgent, drivers, entry
 from tests.helpers import wait_for
+
+
+def thread_names() -> list[str]:
+    return [thread.name for thread in threading.enumerate()]
 
 pytestmark = pytest.mark.usefixtures("no_thread_leaks")
 
-
-def entry(address: str, port: int, tags: list[str] | None = None) -> dict[str, object]:
-    return {"Node": {"Node": "n", "Address": "10.255.0.1"},
-            "Service": {"ID": f"{address}-{port}", "Address": address, "Port": port,
-                        "Tags": tags or []}}
+DENY = {"X-Consul-Default-Acl-Policy": "deny"}
 
 
-@dataclass
-class Call:
-    at: float
-    service: str
-    index: str | None
-    wait: str | None
-    passing: bool | None
-    tag: str | None
+@pytest.fixture(params=DRIVERS)
+def driver(request: pytest.FixtureRequest) -> Iterator[Drivers]:
+    yield from drivers(request.param)
 
 
-Outcome = tuple[object, object] | BaseException
+@pytest.fixture
+def events() -> list[Event]:
+    return []
 
 
-@dataclass
+def instances_seen(events: list[Event]) -> list[tuple[str, ...]]:
+    return [event.instances for event in events if event.error is None]
+
+
+def errors_seen(events: list[Event]) -> list[Event]:
+    return [event for event in events if event.error is not None]
+
+
+# --- the instancers, both drivers -----------------------------------------------------------
+
+
+def test_query_parameters_first_tag_on_server_and_passing(
+    driver: Drivers, events: list[Event]
+) -> None:
+    entries = [entry("10.0.0.1", 1, ["a"]), entry("10.0.0.2", 2, ["a", "b"])]
+    agent = ScriptedAgent([Reply("5", entries)])
+    driver.watch(agent, events, tags=("a", "b"), wait=2.5)
+    wait_for(agent.idle.is_set, what="the script to be played")
+    first, second = agent.calls[:2]
+    assert first.path == "/v1/health/service/svc"
+    assert first.params == {"passing": ["1"], "tag": ["a"]}
+    assert second.params == {"index": ["5"], "wait": ["2500ms"], "passing": ["1"],
+                             "tag": ["a"]}
+    assert events[-1] == Event(("10.0.0.2:2",))  # "b" is filtered here, not by the agent
+
+
+def test_passing_only_false_sends_no_passing_filter(driver: Drivers, events: list[Event]) -> None:
+    agent = ScriptedAgent([Reply("3", [])])
+    driver.watch(agent, events, passing_only=False)
+    wait_for(agent.idle.is_set, what="the script to be played")
+    assert all("passing" not in call.params and "tag" not in call.params
+               for call in agent.calls)
+
+
+def test_settings_of_the_client_reach_the_watch(driver: Drivers, events: list[Event]) -> None:
+    agent = ScriptedAgent([Reply("3", [])])
+    driver.watch(agent, events, client_kwargs={"token": "s3cret-token", "dc": "dc9"})
+    wait_for(agent.idle.is_set, what="the script to be played")
+    for call in agent.calls:
+        assert call.headers["x-consul-token"] == "s3cret-token"
+        assert call.params["dc"] == ["dc9"]
+        assert "token" not in call.params  # never in the URL
+
+
+def test_index_going_backwards_resets_to_zero_after_a_backoff(
+    driver: Drivers, events: list[Event], caplog: pytest.LogCaptureFixture,
+) -> None:
+    script: list[Reply | BaseException] = [
+        Reply("10", [entry("10.0.0.1", 1)]), Reply("4", [entry("10.0.0.2", 2)]),
+        Reply("6", [entry("10.0.0.3", 3)])]
+    agent = ScriptedAgent(script)
+    with caplog.at_level(logging.WARNING, logger="kitsd.sd.consul.watch"):
+        driver.watch(agent, events)
+        wait_for(agent.idle.is_set, what="the script to be played")
+    calls = agent.calls
+    assert [call.index for call in calls[:4]] == [None, "10", None, "6"]
+    assert calls[2].at - calls[1].at >= 0.005  # backed off (10 ms, jittered to >= 5 ms)
+    # The answer with the backwards index is not published; the fresh read is.
+    assert instances_seen(events) == [(), ("10.0.0.1:1",), ("10.0.0.3:3",)]
+    assert any("backwards" in record.getMessage() for record in caplog.records)
+
+
+def test_index_zero_backs_off_and_then_waits_from_one(
+    driver: Drivers, events: list[Event],
+) -> None:
+    agent = ScriptedAgent([Reply("0", [entry("10.0.0.1", 1)]), Reply("7", [entry("10.0.0.1", 1)])])
+    driver.watch(agent, events)
+    wait_for(agent.idle.is_set, what="the script to be played")
+    calls = agent.calls
+    assert [call.index for call in calls[:3]] == [None, "1", "7"]
+    assert calls[1].at - calls[0].at >= 0.005
+    assert instances_seen(events) == [(), ("10.0.0.1:1",)]
+
+
+def test_an_unreadable_index_header_counts_as_zero(driver: Drivers, events: list[Event]) -> None:
+    agent = ScriptedAgent([Reply("not-a-number", []), Reply("3", [])])
+    driver.watch(agent, events)
+    wait_for(agent.idle.is_set, what="the script to be played")
+    assert [call.index for call in agent.calls[:3]] == [None, "1", "3"]
+
+
+def test_an_answer_without_index_header_is_an_error_event(
+    driver: Drivers, events: list[Event],
+) -> None:
+    agent = ScriptedAgent([Reply("3", [entry("10.0.0.1", 1)]), Reply(None, []),
+                           Reply("5", [entry("10.0.0.2", 2)])])
+    driver.watch(agent, events)
+    wait_for(agent.idle.is_set, what="the script to be played")
+    [error] = errors_seen(events)
+    assert isinstance(error.error, RegistryUnavailableError)
+    assert "X-Consul-Index" in str(error.error)
+    assert error.instances == ("10.0.0.1:1",)
+    assert [call.index for call in agent.calls[:3]] == [None, "3", None]
+    wait_for(lambda: events[-1] == Event(("10.0.0.2:2",)), what="the error to clear")
+
+
+def test_garbage_entries_are_skipped_and_good_ones_kept(
+    driver: Drivers, events: list[Event], caplog: pytest.LogCaptureFixture,
+) -> None:
+    garbage: list[object] = [entry("10.0.0.1", 1), "junk", {"Service": None}, 17,
+                             entry("", 2), entry("10.0.0.3", 0), entry("10.0.0.4", 4),
+                             entry("10.0.0.5", True)]
+    with caplog.at_level(logging.WARNING, logger="kitsd.sd.consul.health"):
+        agent = ScriptedAgent([Reply("3", garbage)])
+        driver.watch(agent, events)
+        wait_for(agent.idle.is_set, what="the script to be played")
+    # entry("", 2) has no Service.Address and falls back to its node's address.
+    assert events[-1] == Event(("10.0.0.1:1", "10.0.0.4:4", "10.255.0.1:2"))
+    assert len([r for r in caplog.records if r.name == "kitsd.sd.consul.health"]) >= 5
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [({"oops": True}, "not a list"), (b"[{not json", "decode JSON"), (b"\xff\xfe", "decode JSON")],
+    ids=["object", "bad-json", "not-utf8"],
+)
+def test_a_bad_body_is_an_error_event(
+    driver: Drivers, events: list[Event], body: object, text: str,
+) -> None:
+    agent = ScriptedAgent([Reply("3", [entry("10.0.0.1", 1)]), Reply("4", body),
+                           Reply("5", [entry("10.0.0.1", 1)])])
+    driver.watch(agent, events)
+    wait_for(agent.idle.is_set, what="the script to be played")
+    [error] = errors_seen(events)
+    assert isinstance(error.error, RegistryUnavailableError)
+    assert text in str(error.error)
+    assert error.instances == ("10.0.0.1:1",)  # the last instances are kept
+    # ... and the next good answer clears the error.
+    wait_for(lambda: events[-1] == Event(("10.0.0.1:1",)), what="the error to clear")
+
+
+def test_acl_403_becomes_permission_denied_chained_from_the_vendor_error(
+    driver: Drivers, events: list[Event],
+) -> None:
+    agent = ScriptedAgent([Reply("3", [entry("10.0.0.1", 1)]),
+                           Reply(None, b"ACL not found", status=403),
+                           Reply("4", [entry("10.0.0.1", 1)])])
+    instancer = driver.watch(agent, events)
+    wait_for(agent.idle.is_set, what="the script to be played")
+    [error] = errors_seen(events)
+    assert isinstance(error.error, PermissionDeniedError)
+    assert isinstance(error.error.__cause__, consul.ACLPermissionDenied)
+    assert error.instances == ("10.0.0.1:1",)
+    # After a failure the next query is a plain read (the agent may have lost its state).
+    assert [call.index for call in agent.calls[:3]] == [None, "3", None]
+    wait_for(lambda: instancer.state == Event(("10.0.0.1:1",)), what="the error to clear")
+
+
+@pytest.mark.parametrize(("status", "kind"), [(401, PermissionDeniedError),
+                                              (500, RegistryUnavailableError),
+                                              (429, RegistryUnavailableError)])
+def test_other_statuses_are_error_events(
+    driver: Drivers, events: list[Event], status: int, kind: type[Exception],
+) -> None:
+    agent = ScriptedAgent([Reply(None, b"No cluster leader", status=status)])
+    driver.watch(agent, events)
+    wait_for(lambda: bool(errors_seen(events)), what="an error event")
+    assert isinstance(errors_seen(events)[0].error, kind)
+
+
+def test_repeated_identical_failures_publish_one_error_event(
+    driver: Drivers, events: list[Event],
+) -> None:
+    down: list[Reply | BaseException] = [httpx.ConnectError(f"refused, attempt {n} at 0x{n:x}")
+                                         for n in range(5)]
+    agent = ScriptedAgent([Reply("2", [entry("10.0.0.1", 1)]), *down,
+                           Reply("9", [entry("10.0.0.1", 1)])])
+    driver.watch(agent, events)
+    wait_for(agent.idle.is_set, timeout=10, what="the script to be played")
+    [error] = errors_seen(events)
+    assert isinstance(error.error, RegistryUnavailableError)
+    assert "cannot connect" in str(error.error)
+    wait_for(lambda: events[-1] == Event(("10.0.0.1:1",)), what="the error to clear")
+
+
+def test_failures_back_off_exponentially(driver: Drivers, events: list[Event]) -> None:
+    agent = ScriptedAgent([httpx.ConnectError("refused") for _ in range(7)])
+    driver.watch(agent, events)
+    wait_for(agent.idle.is_set, timeout=10, what="the script to be played")
+    times = [call.at for call in agent.calls[:8]]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    # Failure n waits between half and all of 10 ms * 2**(n-1).
+    for n, gap in enumerate(gaps, start=1):
+        assert gap >= 0.01 * 2 ** (n - 1) / 2, (n, gaps)
+    assert sum(gaps) >= 0.01 * (2 ** 7 - 1) / 2
+
+
+def test_stop_during_a_long_backoff_is_prompt(driver: Drivers, events: list[Event]) -> None:
+    agent = ScriptedAgent([httpx.ConnectError("refused") for _ in range(30)])
+    instancer = driver.watch(agent, events)
+    # After the 8th failure the loop sleeps 0.64-1.28 s; stop() must cut that short.
+    wait_for(lambda: len(agent.calls) >= 8, timeout=10, what="backoff to grow")
+    started = time.monotonic()
+    driver.stop(instancer)
+    assert time.monotonic() - started < 0.2
+
+
+def test_stop_cuts_a_held_query_short(driver: Drivers, events: list[Event]) -> None:
+    agent = ScriptedAgent([Reply("3", [])], hold=30)
+    instancer = driver.watch(agent, events)
+    wait_for(lambda: len(agent.calls) >= 2, what="the blocking query to be held")
+    started = time.monotonic()
+    driver.stop(instancer)
+    assert time.monotonic() - started < 0.2
+
+
+# --- ACL default deny ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [None, "t0ken-without-read"])
+def test_an_empty_answer_under_default_deny_is_a_permission_error(
+    driver: Drivers, events: list[Event], caplog: pytest.LogCaptureFixture, token: str | None,
+) -> None:
+    agent = ScriptedAgent([Reply("3", [], headers=DENY), Reply("4", [], headers=DENY),
+                           Reply("5", [entry("10.0.0.1", 1)], headers=DENY)])
+    with caplog.at_level(logging.WARNING, logger="kitsd.sd.consul.watch"):
+        driver.watch(agent, events, client_kwargs={"token": token})
+        wait_for(lambda: events[-1] == Event(("10.0.0.1:1",)), what="instances at last")
+    [denied] = errors_seen(events)
+    assert isinstance(denied.error, PermissionDeniedError)
+    assert "permission denied" in str(denied.error)
+    assert ("no ACL token was sent" in str(denied.error)) is (token is None)
+    assert denied.instances == ()
+    # The index advanced without backoff: instances showed up with the next answers.
+    assert [call.index for call in agent.calls[:3]] == [None, "3", "4"]
+    warnings = [r for r in caplog.records if "default-deny" in r.getMessage()]
+    assert len(warnings) == 1  # warned once, not per answer
+    assert token is None or all(token not in r.getMessage() for r in caplog.records)
+
+
+def test_empty_under_default_deny_after_instances_is_a_plain_empty_set(
+    driver: Drivers, events: list[Event],
+) -> None:
+    agent = ScriptedAgent([Reply("3", [entry("10.0.0.1", 1)], headers=DENY),
+                           Reply("4", [], headers=DENY)])
+    driver.watch(agent, events)
+    wait_for(agent.idle.is_set, what="the script to be played")
+    assert errors_seen(events) == []
+    assert instances_seen(events) == [(), ("10.0.0.1:1",), ()]
+
+
+def test_empty_answer_under_default_allow_is_not_an_error(
+    driver: Drivers, events: list[Event],
+) -> None:
+    agent = ScriptedAgent([Reply("3", [], headers={"X-Consul-Default-Acl-Policy": "allow"})])
+    driver.watch(agent, events)
+    wait_for(agent.idle.is_set, what="the script to be played")
+    assert errors_seen(events) == []
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+def test_the_token_is_in_no_log_line_repr_or_error(
+    driver: Drivers, events: list[Event], caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = "t0p-s3cret-acl-token"  # noqa: S105 - a test value
+    agent = ScriptedAgent([Reply("3", [], headers=DENY), Reply(None, b"ACL not found", 403),
+                           httpx.ConnectError("refused"), Reply("7", [entry("10.0.0.1", 1)])])
+    with caplog.at_level(logging.DEBUG):
+        instancer = driver.watch(agent, events, client_kwargs={"token": token})
+        wait_for(agent.idle.is_set, what="the script to be played")
+        client = agent.client(token=token)
+        client.close()
+    assert len(errors_seen(events)) >= 2
+    texts = [record.getMessage() for record in caplog.records]
+    texts += [repr(instancer), repr(client), repr(client.settings), str(instancer.state)]
+    texts += [f"{event.error!r} {event.error}" for event in errors_seen(events)]
+    assert any("GET" in text for text in texts)  # httpx's request lines were captured
+    assert [text for text in texts if token in text] == []
+
+
+# --- the thread driver -----------------------------------------------------------------------
+
+
+def test_stop_from_inside_a_subscriber_does_not_deadlock() -> None:
+    agent = ScriptedAgent([Reply("3", [entry("10.0.0.1", 1)])])
+    with agent.client() as client:
+        instancer = ConsulInstancer(client, "svc")
+        stopped = threading.Event()
+
+        def stop_on_instances(event: Event) -> None:
+            if event.instances:
+                instancer.stop()
+                stopped.set()
+
+        # The first answer may already be in; either way stop() runs inside a delivery.
+        instancer.subscribe(stop_on_instances)
+        assert stopped.wait(5)
+        instancer.stop()  # idempotent
+
+
+def test_instancers_with_the_same_arguments_share_one_watch(events: list[Event]) -> None:
+    agent = ScriptedAgent([Reply("3", [entry("10.0.0.1", 1)])])
+    with agent.client() as client:
+        first = ConsulInstancer(client, "svc", tags=["a"])
+        second = ConsulInstancer(client, "svc", tags=("a",))
+        other = ConsulInstancer(client, "svc", tags=("b",))
+        try:
+            watches = [t for t in threading.enumerate() if t.name == "kitsd-consul-watch-svc"]
+            assert len(watches) == 2
+            first.stop()
+            second.subscribe(events.append)
+            assert events[-1].instances == ("10.0.0.1:1",)
+        finally:
+            for instancer in (first, second, other):
+                instancer.stop()
+
+
+def test_a_narrow_protocol_object_is_called_as_it_is() -> None:
+    fake = FakeConsul()
+    copy, settings = private_client(fake)
+    assert copy is fake
+    assert settings is None
+    with ConsulInstancer(fake, "svc") as instancer:
+        wait_for(lambda: fake.health.calls >= 2, what="two queries")
+        assert instancer.state == Event(("10.0.0.1:1",))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"service": ""}, ValueError, "service"),
+        ({"service": "a/b"}, ValueError, "service"),
+        ({"service": None}, ValueError, "service"),
+        ({"wait": 0}, ValueError, "wait"),
+        ({"wait": 601}, ValueError, "wait"),
+        ({"wait": float("nan")}, ValueError, "wait"),
+        ({"wait": "10"}, TypeError, "wait"),
+        ({"tags": ["a", ""]}, ValueError, "tags"),
+        ({"tags": "ab"}, TypeError, "one string"),
+        ({"passing_only": "yes"}, TypeError, "passing_only"),
+        ({"first_answer_timeout": float("inf")}, ValueError, "first_answer_timeout"),
+        ({"first_answer_timeout": float("nan")}, ValueError, "first_answer_timeout"),
+        ({"first_answer_timeout": -1}, ValueError, "first_answer_timeout"),
+        ({"first_answer_timeout": None}, TypeError, "first_answer_timeout"),
+        ({"owns_client": 1}, TypeError, "owns_client"),
+    ],
+)
+def test_bad_instancer_arguments_raise_before_anything_starts(
+    kwargs: dict[str, Any], error: type[Exception], match: str,
+) -> None:
+    agent = ScriptedAgent([])
+    arguments: dict[str, Any] = {"service": "svc", **kwargs}
+    before = set(threading.enumerate())
+    with agent.client() as client:
+        with pytest.raises(error, match=match):
+            ConsulInstancer(client, **arguments)
+        assert set(threading.enumerate()) == before
+        assert agent.calls == []
+        # Nothing was left in the shared-watch table: a good instancer starts a watch of
+        # its own, which queries the agent.
+        with ConsulInstancer(client, "svc", first_answer_timeout=0):
+            wait_for(lambda: len(agent.calls) >= 1, what="the good instancer's first query")
+            assert thread_names().count("kitsd-consul-watch-svc") == 1
+
+
+def test_a_client_that_is_no_consul_client_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="client"):
+        ConsulInstancer(object(), "svc")  # type: ignore[arg-type]
+
+
+# --- the asyncio driver's own arguments ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"timeout": float("nan")}, ValueError, "timeout"),
+        ({"timeout": float("inf")}, ValueError, "timeout"),
+        ({"timeout": 0}, ValueError, "timeout"),
+        ({"timeout": -1}, ValueError, "timeout"),
+        ({"timeout": "5"}, TypeError, "timeout"),
+        ({"scheme": "ftp"}, ValueError, "scheme"),
+        ({"wait": float("nan")}, ValueError, "wait"),
+    ],
+)
+async def test_bad_async_instancer_arguments_raise(
+    kwargs: dict[str, Any], error: type[Exception], match: str,
+) -> None:
+    from sd.consul import AsyncConsulInstancer
+
+    with pytest.raises(error, match=match):
+        AsyncConsulInstancer("127.0.0.1:8500", "svc", **kwargs)
+
+
+async def test_async_instancer_refuses_settings_beside_a_client() -> None:
+    from sd.consul import AsyncConsulInstancer
+
+    with ScriptedAgent([]).client() as client, pytest.raises(MisuseError, match="token"):
+        AsyncConsulInstancer(client, "svc", token="x")  # noqa: S106 - a test value
+
+
+# --- fakes of the narrow protocol, for the registrar -----------------------------------------
+
+
 class FakeHealth:
-    """Plays ``script`` one answer per call; then behaves like an idle Consul
-    (holds the query briefly and answers the last index again)."""
+    """Answers every query with one instance at index 3, after a short hold."""
 
-    script: list[Outcome]
-    gate: threading.Event = field(default_factory=threading.Event)
-    calls: list[Call] = field(default_factory=list)
-    idle: threading.Event = field(default_factory=threading.Event)
-    last: tuple[object, object] = ("1", [])
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self) -> None:
+        self.calls = 0
 
     def service(self, service: str, *, index: str | None = None, wait: str | None = None,
                 passing: bool | None = None, tag: str | None = None) -> tuple[object, object]:
-        if not self.gate.wait(5):
-            raise AssertionError("the test never opened the gate")
-        with self.lock:
-            self.calls.append(Call(time.monotonic(), service, index, wait, passing, tag))
-            outcome = self.script.pop(0) if self.script else None
-        if outcome is None:
-            self.idle.set()
+        self.calls += 1
+        if index is not None:
             time.sleep(0.02)  # a held blocking query (kept short so stop() stays prompt)
-            return self.last
-        if isinstance(outcome, BaseException):
-            raise outcome
-        self.last = outcome
-        return outcome
+        return "3", [entry("10.0.0.1", 1)]
 
 
 class FakeAgentService:
@@ -124,244 +508,14 @@ class FakeAgent:
 
 
 class FakeConsul:
-    def __init__(self, script: Sequence[Outcome] = (),
-                 check_script: Sequence[object] = ()) -> None:
-        self.health = FakeHealth(list(script))
-        self.health.gate.set()
+    def __init__(self, check_script: Sequence[object] = ()) -> None:
+        self.health = FakeHealth()
         self.agent = FakeAgent(check_script)
-
-
-@pytest.fixture
-def events() -> list[Event]:
-    return []
-
-
-@pytest.fixture
-def watch(events: list[Event]) -> Iterator[Callable[..., tuple[FakeConsul, ConsulInstancer]]]:
-    started: list[ConsulInstancer] = []
-
-    def start(script: list[Outcome], **kwargs: Any) -> tuple[FakeConsul, ConsulInstancer]:
-        # Subscribe before the first answer, so the events hold every published state.
-        fake = FakeConsul(script)
-        fake.health.gate.clear()
-        instancer = ConsulInstancer(fake, "svc", first_answer_timeout=0,
-                                    **kwargs)
-        started.append(instancer)
-        instancer.subscribe(events.append)
-        fake.health.gate.set()
-        return fake, instancer
-
-    yield start
-    for instancer in started:
-        instancer.stop()
-
-
-def instances_seen(events: list[Event]) -> list[tuple[str, ...]]:
-    return [event.instances for event in events if event.error is None]
-
-
-# --- the instancer -------------------------------------------------------------------------
 
 
 def test_the_fake_satisfies_the_narrow_protocol() -> None:
     fake: ConsulClient = FakeConsul()
-    copy, interruptible = private_copy(fake)
-    assert copy is fake
-    assert interruptible is None
-
-
-def test_query_parameters_first_tag_on_server_and_passing(
-    watch: Callable[..., tuple[FakeConsul, ConsulInstancer]], events: list[Event]
-) -> None:
-    entries = [entry("10.0.0.1", 1, ["a"]), entry("10.0.0.2", 2, ["a", "b"])]
-    fake, _ = watch([("5", entries)], tags=("a", "b"), wait=2.5)
-    wait_for(fake.health.idle.is_set, what="the script to be played")
-    first, second = fake.health.calls[:2]
-    assert (first.service, first.index, first.passing, first.tag) == ("svc", None, True, "a")
-    assert (second.index, second.wait) == ("5", "2500ms")
-    assert events[-1] == Event(("10.0.0.2:2",))  # "b" is filtered here, not by the fake
-
-
-def test_passing_only_false_sends_no_passing_filter(
-    watch: Callable[..., tuple[FakeConsul, ConsulInstancer]],
-) -> None:
-    fake, _ = watch([("3", [])], passing_only=False)
-    wait_for(fake.health.idle.is_set, what="the script to be played")
-    assert {call.passing for call in fake.health.calls} == {None}
-    assert {call.tag for call in fake.health.calls} == {None}
-
-
-def test_index_going_backwards_resets_to_zero_after_a_backoff(
-    watch: Callable[..., tuple[FakeConsul, ConsulInstancer]], events: list[Event],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    script: list[Outcome] = [("10", [entry("10.0.0.1", 1)]), ("4", [entry("10.0.0.2", 2)]),
-                             ("6", [entry("10.0.0.3", 3)])]
-    with caplog.at_level(logging.WARNING, logger="kitsd.sd.consul.instancer"):
-        fake, _ = watch(script)
-        wait_for(fake.health.idle.is_set, what="the script to be played")
-    calls = fake.health.calls
-    assert [call.index for call in calls[:4]] == [None, "10", None, "6"]
-    assert calls[2].at - calls[1].at >= 0.005  # backed off (10 ms, jittered to >= 5 ms)
-    # The answer with the backwards index is not published; the fresh read is.
-    assert instances_seen(events) == [(), ("10.0.0.1:1",), ("10.0.0.3:3",)]
-    assert any("backwards" in record.getMessage() for record in caplog.records)
-
-
-def test_index_zero_backs_off_and_then_waits_from_one(
-    watch: Callable[..., tuple[FakeConsul, ConsulInstancer]], events: list[Event],
-) -> None:
-    fake, _ = watch([("0", [entry("10.0.0.1", 1)]), ("7", [entry("10.0.0.1", 1)])])
-    wait_for(fake.health.idle.is_set, what="the script to be played")
-    calls = fake.health.calls
-    assert [call.index for call in calls[:3]] == [None, "1", "7"]
-    assert calls[1].at - calls[0].at >= 0.005
-    assert instances_seen(events) == [(), ("10.0.0.1:1",)]
-
-
-def test_an_unreadable_index_header_counts_as_zero(
-    watch: Callable[..., tuple[FakeConsul, ConsulInstancer]],
-) -> None:
-    fake, _ = watch([("not-a-number", []), ("3", [])])
-    wait_for(fake.health.idle.is_set, what="the script to be played")
-    assert [call.index for call in fake.health.calls[:3]] == [None, "1", "3"]
-
-
-def test_garbage_entries_are_skipped_and_good_ones_kept(
-    watch: Callable[..., tuple[FakeConsul, ConsulInstancer]], events: list[Event],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    garbage: list[object] = [entry("10.0.0.1", 1), "junk", {"Service": None}, 17,
-                             entry("", 2), entry("10.0.0.3", 0), entry("10.0.0.4", 4)]
-    with caplog.at_level(logging.WARNING, logger="kitsd.sd.consul.health"):
-        fake, _ = watch([("3", garbage)])
-        wait_for(fake.health.idle.is_set, what="the script to be played")
-    # entry("", 2) has no Service.Address and falls back to its node's address.
-    assert events[-1] == Event(("10.0.0.1:1", "10.0.0.4:4", "10.255.0.1:2"))
-    assert len([r for r in caplog.records if r.name == "kitsd.sd.consul.health"]) >= 4
-
-
-def test_a_body_that_is_not_a_list_is_an_error_event(
-    watch: Callable[..., tuple[FakeConsul, ConsulInstancer]], events: list[Event],
-) -> None:
-    fake, _ = watch([("3", [entry("10.0.0.1", 1)]), ("4", {"oops": True}),
-                     ("5", [entry("10.0.0.1", 1)])])
-    wait_for(fake.health.idle.is_set, what="the script to be played")
-    errors = [event for event in events if event.error is not None]
-    assert len(errors) == 1
-    assert isinstance(errors[0].error, RegistryUnavailableError)
-    assert "not a list" in str(errors[0].error)
-    assert errors[0].instances == ("10.0.0.1:1",)  # the last instances are kept
-    # ... and the next good answer clears the error.
-    wait_for(lambda: events[-1] == Event(("10.0.0.1:1",)), what="the error to clear")
-
-
-def test_acl_403_becomes_permission_denied_chained_from_the_vendor_error(
-    watch: Callable[..., tuple[FakeConsul, ConsulInstancer]], events: list[Event],
-) -> None:
-    denied = consul.ACLPermissionDenied("ACL not found")
-    fake, instancer = watch([("3", [entry("10.0.0.1", 1)]), denied])
-    wait_for(fake.health.idle.is_set, what="the script to be played")
-    errors = [event for event in events if event.error is not None]
-    assert len(errors) == 1
-    error = errors[0].error
-    assert isinstance(error, PermissionDeniedError)
-    assert error.__cause__ is denied
-    assert errors[0].instances == ("10.0.0.1:1",)
-    # After a failure the next query is a plain read (the agent may have lost its state).
-    failed_at = next(i for i, call in enumerate(fake.health.calls) if call.index == "3")
-    assert fake.health.calls[failed_at + 1].index is None
-    wait_for(lambda: instancer.state == Event(("10.0.0.1:1",)), what="the error to clear")
-
-
-def test_repeated_identical_failures_publish_one_error_event(
-    watch: Callable[..., tuple[FakeConsul, ConsulInstancer]], events: list[Event],
-) -> None:
-    down = [requests.ConnectionError(f"refused, attempt {n} at 0x{n:x}") for n in range(5)]
-    fake, _ = watch([("2", [entry("10.0.0.1", 1)]), *down, ("9", [entry("10.0.0.1", 1)])])
-    wait_for(fake.health.idle.is_set, timeout=10, what="the script to be played")
-    errors = [event for event in events if event.error is not None]
-    assert len(errors) == 1
-    assert isinstance(errors[0].error, RegistryUnavailableError)
-    assert "cannot connect" in str(errors[0].error)
-    wait_for(lambda: events[-1] == Event(("10.0.0.1:1",)), what="the error to clear")
-
-
-def test_failures_back_off_exponentially(
-    watch: Callable[..., tuple[FakeConsul, ConsulInstancer]],
-) -> None:
-    down = [requests.ConnectionError("refused") for _ in range(7)]
-    fake, _ = watch(down)
-    wait_for(fake.health.idle.is_set, timeout=10, what="the script to be played")
-    times = [call.at for call in fake.health.calls[:8]]
-    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    # Failure n waits between half and all of 10 ms * 2**(n-1).
-    for n, gap in enumerate(gaps, start=1):
-        assert gap >= 0.01 * 2 ** (n - 1) / 2, (n, gaps)
-    assert sum(gaps) >= 0.01 * (2 ** 7 - 1) / 2
-
-
-def test_stop_from_inside_a_subscriber_does_not_deadlock() -> None:
-    fake = FakeConsul([("3", [entry("10.0.0.1", 1)])])
-    instancer = ConsulInstancer(fake, "svc")
-    stopped = threading.Event()
-
-    def stop_on_instances(event: Event) -> None:
-        if event.instances:
-            instancer.stop()
-            stopped.set()
-
-    # The first answer may already be in; either way stop() runs inside a delivery.
-    instancer.subscribe(stop_on_instances)
-    assert stopped.wait(5)
-    instancer.stop()  # idempotent
-
-
-def test_stop_during_a_long_backoff_is_prompt() -> None:
-    fake = FakeConsul([requests.ConnectionError("refused") for _ in range(30)])
-    instancer = ConsulInstancer(fake, "svc")
-    # After the 8th failure the loop sleeps 0.64-1.28 s; stop() must cut that short.
-    wait_for(lambda: len(fake.health.calls) >= 8, timeout=10, what="backoff to grow")
-    started = time.monotonic()
-    instancer.stop()
-    assert time.monotonic() - started < 0.2
-
-
-def test_instancers_with_the_same_arguments_share_one_watch(events: list[Event]) -> None:
-    fake = FakeConsul([("3", [entry("10.0.0.1", 1)])])
-    first = ConsulInstancer(fake, "svc", tags=["a"])
-    second = ConsulInstancer(fake, "svc", tags=("a",))
-    other = ConsulInstancer(fake, "svc", tags=("b",))
-    try:
-        watches = [t for t in threading.enumerate() if t.name == "kitsd-consul-watch-svc"]
-        assert len(watches) == 2
-        first.stop()
-        second.subscribe(events.append)
-        assert events[-1].instances == ("10.0.0.1:1",)
-    finally:
-        for instancer in (first, second, other):
-            instancer.stop()
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"service": ""}, "service"),
-        ({"service": "a/b"}, "service"),
-        ({"service": None}, "service"),
-        ({"service": "svc", "wait": 0}, "wait"),
-        ({"service": "svc", "wait": 601}, "wait"),
-        ({"service": "svc", "tags": ["a", ""]}, "tags"),
-    ],
-)
-def test_bad_instancer_arguments_raise_value_error(kwargs: dict[str, Any], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        ConsulInstancer(FakeConsul(), **kwargs)
-
-
-def test_a_single_string_is_not_a_tag_list() -> None:
-    with pytest.raises(TypeError, match="one string"):
-        ConsulInstancer(FakeConsul(), "svc", tags="ab")
+    assert private_client(fake) == (fake, None)
 
 
 # --- error mapping --------------------------------------------------------------------------
@@ -375,6 +529,11 @@ def test_a_single_string_is_not_a_tag_list() -> None:
         (consul.Timeout("slow"), RegistryUnavailableError, "timed out"),
         (requests.ReadTimeout("slow"), RegistryUnavailableError, "timed out"),
         (requests.ConnectionError("refused"), RegistryUnavailableError, "cannot connect"),
+        (httpx.ConnectError("refused"), RegistryUnavailableError, "cannot connect"),
+        (httpx.ReadTimeout("slow"), RegistryUnavailableError, "timed out"),
+        (httpx.RemoteProtocolError("closed"), RegistryUnavailableError, "cannot connect"),
+        (consul.ConsulException("Missing index header: {}"), RegistryUnavailableError,
+         "no X-Consul-Index header"),
         (ConnectionResetError("reset"), RegistryUnavailableError, "cannot connect"),
         (consul.NotFound("gone"), RegistryUnavailableError, "not found"),
         (consul.ConsulException("500 No cluster leader"), RegistryUnavailableError,
@@ -440,14 +599,14 @@ def test_register_and_deregister_are_idempotent() -> None:
 
 def test_heartbeat_passes_about_every_third_of_the_ttl() -> None:
     fake = FakeConsul()
-    with ConsulRegistrar(fake, "web", "h", 1, ttl=0.3):
-        wait_for(lambda: len(fake.agent.check.passes) >= 3, timeout=5, what="three heartbeats")
+    with ConsulRegistrar(fake, "web", "h", 1, ttl=1.5):
+        wait_for(lambda: len(fake.agent.check.passes) >= 1, timeout=5, what="a heartbeat")
         started = time.monotonic()
         count = len(fake.agent.check.passes)
         wait_for(lambda: len(fake.agent.check.passes) >= count + 2, timeout=5,
                  what="two more heartbeats")
         elapsed = time.monotonic() - started
-    assert 0.15 <= elapsed < 1.0  # two intervals of 0.1 s
+    assert 0.75 <= elapsed < 1.5  # two intervals of 0.5 s
     assert set(fake.agent.check.passes) == {"service:web-h-1"}
 
 
@@ -462,10 +621,10 @@ def test_agent_that_forgot_the_check_gets_a_new_registration(
 ) -> None:
     fake = FakeConsul(check_script=[True, forgot])
     with caplog.at_level(logging.WARNING, logger="kitsd.sd.consul.registrar"), \
-            ConsulRegistrar(fake, "web", "h", 1, ttl=0.06):
+            ConsulRegistrar(fake, "web", "h", 1, ttl=1):
         wait_for(lambda: len(fake.agent.service.registered) >= 2, timeout=5,
                  what="a second registration")
-        wait_for(lambda: len(fake.agent.check.passes) >= 4, timeout=5, what="heartbeats resuming")
+        wait_for(lambda: len(fake.agent.check.passes) >= 3, timeout=5, what="heartbeats resuming")
     assert fake.agent.service.registered[0] == fake.agent.service.registered[1]
     assert any("no longer knows" in record.getMessage() for record in caplog.records)
 
@@ -473,8 +632,8 @@ def test_agent_that_forgot_the_check_gets_a_new_registration(
 def test_unreachable_agent_is_retried_without_reregistering() -> None:
     down = [requests.ConnectionError("refused") for _ in range(4)]
     fake = FakeConsul(check_script=down)
-    with ConsulRegistrar(fake, "web", "h", 1, ttl=0.6):
-        # The first heartbeat is due after 0.2 s; retries follow within milliseconds.
+    with ConsulRegistrar(fake, "web", "h", 1, ttl=1.2):
+        # The first heartbeat is due after 0.4 s; retries follow within milliseconds.
         wait_for(lambda: len(fake.agent.check.passes) >= 5, timeout=5,
                  what="retries, then a good heartbeat")
     assert len(fake.agent.service.registered) == 1
@@ -495,11 +654,37 @@ def test_register_failure_is_mapped_and_starts_nothing() -> None:
 
 def test_deregister_failure_is_mapped_but_the_heartbeat_stops() -> None:
     fake = FakeConsul()
-    registrar = ConsulRegistrar(fake, "web", "h", 1, ttl=0.06)
+    registrar = ConsulRegistrar(fake, "web", "h", 1, ttl=1)
     registrar.register()
+    wait_for(lambda: len(fake.agent.check.passes) >= 1, what="a heartbeat")
     fake.agent.service.deregister_error = requests.ConnectionError("refused")
-    with pytest.raises(RegistryUnavailableError, match="deregistering 'web-h-1'"):
+    with sd.backoff.testing(), \
+            pytest.raises(RegistryUnavailableError, match="deregistering 'web-h-1'"):
         registrar.deregister()
     beats = len(fake.agent.check.passes)
     assert not [t for t in threading.enumerate() if t.name.startswith("kitsd-consul-ttl")]
     assert len(fake.agent.check.passes) == beats
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"ttl": 0.001}, ValueError, "ttl"),
+        ({"ttl": 0.999}, ValueError, "at least 1"),
+        ({"ttl": 0}, ValueError, "ttl"),
+        ({"ttl": float("nan")}, ValueError, "ttl"),
+        ({"ttl": float("inf")}, ValueError, "ttl"),
+        ({"ttl": "10"}, TypeError, "ttl"),
+        ({"deregister_critical_after": -1}, ValueError, "deregister_critical_after"),
+        ({"deregister_critical_after": float("nan")}, ValueError, "deregister_critical_after"),
+        ({"retry_for": float("nan")}, ValueError, "retry_for"),
+    ],
+)
+def test_bad_registrar_arguments(kwargs: dict[str, Any], error: type[Exception],
+                                 match: str) -> None:
+    with pytest.raises(error, match=match):
+        ConsulRegistrar(FakeConsul(), "web", "h", 1, **kwargs)
+
+
+def test_the_shortest_ttl_is_accepted() -> None:
+    assert ConsulRegistrar(FakeConsul(), "web", "h", 1, ttl=1).ttl == 1.0

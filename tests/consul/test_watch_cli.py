@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from sd.consul import ConsulRegistrar, InterruptibleConsul
+from sd.consul import ConsulRegistrar, HttpxConsul
 from tests.consul.conftest import Agent
 from tests.helpers import WatchProcess
 
 
 @pytest.mark.integration
 def test_watch_prints_changes_from_consul(
-    consul_agent: Agent, client: InterruptibleConsul, service_name: str
+    consul_agent: Agent, client: HttpxConsul, service_name: str
 ) -> None:
     watch = WatchProcess(f"consul://{consul_agent.http_addr}/{service_name}?passing=1")
     try:

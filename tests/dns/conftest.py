@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from compose.consul import ConsulDevAgent, ConsulNotInstalled
-from sd.consul import InterruptibleConsul, connect
+from sd.consul import HttpxConsul, connect
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def dns_agent() -> Iterator[ConsulDevAgent]:
 
 
 @pytest.fixture
-def consul_client(dns_agent: ConsulDevAgent) -> Iterator[InterruptibleConsul]:
+def consul_client(dns_agent: ConsulDevAgent) -> Iterator[HttpxConsul]:
     """A py-consul client for the agent's HTTP API."""
     with connect(dns_agent.http_addr) as client:
         yield client
@@ -44,7 +44,7 @@ def service_name() -> str:
 
 
 @pytest.fixture
-def register(consul_client: InterruptibleConsul) -> Iterator[Callable[..., str]]:
+def register(consul_client: HttpxConsul) -> Iterator[Callable[..., str]]:
     """``register(service, service_id, address=..., port=...)`` in Consul; removed after."""
     registered: list[str] = []
 

@@ -9,7 +9,7 @@ import pytest
 
 import sd
 from compose.consul import ConsulDevAgent
-from sd.consul import InterruptibleConsul, connect
+from sd.consul import HttpxConsul, connect
 from sd.dns import SRVInstancer
 from sd.dns.instancer import _running_watches
 from sd.errors import RegistryUnavailableError
@@ -24,7 +24,7 @@ def srv_name(service: str) -> str:
 
 def test_registered_instances_appear_and_leave_through_dns(
     dns_agent: ConsulDevAgent, register: Callable[..., str],
-    consul_client: InterruptibleConsul, service_name: str, no_thread_leaks: None,
+    consul_client: HttpxConsul, service_name: str, no_thread_leaks: None,
 ) -> None:
     events: list[sd.Event] = []
     with SRVInstancer(srv_name(service_name), resolver=dns_agent.dns_addr,
@@ -81,7 +81,7 @@ def test_dns_server_down_publishes_an_error_and_keeps_the_instances(service_name
 
 def test_kitsd_watch_shows_live_changes(
     dns_agent: ConsulDevAgent, register: Callable[..., str],
-    consul_client: InterruptibleConsul, service_name: str,
+    consul_client: HttpxConsul, service_name: str,
 ) -> None:
     watch = WatchProcess(
         f"dnssrv://{srv_name(service_name)}?server={dns_agent.dns_addr}&min_ttl=0.1")
