@@ -289,15 +289,19 @@ class ConsulRegistrar(RegistrarContext):
         return check
 
     def registration(self) -> dict[str, Any]:
-        """The keyword arguments of py-consul's ``agent.service.register`` for this instance."""
-        weights = None
+        """The keyword arguments of py-consul's ``agent.service.register`` for this instance
+        (``meta`` and ``weights`` only when given)."""
+        registration: dict[str, Any] = {
+            "name": self.service, "service_id": self.service_id, "address": self.address,
+            "port": self.port, "tags": list(self.tags) or None, "check": self._check()}
+        if self.meta:
+            registration["meta"] = dict(self.meta)
         if self.weight is not None or self.warning_weight is not None:
             # Consul's defaults for the one not given: 1 each
-            weights = {"Passing": 1 if self.weight is None else self.weight,
-                       "Warning": 1 if self.warning_weight is None else self.warning_weight}
-        return {"name": self.service, "service_id": self.service_id, "address": self.address,
-                "port": self.port, "tags": list(self.tags) or None, "check": self._check(),
-                "meta": dict(self.meta) or None, "weights": weights}
+            registration["weights"] = {
+                "Passing": 1 if self.weight is None else self.weight,
+                "Warning": 1 if self.warning_weight is None else self.warning_weight}
+        return registration
 
     def put(self) -> None:
         """Send the registration through :attr:`client`; raises the py-consul error as it is."""

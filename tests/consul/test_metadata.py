@@ -110,8 +110,8 @@ def test_the_registration_carries_meta_and_weights() -> None:
     assert registration["meta"] == {"zone": "eu-1"}
     assert registration["weights"] == {"Passing": 4, "Warning": 1}
     plain = ConsulRegistrar(_NoClient(), "web", "10.0.0.1", 80).registration()  # type: ignore[arg-type]
-    assert plain["meta"] is None
-    assert plain["weights"] is None
+    assert "meta" not in plain
+    assert "weights" not in plain
 
 
 # -- against a real agent --------------------------------------------------------------
