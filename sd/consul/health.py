@@ -85,9 +85,12 @@ def entry_instance(entry: object) -> str:
     return join_host_port(address, port)
 
 
-InfoMemo = dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...], int], InstanceInfo]
-"""``(tags, meta items, weight)`` -> the :class:`InstanceInfo` made of them, so entries
-with the same metadata (most of a service's) share one object, built once."""
+InfoMemo = dict[tuple[object, object, int], InstanceInfo]
+"""Raw ``(Service.Tags, Service.Meta items, weight)`` -> the :class:`InstanceInfo` made
+of them, so an entry whose metadata was seen before costs a dict look-up, and entries
+with the same metadata (most of a service's) share one object."""
+
+_DEFAULT_WEIGHTS = {"Passing": 1, "Warning": 1}
 
 
 def _weight(value: object) -> int | None:
@@ -102,39 +105,52 @@ def _all_passing(entry: Mapping[str, Any]) -> bool:
                for check in checks)
 
 
+def _entry_weight(entry: Mapping[str, Any], weights: object) -> int:
+    if not isinstance(weights, Mapping) or weights == _DEFAULT_WEIGHTS:
+        return 1
+    passing = _weight(weights.get("Passing"))
+    warning = _weight(weights.get("Warning"))
+    weight = passing if passing is not None else 1
+    if warning is not None and warning != weight and not _all_passing(entry):
+        weight = warning
+    return weight
+
+
 def entry_info(entry: object, memo: InfoMemo | None = None) -> InstanceInfo:
     """The :class:`InstanceInfo` of one health entry (see the module docstring); never
-    raises.  ``memo`` (kept by the caller between answers) shares equal infos."""
-    if not isinstance(entry, Mapping):
+    raises.  ``memo`` (kept by the caller between answers) makes a repeated entry cost
+    a look-up, keyed by its raw metadata."""
+    # ``type() is dict`` first: decoded JSON is made of dicts, and ABC checks cost
+    if type(entry) is not dict and not isinstance(entry, Mapping):
         return DEFAULT_INFO
     service = entry.get("Service")
-    if not isinstance(service, Mapping):
+    if type(service) is not dict and not isinstance(service, Mapping):
         return DEFAULT_INFO
     raw_tags = service.get("Tags")
     raw_meta = service.get("Meta")
     weights = service.get("Weights")
-    weight = 1
-    if isinstance(weights, Mapping):
-        passing = _weight(weights.get("Passing"))
-        warning = _weight(weights.get("Warning"))
-        weight = passing if passing is not None else 1
-        if warning is not None and warning != weight and not _all_passing(entry):
-            weight = warning
+    weight = 1 if weights == _DEFAULT_WEIGHTS or weights is None \
+        else _entry_weight(entry, weights)
     if not raw_tags and not raw_meta and weight == 1:
         return DEFAULT_INFO
-    tags = tuple(tag for tag in raw_tags if isinstance(tag, str)) \
-        if isinstance(raw_tags, list) else ()
-    meta = tuple((key, value) for key, value in raw_meta.items()
-                 if isinstance(key, str) and isinstance(value, str)) \
-        if isinstance(raw_meta, Mapping) else ()
-    key = (tags, meta, weight)
+    key: tuple[object, object, int] | None = None
     if memo is not None:
-        known = memo.get(key)
+        # The raw values as they came (tuples built in C); validated only on a miss.
+        key = (tuple(raw_tags) if type(raw_tags) is list else None,
+               tuple(raw_meta.items()) if type(raw_meta) is dict else None, weight)
+        try:
+            known = memo.get(key)
+        except TypeError:  # something unhashable inside: not worth remembering
+            key, known = None, None
         if known is not None:
             return known
-    info = InstanceInfo(weight, tags, dict(meta)) if tags or meta or weight != 1 \
-        else DEFAULT_INFO
-    if memo is not None:
+    tags = tuple(tag for tag in raw_tags if isinstance(tag, str)) \
+        if isinstance(raw_tags, list) else ()
+    meta = {name: value for name, value in raw_meta.items()
+            if isinstance(name, str) and isinstance(value, str)} \
+        if isinstance(raw_meta, Mapping) else {}
+    info = InstanceInfo(weight, tags, meta) if tags or meta or weight != 1 else DEFAULT_INFO
+    if memo is not None and key is not None:
         memo[key] = info
     return info
 
