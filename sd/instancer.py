@@ -219,7 +219,11 @@ class Broadcaster:
         if new == old:
             self._info_source = (given, old)
             return old, NO_INFO
-        changed = {instance: info for instance, info in new.items() if old.get(instance) != info}
+        # identity first: equal infos are usually the same object (drivers memoise them),
+        # and ``!=`` would call InstanceInfo.__eq__ for each
+        before = old.get
+        changed = {instance: info for instance, info in new.items()
+                   if (previous := before(instance)) is not info and previous != info}
         for instance in old:
             if instance not in new and instance in members:
                 changed[instance] = DEFAULT_INFO
