@@ -66,6 +66,7 @@ from pybreaker import (
 from breaker import guard
 from breaker._pybreaker import storage_of
 from breaker.guard import Admission
+from sd.observe import HUB, BreakerStateChanged, emit
 
 __all__ = ["Driver", "Ticket", "driver_for"]
 
@@ -176,6 +177,7 @@ class Driver:
             if decision is Admission.HALF_OPEN:
                 cb.half_open()
                 period = cb.state
+                _changed(cb, STATE_OPEN, STATE_HALF_OPEN)  # kitsd.observe
             listeners = cb.listeners
             for listener in listeners:
                 listener.before_call(cb, func, request)
@@ -233,7 +235,11 @@ class Driver:
                 heard.failure(cb, exc)
             name = ticket.period.name
             target = guard.on_failure(name, failures=cb.fail_counter, fail_max=cb.fail_max)
-            if target != STATE_OPEN or not cb.open():  # open() says whether to raise anew
+            if target != STATE_OPEN:
+                return exc
+            raise_anew = cb.open()  # open() says whether to raise anew
+            _changed(cb, name, STATE_OPEN)  # kitsd.observe
+            if not raise_anew:
                 return exc
             tripped = CircuitBreakerError(
                 guard.TRIAL_FAILED if name == STATE_HALF_OPEN else guard.TRIPPED
@@ -269,6 +275,7 @@ class Driver:
             )
             if target == STATE_CLOSED:
                 cb.close()
+                _changed(cb, STATE_HALF_OPEN, STATE_CLOSED)  # kitsd.observe
         for listener in cb.listeners:
             listener.success(cb)
 
@@ -288,4 +295,15 @@ def driver_for(cb: CircuitBreaker) -> Driver:
         driver = _drivers.get(cb)
         if driver is None:
             driver = _drivers[cb] = Driver(cb)
-        return driver
+            first_seen = True
+        else:
+            first_seen = False
+    if first_seen:
+        _changed(cb, None, cb.current_state)  # kitsd.observe
+    return driver
+
+
+def _changed(cb: CircuitBreaker, old: str | None, new: str) -> None:
+    """kitsd.observe: report a transition (``old`` ``None``: a breaker first seen)."""
+    if HUB.observers:
+        emit(BreakerStateChanged(cb.name or "unnamed", old, new, cb))

@@ -10,6 +10,7 @@ Not thread-safe: drive processes and groups from one thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -113,6 +114,10 @@ class ServerProcess(ABC):
     def command(self) -> list[str]:
         """The command line this process runs."""
 
+    def env(self) -> dict[str, str] | None:
+        """The environment of the process (``None``: inherit ours)."""
+        return None
+
     @abstractmethod
     def ready(self) -> bool:
         """Whether the server is up and serving (``False`` while it is not running)."""
@@ -139,6 +144,7 @@ class ServerProcess(ABC):
         self._process = subprocess.Popen(
             self.command(),
             cwd=self.workdir,
+            env=self.env(),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -160,14 +166,30 @@ class ServerProcess(ABC):
                                f"--- {self.log_path} ---\n{self.log_tail()}")
 
     def stop(self) -> None:
-        """Stop with SIGTERM and reap; idempotent."""
+        """Stop with SIGTERM and reap; idempotent (a paused process is resumed first)."""
         if self._process is not None:
+            self.resume()
             stop_process(self._process)
 
     def kill(self) -> None:
         """Kill with SIGKILL (a crash) and reap; idempotent."""
         if self._process is not None:
             stop_process(self._process, kill=True)
+
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` to the process if it is running (no-op otherwise)."""
+        if self._process is not None and self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._process.pid, signum)
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): it keeps its sockets but answers nothing, as a hung
+        server does.  :meth:`resume` lets it go on."""
+        self.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        r"""Let a :meth:`pause`\ d process go on (SIGCONT)."""
+        self.send_signal(signal.SIGCONT)
 
     def restart(self, *, wait: bool = True) -> None:
         """Stop (if running) and start again on the same ports (and data directory);

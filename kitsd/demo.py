@@ -15,6 +15,7 @@ import statistics
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -26,11 +27,17 @@ import lb
 import sd
 import sd.http
 from kitsd.demo_server import DemoInstance
+from sd import observe
 
 __all__ = ["DemoReport", "format_report", "run_demo"]
 
 SERVICE = "hello"
-BALANCERS = ("round-robin", "random", "least-loaded")
+BALANCERS = ("round-robin", "random", "least-loaded", "peak-ewma", "weighted",
+             "consistent-hash")
+#: With ``slow_instance``: how much slower the slow instance answers, and its stalls.
+SLOW_DELAY = 0.040
+SLOW_STALL_EVERY = 20
+SLOW_STALL = 0.5
 #: How long the registry takes to notice the crash (a TTL or health check would, in life).
 REGISTRY_LAG = 0.1
 
@@ -54,6 +61,9 @@ class DemoReport:
     killed: str = ""
     added: str = ""
     wall: float = 0.0
+    slow: str = ""  # the slow instance, with slow_instance
+    hedged: bool = False
+    attempts: int = 0  # requests sent to instances (hedges included)
 
 
 class _OpenCounter(pybreaker.CircuitBreakerListener):
@@ -74,8 +84,17 @@ def run_demo(
     balancer: str = "round-robin",
     concurrency: int = 4,
     seed: int | None = None,
+    slow_instance: bool = False,
+    observer: Callable[[Any], object] | None = None,
 ) -> DemoReport:
-    """Run the demo and return its report; raises ``ValueError`` for bad options."""
+    """Run the demo and return its report; raises ``ValueError`` for bad options.
+
+    ``slow_instance``: the first instance answers 20x slower and stalls on 1 in 20
+    answers, and calls are hedged (``lb.Hedge(percentile=95)``) — run it with
+    ``balancer="peak-ewma"`` to see the slow instance avoided and the stalls hidden.
+    ``observer`` (e.g. a ``kitsd.prometheus.PrometheusObserver``) hears the run's
+    :mod:`sd.observe` observations; it is installed for the run only.
+    """
     if instances < 2:
         raise ValueError("the demo needs at least 2 instances (one of them is killed)")
     if requests < 3:
@@ -85,11 +104,21 @@ def run_demo(
     if balancer not in BALANCERS:
         raise ValueError(f"balancer must be one of {', '.join(BALANCERS)}, got {balancer!r}")
 
+    if observer is not None:  # kitsd.observe: heard for this run only
+        with observe.observing(observer):
+            return run_demo(instances=instances, requests=requests, balancer=balancer,
+                            concurrency=concurrency, seed=seed)
     report = DemoReport(instances, requests, balancer, concurrency)
     lock = threading.Lock()
     listener = _OpenCounter(report, lock)
     registry = sd.MemoryRegistry()
     servers = [DemoInstance() for _ in range(instances)]
+    if slow_instance:
+        servers[0].kill()
+        servers[0] = DemoInstance(delay=SLOW_DELAY, stall_every=SLOW_STALL_EVERY,
+                                  stall=SLOW_STALL)
+        report.slow = servers[0].instance
+        report.hedged = True
     registrars = {s.instance: registry.registrar(SERVICE, s.instance) for s in servers}
     for registrar in registrars.values():
         registrar.register()
@@ -104,8 +133,19 @@ def run_demo(
         "GET", "/hello", encode=encode, decode=decode,
         client_kwargs={"timeout": 2.0},
     )
+    def counting_factory(instance: str) -> Any:
+        endpoint = http_factory(instance)
+
+        def counted(request: Any) -> Any:
+            with lock:
+                report.attempts += 1
+            return endpoint(request)
+
+        counted.close = endpoint.close  # type: ignore[attr-defined]
+        return counted
+
     factory = breaker.per_instance(
-        http_factory,
+        counting_factory,
         lambda instance: pybreaker.CircuitBreaker(
             fail_max=3, reset_timeout=1.0, name=instance, listeners=[listener]
         ),
@@ -130,16 +170,14 @@ def run_demo(
     numbers = itertools.count()
 
     with sd.Endpointer(registry.instancer(SERVICE), factory) as endpointer:
-        chosen: lb.Balancer
-        if balancer == "round-robin":
-            chosen = lb.RoundRobin(endpointer)
-        elif balancer == "random":
-            chosen = lb.Random(endpointer, seed=seed)
+        chosen = _balancer(balancer, endpointer, seed)
+        retried: Any
+        if slow_instance:
+            retried = lb.retry(3, 2.0, chosen, callback=on_failure, name=SERVICE,
+                               hedge=lb.Hedge(percentile=95, samples=100))
         else:
-            chosen = lb.LeastLoaded(endpointer, seed=seed)
-        client = breaker.circuit_breaker(outer)(
-            lb.retry(3, 2.0, chosen, callback=on_failure)
-        )
+            retried = lb.retry(3, 2.0, chosen, callback=on_failure, name=SERVICE)
+        client = breaker.circuit_breaker(outer)(retried)
 
         def worker() -> None:
             for number in numbers:
@@ -195,11 +233,29 @@ def run_demo(
             for thread in workers:
                 thread.join()
             report.wall = time.perf_counter() - start
+            if isinstance(retried, lb.HedgedEndpoint):
+                retried.close()
             for registrar in registrars.values():
                 registrar.deregister()
     for server in servers:
         server.kill()
     return report
+
+
+def _balancer(name: str, endpointer: sd.Endpointer, seed: int | None) -> lb.Balancer:
+    """The balancer called ``name`` (one of :data:`BALANCERS`)."""
+    if name == "round-robin":
+        return lb.RoundRobin(endpointer)
+    if name == "random":
+        return lb.Random(endpointer, seed=seed)
+    if name == "least-loaded":
+        return lb.LeastLoaded(endpointer, seed=seed)
+    if name == "peak-ewma":
+        return lb.PeakEWMA(endpointer, seed=seed)
+    if name == "weighted":  # the embedded registry publishes no weights: all weigh 1
+        return lb.Weighted(endpointer)
+    # requests are numbers: 50 "users", each kept on one instance
+    return lb.ConsistentHash(endpointer, lambda request: f"user-{request % 50}")
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -223,7 +279,8 @@ def format_report(report: DemoReport, out: TextIO) -> None:
     widest = max(report.calls_per_instance.values(), default=1)
     for instance in sorted(report.calls_per_instance):
         count = report.calls_per_instance[instance]
-        note = {report.killed: " (killed)", report.added: " (added)"}.get(instance, "")
+        note = {report.killed: " (killed)", report.added: " (added)",
+                report.slow: " (slow: 20x, stalls 1 in 20)"}.get(instance, "")
         bar = "#" * max(1, round(30 * count / widest))
         write(f"  {instance:<21}{count:>6}  {bar}{note}\n")
     p50 = _percentile(report.latencies, 0.50) * 1000
@@ -231,8 +288,11 @@ def format_report(report: DemoReport, out: TextIO) -> None:
     failures = ", ".join(f"{name} {n}" for name, n in report.failures.most_common()) or "none"
     write(f"\n  calls {total}   failed {report.failed}   retries {report.retries}   "
           f"ejections {report.ejections}   breaker opens {report.breaker_opens}\n"
-          f"  attempt errors: {failures}\n"
-          f"  latency p50 {p50:.2f} ms   p99 {p99:.2f} ms   wall {report.wall:.2f} s\n")
+          f"  attempt errors: {failures}\n")
+    if report.hedged:
+        write(f"  hedged (percentile 95): {report.attempts} requests sent for {total} calls "
+              f"({report.attempts / max(total, 1) - 1:+.1%}: retries and hedges)\n")
+    write(f"  latency p50 {p50:.2f} ms   p99 {p99:.2f} ms   wall {report.wall:.2f} s\n")
     verdict = "OK: every call succeeded" if report.failed == 0 else \
         f"FAILED: {report.failed} calls failed"
     write(f"\n{verdict}\n")

@@ -6,6 +6,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,6 +22,9 @@ class _Server(ThreadingHTTPServer):
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         self.served = 0
+        self.delay = 0.0  # seconds every answer takes
+        self.stall_every = 0  # every Nth answer (0: none) takes `stall` seconds instead
+        self.stall = 0.0
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         with self.connections_lock:
@@ -42,6 +46,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.dumps({"instance": f"{host!s}:{port}", "path": self.path}).encode()
         with self.server.connections_lock:
             self.server.served += 1
+            served = self.server.served
+        server = self.server
+        if server.stall_every and served % server.stall_every == 0:
+            time.sleep(server.stall)
+        elif server.delay:
+            time.sleep(server.delay)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -55,8 +65,14 @@ class _Handler(BaseHTTPRequestHandler):
 class DemoInstance:
     """One HTTP instance on a free loopback port, served from a background thread."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, delay: float = 0.0, stall_every: int = 0,
+                 stall: float = 0.0) -> None:
+        """``delay``: seconds each answer takes; every ``stall_every``-th answer (0:
+        none) takes ``stall`` seconds instead (for latency demos and benchmarks)."""
         self._server = _Server((host, 0))
+        self._server.delay = delay
+        self._server.stall_every = stall_every
+        self._server.stall = stall
         address = self._server.server_address
         self.instance = f"{address[0]!s}:{address[1]}"
         self._thread = threading.Thread(

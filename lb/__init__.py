@@ -4,30 +4,61 @@ Public surface (see ``API.md``): :class:`Balancer`, :class:`RoundRobin`,
 :class:`Random`, :class:`NoEndpointsError`, :func:`retry`, :func:`retry_async`,
 :class:`RetryError`, :class:`RetryTimeout`, :func:`remaining`; beyond it,
 :class:`LeastLoaded` (power of two choices over requests in flight),
-:class:`OutlierDetection` (the passive-ejection policy a balancer owns), and for
-custom balancers the optional :class:`Picker` protocol with its :class:`Pick`.
+:class:`OutlierDetection` (the passive-ejection policy a balancer owns, with the
+:class:`CountedError` marker), and for custom balancers the optional
+:class:`Picker` protocol with its :class:`Pick`.
+
+Balancing beyond go-kit (issue 9): :class:`PeakEWMA` (latency-aware),
+:class:`Weighted` (smooth weighted round robin), :class:`ConsistentHash`
+(affinity by a request key), :class:`RetryBudget` (``budget=`` of the retries,
+refusing with :class:`RetryBudgetExhausted`) and :class:`Hedge` (``hedge=``; the
+sync retry then returns a :class:`HedgedEndpoint` to ``close()``).
+
+Which balancer when:
+
+* :class:`RoundRobin` — equal instances, even spreading, the cheapest pick.
+* :class:`Random` — as round robin, without coordinating many clients' order.
+* :class:`LeastLoaded` — requests of uneven cost; avoids busy instances.
+* :class:`PeakEWMA` — instances of uneven speed (the best default for
+  latency-sensitive calls): avoids a slow instance from its first slow answer.
+* :class:`Weighted` — uneven capacity the registry states as weights.
+* :class:`ConsistentHash` — affinity: the same key to the same instance.
 """
 
 from lb.balancer import Balancer, Pick, Picker
-from lb.errors import NoEndpointsError, RetryError, RetryTimeout
+from lb.consistent_hash import ConsistentHash
+from lb.errors import NoEndpointsError, RetryBudgetExhausted, RetryError, RetryTimeout
+from lb.hedge import Hedge
+from lb.hedging import HedgedEndpoint
 from lb.least_loaded import LeastLoaded
-from lb.outlier_detection import OutlierDetection
+from lb.outlier_detection import CountedError, OutlierDetection
+from lb.peak_ewma import PeakEWMA
 from lb.random import Random
 from lb.retry import retry, retry_async
+from lb.retry_budget import RetryBudget
 from lb.round_robin import RoundRobin
+from lb.weighted import Weighted
 from sd.deadline import remaining
 
 __all__ = [
     "Balancer",
+    "ConsistentHash",
+    "CountedError",
+    "Hedge",
+    "HedgedEndpoint",
     "LeastLoaded",
     "NoEndpointsError",
     "OutlierDetection",
+    "PeakEWMA",
     "Pick",
     "Picker",
     "Random",
+    "RetryBudget",
+    "RetryBudgetExhausted",
     "RetryError",
     "RetryTimeout",
     "RoundRobin",
+    "Weighted",
     "remaining",
     "retry",
     "retry_async",

@@ -4,10 +4,13 @@ Theory of operation
 -------------------
 The balancer reports each attempt's outcome for the instance it picked:
 
-* A failure that :meth:`OutlierDetection.counts` adds one to the instance's run
-  of consecutive failures.  When the run reaches ``consecutive_failures`` the
-  instance is *ejected* until ``now + ejection_time(n)`` (``n`` = its ejections so
-  far, so the time doubles up to the maximum) and the run starts again.
+* A connection failure adds one to the instance's run of consecutive connection
+  failures; an error the policy counts (``OutlierDetection.errors``, when
+  ``consecutive_errors`` is set; connection failures are among them) adds one to
+  its run of consecutive errors.  When either run reaches its threshold
+  (``consecutive_failures``, ``consecutive_errors``) the instance is *ejected*
+  until ``now + ejection_time(n)`` (``n`` = its ejections so far, so the time
+  doubles up to the maximum) and both runs start again.
 * The cap is applied when ejecting: if ``max_ejected(pool size)`` instances are
   already out, the instance stays in rotation (its run is kept, so its next
   failure tries again).  Picks therefore need no sorting or counting: an
@@ -38,6 +41,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from lb.outlier_detection import OutlierDetection
 
@@ -46,7 +50,8 @@ __all__ = ["Ejections"]
 
 @dataclass(slots=True)
 class _Record:
-    run: int = 0  # counted failures in a row since the last ejection
+    run: int = 0  # connection failures in a row since the last ejection
+    error_run: int = 0  # counted errors in a row since the last ejection
     ejections: int = 0  # times ejected so far; the next one lasts ejection_time(ejections + 1)
     until: float = float("-inf")  # out of rotation before this time
     serial: int = 0  # names the ejection `until` belongs to, for the heap
@@ -84,6 +89,11 @@ class Ejections:
         self._expire(now)
         return len(self._out)
 
+    def panicking(self, now: float, pool: int) -> bool:
+        """Whether so few of ``pool`` instances are in rotation that picks should
+        ignore ejection (the policy's ``panic_threshold``)."""
+        return self.policy.panicking(pool, self.ejected(now))
+
     def out(self, now: float) -> dict[str, float]:
         """The instances out of rotation at ``now``, with the end of their ejection."""
         return {key: record.until for key, record in self.records.items() if record.until > now}
@@ -94,7 +104,10 @@ class Ejections:
         """Book a failure of ``key`` among ``pool`` instances; returns the ejection's
         seconds if this failure ejected it, else ``None``.  ``tag`` (whatever names the
         endpoint that failed without holding it) is handed back to :meth:`retain`."""
-        if not self.policy.counts(error):
+        policy = self.policy
+        connection = policy.is_connection_failure(error)
+        counted = policy.consecutive_errors is not None and bool(policy.errors(error))
+        if not (connection or counted):
             return None
         self._expire(now)
         self._prune(now)
@@ -105,12 +118,14 @@ class Ejections:
         record.tag = tag
         if record.until > now:
             return None  # already out: a failure from an attempt that started before
-        record.run += 1
-        if record.run < self.policy.consecutive_failures:
+        record.run += connection
+        record.error_run += counted
+        if record.run < policy.consecutive_failures and (
+                not counted or record.error_run < cast(int, policy.consecutive_errors)):
             return None
-        if len(self._out) >= self.policy.max_ejected(pool):
+        if len(self._out) >= policy.max_ejected(pool):
             return None
-        record.run = 0
+        record.run = record.error_run = 0
         record.ejections += 1
         duration = self.policy.ejection_time(record.ejections)
         self._serial += 1

@@ -7,7 +7,7 @@ from typing import Any
 
 from sd.errors import KitsdError
 
-__all__ = ["NoEndpointsError", "RetryError", "RetryTimeout"]
+__all__ = ["NoEndpointsError", "RetryBudgetExhausted", "RetryError", "RetryTimeout"]
 
 
 class NoEndpointsError(KitsdError):
@@ -43,6 +43,18 @@ class RetryError(KitsdError):
         # ``args`` holds only the message, so the default would call __init__ wrongly
         # on unpickling/copying; rebuild from the real constructor arguments.
         return type(self), (self.errors, self.final), self.__dict__
+
+
+class RetryBudgetExhausted(KitsdError):
+    """A retry was refused by the :class:`lb.RetryBudget`: the final error of the
+    :class:`RetryError` raised then; ``.last`` is the attempt error it followed."""
+
+    def __init__(self, last: BaseException) -> None:
+        self.last = last
+        super().__init__(f"retry budget exhausted after: {last}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.last,), self.__dict__
 
 
 class RetryTimeout(KitsdError, TimeoutError):

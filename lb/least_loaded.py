@@ -151,6 +151,8 @@ class LeastLoaded(Pool):
             with self._lock:
                 first = self._find(keys, size, exclude, now)
                 second = self._find(keys, size, exclude, now, avoid=first)
+                if not self._second_usable(keys, first, second, exclude, now):
+                    second = first  # never trade a usable instance for an excluded one
         else:
             with self._lock:
                 first = self._rng.randrange(size)

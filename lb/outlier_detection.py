@@ -1,17 +1,51 @@
-"""The passive-ejection policy: :class:`OutlierDetection`.
+"""The passive-ejection policy: :class:`OutlierDetection`, and what it counts.
 
 A plain, frozen settings object; the state it drives lives in :mod:`lb.ejection`,
 owned by the balancer it is given to.
+
+Two kinds of failure count (Envoy's ``consecutive_gateway_failure`` and
+``consecutive_5xx``, in spirit):
+
+* connection-level failures (:class:`sd.ConnectionFailure`): the instance is not
+  there; ``consecutive_failures`` of them in a row eject it (default: one);
+* *counted errors* (:func:`is_counted_error`): the instance answered, badly — an
+  HTTP status >= 500 (any error with an int ``status_code`` >= 500, such as
+  ``sd.http.StatusError``), a ``TimeoutError`` of one attempt, or any error
+  registered with the :class:`CountedError` marker (gRPC ``UNAVAILABLE`` and the
+  like: ``CountedError.register(MyUnavailable)``).  ``consecutive_errors`` of
+  them in a row (connection failures included) eject it; ``None`` (the default)
+  leaves them uncounted.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from abc import ABC
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from sd.errors import ConnectionFailure, MisuseError
 
-__all__ = ["OutlierDetection"]
+__all__ = ["CountedError", "OutlierDetection", "is_counted_error"]
+
+
+class CountedError(ABC):  # noqa: B024 - a marker: registration is its whole interface
+    """Marker for errors that count towards ``consecutive_errors`` ejection
+    (``CountedError.register(SomeUnavailableError)``), as :class:`sd.ConnectionFailure`
+    marks connection failures."""
+
+
+def is_counted_error(error: BaseException) -> bool:
+    """Whether ``error`` says the instance answered badly: a status >= 500
+    (``status_code`` attribute), a timeout of the attempt, a :class:`CountedError`,
+    or a connection failure."""
+    if isinstance(error, ConnectionFailure | CountedError):
+        return True
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int) and not isinstance(status, bool) and status >= 500:
+        return True
+    # lb.RetryTimeout is a whole call's timeout, not an attempt's: it never reaches here
+    return isinstance(error, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +58,15 @@ class OutlierDetection:
     * The first ejection lasts ``base_ejection_time`` seconds; each further ejection
       of the same instance doubles it, up to ``max_ejection_time``.  A success
       forgets the instance's history; so does its leaving the endpoint set.
+    * ``consecutive_errors`` (``None``: off) counted errors in a row eject too; what
+      counts is ``errors(error) -> bool``, by default :func:`is_counted_error`
+      (5xx statuses, attempt timeouts, :class:`CountedError`, connection failures).
+      Errors that are not counted neither count nor reset a run; a success resets it.
     * At most ``max_ejected_percent`` of the instances (rounded down) are out at
       once, and never all of them: ejection is advice, not a verdict.
+    * Panic mode (Envoy's ``healthy_panic_threshold``): when fewer than
+      ``panic_threshold`` percent of the instances are in rotation, picks ignore
+      ejection altogether and spread over every instance (``0`` disables it).
 
     Give it to a balancer (``lb.RoundRobin(endpointer, outlier_detection=...)``);
     ``outlier_detection=None`` disables ejection.  Raises :class:`TypeError` or
@@ -36,6 +77,9 @@ class OutlierDetection:
     base_ejection_time: float = 1.0
     max_ejection_time: float = 30.0
     max_ejected_percent: float = 50.0
+    consecutive_errors: int | None = None
+    panic_threshold: float = 50.0
+    errors: Callable[[BaseException], bool] = field(default=is_counted_error, repr=False)
 
     def __post_init__(self) -> None:
         count = self.consecutive_failures
@@ -43,7 +87,16 @@ class OutlierDetection:
             raise TypeError(f"consecutive_failures must be an int, got {count!r}")
         if count < 1:
             raise MisuseError(f"consecutive_failures must be >= 1, got {count}")
-        for name in ("base_ejection_time", "max_ejection_time", "max_ejected_percent"):
+        errors_n = self.consecutive_errors
+        if errors_n is not None:
+            if isinstance(errors_n, bool) or not isinstance(errors_n, int):
+                raise TypeError(f"consecutive_errors must be an int or None, got {errors_n!r}")
+            if errors_n < 1:
+                raise MisuseError(f"consecutive_errors must be >= 1, got {errors_n}")
+        if not callable(self.errors):
+            raise TypeError(f"errors must be callable(error) -> bool, got {self.errors!r}")
+        for name in ("base_ejection_time", "max_ejection_time", "max_ejected_percent",
+                     "panic_threshold"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise TypeError(f"{name} must be a number, got {value!r}")
@@ -59,10 +112,25 @@ class OutlierDetection:
             raise MisuseError(
                 f"max_ejected_percent must be in [0, 100], got {self.max_ejected_percent!r}"
             )
+        if not 0 <= self.panic_threshold <= 100:
+            raise MisuseError(
+                f"panic_threshold must be in [0, 100], got {self.panic_threshold!r}"
+            )
 
     def counts(self, error: BaseException) -> bool:
         """Whether ``error`` counts towards ejecting the instance that raised it."""
+        return self.is_connection_failure(error) or (
+            self.consecutive_errors is not None and bool(self.errors(error)))
+
+    @staticmethod
+    def is_connection_failure(error: BaseException) -> bool:
+        """Whether ``error`` is a connection-level failure (counted by ``consecutive_failures``)."""
         return isinstance(error, ConnectionFailure)
+
+    def panicking(self, instances: int, ejected: int) -> bool:
+        """Whether, with ``ejected`` of ``instances`` out, picks should ignore ejection."""
+        healthy = instances - ejected
+        return ejected > 0 and healthy * 100.0 < self.panic_threshold * instances - 1e-9
 
     def ejection_time(self, ejections: int) -> float:
         """Seconds the ``ejections``-th ejection (from 1) of one instance lasts."""

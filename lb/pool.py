@@ -35,7 +35,7 @@ import threading
 import time
 import weakref
 from array import array
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import cast, overload
 
 from lb.balancer import EndpointSource, Pick
@@ -43,6 +43,8 @@ from lb.ejection import Ejections
 from lb.errors import NoEndpointsError
 from lb.outlier_detection import OutlierDetection
 from sd.endpoint import Endpoint
+from sd.instance_info import NO_INFO, InstanceInfo
+from sd.observe import HUB, InstanceEjected, InstanceRestored, current_service, emit
 
 __all__ = ["DEFAULT_OUTLIER_DETECTION", "PROBES", "Pool", "identity_key"]
 
@@ -134,6 +136,8 @@ class Pool:
         # the records themselves: an empty dict is the hot path's "nobody to avoid"
         self._records = {} if self._ejections is None else self._ejections.records
         self._instances: tuple[str, ...] = ()  # strings only: the last set pins no endpoint
+        # the last set's metadata (no endpoints either): a new one is a change too
+        self._info: Mapping[str, InstanceInfo] = NO_INFO
         # Ejection ends by index in the set named by the tuple (None: nobody is out).
         self._until: tuple[tuple[str, ...], array[float] | None] = ((), None)
         self._size = 0
@@ -174,8 +178,8 @@ class Pool:
             current = snapshot()
             keys: Sequence[str] = current.instances
             endpoints: Sequence[Endpoint] = current.endpoints
-            if keys is not self._instances:
-                self._changed(current.instances, current.endpoints)
+            if keys is not self._instances or current.info is not self._info:
+                self._changed(current.instances, current.endpoints, current.info)
         else:
             keys, endpoints = self._read_list()
         size = len(endpoints)
@@ -194,8 +198,12 @@ class Pool:
         if error is None:
             if self._records:  # unlocked peek: nothing to forget is the common case
                 with self._lock:
+                    record = ejections.records.get(pick.instance)  # kitsd.observe
+                    restored = record is not None and record.ejections > 0
                     if ejections.succeeded(pick.instance):
                         self._mark(pick.instance, 0.0)
+                if restored and HUB.observers:  # kitsd.observe
+                    emit(InstanceRestored(current_service(), pick.instance))
             return
         if not ejections.policy.counts(error):
             return
@@ -210,6 +218,8 @@ class Pool:
         if duration is not None:
             logger.debug("ejected %s for %gs after %s", pick.instance, duration,
                          type(error).__name__)
+            if HUB.observers:  # kitsd.observe
+                emit(InstanceEjected(current_service(), pick.instance, duration, now))
 
     # --- for subclasses ------------------------------------------------------------
 
@@ -222,7 +232,17 @@ class Pool:
         return _weak(endpoint)
 
     def _on_change(self, instances: tuple[str, ...]) -> None:
-        """The set changed to ``instances`` (called under the lock)."""
+        """The set changed to ``instances`` (called under the lock; its metadata is
+        ``self._info``)."""
+
+    def _random_index(self, size: int) -> int:
+        """A random index among ``size`` for a steered pick's second round of probes."""
+        return self._rng.randrange(size)
+
+    def _candidates(self, size: int) -> list[int]:
+        """The indices a scan may fall back on (all; a weighted balancer leaves out
+        weight 0).  Called under the lock, rarely."""
+        return list(range(size))
 
     # --- machinery -----------------------------------------------------------------
 
@@ -231,8 +251,8 @@ class Pool:
         if self._snapshot is not None:
             current = self._snapshot()
             instances = current.instances
-            if instances is not self._instances:
-                self._changed(instances, current.endpoints)
+            if instances is not self._instances or current.info is not self._info:
+                self._changed(instances, current.endpoints, current.info)
             return instances, current.endpoints
         return self._read_list()
 
@@ -248,7 +268,8 @@ class Pool:
                 ejections.retain(lambda key, tag: key in present)
         return keys, endpoints
 
-    def _changed(self, instances: tuple[str, ...], endpoints: tuple[Endpoint, ...]) -> None:
+    def _changed(self, instances: tuple[str, ...], endpoints: tuple[Endpoint, ...],
+                 info: Mapping[str, InstanceInfo] = NO_INFO) -> None:
         def present(key: str, tag: object) -> bool:
             # still there, with the endpoint that failed (not a new one: it came back)
             position = bisect.bisect_left(instances, key)
@@ -257,6 +278,7 @@ class Pool:
 
         with self._lock:
             self._instances = instances
+            self._info = info
             self._size = len(instances)
             self._until = (instances, None)
             self._on_change(instances)
@@ -280,6 +302,17 @@ class Pool:
             self._until = (instances, view)
         view[position] = until
 
+    def _second_usable(self, keys: Sequence[str], first: int, second: int,
+                       exclude: Collection[str], now: float) -> bool:
+        """Whether a two-choice balancer may take ``second`` over ``first``: it is
+        another instance, not excluded and not ejected (``_find`` relaxes those
+        when it must, which is right for the first choice only).  Under the lock."""
+        if second == first or keys[second] in exclude:
+            return False
+        ejections = self._ejections
+        return not (ejections and ejections.is_ejected(keys[second], now)
+                    and not ejections.panicking(now, len(keys)))
+
     def _steered(self, keys: Sequence[str], size: int, exclude: Collection[str]) -> int:
         now = time.monotonic() if self._records else 0.0
         with self._lock:
@@ -293,7 +326,11 @@ class Pool:
         failing that, by a scan that relaxes ejection, then exclusion, then ``avoid``.
         Called under the lock."""
         ejections = self._ejections
+        owner: Sequence[str]
         owner, view = self._until
+        if ejections and ejections.panicking(now, size):
+            ejections = None  # panic mode: too few left in rotation, ignore ejection
+            owner, view = keys, None
         if owner is keys:  # the usual case: the view of this set; None: nobody ejected
 
             def usable(index: int) -> bool:
@@ -312,11 +349,11 @@ class Pool:
             if usable(index):
                 return index
         for _ in range(PROBES):
-            index = self._rng.randrange(size)
+            index = self._random_index(size)
             if usable(index):
                 return index
         # Rare: most of the set is excluded or ejected.
-        others = [index for index in range(size) if index != avoid]
+        others = [index for index in self._candidates(size) if index != avoid]
         for tier in (
             [index for index in others if usable(index)],
             [index for index in others if keys[index] not in exclude],

@@ -31,17 +31,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any, cast
+from typing import Any, cast, overload
 
 import tenacity
 
 from lb.balancer import Balancer, Pick
 from lb.errors import RetryTimeout
+from lb.hedging import Hedge, HedgedEndpoint, hedged_async, hedged_sync
 from lb.pool import identity_key
+from lb.retry_budget import RetryBudget
 from lb.retry_policy import Callback, GiveUp, RetryCall, WaitFunction, validate
 from lb.timer import DeadlineTimer
 from sd.deadline import reset_deadline, set_deadline
 from sd.endpoint import AsyncEndpoint, Endpoint
+from sd.errors import MisuseError
+from sd.observe import DEFAULT_SERVICE, HUB, CallWatch, watch_call
 
 __all__ = ["retry", "retry_async"]
 
@@ -49,7 +53,51 @@ __all__ = ["retry", "retry_async"]
 TenacityWait = Callable[[tenacity.RetryCallState], float]
 
 PickFunction = Callable[[Collection[str]], Pick]
+#: A keyed balancer's ``pick_for(request, exclude)`` (:class:`lb.ConsistentHash`).
+PickForFunction = Callable[[Any, Collection[str]], Pick]
 ReportFunction = Callable[[Pick, BaseException | None], None]
+
+
+@overload
+def retry(
+    max_attempts: int,
+    timeout: float,
+    balancer: Balancer,
+    *,
+    callback: Callback | None = None,
+    wait: TenacityWait | None = None,
+    budget: RetryBudget | None = None,
+    hedge: None = None,
+    name: str = DEFAULT_SERVICE,
+) -> Endpoint: ...
+
+
+@overload
+def retry(
+    max_attempts: int,
+    timeout: float,
+    balancer: Balancer,
+    *,
+    callback: Callback | None = None,
+    wait: TenacityWait | None = None,
+    budget: RetryBudget | None = None,
+    hedge: Hedge,
+    name: str = DEFAULT_SERVICE,
+) -> HedgedEndpoint: ...
+
+
+@overload
+def retry(
+    max_attempts: int,
+    timeout: float,
+    balancer: Balancer,
+    *,
+    callback: Callback | None = None,
+    wait: TenacityWait | None = None,
+    budget: RetryBudget | None = None,
+    hedge: Hedge | None = None,
+    name: str = DEFAULT_SERVICE,
+) -> Endpoint: ...  # a HedgedEndpoint when hedge is given: isinstance() it to close()
 
 
 def retry(
@@ -59,7 +107,10 @@ def retry(
     *,
     callback: Callback | None = None,
     wait: TenacityWait | None = None,
-) -> Endpoint:
+    budget: RetryBudget | None = None,
+    hedge: Hedge | None = None,
+    name: str = DEFAULT_SERVICE,
+) -> Endpoint | HedgedEndpoint:
     """An endpoint that calls ``balancer.endpoint()``'s endpoint, retrying failures.
 
     ``max_attempts`` counts every attempt (``1`` means no retry); ``timeout`` seconds
@@ -76,36 +127,74 @@ def retry(
     instances by its :class:`lb.OutlierDetection`.  ``wait`` is a tenacity wait
     strategy (e.g. ``tenacity.wait_random_exponential(multiplier=0.01, max=1)``)
     slept between attempts, never past the deadline.  Safe to call from many threads.
+    ``name`` labels this stack's calls for observers (:mod:`sd.observe`): give the
+    service's name, never a request-derived value.
+
+    ``budget`` (an :class:`lb.RetryBudget`, shareable) bounds retries across calls:
+    each call deposits, each retry withdraws, and a refused retry ends the call
+    with an :class:`lb.RetryError` whose final error is
+    :class:`lb.RetryBudgetExhausted` ("retry budget exhausted").
+
+    ``hedge`` (an :class:`lb.Hedge`; idempotent requests only, opt-in) sends a
+    second attempt to a different instance when the first has not answered
+    after the hedge's delay, and takes the first answer; see :mod:`lb.hedging`.
+    Here the attempts then run on a small thread pool owned by the returned
+    endpoint, which has ``close()`` (and is a context manager): call it when
+    done; it waits for attempts still running (each bounded by the deadline).
+
+    A balancer with ``pick_for(request, exclude)`` (:class:`lb.ConsistentHash`)
+    is asked with each call's request.
 
     Raises ``TypeError`` for a balancer without ``endpoint()``, a callback or wait
     that is not callable, and :class:`sd.MisuseError` (a ``ValueError``) for
     ``max_attempts < 1`` or a timeout that is not a finite number > 0.
     """
     validate(max_attempts, timeout)
+    _check_name(name)  # kitsd.observe
     pick, report = _steering(balancer)
-    make_call = _call_factory(max_attempts, timeout, callback, wait, report)
+    pick_for = _keyed(balancer)
+    make_call = _call_factory(max_attempts, timeout, callback, wait, report, budget)
+    deposit = None if budget is None else budget.deposit
+    if hedge is not None:  # hedged calls are not reported to sd.observe yet
+        return hedged_sync(hedge, timeout, pick, pick_for, report, make_call, budget)
+    hub = HUB  # kitsd.observe
 
     def retrying(request: Any) -> Any:
+        if deposit is not None:
+            deposit()
         start = time.monotonic()
         deadline_token = set_deadline(start + timeout)
+        watch = watch_call(name, start) if hub.observers else None  # kitsd.observe
         try:
             call: _Call | None = None
             exclude: Collection[str] = ()
             while True:
                 chosen: Pick | None = None
                 try:
-                    chosen = pick(exclude)
+                    chosen = pick(exclude) if pick_for is None else pick_for(request, exclude)
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt(chosen.instance)
                     response = chosen.endpoint(request)
                 except Exception as error:  # noqa: BLE001 - every failure counts, as go-kit
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt_ended(error)
                     call = call or make_call(start)
                     delay = call.failed(chosen, error)
                     exclude = call.exclude
                     if delay:
                         time.sleep(delay)
                 else:
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt_ended(None)
                     report(chosen, None)
                     return response
+        except BaseException as error:  # kitsd.observe
+            if watch is not None:
+                watch.finished(error)
+            raise
         finally:
+            if watch is not None:  # kitsd.observe: a no-op after an error
+                watch.finished(None)
             reset_deadline(deadline_token)
 
     return retrying
@@ -118,16 +207,26 @@ def retry_async(
     *,
     callback: Callback | None = None,
     wait: TenacityWait | None = None,
+    budget: RetryBudget | None = None,
+    hedge: Hedge | None = None,
+    name: str = DEFAULT_SERVICE,
 ) -> AsyncEndpoint:
     """The asyncio twin of :func:`retry`: the balancer hands out async endpoints.
 
     Here the deadline also cancels the attempt in flight, so a timed-out call
     leaves nothing running; the cancelled attempt's error is not counted.  An
-    outer cancellation or timeout passes through as itself.
+    outer cancellation or timeout passes through as itself.  With ``hedge`` the
+    losing attempt is cancelled.
     """
     validate(max_attempts, timeout)
+    _check_name(name)  # kitsd.observe
     pick, report = _steering(balancer)
-    make_call = _call_factory(max_attempts, timeout, callback, wait, report)
+    pick_for = _keyed(balancer)
+    make_call = _call_factory(max_attempts, timeout, callback, wait, report, budget)
+    deposit = None if budget is None else budget.deposit
+    if hedge is not None:  # hedged calls are not reported to sd.observe yet
+        return hedged_async(hedge, timeout, pick, pick_for, report, make_call, budget)
+    hub = HUB  # kitsd.observe
     timers: list[DeadlineTimer] = []  # the last loop's timer; one slot, swapped whole
 
     async def retrying(request: Any) -> Any:
@@ -139,37 +238,69 @@ def retry_async(
         if timer is None:
             timer = DeadlineTimer(loop, timeout)
             timers[:] = [timer]
+        if deposit is not None:
+            deposit()
         start = time.monotonic()
         deadline_token = set_deadline(start + timeout)
         attempt = timer.start(task)
         call: _Call | None = None
+        watch = watch_call(name, start) if hub.observers else None  # kitsd.observe
         try:
             exclude: Collection[str] = ()
             while True:
                 chosen: Pick | None = None
                 try:
-                    chosen = pick(exclude)
+                    chosen = pick(exclude) if pick_for is None else pick_for(request, exclude)
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt(chosen.instance)
                     response = await cast(Callable[[Any], Awaitable[Any]], chosen.endpoint)(
                         request
                     )
                 except Exception as error:  # noqa: BLE001 - every failure counts, as go-kit
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt_ended(error)
                     call = call or make_call(start)
                     delay = call.failed(chosen, error)
                     exclude = call.exclude
                     if delay:
                         await asyncio.sleep(delay)
                 else:
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt_ended(None)
                     report(chosen, None)
                     return response
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
             if attempt.finish(cancelled=True):  # the deadline's cancel, not someone else's
-                raise RetryTimeout(timeout, call.policy.errors if call else []) from None
+                timed_out = RetryTimeout(timeout, call.policy.errors if call else [])
+                _finished(watch, timed_out)  # kitsd.observe
+                raise timed_out from None
+            _finished(watch, cancelled)  # kitsd.observe
+            raise
+        except BaseException as error:  # kitsd.observe
+            if watch is not None:
+                watch.finished(error)
             raise
         finally:
+            if watch is not None:  # kitsd.observe: a no-op after an error
+                watch.finished(None)
             attempt.finish(cancelled=False)  # a no-op if already finished
             reset_deadline(deadline_token)
 
     return retrying
+
+
+def _finished(watch: CallWatch | None, error: BaseException | None) -> None:
+    """kitsd.observe: report the end of an observed call (idempotent)."""
+    if watch is not None:
+        watch.finished(error)
+
+
+def _check_name(name: object) -> None:
+    """kitsd.observe: the stack's label must be a non-empty string."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str (the service's name), got {name!r}")
+    if not name:
+        raise MisuseError("name must not be empty")
 
 
 class _Call:
@@ -203,16 +334,20 @@ def _call_factory(
     callback: Callback | None,
     wait: TenacityWait | None,
     report: ReportFunction,
+    budget: RetryBudget | None = None,
 ) -> Callable[[float], _Call]:
     """Check the options once; return what builds a call's :class:`_Call` after its
     first failure."""
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable(attempt, error), got {callback!r}")
+    if budget is not None and not isinstance(budget, RetryBudget):
+        raise TypeError(f"budget must be an lb.RetryBudget or None, got {budget!r}")
     wait_function = _adapt_wait(wait)
+    allow = None if budget is None else budget.try_withdraw
 
     def make(start: float) -> _Call:
         policy = RetryCall(max_attempts=max_attempts, timeout=timeout, start=start,
-                           callback=callback, wait=wait_function)
+                           callback=callback, wait=wait_function, allow=allow)
         return _Call(policy, report)
 
     return make
@@ -247,6 +382,12 @@ def _steering(balancer: object) -> tuple[PickFunction, ReportFunction]:
         return Pick(key, chosen)
 
     return reask, _no_report
+
+
+def _keyed(balancer: object) -> PickForFunction | None:
+    """``balancer.pick_for`` for a balancer that picks by request, else ``None``."""
+    pick_for = getattr(balancer, "pick_for", None)
+    return cast(PickForFunction, pick_for) if callable(pick_for) else None
 
 
 def _adapt_wait(wait: TenacityWait | None) -> WaitFunction | None:

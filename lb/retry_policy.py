@@ -12,6 +12,9 @@ passing the error and the current time.  The answer is either
 * The callback ``(attempt, error) -> (keep_trying, replacement)`` decides; the
   default keeps trying while ``attempt < max_attempts``.  On stopping, the
   replacement (if any) becomes the final error.
+* A retry budget, if given (``allow() -> bool``, asked only when a retry would
+  otherwise happen), may refuse: the call gives up with a :class:`RetryError`
+  whose final error is :class:`lb.errors.RetryBudgetExhausted`.
 * The deadline wins: past it, or when the wait before the next attempt would
   reach it, the call gives up at once with :class:`lb.RetryTimeout` (there is no
   point sleeping into a deadline that leaves no time to try).
@@ -23,7 +26,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lb.errors import RetryError, RetryTimeout
+from lb.errors import RetryBudgetExhausted, RetryError, RetryTimeout
 from sd.errors import MisuseError
 
 __all__ = ["Callback", "GiveUp", "Retry", "RetryCall", "WaitFunction", "validate"]
@@ -66,7 +69,8 @@ def validate(max_attempts: int, timeout: float) -> None:
 class RetryCall:
     """The state of one retried call: attempts made, errors seen, the deadline."""
 
-    __slots__ = ("_callback", "_max_attempts", "_timeout", "_wait", "deadline", "errors", "start")
+    __slots__ = ("_allow", "_callback", "_max_attempts", "_timeout", "_wait", "deadline",
+                 "errors", "start")
 
     def __init__(
         self,
@@ -76,7 +80,9 @@ class RetryCall:
         start: float,
         callback: Callback | None = None,
         wait: WaitFunction | None = None,
+        allow: Callable[[], bool] | None = None,
     ) -> None:
+        self._allow = allow
         self._max_attempts = max_attempts
         self._timeout = timeout
         self._callback = callback
@@ -111,4 +117,6 @@ class RetryCall:
         delay = max(0.0, delay)
         if now + delay >= self.deadline:
             return GiveUp(self.timed_out())
+        if self._allow is not None and not self._allow():
+            return GiveUp(RetryError(self.errors, RetryBudgetExhausted(error)))
         return Retry(delay)

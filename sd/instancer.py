@@ -37,6 +37,7 @@ from sd.instance_info import (
     check_info_map,
     copy_info,
 )
+from sd.observe import HUB, DiscoveryFailed, DiscoveryUpdated, emit
 
 __all__ = [
     "Broadcaster",
@@ -104,7 +105,12 @@ class Broadcaster:
     and skips the comparison too (see :meth:`publish`).
     """
 
-    def __init__(self, initial: Event | None = None) -> None:
+    def __init__(
+        self, initial: Event | None = None, *, kind: str = "custom", service: str = ""
+    ) -> None:
+        #: kitsd.observe: the registry kind and service named in discovery observations.
+        self.kind = kind
+        self.service = service
         self._lock = threading.RLock()
         start = initial if initial is not None else Event()
         self._members: set[str] = set(start.instances)
@@ -143,6 +149,8 @@ class Broadcaster:
             if next_event is None:
                 return False
             self._state = next_event
+            if HUB.observers:  # kitsd.observe
+                self._observe(next_event)
             self._queue.append(next_event)
             if self._delivering:  # published from inside a callback: the loop below sends it
                 return True
@@ -292,7 +300,17 @@ class Broadcaster:
     def publish_error(self, error: BaseException) -> bool:
         """Publish ``error`` while keeping the last known instances."""
         with self._lock:
-            return self.publish(Event(self._state.instances, error, info=self._state.info))
+            published = self.publish(Event(self._state.instances, error, info=self._state.info))
+            if not published and HUB.observers:  # kitsd.observe: count every failure
+                self._observe(Event(self._state.instances, error))
+            return published
+
+    def _observe(self, event: Event) -> None:
+        """kitsd.observe: report a published state (caller holds the lock)."""
+        if event.error is None:
+            emit(DiscoveryUpdated(self.kind, self.service, len(event.instances)))
+        else:
+            emit(DiscoveryFailed(self.kind, self.service, len(event.instances), event.error))
 
     def subscribe(self, callback: Callback) -> None:
         """Add ``callback`` and deliver the current snapshot to it at once."""
@@ -422,7 +440,7 @@ class FixedInstancer(InstancerHandle):
         if strangers:
             raise MisuseError(f"info names instances that are not in instances: "
                               f"{', '.join(strangers[:5])}{' ...' if len(strangers) > 5 else ''}")
-        super().__init__(Broadcaster(Event(normalized, info=table)))
+        super().__init__(Broadcaster(Event(normalized, info=table), kind="static"))
 
     def __repr__(self) -> str:
         shown = f", info={dict(self.state.info)!r}" if self.state.info else ""
@@ -442,17 +460,19 @@ class SharedWatches:
         self._entries: dict[Hashable, tuple[Broadcaster, Stoppable, list[int]]] = {}
 
     def acquire(
-        self, key: Hashable, start: Callable[[Broadcaster], W]
+        self, key: Hashable, start: Callable[[Broadcaster], W], *, kind: str = "custom",
+        service: str = "",
     ) -> tuple[Broadcaster, W, Callable[[], None]]:
         """Take a share of the watch for ``key``, starting it with ``start(broadcaster)``
         if none runs; returns the shared broadcaster, the watch, and an idempotent
         ``release`` that gives the share back (the last release stops the watch).
         Driver instancers pass the broadcaster and ``release`` to
-        :class:`InstancerHandle`."""
+        :class:`InstancerHandle`.  ``kind`` and ``service`` label the broadcaster's
+        observations (:mod:`sd.observe`)."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                broadcaster = Broadcaster()
+                broadcaster = Broadcaster(kind=kind, service=service)
                 entry = (broadcaster, start(broadcaster), [0])
                 self._entries[key] = entry
             entry[2][0] += 1

@@ -44,7 +44,7 @@ class MemoryRegistry:
         # callers hold self._lock
         broadcaster = self._broadcasters.get(service)
         if broadcaster is None:
-            broadcaster = Broadcaster()
+            broadcaster = Broadcaster(kind="memory", service=service)  # kitsd.observe labels
             self._broadcasters[service] = broadcaster
         return broadcaster
 

@@ -11,15 +11,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-import httpx
-import pybreaker
-
-import breaker
-import lb
 import sd
-import sd.http
+from kitsd.chaos import client_stack
 from kitsd.demo_server import DemoInstance
 
 
@@ -37,27 +31,13 @@ class CallLog:
             return sum(self.calls.values()) + len(self.failures)
 
 
-def _decode(response: httpx.Response) -> str:
-    return str(response.json()["instance"])
-
-
-def _encode(request: int) -> dict[str, Any]:
-    return {"params": {"n": request}}
-
-
 class Caller:
     """Calls a service through breaker -> retry -> round robin -> per-instance breaker -> HTTP
     from a background thread until stopped (at most ``limit`` calls)."""
 
     def __init__(self, instancer: sd.Instancer, limit: int = 20_000) -> None:
-        factory = breaker.per_instance(
-            sd.http.factory("GET", "/chaos", encode=_encode, decode=_decode,
-                            client_kwargs={"timeout": 2.0}),
-            lambda instance: pybreaker.CircuitBreaker(fail_max=3, reset_timeout=1.0),
-        )
-        self.endpointer = sd.Endpointer(instancer, factory)
-        self.call = breaker.circuit_breaker(pybreaker.CircuitBreaker(fail_max=20))(
-            lb.retry(4, 3.0, lb.RoundRobin(self.endpointer)))
+        # the stack `kitsd chaos` loads (kitsd.chaos.client_stack)
+        self.call, self.endpointer = client_stack(instancer, attempt_timeout=2.0)
         self.log = CallLog()
         self._stop = threading.Event()
         self._limit = limit

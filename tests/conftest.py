@@ -11,17 +11,31 @@ from compose.install import InstallError, ensure
 from tests.helpers import assert_no_new_threads
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """kitsd's own suite runs on its pytest plugin (:mod:`kitsd.pytest_plugin`): found
+    through its ``pytest11`` entry point once installed, registered here otherwise (a
+    checkout whose installed metadata predates the entry point)."""
+    import kitsd.pytest_plugin
+
+    manager = config.pluginmanager
+    if not manager.has_plugin("kitsd") and not manager.is_registered(kitsd.pytest_plugin):
+        manager.register(kitsd.pytest_plugin, "kitsd")
+
+
 def servers_needed(items: list[pytest.Item]) -> set[str]:
     """The servers the selected integration tests start: tests under ``tests/etcd``
     need etcd, tests under ``tests/consul`` Consul, tests under ``tests/zk`` ZooKeeper
     and tests under ``tests/dns`` Consul (its DNS interface) -- by directory, as the
-    fixtures are defined there."""
+    fixtures are defined there -- and test files named for a server need it too
+    (``test_chaos_etcd.py``)."""
     needed: set[str] = set()
     for item in items:
         if item.get_closest_marker("integration") is None:
             continue
         parts = item.path.parts
-        needed.update(name for name in ("etcd", "consul", "zk") if name in parts)
+        stem_words = item.path.stem.split("_")
+        needed.update(name for name in ("etcd", "consul", "zk")
+                      if name in parts or name in stem_words)
         if "dns" in parts:
             needed.add("consul")
     return needed

@@ -26,10 +26,6 @@ CONTRACT = {
 # *absent* today: when one is built, this test fails until it moves out of this table,
 # so the table cannot silently outlive the feature.
 PLANNED = {
-    ("lb", "PeakEWMA"): "issue 9 (balancing beyond go-kit)",
-    ("lb", "Weighted"): "issue 9",
-    ("lb", "ConsistentHash"): "issue 9",
-    ("lb", "RetryBudget"): "issue 9",
     ("sd", "grpc"): "issue 8 (gRPC endpoints)",
 }
 MODULES = {"etcd", "consul", "http", "grpc", "dns", "zk"}

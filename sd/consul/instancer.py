@@ -156,7 +156,8 @@ class ConsulInstancer(InstancerHandle):
         def start(broadcaster: Broadcaster) -> _ThreadWatch:
             return _ThreadWatch(client, query, broadcaster)
 
-        broadcaster, watch, self._release_share = _WATCHES.acquire(key, start)
+        broadcaster, watch, self._release_share = _WATCHES.acquire(
+            key, start, kind="consul", service=service)  # kitsd.observe labels
         super().__init__(broadcaster, self._release_watch)
         if first_wait > 0:
             watch.wait_answered(first_wait)
@@ -244,7 +245,7 @@ class AsyncConsulInstancer(InstancerHandle):
         self.service, self.tags, self.passing_only = query.service, query.tags, query.passing_only
         self.agent = settings.base_url
         self._answered = asyncio.Event()
-        broadcaster = Broadcaster()
+        broadcaster = Broadcaster(kind="consul", service=service)  # kitsd.observe labels
         super().__init__(broadcaster, self._cancel)
         self._task = loop.create_task(
             run_watch(settings, query, broadcaster, self._answered.set),

@@ -265,6 +265,7 @@ class SRVInstancer(InstancerHandle):
             key,
             lambda broadcaster: SRVWatch(broadcaster, checked, server=server, resolve=resolve,
                                          policy=policy, timeout=seconds, tcp=tcp),
+            kind="dns", service=checked,  # kitsd.observe labels
         )
         self._watch = watch
         super().__init__(broadcaster, release)
@@ -312,7 +313,7 @@ class AsyncSRVInstancer(InstancerHandle):
         self._loop = asyncio.get_running_loop()
         self._name = checked
         self._records: tuple[SRVInstance, ...] = ()
-        broadcaster = Broadcaster()
+        broadcaster = Broadcaster(kind="dns", service=checked)  # kitsd.observe labels
         self._task = self._loop.create_task(watch_srv(
             broadcaster, make_resolver(server, timeout=seconds), checked, resolve=resolve,
             policy=policy, rng=random.Random(), tcp=tcp, on_answer=self._remember,

@@ -373,6 +373,7 @@ class EtcdInstancer(InstancerHandle):
             lambda broadcaster: PrefixWatch(
                 broadcaster, adapted, prefix, liveness_timeout=liveness_timeout,
                 page_size=page_size, name=name),
+            kind="etcd", service=prefix,  # kitsd.observe labels
         )
         super().__init__(broadcaster, release)
 

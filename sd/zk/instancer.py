@@ -284,6 +284,7 @@ class ZKInstancer(InstancerHandle):
         broadcaster, _, release = _WATCHES.acquire(
             (id(client), normalized),
             lambda broadcaster: ChildrenWatch(broadcaster, client, normalized),
+            kind="zk", service=normalized,  # kitsd.observe labels
         )
         super().__init__(broadcaster, release)
 

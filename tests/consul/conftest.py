@@ -80,11 +80,10 @@ def skip_unless_restartable(needs: str = "must stop/restart the agent") -> None:
 
 
 @pytest.fixture(scope="session")
-def consul_agent() -> Iterator[Agent]:
-    """The session's shared agent: a ``-dev`` agent, or ``KITSD_CONSUL_HTTP_ADDR``'s."""
-    agent = start_agent(lambda: dev_agent(name="kitsd-shared"))
-    with agent:
-        yield agent
+def consul_agent(kitsd_consul: Agent) -> Agent:
+    """The session's shared agent (the plugin's ``kitsd_consul``): a ``-dev`` agent, or
+    ``KITSD_CONSUL_HTTP_ADDR``'s."""
+    return kitsd_consul
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,17 +18,15 @@ from compose.consul import ConsulCluster
 from sd.consul import ConsulInstancer, ConsulRegistrar, connect
 from sd.event import Event
 from tests.chaos import run_chaos
-from tests.consul.conftest import skip_unless_restartable, start_agent
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_thread_leaks")]
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ConsulCluster]:
-    skip_unless_restartable("needs a three-server cluster of its own")
-    with start_agent(lambda: ConsulCluster(3)) as started:
-        yield started
+@pytest.fixture
+def cluster(kitsd_consul_cluster: ConsulCluster) -> ConsulCluster:
+    """The plugin's three-server cluster (shared by the module; every server up)."""
+    return kitsd_consul_cluster
 
 
 def test_killing_the_leader_still_converges(

@@ -96,22 +96,14 @@ def etcd_member(
     _print_logs_on_failure(request, _etcd_server)
 
 
-@pytest.fixture(scope="module")
-def _etcd_cluster() -> Iterator[EtcdCluster]:
-    require_etcd_binary()
-    with EtcdCluster(3) as cluster:
-        yield cluster
-
-
 @pytest.fixture
 def etcd_cluster(
-    _etcd_cluster: EtcdCluster, request: pytest.FixtureRequest
+    kitsd_etcd_cluster: EtcdCluster, request: pytest.FixtureRequest
 ) -> Iterator[EtcdCluster]:
-    """The module's three-member cluster, every member running and healthy."""
-    _etcd_cluster.heal()
-    _etcd_cluster.leader()
-    yield _etcd_cluster
-    _print_logs_on_failure(request, _etcd_cluster)
+    """The module's three-member cluster (the plugin's ``kitsd_etcd_cluster``), every
+    member running and healthy."""
+    yield kitsd_etcd_cluster
+    _print_logs_on_failure(request, kitsd_etcd_cluster)
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ import pytest
 import sd
 import sd.etcd
 from compose.etcd import EtcdMember, ExternalEtcd
+from compose.proxy import BlackHoleProxy
 from sd.errors import RegistryUnavailableError
-from tests.etcd.blackhole import BlackHoleProxy
 from tests.helpers import wait_for
 
 pyetcd = pytest.importorskip("pyetcd")

@@ -12,6 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 import lb
+from tests.lb.test_retry import driver
+
+__all__ = ["driver", "no_call_state_leaks"]  # driver: both retry drivers, for every test here
 
 
 @pytest.fixture(autouse=True)

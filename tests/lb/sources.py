@@ -67,3 +67,25 @@ def picks_from_threads(
         thread.join()
     assert problems == []
     return totals
+
+
+class WithInfo:
+    """A snapshot source whose sets carry metadata (what instancers that know weights
+    publish); ``set()`` hands out a new set, as an event would."""
+
+    def __init__(self, weights: dict[str, int]) -> None:
+        self.set(weights)
+
+    def set(self, weights: dict[str, int]) -> None:
+        from sd.endpoint_set import EndpointSet
+        from sd.instance_info import InstanceInfo
+
+        instances = tuple(sorted(weights))
+        self._set = EndpointSet(instances, tuple(noop(name) for name in instances),
+                                info={k: InstanceInfo(weight=w) for k, w in weights.items()})
+
+    def snapshot(self) -> Any:
+        return self._set
+
+    def endpoints(self) -> list[Endpoint]:
+        return list(self._set.endpoints)

@@ -149,3 +149,16 @@ async def test_wrapper_kind_follows_each_endpoint() -> None:
             seen[pick.instance] = await result if sd.is_async(endpoint) else result
     assert seen == {"127.0.0.1:1": "async", "127.0.0.1:2": "sync", "127.0.0.1:3": "object",
                     "127.0.0.1:4": "method", "127.0.0.1:5": "partial"}
+
+
+def test_least_loaded_never_trades_for_an_excluded_instance() -> None:
+    # Regression: the second choice could be the excluded instance and win on load.
+    names = ["10.0.0.1:80", "10.0.0.2:80"]
+    with _endpointer({n: (lambda r, n=n: n) for n in names}) as endpointer:
+        balancer = lb.LeastLoaded(endpointer, seed=1)
+        busy = balancer.pick({names[0]})
+        assert busy.instance == names[1]
+        balancer._in_flight.enter(names[1])  # names[1] busy: names[0] looks better
+        picks = {balancer.pick({names[0]}).instance for _ in range(50)}
+        balancer._in_flight.leave(names[1])
+    assert picks == {names[1]}

@@ -57,7 +57,7 @@ class Driver:
     def retry(self, max_attempts: int, timeout: float, balancer: lb.Balancer,
               **options: Any) -> Call:
         """``lb.retry(...)`` as a plain callable."""
-        return lb.retry(max_attempts, timeout, balancer, **options)
+        return cast(Call, lb.retry(max_attempts, timeout, balancer, **options))
 
     def probe(self, read: Callable[[], Any]) -> Any:
         """``read()`` in the context the next call will run in."""

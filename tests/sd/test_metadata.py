@@ -354,3 +354,25 @@ def test_the_value_form_module_is_pure() -> None:
     root = Path(__file__).resolve().parents[2]
     assert (root / "sd" / "instance_value.py").exists()
     assert violations(root / "sd" / "instance_value.py") == []
+
+
+def test_lb_weighted_follows_registered_weights_and_their_changes() -> None:
+    from collections import Counter
+
+    import lb
+
+    registry = MemoryRegistry()
+
+    def build(instance: str) -> Any:
+        return lambda request: instance
+
+    with registry.registrar("users", "a:1", info=InstanceInfo(weight=3)), \
+            registry.registrar("users", "b:1"), \
+            Endpointer(registry.instancer("users"), build) as endpointer:
+        balancer = lb.Weighted(endpointer, outlier_detection=None)
+        picks = Counter(balancer.endpoint()(None) for _ in range(40))
+        assert picks == {"a:1": 30, "b:1": 10}
+        # A metadata-only change: same endpoints, new weights in the next set.
+        with registry.registrar("users", "b:1", info=InstanceInfo(weight=3)):
+            picks = Counter(balancer.endpoint()(None) for _ in range(60))
+            assert picks == {"a:1": 30, "b:1": 30}

@@ -120,7 +120,7 @@ def test_errors_never_show_credentials(url: str) -> None:
 
 
 def test_redact_url() -> None:
-    assert redact_url("consul://tok@h:1/s?tag=a") == "consul://***@h:1/s?tag=a"
+    assert redact_url("consul://tok@h:1/s?tag=a") == "consul://***@h:1/s?tag=***"
     assert redact_url("etcd://u:p@a:1,b:2/x/") == "etcd://***@a:1,b:2/x/"
     assert redact_url("static://a:1") == "static://a:1"
 
@@ -154,8 +154,11 @@ def test_static_and_odd_urls_never_show_credentials(url: str) -> None:
 
 
 def test_redact_url_hides_secret_parameters_and_odd_user_information() -> None:
-    assert redact_url("consul://h/web?token=S&tag=a") == "consul://h/web?token=***&tag=a"
-    assert redact_url("consul://h/web?tag=a;x-consul-token=S") == "consul://h/web?tag=a;x-consul-token=***"
+    # every value goes: a secret may sit under any name (``?S=1``, ``?tag=S``)
+    assert redact_url("consul://h/web?token=S&tag=a") == "consul://h/web?token=***&tag=***"
+    assert redact_url("consul://h/web?tag=a;x-consul-token=S") == \
+        "consul://h/web?tag=***;x-consul-token=***"
+    assert redact_url("consul://h/web#S") == "consul://h/web#***"
     assert redact_url("etcd://u:p/ss@h:1/x") == "etcd://***@h:1/x"
     assert redact_url("admin:S@host") == "***@host"
     assert len(redact_url("static://" + "a" * 10_000)) < 300

@@ -5,6 +5,10 @@ target.  ``stall()`` stops moving bytes in both directions -- connections stay
 open, new ones are accepted but get nothing -- as a partition or a dead NAT
 entry does; ``resume()`` lets the buffered bytes flow again.  ``close()`` ends
 every thread and socket it started.
+
+``kitsd chaos`` and the pytest plugin put one between a client and each registry
+server to cut the client off its registry ("partition the client") while the
+servers and the instances carry on.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import select
 import socket
 import threading
 from types import TracebackType
+
+__all__ = ["BlackHoleProxy"]
 
 
 class BlackHoleProxy:
@@ -44,6 +50,11 @@ class BlackHoleProxy:
     def resume(self) -> None:
         """Forward again."""
         self._flowing.set()
+
+    @property
+    def stalled(self) -> bool:
+        """Whether traffic is black-holed right now."""
+        return not self._flowing.is_set()
 
     def close(self) -> None:
         """Close every socket and join every thread."""

@@ -1,0 +1,623 @@
+"""``kitsd chaos``: a fault schedule against a real registry, with the whole client stack
+under load, and a table of what each fault cost.
+
+Theory of operation
+-------------------
+:func:`run_chaos` starts a registry (:mod:`kitsd.chaos_registry`: a 3-member etcd
+cluster, a 3-server Consul cluster or the in-process memory registry, all on
+loopback; or servers of the user's by URL), ``instances`` HTTP instance
+processes (:mod:`kitsd.chaos_instance`) that register themselves, and worker
+threads calling the service at ``rate`` calls per second through the full
+client stack::
+
+    breaker -> retry (4 attempts, 3 s) -> round robin (passive ejection)
+            -> per-instance breakers -> sd.http (0.5 s per attempt)
+
+Then it runs the phases of the schedule one after another.  Each phase applies
+a fault, waits until the client's instance set shows what it should (the
+"fault" convergence time), holds the fault for half the phase, heals it, and
+waits again (the "heal" convergence time)::
+
+    kill      SIGKILL an instance          | restart it on the same port
+    hang      SIGSTOP an instance          | SIGCONT
+    slow      answers 0.25 s late          | fast again
+    leader    SIGKILL the registry leader  | restart it
+    cut       client cut off the registry  | reconnected (a black-holing proxy);
+              and an instance SIGKILLed    | it restarts once the set converged
+    lost      registration removed behind  | (its registrar must restore it)
+              the registrar's back
+
+Which calls must not fail: every call is an idempotent ``GET``, and every
+fault leaves at least two healthy instances and a registry quorum, so the
+stack is meant to hide all of them: any failed call is unexpected and makes
+the exit status 1, as does a phase whose instance set did not converge.
+(Latency is reported, not judged: a hung instance costs a call one 0.5 s
+attempt before it is retried elsewhere.)
+
+The schedule is chosen by ``faults`` (in that order) and the victims by
+``seed``, so a run can be repeated.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+import pybreaker
+
+import breaker
+import lb
+import sd
+import sd.http
+from sd.event import Event
+
+__all__ = [
+    "FAULTS", "ChaosReport", "PhaseReport", "client_stack", "format_table", "run_chaos",
+]
+
+FAULTS = ("kill", "hang", "slow", "leader", "cut", "lost")
+"""Every fault, in the default order."""
+
+CONVERGE_TIMEOUT = 30.0
+"""Seconds a phase waits for the instance set to converge before calling it failed."""
+
+_ATTEMPT_TIMEOUT = 0.5
+_SLOW = 0.25
+
+
+@dataclass
+class PhaseReport:
+    """What one phase measured."""
+
+    name: str
+    fault: str = ""
+    calls: int = 0
+    failed: int = 0
+    retries: int = 0
+    ejections: int = 0
+    breaker_opens: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    converge_fault_s: float | None = None
+    converge_heal_s: float | None = None
+    converged: bool = True
+    skipped: str = ""
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class ChaosReport:
+    """A whole run: its settings and one :class:`PhaseReport` per phase."""
+
+    registry: str
+    instances: int
+    rate: float
+    duration: float
+    seed: int
+    phases: list[PhaseReport] = field(default_factory=list)
+    wall_s: float = 0.0
+    started: list[str] = field(default_factory=list)
+    """The instances in start order (``host:port``)."""
+
+    @property
+    def failed(self) -> int:
+        """Calls that failed (every one of them should not have)."""
+        return sum(phase.failed for phase in self.phases)
+
+    @property
+    def calls(self) -> int:
+        """Calls made."""
+        return sum(phase.calls for phase in self.phases)
+
+    @property
+    def ok(self) -> bool:
+        """No failed call, and every phase converged."""
+        return self.failed == 0 and all(phase.converged for phase in self.phases)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as plain JSON data."""
+        data = asdict(self)
+        for phase in data["phases"]:
+            del phase["latencies"]
+        data.update(calls=self.calls, failed=self.failed, ok=self.ok)
+        return data
+
+
+def client_stack(
+    instancer: sd.Instancer,
+    *,
+    callback: Callable[[int, BaseException], tuple[bool, BaseException | None]] | None = None,
+    listeners: Sequence[pybreaker.CircuitBreakerListener] = (),
+    attempt_timeout: float = _ATTEMPT_TIMEOUT,
+) -> tuple[Callable[[int], str], sd.Endpointer]:
+    """The client stack a chaos run loads: ``breaker -> retry(4 attempts, 3 s) -> round
+    robin -> per-instance breakers -> sd.http GET /chaos`` over ``instancer``.
+
+    Returns the call (``call(n) -> "host:port"`` of the instance that answered) and the
+    :class:`sd.Endpointer` to close after.  ``callback`` is the retry callback (default:
+    4 attempts); ``listeners`` hear every breaker.
+    """
+    factory = breaker.per_instance(
+        sd.http.factory("GET", "/chaos", encode=_encode, decode=_decode,
+                        client_kwargs={"timeout": attempt_timeout}),
+        lambda instance: pybreaker.CircuitBreaker(
+            fail_max=3, reset_timeout=1.0, name=instance, listeners=list(listeners)),
+    )
+    endpointer = sd.Endpointer(instancer, factory)
+    call = breaker.circuit_breaker(
+        pybreaker.CircuitBreaker(fail_max=20, reset_timeout=1.0, listeners=list(listeners))
+    )(lb.retry(4, 3.0, lb.RoundRobin(endpointer), callback=callback))
+    return call, endpointer
+
+
+class _Load:
+    """Worker threads calling the service at a fixed rate, counting per phase."""
+
+    def __init__(self, instancer: sd.Instancer, rate: float, workers: int) -> None:
+        self.lock = threading.Lock()
+        self.phase: PhaseReport = PhaseReport("starting")
+        self._rate = rate
+        self._stop = threading.Event()
+        self._slots = itertools.count()
+        self._start = time.monotonic()
+        self.call, self.endpointer = client_stack(
+            instancer, callback=self._on_failure, listeners=[_Opens(self)])
+        self._threads = [threading.Thread(target=self._work, name=f"kitsd-chaos-load-{n}",
+                                          daemon=True) for n in range(workers)]
+
+    def start(self) -> None:
+        self._start = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+
+    def _on_failure(self, attempt: int, error: BaseException) -> tuple[bool, None]:
+        with self.lock:
+            phase = self.phase
+            phase.errors[type(error).__name__] = phase.errors.get(type(error).__name__, 0) + 1
+            if isinstance(error, sd.ConnectionFailure):
+                phase.ejections += 1  # a connection failure ejects at once (lb.OutlierDetection)
+            if attempt < 4:
+                phase.retries += 1
+        return attempt < 4, None
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            slot = next(self._slots)
+            due = self._start + slot / self._rate
+            delay = due - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            with self.lock:
+                phase = self.phase
+            started = time.monotonic()
+            try:
+                self.call(slot)
+            except Exception as error:  # noqa: BLE001 - every failure is counted and shown
+                with self.lock:
+                    phase.calls += 1
+                    phase.failed += 1
+                    key = f"FAILED {type(error).__name__}: {str(error)[:80]}"
+                    phase.errors[key] = phase.errors.get(key, 0) + 1
+            else:
+                elapsed = time.monotonic() - started
+                with self.lock:
+                    phase.calls += 1
+                    phase.latencies.append(elapsed)
+
+    def switch(self, phase: PhaseReport) -> None:
+        with self.lock:
+            self.phase = phase
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+        self.endpointer.close()
+
+
+class _Opens(pybreaker.CircuitBreakerListener):
+    def __init__(self, load: _Load) -> None:
+        self._load = load
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        if new_state is not None and new_state.name == pybreaker.STATE_OPEN:
+            with self._load.lock:
+                self._load.phase.breaker_opens += 1
+
+
+def _encode(request: int) -> dict[str, Any]:
+    return {"params": {"n": request}}
+
+
+def _decode(response: httpx.Response) -> str:
+    return str(response.json()["instance"])
+
+
+class _View:
+    """The client's latest instance set, as its instancer reports it."""
+
+    def __init__(self, instancer: sd.Instancer) -> None:
+        self._lock = threading.Lock()
+        self.event = Event()
+        self._instancer = instancer
+        instancer.subscribe(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        with self._lock:
+            self.event = event
+
+    def shows(self, expected: set[str]) -> bool:
+        with self._lock:
+            event = self.event
+        return event.error is None and set(event.instances) == expected
+
+    def close(self) -> None:
+        self._instancer.unsubscribe(self._on_event)
+
+
+@dataclass(frozen=True)
+class _Remote:
+    """An instance someone else runs: we know its address, nothing more."""
+
+    instance: str
+
+
+def _settle(view: _View, quiet: float = 1.0) -> set[str]:
+    """The instance set once it has at least two members and stayed the same ``quiet``
+    seconds; raises ``RuntimeError`` if that does not happen within the timeout."""
+    deadline = time.monotonic() + CONVERGE_TIMEOUT
+    seen: tuple[str, ...] = ()
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        event = view.event
+        if event.instances != seen or event.error is not None:
+            seen, since = event.instances, time.monotonic()
+        elif len(seen) >= 2 and time.monotonic() - since >= quiet:
+            return set(seen)
+        time.sleep(0.05)
+    raise RuntimeError(f"the service needs at least 2 steady instances; the client sees "
+                       f"{view.event}")
+
+
+def _converge(check: Callable[[], bool], since: float, timeout: float) -> float | None:
+    deadline = since + timeout
+    while True:
+        try:
+            if check():
+                return time.monotonic() - since
+        except Exception:  # noqa: BLE001, S110 - a registry still recovering: ask again
+            pass
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+
+
+def _percentile(values: list[float], q: int) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0] * 1000
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
+
+
+def run_chaos(
+    *,
+    registry: str = "memory",
+    registry_url: str | None = None,
+    instances: int = 3,
+    duration: float = 60.0,
+    rate: float = 50.0,
+    faults: Sequence[str] = FAULTS,
+    seed: int | None = None,
+    service: str | None = None,
+    say: Callable[[str], None] = lambda line: None,
+    progress: Callable[[str], None] | None = None,
+) -> ChaosReport:
+    """Run the schedule and return its report (see the module docstring).
+
+    With ``service`` (and ``registry_url``) no instance is started: the load goes to
+    the instances already registered as ``service`` (for etcd, those under the URL's
+    prefix), and only the faults a client can cause run (``cut``, ``lost``).
+    ``say`` receives a line per thing that happens, ``progress`` a status line a
+    few times a second.  Raises ``ValueError`` for bad options (before starting
+    anything) and ``RuntimeError`` if a server or an instance does not start.
+    """
+    from compose.instance import InstanceProcess
+    from compose.process import free_ports
+    from kitsd.chaos_registry import open_registry
+
+    unknown = [fault for fault in faults if fault not in FAULTS]
+    if unknown:
+        raise ValueError(f"unknown faults {unknown}; choose from {', '.join(FAULTS)}")
+    if service is not None and not registry_url:
+        raise ValueError("--service needs --registry-url (a service someone runs)")
+    if service is None and instances < 3:
+        raise ValueError("chaos needs at least 3 instances (one is hurt, two carry the load)")
+    if not duration > 0 or not rate > 0:
+        raise ValueError("--duration and --rate must be > 0")
+    if registry not in ("etcd", "consul", "memory"):
+        raise ValueError(f"--registry must be etcd, consul or memory, not {registry!r}")
+    seed = random.randrange(2**31) if seed is None else seed
+    rng = random.Random(seed)
+    schedule = list(dict.fromkeys(faults))
+    phase_length = duration / (len(schedule) + 1)
+    began = time.monotonic()
+
+    say(f"starting {registry_url or registry} ...")
+    chaos = open_registry(registry, registry_url, service)
+    report = ChaosReport(chaos.describe(), 0 if service else instances, rate, duration, seed)
+    tmp = tempfile.TemporaryDirectory(prefix="kitsd-chaos-")
+    processes: list[InstanceProcess] = []
+    load: _Load | None = None
+    view: _View | None = None
+    instancer: sd.Instancer | None = None
+    try:
+        for index, port in enumerate(free_ports(0 if service else instances)):
+            args = ["--port", str(port), *chaos.instance_args(port)]
+            processes.append(InstanceProcess(f"i{index}", workdir=Path(tmp.name), args=args,
+                                             port=port))
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.wait_ready()
+        chaos.watch(processes)
+        instancer = chaos.open_instancer()
+        view = _View(instancer)
+        victims: list[Any] = list(processes)
+        if service:
+            everyone = _settle(view)
+            victims = [_Remote(instance) for instance in sorted(everyone)]
+            report.instances = len(everyone)
+        else:
+            everyone = {process.instance for process in processes}
+        report.started = [victim.instance for victim in victims]
+        say(f"{chaos.describe()}; {len(everyone)} instances: {', '.join(sorted(everyone))}")
+        if _converge(lambda: view.shows(everyone), time.monotonic(), CONVERGE_TIMEOUT) is None:
+            raise RuntimeError(f"the client never saw all instances: {view.event}")
+        load = _Load(instancer, rate, workers=max(8, min(64, int(rate // 4))))
+        load.start()
+        stop_progress = threading.Event()
+        ticker = None
+        if progress is not None:
+            ticker = threading.Thread(target=_progress, name="kitsd-chaos-progress", daemon=True,
+                                      args=(load, view, report, progress, stop_progress, began))
+            ticker.start()
+        try:
+            baseline = PhaseReport("baseline", "none")
+            report.phases.append(baseline)
+            load.switch(baseline)
+            say("phase baseline: no fault")
+            time.sleep(phase_length)
+            rng.shuffle(victims)
+            for number, fault in enumerate(schedule):
+                phase = PhaseReport(fault)
+                report.phases.append(phase)
+                load.switch(phase)
+                victim = victims[number % len(victims)]
+                _run_phase(fault, phase, chaos, victim, view, everyone, phase_length, say)
+        finally:
+            stop_progress.set()
+            if ticker is not None:
+                ticker.join(5)
+    finally:
+        if load is not None:
+            load.stop()
+        if view is not None:
+            view.close()
+        if instancer is not None:
+            instancer.stop()
+        for process in processes:
+            process.stop()  # SIGTERM: it deregisters, leaving nothing in a user's registry
+            process.close()
+        chaos.close()
+        tmp.cleanup()
+    for phase in report.phases:
+        phase.p50_ms = _percentile(phase.latencies, 50)
+        phase.p99_ms = _percentile(phase.latencies, 99)
+    report.wall_s = time.monotonic() - began
+    return report
+
+
+def _run_phase(fault: str, phase: PhaseReport, chaos: Any, victim: Any, view: _View,
+               everyone: set[str], length: float, say: Callable[[str], None]) -> None:
+    start = time.monotonic()
+    others = everyone - {victim.instance}
+    after_fault: set[str] = everyone
+    heal: Callable[[], object] = lambda: None  # noqa: E731
+    fault_check: Callable[[], bool] | None = None
+    blind = False
+    local = isinstance(victim, _Remote) is False
+    if fault in ("kill", "hang", "slow") and not local:
+        phase.skipped = "the instances are not ours to hurt (--service)"
+    elif fault == "kill":
+        victim.kill()
+        phase.fault = f"SIGKILL {victim.instance}, restart"
+        after_fault = others
+        heal = victim.restart
+    elif fault == "hang":
+        victim.pause()
+        phase.fault = f"SIGSTOP {victim.instance}, SIGCONT"
+        after_fault = others
+        heal = victim.resume
+    elif fault == "slow":
+        victim.slow(True)
+        phase.fault = f"{victim.instance} {_SLOW * 1000:.0f} ms late"
+        heal = lambda: victim.slow(False)  # noqa: E731
+    elif fault == "leader":
+        if not chaos.can_kill_leader:
+            phase.skipped = f"{chaos.name}: no leader of ours to kill"
+        else:
+            phase.fault = f"SIGKILL {chaos.kill_leader()}, restart"
+            heal = chaos.restart_leader
+    elif fault == "cut":
+        if not chaos.can_cut:
+            phase.skipped = f"{chaos.name}: in-process, nothing to cut"
+        else:
+            # Blind to the registry, the client must hide a crash by retries and ejection
+            # alone, then catch up once it reconnects.
+            chaos.cut(True)
+            phase.fault = "client cut off the registry"
+            if local:
+                victim.kill()
+                phase.fault += f"; SIGKILL {victim.instance}"
+                blind = True
+            heal = lambda: chaos.cut(False)  # noqa: E731
+    elif fault == "lost":
+        chaos.lose_registration(victim.instance)
+        phase.fault = f"registration of {victim.instance} removed behind its registrar"
+        fault_check = lambda: chaos.registered(victim.instance) and view.shows(everyone)  # noqa: E731
+    if phase.skipped:
+        say(f"phase {fault}: skipped ({phase.skipped})")
+        time.sleep(length)
+        return
+    say(f"phase {fault}: {phase.fault}")
+    if not blind:
+        check = fault_check or (lambda: view.shows(after_fault))
+        phase.converge_fault_s = _converge(check, start, max(CONVERGE_TIMEOUT, length))
+        if phase.converge_fault_s is None:
+            phase.converged = False
+            say(f"  {fault}: instance set did NOT converge on {sorted(after_fault)}: "
+                f"{view.event}")
+        else:
+            say(f"  {fault}: instance set converged after {phase.converge_fault_s:.2f}s")
+    _sleep_until(start + length / 2)
+    healed = time.monotonic()
+    heal()
+    if blind:  # reconnected: catch up on the crash, then see the victim come back
+        phase.converge_heal_s = _converge(lambda: view.shows(others), healed, CONVERGE_TIMEOUT)
+        say(f"  {fault} healed: " + ("did NOT converge" if phase.converge_heal_s is None else
+                                     f"converged after {phase.converge_heal_s:.2f}s"))
+        phase.converged = phase.converge_heal_s is not None
+        victim.restart()
+        if _converge(lambda: view.shows(everyone), time.monotonic(), CONVERGE_TIMEOUT) is None:
+            phase.converged = False
+    elif fault not in ("lost",):
+        phase.converge_heal_s = _converge(lambda: view.shows(everyone), healed, CONVERGE_TIMEOUT)
+        if phase.converge_heal_s is None:
+            phase.converged = False
+            say(f"  {fault} healed: instance set did NOT converge: {view.event}")
+        else:
+            say(f"  {fault} healed: converged after {phase.converge_heal_s:.2f}s")
+    _sleep_until(start + length)
+
+
+def _sleep_until(when: float) -> None:
+    delay = when - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _progress(load: _Load, view: _View, report: ChaosReport, emit: Callable[[str], None],
+              stop: threading.Event, began: float) -> None:
+    while not stop.wait(0.5):
+        with load.lock:
+            phase = load.phase
+            calls, failed = phase.calls, phase.failed
+            total = sum(p.calls for p in report.phases)
+            total_failed = sum(p.failed for p in report.phases)
+        shown = len(view.event.instances)
+        emit(f"{time.monotonic() - began:6.1f}s  phase {phase.name:<8} {calls:6d} calls "
+             f"{failed} failed | total {total} calls, {total_failed} failed | "
+             f"client sees {shown} instances")
+
+
+def _cell(value: float | None, fmt: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, fmt)
+
+
+def format_table(report: ChaosReport, out: TextIO) -> None:
+    """Write the report as a table read at a glance."""
+    headers = ("phase", "fault", "calls", "failed", "retries", "ejections", "p50 ms", "p99 ms",
+               "converged (fault)", "converged (heal)")
+    rows = []
+    for phase in report.phases:
+        if phase.skipped:
+            rows.append((phase.name, f"skipped: {phase.skipped}", str(phase.calls),
+                         str(phase.failed), str(phase.retries), str(phase.ejections),
+                         _cell(phase.p50_ms, ".1f"), _cell(phase.p99_ms, ".1f"), "-", "-"))
+            continue
+        not_conv = "NO" if not phase.converged else "-"
+        rows.append((phase.name, phase.fault, str(phase.calls), str(phase.failed),
+                     str(phase.retries), str(phase.ejections), _cell(phase.p50_ms, ".1f"),
+                     _cell(phase.p99_ms, ".1f"),
+                     _cell(phase.converge_fault_s, ".2f", not_conv).replace("-", "-") +
+                     ("s" if phase.converge_fault_s is not None else ""),
+                     _cell(phase.converge_heal_s, ".2f", not_conv if phase.name != "lost"
+                           else "-") + ("s" if phase.converge_heal_s is not None else "")))
+    widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(len(headers))]
+    numeric = set(range(2, len(headers)))
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+                         for i, cell in enumerate(cells)).rstrip()
+
+    out.write(f"\nkitsd chaos: {report.registry}; {report.instances} instances, "
+              f"{report.rate:g} calls/s, seed {report.seed}\n\n")
+    out.write(line(headers) + "\n")
+    out.write(line(["-" * width for width in widths]) + "\n")
+    for row in rows:
+        out.write(line(row) + "\n")
+    verdict = ("OK: no call failed and every phase converged" if report.ok else
+               f"FAILED: {report.failed} of {report.calls} calls failed"
+               + ("" if all(p.converged for p in report.phases) else
+                  "; some phase did not converge"))
+    out.write(f"\n{report.calls} calls in {report.wall_s:.1f}s. {verdict}.\n")
+    failures = {key: count for phase in report.phases for key, count in phase.errors.items()
+                if key.startswith("FAILED")}
+    for key, count in failures.items():
+        out.write(f"  {count} x {key}\n")
+
+
+def main_chaos(args: Any) -> int:
+    """The ``kitsd chaos`` command (``args`` from :mod:`kitsd.cli`); returns the exit code."""
+    faults = [fault.strip() for fault in args.faults.split(",") if fault.strip()]
+    library = logging.getLogger("kitsd")
+    previous_level = library.level
+    if not args.verbose:  # the drivers' recovery warnings are the expected story here
+        library.setLevel(logging.ERROR)
+    try:
+        return _run_and_report(args, faults)
+    finally:  # main_chaos also runs in-process (tests, embedding): leave logging as found
+        library.setLevel(previous_level)
+
+
+def _run_and_report(args: Any, faults: list[str]) -> int:
+    is_tty = sys.stderr.isatty()
+
+    def say(line: str) -> None:
+        print(("\r\x1b[K" if is_tty else "") + line, file=sys.stderr if args.json else sys.stdout,
+              flush=True)
+
+    def progress(line: str) -> None:
+        if is_tty:
+            print("\r\x1b[K" + line, end="", file=sys.stderr, flush=True)
+
+    try:
+        report = run_chaos(registry=args.registry, registry_url=args.registry_url,
+                           instances=args.instances, duration=args.duration, rate=args.rate,
+                           faults=faults, seed=args.seed, service=args.service, say=say,
+                           progress=progress)
+    except (FileNotFoundError, RuntimeError, OSError) as error:  # a server that cannot start
+        print(f"\nkitsd chaos: could not run: {error}", file=sys.stderr)
+        return 2
+    if is_tty:
+        print("\r\x1b[K", end="", file=sys.stderr)
+    if args.json:
+        json.dump(report.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        format_table(report, sys.stdout)
+    return 0 if report.ok else 1

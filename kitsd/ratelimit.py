@@ -1,0 +1,205 @@
+"""Rate limiting middleware (go-kit's ``ratelimit``) on ``limits`` (extra ``ratelimit``).
+
+::
+
+    limited = kitsd.ratelimit.rate_limit("100/second", name="users")(endpoint)
+    waiting = kitsd.ratelimit.rate_limit("100/second", wait=True)(endpoint)
+    shared = kitsd.ratelimit.rate_limit("1000/minute", storage="redis://redis:6379")
+
+A call takes one token of ``limit`` (``limits``' notation: ``"10/second"``,
+``"100 per minute"``, or a ``limits.RateLimitItem``).  Without a token, the
+middleware either rejects the call at once with :class:`RateLimitExceeded`
+(go-kit's ``ErrLimited``, the default) or, with ``wait=True``, sleeps until the
+limiter says a token frees up and tries again, but never past the enclosing
+retry's deadline (:func:`lb.remaining`) nor ``max_wait`` seconds: a wait that
+would overrun them is rejected at once, so a caller is not held for a call
+that cannot be made in time.
+
+The bookkeeping is ``limits``' own (moving window by default; ``strategy``
+picks ``"fixed-window"`` or ``"sliding-window-counter"``), in the ``storage``
+it is given: ``"memory://"`` (default, this process), or a shared one such as
+``"redis://host:6379"`` so that several processes share one limit.  Async
+endpoints use ``limits.aio`` (storage ``"async+..."``), so a remote storage
+never blocks the event loop.  ``limits``' in-memory storage expires entries
+from a short-lived timer thread of its own (10 ms, restarted as it is used).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import limits
+import limits.aio.storage
+import limits.aio.strategies
+import limits.errors
+import limits.storage
+import limits.strategies
+
+from sd.deadline import remaining
+from sd.endpoint import Endpoint, is_async
+from sd.errors import KitsdError, MisuseError
+from sd.observe import HUB, RateLimited, emit
+
+__all__ = ["RateLimitExceeded", "rate_limit", "wait_decision"]
+
+_STRATEGIES: dict[str, tuple[type[limits.strategies.RateLimiter],
+                             type[limits.aio.strategies.RateLimiter]]] = {
+    "moving-window": (limits.strategies.MovingWindowRateLimiter,
+                      limits.aio.strategies.MovingWindowRateLimiter),
+    "fixed-window": (limits.strategies.FixedWindowRateLimiter,
+                     limits.aio.strategies.FixedWindowRateLimiter),
+    "sliding-window-counter": (limits.strategies.SlidingWindowCounterRateLimiter,
+                               limits.aio.strategies.SlidingWindowCounterRateLimiter),
+}
+
+#: The shortest wait between two tries for a token (a limiter's reset time can be "now").
+MIN_WAIT = 0.001
+
+
+class RateLimitExceeded(KitsdError):
+    """The rate limiter ``limiter`` had no token for the call (go-kit's ``ErrLimited``).
+
+    ``retry_after`` is the number of seconds until the limiter expects one.
+    """
+
+    def __init__(self, limiter: str, limit: str, retry_after: float) -> None:
+        self.limiter = limiter
+        self.limit = limit
+        self.retry_after = retry_after
+        super().__init__(f"rate limit {limit} of {limiter!r} exceeded; "
+                         f"a token is expected in {retry_after:.3f}s")
+
+
+def wait_decision(
+    reset_at: float, now: float, *, waited: float, budget: float | None, max_wait: float | None
+) -> float | None:
+    """Seconds to wait for the next token, or ``None`` to reject now: the pure rule.
+
+    ``reset_at``/``now`` are wall-clock seconds (the limiter's); ``budget`` what is
+    left of the enclosing retry's deadline; ``waited`` what this call waited so far.
+    """
+    delay = max(reset_at - now, MIN_WAIT)
+    if budget is not None and delay >= budget:
+        return None
+    if max_wait is not None and waited + delay > max_wait:
+        return None
+    return delay
+
+
+def rate_limit(
+    limit: str | limits.RateLimitItem,
+    *,
+    name: str = "default",
+    wait: bool = False,
+    max_wait: float | None = None,
+    storage: str | limits.storage.Storage | limits.aio.storage.Storage = "memory://",
+    strategy: str = "moving-window",
+) -> Callable[[Endpoint], Endpoint]:
+    """Middleware that lets calls through at ``limit`` (see the module doc).
+
+    ``name`` labels the limiter in errors and observations and keys it in the
+    storage (limiters with one name and storage share their tokens).  Raises
+    ``TypeError``/:class:`sd.MisuseError` at once for a bad limit, strategy,
+    ``max_wait`` or storage; the middleware raises ``TypeError`` for an endpoint
+    that is not callable, or a storage object of the wrong kind (sync storage
+    for an async endpoint, or the reverse).  Thread- and task-safe.
+    """
+    if isinstance(limit, str):
+        try:
+            item = limits.parse(limit)
+        except ValueError as error:
+            raise MisuseError(f"limit: {error}") from error
+    elif isinstance(limit, limits.RateLimitItem):
+        item = limit
+    else:
+        raise TypeError(f"limit must be a string like '10/second' or a limits.RateLimitItem, "
+                        f"got {limit!r}")
+    if not isinstance(name, str) or not name:
+        raise MisuseError(f"name must be a non-empty string, got {name!r}")
+    if strategy not in _STRATEGIES:
+        raise MisuseError(f"strategy must be one of {', '.join(_STRATEGIES)}, got {strategy!r}")
+    if max_wait is not None and (isinstance(max_wait, bool) or not isinstance(
+            max_wait, int | float) or not max_wait >= 0):
+        raise MisuseError(f"max_wait must be seconds >= 0 or None, got {max_wait!r}")
+    if isinstance(storage, str):
+        if storage.startswith("async+"):
+            raise MisuseError("storage: give the URI without 'async+'; async endpoints add it")
+        try:  # the sync backend, built now so that a bad URI fails here
+            sync_backend: Any = limits.storage.storage_from_string(storage)
+        except limits.errors.ConfigurationError as error:
+            raise MisuseError(f"storage: {error}") from error
+    elif not isinstance(storage, limits.storage.Storage | limits.aio.storage.Storage):
+        raise TypeError(f"storage must be a limits storage or its URI, got {storage!r}")
+    sync_type, async_type = _STRATEGIES[strategy]
+    shown = str(item)
+    limiters: dict[bool, Any] = {}
+
+    def limiter_for(asynchronous: bool) -> Any:
+        limiter = limiters.get(asynchronous)
+        if limiter is not None:
+            return limiter
+        if isinstance(storage, str):
+            backend: Any = (limits.storage.storage_from_string(f"async+{storage}")
+                            if asynchronous else sync_backend)
+        else:
+            wanted = limits.aio.storage.Storage if asynchronous else limits.storage.Storage
+            if not isinstance(storage, wanted):
+                raise TypeError(f"rate_limit: a {'async' if asynchronous else 'sync'} endpoint "
+                                f"needs a {wanted.__module__}.Storage, got {storage!r}")
+            backend = storage
+        return limiters.setdefault(
+            asynchronous, (async_type if asynchronous else sync_type)(backend))
+
+    def reject(delay: float) -> RateLimitExceeded:
+        if HUB.observers:
+            emit(RateLimited(name, rejected=True, waited=0.0))
+        return RateLimitExceeded(name, shown, delay)
+
+    def decide(reset_at: float, waited: float) -> float | None:
+        if not wait:
+            return None
+        return wait_decision(reset_at, time.time(), waited=waited, budget=remaining(),
+                             max_wait=max_wait)
+
+    def middleware(endpoint: Endpoint) -> Endpoint:
+        if not callable(endpoint):
+            raise TypeError(f"rate_limit(...)(endpoint): endpoint must be callable, "
+                            f"got {endpoint!r}")
+        if is_async(endpoint):
+            limiter = limiter_for(True)
+
+            async def limited_async(request: Any) -> Any:
+                waited = 0.0
+                while not await limiter.hit(item, name):
+                    stats = await limiter.get_window_stats(item, name)
+                    delay = decide(stats.reset_time, waited)
+                    if delay is None:
+                        raise reject(max(stats.reset_time - time.time(), 0.0))
+                    await asyncio.sleep(delay)
+                    waited += delay
+                if waited and HUB.observers:
+                    emit(RateLimited(name, rejected=False, waited=waited))
+                return await endpoint(request)
+
+            return limited_async
+        sync_limiter = limiter_for(False)
+
+        def limited(request: Any) -> Any:
+            waited = 0.0
+            while not sync_limiter.hit(item, name):
+                stats = sync_limiter.get_window_stats(item, name)
+                delay = decide(stats.reset_time, waited)
+                if delay is None:
+                    raise reject(max(stats.reset_time - time.time(), 0.0))
+                time.sleep(delay)
+                waited += delay
+            if waited and HUB.observers:
+                emit(RateLimited(name, rejected=False, waited=waited))
+            return endpoint(request)
+
+        return limited
+
+    return middleware

@@ -1,0 +1,285 @@
+"""Hedged retries: the two drivers behind ``hedge=`` of :func:`lb.retry` and
+:func:`lb.retry_async` (the settings and the delay arithmetic are in :mod:`lb.hedge`).
+
+One hedged call, start to end: each *round* picks an instance and starts the
+attempt; if it has not answered after the hedge's delay (and the retry budget,
+if any, allows one more request) it picks a different instance — ``exclude``
+holds the first, so a keyed balancer walks its ring — and starts a second
+attempt.  The first success wins and the other attempt is cancelled (asyncio)
+or abandoned (threads: it finishes on the pool, bounded by the deadline that
+``lb.remaining()`` gives it).  When every attempt of a round failed, each
+failure is booked as a failed attempt exactly as without hedging (the balancer
+hears of it, the instance is excluded, the retry policy decides), and the next
+round starts.  A hedge is not an attempt of its own: ``max_attempts`` counts
+failures.
+
+The sync driver runs attempts on a thread pool owned by the endpoint it returns
+(:class:`HedgedEndpoint`), so that the caller can return with the winner while
+the loser is still running; ``close()`` shuts the pool down and waits for what
+runs on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import Awaitable, Callable, Collection
+from concurrent import futures as cf
+from typing import Any, Protocol, cast
+
+from lb.balancer import Pick
+from lb.errors import RetryTimeout
+from lb.hedge import Hedge, LatencyWindow
+from lb.retry_budget import RetryBudget
+from lb.retry_policy import RetryCall
+from sd.deadline import reset_deadline, set_deadline
+from sd.endpoint import AsyncEndpoint
+
+__all__ = ["Hedge", "HedgedEndpoint", "hedged_async", "hedged_sync"]
+
+PickFunction = Callable[[Collection[str]], Pick]
+PickForFunction = Callable[[Any, Collection[str]], Pick]
+ReportFunction = Callable[[Pick, BaseException | None], None]
+
+
+class _Call(Protocol):
+    """What :mod:`lb.retry` keeps per call once an attempt failed."""
+
+    exclude: set[str]
+    policy: RetryCall
+
+    def failed(self, chosen: Pick | None, error: Exception) -> float: ...
+
+
+_Failures = list[tuple[Pick, Exception]]
+
+
+class _Round:
+    """What the two drivers share: choosing, the delay, the budget."""
+
+    def __init__(self, hedge: Hedge, pick: PickFunction, pick_for: PickForFunction | None,
+                 report: ReportFunction, budget: RetryBudget | None) -> None:
+        self.hedge = hedge
+        self._pick = pick
+        self._pick_for = pick_for
+        self.report = report
+        self._budget = budget
+        self._window = LatencyWindow(hedge)
+        self._lock = threading.Lock()
+
+    def choose(self, request: Any, exclude: Collection[str]) -> Pick:
+        return self._pick(exclude) if self._pick_for is None else self._pick_for(request, exclude)
+
+    def delay(self) -> float:
+        with self._lock:
+            return self._window.delay()
+
+    def answered(self, latency: float) -> None:
+        with self._lock:
+            self._window.observe(latency)
+
+    def second(self, request: Any, first: Pick, exclude: Collection[str]) -> Pick | None:
+        """The hedge's instance, or ``None`` (no other instance, or no budget)."""
+        try:
+            chosen = self.choose(request, {*exclude, first.instance})
+        except Exception:  # noqa: BLE001 - no hedge then; the first attempt goes on
+            return None
+        if chosen.instance == first.instance and chosen.endpoint is first.endpoint:
+            return None
+        if self._budget is not None and not self._budget.try_withdraw():
+            return None
+        return chosen
+
+
+class HedgedEndpoint:
+    """The endpoint ``lb.retry(..., hedge=...)`` returns: call it like any endpoint;
+    ``close()`` (or leaving its ``with`` block) shuts its thread pool down, waiting
+    for attempts still running.  Calls after ``close()`` raise ``RuntimeError``.
+    Thread-safe."""
+
+    def __init__(self, hedge: Hedge, timeout: float, pick: PickFunction,
+                 pick_for: PickForFunction | None, report: ReportFunction,
+                 make_call: Callable[[float], _Call], budget: RetryBudget | None) -> None:
+        self._round = _Round(hedge, pick, pick_for, report, budget)
+        self._timeout = timeout
+        self._make_call = make_call
+        self._deposit = None if budget is None else budget.deposit
+        self._pool = cf.ThreadPoolExecutor(max_workers=hedge.max_workers,
+                                           thread_name_prefix="kitsd-hedge")
+
+    def close(self) -> None:
+        """Stop the pool: queued attempts are dropped, running ones waited for."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> HedgedEndpoint:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __call__(self, request: Any) -> Any:
+        if self._deposit is not None:
+            self._deposit()
+        start = time.monotonic()
+        deadline = start + self._timeout
+        token = set_deadline(deadline)
+        try:
+            call: _Call | None = None
+            exclude: Collection[str] = ()
+            while True:
+                delay = 0.0
+                try:
+                    chosen = self._round.choose(request, exclude)
+                except Exception as error:  # noqa: BLE001 - counts, as in lb.retry
+                    call = call or self._make_call(start)
+                    delay = call.failed(None, error)
+                else:
+                    won, response, failures = self._attempt(request, chosen, exclude, deadline)
+                    if won:
+                        return response
+                    if not failures:  # the deadline passed with attempts still running
+                        raise RetryTimeout(self._timeout, call.policy.errors if call else [])
+                    call = call or self._make_call(start)
+                    for failed_pick, failure in failures:
+                        delay = call.failed(failed_pick, failure)
+                exclude = call.exclude
+                if delay:
+                    time.sleep(delay)
+        finally:
+            reset_deadline(token)
+
+    def _submit(self, chosen: Pick, request: Any) -> cf.Future[Any]:
+        # a fresh copy per attempt: one Context cannot run in two threads at once
+        return self._pool.submit(contextvars.copy_context().run, chosen.endpoint, request)
+
+    def _attempt(self, request: Any, first: Pick, exclude: Collection[str],
+                 deadline: float) -> tuple[bool, Any, _Failures]:
+        rounds = self._round
+        began = time.monotonic()
+        running = {self._submit(first, request): first}
+        done, _ = cf.wait(running, timeout=max(0.0, min(rounds.delay(), deadline - began)))
+        if not done and time.monotonic() < deadline:
+            second = rounds.second(request, first, exclude)
+            if second is not None:
+                running[self._submit(second, request)] = second
+        failures: _Failures = []
+        pending = set(running)
+        try:
+            while pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False, None, []
+                done, pending = cf.wait(pending, timeout=left, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    error = future.exception()
+                    if error is None:
+                        rounds.report(running[future], None)
+                        rounds.answered(time.monotonic() - began)
+                        return True, future.result(), []
+                    if not isinstance(error, Exception):
+                        raise error
+                    failures.append((running[future], error))
+            return False, None, failures
+        finally:
+            for future in pending:
+                future.cancel()  # not started yet: dropped; running: abandoned
+
+
+def hedged_sync(hedge: Hedge, timeout: float, pick: PickFunction,
+                pick_for: PickForFunction | None, report: ReportFunction,
+                make_call: Callable[[float], _Call],
+                budget: RetryBudget | None) -> HedgedEndpoint:
+    """The hedged twin of :func:`lb.retry`'s loop (see the module docstring)."""
+    if not isinstance(hedge, Hedge):
+        raise TypeError(f"hedge must be an lb.Hedge or None, got {hedge!r}")
+    return HedgedEndpoint(hedge, timeout, pick, pick_for, report, make_call, budget)
+
+
+def hedged_async(hedge: Hedge, timeout: float, pick: PickFunction,
+                 pick_for: PickForFunction | None, report: ReportFunction,
+                 make_call: Callable[[float], _Call],
+                 budget: RetryBudget | None) -> AsyncEndpoint:
+    """The hedged twin of :func:`lb.retry_async`'s loop: the loser is cancelled,
+    and so is everything at the deadline (then :class:`lb.RetryTimeout`)."""
+    if not isinstance(hedge, Hedge):
+        raise TypeError(f"hedge must be an lb.Hedge or None, got {hedge!r}")
+    rounds = _Round(hedge, pick, pick_for, report, budget)
+    deposit = None if budget is None else budget.deposit
+
+    async def attempt(request: Any, first: Pick,
+                      exclude: Collection[str]) -> tuple[bool, Any, _Failures]:
+        began = time.monotonic()
+
+        def start(chosen: Pick) -> asyncio.Future[Any]:
+            endpoint = cast(Callable[[Any], Awaitable[Any]], chosen.endpoint)
+            return asyncio.ensure_future(endpoint(request))
+
+        running = {start(first): first}
+        try:
+            done, _ = await asyncio.wait(running, timeout=rounds.delay())
+            if not done:
+                second = rounds.second(request, first, exclude)
+                if second is not None:
+                    running[start(second)] = second
+            failures: _Failures = []
+            pending = set(running)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.cancelled():
+                        raise asyncio.CancelledError
+                    error = task.exception()
+                    if error is None:
+                        rounds.report(running[task], None)
+                        rounds.answered(time.monotonic() - began)
+                        return True, task.result(), []
+                    if not isinstance(error, Exception):
+                        raise error
+                    failures.append((running[task], error))
+            return False, None, failures
+        finally:
+            left = [task for task in running if not task.done()]
+            for task in left:
+                task.cancel()
+            if left:  # nothing is left running when the call returns
+                await asyncio.wait(left)
+            for task in running:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: no "never retrieved" warning
+
+    async def retrying(request: Any) -> Any:
+        if deposit is not None:
+            deposit()
+        start = time.monotonic()
+        token = set_deadline(start + timeout)
+        call: _Call | None = None
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                exclude: Collection[str] = ()
+                while True:
+                    delay = 0.0
+                    try:
+                        chosen = rounds.choose(request, exclude)
+                    except Exception as error:  # noqa: BLE001 - counts, as in lb.retry
+                        call = call or make_call(start)
+                        delay = call.failed(None, error)
+                    else:
+                        won, response, failures = await attempt(request, chosen, exclude)
+                        if won:
+                            return response
+                        call = call or make_call(start)
+                        for failed_pick, failure in failures:
+                            delay = call.failed(failed_pick, failure)
+                    exclude = call.exclude
+                    if delay:
+                        await asyncio.sleep(delay)
+        except TimeoutError as error:
+            if scope.expired() and not isinstance(error, RetryTimeout):
+                raise RetryTimeout(timeout, call.policy.errors if call else []) from None
+            raise
+        finally:
+            reset_deadline(token)
+
+    return retrying

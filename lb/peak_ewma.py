@@ -1,0 +1,242 @@
+"""Latency-aware balancing: :class:`PeakEWMA` (Finagle's ``p2cPeakEwma``, Linkerd's default).
+
+Two instances are drawn at random and the cheaper one is picked, where cost is
+a peak-sensitive moving average of its latency times its requests in flight
+(:mod:`lb.ewma` holds the arithmetic).  Round robin and random send a slow
+instance its full share; least-loaded only notices it once requests pile up;
+PeakEWMA notices the first slow answer.  The two random choices keep the herd
+from piling onto the single "best" instance at once.
+
+Each pick hands out a small wrapper that times the call with the balancer's
+clock and books the result, so latency is learnt on every call — through
+:func:`lb.retry`, through a plain :meth:`~PeakEWMA.endpoint`, sync or async.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from lb.balancer import EndpointSource, Pick
+from lb.errors import NoEndpointsError
+from lb.ewma import LatencyTable
+from lb.least_loaded import _decides_kind
+from lb.outlier_detection import OutlierDetection
+from lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
+from sd.endpoint import Endpoint, is_async
+from sd.errors import MisuseError
+
+__all__ = ["PeakEWMA"]
+
+
+class _Timed:
+    __slots__ = ("__wrapped__", "_balancer", "_index", "_instance", "_set")
+
+    def __init__(self, endpoint: Endpoint, instance: str, index: int, picked_from: object,
+                 balancer: PeakEWMA) -> None:
+        self.__wrapped__ = endpoint
+        self._instance = instance
+        self._index = index  # in `picked_from`, the instances the table was indexed by
+        self._set = picked_from
+        self._balancer = balancer
+
+    def __repr__(self) -> str:
+        return f"<timed {self._instance}: {self.__wrapped__!r}>"
+
+    def __call__(self, request: Any) -> Any:
+        raise NotImplementedError
+
+
+class _SyncTimed(_Timed):
+    __slots__ = ()
+
+    def __call__(self, request: Any) -> Any:
+        start = self._balancer._started(self)
+        failed = True
+        try:
+            response = self.__wrapped__(request)
+            failed = False
+            return response
+        finally:
+            self._balancer._finished(self, start, failed)
+
+
+class _AsyncTimed(_Timed):
+    __slots__ = ()
+
+    async def __call__(self, request: Any) -> Any:
+        start = self._balancer._started(self)
+        failed = True
+        try:
+            response = await self.__wrapped__(request)
+            failed = False
+            return response
+        finally:
+            self._balancer._finished(self, start, failed)
+
+
+class PeakEWMA(Pool):
+    """Power of two random choices scored by peak-EWMA latency x (requests in flight + 1).
+
+    Choose it when instances differ in speed (mixed hardware, a noisy neighbour,
+    one instance garbage-collecting): it sends a slow instance a small share of
+    calls without any configuration, and still spreads load because it compares
+    two random instances, not all of them.
+
+    * ``decay`` (seconds, default 2): the time constant with which the average
+      forgives a slow spell; an avoided instance's cost decays too, so it is
+      probed again (a 20x slower one about every ``decay * ln(20)`` seconds).
+      Finagle uses 10 s; a Python client sees its own stalls (GIL, GC, a busy
+      host) as latency of whatever it had in flight, and with a 10 s memory one
+      stall weighs on every instance for many seconds, hiding the slow one.
+    * ``initial`` (seconds, default ``None``): the cost an instance starts with;
+      ``None`` is the median of the costs known (zero before any is known), so a
+      newcomer is neither flooded nor starved.
+    * ``seed`` makes the random choices repeatable; ``clock`` (a monotonic
+      ``() -> seconds``) is for tests.
+
+    Works for sync and async endpoints (the timing wrapper it hands out is of
+    the same kind; the latency of a failed call never makes an instance look
+    faster).  Skips instances excluded by the caller and ejected ones, as
+    :class:`lb.RoundRobin`.  Raises :class:`lb.NoEndpointsError` on an empty set
+    and lets the source's error through.  Thread-safe and asyncio-safe; a pick
+    is O(1) in the number of instances.  ``TypeError``/:class:`sd.MisuseError`
+    for bad settings.
+    """
+
+    def __init__(
+        self,
+        endpointer: EndpointSource,
+        *,
+        seed: int | None = None,
+        decay: float = 2.0,
+        initial: float | None = None,
+        outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        for name, value in (("decay", decay), ("initial", initial)):
+            if value is None and name == "initial":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+            if not math.isfinite(value) or value < 0 or (name == "decay" and value == 0):
+                raise MisuseError(f"{name} must be a finite number of seconds "
+                                  f"{'> 0' if name == 'decay' else '>= 0'}, got {value!r}")
+        if not callable(clock):
+            raise TypeError(f"clock must be callable() -> seconds, got {clock!r}")
+        super().__init__(endpointer, outlier_detection=outlier_detection, seed=seed)
+        self._clock = clock
+        # guarded by the pool's lock, like the rest of the balancer's state
+        self._table = LatencyTable(float(decay), None if initial is None else float(initial))
+        self._kinds: dict[object, type[_Timed]] = {}
+
+    def cost(self, instance: str) -> float:
+        """``instance``'s current latency estimate in seconds (for tests and diagnostics)."""
+        now = self._clock()
+        with self._lock:
+            index = self._table.index_of(instance)
+            return self._table.neutral() if index < 0 else self._table.cost(index, now)
+
+    def in_flight(self, instance: str) -> int:
+        """Requests this balancer has in flight on ``instance``."""
+        with self._lock:
+            index = self._table.index_of(instance)
+            return 0 if index < 0 else self._table.in_flight(index)
+
+    def endpoint(self) -> Endpoint:
+        return self.pick().endpoint
+
+    def pick(self, exclude: Collection[str] = ()) -> Pick:
+        keys, endpoints = self._read()
+        size = len(endpoints)
+        if not size:
+            raise NoEndpointsError
+        if size == 1:
+            with self._lock:
+                return self._hand_out(keys, endpoints, 0)
+        now = self._clock()
+        if exclude or self._records:
+            ejection_now = time.monotonic() if self._records else 0.0
+            with self._lock:
+                first = self._find(keys, size, exclude, ejection_now)
+                second = self._find(keys, size, exclude, ejection_now, avoid=first)
+                if self._second_usable(keys, first, second, exclude, ejection_now):
+                    first = self._cheaper(keys, first, second, now)
+                return self._hand_out(keys, endpoints, first)
+        with self._lock:
+            first = self._rng.randrange(size)
+            second = self._rng.randrange(size - 1)
+            second += second >= first
+            first = self._cheaper(keys, first, second, now)
+            return self._hand_out(keys, endpoints, first)
+
+    def _cheaper(self, keys: Sequence[str], first: int, second: int, now: float) -> int:
+        """The index of the cheaper of two (under the lock)."""
+        table = self._table
+        if table.instances is not keys:  # a list source, or a race with a set change
+            self._index_table(keys)
+            a, b = table.index_of(keys[first]), table.index_of(keys[second])
+            if a < 0 or b < 0:
+                return first
+            return second if table.score(b, now) < table.score(a, now) else first
+        return second if table.score(second, now) < table.score(first, now) else first
+
+    def _index_table(self, keys: Sequence[str]) -> None:
+        """For a source without snapshots: index the table by its list (O(n), as its
+        reading is).  Under the lock."""
+        if self._snapshot is None:
+            names = tuple(keys)
+            if names != self._table.instances:
+                self._table.retain(names, self._clock())
+
+    def _next_index(self, size: int) -> int:
+        return self._rng.randrange(size)
+
+    def _on_change(self, instances: tuple[str, ...]) -> None:
+        self._table.retain(instances, self._clock())  # under the pool's lock
+
+    def _resolve(self, timed: _Timed) -> int:
+        """Where ``timed``'s instance is in the table now, or -1 (under the lock)."""
+        table = self._table
+        if table.instances is timed._set:
+            return timed._index
+        return table.index_of(timed._instance)
+
+    def _started(self, timed: _Timed) -> float:
+        now = self._clock()
+        with self._lock:
+            index = self._resolve(timed)
+            if index >= 0:
+                self._table.started(index)
+        return now
+
+    def _finished(self, timed: _Timed, start: float, failed: bool) -> None:
+        now = self._clock()
+        with self._lock:
+            index = self._resolve(timed)
+            if index >= 0:
+                self._table.finished(index, now, now - start, failed)
+
+    def _tag(self, endpoint: Endpoint) -> object:
+        return super()._tag(endpoint.__wrapped__ if isinstance(endpoint, _Timed) else endpoint)
+
+    def _hand_out(self, keys: Sequence[str], endpoints: Sequence[Endpoint], index: int) -> Pick:
+        """The timing wrapper of ``endpoints[index]`` (under the lock)."""
+        endpoint = endpoints[index]
+        decides = _decides_kind(endpoint)
+        kind = self._kinds.get(decides)
+        if kind is None:
+            kind = _AsyncTimed if is_async(endpoint) else _SyncTimed
+            if decides is not None:
+                self._kinds[decides] = kind
+        instance = keys[index]
+        table = self._table
+        if table.instances is not keys:
+            self._index_table(keys)
+            index = table.index_of(instance)
+        return Pick(instance, kind(endpoint, instance, index, table.instances, self))
+
+    def __repr__(self) -> str:
+        return f"PeakEWMA({self._source!r})"
