@@ -31,7 +31,7 @@ from sd.errors import (
 )
 from sd.event import Event
 from sd.instance import join_host_port, normalize_instance, split_instance
-from sd.instance_info import InstanceInfo
+from sd.instance_info import InstanceInfo, factory_with_info
 from sd.instancer import FixedInstancer, Instancer
 from sd.memory import MemoryRegistrar, MemoryRegistry
 from sd.middleware import chain
@@ -63,6 +63,7 @@ __all__ = [
     "RegistryUnavailableError",
     "SyncEndpoint",
     "chain",
+    "factory_with_info",
     "instancer_from_url",
     "is_async",
     "join_host_port",

@@ -14,6 +14,11 @@ The cache maps each live instance to the endpoint the factory built for it.
   ``now + T``; further errors keep the first one and its deadline.
 * Reading past that deadline while still in error hands every endpoint back to
   be closed and reports the stored error, until a good event arrives.
+* Metadata (``event.info``) rides along: a good event whose metadata differs
+  gives a new :class:`~sd.endpoint_set.EndpointSet` (so balancers rebuild their
+  per-set schedules) holding the same endpoints -- no endpoint is rebuilt for a
+  metadata-only change.  A factory made by :func:`sd.factory_with_info` gets
+  the metadata of the instance it builds for.
 
 Nothing here locks, sleeps, or closes anything: methods take ``now`` and return
 what to close, so the driver can close outside its lock.
@@ -33,13 +38,14 @@ from __future__ import annotations
 import logging
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 from sd.endpoint_set import EMPTY, EndpointSet
 from sd.errors import MisuseError
-from sd.event import Event
+from sd.event import Event, same_info
+from sd.instance_info import DEFAULT_INFO, NO_INFO, InfoFactory, InstanceInfo
 
 __all__ = ["EndpointCache", "Read", "View", "check_timeout"]
 
@@ -100,6 +106,7 @@ class EndpointCache(Generic[E]):
         self, factory: Callable[[str], E], invalidate_on_error: float | None = None
     ) -> None:
         self._factory = factory
+        self._build_with_info = factory.build if isinstance(factory, InfoFactory) else None
         self._timeout = check_timeout(invalidate_on_error)
         self._by_instance: dict[str, E] = {}
         self._names: list[str] = []  # the served instances, sorted
@@ -157,14 +164,19 @@ class EndpointCache(Generic[E]):
         return to_close
 
     def _apply(self, event: Event) -> list[E]:
-        instances, delta = event.instances, event.delta
+        instances, delta, info = event.instances, event.delta, event.info
         by_instance, failed = self._by_instance, self._failed
         canonical: tuple[str, ...] | None = None  # ``instances``, if known sorted and unique
         added: Sequence[str]
         removed: Sequence[str]
+        served = self._serving.set
+        # A trusted delta names metadata changes; otherwise compare (identity first: a
+        # broadcaster hands out the same mapping while the metadata stays the same).
+        trusted = delta is not None and self._seen is not None and delta.base is self._seen
+        info_changed = info is not served.info and (trusted or not same_info(info, served.info))
         if instances is self._seen:
             added = removed = ()
-        elif delta is not None and self._seen is not None and delta.base is self._seen:
+        elif trusted and delta is not None:
             added, removed, canonical = delta.added, delta.removed, instances
         else:
             known = by_instance.keys() | failed
@@ -187,7 +199,10 @@ class EndpointCache(Generic[E]):
             if instance in by_instance:
                 continue
             try:
-                endpoint = self._factory(instance)
+                if self._build_with_info is not None:
+                    endpoint = self._build_with_info(instance, info.get(instance, DEFAULT_INFO))
+                else:
+                    endpoint = self._factory(instance)
             except Exception:
                 logger.exception("endpoint factory failed for %s; skipping it until the next event",
                                  instance)
@@ -197,11 +212,18 @@ class EndpointCache(Generic[E]):
             by_instance[instance] = endpoint
             made.append((instance, endpoint))
         if gone or made:
-            self._splice(gone, made, None if failed else canonical)
+            self._splice(gone, made, None if failed else canonical, info)
+        elif info_changed:  # metadata only: a new set over the same endpoints
+            self._serving = Read(self._serving.endpoints, set=EndpointSet(
+                served.instances, served.endpoints, info))
         return to_close
 
     def _splice(
-        self, gone: list[str], made: list[tuple[str, E]], canonical: tuple[str, ...] | None
+        self,
+        gone: list[str],
+        made: list[tuple[str, E]],
+        canonical: tuple[str, ...] | None,
+        info: Mapping[str, InstanceInfo] = NO_INFO,
     ) -> None:
         # The served set as two aligned lists, changed in place (bisect, a memmove) and
         # copied once into the immutable tuples readers get.
@@ -222,4 +244,4 @@ class EndpointCache(Generic[E]):
         instances = canonical if use_given and canonical is not None else tuple(names)
         endpoints = tuple(items)
         # E is the Endpointer's endpoint type; the cache is generic only for its tests.
-        self._serving = Read(endpoints, set=EndpointSet(instances, cast(Any, endpoints)))
+        self._serving = Read(endpoints, set=EndpointSet(instances, cast(Any, endpoints), info))

@@ -25,7 +25,9 @@ class EndpointSet:
     identity and a pick costs O(1) whatever the number of instances.
 
     ``info`` maps instances to their :class:`~sd.InstanceInfo` (metadata the
-    instancer published); :meth:`info_of` gives the defaults for the others.
+    instancer published; it may also name instances whose factory failed);
+    :meth:`info_of` gives the defaults for the others.  A metadata-only change
+    gives a new set holding the same endpoints.
     """
 
     instances: tuple[str, ...] = ()

@@ -31,13 +31,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from sd.endpoint import Endpoint, Pending, close_endpoint
 from sd.endpoint_cache import EndpointCache, View
 from sd.endpoint_set import EMPTY, EndpointSet
 from sd.errors import MisuseError, shown_value
 from sd.event import Event
+from sd.instance_info import InfoFactory, InstanceInfo
 from sd.instancer import Instancer
 
 __all__ = ["Endpointer"]
@@ -49,7 +50,9 @@ _CLOSED = View(EMPTY, RuntimeError("endpointer is closed"), -math.inf)
 class Endpointer:
     """Turns an instancer's snapshots into endpoints, one per distinct instance.
 
-    ``factory(instance)`` builds an endpoint the first time an instance appears;
+    ``factory(instance)`` builds an endpoint the first time an instance appears
+    (a factory made by :func:`~sd.factory_with_info` gets the instance's
+    :class:`~sd.InstanceInfo` too);
     the endpoint's ``close()`` (or ``aclose()``) is called exactly once, when the
     instance leaves or this Endpointer closes.  A factory that raises, or returns
     something that is not callable, is logged and the instance skipped until the
@@ -127,7 +130,8 @@ class Endpointer:
 
     def snapshot(self) -> EndpointSet:
         """The endpoints and their instances as one immutable :class:`~sd.EndpointSet`;
-        the same object until the set changes, so reading it is O(1) and lock-free.
+        the same object until the set or its metadata (``info_of``) changes, so reading
+        it is O(1) and lock-free.
 
         Raises like :meth:`endpoints`.
         """
@@ -223,18 +227,29 @@ class Endpointer:
 
 
 def _checked(factory: Callable[[str], Endpoint]) -> Callable[[str], Endpoint]:
-    """``factory``, failing (like a factory that raised) when it returns a non-callable."""
+    """``factory``, failing (like a factory that raised) when it returns a non-callable;
+    a :func:`~sd.factory_with_info` factory stays one."""
+    if isinstance(factory, InfoFactory):
+        with_info = cast(InfoFactory[Endpoint], factory)
+
+        def build_with_info(instance: str, info: InstanceInfo) -> Endpoint:
+            return _callable(with_info.build(instance, info), instance)
+
+        return InfoFactory(build_with_info)
 
     def build(instance: str) -> Endpoint:
-        endpoint = factory(instance)
-        if not callable(endpoint):
-            raise MisuseError(
-                f"the endpoint factory returned {shown_value(endpoint)} for {instance}, "
-                "which is not an endpoint (a callable)"
-            )
-        return endpoint
+        return _callable(factory(instance), instance)
 
     return build
+
+
+def _callable(endpoint: object, instance: str) -> Endpoint:
+    if not callable(endpoint):
+        raise MisuseError(
+            f"the endpoint factory returned {shown_value(endpoint)} for {instance}, "
+            "which is not an endpoint (a callable)"
+        )
+    return cast(Endpoint, endpoint)
 
 
 def _in_running_loop() -> bool:

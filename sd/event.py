@@ -11,6 +11,12 @@ O(changed); any other subscriber (one that missed a snapshot, or a new one)
 ignores it and compares whole snapshots.  The delta is a hint: it never takes
 part in equality, and an event without one means the same.
 
+Metadata travels the same way.  ``Event.info`` maps instances to their
+:class:`~sd.instance_info.InstanceInfo`; instances without an entry have the
+defaults, so code that reads only ``instances`` never notices it.  ``info`` is part
+of equality (a weight change is news), and ``delta.info`` names the entries that
+changed since ``base``, so a metadata change costs O(changed) too.
+
 :func:`diff` and :func:`splice` are the two halves, written once: the first
 finds what changed between a set of members and a new full list, the second
 builds the new sorted tuple from the old one in O(changed) plus one copy.
@@ -19,8 +25,10 @@ builds the new sorted tuple from the old one in O(changed) plus one copy.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from sd.instance_info import NO_INFO, InstanceInfo
 
 __all__ = ["Delta", "Event", "diff", "splice"]
 
@@ -34,16 +42,22 @@ class Delta:
 
     A promise made by whoever builds the event: ``instances`` is sorted and
     de-duplicated, ``added`` (sorted) are in it and not in ``base``, ``removed``
-    (sorted) are in ``base`` and not in it, and nothing else changed.  A consumer
-    uses it only when ``delta.base is`` the tuple it holds (identity, O(1)).
+    (sorted) are in ``base`` and not in it, ``info`` maps each instance of the event
+    whose metadata differs from what it had in ``base`` (an added instance with
+    metadata included) to its new :class:`~sd.instance_info.InstanceInfo`
+    (``DEFAULT_INFO`` when it went back to the defaults), and nothing else changed.
+    The metadata of removed instances goes with them.  A consumer uses it only when
+    ``delta.base is`` the tuple it holds (identity, O(1)).
     """
 
     base: tuple[str, ...]
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    info: Mapping[str, InstanceInfo] = field(default_factory=lambda: NO_INFO)
 
     def __repr__(self) -> str:  # the base may hold 10,000 instances: not worth printing
-        return f"Delta(added={self.added!r}, removed={self.removed!r})"
+        shown = f", info={dict(self.info)!r}" if self.info else ""
+        return f"Delta(added={self.added!r}, removed={self.removed!r}{shown})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,23 +68,51 @@ class Event:
     could not refresh its view and ``instances`` may be stale: discovery
     failures travel as data, not exceptions (as go-kit's ``sd.Event``).
 
+    ``info`` (keyword-only, default empty) maps instances to their metadata
+    (:class:`~sd.instance_info.InstanceInfo`); an instance without an entry has the
+    defaults.  It is part of equality (not of hashing).  Events a
+    :class:`~sd.instancer.Broadcaster` delivers hold entries only for their own
+    instances and only with non-default metadata, and reuse one mapping object
+    while the metadata does not change.
+
     ``delta`` (keyword-only, optional) is a hint of what changed since an earlier
     snapshot (see :class:`Delta`); it is not part of equality, ``repr`` or hashing.
     """
 
     instances: tuple[str, ...] = ()
     error: BaseException | None = None
+    info: Mapping[str, InstanceInfo] = field(
+        default_factory=lambda: NO_INFO, kw_only=True, hash=False, repr=False)
     delta: Delta | None = field(default=None, compare=False, repr=False, kw_only=True)
+
+    def __repr__(self) -> str:
+        shown = f", info={dict(self.info)!r}" if self.info else ""
+        return f"Event(instances={self.instances!r}, error={self.error!r}{shown})"
 
     def same_state(self, other: Event) -> bool:
         """Whether ``other`` describes the same state, so need not be re-sent.
 
         Two errors are the same when they have the same type and arguments:
-        a registry that keeps failing the same way is not news.
+        a registry that keeps failing the same way is not news.  Metadata counts:
+        an instance whose weight changed is a new state.
         """
         if self.instances is not other.instances and self.instances != other.instances:
             return False
+        if self.info is not other.info and not same_info(self.info, other.info):
+            return False
         return same_error(self.error, other.error)
+
+
+def same_info(first: Mapping[str, InstanceInfo], second: Mapping[str, InstanceInfo]) -> bool:
+    """Whether two instance -> info mappings say the same thing (a missing entry and a
+    ``DEFAULT_INFO`` entry mean the same)."""
+    if first is second or first == second:
+        return True
+    return _without_defaults(first) == _without_defaults(second)
+
+
+def _without_defaults(info: Mapping[str, InstanceInfo]) -> dict[str, InstanceInfo]:
+    return {instance: value for instance, value in info.items() if not value.is_default}
 
 
 def same_error(first: BaseException | None, second: BaseException | None) -> bool:

@@ -22,12 +22,21 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
-from types import TracebackType
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from types import MappingProxyType, TracebackType
 from typing import Protocol, Self, TypeVar, cast, runtime_checkable
 
+from sd.errors import MisuseError
 from sd.event import Delta, Event, diff, same_error, splice
 from sd.instance import normalize_instance
+from sd.instance_info import (
+    DEFAULT_INFO,
+    NO_INFO,
+    InstanceInfo,
+    canonical_info,
+    check_info_map,
+    copy_info,
+)
 from sd.observe import HUB, DiscoveryFailed, DiscoveryUpdated, emit
 
 __all__ = [
@@ -107,7 +116,11 @@ class Broadcaster:
         self._members: set[str] = set(start.instances)
         ordered = tuple(sorted(self._members))
         instances = start.instances if ordered == start.instances else ordered
-        self._state = Event(instances, start.error)
+        self._state = Event(instances, start.error, info=canonical_info(start.info, self._members))
+        # The last metadata mapping a publisher gave and what it became, so a watch that
+        # hands out the same mapping again costs O(1) (an identity check) for metadata.
+        self._info_source: tuple[Mapping[str, InstanceInfo], Mapping[str, InstanceInfo]] = (
+            NO_INFO, NO_INFO)
         self._subscribers: list[Callback] = []
         # Snapshots published by a callback during a delivery wait in the queue, so
         # later subscribers do not get the newer one before the one being delivered.
@@ -123,10 +136,13 @@ class Broadcaster:
     def publish(self, event: Event) -> bool:
         """Make ``event`` the current snapshot and deliver it; ``False`` if nothing changed.
 
-        ``event.instances`` may come in any order and with duplicates.  If
-        ``event.delta`` is given and its ``base`` is the current
-        ``state.instances`` (the same object), it is trusted after an O(changed)
-        plausibility check: ``instances`` must then be sorted and de-duplicated.
+        ``event.instances`` may come in any order and with duplicates;
+        ``event.info`` may hold default entries and entries of other instances
+        (they are dropped).  If ``event.delta`` is given and its ``base`` is the
+        current ``state.instances`` (the same object), it is trusted after an
+        O(changed) plausibility check: ``instances`` must then be sorted and
+        de-duplicated, and ``info`` hold only the non-default metadata of
+        ``instances`` (as the events this broadcaster delivers do).
         """
         with self._lock:
             next_event = self._next(event)
@@ -154,23 +170,29 @@ class Broadcaster:
         state = self._state
         base = state.instances
         delta = event.delta
+        trusted = delta is not None and delta.base is base
+        added: tuple[str, ...]
+        removed: tuple[str, ...]
         if event.instances is base:
-            pass
-        elif delta is not None and delta.base is base and self._plausible(event, delta):
-            if delta.added or delta.removed:
-                self._members.difference_update(delta.removed)
-                self._members.update(delta.added)
-                return event
+            instances, added, removed = base, (), ()
+            trusted = trusted and delta is not None and not delta.added and not delta.removed
+        elif trusted and delta is not None and self._plausible(event, delta):
+            instances, added, removed = event.instances, delta.added, delta.removed
+            self._members.difference_update(removed)
+            self._members.update(added)
         else:
-            self._members, added, removed = diff(self._members, event.instances)
-            if added or removed:
-                instances = splice(base, added, removed)
-                return Event(instances, event.error,
-                             delta=Delta(base, tuple(added), tuple(removed)))
-        # The instances did not change: news only if the error did.
+            trusted = False
+            self._members, more, fewer = diff(self._members, event.instances)
+            added, removed = tuple(more), tuple(fewer)
+            instances = splice(base, added, removed)
+        info, changed = self._info_after(event, delta if trusted else None, added, removed)
+        if added or removed or changed:
+            return Event(instances, event.error, info=info,
+                         delta=Delta(base, added, removed, changed))
+        # Nothing about the instances changed: news only if the error did.
         if same_error(event.error, state.error):
             return None
-        return Event(base, event.error)
+        return Event(base, event.error, info=state.info)
 
     def _plausible(self, event: Event, delta: Delta) -> bool:
         members = self._members
@@ -180,14 +202,69 @@ class Broadcaster:
             and all(instance in members for instance in delta.removed)
         )
 
-    def apply(self, added: Iterable[str] = (), removed: Iterable[str] = ()) -> bool:
+    def _info_after(
+        self, event: Event, delta: Delta | None, added: tuple[str, ...], removed: tuple[str, ...]
+    ) -> tuple[Mapping[str, InstanceInfo], Mapping[str, InstanceInfo]]:
+        """The canonical metadata after ``event`` and what changed (instances kept or
+        added whose metadata differs), given the members already updated.  O(changed)
+        with a plausible ``delta``; else O(instances with metadata), and O(1) when
+        neither side has any.  Caller holds the lock."""
+        old = self._state.info
+        given = event.info
+        if delta is not None and self._plausible_info(given, delta, removed):
+            return given, delta.info
+        if not given and not old:
+            return NO_INFO, NO_INFO
+        source, derived = self._info_source
+        if given is old or (given is source and old is derived
+                            and not any(instance in given for instance in added)):
+            # The current metadata again (a watch hands out one mapping while its
+            # metadata does not change): only departures can change it.
+            return _without(old, removed), NO_INFO
+        members = self._members
+        new = canonical_info(given, members)
+        self._info_source = (given, new)
+        if new == old:
+            self._info_source = (given, old)
+            return old, NO_INFO
+        # identity first: equal infos are usually the same object (drivers memoise them),
+        # and ``!=`` would call InstanceInfo.__eq__ for each
+        before = old.get
+        changed = {instance: info for instance, info in new.items()
+                   if (previous := before(instance)) is not info and previous != info}
+        for instance in old:
+            if instance not in new and instance in members:
+                changed[instance] = DEFAULT_INFO
+        return new, MappingProxyType(changed)
+
+    def _plausible_info(
+        self, given: Mapping[str, InstanceInfo], delta: Delta, removed: tuple[str, ...]
+    ) -> bool:
+        """Whether a trusted delta's metadata fits the state: O(changed)."""
+        old, members = self._state.info, self._members
+        size = len(old) - sum(1 for instance in removed if instance in old)
+        for instance, info in delta.info.items():
+            if instance not in members or given.get(instance, DEFAULT_INFO) != info:
+                return False
+            size += (not info.is_default) - (instance in old)
+        return size == len(given) and all(instance not in given for instance in removed)
+
+    def apply(
+        self,
+        added: Iterable[str] = (),
+        removed: Iterable[str] = (),
+        *,
+        info: Mapping[str, InstanceInfo] | None = None,
+    ) -> bool:
         """Publish a change given as the instances that joined and left, in O(changed)
         plus one copy of the tuple: for a watch that sees changes one by one (an etcd
         put or delete).  ``False`` if nothing changed.
 
         Instances must be canonical (:func:`sd.instance.normalize_instance`).  Removals
         apply first: an instance both removed and added stays; adding a member or
-        removing a non-member changes nothing.  The event has no error.
+        removing a non-member changes nothing.  ``info`` gives the new metadata of
+        instances added or kept (``DEFAULT_INFO`` clears it); the metadata of removed
+        instances goes with them.  The event has no error.
         """
         with self._lock:
             members = self._members
@@ -196,16 +273,34 @@ class Broadcaster:
             kept = gone & new
             gone -= kept
             new -= kept
-            if not gone and not new and self._state.error is None:
+            state = self._state
+            old = state.info
+            changes = {
+                instance: value for instance, value in (info or {}).items()
+                if (instance in members or instance in new) and instance not in gone
+                and old.get(instance, DEFAULT_INFO) != value
+                and not (instance in new and value.is_default)
+            }
+            if not gone and not new and not changes and state.error is None:
                 return False
-            base = self._state.instances
+            merged = _without(old, gone)
+            if changes:
+                table = copy_info(merged)
+                for instance, value in changes.items():
+                    if value.is_default:
+                        table.pop(instance, None)
+                    else:
+                        table[instance] = value
+                merged = MappingProxyType(table) if table else NO_INFO
+            base = state.instances
             plus, minus = tuple(sorted(new)), tuple(sorted(gone))
-            return self.publish(Event(splice(base, plus, minus), delta=Delta(base, plus, minus)))
+            return self.publish(Event(splice(base, plus, minus), info=merged,
+                                      delta=Delta(base, plus, minus, MappingProxyType(changes))))
 
     def publish_error(self, error: BaseException) -> bool:
         """Publish ``error`` while keeping the last known instances."""
         with self._lock:
-            published = self.publish(Event(self._state.instances, error))
+            published = self.publish(Event(self._state.instances, error, info=self._state.info))
             if not published and HUB.observers:  # kitsd.observe: count every failure
                 self._observe(Event(self._state.instances, error))
             return published
@@ -227,6 +322,20 @@ class Broadcaster:
         """Remove one registration of ``callback``; unknown callbacks are ignored."""
         with self._lock, contextlib.suppress(ValueError):
             self._subscribers.remove(callback)
+
+
+def _without(
+    info: Mapping[str, InstanceInfo], instances: Iterable[str]
+) -> Mapping[str, InstanceInfo]:
+    """``info`` without the entries of ``instances``: the same object if it has none of
+    them, else a read-only copy (one copy in C, then O(changed))."""
+    leaving = [instance for instance in instances if instance in info]
+    if not leaving:
+        return info
+    table = copy_info(info)
+    for instance in leaving:
+        del table[instance]
+    return MappingProxyType(table) if table else NO_INFO
 
 
 def _deliver(callback: Callback, event: Event) -> None:
@@ -311,18 +420,31 @@ class InstancerHandle:
 class FixedInstancer(InstancerHandle):
     """An instancer that never changes (go-kit's ``sd.FixedInstancer``).
 
+    ``info`` (optional) maps instances to their :class:`~sd.InstanceInfo`; the
+    others have the defaults.
+
     Raises ``ValueError`` (:class:`sd.errors.InvalidInstanceError`) naming the
-    first invalid instance string.
+    first invalid instance string, ``TypeError`` for an ``info`` that is not a
+    mapping of instance -> ``InstanceInfo``, and :class:`~sd.errors.MisuseError`
+    for an ``info`` key that is not one of ``instances``.
     """
 
-    def __init__(self, instances: Iterable[str]) -> None:
+    def __init__(
+        self, instances: Iterable[str], *, info: Mapping[str, InstanceInfo] | None = None
+    ) -> None:
         if isinstance(instances, str):
             raise TypeError("FixedInstancer takes an iterable of instances, not one string")
         normalized = tuple(normalize_instance(value) for value in instances)
-        super().__init__(Broadcaster(Event(normalized), kind="static"))
+        table = check_info_map(info) if info is not None else {}
+        strangers = sorted(set(table).difference(normalized))
+        if strangers:
+            raise MisuseError(f"info names instances that are not in instances: "
+                              f"{', '.join(strangers[:5])}{' ...' if len(strangers) > 5 else ''}")
+        super().__init__(Broadcaster(Event(normalized, info=table), kind="static"))
 
     def __repr__(self) -> str:
-        return f"FixedInstancer({list(self.state.instances)!r})"
+        shown = f", info={dict(self.state.info)!r}" if self.state.info else ""
+        return f"FixedInstancer({list(self.state.instances)!r}{shown})"
 
 
 class SharedWatches:

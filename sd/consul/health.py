@@ -18,6 +18,16 @@ filter by the first tag and hands the others to :func:`service_instances` as
 ``required_tags``, which keeps only the entries carrying all of them (as
 go-kit's ``filterEntries``: exact, case-sensitive matches).
 
+Each entry's metadata becomes the instance's :class:`~sd.InstanceInfo`
+(:func:`entry_info`): ``tags`` from ``Service.Tags``, ``meta`` from
+``Service.Meta``, ``weight`` from ``Service.Weights`` -- ``Passing`` when every
+check passes, ``Warning`` when one does not (only seen with ``passing_only=False``:
+Consul's ``?passing`` leaves such entries out), as Consul's DNS interface weighs
+them.  Odd metadata (a non-string tag or meta value, a weight that is not an int
+>= 0) is left out rather than hiding the instance; Consul itself never sends it.
+When two entries give the same instance, the later one in Consul's answer gives
+its metadata.
+
 An entry that cannot be turned into an instance (not an object, no usable
 address, a port that is missing, not an integer or outside 1-65535) is skipped
 with a warning naming it: one bad registration must not hide the good ones.
@@ -32,8 +42,10 @@ from typing import Any
 
 from sd.errors import InvalidInstanceError
 from sd.instance import join_host_port
+from sd.instance_info import DEFAULT_INFO, InstanceInfo
 
-__all__ = ["Memo", "UnreadableAnswerError", "entry_instance", "service_instances"]
+__all__ = ["InfoMemo", "Memo", "UnreadableAnswerError", "entry_info", "entry_instance",
+           "service_instances"]
 
 logger = logging.getLogger(f"kitsd.{__name__}")
 
@@ -73,6 +85,76 @@ def entry_instance(entry: object) -> str:
     return join_host_port(address, port)
 
 
+InfoMemo = dict[tuple[object, object, int], InstanceInfo]
+"""Raw ``(Service.Tags, Service.Meta items, weight)`` -> the :class:`InstanceInfo` made
+of them, so an entry whose metadata was seen before costs a dict look-up, and entries
+with the same metadata (most of a service's) share one object."""
+
+_DEFAULT_WEIGHTS = {"Passing": 1, "Warning": 1}
+
+
+def _weight(value: object) -> int | None:
+    return value if type(value) is int and value >= 0 else None
+
+
+def _all_passing(entry: Mapping[str, Any]) -> bool:
+    checks = entry.get("Checks")
+    if not isinstance(checks, list):
+        return True
+    return all(not isinstance(check, Mapping) or check.get("Status", "passing") == "passing"
+               for check in checks)
+
+
+def _entry_weight(entry: Mapping[str, Any], weights: object) -> int:
+    if not isinstance(weights, Mapping) or weights == _DEFAULT_WEIGHTS:
+        return 1
+    passing = _weight(weights.get("Passing"))
+    warning = _weight(weights.get("Warning"))
+    weight = passing if passing is not None else 1
+    if warning is not None and warning != weight and not _all_passing(entry):
+        weight = warning
+    return weight
+
+
+def entry_info(entry: object, memo: InfoMemo | None = None) -> InstanceInfo:
+    """The :class:`InstanceInfo` of one health entry (see the module docstring); never
+    raises.  ``memo`` (kept by the caller between answers) makes a repeated entry cost
+    a look-up, keyed by its raw metadata."""
+    # ``type() is dict`` first: decoded JSON is made of dicts, and ABC checks cost
+    if type(entry) is not dict and not isinstance(entry, Mapping):
+        return DEFAULT_INFO
+    service = entry.get("Service")
+    if type(service) is not dict and not isinstance(service, Mapping):
+        return DEFAULT_INFO
+    raw_tags = service.get("Tags")
+    raw_meta = service.get("Meta")
+    weights = service.get("Weights")
+    weight = 1 if weights == _DEFAULT_WEIGHTS or weights is None \
+        else _entry_weight(entry, weights)
+    if not raw_tags and not raw_meta and weight == 1:
+        return DEFAULT_INFO
+    key: tuple[object, object, int] | None = None
+    if memo is not None:
+        # The raw values as they came (tuples built in C); validated only on a miss.
+        key = (tuple(raw_tags) if type(raw_tags) is list else None,
+               tuple(raw_meta.items()) if type(raw_meta) is dict else None, weight)
+        try:
+            known = memo.get(key)
+        except TypeError:  # something unhashable inside: not worth remembering
+            key, known = None, None
+        if known is not None:
+            return known
+    tags = tuple(tag for tag in raw_tags if isinstance(tag, str)) \
+        if isinstance(raw_tags, list) else ()
+    meta = {name: value for name, value in raw_meta.items()
+            if isinstance(name, str) and isinstance(value, str)} \
+        if isinstance(raw_meta, Mapping) else {}
+    info = InstanceInfo(weight, tags, meta) if tags or meta or weight != 1 else DEFAULT_INFO
+    if memo is not None and key is not None:
+        memo[key] = info
+    return info
+
+
 def _tags_of(entry: Mapping[str, object]) -> frozenset[str]:
     service = entry.get("Service")
     tags = service.get("Tags") if isinstance(service, Mapping) else None
@@ -100,6 +182,8 @@ def service_instances(
     source: str = "consul",
     memo: Memo | None = None,
     ordered: bool = True,
+    infos: dict[str, InstanceInfo] | None = None,
+    info_memo: InfoMemo | None = None,
 ) -> tuple[str, ...]:
     """Sorted, de-duplicated instances of a health answer (see the module docstring).
 
@@ -111,7 +195,9 @@ def service_instances(
     look-up instead of a parse; it is emptied when it holds more than twice
     the entries of an answer, so it stays bounded.  ``ordered=False`` leaves
     the de-duplicated instances in no particular order (for a caller that
-    sorts them anyway, as :class:`sd.instancer.Broadcaster` does).  Raises
+    sorts them anyway, as :class:`sd.instancer.Broadcaster` does).  ``infos``:
+    a dict to fill with the non-default :class:`InstanceInfo` of the instances
+    (:func:`entry_info`; ``info_memo`` shares equal ones between answers).  Raises
     :class:`UnreadableAnswerError` if ``entries`` is neither a list nor ``None``.
     """
     if entries is None:
@@ -137,8 +223,16 @@ def service_instances(
             if key is not None:
                 cache[key] = instance
         add(instance)
+        if infos is not None:
+            info = entry_info(entry, info_memo)
+            if info is not DEFAULT_INFO:
+                infos[instance] = info
+            elif instance in infos:  # a later entry of the same instance has the defaults
+                del infos[instance]
     if len(cache) > 2 * len(entries) + 64:
         cache.clear()
+    if info_memo is not None and len(info_memo) > 2 * len(entries) + 64:
+        info_memo.clear()
     return tuple(sorted(found)) if ordered else tuple(found)
 
 

@@ -95,9 +95,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sd.backoff import CONSUL_WATCH, Backoff
-from sd.consul.health import Memo, UnreadableAnswerError, service_instances
+from sd.consul.health import InfoMemo, Memo, UnreadableAnswerError, service_instances
 from sd.errors import PermissionDeniedError, RegistryUnavailableError
 from sd.event import Event
+from sd.instance_info import InstanceInfo
 
 __all__ = ["UNREAD", "BlockingIndex", "Decision", "Step", "WatchPolicy", "parse_index"]
 
@@ -241,6 +242,7 @@ class WatchPolicy:
         self._rules = BlockingIndex()
         self._token_sent = token_sent
         self._memo: Memo = {}
+        self._info_memo: InfoMemo = {}
         self._seen_instances = False  # a non-empty answer proved read access
         self._warned_acl = False
         self._required_tags = tuple(required_tags)
@@ -272,9 +274,10 @@ class WatchPolicy:
                 f"{self._where}: an answer at index {raw_index!r} was not read"))
         try:
             # Unordered: the Broadcaster the event goes to sorts it, once.
+            infos: dict[str, InstanceInfo] = {}
             instances = service_instances(
                 entries, required_tags=self._required_tags, source=self._where, memo=self._memo,
-                ordered=False,
+                ordered=False, infos=infos, info_memo=self._info_memo,
             )
         except UnreadableAnswerError as unreadable:
             error = RegistryUnavailableError(f"{self._where}: unreadable answer: {unreadable}")
@@ -285,7 +288,7 @@ class WatchPolicy:
         denied: PermissionDeniedError | None = None
         if default_deny and step.publish and entries == [] and not self._seen_instances:
             denied = self._denied()
-        event = Event(instances) if step.publish and denied is None else None
+        event = Event(instances, info=infos) if step.publish and denied is None else None
         log = None
         if denied is not None and not self._warned_acl:
             self._warned_acl = True

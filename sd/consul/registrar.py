@@ -37,8 +37,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import consul
@@ -54,7 +55,7 @@ from sd.consul.client import (
     tags_tuple,
 )
 from sd.consul.loop import LoopThread
-from sd.errors import InvalidInstanceError, MisuseError
+from sd.errors import InvalidInstanceError, MisuseError, shown_value
 from sd.instance import join_host_port, split_instance
 from sd.registrar import RegistrarContext
 from sd.transient import retry_transient
@@ -78,6 +79,42 @@ def _seconds(name: str, value: object, minimum: float) -> float | None:
         raise MisuseError(f"{name} must be a finite number of seconds, {at_least}, "
                           f"or None, not {value!r}")
     return float(value)
+
+
+_META_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def _meta(meta: object) -> dict[str, str]:
+    """``meta`` checked against Consul's rules for ``Service.Meta``; raises naming it."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise TypeError(f"meta must be a mapping of strings to strings, not {type(meta).__name__}")
+    checked: dict[str, str] = {}
+    for key, value in meta.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"meta must map strings to strings, not {type(key).__name__} -> "
+                            f"{type(value).__name__} ({shown_value(key)})")
+        if not _META_KEY.fullmatch(key) or key.lower().startswith("consul-"):
+            raise MisuseError(f"meta key {shown_value(key)} is not one Consul accepts (letters,"
+                              " digits, _ and -, at most 128, not starting with consul-)")
+        if len(value) > 512:
+            raise MisuseError(f"meta value of {key!r} is {len(value)} characters long; Consul "
+                              "accepts at most 512")
+        checked[key] = value
+    if len(checked) > 64:
+        raise MisuseError(f"meta has {len(checked)} pairs; Consul accepts at most 64")
+    return checked
+
+
+def _weight_arg(name: str, value: object, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, not {shown_value(value)}")
+    if value < minimum:
+        raise MisuseError(f"{name} must be >= {minimum}, not {value}")
+    return value
 
 
 def _agent_forgot(answer: object, error: BaseException | None) -> bool:
@@ -159,10 +196,20 @@ class ConsulRegistrar(RegistrarContext):
     the service once its check has been critical that long (Consul's minimum
     is one minute).
 
+    Metadata, read back by :class:`~sd.consul.ConsulInstancer` as each instance's
+    :class:`~sd.InstanceInfo`: ``tags`` (``Service.Tags``), ``meta`` (``Service.Meta``:
+    at most 64 string pairs, keys of letters, digits, ``_`` and ``-`` up to 128
+    characters not starting with ``consul-``, values up to 512 characters, as Consul
+    requires), ``weight`` (``Weights.Passing``, an int >= 1) and ``warning_weight``
+    (``Weights.Warning``, an int >= 0, used while a check is warning); an unset
+    weight is Consul's default, 1.
+
     Raises ``ValueError`` (:class:`sd.errors.MisuseError`) naming the value for
     an empty service, a bad address, a port outside 1-65535, a ``ttl`` below
-    :data:`MIN_TTL` or not finite, a non-positive ``deregister_critical_after``;
-    ``TypeError`` for a value of the wrong type.
+    :data:`MIN_TTL` or not finite, a non-positive ``deregister_critical_after``,
+    ``meta`` Consul would refuse, a ``weight`` below 1 or a ``warning_weight`` below
+    0; ``TypeError`` for a value of the wrong type (``meta`` not a mapping of strings,
+    a weight that is not an int).
     ``register()`` and ``deregister()`` raise :class:`sd.errors.RegistryUnavailableError`
     or :class:`sd.errors.PermissionDeniedError` (chained from the py-consul error)
     when the agent refuses, or is still unreachable after ``retry_for`` seconds of
@@ -183,6 +230,9 @@ class ConsulRegistrar(RegistrarContext):
         ttl: float | None = 10.0,
         deregister_critical_after: float | None = 60.0,
         retry_for: float = 10.0,
+        meta: Mapping[str, str] | None = None,
+        weight: int | None = None,
+        warning_weight: int | None = None,
     ) -> None:
         if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) \
                 or not retry_for >= 0:
@@ -210,6 +260,9 @@ class ConsulRegistrar(RegistrarContext):
         self.service_id = service_id or f"{service}-{host}-{port}"
         self.check_id = f"service:{self.service_id}"
         self.tags = tags_tuple(tags)
+        self.meta: dict[str, str] = _meta(meta)
+        self.weight = _weight_arg("weight", weight, 1)
+        self.warning_weight = _weight_arg("warning_weight", warning_weight, 0)
         self.ttl = _seconds("ttl", ttl, MIN_TTL)
         self.deregister_critical_after = _seconds(
             "deregister_critical_after", deregister_critical_after, 0.0
@@ -236,9 +289,19 @@ class ConsulRegistrar(RegistrarContext):
         return check
 
     def registration(self) -> dict[str, Any]:
-        """The keyword arguments of py-consul's ``agent.service.register`` for this instance."""
-        return {"name": self.service, "service_id": self.service_id, "address": self.address,
-                "port": self.port, "tags": list(self.tags) or None, "check": self._check()}
+        """The keyword arguments of py-consul's ``agent.service.register`` for this instance
+        (``meta`` and ``weights`` only when given)."""
+        registration: dict[str, Any] = {
+            "name": self.service, "service_id": self.service_id, "address": self.address,
+            "port": self.port, "tags": list(self.tags) or None, "check": self._check()}
+        if self.meta:
+            registration["meta"] = dict(self.meta)
+        if self.weight is not None or self.warning_weight is not None:
+            # Consul's defaults for the one not given: 1 each
+            registration["weights"] = {
+                "Passing": 1 if self.weight is None else self.weight,
+                "Warning": 1 if self.warning_weight is None else self.warning_weight}
+        return registration
 
     def put(self) -> None:
         """Send the registration through :attr:`client`; raises the py-consul error as it is."""

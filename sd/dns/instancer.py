@@ -10,8 +10,9 @@ thread:
 1. look the name up (:func:`sd.dns.resolver.lookup`, dnspython's asyncio
    resolver), with the targets' addresses unless ``resolve=False``;
 2. translate the answer (:func:`sd.dns.srv.translate`: bad records skipped
-   with a warning, once while they stay) and publish the instances;  NXDOMAIN or no SRV records
-   publishes an empty set;
+   with a warning, once while they stay) and publish the instances, with each
+   record's weight, priority and target as metadata (:func:`sd.dns.srv.infos_of`);
+   NXDOMAIN or no SRV records publishes an empty set;
 3. wait as :class:`sd.dns.srv.RefreshPolicy` says (the TTL clamped to
    ``[min_ttl, max_ttl]``, or a fixed ``interval``), and go back to 1;
 4. a timeout, SERVFAIL or refusal publishes an :class:`~sd.event.Event`
@@ -46,7 +47,7 @@ from sd.dns.resolver import (
     make_resolver,
     parse_server,
 )
-from sd.dns.srv import RefreshPolicy, SRVInstance, instances_of, translate
+from sd.dns.srv import RefreshPolicy, SRVInstance, infos_of, instances_of, translate
 from sd.errors import MisuseError, RegistryUnavailableError
 from sd.event import Event
 from sd.instancer import Broadcaster, InstancerHandle, SharedWatches
@@ -112,7 +113,7 @@ async def watch_srv(
         backoff.reset()
         if on_answer is not None:
             on_answer(translated)
-        broadcaster.publish(Event(instances_of(translated)))
+        broadcaster.publish(Event(instances_of(translated), info=infos_of(translated)))
         await asyncio.sleep(delay)
 
 

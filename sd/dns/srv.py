@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from sd.backoff import DNS_RETRY, Curve
 from sd.errors import InvalidInstanceError, MisuseError
 from sd.instance import join_host_port
+from sd.instance_info import InstanceInfo
 
 __all__ = [
     "DNS_RETRY",
@@ -53,6 +54,7 @@ __all__ = [
     "SRVInstance",
     "SRVRecord",
     "brief",
+    "infos_of",
     "instances_of",
     "is_address",
     "shown",
@@ -161,6 +163,20 @@ def translate(
 def instances_of(translated: Iterable[SRVInstance]) -> tuple[str, ...]:
     """The sorted instance strings of a translation."""
     return tuple(sorted({item.instance for item in translated}))
+
+
+def infos_of(translated: Iterable[SRVInstance]) -> dict[str, InstanceInfo]:
+    """The metadata of each instance of a translation: weight from the SRV weight
+    (1 for all when every weight is 0), ``meta`` ``srv.priority`` and ``srv.target``."""
+    items = list(translated)
+    weighted = any(item.weight > 0 for item in items)
+    return {
+        item.instance: InstanceInfo(
+            weight=item.weight if weighted else 1,
+            meta={"srv.priority": str(item.priority), "srv.target": item.target},
+        )
+        for item in items
+    }
 
 
 def is_address(text: str) -> bool:

@@ -225,7 +225,7 @@ class PrefixWatch:
         try:
             logger.debug("etcd watch of %r at %s from revision %d",
                          self._prefix, self._name, self._view.watch_from)
-            self._broadcaster.publish(Event(self._view.instances()))
+            self._broadcaster.publish(Event(self._view.instances(), info=self._view.info()))
             backoff.reset()
             self._watching = True
             self._consume(generation)
@@ -287,7 +287,7 @@ class PrefixWatch:
             if isinstance(payload, BaseException):
                 raise payload
             if isinstance(payload, WatchBatch) and self._view.apply_events(payload.events):
-                self._broadcaster.publish(Event(self._view.instances()))
+                self._broadcaster.publish(Event(self._view.instances(), info=self._view.info()))
 
     def _cancel(self, watch_id: object) -> None:
         try:
@@ -316,7 +316,10 @@ class EtcdInstancer(InstancerHandle):
     :class:`~sd.event.Event` whose ``error`` is a
     :class:`~sd.errors.RegistryUnavailableError` (or
     :class:`~sd.errors.PermissionDeniedError`) with the last instances kept.
-    Values that are not instances are skipped with a warning.
+    Values are plain ``host:port`` or the JSON form
+    ``{"address": "host:port", "weight": 3, "tags": [...], "meta": {...}}``, whose
+    metadata subscribers get as ``event.info`` (an :class:`~sd.InstanceInfo` per
+    instance); values that are neither are skipped with a (truncated) warning.
 
     ``prefix`` is a plain key prefix, as etcd understands it: end it with
     ``/`` (``/services/api/``), or ``/services/api`` also matches

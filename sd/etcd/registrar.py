@@ -32,6 +32,8 @@ from sd.etcd.adapter import adapt
 from sd.etcd.client import EtcdLeases, Reconnecting
 from sd.etcd.errors import is_not_found, is_token_error, summarize_error, to_backend_error
 from sd.instance import normalize_instance
+from sd.instance_info import InstanceInfo
+from sd.instance_value import encode_value
 from sd.registrar import RegistrarContext
 from sd.transient import retry_transient
 
@@ -52,14 +54,19 @@ class EtcdRegistrar(RegistrarContext):
     deregisters on exit.  A lease lost while registered (expired during a
     partition, revoked) is re-granted and the key re-put.
 
-    The value is stored normalised (``LOCALHOST:80`` → ``localhost:80``).  etcd
+    The value is stored normalised (``LOCALHOST:80`` → ``localhost:80``).  With
+    ``info`` (an :class:`~sd.InstanceInfo`) it is stored in the JSON form
+    ``{"address": "host:port", "weight": 3, "tags": [...], "meta": {...}}`` that
+    :class:`~sd.etcd.EtcdInstancer` reads back as the instance's metadata; without,
+    as plain ``host:port`` (what go-kit and older readers expect).  etcd
     counts TTLs in whole seconds and has a minimum (about two seconds with
     default timings), so ``ttl`` is rounded up and may be raised by etcd.
 
     Raises :class:`~sd.errors.MisuseError` (a ``ValueError``) for an empty key,
     an empty value, a value that is not a ``host:port`` instance
     (:class:`~sd.errors.InvalidInstanceError`, naming it) or a ``ttl`` that is
-    not positive, and ``TypeError`` for a ``client`` that is not an etcd client
+    not positive, and ``TypeError`` for an ``info`` that is not an ``InstanceInfo`` or
+    a ``client`` that is not an etcd client
     (``sd.etcd.connect(...)``, a ``pyetcd``/``etcd3`` client, or an
     :class:`~sd.etcd.client.EtcdLeases`).  ``register()`` and ``deregister()`` raise
     :class:`~sd.errors.RegistryUnavailableError` or
@@ -73,12 +80,15 @@ class EtcdRegistrar(RegistrarContext):
 
     def __init__(
         self, client: object, key: str, value: str, *, ttl: float = 10.0,
-        retry_for: float = 10.0,
+        retry_for: float = 10.0, info: InstanceInfo | None = None,
     ) -> None:
         if not isinstance(key, str) or not key:
             raise MisuseError(f"etcd registrar key must be a non-empty string, not {key!r}")
         if not isinstance(value, str) or not value.strip():
             raise MisuseError(f"etcd registrar value must be a non-empty string, not {value!r}")
+        if info is not None and not isinstance(info, InstanceInfo):
+            raise TypeError(f"etcd registrar info must be an sd.InstanceInfo or None, "
+                            f"not {type(info).__name__}")
         normalized = normalize_instance(value)
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) \
                 or ttl <= 0:
@@ -96,7 +106,9 @@ class EtcdRegistrar(RegistrarContext):
         self._name = str(adapted)
         self._retry_for = float(retry_for)
         self._key = key
-        self._value = normalized
+        self._instance = normalized
+        self._info = info
+        self._value = encode_value(normalized, info)
         self._ttl = float(ttl)
         self._lease_ttl = max(1, math.ceil(ttl))
         self._lock = threading.Lock()  # serialises register/deregister
@@ -114,8 +126,19 @@ class EtcdRegistrar(RegistrarContext):
 
     @property
     def value(self) -> str:
-        """The registered value (normalised instance string)."""
+        """The stored value: the normalised instance string, or its JSON form with
+        the metadata when ``info`` was given."""
         return self._value
+
+    @property
+    def instance(self) -> str:
+        """The registered instance (normalised)."""
+        return self._instance
+
+    @property
+    def info(self) -> InstanceInfo | None:
+        """The metadata registered with the instance (``None``: a plain value)."""
+        return self._info
 
     @property
     def ttl(self) -> float:

@@ -31,8 +31,14 @@ after it broke, where ``last`` is the highest revision applied so far.
   read or an earlier watch already delivered and are ignored, so a resumed
   watch that starts a little early never applies a change twice.
 
-A value that is not an instance (bad UTF-8, no port, ...) is logged once, when
-its put is applied, and counts as "no instance at this key": it replaces
+A value is an instance either as plain ``host:port`` or in the JSON form with
+metadata (``{"address": "host:port", "weight": 3, "tags": [...], "meta": {...}}``,
+:mod:`sd.instance_value`); the view keeps each instance's
+:class:`~sd.instance_info.InstanceInfo` next to it (:meth:`PrefixView.info`) and a
+metadata change is a change like any other.
+
+A value that is not an instance (bad UTF-8, no port, bad JSON, a bad weight, ...)
+is logged once, when its put is applied, and counts as "no instance at this key": it replaces
 whatever valid value the key held, and it never stops the watch.  Messages
 quote at most :data:`MAX_QUOTED` bytes of a value (a registry may hold
 megabytes of junk).
@@ -42,7 +48,8 @@ Cost
 The view keeps, next to the key map, how many keys hold each instance and the
 distinct instances in sorted order, updated per event (``bisect``), so a watch
 response costs O(changed keys) plus a list insertion, not a sort of the whole
-prefix; :meth:`PrefixView.instances` hands out one cached tuple per state.
+prefix; :meth:`PrefixView.instances` hands out one cached tuple per state and
+:meth:`PrefixView.info` one cached mapping (copied once per metadata change).
 """
 
 from __future__ import annotations
@@ -50,16 +57,16 @@ from __future__ import annotations
 import bisect
 import enum
 import logging
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final, Literal
 
-from sd.errors import InvalidInstanceError
-from sd.instance import normalize_instance
+from sd.instance_info import DEFAULT_INFO, NO_INFO, InstanceInfo
+from sd.instance_value import BadValue, decode_value
 
-__all__ = ["MAX_QUOTED", "KeyValue", "Phase", "PrefixView", "WatchEvent", "decode_instance",
-           "quote_bytes"]
+__all__ = ["MAX_QUOTED", "KeyValue", "Phase", "PrefixView", "WatchEvent", "decode_entry",
+           "decode_instance", "quote_bytes"]
 
 logger = logging.getLogger(f"kitsd.{__name__}")
 
@@ -100,8 +107,12 @@ class Phase(enum.Enum):
     WATCHING = "watching"
 
 
-def decode_instance(key: bytes, value: bytes, *, source: str = "etcd") -> str | None:
-    """The normalised instance stored in ``value``, or ``None`` (with a warning) if it is not one.
+def decode_entry(
+    key: bytes, value: bytes, *, source: str = "etcd"
+) -> tuple[str, InstanceInfo] | None:
+    """The normalised instance and metadata stored in ``value`` -- plain ``host:port`` or
+    the JSON form of :mod:`sd.instance_value` -- or ``None`` (with a warning quoting at
+    most :data:`MAX_QUOTED` bytes) if it is neither.
 
     Never raises: a bad registry entry must not stop the watch.
     """
@@ -112,15 +123,33 @@ def decode_instance(key: bytes, value: bytes, *, source: str = "etcd") -> str | 
                        quote_bytes(value))
         return None
     try:
-        return normalize_instance(text)
-    except InvalidInstanceError as error:
-        logger.warning("skipping %s key %s: invalid instance %s: %s", source, quote_bytes(key),
+        return decode_value(text)
+    except BadValue as error:
+        logger.warning("skipping %s key %s: value %s: %s", source, quote_bytes(key),
                        quote_bytes(text), quote_bytes(error.reason, 2 * MAX_QUOTED)[1:-1])
         return None
 
 
+def decode_instance(key: bytes, value: bytes, *, source: str = "etcd") -> str | None:
+    """The normalised instance stored in ``value`` (either form), or ``None`` (with a
+    warning) if it is not one.  Never raises."""
+    entry = decode_entry(key, value, source=source)
+    return None if entry is None else entry[0]
+
+
+def _effective(held: dict[bytes, tuple[int, InstanceInfo]]) -> InstanceInfo:
+    """The metadata an instance held by several keys shows: the latest written key's."""
+    if len(held) == 1:
+        return next(iter(held.values()))[1]
+    return max(held.items(), key=lambda item: (item[1][0], item[0]))[1][1]
+
+
 class PrefixView:
     """Key → instance map of one etcd prefix plus revision bookkeeping.
+
+    Values are plain ``host:port`` or the JSON form with metadata
+    (:mod:`sd.instance_value`); :meth:`info` gives the metadata.  An instance
+    held by several keys shows the metadata of the one written last.
 
     Not thread-safe: owned by one watcher thread.  ``source`` names the prefix
     in warnings about bad values.
@@ -128,10 +157,13 @@ class PrefixView:
 
     def __init__(self, *, source: str = "etcd") -> None:
         self._source = source
-        self._by_key: dict[bytes, str | None] = {}
-        self._holders: dict[str, int] = {}  # instance -> how many keys hold it
+        self._by_key: dict[bytes, tuple[str, InstanceInfo] | None] = {}
+        # instance -> the keys holding it, with their mod_revision and metadata
+        self._holders: dict[str, dict[bytes, tuple[int, InstanceInfo]]] = {}
         self._sorted: list[str] = []  # the distinct instances, sorted
         self._snapshot: tuple[str, ...] | None = ()
+        self._info: dict[str, InstanceInfo] = {}  # non-default metadata shown
+        self._info_snapshot: Mapping[str, InstanceInfo] | None = NO_INFO
         self._revision = 0
         self._phase = Phase.NEED_READ
         self._compactions = 0
@@ -176,43 +208,81 @@ class PrefixView:
             self._snapshot = tuple(self._sorted)
         return self._snapshot
 
+    def info(self) -> Mapping[str, InstanceInfo]:
+        """The non-default metadata of :meth:`instances`, read-only.
+
+        The same mapping is returned until the metadata changes.
+        """
+        if self._info_snapshot is None:
+            self._info_snapshot = MappingProxyType(self._info.copy()) if self._info else NO_INFO
+        return self._info_snapshot
+
     def apply_read(self, kvs: Iterable[KeyValue], revision: int) -> bool:
-        """Replace the view with a full read taken at ``revision``; ``True`` if instances changed.
+        """Replace the view with a full read taken at ``revision``; ``True`` if the
+        instances or their metadata changed.
 
         The read is authoritative: every key not in ``kvs`` is gone.
         """
-        self._by_key = {
-            kv.key: decode_instance(kv.key, kv.value, source=self._source) for kv in kvs
-        }
-        holders = Counter(value for value in self._by_key.values() if value is not None)
-        self._holders = dict(holders)
+        by_key: dict[bytes, tuple[str, InstanceInfo] | None] = {}
+        holders: dict[str, dict[bytes, tuple[int, InstanceInfo]]] = {}
+        for kv in kvs:
+            entry = decode_entry(kv.key, kv.value, source=self._source)
+            by_key[kv.key] = entry
+            if entry is not None:
+                holders.setdefault(entry[0], {})[kv.key] = (kv.mod_revision, entry[1])
+        self._by_key, self._holders = by_key, holders
+        infos = {}
+        for instance, held in holders.items():
+            shown = _effective(held)
+            if not shown.is_default:
+                infos[instance] = shown
         ordered = sorted(holders)
         changed = ordered != self._sorted
         if changed:
             self._sorted = ordered
             self._snapshot = None
+        if infos != self._info:
+            self._info = infos
+            self._info_snapshot = None
+            changed = True
         self._revision = revision
         self._phase = Phase.WATCHING
         return changed
 
-    def _hold(self, instance: str) -> None:
-        count = self._holders.get(instance, 0)
-        self._holders[instance] = count + 1
-        if count == 0:
+    def _hold(self, instance: str, key: bytes, revision: int, info: InstanceInfo) -> None:
+        held = self._holders.get(instance)
+        if held is None:
+            held = self._holders[instance] = {}
             bisect.insort(self._sorted, instance)
             self._snapshot = None
+        held[key] = (revision, info)
 
-    def _release(self, instance: str) -> None:
-        count = self._holders[instance] - 1
-        if count:
-            self._holders[instance] = count
+    def _release(self, instance: str, key: bytes) -> None:
+        held = self._holders[instance]
+        del held[key]
+        if held:
             return
         del self._holders[instance]
         del self._sorted[bisect.bisect_left(self._sorted, instance)]
         self._snapshot = None
 
+    def _show(self, instance: str) -> InstanceInfo:
+        """Update the metadata shown for ``instance``; returns it."""
+        held = self._holders.get(instance)
+        shown = DEFAULT_INFO if held is None else _effective(held)
+        current = self._info.get(instance)
+        if shown.is_default:
+            if current is not None:
+                del self._info[instance]
+                self._info_snapshot = None
+        elif current != shown:
+            self._info[instance] = shown
+            self._info_snapshot = None
+        return shown
+
     def apply_events(self, events: Iterable[WatchEvent]) -> bool:
-        """Apply one watch response's events in order; ``True`` if instances changed.
+        """Apply one watch response's events in order; ``True`` if the instances or
+        their metadata changed.
 
         Events at or below :attr:`revision` were already applied and are
         dropped.  Events in :attr:`Phase.NEED_READ` are dropped too: the
@@ -222,30 +292,39 @@ class PrefixView:
             return False
         applied_up_to = self._revision
         highest = applied_up_to
-        was_present: dict[str, bool] = {}  # instances touched -> present before the batch
+        # instances touched -> (present before the batch, metadata shown before)
+        before: dict[str, tuple[bool, InstanceInfo]] = {}
         for event in events:
             if event.mod_revision <= applied_up_to:
                 continue
             highest = max(highest, event.mod_revision)
             old = self._by_key.get(event.key)
+            new: tuple[str, InstanceInfo] | None
             if event.kind == "delete":
                 self._by_key.pop(event.key, None)
                 new = None
             else:
-                new = decode_instance(event.key, event.value, source=self._source)
+                new = decode_entry(event.key, event.value, source=self._source)
                 self._by_key[event.key] = new
             if old == new:
                 continue
-            for instance in (old, new):
-                if instance is not None and instance not in was_present:
-                    was_present[instance] = instance in self._holders
+            for entry in (old, new):
+                if entry is not None and entry[0] not in before:
+                    instance = entry[0]
+                    before[instance] = (instance in self._holders,
+                                        self._info.get(instance, DEFAULT_INFO))
             if old is not None:
-                self._release(old)
+                self._release(old[0], event.key)
             if new is not None:
-                self._hold(new)
+                self._hold(new[0], event.key, event.mod_revision, new[1])
         self._revision = highest
-        return any((instance in self._holders) != before
-                   for instance, before in was_present.items())
+        changed = False
+        for instance, (was_present, was_shown) in before.items():
+            shown = self._show(instance)
+            present = instance in self._holders
+            if present != was_present or (present and shown != was_shown):
+                changed = True
+        return changed
 
     def compacted(self, compact_revision: int) -> None:
         """etcd compacted history up to ``compact_revision`` past our watch: re-read next."""

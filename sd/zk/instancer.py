@@ -236,7 +236,7 @@ class ChildrenWatch:
             else:
                 view.apply_data(name, data)
         self._syncs += 1
-        self._broadcaster.publish(Event(view.instances()))
+        self._broadcaster.publish(Event(view.instances(), info=view.info()))
 
     def _call(self, result: Any) -> Any:
         return await_result(result, timeout=self._call_timeout, stopping=self._stopping)

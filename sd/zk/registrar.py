@@ -33,6 +33,8 @@ from typing import Any, Final
 
 from sd.backoff import ZK_WATCH, Backoff
 from sd.errors import MisuseError
+from sd.instance_info import InstanceInfo
+from sd.instance_value import encode_value
 from sd.registrar import RegistrarContext
 from sd.transient import retry_transient
 from sd.zk.client import (
@@ -73,10 +75,14 @@ class ZKRegistrar(RegistrarContext):
     session is created again as soon as the client has a new session.
 
     ``name`` is the node name before the sequence number (go-kit's
-    ``Service.Name``).  ``client`` is a started ``kazoo.client.KazooClient``
+    ``Service.Name``).  The node's data is ``instance``, or with ``info`` (an
+    :class:`~sd.InstanceInfo`) the JSON form ``{"address": ..., "weight": ...,
+    "tags": [...], "meta": {...}}`` that :class:`~sd.zk.ZKInstancer` reads back as
+    metadata.  ``client`` is a started ``kazoo.client.KazooClient``
     and stays the caller's.
 
-    Raises ``TypeError`` for a client that is not a ``KazooClient``,
+    Raises ``TypeError`` for a client that is not a ``KazooClient`` or an ``info``
+    that is not an ``InstanceInfo``,
     :class:`~sd.errors.MisuseError` (a ``ValueError``) for a bad path, name or
     ``retry_for`` and :class:`~sd.errors.InvalidInstanceError` for an instance
     that is not ``host:port``.  ``register()`` and ``deregister()`` raise
@@ -88,13 +94,18 @@ class ZKRegistrar(RegistrarContext):
 
     def __init__(
         self, client: Any, path: str, instance: str, *, name: str = "instance",
-        retry_for: float = 10.0,
+        retry_for: float = 10.0, info: InstanceInfo | None = None,
     ) -> None:
         self._path = check_path(path)
         if not isinstance(name, str) or not name or "/" in name \
                 or any(ord(char) < 0x20 for char in name):
             raise MisuseError(f"ZooKeeper node name must be a non-empty word, not {name!r}")
         self._instance = check_instance(instance)
+        if info is not None and not isinstance(info, InstanceInfo):
+            raise TypeError(f"ZooKeeper registrar info must be an sd.InstanceInfo or None, "
+                            f"not {type(info).__name__}")
+        self._info = info
+        self._data = encode_value(self._instance, info).encode("utf-8")
         if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) \
                 or not math.isfinite(retry_for) or retry_for < 0:
             raise MisuseError(f"ZooKeeper registrar retry_for must be >= 0 seconds, "
@@ -124,6 +135,11 @@ class ZKRegistrar(RegistrarContext):
     def instance(self) -> str:
         """The registered instance (normalised)."""
         return self._instance
+
+    @property
+    def info(self) -> InstanceInfo | None:
+        """The metadata registered with the instance (``None``: plain ``host:port`` data)."""
+        return self._info
 
     @property
     def node(self) -> str | None:
@@ -194,7 +210,7 @@ class ZKRegistrar(RegistrarContext):
             if node is None:
                 node = self._call(self._client.create_async(
                     child_path(self._path, self._protected + self._name),
-                    self._instance.encode("utf-8"),
+                    self._data,
                     ephemeral=True, sequence=True, makepath=True,
                 ), stopping)
         except Stopped:

@@ -7,7 +7,10 @@ Theory of operation
 -------------------
 A service is a ZooKeeper node (``/services/users``); each instance is one
 child node whose *data* is the instance string (``10.0.0.1:8080``), as
-go-kit's ``sd/zk`` stores them.  ZooKeeper watches are one-shot and are lost
+go-kit's ``sd/zk`` stores them, or the JSON form with metadata
+(``{"address": "10.0.0.1:8080", "weight": 3, "tags": [...], "meta": {...}}``,
+:mod:`sd.instance_value`, as etcd values), read as the instance's
+:class:`~sd.InstanceInfo`.  ZooKeeper watches are one-shot and are lost
 with the connection (kazoo fires and drops every watcher when its connection
 breaks), so the view tracks what must be re-read rather than trusting that a
 watch is in place:
@@ -42,6 +45,8 @@ from collections.abc import Iterable
 
 from sd.errors import InvalidInstanceError, MisuseError
 from sd.instance import normalize_instance
+from sd.instance_info import InstanceInfo
+from sd.instance_value import BadValue, decode_value
 
 __all__ = [
     "ChildrenView",
@@ -49,6 +54,7 @@ __all__ = [
     "check_instance",
     "check_path",
     "child_path",
+    "decode_entry",
     "decode_instance",
     "shown",
 ]
@@ -57,6 +63,7 @@ logger = logging.getLogger(f"kitsd.{__name__}")
 
 _SHOWN = 64  # bytes of a bad value quoted in a warning
 _LONGEST_INSTANCE = 300  # a 253-character host name, brackets, colon and port fit
+_LONGEST_JSON = 65_536  # the JSON form with metadata: room for tags and meta, not for junk
 
 
 def brief(text: str, limit: int = 160) -> str:
@@ -72,30 +79,45 @@ def shown(value: bytes | str) -> str:
     return f"{value[:_SHOWN]!r}... ({len(value)} bytes)"
 
 
-def decode_instance(name: str, data: bytes | None, *, source: str = "zookeeper") -> str | None:
-    """The normalised instance stored in ``data``, or ``None`` (with a warning) if it is not one.
+def decode_entry(
+    name: str, data: bytes | None, *, source: str = "zookeeper"
+) -> tuple[str, InstanceInfo] | None:
+    """The normalised instance and metadata stored in ``data`` -- plain ``host:port`` or
+    the JSON form of :mod:`sd.instance_value` -- or ``None`` (with a truncated warning).
 
     Never raises: one bad child must not hide the good ones.
     """
-    if data is None or len(data) > _LONGEST_INSTANCE:
-        what = "no data" if data is None else f"value {shown(data)} is too long"
-        logger.warning("skipping %s child %r: %s", source, name, what)
+    if data is None:
+        logger.warning("skipping %s child %r: no data", source, name)
+        return None
+    is_json = data.lstrip().startswith(b"{")
+    if len(data) > (_LONGEST_JSON if is_json else _LONGEST_INSTANCE):
+        logger.warning("skipping %s child %r: value %s is too long", source, name, shown(data))
         return None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         logger.warning("skipping %s child %r: value %s is not UTF-8", source, name, shown(data))
         return None
-    if _has_control(text.strip()):
+    if not is_json and _has_control(text.strip()):
         # a newline inside would forge log lines and slip past a trailing-$ check
+        # (JSON may have newlines between tokens; its strings cannot hold raw ones)
         logger.warning("skipping %s child %r: value %s has control characters", source, name,
                        shown(text))
         return None
     try:
-        return normalize_instance(text)
-    except InvalidInstanceError as error:
-        logger.warning("skipping %s child %r: %s", source, name, error)
+        return decode_value(text)
+    except BadValue as error:
+        logger.warning("skipping %s child %r: value %s: %s", source, name, shown(text),
+                       brief(error.reason))
         return None
+
+
+def decode_instance(name: str, data: bytes | None, *, source: str = "zookeeper") -> str | None:
+    """The normalised instance stored in ``data`` (either form), or ``None`` (with a
+    warning) if it is not one.  Never raises."""
+    entry = decode_entry(name, data, source=source)
+    return None if entry is None else entry[0]
 
 
 def _has_control(text: str) -> bool:
@@ -148,7 +170,7 @@ class ChildrenView:
 
     def __init__(self, *, source: str = "zookeeper") -> None:
         self._source = source
-        self._by_name: dict[str, str | None] = {}
+        self._by_name: dict[str, tuple[str, InstanceInfo] | None] = {}
         self._raw: dict[str, bytes | None] = {}  # last data read per child: decode changes only
         self._need_list = True
         self._full = True
@@ -171,7 +193,18 @@ class ChildrenView:
 
     def instances(self) -> tuple[str, ...]:
         """The valid instances among the children, sorted and de-duplicated."""
-        return tuple(sorted({value for value in self._by_name.values() if value is not None}))
+        return tuple(sorted({entry[0] for entry in self._by_name.values() if entry is not None}))
+
+    def info(self) -> dict[str, InstanceInfo]:
+        """The non-default metadata of :meth:`instances`.  An instance held by several
+        children shows that of the greatest child name (with sequential nodes, the
+        latest registration)."""
+        shown: dict[str, InstanceInfo] = {}
+        for name in sorted(self._by_name):
+            entry = self._by_name[name]
+            if entry is not None:
+                shown[entry[0]] = entry[1]
+        return {instance: info for instance, info in shown.items() if not info.is_default}
 
     def reset(self) -> None:
         """Every watch may be lost (connection loss, session expiry): re-list and re-read all."""
@@ -225,7 +258,7 @@ class ChildrenView:
         if name in self._raw and self._raw[name] == data:
             return  # a re-read after a reset: same value, already decoded (and warned about)
         self._raw[name] = data
-        self._by_name[name] = decode_instance(name, data, source=self._source)
+        self._by_name[name] = decode_entry(name, data, source=self._source)
 
     def __repr__(self) -> str:
         return (

@@ -13,6 +13,7 @@ from sd.consul.health import UnreadableAnswerError
 from sd.consul.index import UNREAD, BlockingIndex, Decision, Step, WatchPolicy, parse_index
 from sd.errors import PermissionDeniedError, RegistryUnavailableError
 from sd.event import Event
+from sd.instance_info import InstanceInfo
 from tests.test_purity import violations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +126,9 @@ def entry(address: str, port: int, tags: list[str] | None = None) -> dict[str, o
 def test_policy_publishes_normal_answers_at_once() -> None:
     loop = policy(required_tags=("b",))
     decision = loop.answered("12", [entry("10.0.0.2", 2, ["a", "b"]), entry("10.0.0.1", 1, ["a"])])
-    assert decision == Decision(event=Event(("10.0.0.2:2",)))
+    # the event carries the entry's tags as metadata
+    assert decision == Decision(event=Event(("10.0.0.2:2",),
+                                            info={"10.0.0.2:2": InstanceInfo(tags=("a", "b"))}))
     assert loop.index == 12
 
 

@@ -25,6 +25,7 @@ from sd.consul import (
 )
 from sd.errors import PermissionDeniedError, RegistryUnavailableError
 from sd.event import Event
+from sd.instance_info import InstanceInfo
 from tests.consul.conftest import ACL_TOKEN, Agent
 from tests.helpers import async_wait_for, wait_for
 
@@ -135,9 +136,13 @@ def test_tags_after_the_first_are_filtered_by_the_client(
         (): ("127.0.0.1:18121", "127.0.0.1:18122", "127.0.0.1:18123"),
         ("c",): (),
     }
+    tags_of = {"127.0.0.1:18121": ("a", "b"), "127.0.0.1:18122": ("a",),
+               "127.0.0.1:18123": ("b",)}
     for tags, instances in expected.items():
+        # each instance comes with its own tags as metadata
+        want = Event(instances, info={i: InstanceInfo(tags=tags_of[i]) for i in instances})
         with ConsulInstancer(client, service_name, tags=tags) as instancer:
-            wait_for(lambda i=instancer, want=instances: i.state == Event(want),  # type: ignore[misc]
+            wait_for(lambda i=instancer, want=want: i.state == want,  # type: ignore[misc]
                      what=f"instances tagged {tags}")
 
 
@@ -186,8 +191,10 @@ def test_instancers_with_the_same_arguments_share_one_watch(
         assert len(watches()) == 2
         with ConsulRegistrar(client, service_name, "127.0.0.1", 18151, tags=["a"]):
             first.stop()
-            wait_for(lambda: second.state == Event(("127.0.0.1:18151",)), what="the instance")
-            wait_for(lambda: third.state == Event(("127.0.0.1:18151",)), what="the instance")
+            tagged = Event(("127.0.0.1:18151",),
+                           info={"127.0.0.1:18151": InstanceInfo(tags=("a",))})
+            wait_for(lambda: second.state == tagged, what="the instance")
+            wait_for(lambda: third.state == tagged, what="the instance")
     finally:
         for instancer in (first, second, third):
             instancer.stop()
@@ -314,22 +321,24 @@ async def test_async_aclose_abandons_a_request_the_agent_never_answers(
 async def test_async_instancer_sees_instances_filters_tags_and_stops_promptly(
     client: HttpxConsul, service_name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    ab = {"127.0.0.1:18301": InstanceInfo(tags=("a", "b"))}
     with ConsulRegistrar(client, service_name, "127.0.0.1", 18301, tags=["a", "b"]), \
             ConsulRegistrar(client, service_name, "::1", 18302, tags=["a"]):
         async with AsyncConsulInstancer(client, service_name, tags=("a", "b")) as both, \
                 AsyncConsulInstancer(client, service_name, tags=["a"], wait=30) as first:
             events = record(both)
-            await async_wait_for(lambda: both.state == Event(("127.0.0.1:18301",)),
+            await async_wait_for(lambda: both.state == Event(("127.0.0.1:18301",), info=ab),
                                  what="the instance tagged a and b")
             await async_wait_for(
-                lambda: first.state == Event(("127.0.0.1:18301", "[::1]:18302")),
+                lambda: first.state == Event(("127.0.0.1:18301", "[::1]:18302"),
+                                             info={**ab, "[::1]:18302": InstanceInfo(tags=("a",))}),
                 what="both instances tagged a")
             started = time.monotonic()
             await first.aclose()  # its blocking query is held for up to 30 s
             latency = time.monotonic() - started
     assert latency < 1.0
     assert only_this_task()
-    assert events[-1] == Event(("127.0.0.1:18301",))
+    assert events[-1] == Event(("127.0.0.1:18301",), info=ab)
     report(capsys, f"async aclose() during a held blocking query: {latency * 1000:.1f} ms")
 
 

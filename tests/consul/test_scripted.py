@@ -29,6 +29,7 @@ from sd.consul import ConsulInstancer, ConsulRegistrar
 from sd.consul.client import ConsulClient, map_error, private_client
 from sd.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
 from sd.event import Event
+from sd.instance_info import InstanceInfo
 from tests.consul.scripted import DRIVERS, Drivers, Reply, ScriptedAgent, drivers, entry
 from tests.helpers import wait_for
 
@@ -74,7 +75,8 @@ def test_query_parameters_first_tag_on_server_and_passing(
     assert first.params == {"passing": ["1"], "tag": ["a"]}
     assert second.params == {"index": ["5"], "wait": ["2500ms"], "passing": ["1"],
                              "tag": ["a"]}
-    assert events[-1] == Event(("10.0.0.2:2",))  # "b" is filtered here, not by the agent
+    # "b" is filtered here, not by the agent; the entry's tags come along as metadata
+    assert events[-1] == Event(("10.0.0.2:2",), info={"10.0.0.2:2": InstanceInfo(tags=("a", "b"))})
 
 
 def test_passing_only_false_sends_no_passing_filter(driver: Drivers, events: list[Event]) -> None:

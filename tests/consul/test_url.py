@@ -13,6 +13,7 @@ from sd.consul.url import ConsulURL, parse_url
 from sd.consul.url import instancer_from_url as consul_from_url
 from sd.errors import MisuseError, RegistryUnavailableError
 from sd.event import Event
+from sd.instance_info import InstanceInfo
 from sd.instancer import InstancerHandle
 from sd.url import instancer_from_url
 from tests.consul.conftest import Agent
@@ -171,7 +172,9 @@ def test_url_instancer_sees_a_real_agent_and_closes_its_client(
             ConsulRegistrar(client, service_name, "127.0.0.1", 18202, tags=["green"]):
         instancer = instancer_from_url(url)
         try:
-            wait_for(lambda: instancer.state == Event(("127.0.0.1:18201",)), what="blue only")
+            wait_for(lambda: instancer.state == Event(
+                ("127.0.0.1:18201",), info={"127.0.0.1:18201": InstanceInfo(tags=("blue",))}),
+                what="blue only")
         finally:
             instancer.stop()
     assert isinstance(instancer, ConsulInstancer)

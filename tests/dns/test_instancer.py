@@ -124,7 +124,9 @@ def test_servfail_and_timeout_publish_an_error_and_keep_the_instances(
         assert NAME in str(events[-1].error)
         script.mode = "records"
         script.records = ["1 1 9090 a.example.test."]
-        wait_for(lambda: events[-1] == sd.Event(("10.0.0.1:9090",)), what="recovery")
+        # (compared field by field: the event also carries the SRV metadata)
+        wait_for(lambda: (events[-1].instances, events[-1].error) == (("10.0.0.1:9090",), None),
+                 what="recovery")
 
 
 def test_refresh_follows_the_ttl(server: ScriptedDNS, script: Script) -> None:
@@ -248,3 +250,19 @@ def test_no_system_resolver_is_a_clear_error(
     with pytest.raises(MisuseError, match="resolver="):
         SRVInstancer(NAME)
     assert _running_watches() == 0
+
+
+def test_the_instancer_publishes_the_metadata_and_its_changes(
+    server: ScriptedDNS, script: Script
+) -> None:
+    script.records = ["1 10 8080 a.example.test."]
+    instancer, events = watch(server)
+    with instancer:
+        wait_for(lambda: events[-1].instances == ("10.0.0.1:8080",), what="the first answer")
+        info = events[-1].info["10.0.0.1:8080"]
+        assert info.weight == 10
+        assert dict(info.meta) == {"srv.priority": "1", "srv.target": "a.example.test"}
+        seen = len(events)
+        script.records = ["1 30 8080 a.example.test."]  # only the weight changes
+        wait_for(lambda: events[-1].info["10.0.0.1:8080"].weight == 30, what="the new weight")
+        assert events[-1].instances == events[seen - 1].instances
