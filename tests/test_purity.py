@@ -21,6 +21,7 @@ PURE_MODULES = [
     "sd/endpoint_cache.py",
     "sd/endpoint_set.py",
     "sd/instance_info.py",
+    "sd/instance_value.py",
     "sd/backoff.py",
     "sd/errors.py",
     "sd/etcd/revision.py",
