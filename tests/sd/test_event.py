@@ -97,7 +97,7 @@ def test_the_delta_is_a_hint_outside_equality_repr_and_hash() -> None:
     assert repr(with_delta) == repr(without)
     assert with_delta.same_state(without)
     with pytest.raises(TypeError):
-        Event(("a:1",), None, Delta(base))  # type: ignore[arg-type]  # keyword-only
+        Event(("a:1",), None, Delta(base))  # type: ignore[call-arg, arg-type]  # keyword-only
 
 
 def test_a_delta_repr_does_not_print_its_base() -> None:
