@@ -15,6 +15,22 @@ recover first (``Reconnecting.recover``: clear the vendor's failed-endpoint
 marks, log in again), so a member restart or a leader change costs one or two refreshes, not the
 registration.
 
+Each refresh round also reads the key back (one ``keys_only`` range read of a
+single key, when the client can read: ``sd.etcd.connect(...)``, a
+``pyetcd``/``etcd3`` client, or an :class:`~sd.etcd.client.EtcdClient`).  A key
+that is gone while the lease lives (an operator's ``etcdctl del``, a cleanup
+job) or was put again by someone else (its ``mod_revision`` is no longer the
+one of our own put: another value, or the same value without our lease) is put
+back under the current lease, with one warning per restoration.  The bound: a
+lost or changed key is restored within one refresh interval (a third of the
+granted TTL) plus the round's two calls; while etcd fails, the round is retried
+on the same backoff as the keep-alive.
+
+``deregister()`` can never be undone by a restoration in flight: the thread
+checks for the stop before writing, ``deregister()`` waits for it, and a
+restoration is put under the lease ``deregister()`` then revokes, so a put that
+lands after the delete goes with the lease (and one after the revocation fails).
+
 ``deregister()`` stops the thread, deletes the key and revokes the lease.
 """
 
@@ -29,7 +45,7 @@ from typing import Final
 from sd.backoff import ETCD_KEEPALIVE, Backoff
 from sd.errors import MisuseError
 from sd.etcd.adapter import adapt
-from sd.etcd.client import EtcdLeases, Reconnecting
+from sd.etcd.client import EtcdLeases, EtcdReader, Reconnecting
 from sd.etcd.errors import is_not_found, is_token_error, summarize_error, to_backend_error
 from sd.instance import normalize_instance
 from sd.instance_info import InstanceInfo
@@ -52,7 +68,10 @@ class EtcdRegistrar(RegistrarContext):
     lease.  Both are idempotent, and the registrar can be registered again
     after deregistering.  As a context manager it registers on enter and
     deregisters on exit.  A lease lost while registered (expired during a
-    partition, revoked) is re-granted and the key re-put.
+    partition, revoked) is re-granted and the key re-put; a key deleted or
+    overwritten behind the registrar's back while the lease lives is put back
+    under the lease within one refresh interval (a third of the granted TTL),
+    when the client can read keys (see the module docstring).
 
     The value is stored normalised (``LOCALHOST:80`` → ``localhost:80``).  With
     ``info`` (an :class:`~sd.InstanceInfo`) it is stored in the JSON form
@@ -103,6 +122,7 @@ class EtcdRegistrar(RegistrarContext):
             raise TypeError(f"{type(client).__name__} cannot keep keys under etcd leases")
         self._client = adapted
         self._recovery = adapted if isinstance(adapted, Reconnecting) else None
+        self._reader = adapted if isinstance(adapted, EtcdReader) else None
         self._name = str(adapted)
         self._retry_for = float(retry_for)
         self._key = key
@@ -116,6 +136,7 @@ class EtcdRegistrar(RegistrarContext):
         self._lease_id: int | None = None
         self._granted_ttl = self._lease_ttl
         self._registrations = 0
+        self._put_revision = 0  # mod_revision of our last put (0: the client did not say)
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -153,7 +174,8 @@ class EtcdRegistrar(RegistrarContext):
 
     @property
     def registrations(self) -> int:
-        """How many times the key was put: once per ``register()`` plus once per lost lease."""
+        """How many times the key was put: once per ``register()`` plus once per lost
+        lease and once per key restored after it was deleted or overwritten."""
         with self._state_lock:
             return self._registrations
 
@@ -234,11 +256,39 @@ class EtcdRegistrar(RegistrarContext):
 
     def _grant_and_put(self) -> None:
         lease_id, granted = self._client.grant(self._lease_ttl)
-        self._client.put(self._key, self._value, lease=lease_id)
+        revision = self._client.put(self._key, self._value, lease=lease_id)
         with self._state_lock:
             self._lease_id = lease_id
             self._granted_ttl = granted
             self._registrations += 1
+            self._put_revision = revision if isinstance(revision, int) else 0
+
+    def _key_damage(self) -> str | None:
+        """How our key differs from our last put: ``"deleted"``, ``"overwritten"``, or
+        ``None`` when it is intact (or the client cannot read)."""
+        if self._reader is None:
+            return None
+        with self._state_lock:
+            put_revision = self._put_revision
+        key = self._key.encode()
+        # The key itself is the first key of its own prefix: one key, nothing else read.
+        page = self._reader.read_prefix(key, limit=1, keys_only=put_revision > 0,
+                                        timeout=self._interval())
+        kv = page.kvs[0] if page.kvs and page.kvs[0].key == key else None
+        if kv is None:
+            return "deleted"
+        if put_revision > 0:
+            intact = kv.mod_revision == put_revision
+        else:
+            intact = kv.value == self._value.encode()
+        return None if intact else "overwritten"
+
+    def _restore(self, lease_id: int) -> None:
+        """Put the key back under ``lease_id`` (the lease ``deregister()`` revokes)."""
+        revision = self._client.put(self._key, self._value, lease=lease_id)
+        with self._state_lock:
+            self._registrations += 1
+            self._put_revision = revision if isinstance(revision, int) else 0
 
     def _interval(self) -> float:
         with self._state_lock:
@@ -262,6 +312,14 @@ class EtcdRegistrar(RegistrarContext):
                         self._key,
                     )
                     self._grant_and_put()
+                elif lease_id is not None and (damage := self._key_damage()) is not None:
+                    if stopping.is_set():
+                        break
+                    self._restore(lease_id)
+                    logger.warning(
+                        "etcd key %r was %s behind the registrar's back; put it back under"
+                        " its lease", self._key, damage,
+                    )
                 backoff.reset()
                 delay = self._interval()
             except Exception as failure:  # noqa: BLE001 - the keep-alive must outlive any failure
