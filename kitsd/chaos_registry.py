@@ -10,7 +10,7 @@ its registrar's back), and a raw check of what the registry holds.
 * :class:`EtcdChaos` -- a 3-member :class:`compose.etcd.EtcdCluster` we start, or
   the servers of an ``etcd://h:p,h:p/prefix/`` URL (no leader faults then);
   instances register with :class:`sd.etcd.EtcdRegistrar` under a fresh prefix; a
-  lost registration is its lease revoked through etcd's JSON API.
+  lost registration is its key deleted through etcd's JSON API while its lease lives.
 * :class:`ConsulChaos` -- a 3-server :class:`compose.consul.ConsulCluster` we
   start, or the agent of a ``consul://h:p`` URL; instances register with one
   follower's agent, the client watches through another's (so a leader kill
@@ -198,10 +198,10 @@ class EtcdChaos(_Proxied):
         return int(kvs[0].get("lease", 0)) if kvs else None
 
     def lose_registration(self, instance: str) -> None:
-        """Revoke the lease the key lives under (the key goes with it)."""
-        lease = self._lease_of(instance)
-        if lease:
-            self._gateway("lease/revoke", {"ID": lease})
+        """Delete the key while its lease lives (an operator's ``etcdctl del``); the
+        registrar's next keep-alive round finds it gone and puts it back."""
+        key = base64.b64encode(f"{self.prefix}{instance}".encode()).decode()
+        self._gateway("kv/deleterange", {"key": key})
 
     def registered(self, instance: str) -> bool:
         return self._lease_of(instance) is not None
