@@ -50,9 +50,15 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
-from compose.process import LOOPBACK, ServerGroup, ServerProcess, free_ports, wait_until
+from compose.process import (
+    LOOPBACK,
+    ExternalServer,
+    ServerGroup,
+    ServerProcess,
+    free_ports,
+    wait_until,
+)
 
 __all__ = [
     "CONSUL_BINARY",
@@ -384,17 +390,14 @@ class ConsulCluster(_Agents):
         return [agent for agent in self.agents if agent.running and agent is not leader]
 
 
-class ExternalConsul:
+class ExternalConsul(ExternalServer):
     """An agent someone else runs (``KITSD_CONSUL_HTTP_ADDR``): address only, no process control."""
 
-    can_restart = False
-    """We cannot stop, kill or restart an agent we did not start."""
+    kind = "Consul agent"
 
     def __init__(self, http_addr: str) -> None:
-        host, sep, port = http_addr.strip().rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"{HTTP_ADDR_ENV} must be host:port, not {http_addr!r}")
-        self.http_addr = f"{host}:{port}"
+        super().__init__(http_addr, HTTP_ADDR_ENV)
+        self.http_addr = self.address
         self.node_name = self._node_name()
 
     def _node_name(self) -> str:
@@ -406,27 +409,6 @@ class ExternalConsul:
         config = answer.get("Config") if isinstance(answer, dict) else None
         name = config.get("NodeName") if isinstance(config, dict) else None
         return name if isinstance(name, str) else ""
-
-    @property
-    def running(self) -> bool:
-        """Assumed: we do not manage it."""
-        return True
-
-    def log_tails(self, lines: int = 40) -> str:
-        """An external agent's logs are not ours to read."""
-        return f"(external Consul agent at {self.http_addr}: logs not available)"
-
-    def close(self) -> None:
-        """Nothing to stop."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"ExternalConsul({self.http_addr!r})"
 
 
 def dev_agent(*, name: str = "kitsd-dev") -> ConsulDevAgent | ExternalConsul:

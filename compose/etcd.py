@@ -52,7 +52,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from compose.process import LOOPBACK, ServerGroup, ServerProcess, free_ports, wait_until
+from compose.process import (
+    LOOPBACK,
+    ExternalServer,
+    ServerGroup,
+    ServerProcess,
+    free_ports,
+    wait_until,
+)
 
 __all__ = [
     "ENDPOINT_ENV",
@@ -377,38 +384,24 @@ class EtcdCluster(ServerGroup[EtcdMember]):
         return found[0]
 
 
-class ExternalEtcd:
+class ExternalEtcd(ExternalServer):
     """An etcd someone else runs (``KITSD_ETCD_ENDPOINT``): address only, no process control."""
 
-    can_restart = False
-    """We cannot stop, kill or restart a server we did not start."""
+    kind = "etcd"
 
     def __init__(self, endpoint: str) -> None:
-        host, sep, port = endpoint.strip().rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"{ENDPOINT_ENV} must be host:port, not {endpoint!r}")
-        self.host = host
-        self.client_port = int(port)
+        super().__init__(endpoint, ENDPOINT_ENV)
+        self.client_port = self.port
 
     @property
     def endpoint(self) -> str:
         """``host:port`` of the server."""
-        return f"{self.host}:{self.client_port}"
+        return self.address
 
     @property
     def endpoints(self) -> list[str]:
         """A one-element list with :attr:`endpoint`."""
         return [self.endpoint]
-
-    def log_tails(self, lines: int = 40) -> str:
-        """External servers' logs are not ours to read."""
-        return f"(external etcd at {self.endpoint}: logs not available)"
-
-    def close(self) -> None:
-        """Nothing to stop."""
-
-    def __repr__(self) -> str:
-        return f"ExternalEtcd({self.endpoint!r})"
 
 
 def single_member(*, extra_args: Sequence[str] = ()) -> EtcdCluster | ExternalEtcd:

@@ -24,6 +24,7 @@ from typing import IO, ClassVar, Generic, Self, TypeVar
 
 __all__ = [
     "LOOPBACK",
+    "ExternalServer",
     "ServerGroup",
     "ServerProcess",
     "free_ports",
@@ -304,3 +305,43 @@ class ServerGroup(Generic[ProcessT]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.members!r})"
+
+
+class ExternalServer:
+    """A server someone else runs (named by an environment variable): its address
+    only, no process control.  The launchers' ``External*`` classes build on it."""
+
+    can_restart = False
+    """We cannot stop, kill or restart a server we did not start."""
+
+    kind: ClassVar[str] = "server"
+    """What it is, for messages (``"etcd"``, ``"Consul agent"``...)."""
+
+    def __init__(self, address: str, env: str) -> None:
+        host, sep, port = address.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"{env} must be host:port, not {address!r}")
+        self.host = host
+        self.port = int(port)
+        self.address = f"{host}:{port}"
+
+    @property
+    def running(self) -> bool:
+        """Assumed: we do not manage it."""
+        return True
+
+    def log_tails(self, lines: int = 40) -> str:
+        """An external server's logs are not ours to read."""
+        return f"(external {self.kind} at {self.address}: logs not available)"
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.address!r})"

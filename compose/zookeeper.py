@@ -30,9 +30,8 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Self
 
-from compose.process import LOOPBACK, ServerGroup, ServerProcess, free_ports
+from compose.process import LOOPBACK, ExternalServer, ServerGroup, ServerProcess, free_ports
 
 __all__ = [
     "HOSTS_ENV",
@@ -168,38 +167,13 @@ class _ZooKeeperProcess(ServerProcess):
             return False
 
 
-class ExternalZooKeeper:
+class ExternalZooKeeper(ExternalServer):
     """A ZooKeeper someone else runs (``KITSD_ZK_HOSTS``): address only, no process control."""
 
-    can_restart = False
-    """We cannot stop, kill or restart a server we did not start."""
+    kind = "ZooKeeper"
 
     def __init__(self, address: str) -> None:
-        host, sep, port = address.strip().rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"{HOSTS_ENV} must be host:port, not {address!r}")
-        self.address = f"{host}:{port}"
-
-    @property
-    def running(self) -> bool:
-        """Assumed: we do not manage it."""
-        return True
-
-    def log_tails(self, lines: int = 40) -> str:
-        """An external server's logs are not ours to read."""
-        return f"(external ZooKeeper at {self.address}: logs not available)"
-
-    def close(self) -> None:
-        """Nothing to stop."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"ExternalZooKeeper({self.address!r})"
+        super().__init__(address, HOSTS_ENV)
 
 
 def standalone() -> ZooKeeperServer | ExternalZooKeeper:
