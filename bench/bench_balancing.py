@@ -41,9 +41,7 @@ from typing import Any
 
 import httpx
 
-import lb
-import sd
-import sd.http
+from kitsd import lb, sd
 from kitsd.demo_server import DemoInstance
 
 SERVICE = "bench"
@@ -308,7 +306,7 @@ def pick_cost(repeats: int, number: int) -> bool:
     for size in sizes:
         names = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}:80" for i in range(size)]
         info = {name: sd.InstanceInfo(weight=1 + i % 5) for i, name in enumerate(names)}
-        from sd.endpoint_set import EndpointSet
+        from kitsd.sd.endpoint_set import EndpointSet
 
         snapshot = EndpointSet(tuple(names), tuple(str for _ in names), info=info)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pybreaker
 
-import breaker
+from kitsd import breaker
 
 THREADS = 8
 CALLS_PER_THREAD = 50

@@ -19,7 +19,7 @@ from typing import Any
 
 import pybreaker
 
-import breaker
+from kitsd import breaker
 
 REPEATS = 7
 NUMBER = 50_000

@@ -38,10 +38,10 @@ from collections.abc import Callable
 
 import httpx
 
-from sd.consul.health import Memo, service_instances
-from sd.consul.transport import AgentSettings
-from sd.consul.watch import HealthQuery, run_watch
-from sd.instancer import Broadcaster
+from kitsd.sd.consul.health import Memo, service_instances
+from kitsd.sd.consul.transport import AgentSettings
+from kitsd.sd.consul.watch import HealthQuery, run_watch
+from kitsd.sd.instancer import Broadcaster
 
 SIZES = (100, 1_000, 10_000)
 ANSWERS = 20

@@ -37,13 +37,13 @@ from typing import Any
 
 import dns.resolver
 
-import sd
-from compose.consul import ConsulDevAgent
-from compose.zookeeper import ZooKeeperServer
-from sd.consul import connect as consul_connect
-from sd.dns import SRVInstancer
-from sd.zk import ZKInstancer, close_client
-from sd.zk import connect as zk_connect
+from kitsd import sd
+from kitsd.compose.consul import ConsulDevAgent
+from kitsd.compose.zookeeper import ZooKeeperServer
+from kitsd.sd.consul import connect as consul_connect
+from kitsd.sd.dns import SRVInstancer
+from kitsd.sd.zk import ZKInstancer, close_client
+from kitsd.sd.zk import connect as zk_connect
 
 
 class Arrival:
@@ -256,8 +256,8 @@ def bench_lookup_cost(address: str, name: str, repeats: int = 200) -> dict[str, 
     """Seconds per refresh: kitsd's lookup and translation vs a raw dnspython resolve."""
     import asyncio
 
-    from sd.dns.resolver import lookup, make_resolver, parse_server
-    from sd.dns.srv import translate
+    from kitsd.sd.dns.resolver import lookup, make_resolver, parse_server
+    from kitsd.sd.dns.srv import translate
 
     server = parse_server(address)
     raw = dns.resolver.Resolver(configure=False)

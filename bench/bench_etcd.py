@@ -36,9 +36,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import sd
-import sd.etcd
-from compose.etcd import EtcdCluster, EtcdMember
+from kitsd import sd
+from kitsd.compose.etcd import EtcdCluster, EtcdMember
 
 BATCH = 100  # puts per transaction (etcd allows 128 operations)
 
@@ -100,7 +99,7 @@ class Arrivals:
 
 def view_cost(count: int, changes: int = 200) -> tuple[float, float]:
     """Seconds per one-key change: the incremental prefix view vs a full recount."""
-    from sd.etcd.revision import KeyValue, PrefixView, WatchEvent
+    from kitsd.sd.etcd.revision import KeyValue, PrefixView, WatchEvent
 
     view = PrefixView()
     view.apply_read([KeyValue(f"k{i:06d}".encode(), instance(i).encode()) for i in range(count)],

@@ -19,9 +19,7 @@ from typing import Any
 import pybreaker
 import tenacity
 
-import breaker
-import lb
-import sd
+from kitsd import breaker, lb, sd
 
 REPEATS = 7
 NUMBER = 20_000

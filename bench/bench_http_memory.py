@@ -40,7 +40,7 @@ from typing import Any
 
 import httpx
 
-import sd.http
+from kitsd import sd
 
 TARGET_KIB = 20.0
 BATCHES = 5

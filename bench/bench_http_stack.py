@@ -123,11 +123,8 @@ async def _measure(calls: int, runs: int, *, sync: bool, stacks: bool) -> Sample
     import httpx
     import pybreaker
 
-    import breaker
-    import lb
-    import sd
-    import sd.http
-    from sd.deadline import reset_deadline, set_deadline
+    from kitsd import breaker, lb, sd
+    from kitsd.sd.deadline import reset_deadline, set_deadline
 
     server = _ServerProcess()
     closers: list[Callable[[], Any]] = []

@@ -20,7 +20,7 @@ import statistics
 import time
 from typing import Any
 
-import sd
+from kitsd import sd
 
 SIZE = 10_000
 CHANGES = 40

@@ -33,11 +33,10 @@ import prometheus_client
 
 import kitsd.otel
 import kitsd.prometheus
-import lb
-import sd
-import sd.http
+import kitsd.sd.http
+from kitsd import lb, sd
 from kitsd.demo_server import DemoInstance
-from sd import observe
+from kitsd.sd import observe
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,8 +24,7 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
-import lb
-import sd
+from kitsd import lb, sd
 
 SIZES = (10, 100, 1_000, 10_000)
 TARGET = 1.2

@@ -36,8 +36,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import sd
-from sd.instance import clean_instances
+from kitsd import sd
+from kitsd.sd.instance import clean_instances
 
 SIZES = (10, 100, 1_000, 10_000)
 CHANGE_TARGET_US = 1_000.0
@@ -84,7 +84,7 @@ def change_cost(size: int, changes: int) -> float:
 def snapshot_change_cost(size: int, changes: int) -> float:
     """Median seconds per change when a driver publishes whole snapshots (no delta):
     a Consul answer, an etcd re-read.  Fresh, unsorted strings, as decoded from JSON."""
-    from sd.instancer import Broadcaster, InstancerHandle
+    from kitsd.sd.instancer import Broadcaster, InstancerHandle
 
     names = [instance(number) for number in range(size)]
     broadcaster = Broadcaster(sd.Event(tuple(names)))

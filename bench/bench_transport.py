@@ -195,8 +195,7 @@ def main() -> None:
     import httpx
 
     import kitsd
-    import sd
-
+    from kitsd import sd
     server = _ServerProcess()
     registry = sd.MemoryRegistry()
     registry.registrar("users", server.instance).register()

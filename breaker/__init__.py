@@ -14,7 +14,7 @@ operation), :mod:`breaker.driver` (applying them to a pybreaker breaker).
 
 from pybreaker import CircuitBreakerError
 
-from breaker.middleware import BreakerEndpoint, circuit_breaker, per_instance
+from kitsd.breaker.middleware import BreakerEndpoint, circuit_breaker, per_instance
 
 __all__ = [
     "BreakerEndpoint",

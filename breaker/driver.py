@@ -63,10 +63,10 @@ from pybreaker import (
     CircuitBreakerState,
 )
 
-from breaker import guard
-from breaker._pybreaker import storage_of
-from breaker.guard import Admission
-from sd.observe import HUB, BreakerStateChanged, emit
+from kitsd.breaker import guard
+from kitsd.breaker._pybreaker import storage_of
+from kitsd.breaker.guard import Admission
+from kitsd.sd.observe import HUB, BreakerStateChanged, emit
 
 __all__ = ["Driver", "Ticket", "driver_for"]
 

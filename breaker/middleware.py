@@ -30,8 +30,8 @@ from typing import Any
 
 from pybreaker import CircuitBreaker
 
-from breaker.driver import Driver, Ticket, driver_for
-from sd.endpoint import Endpoint, close_endpoint, is_async
+from kitsd.breaker.driver import Driver, Ticket, driver_for
+from kitsd.sd.endpoint import Endpoint, close_endpoint, is_async
 
 __all__ = [
     "AsyncBreakerEndpoint",

@@ -52,7 +52,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from compose.process import (
+from kitsd.compose.process import (
     LOOPBACK,
     ExternalServer,
     ServerGroup,

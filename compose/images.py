@@ -1,5 +1,5 @@
 """The container images ``compose/*.yaml`` run: the same servers, at the same versions, as
-the launchers of :mod:`compose.etcd` and :mod:`compose.consul` start on loopback
+the launchers of :mod:`kitsd.compose.etcd` and :mod:`kitsd.compose.consul` start on loopback
 (``tests/kitsd/test_chaos_compose.py`` checks that images, commands and ports agree)."""
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from compose.process import ServerProcess
+from kitsd.compose.process import ServerProcess
 
 __all__ = ["INSTANCE_MODULE", "InstanceProcess", "instance_args"]
 

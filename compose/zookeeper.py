@@ -31,7 +31,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from compose.process import LOOPBACK, ExternalServer, ServerGroup, ServerProcess, free_ports
+from kitsd.compose.process import LOOPBACK, ExternalServer, ServerGroup, ServerProcess, free_ports
 
 __all__ = [
     "HOSTS_ENV",

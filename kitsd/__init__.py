@@ -1,11 +1,19 @@
-"""kitsd: one-line clients over the ``sd``, ``lb`` and ``breaker`` packages, and the
-``kitsd`` command line (``kitsd demo``, ``kitsd watch URL``).
+"""kitsd: client-side service discovery and load balancing, in the spirit of go-kit.
 
+The one import name of the distribution::
+
+    from kitsd import sd, lb, breaker
+
+- :mod:`kitsd.sd` — instancers, registrars, the Endpointer and the registry drivers;
+- :mod:`kitsd.lb` — balancers, retry, ejection, budgets and hedging;
+- :mod:`kitsd.breaker` — circuit breakers over pybreaker;
 - :class:`Transport` / :class:`AsyncTransport` — httpx transports whose URL host
-  is a service name, discovered, balanced, retried and ejected.
+  is a service name, discovered, balanced, retried and ejected;
+- the ``kitsd`` command line (``kitsd demo``, ``kitsd watch URL``, ``kitsd chaos``).
 
-This package sits above ``sd``, ``lb`` and ``breaker`` (it composes them), so that
-their import graph stays one-way.
+The composition modules here (the transport, the command line, the adapters) sit above
+``sd``, ``lb`` and ``breaker`` so that their import graph stays one-way; this file imports
+none of them until an attribute is first used.
 """
 
 from __future__ import annotations
@@ -14,14 +22,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from kitsd import breaker, lb, sd
     from kitsd.transport import AsyncTransport, Transport
 
-__all__ = ["AsyncTransport", "Transport"]
+__all__ = ["AsyncTransport", "Transport", "breaker", "lb", "sd"]
+
+_SUBPACKAGES = frozenset({"breaker", "lb", "sd"})
 
 
 def __getattr__(name: str) -> Any:
     # Resolved on first use, so `import kitsd.pytest_plugin` (a pytest11 entry point,
-    # imported by every pytest run) and `kitsd.cli` load no httpx stack they do not use.
+    # imported by every pytest run) and `kitsd.cli` load no httpx stack they do not use,
+    # and `import kitsd` alone then `kitsd.lb.RoundRobin` works.
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
     if name in __all__:
         value = getattr(importlib.import_module("kitsd.transport"), name)
         globals()[name] = value

@@ -20,7 +20,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable
 
-from sd.observe import (
+from kitsd.sd.observe import (
     BreakerStateChanged,
     DiscoveryFailed,
     DiscoveryUpdated,

@@ -57,11 +57,8 @@ from typing import Any, TextIO
 import httpx
 import pybreaker
 
-import breaker
-import lb
-import sd
-import sd.http
-from sd.event import Event
+from kitsd import breaker, lb, sd
+from kitsd.sd.event import Event
 
 __all__ = [
     "FAULTS", "ChaosReport", "PhaseReport", "client_stack", "format_table", "run_chaos",
@@ -335,9 +332,9 @@ def run_chaos(
     few times a second.  Raises ``ValueError`` for bad options (before starting
     anything) and ``RuntimeError`` if a server or an instance does not start.
     """
-    from compose.instance import InstanceProcess
-    from compose.process import free_ports
     from kitsd.chaos_registry import open_registry
+    from kitsd.compose.instance import InstanceProcess
+    from kitsd.compose.process import free_ports
 
     unknown = [fault for fault in faults if fault not in FAULTS]
     if unknown:

@@ -86,8 +86,7 @@ def _parser() -> argparse.ArgumentParser:
 def _registrar(args: argparse.Namespace, host: str, instance: str) -> tuple[Any, Any]:
     """The registrar for the chosen registry and the client to close after it."""
     if args.etcd:
-        import sd.etcd
-
+        from kitsd import sd
         if not args.prefix:
             raise SystemExit("--etcd needs --prefix")
         client = sd.etcd.connect(endpoints=args.etcd.split(","))
@@ -95,8 +94,7 @@ def _registrar(args: argparse.Namespace, host: str, instance: str) -> tuple[Any,
                                                ttl=args.ttl)
         return etcd_registrar, lambda: sd.etcd.close_client(client)
     if args.consul:
-        import sd.consul
-
+        from kitsd import sd
         if not args.service:
             raise SystemExit("--consul needs --service")
         consul_client = sd.consul.connect(args.consul)

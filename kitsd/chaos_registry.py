@@ -36,8 +36,8 @@ import urllib.request
 import uuid
 from typing import Any
 
-import sd
-from compose.proxy import BlackHoleProxy
+from kitsd import sd
+from kitsd.compose.proxy import BlackHoleProxy
 
 __all__ = ["ChaosRegistry", "ConsulChaos", "EtcdChaos", "MemoryChaos", "open_registry"]
 
@@ -142,7 +142,7 @@ class EtcdChaos(_Proxied):
 
     def __init__(self, *, endpoints: list[str] | None = None, prefix: str = "/kitsd-chaos/",
                  members: int = 3, existing: bool = False) -> None:
-        from compose.etcd import EtcdCluster
+        from kitsd.compose.etcd import EtcdCluster
 
         self.cluster = None if endpoints else EtcdCluster(members)
         self.endpoints = endpoints or (self.cluster.endpoints if self.cluster else [])
@@ -164,8 +164,7 @@ class EtcdChaos(_Proxied):
                 "--ttl", f"{self.ttl:g}"]
 
     def open_instancer(self) -> sd.Instancer:
-        import sd.etcd
-
+        from kitsd import sd
         client = sd.etcd.connect(endpoints=self.proxied)
         self._clients.append(client)
         return sd.etcd.EtcdInstancer(client, self.prefix)
@@ -211,8 +210,7 @@ class EtcdChaos(_Proxied):
         return f"etcd ({where}), prefix {self.prefix}"
 
     def close(self) -> None:
-        import sd.etcd
-
+        from kitsd import sd
         for client in self._clients:
             with contextlib.suppress(Exception):
                 sd.etcd.close_client(client)
@@ -229,7 +227,7 @@ class ConsulChaos(_Proxied):
 
     def __init__(self, *, agent: str | None = None, servers: int = 3,
                  service: str | None = None) -> None:
-        from compose.consul import ConsulCluster
+        from kitsd.compose.consul import ConsulCluster
 
         self.cluster = None if agent else ConsulCluster(servers)
         if self.cluster is not None:
@@ -254,8 +252,7 @@ class ConsulChaos(_Proxied):
                 "--ttl", f"{self.ttl:g}"]
 
     def open_instancer(self) -> sd.Instancer:
-        import sd.consul
-
+        from kitsd import sd
         client = sd.consul.connect(self.proxied[0])
         self._clients.append(client)
         return sd.consul.ConsulInstancer(client, self.service)

@@ -26,13 +26,10 @@ from typing import Any, TextIO
 import httpx
 import pybreaker
 
-import breaker
-import lb
-import sd
-import sd.http
+from kitsd import breaker, lb, sd
 from kitsd.demo_server import DemoInstance
+from kitsd.sd import observe
 from kitsd.transport import Transport
-from sd import observe
 
 __all__ = ["DemoReport", "format_report", "run_demo"]
 

@@ -3,7 +3,7 @@
 ::
 
     import kitsd.log_middleware
-    from sd import observe
+    from kitsd.sd import observe
     observe.add_observer(kitsd.log_middleware.CallLogger(level=logging.DEBUG))
 
 Every call made by an ``lb.retry``/``lb.retry_async`` stack then logs one line
@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import logging
 
-from sd.observe import SUCCESS, CallFinished, Observation
+from kitsd.sd.observe import SUCCESS, CallFinished, Observation
 
 __all__ = ["CallLogger"]
 
-_default_logger = logging.getLogger(f"kitsd.{__name__}")
+_default_logger = logging.getLogger(__name__)
 
 
 class CallLogger:
     """Logs each :class:`sd.observe.CallFinished` to ``logger`` (default
-    ``kitsd.kitsd.log_middleware``): at ``level`` for successes and at
+    ``kitsd.log_middleware``): at ``level`` for successes and at
     ``failure_level`` for any other outcome.  Thread-safe (stdlib logging is)."""
 
     def __init__(

@@ -56,9 +56,9 @@ from opentelemetry.metrics import Observation as Measurement
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from kitsd._states import BREAKER_STATES, States
-from sd import observe
-from sd.instance import split_instance
-from sd.observe import (
+from kitsd.sd import observe
+from kitsd.sd.instance import split_instance
+from kitsd.sd.observe import (
     AttemptFinished,
     AttemptStarted,
     BreakerStateChanged,

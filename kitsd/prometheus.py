@@ -46,8 +46,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kitsd._states import BREAKER_STATES, States
-from sd import observe
-from sd.observe import (
+from kitsd.sd import observe
+from kitsd.sd.observe import (
     AttemptFinished,
     BreakerStateChanged,
     BudgetRefused,

@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from compose.consul import ConsulCluster, ConsulDevAgent, ExternalConsul
-    from compose.etcd import EtcdCluster, EtcdMember, ExternalEtcd
-    from compose.proxy import BlackHoleProxy
-    from sd.memory import MemoryRegistry
+    from kitsd.compose.consul import ConsulCluster, ConsulDevAgent, ExternalConsul
+    from kitsd.compose.etcd import EtcdCluster, EtcdMember, ExternalEtcd
+    from kitsd.compose.proxy import BlackHoleProxy
+    from kitsd.sd.memory import MemoryRegistry
 
 __all__ = ["Faults"]
 
@@ -87,7 +87,7 @@ class Faults:
     def partition(self, address: str) -> BlackHoleProxy:
         """A :class:`~compose.proxy.BlackHoleProxy` to ``address`` (``host:port``): connect
         the client to ``proxy.endpoint``; ``proxy.stall()`` partitions it."""
-        from compose.proxy import BlackHoleProxy
+        from kitsd.compose.proxy import BlackHoleProxy
 
         host, _, port = address.rpartition(":")
         proxy = BlackHoleProxy(host.strip("[]"), int(port))
@@ -109,7 +109,7 @@ class Faults:
 def kitsd_etcd() -> Iterator[EtcdMember | ExternalEtcd]:
     """One etcd member for the session (``.endpoint``, ``.host``, ``.client_port``), or
     the server named by ``KITSD_ETCD_ENDPOINT``."""
-    from compose.etcd import EtcdCluster, single_member
+    from kitsd.compose.etcd import EtcdCluster, single_member
 
     try:
         server = single_member()
@@ -124,7 +124,7 @@ def kitsd_etcd() -> Iterator[EtcdMember | ExternalEtcd]:
 
 @pytest.fixture(scope="module")
 def _kitsd_etcd_cluster() -> Iterator[EtcdCluster]:
-    from compose.etcd import EtcdCluster
+    from kitsd.compose.etcd import EtcdCluster
 
     try:
         cluster = EtcdCluster(3)
@@ -148,7 +148,7 @@ def kitsd_etcd_cluster(_kitsd_etcd_cluster: EtcdCluster) -> EtcdCluster:
 def kitsd_consul() -> Iterator[ConsulDevAgent | ExternalConsul]:
     """A Consul ``-dev`` agent for the session (``.http_addr``), or the agent named by
     ``KITSD_CONSUL_HTTP_ADDR``."""
-    from compose.consul import dev_agent
+    from kitsd.compose.consul import dev_agent
 
     try:
         agent = dev_agent(name="kitsd-plugin")
@@ -161,7 +161,7 @@ def kitsd_consul() -> Iterator[ConsulDevAgent | ExternalConsul]:
 
 @pytest.fixture(scope="module")
 def _kitsd_consul_cluster() -> Iterator[ConsulCluster]:
-    from compose.consul import ConsulCluster
+    from kitsd.compose.consul import ConsulCluster
 
     try:
         cluster = ConsulCluster(3)
@@ -184,8 +184,7 @@ def kitsd_consul_cluster(_kitsd_consul_cluster: ConsulCluster) -> ConsulCluster:
 @pytest.fixture
 def kitsd_memory_registry() -> MemoryRegistry:
     """A fresh in-process :class:`sd.MemoryRegistry`."""
-    import sd
-
+    from kitsd import sd
     return sd.MemoryRegistry()
 
 

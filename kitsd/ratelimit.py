@@ -38,10 +38,10 @@ import limits.errors
 import limits.storage
 import limits.strategies
 
-from sd.deadline import remaining
-from sd.endpoint import Endpoint, is_async
-from sd.errors import KitsdError, MisuseError
-from sd.observe import HUB, RateLimited, emit
+from kitsd.sd.deadline import remaining
+from kitsd.sd.endpoint import Endpoint, is_async
+from kitsd.sd.errors import KitsdError, MisuseError
+from kitsd.sd.observe import HUB, RateLimited, emit
 
 __all__ = ["RateLimitExceeded", "rate_limit", "wait_decision"]
 

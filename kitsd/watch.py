@@ -7,7 +7,7 @@ import threading
 import time
 from typing import TextIO
 
-import sd
+from kitsd import sd
 
 __all__ = ["watch"]
 

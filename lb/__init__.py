@@ -25,20 +25,20 @@ Which balancer when:
 * :class:`ConsistentHash` — affinity: the same key to the same instance.
 """
 
-from lb.balancer import Balancer, Pick, Picker
-from lb.consistent_hash import ConsistentHash
-from lb.errors import NoEndpointsError, RetryBudgetExhausted, RetryError, RetryTimeout
-from lb.hedge import Hedge
-from lb.hedging import HedgedEndpoint
-from lb.least_loaded import LeastLoaded
-from lb.outlier_detection import CountedError, OutlierDetection
-from lb.peak_ewma import PeakEWMA
-from lb.random import Random
-from lb.retry import retry, retry_async
-from lb.retry_budget import RetryBudget
-from lb.round_robin import RoundRobin
-from lb.weighted import Weighted
-from sd.deadline import remaining
+from kitsd.lb.balancer import Balancer, Pick, Picker
+from kitsd.lb.consistent_hash import ConsistentHash
+from kitsd.lb.errors import NoEndpointsError, RetryBudgetExhausted, RetryError, RetryTimeout
+from kitsd.lb.hedge import Hedge
+from kitsd.lb.hedging import HedgedEndpoint
+from kitsd.lb.least_loaded import LeastLoaded
+from kitsd.lb.outlier_detection import CountedError, OutlierDetection
+from kitsd.lb.peak_ewma import PeakEWMA
+from kitsd.lb.random import Random
+from kitsd.lb.retry import retry, retry_async
+from kitsd.lb.retry_budget import RetryBudget
+from kitsd.lb.round_robin import RoundRobin
+from kitsd.lb.weighted import Weighted
+from kitsd.sd.deadline import remaining
 
 __all__ = [
     "Balancer",

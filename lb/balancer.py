@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from sd.endpoint import Endpoint
-from sd.endpoint_set import EndpointSet
+from kitsd.sd.endpoint import Endpoint
+from kitsd.sd.endpoint_set import EndpointSet
 
 __all__ = ["Balancer", "EndpointSource", "Pick", "Picker", "SnapshotSource"]
 

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from lb.outlier_detection import OutlierDetection
+from kitsd.lb.outlier_detection import OutlierDetection
 
 __all__ = ["Ejections"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sd.errors import KitsdError
+from kitsd.sd.errors import KitsdError
 
 __all__ = ["NoEndpointsError", "RetryBudgetExhausted", "RetryError", "RetryTimeout"]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sd.errors import MisuseError
+from kitsd.sd.errors import MisuseError
 
 __all__ = ["Hedge", "LatencyWindow"]
 

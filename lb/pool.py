@@ -38,17 +38,17 @@ from array import array
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import cast, overload
 
-from lb.balancer import EndpointSource, Pick
-from lb.ejection import Ejections
-from lb.errors import NoEndpointsError
-from lb.outlier_detection import OutlierDetection
-from sd.endpoint import Endpoint
-from sd.instance_info import NO_INFO, InstanceInfo
-from sd.observe import HUB, InstanceEjected, InstanceRestored, current_service, emit
+from kitsd.lb.balancer import EndpointSource, Pick
+from kitsd.lb.ejection import Ejections
+from kitsd.lb.errors import NoEndpointsError
+from kitsd.lb.outlier_detection import OutlierDetection
+from kitsd.sd.endpoint import Endpoint
+from kitsd.sd.instance_info import NO_INFO, InstanceInfo
+from kitsd.sd.observe import HUB, InstanceEjected, InstanceRestored, current_service, emit
 
 __all__ = ["DEFAULT_OUTLIER_DETECTION", "PROBES", "Pool", "identity_key"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 #: Probes of each kind before a steered pick falls back to a scan.
 PROBES = 8

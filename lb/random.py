@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from lb.balancer import EndpointSource
-from lb.outlier_detection import OutlierDetection
-from lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
+from kitsd.lb.balancer import EndpointSource
+from kitsd.lb.outlier_detection import OutlierDetection
+from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
 
 __all__ = ["Random"]
 

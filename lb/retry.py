@@ -35,17 +35,17 @@ from typing import Any, cast, overload
 
 import tenacity
 
-from lb.balancer import Balancer, Pick
-from lb.errors import RetryTimeout
-from lb.hedging import Hedge, HedgedEndpoint, hedged_async, hedged_sync
-from lb.pool import identity_key
-from lb.retry_budget import RetryBudget
-from lb.retry_policy import Callback, GiveUp, RetryCall, WaitFunction, validate
-from lb.timer import DeadlineTimer
-from sd.deadline import reset_deadline, set_deadline
-from sd.endpoint import AsyncEndpoint, Endpoint
-from sd.errors import MisuseError
-from sd.observe import DEFAULT_SERVICE, HUB, CallWatch, watch_call
+from kitsd.lb.balancer import Balancer, Pick
+from kitsd.lb.errors import RetryTimeout
+from kitsd.lb.hedging import Hedge, HedgedEndpoint, hedged_async, hedged_sync
+from kitsd.lb.pool import identity_key
+from kitsd.lb.retry_budget import RetryBudget
+from kitsd.lb.retry_policy import Callback, GiveUp, RetryCall, WaitFunction, validate
+from kitsd.lb.timer import DeadlineTimer
+from kitsd.sd.deadline import reset_deadline, set_deadline
+from kitsd.sd.endpoint import AsyncEndpoint, Endpoint
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.observe import DEFAULT_SERVICE, HUB, CallWatch, watch_call
 
 __all__ = ["retry", "retry_async"]
 

@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from lb.budget import BudgetWindow
-from sd.errors import MisuseError
+from kitsd.lb.budget import BudgetWindow
+from kitsd.sd.errors import MisuseError
 
 __all__ = ["RetryBudget"]
 

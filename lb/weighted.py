@@ -5,13 +5,13 @@ from __future__ import annotations
 from array import array
 from collections.abc import Collection
 
-from lb.balancer import EndpointSource, Pick
-from lb.errors import NoEndpointsError
-from lb.outlier_detection import OutlierDetection
-from lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
-from lb.schedule import smooth_schedule
-from sd.endpoint import Endpoint
-from sd.instance_info import DEFAULT_INFO
+from kitsd.lb.balancer import EndpointSource, Pick
+from kitsd.lb.errors import NoEndpointsError
+from kitsd.lb.outlier_detection import OutlierDetection
+from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
+from kitsd.lb.schedule import smooth_schedule
+from kitsd.sd.endpoint import Endpoint
+from kitsd.sd.instance_info import DEFAULT_INFO
 
 __all__ = ["Weighted"]
 

@@ -15,12 +15,12 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sd.aio import AsyncRegistrar, EventStream
-from sd.deadline import remaining
-from sd.endpoint import AsyncEndpoint, Endpoint, Factory, Middleware, SyncEndpoint, is_async
-from sd.endpoint_set import EndpointSet
-from sd.endpointer import Endpointer
-from sd.errors import (
+from kitsd.sd.aio import AsyncRegistrar, EventStream
+from kitsd.sd.deadline import remaining
+from kitsd.sd.endpoint import AsyncEndpoint, Endpoint, Factory, Middleware, SyncEndpoint, is_async
+from kitsd.sd.endpoint_set import EndpointSet
+from kitsd.sd.endpointer import Endpointer
+from kitsd.sd.errors import (
     BackendError,
     ConnectionFailure,
     InvalidInstanceError,
@@ -29,14 +29,14 @@ from sd.errors import (
     PermissionDeniedError,
     RegistryUnavailableError,
 )
-from sd.event import Event
-from sd.instance import join_host_port, normalize_instance, split_instance
-from sd.instance_info import InstanceInfo, factory_with_info
-from sd.instancer import FixedInstancer, Instancer
-from sd.memory import MemoryRegistrar, MemoryRegistry
-from sd.middleware import chain
-from sd.registrar import Registrar
-from sd.url import instancer_from_url
+from kitsd.sd.event import Event
+from kitsd.sd.instance import join_host_port, normalize_instance, split_instance
+from kitsd.sd.instance_info import InstanceInfo, factory_with_info
+from kitsd.sd.instancer import FixedInstancer, Instancer
+from kitsd.sd.memory import MemoryRegistrar, MemoryRegistry
+from kitsd.sd.middleware import chain
+from kitsd.sd.registrar import Registrar
+from kitsd.sd.url import instancer_from_url
 
 __all__ = [
     "AsyncEndpoint",
@@ -73,18 +73,31 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # reachable as sd.X for older code, but not part of the public surface
-    from sd.instancer import Broadcaster as Broadcaster
-    from sd.instancer import InstancerHandle as InstancerHandle
+    from kitsd.sd import consul as consul
+    from kitsd.sd import dns as dns
+    from kitsd.sd import etcd as etcd
+    from kitsd.sd import grpc as grpc
+    from kitsd.sd import http as http
+    from kitsd.sd import zk as zk
+    from kitsd.sd.instancer import Broadcaster as Broadcaster
+    from kitsd.sd.instancer import InstancerHandle as InstancerHandle
 
 # Driver plumbing, not public API: drivers and tests import it from sd.instancer.  Kept
 # reachable here (lazily, outside __all__) so code written against earlier versions runs.
-_PLUMBING = {"Broadcaster": "sd.instancer", "InstancerHandle": "sd.instancer"}
+_PLUMBING = {"Broadcaster": "kitsd.sd.instancer", "InstancerHandle": "kitsd.sd.instancer"}
+
+# The drivers, imported on first use: ``from kitsd import sd`` then ``sd.etcd.connect()``
+# works without a separate ``import kitsd.sd.etcd``, and importing kitsd.sd loads none of
+# them (each imports its client library lazily in turn).
+_DRIVERS = frozenset({"consul", "dns", "etcd", "grpc", "http", "zk"})
 
 
 def __getattr__(name: str) -> Any:
     if name in _PLUMBING:
         return getattr(importlib.import_module(_PLUMBING[name]), name)
-    raise AttributeError(f"module 'sd' has no attribute {name!r}")
+    if name in _DRIVERS:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # One name configures the whole library; silent until the application adds handlers.

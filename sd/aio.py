@@ -19,9 +19,9 @@ import asyncio
 from types import TracebackType
 from typing import Self
 
-from sd.event import Event
-from sd.instancer import Instancer
-from sd.registrar import Registrar
+from kitsd.sd.event import Event
+from kitsd.sd.instancer import Instancer
+from kitsd.sd.registrar import Registrar
 
 __all__ = ["AsyncRegistrar", "EventStream"]
 

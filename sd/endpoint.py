@@ -25,7 +25,7 @@ __all__ = [
     "is_async",
 ]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 SyncEndpoint: TypeAlias = Callable[[Any], Any]
 AsyncEndpoint: TypeAlias = Callable[[Any], Coroutine[Any, Any, Any]]

@@ -42,14 +42,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
-from sd.endpoint_set import EMPTY, EndpointSet
-from sd.errors import MisuseError
-from sd.event import Event, same_info
-from sd.instance_info import DEFAULT_INFO, NO_INFO, InfoFactory, InstanceInfo
+from kitsd.sd.endpoint_set import EMPTY, EndpointSet
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.event import Event, same_info
+from kitsd.sd.instance_info import DEFAULT_INFO, NO_INFO, InfoFactory, InstanceInfo
 
 __all__ = ["EndpointCache", "Read", "View", "check_timeout"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 E = TypeVar("E")
 

@@ -6,8 +6,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sd.errors import MisuseError
-from sd.instance_info import DEFAULT_INFO, NO_INFO, InstanceInfo
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.instance_info import DEFAULT_INFO, NO_INFO, InstanceInfo
 
 # sd.endpoint.Endpoint, spelled out: this module stays pure (sd.endpoint imports asyncio).
 _Endpoint = Callable[[Any], Any]

@@ -33,13 +33,13 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self, cast
 
-from sd.endpoint import Endpoint, Pending, close_endpoint
-from sd.endpoint_cache import EndpointCache, View
-from sd.endpoint_set import EMPTY, EndpointSet
-from sd.errors import MisuseError, shown_value
-from sd.event import Event
-from sd.instance_info import InfoFactory, InstanceInfo
-from sd.instancer import Instancer
+from kitsd.sd.endpoint import Endpoint, Pending, close_endpoint
+from kitsd.sd.endpoint_cache import EndpointCache, View
+from kitsd.sd.endpoint_set import EMPTY, EndpointSet
+from kitsd.sd.errors import MisuseError, shown_value
+from kitsd.sd.event import Event
+from kitsd.sd.instance_info import InfoFactory, InstanceInfo
+from kitsd.sd.instancer import Instancer
 
 __all__ = ["Endpointer"]
 

@@ -28,7 +28,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sd.instance_info import NO_INFO, InstanceInfo
+from kitsd.sd.instance_info import NO_INFO, InstanceInfo
 
 __all__ = ["Delta", "Event", "diff", "splice"]
 

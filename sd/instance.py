@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Iterable
 
-from sd.errors import InvalidInstanceError, clip
+from kitsd.sd.errors import InvalidInstanceError, clip
 
 __all__ = [
     "clean_instances",
@@ -20,7 +20,7 @@ __all__ = [
     "split_instance",
 ]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 # RFC 1123 host names; underscores are tolerated because real registries hold them.
 # Used with fullmatch: a "$" would also match before a trailing newline ("evil\n").

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Generic, TypeVar
 
-from sd.errors import MisuseError
-from sd.instance import normalize_instance
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.instance import normalize_instance
 
 __all__ = [
     "DEFAULT_INFO",

@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sd.errors import InvalidInstanceError, MisuseError
-from sd.instance import normalize_instance
-from sd.instance_info import DEFAULT_INFO, InstanceInfo
+from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.sd.instance import normalize_instance
+from kitsd.sd.instance_info import DEFAULT_INFO, InstanceInfo
 
 __all__ = ["BadValue", "decode_value", "encode_value"]
 

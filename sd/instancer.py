@@ -26,10 +26,10 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Protocol, Self, TypeVar, cast, runtime_checkable
 
-from sd.errors import MisuseError
-from sd.event import Delta, Event, diff, same_error, splice
-from sd.instance import normalize_instance
-from sd.instance_info import (
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.event import Delta, Event, diff, same_error, splice
+from kitsd.sd.instance import normalize_instance
+from kitsd.sd.instance_info import (
     DEFAULT_INFO,
     NO_INFO,
     InstanceInfo,
@@ -37,7 +37,7 @@ from sd.instance_info import (
     check_info_map,
     copy_info,
 )
-from sd.observe import HUB, DiscoveryFailed, DiscoveryUpdated, emit
+from kitsd.sd.observe import HUB, DiscoveryFailed, DiscoveryUpdated, emit
 
 __all__ = [
     "Broadcaster",
@@ -49,7 +49,7 @@ __all__ = [
     "Stoppable",
 ]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 Callback = Callable[[Event], object]
 W = TypeVar("W", bound="Stoppable")

@@ -7,12 +7,12 @@ from bisect import bisect_left
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from sd.errors import MisuseError, shown_value
-from sd.event import Delta, Event
-from sd.instance import normalize_instance
-from sd.instance_info import DEFAULT_INFO, NO_INFO, InstanceInfo, copy_info
-from sd.instancer import Broadcaster, InstancerHandle
-from sd.registrar import RegistrarContext
+from kitsd.sd.errors import MisuseError, shown_value
+from kitsd.sd.event import Delta, Event
+from kitsd.sd.instance import normalize_instance
+from kitsd.sd.instance_info import DEFAULT_INFO, NO_INFO, InstanceInfo, copy_info
+from kitsd.sd.instancer import Broadcaster, InstancerHandle
+from kitsd.sd.registrar import RegistrarContext
 
 __all__ = ["MemoryRegistrar", "MemoryRegistry"]
 

@@ -90,7 +90,7 @@ __all__ = [
     "watch_call",
 ]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 #: The label of calls made by a stack that was given no ``name=``.
 DEFAULT_SERVICE = "default"
@@ -108,7 +108,7 @@ OUTCOMES = (SUCCESS, ERROR, TIMEOUT, CANCELLED, REJECTED, NO_ENDPOINTS)
 # Errors named by class (module.qualname), so that sd imports neither lb nor pybreaker.
 _NAMED: dict[str, str] = {
     "pybreaker.CircuitBreakerError": REJECTED,
-    "lb.errors.NoEndpointsError": NO_ENDPOINTS,
+    "kitsd.lb.errors.NoEndpointsError": NO_ENDPOINTS,
     "kitsd.ratelimit.RateLimitExceeded": REJECTED,
     "lb.budget.BudgetExhausted": REJECTED,
 }

@@ -16,12 +16,12 @@ from typing import TypeVar
 
 import tenacity
 
-from sd.backoff import REGISTRY_TRANSIENT, CurveWait, testing_attempts
-from sd.errors import RegistryUnavailableError
+from kitsd.sd.backoff import REGISTRY_TRANSIENT, CurveWait, testing_attempts
+from kitsd.sd.errors import RegistryUnavailableError
 
 __all__ = ["retry_transient"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -13,18 +13,18 @@ import re
 import urllib.parse
 from typing import Protocol, cast
 
-from sd.errors import MisuseError, clip, shown_value
-from sd.instancer import FixedInstancer, InstancerHandle
+from kitsd.sd.errors import MisuseError, clip, shown_value
+from kitsd.sd.instancer import FixedInstancer, InstancerHandle
 
 __all__ = ["instancer_from_url", "redact_url", "shown_parameter", "shown_url"]
 
 _DRIVERS = {
-    "etcd": ("sd.etcd.url", "etcd"),
-    "etcds": ("sd.etcd.url", "etcd"),
-    "consul": ("sd.consul.url", "consul"),
-    "consuls": ("sd.consul.url", "consul"),
-    "dnssrv": ("sd.dns.url", "dns"),
-    "zk": ("sd.zk.url", "zk"),
+    "etcd": ("kitsd.sd.etcd.url", "etcd"),
+    "etcds": ("kitsd.sd.etcd.url", "etcd"),
+    "consul": ("kitsd.sd.consul.url", "consul"),
+    "consuls": ("kitsd.sd.consul.url", "consul"),
+    "dnssrv": ("kitsd.sd.dns.url", "dns"),
+    "zk": ("kitsd.sd.zk.url", "zk"),
 }
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import sd
+from kitsd import sd
 from kitsd.chaos import client_stack
 from kitsd.demo_server import DemoInstance
 

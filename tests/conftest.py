@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from compose.install import InstallError, ensure
+from kitsd.compose.install import InstallError, ensure
 from tests.helpers import assert_no_new_threads
 
 

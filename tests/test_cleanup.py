@@ -8,10 +8,7 @@ from typing import Any
 import httpx
 import pybreaker
 
-import breaker
-import lb
-import sd
-import sd.http
+from kitsd import breaker, lb, sd
 from kitsd.demo_server import DemoInstance
 from tests.helpers import wait_for
 

@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BLOCKED = ["consul", "pyetcd", "etcd3"]
 
 CORE_MODULES = [
-    "sd", "sd.endpointer", "sd.memory", "sd.url", "sd.http", "lb", "breaker", "kitsd.cli",
+    "kitsd.sd", "kitsd.sd.endpointer", "kitsd.sd.memory", "kitsd.sd.url", "kitsd.sd.http",
+    "kitsd.lb", "kitsd.breaker", "kitsd.cli",
     # the drivers import their client libraries only when a client is built
-    "sd.etcd", "sd.consul",
+    "kitsd.sd.etcd", "kitsd.sd.consul",
 ]
 
 SCRIPT = textwrap.dedent(
@@ -73,7 +74,7 @@ def test_static_url_works_without_registry_clients() -> None:
         import sys
         for name in ("consul", "pyetcd", "etcd3"):
             sys.modules[name] = None
-        from sd import instancer_from_url
+        from kitsd.sd import instancer_from_url
         events = []
         instancer_from_url("static://b:2,a:1").subscribe(events.append)
         print(",".join(events[0].instances))

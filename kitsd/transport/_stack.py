@@ -18,7 +18,12 @@ import httpx
 import pybreaker
 import tenacity
 
-import lb
+from kitsd import lb
+from kitsd.sd.deadline import remaining
+from kitsd.sd.endpointer import Endpointer
+from kitsd.sd.errors import ConnectionFailure
+from kitsd.sd.instance import split_instance
+from kitsd.sd.instancer import Instancer
 from kitsd.transport import _policy
 from kitsd.transport._httpx_url import encoded_host, rehost
 from kitsd.transport._policy import (
@@ -28,11 +33,6 @@ from kitsd.transport._policy import (
     RetryableStatus,
     Settings,
 )
-from sd.deadline import remaining
-from sd.endpointer import Endpointer
-from sd.errors import ConnectionFailure
-from sd.instance import split_instance
-from sd.instancer import Instancer
 
 __all__ = ["AsyncInstanceEndpoint", "Forwarder", "InstanceEndpoint", "Stack"]
 

@@ -15,20 +15,19 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-import breaker
-import lb
+from kitsd import breaker, lb
+from kitsd.sd.endpointer import Endpointer
+from kitsd.sd.errors import MisuseError, shown_value
+from kitsd.sd.instancer import Instancer
+from kitsd.sd.memory import MemoryRegistry
+from kitsd.sd.url import instancer_from_url, redact_url
 from kitsd.transport import _policy
 from kitsd.transport._policy import AttemptFailed, RetryableStatus
 from kitsd.transport._stack import AsyncInstanceEndpoint, Forwarder, InstanceEndpoint, Stack
-from sd.endpointer import Endpointer
-from sd.errors import MisuseError, shown_value
-from sd.instancer import Instancer
-from sd.memory import MemoryRegistry
-from sd.url import instancer_from_url, redact_url
 
 __all__ = ["DEFAULT_BALANCER", "AsyncTransport", "Transport"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 #: The balancer a transport uses unless told otherwise: the best this project has
 #: for latency.  PeakEWMA (latency-aware) where lb has it, else LeastLoaded.

@@ -24,29 +24,29 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sd.consul.client import ConsulClient, connect
-    from sd.consul.instancer import AsyncConsulInstancer, ConsulInstancer
-    from sd.consul.registrar import ConsulRegistrar
-    from sd.consul.transport import AgentSettings, AsyncHttpxConsul, HttpxConsul
+    from kitsd.sd.consul.client import ConsulClient, connect
+    from kitsd.sd.consul.instancer import AsyncConsulInstancer, ConsulInstancer
+    from kitsd.sd.consul.registrar import ConsulRegistrar
+    from kitsd.sd.consul.transport import AgentSettings, AsyncHttpxConsul, HttpxConsul
 
 # Resolved on first use, so `import sd.consul` (and its pure modules) works without
 # py-consul, and a missing client library is reported with the extra to install.
 _HOMES = {
-    "AgentSettings": "sd.consul.transport",
-    "AsyncHttpxConsul": "sd.consul.transport",
-    "ConsulClient": "sd.consul.client",
-    "HttpxConsul": "sd.consul.transport",
-    "connect": "sd.consul.client",
-    "AsyncConsulInstancer": "sd.consul.instancer",
-    "ConsulInstancer": "sd.consul.instancer",
-    "ConsulRegistrar": "sd.consul.registrar",
+    "AgentSettings": "kitsd.sd.consul.transport",
+    "AsyncHttpxConsul": "kitsd.sd.consul.transport",
+    "ConsulClient": "kitsd.sd.consul.client",
+    "HttpxConsul": "kitsd.sd.consul.transport",
+    "connect": "kitsd.sd.consul.client",
+    "AsyncConsulInstancer": "kitsd.sd.consul.instancer",
+    "ConsulInstancer": "kitsd.sd.consul.instancer",
+    "ConsulRegistrar": "kitsd.sd.consul.registrar",
 }
 
 
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
-        raise AttributeError(f"module 'sd.consul' has no attribute {name!r}")
+        raise AttributeError(f"module 'kitsd.sd.consul' has no attribute {name!r}")
     try:
         module = importlib.import_module(home)
     except ImportError as error:

@@ -42,13 +42,13 @@ import consul
 import httpx
 import requests
 
-from sd.consul.transport import (
+from kitsd.sd.consul.transport import (
     DEFAULT_TIMEOUT,
     AgentSettings,
     HttpxConsul,
     settings_of,
 )
-from sd.errors import BackendError, PermissionDeniedError, RegistryUnavailableError
+from kitsd.sd.errors import BackendError, PermissionDeniedError, RegistryUnavailableError
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -66,7 +66,7 @@ __all__ = [
     "tags_tuple",
 ]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -40,14 +40,14 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sd.errors import InvalidInstanceError
-from sd.instance import join_host_port
-from sd.instance_info import DEFAULT_INFO, InstanceInfo
+from kitsd.sd.errors import InvalidInstanceError
+from kitsd.sd.instance import join_host_port
+from kitsd.sd.instance_info import DEFAULT_INFO, InstanceInfo
 
 __all__ = ["InfoMemo", "Memo", "UnreadableAnswerError", "entry_info", "entry_instance",
            "service_instances"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 
 class UnreadableAnswerError(ValueError):

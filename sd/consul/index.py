@@ -94,11 +94,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sd.backoff import CONSUL_WATCH, Backoff
-from sd.consul.health import InfoMemo, Memo, UnreadableAnswerError, service_instances
-from sd.errors import PermissionDeniedError, RegistryUnavailableError
-from sd.event import Event
-from sd.instance_info import InstanceInfo
+from kitsd.sd.backoff import CONSUL_WATCH, Backoff
+from kitsd.sd.consul.health import InfoMemo, Memo, UnreadableAnswerError, service_instances
+from kitsd.sd.errors import PermissionDeniedError, RegistryUnavailableError
+from kitsd.sd.event import Event
+from kitsd.sd.instance_info import InstanceInfo
 
 __all__ = ["UNREAD", "BlockingIndex", "Decision", "Step", "WatchPolicy", "parse_index"]
 

@@ -41,12 +41,12 @@ from typing import Self
 
 import httpx
 
-from sd.consul.client import ConsulClient, agent_address, tags_tuple
-from sd.consul.loop import LoopThread
-from sd.consul.transport import DEFAULT_TIMEOUT, AgentSettings, settings_of
-from sd.consul.watch import HealthQuery, run_watch
-from sd.errors import MisuseError
-from sd.instancer import Broadcaster, InstancerHandle, SharedWatches
+from kitsd.sd.consul.client import ConsulClient, agent_address, tags_tuple
+from kitsd.sd.consul.loop import LoopThread
+from kitsd.sd.consul.transport import DEFAULT_TIMEOUT, AgentSettings, settings_of
+from kitsd.sd.consul.watch import HealthQuery, run_watch
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.instancer import Broadcaster, InstancerHandle, SharedWatches
 
 __all__ = ["AsyncConsulInstancer", "ConsulInstancer"]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["LoopThread"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 JOIN_TIMEOUT = 5.0
 

@@ -44,8 +44,8 @@ from typing import Any
 
 import consul
 
-from sd.backoff import CONSUL_HEARTBEAT, Backoff
-from sd.consul.client import (
+from kitsd.sd.backoff import CONSUL_HEARTBEAT, Backoff
+from kitsd.sd.consul.client import (
     ConsulClient,
     agent_address,
     go_duration,
@@ -54,15 +54,15 @@ from sd.consul.client import (
     private_client,
     tags_tuple,
 )
-from sd.consul.loop import LoopThread
-from sd.errors import InvalidInstanceError, MisuseError, shown_value
-from sd.instance import join_host_port, split_instance
-from sd.registrar import RegistrarContext
-from sd.transient import retry_transient
+from kitsd.sd.consul.loop import LoopThread
+from kitsd.sd.errors import InvalidInstanceError, MisuseError, shown_value
+from kitsd.sd.instance import join_host_port, split_instance
+from kitsd.sd.registrar import RegistrarContext
+from kitsd.sd.transient import retry_transient
 
 __all__ = ["MIN_TTL", "ConsulRegistrar"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 MIN_TTL = 1.0
 """The shortest ``ttl`` (seconds) a :class:`ConsulRegistrar` accepts."""

@@ -40,9 +40,9 @@ import consul.base
 import consul.std
 import httpx
 
-from sd.consul.index import UNREAD, parse_index
-from sd.errors import InvalidInstanceError, MisuseError
-from sd.instance import split_address
+from kitsd.sd.consul.index import UNREAD, parse_index
+from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.sd.instance import split_address
 
 __all__ = [
     "DEFAULT_TIMEOUT",

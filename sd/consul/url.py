@@ -34,10 +34,10 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 
-from sd.consul.client import connect
-from sd.consul.instancer import ConsulInstancer
-from sd.errors import MisuseError
-from sd.url import shown_parameter, shown_url
+from kitsd.sd.consul.client import connect
+from kitsd.sd.consul.instancer import ConsulInstancer
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.url import shown_parameter, shown_url
 
 __all__ = ["SCHEMES", "TOKEN_ENV", "ConsulURL", "instancer_from_url", "parse_url", "shown_url"]
 

@@ -37,14 +37,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sd.consul.client import ConsulClient, go_duration, map_error, maybe_await, private_client
-from sd.consul.index import WatchPolicy
-from sd.consul.transport import AgentSettings, AsyncHttpxConsul
-from sd.instancer import Broadcaster
+from kitsd.sd.consul.client import ConsulClient, go_duration, map_error, maybe_await, private_client
+from kitsd.sd.consul.index import WatchPolicy
+from kitsd.sd.consul.transport import AgentSettings, AsyncHttpxConsul
+from kitsd.sd.instancer import Broadcaster
 
 __all__ = ["HealthQuery", "run_watch"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 ACL_POLICY_HEADER = "X-Consul-Default-Acl-Policy"
 

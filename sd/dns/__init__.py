@@ -8,7 +8,7 @@ no registrar.  :class:`AsyncSRVInstancer` runs the same watch as a task on
 your event loop (dnspython's resolver is asyncio-native), without a thread.
 """
 
-from sd.dns.instancer import AsyncSRVInstancer, SRVInstancer
-from sd.dns.srv import RefreshPolicy, SRVInstance, SRVRecord
+from kitsd.sd.dns.instancer import AsyncSRVInstancer, SRVInstancer
+from kitsd.sd.dns.srv import RefreshPolicy, SRVInstance, SRVRecord
 
 __all__ = ["AsyncSRVInstancer", "RefreshPolicy", "SRVInstance", "SRVInstancer", "SRVRecord"]

@@ -38,8 +38,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, Self
 
-from sd.backoff import Backoff
-from sd.dns.resolver import (
+from kitsd.sd.backoff import Backoff
+from kitsd.sd.dns.resolver import (
     NoRecords,
     check_name,
     describe,
@@ -47,14 +47,14 @@ from sd.dns.resolver import (
     make_resolver,
     parse_server,
 )
-from sd.dns.srv import RefreshPolicy, SRVInstance, infos_of, instances_of, translate
-from sd.errors import MisuseError, RegistryUnavailableError
-from sd.event import Event
-from sd.instancer import Broadcaster, InstancerHandle, SharedWatches
+from kitsd.sd.dns.srv import RefreshPolicy, SRVInstance, infos_of, instances_of, translate
+from kitsd.sd.errors import MisuseError, RegistryUnavailableError
+from kitsd.sd.event import Event
+from kitsd.sd.instancer import Broadcaster, InstancerHandle, SharedWatches
 
 __all__ = ["AsyncSRVInstancer", "SRVInstancer", "SRVWatch", "watch_srv"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT: Final = 0.9
 

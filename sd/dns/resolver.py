@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sd.dns.srv import SRVRecord, brief, is_address, shown
-from sd.errors import MisuseError, RegistryUnavailableError
-from sd.instance import split_address
+from kitsd.sd.dns.srv import SRVRecord, brief, is_address, shown
+from kitsd.sd.errors import MisuseError, RegistryUnavailableError
+from kitsd.sd.instance import split_address
 
 __all__ = [
     "Lookup",
@@ -30,7 +30,7 @@ __all__ = [
     "parse_server",
 ]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 _DNS_PORT = 53
 

@@ -43,10 +43,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sd.backoff import DNS_RETRY, Curve
-from sd.errors import InvalidInstanceError, MisuseError
-from sd.instance import join_host_port
-from sd.instance_info import InstanceInfo
+from kitsd.sd.backoff import DNS_RETRY, Curve
+from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.sd.instance import join_host_port
+from kitsd.sd.instance_info import InstanceInfo
 
 __all__ = [
     "DNS_RETRY",
@@ -61,7 +61,7 @@ __all__ = [
     "translate",
 ]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 _SHOWN = 64
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import urllib.parse
 
-from sd.dns.instancer import SRVInstancer
-from sd.errors import MisuseError
-from sd.url import shown_parameter, shown_url
+from kitsd.sd.dns.instancer import SRVInstancer
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.url import shown_parameter, shown_url
 
 __all__ = ["instancer_from_url"]
 

@@ -17,11 +17,11 @@ event loop.  Subscribe with a callback that hands events to your loop
 (``loop.call_soon_threadsafe``) instead.
 """
 
-from sd.etcd.adapter import VendorClient
-from sd.etcd.client import EtcdClient, EtcdLeases, EtcdReader
-from sd.etcd.connect import close_client, connect
-from sd.etcd.instancer import EtcdInstancer
-from sd.etcd.registrar import EtcdRegistrar
+from kitsd.sd.etcd.adapter import VendorClient
+from kitsd.sd.etcd.client import EtcdClient, EtcdLeases, EtcdReader
+from kitsd.sd.etcd.connect import close_client, connect
+from kitsd.sd.etcd.instancer import EtcdInstancer
+from kitsd.sd.etcd.registrar import EtcdRegistrar
 
 __all__ = [
     "EtcdClient",

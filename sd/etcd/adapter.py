@@ -65,8 +65,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Final
 
-from sd.errors import PermissionDeniedError, RegistryUnavailableError
-from sd.etcd.client import (
+from kitsd.sd.errors import PermissionDeniedError, RegistryUnavailableError
+from kitsd.sd.etcd.client import (
     Compacted,
     EtcdLeases,
     EtcdReader,
@@ -74,13 +74,13 @@ from sd.etcd.client import (
     WatchBatch,
     WatchCallback,
 )
-from sd.etcd.errors import compacted_revision, is_connection_error, is_token_error
-from sd.etcd.paging import prefix_end
-from sd.etcd.revision import KeyValue, WatchEvent
+from kitsd.sd.etcd.errors import compacted_revision, is_connection_error, is_token_error
+from kitsd.sd.etcd.paging import prefix_end
+from kitsd.sd.etcd.revision import KeyValue, WatchEvent
 
 __all__ = ["VENDOR_METHODS", "Login", "VendorClient", "adapt", "describe"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 #: Public methods a vendor client object must have to be adapted.
 VENDOR_METHODS: Final = ("get_range_response", "add_watch_prefix_callback", "cancel_watch",

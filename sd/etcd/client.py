@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from sd.etcd.revision import KeyValue, WatchEvent
+from kitsd.sd.etcd.revision import KeyValue, WatchEvent
 
 __all__ = [
     "Compacted",

@@ -38,10 +38,10 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, Final
 
-from sd.errors import InvalidInstanceError, MisuseError
-from sd.etcd.adapter import Login, VendorClient, _drop_call_credentials, describe
-from sd.etcd.errors import to_backend_error
-from sd.instance import split_address
+from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.sd.etcd.adapter import Login, VendorClient, _drop_call_credentials, describe
+from kitsd.sd.etcd.errors import to_backend_error
+from kitsd.sd.instance import split_address
 
 __all__ = [
     "DEFAULT_GRPC_OPTIONS",
@@ -51,7 +51,7 @@ __all__ = [
     "connect",
 ]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 #: Seconds between gRPC keepalive pings (etcd's server-side floor is 5 s: keep a margin).
 KEEPALIVE_TIME: Final = 10.0

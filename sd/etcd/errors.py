@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
-from sd.errors import BackendError, PermissionDeniedError, RegistryUnavailableError
+from kitsd.sd.errors import BackendError, PermissionDeniedError, RegistryUnavailableError
 
 __all__ = [
     "compacted_revision",

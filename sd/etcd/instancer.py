@@ -53,11 +53,11 @@ import random
 import threading
 from typing import Final
 
-from sd.backoff import ETCD_WATCH, Backoff
-from sd.errors import MisuseError, RegistryUnavailableError
-from sd.etcd.adapter import adapt
-from sd.etcd.client import Compacted, EtcdReader, Reconnecting, WatchBatch
-from sd.etcd.errors import (
+from kitsd.sd.backoff import ETCD_WATCH, Backoff
+from kitsd.sd.errors import MisuseError, RegistryUnavailableError
+from kitsd.sd.etcd.adapter import adapt
+from kitsd.sd.etcd.client import Compacted, EtcdReader, Reconnecting, WatchBatch
+from kitsd.sd.etcd.errors import (
     compacted_revision,
     is_deadline_exceeded,
     is_expected_failure,
@@ -65,14 +65,14 @@ from sd.etcd.errors import (
     summarize_error,
     to_backend_error,
 )
-from sd.etcd.paging import DEFAULT_PAGE_SIZE, PagedRead
-from sd.etcd.revision import PrefixView, quote_bytes
-from sd.event import Event
-from sd.instancer import Broadcaster, InstancerHandle, SharedWatches
+from kitsd.sd.etcd.paging import DEFAULT_PAGE_SIZE, PagedRead
+from kitsd.sd.etcd.revision import PrefixView, quote_bytes
+from kitsd.sd.event import Event
+from kitsd.sd.instancer import Broadcaster, InstancerHandle, SharedWatches
 
 __all__ = ["DEFAULT_LIVENESS_TIMEOUT", "EtcdInstancer", "PrefixWatch", "WatchEndedError"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT: Final = 0.9  # stop() stays under a second even if a client call is stuck
 

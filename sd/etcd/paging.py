@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from sd.etcd.revision import KeyValue
+from kitsd.sd.etcd.revision import KeyValue
 
 __all__ = ["DEFAULT_PAGE_SIZE", "PageRequest", "PagedRead", "prefix_end"]
 

@@ -42,20 +42,20 @@ import random
 import threading
 from typing import Final
 
-from sd.backoff import ETCD_KEEPALIVE, Backoff
-from sd.errors import MisuseError
-from sd.etcd.adapter import adapt
-from sd.etcd.client import EtcdLeases, EtcdReader, Reconnecting
-from sd.etcd.errors import is_not_found, is_token_error, summarize_error, to_backend_error
-from sd.instance import normalize_instance
-from sd.instance_info import InstanceInfo
-from sd.instance_value import encode_value
-from sd.registrar import RegistrarContext
-from sd.transient import retry_transient
+from kitsd.sd.backoff import ETCD_KEEPALIVE, Backoff
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.etcd.adapter import adapt
+from kitsd.sd.etcd.client import EtcdLeases, EtcdReader, Reconnecting
+from kitsd.sd.etcd.errors import is_not_found, is_token_error, summarize_error, to_backend_error
+from kitsd.sd.instance import normalize_instance
+from kitsd.sd.instance_info import InstanceInfo
+from kitsd.sd.instance_value import encode_value
+from kitsd.sd.registrar import RegistrarContext
+from kitsd.sd.transient import retry_transient
 
 __all__ = ["EtcdRegistrar"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT: Final = 2.0
 

@@ -62,13 +62,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Literal
 
-from sd.instance_info import DEFAULT_INFO, NO_INFO, InstanceInfo
-from sd.instance_value import BadValue, decode_value
+from kitsd.sd.instance_info import DEFAULT_INFO, NO_INFO, InstanceInfo
+from kitsd.sd.instance_value import BadValue, decode_value
 
 __all__ = ["MAX_QUOTED", "KeyValue", "Phase", "PrefixView", "WatchEvent", "decode_entry",
            "decode_instance", "quote_bytes"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 #: How many bytes of a key or value a log message quotes at most.
 MAX_QUOTED: Final = 64

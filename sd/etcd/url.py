@@ -36,12 +36,12 @@ import threading
 import urllib.parse
 from typing import Any, Final
 
-from sd.errors import InvalidInstanceError, MisuseError
-from sd.etcd.connect import close_client, connect
-from sd.etcd.instancer import DEFAULT_LIVENESS_TIMEOUT, EtcdInstancer
-from sd.instance import split_address
-from sd.instancer import InstancerHandle
-from sd.url import shown_parameter
+from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.sd.etcd.connect import close_client, connect
+from kitsd.sd.etcd.instancer import DEFAULT_LIVENESS_TIMEOUT, EtcdInstancer
+from kitsd.sd.instance import split_address
+from kitsd.sd.instancer import InstancerHandle
+from kitsd.sd.url import shown_parameter
 
 __all__ = ["PASSWORD_ENV", "USER_ENV", "EtcdURL", "instancer_from_url", "parse_url"]
 

@@ -25,8 +25,8 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess tes
     raise ImportError(
         f"sd.grpc needs grpcio: pip install 'kitsd[grpc]' ({error})", name="grpc") from error
 
-from sd.grpc._endpoint import AsyncGRPCEndpoint, GRPCEndpoint, async_factory, factory
-from sd.grpc._errors import DeadlineExceededError, GRPCStatusError, UnavailableError
+from kitsd.sd.grpc._endpoint import AsyncGRPCEndpoint, GRPCEndpoint, async_factory, factory
+from kitsd.sd.grpc._errors import DeadlineExceededError, GRPCStatusError, UnavailableError
 
 __all__ = [
     "AsyncGRPCEndpoint",

@@ -18,10 +18,10 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from sd.deadline import remaining
-from sd.errors import MisuseError, shown_value
-from sd.grpc._errors import from_rpc_error
-from sd.instance import normalize_instance
+from kitsd.sd.deadline import remaining
+from kitsd.sd.errors import MisuseError, shown_value
+from kitsd.sd.grpc._errors import from_rpc_error
+from kitsd.sd.instance import normalize_instance
 
 __all__ = ["AsyncGRPCEndpoint", "GRPCEndpoint", "async_factory", "factory"]
 

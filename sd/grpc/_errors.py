@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sd.errors import ConnectionFailure, KitsdError
+from kitsd.sd.errors import ConnectionFailure, KitsdError
 
 __all__ = ["DeadlineExceededError", "GRPCStatusError", "UnavailableError", "from_rpc_error"]
 

@@ -47,10 +47,10 @@ from __future__ import annotations
 
 import httpx
 
-from sd.errors import ConnectionFailure
-from sd.http._endpoint import AsyncHTTPEndpoint, HTTPEndpoint, async_factory, factory
-from sd.http._spec import AcceptStatus as AcceptStatus  # for annotations; not in __all__
-from sd.http._spec import StatusError
+from kitsd.sd.errors import ConnectionFailure
+from kitsd.sd.http._endpoint import AsyncHTTPEndpoint, HTTPEndpoint, async_factory, factory
+from kitsd.sd.http._spec import AcceptStatus as AcceptStatus  # for annotations; not in __all__
+from kitsd.sd.http._spec import StatusError
 
 __all__ = ["AsyncHTTPEndpoint", "HTTPEndpoint", "StatusError", "async_factory", "factory"]
 

@@ -32,12 +32,12 @@ from typing import Any
 
 import httpx
 
-from sd.errors import MisuseError
-from sd.http import _deadline
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.http import _deadline
 
 __all__ = ["ClientSettings"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 _sniffio_checked = False
 

@@ -34,11 +34,11 @@ from typing import Any
 import httpcore
 import httpx
 
-from sd.deadline import current_deadline
+from kitsd.sd.deadline import current_deadline
 
 __all__ = ["AsyncDeadlineBackend", "DeadlineBackend", "install", "install_async"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 _warned = False  # the layout warning is worth one line per process, not one per client
 

@@ -19,14 +19,14 @@ from typing import Any, Generic, Self, TypeVar
 
 import httpx
 
-from sd.deadline import current_deadline
-from sd.http._clients import ClientSettings
-from sd.http._spec import AcceptStatus, Spec
-from sd.instance import normalize_instance
+from kitsd.sd.deadline import current_deadline
+from kitsd.sd.http._clients import ClientSettings
+from kitsd.sd.http._spec import AcceptStatus, Spec
+from kitsd.sd.instance import normalize_instance
 
 __all__ = ["AsyncHTTPEndpoint", "HTTPEndpoint", "async_factory", "factory"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from sd.errors import KitsdError, MisuseError
+from kitsd.sd.errors import KitsdError, MisuseError
 
 __all__ = ["AcceptStatus", "Spec", "StatusError"]
 

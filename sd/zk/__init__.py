@@ -12,8 +12,8 @@ There is no async instancer: kazoo is a threaded client.  From asyncio, use
 :class:`sd.EventStream` and :class:`sd.AsyncRegistrar`.
 """
 
-from sd.zk.client import ZKClient, close_client, connect
-from sd.zk.instancer import ZKInstancer
-from sd.zk.registrar import ZKRegistrar
+from kitsd.sd.zk.client import ZKClient, close_client, connect
+from kitsd.sd.zk.instancer import ZKInstancer
+from kitsd.sd.zk.registrar import ZKRegistrar
 
 __all__ = ["ZKClient", "ZKInstancer", "ZKRegistrar", "close_client", "connect"]

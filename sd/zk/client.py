@@ -20,8 +20,13 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final, Protocol, runtime_checkable
 
-from sd.errors import BackendError, MisuseError, PermissionDeniedError, RegistryUnavailableError
-from sd.zk.view import brief
+from kitsd.sd.errors import (
+    BackendError,
+    MisuseError,
+    PermissionDeniedError,
+    RegistryUnavailableError,
+)
+from kitsd.sd.zk.view import brief
 
 __all__ = [
     "KAZOO_LOGGER",
@@ -38,7 +43,7 @@ __all__ = [
     "to_backend_error",
 ]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 _SLICE: Final = 0.05  # how often a wait on a kazoo call looks at the stop flag
 

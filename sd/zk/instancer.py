@@ -39,11 +39,11 @@ import random
 import threading
 from typing import Any, Final
 
-from sd.backoff import ZK_WATCH, Backoff
-from sd.errors import BackendError, RegistryUnavailableError
-from sd.event import Event
-from sd.instancer import Broadcaster, InstancerHandle, SharedWatches
-from sd.zk.client import (
+from kitsd.sd.backoff import ZK_WATCH, Backoff
+from kitsd.sd.errors import BackendError, RegistryUnavailableError
+from kitsd.sd.event import Event
+from kitsd.sd.instancer import Broadcaster, InstancerHandle, SharedWatches
+from kitsd.sd.zk.client import (
     Stopped,
     ZKClient,
     await_result,
@@ -53,11 +53,11 @@ from sd.zk.client import (
     summarize_error,
     to_backend_error,
 )
-from sd.zk.view import ChildrenView, check_path, child_path
+from kitsd.sd.zk.view import ChildrenView, check_path, child_path
 
 __all__ = ["ChildrenWatch", "ZKInstancer"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 
 _JOIN_TIMEOUT: Final = 0.9

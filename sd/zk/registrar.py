@@ -31,13 +31,13 @@ import threading
 import uuid
 from typing import Any, Final
 
-from sd.backoff import ZK_WATCH, Backoff
-from sd.errors import MisuseError
-from sd.instance_info import InstanceInfo
-from sd.instance_value import encode_value
-from sd.registrar import RegistrarContext
-from sd.transient import retry_transient
-from sd.zk.client import (
+from kitsd.sd.backoff import ZK_WATCH, Backoff
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.instance_info import InstanceInfo
+from kitsd.sd.instance_value import encode_value
+from kitsd.sd.registrar import RegistrarContext
+from kitsd.sd.transient import retry_transient
+from kitsd.sd.zk.client import (
     Stopped,
     await_result,
     describe,
@@ -45,11 +45,11 @@ from sd.zk.client import (
     summarize_error,
     to_backend_error,
 )
-from sd.zk.view import check_instance, check_path, child_path
+from kitsd.sd.zk.view import check_instance, check_path, child_path
 
 __all__ = ["ZKRegistrar"]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT: Final = 2.0
 _CALL_TIMEOUT: Final = 10.0

@@ -23,13 +23,13 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sd.errors import InvalidInstanceError, MisuseError
-from sd.instance import split_address
-from sd.instancer import InstancerHandle
-from sd.url import shown_parameter, shown_url
-from sd.zk.client import close_client, connect
-from sd.zk.instancer import ZKInstancer
-from sd.zk.view import check_path
+from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.sd.instance import split_address
+from kitsd.sd.instancer import InstancerHandle
+from kitsd.sd.url import shown_parameter, shown_url
+from kitsd.sd.zk.client import close_client, connect
+from kitsd.sd.zk.instancer import ZKInstancer
+from kitsd.sd.zk.view import check_path
 
 __all__ = ["AUTH_ENV", "ZKURL", "instancer_from_url", "parse_url"]
 

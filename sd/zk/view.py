@@ -43,10 +43,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from sd.errors import InvalidInstanceError, MisuseError
-from sd.instance import normalize_instance
-from sd.instance_info import InstanceInfo
-from sd.instance_value import BadValue, decode_value
+from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.sd.instance import normalize_instance
+from kitsd.sd.instance_info import InstanceInfo
+from kitsd.sd.instance_value import BadValue, decode_value
 
 __all__ = [
     "ChildrenView",
@@ -59,7 +59,7 @@ __all__ = [
     "shown",
 ]
 
-logger = logging.getLogger(f"kitsd.{__name__}")
+logger = logging.getLogger(__name__)
 
 _SHOWN = 64  # bytes of a bad value quoted in a warning
 _LONGEST_INSTANCE = 300  # a 253-character host name, brackets, colon and port fit

@@ -8,9 +8,9 @@ from typing import Any
 import pybreaker
 import pytest
 
-from breaker import guard
-from breaker._pybreaker import storage_of
-from breaker.driver import Driver, driver_for
+from kitsd.breaker import guard
+from kitsd.breaker._pybreaker import storage_of
+from kitsd.breaker.driver import Driver, driver_for
 from tests.breaker.test_middleware import Boom, Recorder
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pybreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 
-from breaker import guard
-from breaker.guard import Admission
+from kitsd.breaker import guard
+from kitsd.breaker.guard import Admission
 
 OPENED = 1_000.0
 

@@ -17,11 +17,11 @@ from typing import Any
 import pybreaker
 import pytest
 
-import breaker
-from breaker._pybreaker import storage_of
-from breaker.guard import TRIAL_IN_PROGRESS
-from breaker.middleware import AsyncBreakerEndpoint, SyncBreakerEndpoint
-from sd.endpoint import close_endpoint, is_async
+from kitsd import breaker
+from kitsd.breaker._pybreaker import storage_of
+from kitsd.breaker.guard import TRIAL_IN_PROGRESS
+from kitsd.breaker.middleware import AsyncBreakerEndpoint, SyncBreakerEndpoint
+from kitsd.sd.endpoint import close_endpoint, is_async
 from tests.helpers import wait_for
 
 
@@ -844,6 +844,6 @@ def test_no_function_shadows_a_submodule() -> None:
     assert not submodules & set(breaker.__all__)
     assert inspect.isfunction(breaker.circuit_breaker)
     assert inspect.isfunction(breaker.per_instance)
-    from breaker import circuit_breaker, per_instance  # as users write it
+    from kitsd.breaker import circuit_breaker, per_instance  # as users write it
 
     assert (circuit_breaker, per_instance) == (breaker.circuit_breaker, breaker.per_instance)

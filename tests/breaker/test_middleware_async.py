@@ -11,10 +11,10 @@ from typing import Any
 import pybreaker
 import pytest
 
-import breaker
-from breaker._pybreaker import storage_of
-from breaker.middleware import AsyncBreakerEndpoint
-from sd.endpoint import close_endpoint, is_async
+from kitsd import breaker
+from kitsd.breaker._pybreaker import storage_of
+from kitsd.breaker.middleware import AsyncBreakerEndpoint
+from kitsd.sd.endpoint import close_endpoint, is_async
 from tests.breaker.test_middleware import (
     Boom,
     Business,

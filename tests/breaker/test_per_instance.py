@@ -7,9 +7,8 @@ from typing import Any
 import pybreaker
 import pytest
 
-import breaker
-import sd
-from sd.endpoint import is_async
+from kitsd import breaker, sd
+from kitsd.sd.endpoint import is_async
 from tests.breaker.test_middleware import Boom
 
 

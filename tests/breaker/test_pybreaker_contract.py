@@ -17,9 +17,9 @@ from pathlib import Path
 import pybreaker
 import pytest
 
-import breaker
-from breaker import _pybreaker
-from breaker._pybreaker import PRIVATE_ATTRIBUTE, storage_of
+from kitsd import breaker
+from kitsd.breaker import _pybreaker
+from kitsd.breaker._pybreaker import PRIVATE_ATTRIBUTE, storage_of
 
 PACKAGE = Path(breaker.__file__).parent
 

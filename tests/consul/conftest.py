@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from compose.consul import (
+from kitsd.compose.consul import (
     HTTP_ADDR_ENV,
     ConsulDevAgent,
     ConsulNotInstalled,
@@ -43,7 +43,7 @@ from compose.consul import (
     dev_agent,
     require_binary,
 )
-from sd.consul import HttpxConsul, connect
+from kitsd.sd.consul import HttpxConsul, connect
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,7 +153,7 @@ def passing_instances(consul_client: HttpxConsul, service: str,
 
 CHILD = """
 import os, signal, sys
-from sd.consul import ConsulRegistrar, connect
+from kitsd.sd.consul import ConsulRegistrar, connect
 addr, service, port, ttl, reap = sys.argv[1:6]
 client = connect(addr, token=os.environ.get("KITSD_CONSUL_TOKEN") or None)
 registrar = ConsulRegistrar(client, service, "127.0.0.1", int(port), ttl=float(ttl),

@@ -25,9 +25,9 @@ from typing import Any
 
 import httpx
 
-from sd.consul import AsyncConsulInstancer, ConsulInstancer, HttpxConsul, connect
-from sd.event import Event
-from sd.instancer import InstancerHandle
+from kitsd.sd.consul import AsyncConsulInstancer, ConsulInstancer, HttpxConsul, connect
+from kitsd.sd.event import Event
+from kitsd.sd.instancer import InstancerHandle
 
 
 def entry(address: str, port: int, tags: list[str] | None = None) -> dict[str, object]:

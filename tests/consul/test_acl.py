@@ -18,10 +18,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from compose.consul import ConsulDevAgent
-from sd.consul import AsyncConsulInstancer, ConsulInstancer, ConsulRegistrar, HttpxConsul, connect
-from sd.errors import PermissionDeniedError
-from sd.event import Event
+from kitsd.compose.consul import ConsulDevAgent
+from kitsd.sd.consul import (
+    AsyncConsulInstancer,
+    ConsulInstancer,
+    ConsulRegistrar,
+    HttpxConsul,
+    connect,
+)
+from kitsd.sd.errors import PermissionDeniedError
+from kitsd.sd.event import Event
 from tests.consul.conftest import skip_unless_restartable, start_agent
 from tests.helpers import async_wait_for, wait_for
 

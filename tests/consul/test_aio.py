@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-import sd
-from sd.consul import ConsulInstancer, ConsulRegistrar, HttpxConsul
+from kitsd import sd
+from kitsd.sd.consul import ConsulInstancer, ConsulRegistrar, HttpxConsul
 
 
 async def _until(stream: sd.EventStream, instances: tuple[str, ...]) -> None:

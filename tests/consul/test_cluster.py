@@ -14,9 +14,9 @@ import uuid
 
 import pytest
 
-from compose.consul import ConsulCluster
-from sd.consul import ConsulInstancer, ConsulRegistrar, connect
-from sd.event import Event
+from kitsd.compose.consul import ConsulCluster
+from kitsd.sd.consul import ConsulInstancer, ConsulRegistrar, connect
+from kitsd.sd.event import Event
 from tests.chaos import run_chaos
 from tests.helpers import wait_for
 

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from sd.consul.health import Memo, UnreadableAnswerError, entry_instance, service_instances
-from sd.errors import InvalidInstanceError
+from kitsd.sd.consul.health import Memo, UnreadableAnswerError, entry_instance, service_instances
+from kitsd.sd.errors import InvalidInstanceError
 
 
 def entry(

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from sd.backoff import Backoff
-from sd.consul.health import UnreadableAnswerError
-from sd.consul.index import UNREAD, BlockingIndex, Decision, Step, WatchPolicy, parse_index
-from sd.errors import PermissionDeniedError, RegistryUnavailableError
-from sd.event import Event
-from sd.instance_info import InstanceInfo
+from kitsd.sd.backoff import Backoff
+from kitsd.sd.consul.health import UnreadableAnswerError
+from kitsd.sd.consul.index import UNREAD, BlockingIndex, Decision, Step, WatchPolicy, parse_index
+from kitsd.sd.errors import PermissionDeniedError, RegistryUnavailableError
+from kitsd.sd.event import Event
+from kitsd.sd.instance_info import InstanceInfo
 from tests.test_purity import violations
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,17 +15,17 @@ import consul
 import httpx
 import pytest
 
-from compose.consul import ConsulDevAgent
-from sd.consul import (
+from kitsd.compose.consul import ConsulDevAgent
+from kitsd.sd.consul import (
     AsyncConsulInstancer,
     ConsulInstancer,
     ConsulRegistrar,
     HttpxConsul,
     connect,
 )
-from sd.errors import PermissionDeniedError, RegistryUnavailableError
-from sd.event import Event
-from sd.instance_info import InstanceInfo
+from kitsd.sd.errors import PermissionDeniedError, RegistryUnavailableError
+from kitsd.sd.event import Event
+from kitsd.sd.instance_info import InstanceInfo
 from tests.consul.conftest import ACL_TOKEN, Agent
 from tests.helpers import async_wait_for, wait_for
 

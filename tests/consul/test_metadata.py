@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-import sd
-from sd.consul import ConsulInstancer, ConsulRegistrar, HttpxConsul
-from sd.consul.health import InfoMemo, entry_info, service_instances
-from sd.errors import MisuseError
-from sd.instance_info import DEFAULT_INFO, InstanceInfo
+from kitsd import sd
+from kitsd.sd.consul import ConsulInstancer, ConsulRegistrar, HttpxConsul
+from kitsd.sd.consul.health import InfoMemo, entry_info, service_instances
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.instance_info import DEFAULT_INFO, InstanceInfo
 from tests.helpers import wait_for
 
 

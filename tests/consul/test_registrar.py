@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from compose.consul import ConsulDevAgent
-from sd.consul import ConsulRegistrar, HttpxConsul, connect
-from sd.errors import PermissionDeniedError
+from kitsd.compose.consul import ConsulDevAgent
+from kitsd.sd.consul import ConsulRegistrar, HttpxConsul, connect
+from kitsd.sd.errors import PermissionDeniedError
 from tests.consul.conftest import (
     ACL_TOKEN,
     REAP_TEST,

@@ -24,12 +24,12 @@ import httpx
 import pytest
 import requests
 
-import sd.backoff
-from sd.consul import ConsulInstancer, ConsulRegistrar
-from sd.consul.client import ConsulClient, map_error, private_client
-from sd.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
-from sd.event import Event
-from sd.instance_info import InstanceInfo
+from kitsd.sd import backoff
+from kitsd.sd.consul import ConsulInstancer, ConsulRegistrar
+from kitsd.sd.consul.client import ConsulClient, map_error, private_client
+from kitsd.sd.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
+from kitsd.sd.event import Event
+from kitsd.sd.instance_info import InstanceInfo
 from tests.consul.scripted import DRIVERS, Drivers, Reply, ScriptedAgent, drivers, entry
 from tests.helpers import wait_for
 
@@ -433,14 +433,14 @@ def test_a_client_that_is_no_consul_client_is_a_type_error() -> None:
 async def test_bad_async_instancer_arguments_raise(
     kwargs: dict[str, Any], error: type[Exception], match: str,
 ) -> None:
-    from sd.consul import AsyncConsulInstancer
+    from kitsd.sd.consul import AsyncConsulInstancer
 
     with pytest.raises(error, match=match):
         AsyncConsulInstancer("127.0.0.1:8500", "svc", **kwargs)
 
 
 async def test_async_instancer_refuses_settings_beside_a_client() -> None:
-    from sd.consul import AsyncConsulInstancer
+    from kitsd.sd.consul import AsyncConsulInstancer
 
     with ScriptedAgent([]).client() as client, pytest.raises(MisuseError, match="token"):
         AsyncConsulInstancer(client, "svc", token="x")  # noqa: S106 - a test value
@@ -660,7 +660,7 @@ def test_deregister_failure_is_mapped_but_the_heartbeat_stops() -> None:
     registrar.register()
     wait_for(lambda: len(fake.agent.check.passes) >= 1, what="a heartbeat")
     fake.agent.service.deregister_error = requests.ConnectionError("refused")
-    with sd.backoff.testing(), \
+    with backoff.testing(), \
             pytest.raises(RegistryUnavailableError, match="deregistering 'web-h-1'"):
         registrar.deregister()
     beats = len(fake.agent.check.passes)

@@ -16,11 +16,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from compose.consul import ConsulDevAgent, TLSFiles
-from sd.consul import AsyncConsulInstancer, ConsulInstancer, ConsulRegistrar, HttpxConsul, connect
-from sd.consul.url import instancer_from_url
-from sd.errors import RegistryUnavailableError
-from sd.event import Event
+from kitsd.compose.consul import ConsulDevAgent, TLSFiles
+from kitsd.sd.consul import (
+    AsyncConsulInstancer,
+    ConsulInstancer,
+    ConsulRegistrar,
+    HttpxConsul,
+    connect,
+)
+from kitsd.sd.consul.url import instancer_from_url
+from kitsd.sd.errors import RegistryUnavailableError
+from kitsd.sd.event import Event
 from tests.consul.conftest import skip_unless_restartable, start_agent
 from tests.helpers import async_wait_for, wait_for
 

@@ -8,14 +8,14 @@ import urllib.parse
 
 import pytest
 
-from sd.consul import ConsulInstancer, ConsulRegistrar, HttpxConsul
-from sd.consul.url import ConsulURL, parse_url
-from sd.consul.url import instancer_from_url as consul_from_url
-from sd.errors import MisuseError, RegistryUnavailableError
-from sd.event import Event
-from sd.instance_info import InstanceInfo
-from sd.instancer import InstancerHandle
-from sd.url import instancer_from_url
+from kitsd.sd.consul import ConsulInstancer, ConsulRegistrar, HttpxConsul
+from kitsd.sd.consul.url import ConsulURL, parse_url
+from kitsd.sd.consul.url import instancer_from_url as consul_from_url
+from kitsd.sd.errors import MisuseError, RegistryUnavailableError
+from kitsd.sd.event import Event
+from kitsd.sd.instance_info import InstanceInfo
+from kitsd.sd.instancer import InstancerHandle
+from kitsd.sd.url import instancer_from_url
 from tests.consul.conftest import Agent
 from tests.helpers import wait_for
 

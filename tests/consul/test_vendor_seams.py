@@ -17,7 +17,7 @@ import consul.callback
 import consul.std
 import pytest
 
-from sd.consul.client import map_error
+from kitsd.sd.consul.client import map_error
 
 
 def test_the_http_client_seam() -> None:

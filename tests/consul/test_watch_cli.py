@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sd.consul import ConsulRegistrar, HttpxConsul
+from kitsd.sd.consul import ConsulRegistrar, HttpxConsul
 from tests.consul.conftest import Agent
 from tests.helpers import WatchProcess
 

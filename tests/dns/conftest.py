@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from compose.consul import ConsulDevAgent, ConsulNotInstalled
-from sd.consul import HttpxConsul, connect
+from kitsd.compose.consul import ConsulDevAgent, ConsulNotInstalled
+from kitsd.sd.consul import HttpxConsul, connect
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import dns.message
 import dns.rcode
 import pytest
 
-import sd
-from sd.dns import AsyncSRVInstancer, SRVInstancer
-from sd.errors import MisuseError, RegistryUnavailableError
+from kitsd import sd
+from kitsd.sd.dns import AsyncSRVInstancer, SRVInstancer
+from kitsd.sd.errors import MisuseError, RegistryUnavailableError
 from tests.dns.fake_dns import ScriptedDNS, rcode_answer, srv_answer
 from tests.helpers import async_wait_for
 

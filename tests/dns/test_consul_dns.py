@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
-import sd
-from compose.consul import ConsulDevAgent
-from sd.consul import HttpxConsul, connect
-from sd.dns import SRVInstancer
-from sd.dns.instancer import _running_watches
-from sd.errors import RegistryUnavailableError
+from kitsd import sd
+from kitsd.compose.consul import ConsulDevAgent
+from kitsd.sd.consul import HttpxConsul, connect
+from kitsd.sd.dns import SRVInstancer
+from kitsd.sd.dns.instancer import _running_watches
+from kitsd.sd.errors import RegistryUnavailableError
 from tests.helpers import WatchProcess, assert_no_new_threads, wait_for
 
 pytestmark = pytest.mark.integration

@@ -3,8 +3,8 @@ tested in test_instancer.py, against the scripted server)."""
 
 from __future__ import annotations
 
-from sd.dns.srv import SRVInstance, SRVRecord, infos_of, translate
-from sd.instance_info import InstanceInfo
+from kitsd.sd.dns.srv import SRVInstance, SRVRecord, infos_of, translate
+from kitsd.sd.instance_info import InstanceInfo
 
 
 def test_srv_weight_priority_and_target_become_metadata() -> None:

@@ -7,9 +7,11 @@ import inspect
 
 import pytest
 
-import sd.dns
+from kitsd import sd
 
-MODULES = ["sd.dns", "sd.dns.srv", "sd.dns.resolver", "sd.dns.instancer", "sd.dns.url"]
+MODULES = [
+    "kitsd.sd.dns", "kitsd.sd.dns.srv", "kitsd.sd.dns.resolver", "kitsd.sd.dns.instancer",
+    "kitsd.sd.dns.url"]
 
 
 def test_contract_names() -> None:

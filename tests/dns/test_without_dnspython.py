@@ -13,7 +13,9 @@ SCRIPT = textwrap.dedent(
     """
     import sys
     sys.modules["dns"] = None  # as on a machine without dnspython
-    import sd, sd.dns, sd.dns.url
+    import kitsd.sd.dns
+    import kitsd.sd.dns.url
+    from kitsd import sd
     try:
         sd.instancer_from_url("dnssrv://_a._tcp.example?server=127.0.0.1")
     except sd.MisuseError as error:

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-import sd.etcd
-from compose.etcd import (
+from kitsd import sd
+from kitsd.compose.etcd import (
     ENDPOINT_ENV,
     ETCD_BINARY,
     EtcdCluster,

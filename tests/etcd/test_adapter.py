@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-import sd.etcd
-from compose.process import free_ports
-from sd.errors import MisuseError
-from sd.etcd.adapter import (
+from kitsd import sd
+from kitsd.compose.process import free_ports
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.etcd.adapter import (
     VENDOR_METHODS,
     Login,
     VendorClient,
@@ -26,7 +26,7 @@ from sd.etcd.adapter import (
     _etcdrpc,
     adapt,
 )
-from sd.etcd.client import EtcdClient, EtcdLeases, EtcdReader, RangePage, Reconnecting
+from kitsd.sd.etcd.client import EtcdClient, EtcdLeases, EtcdReader, RangePage, Reconnecting
 
 pyetcd = pytest.importorskip("pyetcd")
 
@@ -186,8 +186,7 @@ def test_credentials_belong_to_the_adapter_not_the_process(dead_client: Any) -> 
     first = VendorClient(dead_client, login=Login("a", "pa"))
     second = VendorClient(dead_client, login=Login("b", "pb"))
     assert repr(first) != repr(second)
-    import sd.etcd.adapter as adapter_module
-
+    import kitsd.sd.etcd.adapter as adapter_module
     globals_holding_state = [name for name, value in vars(adapter_module).items()
                              if isinstance(value, dict | list | set) and not name.startswith("__")
                              and name != "__all__"]
@@ -240,7 +239,7 @@ def test_connect_rejects_bad_arguments_naming_them(
 
 
 def test_connect_returns_an_owning_adapter() -> None:
-    from sd.etcd.connect import DEFAULT_GRPC_OPTIONS
+    from kitsd.sd.etcd.connect import DEFAULT_GRPC_OPTIONS
 
     options = dict(DEFAULT_GRPC_OPTIONS)
     # etcd cuts off clients that ping more often than every 5 s or without streams.

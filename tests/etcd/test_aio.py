@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-import sd
-import sd.etcd
+from kitsd import sd
 
 
 async def _until(stream: sd.EventStream, instances: tuple[str, ...]) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-import sd
-import sd.etcd
-from compose.etcd import EtcdCluster
+from kitsd import sd
+from kitsd.compose.etcd import EtcdCluster
 from tests.chaos import run_chaos
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-import sd.etcd
-from compose.etcd import EtcdCluster, EtcdMember
-from sd.event import Event
+from kitsd import sd
+from kitsd.compose.etcd import EtcdCluster, EtcdMember
+from kitsd.sd.event import Event
 from tests.etcd.conftest import require_etcd_binary
 from tests.helpers import wait_for
 

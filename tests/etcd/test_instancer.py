@@ -17,14 +17,18 @@ from typing import Any, cast
 
 import pytest
 
-import sd
-import sd.etcd
-from compose.etcd import EtcdMember, ExternalEtcd
-from compose.process import free_ports
-from sd.errors import BackendError, MisuseError, PermissionDeniedError, RegistryUnavailableError
-from sd.etcd.errors import compacted_revision, to_backend_error
-from sd.etcd.instancer import _running_watches
-from sd.event import Event
+from kitsd import sd
+from kitsd.compose.etcd import EtcdMember, ExternalEtcd
+from kitsd.compose.process import free_ports
+from kitsd.sd.errors import (
+    BackendError,
+    MisuseError,
+    PermissionDeniedError,
+    RegistryUnavailableError,
+)
+from kitsd.sd.etcd.errors import compacted_revision, to_backend_error
+from kitsd.sd.etcd.instancer import _running_watches
+from kitsd.sd.event import Event
 from tests.etcd.conftest import require_restartable
 from tests.helpers import wait_for
 
@@ -147,7 +151,7 @@ def test_sd_etcd_imports_without_client_libraries() -> None:
         "import sys\n"
         "sys.modules['pyetcd'] = None\n"
         "sys.modules['etcd3'] = None\n"
-        "import sd.etcd\n"
+        "from kitsd import sd\nimport kitsd.sd.etcd\n"
         "assert 'grpc' not in sys.modules, 'grpc imported eagerly'\n"
         "try:\n"
         "    sd.etcd.connect()\n"

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-import sd
-import sd.etcd
-from sd.etcd.revision import KeyValue, PrefixView, WatchEvent
-from sd.instance_info import DEFAULT_INFO, InstanceInfo
+from kitsd import sd
+from kitsd.sd.etcd.revision import KeyValue, PrefixView, WatchEvent
+from kitsd.sd.instance_info import DEFAULT_INFO, InstanceInfo
 from tests.helpers import wait_for
 
 HEAVY = InstanceInfo(weight=3, tags=("blue", "v2"), meta={"zone": "eu-1"})
@@ -150,7 +149,7 @@ def test_random_histories_match_a_from_scratch_read(seed: int) -> None:
 
 
 def test_the_registrar_writes_json_only_with_info() -> None:
-    from compose.process import free_ports
+    from kitsd.compose.process import free_ports
 
     pyetcd = pytest.importorskip("pyetcd")
     client = pyetcd.client("127.0.0.1", free_ports(1)[0])  # never called by the constructor

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sd.etcd.paging import PagedRead, PageRequest, prefix_end
-from sd.etcd.revision import KeyValue
+from kitsd.sd.etcd.paging import PagedRead, PageRequest, prefix_end
+from kitsd.sd.etcd.revision import KeyValue
 from tests.test_purity import FORBIDDEN, imports_of
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 
-import sd
-import sd.etcd
-from compose.etcd import EtcdMember, ExternalEtcd
-from compose.proxy import BlackHoleProxy
-from sd.errors import RegistryUnavailableError
+from kitsd import sd
+from kitsd.compose.etcd import EtcdMember, ExternalEtcd
+from kitsd.compose.proxy import BlackHoleProxy
+from kitsd.sd.errors import RegistryUnavailableError
 from tests.helpers import wait_for
 
 pyetcd = pytest.importorskip("pyetcd")

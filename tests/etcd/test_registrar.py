@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 
-import sd
-import sd.backoff
-import sd.etcd
-from compose.etcd import EtcdMember, ExternalEtcd
-from sd.errors import InvalidInstanceError, MisuseError, RegistryUnavailableError
+from kitsd import sd
+from kitsd.compose.etcd import EtcdMember, ExternalEtcd
+from kitsd.sd import backoff
+from kitsd.sd.errors import InvalidInstanceError, MisuseError, RegistryUnavailableError
 from tests.etcd.conftest import require_restartable
 from tests.helpers import wait_for
 
@@ -84,7 +83,7 @@ def test_a_client_that_is_not_one_is_a_type_error() -> None:
 
 
 def test_is_a_registrar_without_touching_etcd() -> None:
-    from compose.process import free_ports
+    from kitsd.compose.process import free_ports
 
     client = pyetcd.client("127.0.0.1", free_ports(1)[0])  # never called by the constructor
     try:
@@ -102,14 +101,14 @@ def test_is_a_registrar_without_touching_etcd() -> None:
 def test_register_against_unreachable_etcd_raises_registry_unavailable(
     no_thread_leaks: None,
 ) -> None:
-    from compose.process import free_ports
+    from kitsd.compose.process import free_ports
 
     client = pyetcd.client("127.0.0.1", free_ports(1)[0])
     try:
         registrar = sd.etcd.EtcdRegistrar(client, "/svc/a", "10.0.0.1:80", ttl=2)
         # The default retry_for=10 s rides out a leader election; the testing switch makes
         # that bounded retry immediate, so the test does not sit out ten seconds.
-        with sd.backoff.testing(attempts=2), pytest.raises(RegistryUnavailableError) as raised:
+        with backoff.testing(attempts=2), pytest.raises(RegistryUnavailableError) as raised:
             registrar.register()
         assert raised.value.__cause__ is not None
         assert not registrar.registered
@@ -197,7 +196,8 @@ def test_a_registrar_killed_with_sigkill_leaves_after_the_lease_ttl(
     script = textwrap.dedent(
         f"""
         import sys
-        import sd.etcd
+        import kitsd.sd.etcd
+        from kitsd import sd
         client = sd.etcd.connect({etcd_member.host!r}, {etcd_member.client_port})
         sd.etcd.EtcdRegistrar(client, {key!r}, "10.0.0.5:80", ttl=1).register()
         print("registered", flush=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-import sd.etcd
+from kitsd import sd
 from tests.helpers import wait_for
 
 pyetcd = pytest.importorskip("pyetcd")

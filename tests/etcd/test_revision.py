@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sd.etcd.revision import KeyValue, Phase, PrefixView, WatchEvent, decode_instance
+from kitsd.sd.etcd.revision import KeyValue, Phase, PrefixView, WatchEvent, decode_instance
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -245,7 +245,7 @@ def test_revision_module_is_pure() -> None:
         for name in _imported(path):
             if name.split(".")[0] in FORBIDDEN:
                 problems.append(f"{path.relative_to(ROOT)} imports {name}")
-            elif name.split(".")[0] == "sd":
+            elif name.split(".")[:2] == ["kitsd", "sd"]:
                 target = ROOT.joinpath(*name.split(".")).with_suffix(".py")
                 if target.is_file():
                     todo.append(target)

@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-import sd
-import sd.etcd
-from compose.etcd import EtcdCluster, EtcdMember, TLSFiles
-from sd.errors import MisuseError, RegistryUnavailableError
+from kitsd import sd
+from kitsd.compose.etcd import EtcdCluster, EtcdMember, TLSFiles
+from kitsd.sd.errors import MisuseError, RegistryUnavailableError
 from tests.etcd.conftest import require_etcd_binary
 from tests.helpers import WatchProcess, wait_for
 
@@ -65,7 +64,7 @@ def test_the_etcds_scheme_parses_to_the_same_tls_settings(
 ) -> None:
     import urllib.parse
 
-    from sd.etcd.url import parse_url
+    from kitsd.sd.etcd.url import parse_url
 
     url = parse_url(urllib.parse.urlsplit(url_of(tls_etcd, tls, "/tls/", "etcds")))
     assert (url.ca, url.cert, url.key) == (str(tls.ca), str(tls.client_cert),
@@ -117,7 +116,7 @@ def test_make_tls_files_with_openssl(tmp_path: Any) -> None:
     import shutil
     import ssl
 
-    from compose.etcd import _make_tls_files_with_openssl
+    from kitsd.compose.etcd import _make_tls_files_with_openssl
 
     if shutil.which("openssl") is None:
         pytest.fail("no openssl command and no cryptography: cannot make test certificates")

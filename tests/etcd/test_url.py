@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 
-import sd
-import sd.etcd
-from compose.etcd import EtcdCluster, EtcdMember, ExternalEtcd
-from sd.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
-from sd.etcd.url import PASSWORD_ENV, USER_ENV, parse_url
+from kitsd import sd
+from kitsd.compose.etcd import EtcdCluster, EtcdMember, ExternalEtcd
+from kitsd.sd.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
+from kitsd.sd.etcd.url import PASSWORD_ENV, USER_ENV, parse_url
 from tests.etcd.conftest import require_etcd_binary
 from tests.helpers import wait_for
 
@@ -298,7 +297,7 @@ def test_no_error_or_log_line_echoes_a_secret(
 def test_an_unreachable_etcd_with_credentials_never_shows_them(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from compose.process import free_ports
+    from kitsd.compose.process import free_ports
 
     caplog.set_level(logging.DEBUG)
     port = free_ports(1)[0]

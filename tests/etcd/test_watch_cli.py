@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from compose.etcd import EtcdMember, ExternalEtcd
+from kitsd.compose.etcd import EtcdMember, ExternalEtcd
 from tests.helpers import WatchProcess
 
 

@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 
-import sd
-import sd.etcd
-from sd.errors import RegistryUnavailableError
-from sd.etcd.client import Compacted, RangePage, WatchBatch, WatchCallback
-from sd.etcd.instancer import _running_watches
-from sd.etcd.revision import KeyValue, WatchEvent
+from kitsd import sd
+from kitsd.sd.errors import RegistryUnavailableError
+from kitsd.sd.etcd.client import Compacted, RangePage, WatchBatch, WatchCallback
+from kitsd.sd.etcd.instancer import _running_watches
+from kitsd.sd.etcd.revision import KeyValue, WatchEvent
 from tests.helpers import wait_for
 
 

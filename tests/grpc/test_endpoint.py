@@ -11,10 +11,8 @@ from typing import Any
 import grpc
 import pytest
 
-import lb
-import sd
-import sd.grpc
-from sd.errors import ConnectionFailure, MisuseError
+from kitsd import lb, sd
+from kitsd.sd.errors import ConnectionFailure, MisuseError
 from tests.grpc.servers import METHOD, GRPCInstance
 from tests.helpers import async_wait_for, wait_for
 

@@ -13,7 +13,8 @@ import sys
 sys.modules["grpc"] = None
 import kitsd, sd, lb  # the core, and the transport, need no grpcio
 try:
-    import sd.grpc
+    import kitsd.sd.grpc
+    from kitsd import sd
 except ImportError as error:
     print(error)
 """

@@ -143,9 +143,8 @@ def test_core_and_cli_import_nothing_of_compose_or_the_chaos_machinery() -> None
 def test_a_missing_server_binary_is_a_clear_error_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import compose.consul
-
-    monkeypatch.setattr(compose.consul, "CONSUL_BINARY", "/nonexistent/consul")
+    from kitsd.compose import consul
+    monkeypatch.setattr(consul, "CONSUL_BINARY", "/nonexistent/consul")
     assert main(["chaos", "--registry", "consul", "--duration", "1"]) == 2
     err = capsys.readouterr().err
     assert "could not run: Consul binary not found at /nonexistent/consul" in err

@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 import yaml
 
-import compose.consul
-from compose.consul import ConsulCluster
-from compose.etcd import ETCD_BINARY, EtcdMember
-from compose.images import CONSUL_IMAGE, DEMO_IMAGE, ETCD_IMAGE
-from compose.instance import INSTANCE_MODULE, InstanceProcess
 from kitsd.chaos_instance import _parser as instance_parser
 from kitsd.cli import _parser as cli_parser
+from kitsd.compose import consul as compose_consul
+from kitsd.compose.consul import ConsulCluster
+from kitsd.compose.etcd import ETCD_BINARY, EtcdMember
+from kitsd.compose.images import CONSUL_IMAGE, DEMO_IMAGE, ETCD_IMAGE
+from kitsd.compose.instance import INSTANCE_MODULE, InstanceProcess
 
-COMPOSE = Path(compose.consul.__file__).resolve().parent
+COMPOSE = Path(compose_consul.__file__).resolve().parent
 ROOT = COMPOSE.parent
 
 
@@ -97,7 +97,7 @@ def test_etcd_image_is_the_installed_etcd_version() -> None:
 @pytest.fixture
 def consul_commands(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[str]]]:
     """The command lines ``ConsulCluster(3)`` would run (the binary need not exist)."""
-    monkeypatch.setattr(compose.consul, "CONSUL_BINARY", __file__)
+    monkeypatch.setattr(compose_consul, "CONSUL_BINARY", __file__)
     cluster = ConsulCluster(3, start=False)
     try:
         yield [agent.command() for agent in cluster.agents]

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from compose.instance import InstanceProcess, instance_args
-from compose.process import free_ports
 from kitsd.chaos import FAULTS, run_chaos
+from kitsd.compose.instance import InstanceProcess, instance_args
+from kitsd.compose.process import free_ports
 
 pytestmark = pytest.mark.integration
 

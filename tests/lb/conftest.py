@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-import lb
+from kitsd import lb
 from tests.lb.test_retry import driver
 
 __all__ = ["driver", "no_call_state_leaks"]  # driver: both retry drivers, for every test here

@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from lb.balancer import Balancer
-from sd.endpoint import Endpoint
+from kitsd.lb.balancer import Balancer
+from kitsd.sd.endpoint import Endpoint
 
 
 class Static:
@@ -77,8 +77,8 @@ class WithInfo:
         self.set(weights)
 
     def set(self, weights: dict[str, int]) -> None:
-        from sd.endpoint_set import EndpointSet
-        from sd.instance_info import InstanceInfo
+        from kitsd.sd.endpoint_set import EndpointSet
+        from kitsd.sd.instance_info import InstanceInfo
 
         instances = tuple(sorted(weights))
         self._set = EndpointSet(instances, tuple(noop(name) for name in instances),

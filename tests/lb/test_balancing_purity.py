@@ -9,8 +9,9 @@ import inspect
 
 import pytest
 
-PURE = ["lb.budget", "lb.ewma", "lb.hedge", "lb.ring", "lb.schedule", "lb.outlier_detection",
-        "lb.ejection"]
+PURE = ["kitsd.lb.budget", "kitsd.lb.ewma", "kitsd.lb.hedge", "kitsd.lb.ring", "kitsd.lb.schedule",
+        "kitsd.lb.outlier_detection",
+        "kitsd.lb.ejection"]
 
 
 @pytest.mark.parametrize("name", PURE)

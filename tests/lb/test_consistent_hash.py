@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-import lb
-import sd
-from lb.ring import Ring, key_hash
+from kitsd import lb, sd
+from kitsd.lb.ring import Ring, key_hash
 from tests.lb.sources import WithInfo, noop
 from tests.lb.test_retry import Driver, Static
 

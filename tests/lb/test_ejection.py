@@ -7,9 +7,9 @@ import inspect
 
 import pytest
 
-import lb.ejection
-from lb import OutlierDetection
-from lb.ejection import Ejections
+from kitsd import lb
+from kitsd.lb import OutlierDetection
+from kitsd.lb.ejection import Ejections
 
 REFUSED = ConnectionRefusedError("refused")
 

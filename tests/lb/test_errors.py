@@ -7,8 +7,7 @@ import pickle
 
 import pytest
 
-import lb
-import sd
+from kitsd import lb, sd
 
 
 def test_no_endpoints_error() -> None:

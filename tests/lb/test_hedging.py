@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-import lb
-import sd
-from lb.hedge import LatencyWindow
+from kitsd import lb, sd
+from kitsd.lb.hedge import LatencyWindow
 from tests.lb.test_retry import Static
 
 

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-import lb
-import sd
+from kitsd import lb, sd
 
 
 def _endpointer(endpoints: dict[str, Any]) -> sd.Endpointer:

@@ -41,8 +41,7 @@ from typing import Any
 
 import pytest
 
-import lb
-import sd
+from kitsd import lb, sd
 
 SERVICE = "svc"
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-import lb
-import sd
+from kitsd import lb, sd
 from tests.test_purity import ROOT, violations
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-import lb
-import sd
-from lb.ejection import Ejections
-from lb.outlier_detection import CountedError, is_counted_error
+from kitsd import lb, sd
+from kitsd.lb.ejection import Ejections
+from kitsd.lb.outlier_detection import CountedError, is_counted_error
 from tests.lb.sources import noop
 
 

@@ -10,10 +10,8 @@ from typing import Any
 
 import pytest
 
-import lb
-import lb.ewma
-import sd
-from lb.ewma import LatencyTable
+from kitsd import lb, sd
+from kitsd.lb.ewma import LatencyTable
 from tests.lb.sources import picks_from_threads
 
 

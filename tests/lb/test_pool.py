@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-import lb
-import sd
-from lb.pool import Pool
-from sd.endpoint import Endpoint
+from kitsd import lb, sd
+from kitsd.lb.pool import Pool
+from kitsd.sd.endpoint import Endpoint
 from tests.helpers import wait_for
 from tests.lb.sources import Static, noop
 

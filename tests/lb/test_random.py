@@ -6,9 +6,8 @@ from collections import Counter
 
 import pytest
 
-import lb
-import sd
-from sd.endpoint import Endpoint
+from kitsd import lb, sd
+from kitsd.sd.endpoint import Endpoint
 from tests.lb.sources import Failing, Static, noop, picks_from_threads
 
 

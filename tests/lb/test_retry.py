@@ -23,9 +23,8 @@ from typing import Any, cast
 import pytest
 import tenacity
 
-import lb
-import sd
-from sd.endpoint import Endpoint
+from kitsd import lb, sd
+from kitsd.sd.endpoint import Endpoint
 from tests.helpers import wait_for
 
 Call = Callable[[Any], Any]

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 import tenacity
 
-import lb
-import sd
-from sd.endpoint import Endpoint
+from kitsd import lb, sd
+from kitsd.sd.endpoint import Endpoint
 from tests.helpers import async_wait_for
 
 AsyncCall = Callable[[Any], Awaitable[Any]]

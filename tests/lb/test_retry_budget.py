@@ -8,10 +8,8 @@ from typing import Any
 
 import pytest
 
-import lb
-import lb.budget
-import sd
-from lb.budget import BudgetWindow
+from kitsd import lb, sd
+from kitsd.lb.budget import BudgetWindow
 from tests.lb.test_retry import Driver, Static
 
 

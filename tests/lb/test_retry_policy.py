@@ -9,9 +9,9 @@ import math
 
 import pytest
 
-import lb.retry_policy
-from lb import RetryError, RetryTimeout
-from lb.retry_policy import GiveUp, Retry, RetryCall, validate
+from kitsd import lb
+from kitsd.lb import RetryError, RetryTimeout
+from kitsd.lb.retry_policy import GiveUp, Retry, RetryCall, validate
 
 
 def test_imports_nothing_that_blocks_or_reads_a_clock() -> None:

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-import lb
-import sd
-from sd.endpoint import Endpoint
+from kitsd import lb, sd
+from kitsd.sd.endpoint import Endpoint
 from tests.lb.sources import Failing, Static, noop, picks_from_threads
 
 INSTANCES = ("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-import lb
-from lb.timer import DeadlineTimer
+from kitsd import lb
+from kitsd.lb.timer import DeadlineTimer
 from tests.lb.sources import Static
 
 

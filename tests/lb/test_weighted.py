@@ -10,10 +10,8 @@ from typing import Any
 
 import pytest
 
-import lb
-import lb.schedule
-import sd
-from lb.schedule import smooth_schedule
+from kitsd import lb, sd
+from kitsd.lb.schedule import smooth_schedule
 from tests.lb.sources import WithInfo, noop, picks_from_threads
 
 
@@ -122,8 +120,8 @@ def test_empty_set_raises() -> None:
 def test_asyncio_retry_over_weighted() -> None:
     import asyncio
 
-    from sd.endpoint_set import EndpointSet
-    from sd.instance_info import InstanceInfo
+    from kitsd.sd.endpoint_set import EndpointSet
+    from kitsd.sd.instance_info import InstanceInfo
 
     def answer(name: str) -> Any:
         async def endpoint(request: Any) -> str:

@@ -9,11 +9,9 @@ from typing import Any
 
 import pybreaker
 
-import breaker
-import lb
-import sd
-from sd.errors import RegistryUnavailableError
-from sd.instancer import Broadcaster
+from kitsd import breaker, lb, sd
+from kitsd.sd.errors import RegistryUnavailableError
+from kitsd.sd.instancer import Broadcaster
 
 DOWN = "127.0.0.1:1001"  # refuses connections
 UP = "127.0.0.1:1002"

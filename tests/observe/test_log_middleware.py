@@ -9,17 +9,16 @@ import httpx
 import pytest
 
 import kitsd.log_middleware
-import lb
-import sd
-import sd.http
-from sd import observe
+import kitsd.sd.http
+from kitsd import lb, sd
+from kitsd.sd import observe
 from tests.observe.scenarios import DOWN, UP, retry_with_ejection
 
 SECRET = "s3cr3t-t0ken"  # noqa: S105 - a fake, to look for in the logs
 
 
 def records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "kitsd.kitsd.log_middleware"]
+    return [r for r in caplog.records if r.name == "kitsd.log_middleware"]
 
 
 def test_one_line_per_call_with_extra_fields(caplog: pytest.LogCaptureFixture) -> None:

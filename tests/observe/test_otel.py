@@ -17,11 +17,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import kitsd.otel
-import lb
-import sd
-import sd.http
+import kitsd.sd.http
+from kitsd import lb, sd
 from kitsd.demo_server import DemoInstance
-from sd import observe
+from kitsd.sd import observe
 from tests.observe.scenarios import (
     DOWN,
     UP,

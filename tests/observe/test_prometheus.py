@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import kitsd.prometheus
-from sd import observe
-from sd.observe import BudgetRefused, RateLimited
+from kitsd.sd import observe
+from kitsd.sd.observe import BudgetRefused, RateLimited
 from tests.observe.scenarios import (
     DOWN,
     UP,

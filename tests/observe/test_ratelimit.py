@@ -10,11 +10,10 @@ from typing import Any
 import limits
 import pytest
 
-import lb
-import sd
+from kitsd import lb, sd
 from kitsd.ratelimit import RateLimitExceeded, rate_limit, wait_decision
-from sd import observe
-from sd.observe import RateLimited
+from kitsd.sd import observe
+from kitsd.sd.observe import RateLimited
 from tests.observe.scenarios import UP
 
 

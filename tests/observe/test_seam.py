@@ -10,10 +10,9 @@ from typing import Any
 import pybreaker
 import pytest
 
-import lb
-import sd
-from sd import observe
-from sd.observe import (
+from kitsd import lb, sd
+from kitsd.sd import observe
+from kitsd.sd.observe import (
     AttemptFinished,
     AttemptStarted,
     BreakerStateChanged,
@@ -193,8 +192,7 @@ def test_breaker_transitions_are_reported(recorder: Recorder) -> None:
 def test_breaker_half_open_and_close_are_reported(recorder: Recorder) -> None:
     import time
 
-    import breaker
-
+    from kitsd import breaker
     cb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=0.01, name="b")
     guarded = breaker.circuit_breaker(cb)(lambda request: request)
     cb.open()

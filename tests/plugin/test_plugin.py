@@ -109,8 +109,8 @@ def test_killed_members_are_back_for_the_next_test(pytester: pytest.Pytester) ->
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(
         """
-        import sd.etcd
-
+        import kitsd.sd.etcd
+        from kitsd import sd
         def test_kill_leader(kitsd_etcd_cluster, kitsd_faults):
             leader = kitsd_faults.kill_leader(kitsd_etcd_cluster)
             assert not leader.running

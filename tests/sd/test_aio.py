@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-import sd
+from kitsd import sd
 
 
 async def _next(stream: sd.EventStream) -> sd.Event:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from sd.backoff import Backoff, backoff_delay
+from kitsd.sd.backoff import Backoff, backoff_delay
 
 INITIAL, MAXIMUM = 0.01, 60.0
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sd.endpoint import close_endpoint, is_async
+from kitsd.sd.endpoint import close_endpoint, is_async
 
 
 async def async_endpoint(request: Any) -> Any:

@@ -13,8 +13,8 @@ from collections import Counter
 
 import pytest
 
-from sd.endpoint_cache import EndpointCache, Read
-from sd.event import Delta, Event
+from kitsd.sd.endpoint_cache import EndpointCache, Read
+from kitsd.sd.event import Delta, Event
 
 
 class Ep:

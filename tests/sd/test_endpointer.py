@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from sd.endpointer import Endpointer
-from sd.errors import MisuseError
-from sd.event import Event
-from sd.instancer import Broadcaster, Callback, FixedInstancer, InstancerHandle
-from sd.memory import MemoryRegistrar, MemoryRegistry
+from kitsd.sd.endpointer import Endpointer
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.event import Event
+from kitsd.sd.instancer import Broadcaster, Callback, FixedInstancer, InstancerHandle
+from kitsd.sd.memory import MemoryRegistrar, MemoryRegistry
 from tests.helpers import wait_for
 
 
@@ -454,7 +454,7 @@ def test_closing_async_endpoints_from_another_thread_does_not_deadlock(
     # loop thread; another thread deregisters an instance while the loop thread makes a
     # sync call needing the registry's or the broadcaster's lock.  The close must not
     # run (and wait for the loop) on the deregistering thread, which holds those locks.
-    from sd.aio import EventStream
+    from kitsd.sd.aio import EventStream
 
     loop = asyncio.new_event_loop()
     loop_thread = threading.Thread(target=loop.run_forever, daemon=True)

@@ -9,10 +9,10 @@ from typing import Any, cast
 
 import pytest
 
-from sd.endpointer import Endpointer
-from sd.event import Event
-from sd.instancer import Broadcaster, FixedInstancer, InstancerHandle
-from sd.memory import MemoryRegistry
+from kitsd.sd.endpointer import Endpointer
+from kitsd.sd.event import Event
+from kitsd.sd.instancer import Broadcaster, FixedInstancer, InstancerHandle
+from kitsd.sd.memory import MemoryRegistry
 from tests.helpers import async_wait_for
 
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from sd.event import Delta, Event, diff, splice
+from kitsd.sd.event import Delta, Event, diff, splice
 
 
 class OtherError(Exception):

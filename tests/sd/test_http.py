@@ -20,13 +20,13 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-import sd.http
-from sd.deadline import reset_deadline, set_deadline
-from sd.endpoint import is_async
-from sd.endpointer import Endpointer
-from sd.errors import ConnectionFailure, InvalidInstanceError, KitsdError
-from sd.http import HTTPEndpoint, StatusError
-from sd.instancer import FixedInstancer
+from kitsd import sd
+from kitsd.sd.deadline import reset_deadline, set_deadline
+from kitsd.sd.endpoint import is_async
+from kitsd.sd.endpointer import Endpointer
+from kitsd.sd.errors import ConnectionFailure, InvalidInstanceError, KitsdError
+from kitsd.sd.http import HTTPEndpoint, StatusError
+from kitsd.sd.instancer import FixedInstancer
 from tests.helpers import wait_for
 
 # The slow route gives up on its own after this long, so a broken test cannot hang.

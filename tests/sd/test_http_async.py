@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-import sd.http
-from sd.deadline import reset_deadline, set_deadline
-from sd.endpoint import close_endpoint, is_async
-from sd.endpointer import Endpointer
-from sd.errors import ConnectionFailure, KitsdError
-from sd.http import AsyncHTTPEndpoint, StatusError
-from sd.instancer import FixedInstancer
+from kitsd import sd
+from kitsd.sd.deadline import reset_deadline, set_deadline
+from kitsd.sd.endpoint import close_endpoint, is_async
+from kitsd.sd.endpointer import Endpointer
+from kitsd.sd.errors import ConnectionFailure, KitsdError
+from kitsd.sd.http import AsyncHTTPEndpoint, StatusError
+from kitsd.sd.instancer import FixedInstancer
 from tests.helpers import async_wait_for
 from tests.sd.test_http import SLOW_MAX, LocalServer, as_json, closed_port, deadline_in, no_args
 

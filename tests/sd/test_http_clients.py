@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-import sd.http
-from sd.errors import MisuseError
-from sd.http._clients import ClientSettings
+from kitsd import sd
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.http._clients import ClientSettings
 from tests.helpers import async_wait_for, wait_for
 from tests.sd.test_http import LocalServer, as_json, closed_port, no_args
 

@@ -19,11 +19,9 @@ import httpcore
 import httpx
 import pytest
 
-import lb
-import sd
-import sd.http
-from sd.errors import ConnectionFailure
-from sd.http import _deadline
+from kitsd import lb, sd
+from kitsd.sd.errors import ConnectionFailure
+from kitsd.sd.http import _deadline
 from tests.helpers import async_wait_for, wait_for
 from tests.sd.test_http import deadline_in
 

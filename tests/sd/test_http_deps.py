@@ -19,8 +19,8 @@ from pathlib import Path
 import httpcore._synchronization
 import pytest
 
-import sd.http
-from sd.http import _clients
+from kitsd import sd
+from kitsd.sd.http import _clients
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 

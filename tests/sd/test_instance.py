@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from sd.errors import InvalidInstanceError, MisuseError
-from sd.instance import (
+from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.sd.instance import (
     clean_instances,
     join_host_port,
     normalize_instance,

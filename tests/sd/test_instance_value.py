@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from sd.instance_info import DEFAULT_INFO, InstanceInfo
-from sd.instance_value import BadValue, decode_value, encode_value
+from kitsd.sd.instance_info import DEFAULT_INFO, InstanceInfo
+from kitsd.sd.instance_value import BadValue, decode_value, encode_value
 
 
 @pytest.mark.parametrize(

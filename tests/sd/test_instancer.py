@@ -11,10 +11,10 @@ from collections.abc import Hashable
 
 import pytest
 
-from sd.errors import InvalidInstanceError
-from sd.event import Delta, Event
-from sd.instance import normalize_instance
-from sd.instancer import (
+from kitsd.sd.errors import InvalidInstanceError
+from kitsd.sd.event import Delta, Event
+from kitsd.sd.instance import normalize_instance
+from kitsd.sd.instancer import (
     Broadcaster,
     Callback,
     FixedInstancer,
@@ -589,15 +589,14 @@ def test_a_stop_racing_a_subscribe_leaves_nothing_subscribed() -> None:
 
 def test_driver_plumbing_is_not_advertised_as_public_api() -> None:
     # Issue 6.9: Broadcaster and InstancerHandle are for drivers, imported from sd.instancer.
-    import sd
-    import sd.instancer
-
+    from kitsd import sd
+    from kitsd.sd import instancer
     for name in ("Broadcaster", "InstancerHandle", "SharedWatches"):
         assert name not in sd.__all__
-        assert name in sd.instancer.__all__
+        assert name in instancer.__all__
     # Still reachable as sd.X for code written against earlier versions.
-    assert sd.Broadcaster is sd.instancer.Broadcaster
-    assert sd.InstancerHandle is sd.instancer.InstancerHandle
+    assert sd.Broadcaster is instancer.Broadcaster
+    assert sd.InstancerHandle is instancer.InstancerHandle
     with pytest.raises(AttributeError):
         _ = sd.SharedWatches
 

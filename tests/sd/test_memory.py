@@ -6,12 +6,12 @@ import threading
 
 import pytest
 
-from sd.errors import InvalidInstanceError
-from sd.event import Event
-from sd.instance import normalize_instance
-from sd.instancer import Instancer
-from sd.memory import MemoryRegistrar, MemoryRegistry
-from sd.registrar import Registrar
+from kitsd.sd.errors import InvalidInstanceError
+from kitsd.sd.event import Event
+from kitsd.sd.instance import normalize_instance
+from kitsd.sd.instancer import Instancer
+from kitsd.sd.memory import MemoryRegistrar, MemoryRegistry
+from kitsd.sd.registrar import Registrar
 
 
 class Recorder:

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-import sd
-from sd.endpoint_cache import EndpointCache
-from sd.endpointer import Endpointer
-from sd.errors import InvalidInstanceError, MisuseError
-from sd.event import Delta, Event, same_info
-from sd.instance_info import DEFAULT_INFO, NO_INFO, InstanceInfo, factory_with_info
-from sd.instancer import Broadcaster, FixedInstancer
-from sd.memory import MemoryRegistry
+from kitsd import sd
+from kitsd.sd.endpoint_cache import EndpointCache
+from kitsd.sd.endpointer import Endpointer
+from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.sd.event import Delta, Event, same_info
+from kitsd.sd.instance_info import DEFAULT_INFO, NO_INFO, InstanceInfo, factory_with_info
+from kitsd.sd.instancer import Broadcaster, FixedInstancer
+from kitsd.sd.memory import MemoryRegistry
 
 HEAVY = InstanceInfo(weight=5, tags=("blue",), meta={"zone": "a"})
 LIGHT = InstanceInfo(weight=2)
@@ -359,8 +359,7 @@ def test_the_value_form_module_is_pure() -> None:
 def test_lb_weighted_follows_registered_weights_and_their_changes() -> None:
     from collections import Counter
 
-    import lb
-
+    from kitsd import lb
     registry = MemoryRegistry()
 
     def build(instance: str) -> Any:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from sd.endpoint import Endpoint, Middleware, is_async
-from sd.middleware import chain
+from kitsd.sd.endpoint import Endpoint, Middleware, is_async
+from kitsd.sd.middleware import chain
 
 
 def recording(name: str, log: list[str]) -> Middleware:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from sd.errors import PermissionDeniedError, RegistryUnavailableError
-from sd.transient import retry_transient
+from kitsd.sd.errors import PermissionDeniedError, RegistryUnavailableError
+from kitsd.sd.transient import retry_transient
 
 
 def _flaky(failures: int) -> tuple[list[float], Callable[[], str]]:

@@ -9,11 +9,11 @@ import urllib.parse
 
 import pytest
 
-from sd.errors import InvalidInstanceError, MisuseError
-from sd.event import Event
-from sd.instance import normalize_instance
-from sd.instancer import Broadcaster, FixedInstancer, Instancer, InstancerHandle
-from sd.url import instancer_from_url, redact_url
+from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.sd.event import Event
+from kitsd.sd.instance import normalize_instance
+from kitsd.sd.instancer import Broadcaster, FixedInstancer, Instancer, InstancerHandle
+from kitsd.sd.url import instancer_from_url, redact_url
 
 
 def replay(instancer: Instancer) -> list[Event]:
@@ -79,8 +79,8 @@ def test_non_string_raises_value_error() -> None:
 @pytest.mark.parametrize(
     ("url", "module"),
     [
-        ("etcd://127.0.0.1:2379/services/web/", "sd.etcd.url"),
-        ("consul://127.0.0.1:8500/web?tag=a&tag=b&passing=1", "sd.consul.url"),
+        ("etcd://127.0.0.1:2379/services/web/", "kitsd.sd.etcd.url"),
+        ("consul://127.0.0.1:8500/web?tag=a&tag=b&passing=1", "kitsd.sd.consul.url"),
     ],
 )
 def test_registry_schemes_dispatch_the_parsed_url_to_their_driver(
@@ -127,8 +127,8 @@ def test_redact_url() -> None:
 
 @pytest.mark.parametrize(
     ("url", "module", "extra"),
-    [("etcd://127.0.0.1:2379/p/", "sd.etcd.url", "etcd"),
-     ("consul://127.0.0.1:8500/web", "sd.consul.url", "consul")],
+    [("etcd://127.0.0.1:2379/p/", "kitsd.sd.etcd.url", "etcd"),
+     ("consul://127.0.0.1:8500/web", "kitsd.sd.consul.url", "consul")],
 )
 def test_a_missing_driver_raises_value_error_naming_the_extra(
     monkeypatch: pytest.MonkeyPatch, url: str, module: str, extra: str

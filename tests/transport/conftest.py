@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import kitsd
-import sd
+from kitsd import sd
 from tests.transport.servers import Instance
 
 

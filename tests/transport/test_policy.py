@@ -6,8 +6,8 @@ import email.utils
 
 import pytest
 
+from kitsd.sd.errors import MisuseError
 from kitsd.transport import _policy
-from sd.errors import MisuseError
 
 SETTINGS = _policy.check_settings(max_attempts=3, retry_statuses={502, 503, 504},
                                   retry_methods=_policy.IDEMPOTENT_METHODS, timeout=60,

@@ -8,7 +8,15 @@ import kitsd
 
 
 def test_exports() -> None:
-    assert set(kitsd.__all__) == {"AsyncTransport", "Transport"}
+    assert set(kitsd.__all__) == {"AsyncTransport", "Transport", "breaker", "lb", "sd"}
     assert issubclass(kitsd.Transport, httpx.BaseTransport)
     assert issubclass(kitsd.AsyncTransport, httpx.AsyncBaseTransport)
     assert kitsd.Transport.__module__ == "kitsd.transport"
+
+
+def test_subpackages_resolve_lazily_from_the_one_import_name() -> None:
+    import importlib
+
+    for name in ("sd", "lb", "breaker"):
+        assert getattr(kitsd, name) is importlib.import_module(f"kitsd.{name}")
+    assert kitsd.sd.etcd is importlib.import_module("kitsd.sd.etcd")

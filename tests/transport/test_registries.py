@@ -16,13 +16,12 @@ import httpx
 import pytest
 
 import kitsd
-import lb
-import sd
-import sd.consul
-import sd.etcd
-import sd.grpc
-from compose.consul import dev_agent
-from compose.etcd import single_member
+import kitsd.sd.consul
+import kitsd.sd.etcd
+import kitsd.sd.grpc
+from kitsd import lb, sd
+from kitsd.compose.consul import dev_agent
+from kitsd.compose.etcd import single_member
 from tests.grpc.servers import METHOD, GRPCInstance
 from tests.helpers import wait_for
 from tests.transport.servers import Instance

@@ -10,9 +10,8 @@ import httpx
 import pytest
 
 import kitsd
-import lb
-import sd
-from sd.errors import MisuseError
+from kitsd import lb, sd
+from kitsd.sd.errors import MisuseError
 from tests.transport.conftest import Driver, register
 from tests.transport.servers import Instance
 

@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from compose.zookeeper import (
+from kitsd.compose.zookeeper import (
     ExternalZooKeeper,
     ZooKeeperNotInstalled,
     ZooKeeperServer,
     standalone,
 )
-from sd.zk import close_client, connect
+from kitsd.sd.zk import close_client, connect
 from tests.helpers import wait_for
 
 Server = ZooKeeperServer | ExternalZooKeeper

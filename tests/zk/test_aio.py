@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-import sd
-from sd.zk import ZKInstancer, ZKRegistrar
+from kitsd import sd
+from kitsd.sd.zk import ZKInstancer, ZKRegistrar
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import threading
 import pytest
 from kazoo.exceptions import ConnectionLoss, NoAuthError
 
-from sd.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
-from sd.zk.client import KAZOO_LOGGER, connect, to_backend_error
+from kitsd.sd.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
+from kitsd.sd.zk.client import KAZOO_LOGGER, connect, to_backend_error
 
 
 @pytest.mark.parametrize(

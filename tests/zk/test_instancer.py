@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-import sd
-from compose.zookeeper import ZooKeeperServer
-from sd.errors import MisuseError, RegistryUnavailableError
-from sd.zk import ZKInstancer, close_client
-from sd.zk.instancer import _running_watches
+from kitsd import sd
+from kitsd.compose.zookeeper import ZooKeeperServer
+from kitsd.sd.errors import MisuseError, RegistryUnavailableError
+from kitsd.sd.zk import ZKInstancer, close_client
+from kitsd.sd.zk.instancer import _running_watches
 from tests.helpers import assert_no_new_threads, wait_for
 from tests.zk.conftest import Server, connected, expire_session, require_restartable
 

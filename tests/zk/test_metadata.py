@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-import sd
-from sd.instance_info import InstanceInfo
-from sd.zk import ZKInstancer, ZKRegistrar
-from sd.zk.view import ChildrenView
+from kitsd import sd
+from kitsd.sd.instance_info import InstanceInfo
+from kitsd.sd.zk import ZKInstancer, ZKRegistrar
+from kitsd.sd.zk.view import ChildrenView
 from tests.helpers import wait_for
 
 HEAVY = InstanceInfo(weight=4, tags=("canary",), meta={"version": "2.1"})

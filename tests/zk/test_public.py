@@ -7,9 +7,11 @@ import inspect
 
 import pytest
 
-import sd.zk
+from kitsd import sd
 
-MODULES = ["sd.zk", "sd.zk.view", "sd.zk.client", "sd.zk.instancer", "sd.zk.registrar", "sd.zk.url"]
+MODULES = [
+    "kitsd.sd.zk", "kitsd.sd.zk.view", "kitsd.sd.zk.client", "kitsd.sd.zk.instancer",
+    "kitsd.sd.zk.registrar", "kitsd.sd.zk.url"]
 
 
 def test_contract_names() -> None:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-import sd
-from sd.errors import InvalidInstanceError, MisuseError, RegistryUnavailableError
-from sd.zk import ZKInstancer, ZKRegistrar, close_client
+from kitsd import sd
+from kitsd.sd.errors import InvalidInstanceError, MisuseError, RegistryUnavailableError
+from kitsd.sd.zk import ZKInstancer, ZKRegistrar, close_client
 from tests.helpers import assert_no_new_threads, wait_for
 from tests.zk.conftest import Server, connected, expire_session, require_restartable
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-import sd
-from sd.errors import MisuseError, PermissionDeniedError
-from sd.zk.instancer import _running_watches
-from sd.zk.url import AUTH_ENV, ZKURL, parse_url
+from kitsd import sd
+from kitsd.sd.errors import MisuseError, PermissionDeniedError
+from kitsd.sd.zk.instancer import _running_watches
+from kitsd.sd.zk.url import AUTH_ENV, ZKURL, parse_url
 from tests.helpers import WatchProcess, assert_no_new_threads, wait_for
 from tests.zk.conftest import Server, connected
 
@@ -71,7 +71,7 @@ def test_digest_auth_from_the_environment_reads_a_protected_node_and_is_never_sh
 ) -> None:
     from kazoo.security import make_digest_acl
 
-    from sd.zk import close_client
+    from kitsd.sd.zk import close_client
 
     admin = connected(zk_server.address, auth=f"alice:{SECRET}")
     try:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sd.errors import MisuseError
-from sd.zk.view import ChildrenView, check_path
+from kitsd.sd.errors import MisuseError
+from kitsd.sd.zk.view import ChildrenView, check_path
 from tests.test_purity import violations
 
 ROOT = Path(__file__).resolve().parents[2]

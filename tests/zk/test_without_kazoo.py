@@ -13,7 +13,9 @@ SCRIPT = textwrap.dedent(
     """
     import sys
     sys.modules["kazoo"] = None  # as on a machine without kazoo
-    import sd, sd.zk, sd.zk.url
+    import kitsd.sd.zk
+    import kitsd.sd.zk.url
+    from kitsd import sd
     try:
         sd.instancer_from_url("zk://127.0.0.1/services")
     except sd.MisuseError as error:
