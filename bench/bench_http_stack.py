@@ -124,7 +124,7 @@ async def _measure(calls: int, runs: int, *, sync: bool, stacks: bool) -> Sample
     import pybreaker
 
     from kitsd import breaker, lb, sd
-    from kitsd.sd.deadline import reset_deadline, set_deadline
+    from kitsd.core.deadline import reset_deadline, set_deadline
 
     server = _ServerProcess()
     closers: list[Callable[[], Any]] = []

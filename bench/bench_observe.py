@@ -35,8 +35,8 @@ import kitsd.otel
 import kitsd.prometheus
 import kitsd.sd.http
 from kitsd import lb, sd
+from kitsd.core import observe
 from kitsd.demo_server import DemoInstance
-from kitsd.sd import observe
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -66,7 +66,7 @@ from pybreaker import (
 from kitsd.breaker import guard
 from kitsd.breaker._pybreaker import storage_of
 from kitsd.breaker.guard import Admission
-from kitsd.sd.observe import HUB, BreakerStateChanged, emit
+from kitsd.core.observe import HUB, BreakerStateChanged, emit
 
 __all__ = ["Driver", "Ticket", "driver_for"]
 

@@ -31,7 +31,7 @@ from typing import Any
 from pybreaker import CircuitBreaker
 
 from kitsd.breaker.driver import Driver, Ticket, driver_for
-from kitsd.sd.endpoint import Endpoint, close_endpoint, is_async
+from kitsd.core.endpoint import Endpoint, close_endpoint, is_async
 
 __all__ = [
     "AsyncBreakerEndpoint",
@@ -165,7 +165,7 @@ def circuit_breaker(cb: CircuitBreaker) -> Callable[[Endpoint], BreakerEndpoint]
     ``exclude`` says otherwise; ``cb``'s listeners fire as under pybreaker, and
     its state (``cb.current_state``, ``cb.fail_counter``, ``cb.open()`` …) stays
     the one to watch and to steer.  The result is async exactly when the
-    endpoint is (:func:`sd.endpoint.is_async`), forwards ``close``/``aclose``
+    endpoint is (:func:`kitsd.core.endpoint.is_async`), forwards ``close``/``aclose``
     and exposes ``.breaker``.  Wrapping several endpoints with one ``cb`` makes
     them share the breaker; for one breaker per instance use
     :func:`per_instance`.

@@ -3,11 +3,11 @@
 Both ``kitsd.prometheus`` and ``kitsd.otel`` feed one :class:`States` from the
 observations they hear and read it when scraped, so a gauge is never stale:
 
-* discovered instances: the count of the last :class:`sd.observe.DiscoveryUpdated`
+* discovered instances: the count of the last :class:`kitsd.core.observe.DiscoveryUpdated`
   (or failure) per service;
 * ejected instances: the ejections heard, each counted until its end (the
   balancer puts an instance back when its time is up without telling anyone) or
-  until :class:`sd.observe.InstanceRestored`;
+  until :class:`kitsd.core.observe.InstanceRestored`;
 * breakers: held weakly, their state read from the breaker itself, so a breaker
   steered by hand (``cb.open()``) shows right and one that is gone disappears.
 """
@@ -20,7 +20,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable
 
-from kitsd.sd.observe import (
+from kitsd.core.observe import (
     BreakerStateChanged,
     DiscoveryFailed,
     DiscoveryUpdated,

@@ -27,8 +27,8 @@ import httpx
 import pybreaker
 
 from kitsd import breaker, lb, sd
+from kitsd.core import observe
 from kitsd.demo_server import DemoInstance
-from kitsd.sd import observe
 from kitsd.transport import Transport
 
 __all__ = ["DemoReport", "format_report", "run_demo"]
@@ -99,7 +99,7 @@ def run_demo(
     answers, and calls are hedged (``lb.Hedge(percentile=95)``) — run it with
     ``balancer="peak-ewma"`` to see the slow instance avoided and the stalls hidden.
     ``observer`` (e.g. a ``kitsd.prometheus.PrometheusObserver``) hears the run's
-    :mod:`sd.observe` observations; it is installed for the run only.
+    :mod:`kitsd.core.observe` observations; it is installed for the run only.
     """
     if instances < 2:
         raise ValueError("the demo needs at least 2 instances (one of them is killed)")

@@ -1,9 +1,10 @@
-"""One structured log line per retried call (go-kit's logging middleware, over :mod:`sd.observe`).
+"""One structured log line per retried call (go-kit's logging middleware, over
+:mod:`kitsd.core.observe`).
 
 ::
 
     import kitsd.log_middleware
-    from kitsd.sd import observe
+    from kitsd.core import observe
     observe.add_observer(kitsd.log_middleware.CallLogger(level=logging.DEBUG))
 
 Every call made by an ``lb.retry``/``lb.retry_async`` stack then logs one line
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import logging
 
-from kitsd.sd.observe import SUCCESS, CallFinished, Observation
+from kitsd.core.observe import SUCCESS, CallFinished, Observation
 
 __all__ = ["CallLogger"]
 
@@ -31,7 +32,7 @@ _default_logger = logging.getLogger(__name__)
 
 
 class CallLogger:
-    """Logs each :class:`sd.observe.CallFinished` to ``logger`` (default
+    """Logs each :class:`kitsd.core.observe.CallFinished` to ``logger`` (default
     ``kitsd.log_middleware``): at ``level`` for successes and at
     ``failure_level`` for any other outcome.  Thread-safe (stdlib logging is)."""
 

@@ -9,7 +9,7 @@
     ...
     telemetry.close()
 
-:class:`OtelObserver` is an :mod:`sd.observe` observer.  Only the API is needed
+:class:`OtelObserver` is an :mod:`kitsd.core.observe` observer.  Only the API is needed
 at run time; an SDK (or nothing: the API's no-op providers) decides where the
 data goes.
 
@@ -56,9 +56,8 @@ from opentelemetry.metrics import Observation as Measurement
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from kitsd._states import BREAKER_STATES, States
-from kitsd.sd import observe
-from kitsd.sd.instance import split_instance
-from kitsd.sd.observe import (
+from kitsd.core import observe
+from kitsd.core.observe import (
     AttemptFinished,
     AttemptStarted,
     BreakerStateChanged,
@@ -73,6 +72,7 @@ from kitsd.sd.observe import (
     RateLimited,
     error_type,
 )
+from kitsd.sd.instance import split_instance
 
 __all__ = [
     "REQUEST_DURATION_BUCKETS",

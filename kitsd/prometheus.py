@@ -7,7 +7,7 @@
     ... lb.retry(3, 2.0, balancer, name="users") ...
     metrics.close()                               # uninstall, unregister
 
-:class:`PrometheusObserver` is an :mod:`sd.observe` observer: it turns what the
+:class:`PrometheusObserver` is an :mod:`kitsd.core.observe` observer: it turns what the
 stack reports into the metrics below (all prefixed ``kitsd_``; labels are
 bounded: services, instances, outcomes, registry kinds, breaker names, never a
 request-derived value).
@@ -46,8 +46,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kitsd._states import BREAKER_STATES, States
-from kitsd.sd import observe
-from kitsd.sd.observe import (
+from kitsd.core import observe
+from kitsd.core.observe import (
     AttemptFinished,
     BreakerStateChanged,
     BudgetRefused,
@@ -71,7 +71,7 @@ DEFAULT_BUCKETS: Sequence[float] = (
 class PrometheusObserver:
     """Keeps kitsd's Prometheus metrics on ``registry`` (default
     ``prometheus_client.REGISTRY``); call it with observations (install it with
-    :func:`sd.observe.add_observer`, or use :func:`install`).
+    :func:`kitsd.core.observe.add_observer`, or use :func:`install`).
 
     Registering raises ``ValueError`` (prometheus_client's) if ``registry``
     already holds metrics of these names, e.g. a second observer on one registry.

@@ -38,10 +38,10 @@ import limits.errors
 import limits.storage
 import limits.strategies
 
-from kitsd.sd.deadline import remaining
-from kitsd.sd.endpoint import Endpoint, is_async
-from kitsd.sd.errors import KitsdError, MisuseError
-from kitsd.sd.observe import HUB, RateLimited, emit
+from kitsd.core.deadline import remaining
+from kitsd.core.endpoint import Endpoint, is_async
+from kitsd.core.errors import KitsdError, MisuseError
+from kitsd.core.observe import HUB, RateLimited, emit
 
 __all__ = ["RateLimitExceeded", "rate_limit", "wait_decision"]
 

@@ -25,6 +25,7 @@ Which balancer when:
 * :class:`ConsistentHash` — affinity: the same key to the same instance.
 """
 
+from kitsd.core.deadline import remaining
 from kitsd.lb.balancer import Balancer, Pick, Picker
 from kitsd.lb.consistent_hash import ConsistentHash
 from kitsd.lb.errors import NoEndpointsError, RetryBudgetExhausted, RetryError, RetryTimeout
@@ -38,7 +39,6 @@ from kitsd.lb.retry import retry, retry_async
 from kitsd.lb.retry_budget import RetryBudget
 from kitsd.lb.round_robin import RoundRobin
 from kitsd.lb.weighted import Weighted
-from kitsd.sd.deadline import remaining
 
 __all__ = [
     "Balancer",

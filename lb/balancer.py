@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from kitsd.sd.endpoint import Endpoint
+from kitsd.core.endpoint import Endpoint
 from kitsd.sd.endpoint_set import EndpointSet
 
 __all__ = ["Balancer", "EndpointSource", "Pick", "Picker", "SnapshotSource"]

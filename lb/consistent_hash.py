@@ -21,13 +21,13 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from kitsd.core.endpoint import Endpoint
+from kitsd.core.errors import MisuseError
 from kitsd.lb.balancer import EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
 from kitsd.lb.ring import Ring, key_hash
-from kitsd.sd.endpoint import Endpoint
-from kitsd.sd.errors import MisuseError
 
 __all__ = ["ConsistentHash"]
 

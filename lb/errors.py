@@ -1,11 +1,11 @@
-"""Errors raised by balancers and retry; they join the tree drawn in :mod:`sd.errors`."""
+"""Errors raised by balancers and retry; they join the tree drawn in :mod:`kitsd.core.errors`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from kitsd.sd.errors import KitsdError
+from kitsd.core.errors import KitsdError
 
 __all__ = ["NoEndpointsError", "RetryBudgetExhausted", "RetryError", "RetryTimeout"]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kitsd.sd.errors import MisuseError
+from kitsd.core.errors import MisuseError
 
 __all__ = ["Hedge", "LatencyWindow"]
 

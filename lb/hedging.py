@@ -29,13 +29,13 @@ from collections.abc import Awaitable, Callable, Collection
 from concurrent import futures as cf
 from typing import Any, Protocol, cast
 
+from kitsd.core.deadline import reset_deadline, set_deadline
+from kitsd.core.endpoint import AsyncEndpoint
 from kitsd.lb.balancer import Pick
 from kitsd.lb.errors import RetryTimeout
 from kitsd.lb.hedge import Hedge, LatencyWindow
 from kitsd.lb.retry_budget import RetryBudget
 from kitsd.lb.retry_policy import RetryCall
-from kitsd.sd.deadline import reset_deadline, set_deadline
-from kitsd.sd.endpoint import AsyncEndpoint
 
 __all__ = ["Hedge", "HedgedEndpoint", "hedged_async", "hedged_sync"]
 

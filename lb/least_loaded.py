@@ -21,11 +21,11 @@ from collections.abc import Collection, Sequence
 from types import FunctionType, MethodType
 from typing import Any
 
+from kitsd.core.endpoint import Endpoint, is_async
 from kitsd.lb.balancer import EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
-from kitsd.sd.endpoint import Endpoint, is_async
 
 __all__ = ["LeastLoaded"]
 

@@ -24,7 +24,7 @@ from abc import ABC
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kitsd.sd.errors import ConnectionFailure, MisuseError
+from kitsd.core.errors import ConnectionFailure, MisuseError
 
 __all__ = ["CountedError", "OutlierDetection", "is_counted_error"]
 

@@ -19,14 +19,14 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from kitsd.core.endpoint import Endpoint, is_async
+from kitsd.core.errors import MisuseError
 from kitsd.lb.balancer import EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.ewma import LatencyTable
 from kitsd.lb.least_loaded import _decides_kind
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
-from kitsd.sd.endpoint import Endpoint, is_async
-from kitsd.sd.errors import MisuseError
 
 __all__ = ["PeakEWMA"]
 

@@ -38,13 +38,13 @@ from array import array
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import cast, overload
 
+from kitsd.core.endpoint import Endpoint
+from kitsd.core.observe import HUB, InstanceEjected, InstanceRestored, current_service, emit
 from kitsd.lb.balancer import EndpointSource, Pick
 from kitsd.lb.ejection import Ejections
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
-from kitsd.sd.endpoint import Endpoint
 from kitsd.sd.instance_info import NO_INFO, InstanceInfo
-from kitsd.sd.observe import HUB, InstanceEjected, InstanceRestored, current_service, emit
 
 __all__ = ["DEFAULT_OUTLIER_DETECTION", "PROBES", "Pool", "identity_key"]
 

@@ -35,6 +35,10 @@ from typing import Any, cast, overload
 
 import tenacity
 
+from kitsd.core.deadline import reset_deadline, set_deadline
+from kitsd.core.endpoint import AsyncEndpoint, Endpoint
+from kitsd.core.errors import MisuseError
+from kitsd.core.observe import DEFAULT_SERVICE, HUB, CallWatch, watch_call
 from kitsd.lb.balancer import Balancer, Pick
 from kitsd.lb.errors import RetryTimeout
 from kitsd.lb.hedging import Hedge, HedgedEndpoint, hedged_async, hedged_sync
@@ -42,10 +46,6 @@ from kitsd.lb.pool import identity_key
 from kitsd.lb.retry_budget import RetryBudget
 from kitsd.lb.retry_policy import Callback, GiveUp, RetryCall, WaitFunction, validate
 from kitsd.lb.timer import DeadlineTimer
-from kitsd.sd.deadline import reset_deadline, set_deadline
-from kitsd.sd.endpoint import AsyncEndpoint, Endpoint
-from kitsd.sd.errors import MisuseError
-from kitsd.sd.observe import DEFAULT_SERVICE, HUB, CallWatch, watch_call
 
 __all__ = ["retry", "retry_async"]
 
@@ -127,7 +127,7 @@ def retry(
     instances by its :class:`lb.OutlierDetection`.  ``wait`` is a tenacity wait
     strategy (e.g. ``tenacity.wait_random_exponential(multiplier=0.01, max=1)``)
     slept between attempts, never past the deadline.  Safe to call from many threads.
-    ``name`` labels this stack's calls for observers (:mod:`sd.observe`): give the
+    ``name`` labels this stack's calls for observers (:mod:`kitsd.core.observe`): give the
     service's name, never a request-derived value.
 
     ``budget`` (an :class:`lb.RetryBudget`, shareable) bounds retries across calls:
@@ -155,7 +155,7 @@ def retry(
     pick_for = _keyed(balancer)
     make_call = _call_factory(max_attempts, timeout, callback, wait, report, budget)
     deposit = None if budget is None else budget.deposit
-    if hedge is not None:  # hedged calls are not reported to sd.observe yet
+    if hedge is not None:  # hedged calls are not reported to the event seam yet
         return hedged_sync(hedge, timeout, pick, pick_for, report, make_call, budget)
     hub = HUB  # kitsd.observe
 
@@ -224,7 +224,7 @@ def retry_async(
     pick_for = _keyed(balancer)
     make_call = _call_factory(max_attempts, timeout, callback, wait, report, budget)
     deposit = None if budget is None else budget.deposit
-    if hedge is not None:  # hedged calls are not reported to sd.observe yet
+    if hedge is not None:  # hedged calls are not reported to the event seam yet
         return hedged_async(hedge, timeout, pick, pick_for, report, make_call, budget)
     hub = HUB  # kitsd.observe
     timers: list[DeadlineTimer] = []  # the last loop's timer; one slot, swapped whole

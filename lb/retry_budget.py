@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from kitsd.core.errors import MisuseError
 from kitsd.lb.budget import BudgetWindow
-from kitsd.sd.errors import MisuseError
 
 __all__ = ["RetryBudget"]
 

@@ -26,8 +26,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kitsd.core.errors import MisuseError
 from kitsd.lb.errors import RetryBudgetExhausted, RetryError, RetryTimeout
-from kitsd.sd.errors import MisuseError
 
 __all__ = ["Callback", "GiveUp", "Retry", "RetryCall", "WaitFunction", "validate"]
 

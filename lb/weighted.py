@@ -5,12 +5,12 @@ from __future__ import annotations
 from array import array
 from collections.abc import Collection
 
+from kitsd.core.endpoint import Endpoint
 from kitsd.lb.balancer import EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
 from kitsd.lb.schedule import smooth_schedule
-from kitsd.sd.endpoint import Endpoint
 from kitsd.sd.instance_info import DEFAULT_INFO
 
 __all__ = ["Weighted"]

@@ -15,12 +15,9 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from kitsd.sd.aio import AsyncRegistrar, EventStream
-from kitsd.sd.deadline import remaining
-from kitsd.sd.endpoint import AsyncEndpoint, Endpoint, Factory, Middleware, SyncEndpoint, is_async
-from kitsd.sd.endpoint_set import EndpointSet
-from kitsd.sd.endpointer import Endpointer
-from kitsd.sd.errors import (
+from kitsd.core.deadline import remaining
+from kitsd.core.endpoint import AsyncEndpoint, Endpoint, Factory, Middleware, SyncEndpoint, is_async
+from kitsd.core.errors import (
     BackendError,
     ConnectionFailure,
     InvalidInstanceError,
@@ -29,12 +26,15 @@ from kitsd.sd.errors import (
     PermissionDeniedError,
     RegistryUnavailableError,
 )
+from kitsd.core.middleware import chain
+from kitsd.sd.aio import AsyncRegistrar, EventStream
+from kitsd.sd.endpoint_set import EndpointSet
+from kitsd.sd.endpointer import Endpointer
 from kitsd.sd.event import Event
 from kitsd.sd.instance import join_host_port, normalize_instance, split_instance
 from kitsd.sd.instance_info import InstanceInfo, factory_with_info
 from kitsd.sd.instancer import FixedInstancer, Instancer
 from kitsd.sd.memory import MemoryRegistrar, MemoryRegistry
-from kitsd.sd.middleware import chain
 from kitsd.sd.registrar import Registrar
 from kitsd.sd.url import instancer_from_url
 

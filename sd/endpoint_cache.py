@@ -42,8 +42,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
+from kitsd.core.errors import MisuseError
 from kitsd.sd.endpoint_set import EMPTY, EndpointSet
-from kitsd.sd.errors import MisuseError
 from kitsd.sd.event import Event, same_info
 from kitsd.sd.instance_info import DEFAULT_INFO, NO_INFO, InfoFactory, InstanceInfo
 
@@ -84,7 +84,7 @@ class View:
 
 def check_timeout(invalidate_on_error: object) -> float | None:
     """``invalidate_on_error`` as a float, or raise naming it: ``TypeError`` for a
-    non-number, :class:`~sd.errors.MisuseError` for NaN or a negative number.
+    non-number, :class:`~kitsd.core.errors.MisuseError` for NaN or a negative number.
     ``None`` keeps serving through errors; ``math.inf`` too (it never runs out)."""
     if invalidate_on_error is None:
         return None

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kitsd.sd.errors import MisuseError
+from kitsd.core.errors import MisuseError
 from kitsd.sd.instance_info import DEFAULT_INFO, NO_INFO, InstanceInfo
 
 # sd.endpoint.Endpoint, spelled out: this module stays pure (sd.endpoint imports asyncio).

@@ -33,10 +33,10 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self, cast
 
-from kitsd.sd.endpoint import Endpoint, Pending, close_endpoint
+from kitsd.core.endpoint import Endpoint, Pending, close_endpoint
+from kitsd.core.errors import MisuseError, shown_value
 from kitsd.sd.endpoint_cache import EndpointCache, View
 from kitsd.sd.endpoint_set import EMPTY, EndpointSet
-from kitsd.sd.errors import MisuseError, shown_value
 from kitsd.sd.event import Event
 from kitsd.sd.instance_info import InfoFactory, InstanceInfo
 from kitsd.sd.instancer import Instancer
@@ -62,7 +62,7 @@ class Endpointer:
     raises the first stored error until a good event arrives.
 
     Raises ``TypeError`` for an ``instancer`` without ``subscribe``/``unsubscribe``
-    or a ``factory`` that is not callable, and :class:`~sd.errors.MisuseError` for
+    or a ``factory`` that is not callable, and :class:`~kitsd.core.errors.MisuseError` for
     a negative or NaN ``invalidate_on_error``, before subscribing anything.
 
     Thread-safe; :meth:`snapshot` and :meth:`endpoints` take no lock.  ``aclose()``

@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Iterable
 
-from kitsd.sd.errors import InvalidInstanceError, clip
+from kitsd.core.errors import InvalidInstanceError, clip
 
 __all__ = [
     "clean_instances",
@@ -67,7 +67,7 @@ def _check_host(value: object, host: str) -> str:
 def split_instance(value: object) -> tuple[str, int]:
     """Split ``value`` into ``(host, port)``; IPv6 hosts come back without brackets.
 
-    Raises :class:`sd.errors.InvalidInstanceError` (a ``ValueError``) naming the value
+    Raises :class:`kitsd.core.errors.InvalidInstanceError` (a ``ValueError``) naming the value
     when it is not a string of the form ``host:port`` with a port in 1-65535.
     """
     if not isinstance(value, str):

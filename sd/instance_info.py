@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Generic, TypeVar
 
-from kitsd.sd.errors import MisuseError
+from kitsd.core.errors import MisuseError
 from kitsd.sd.instance import normalize_instance
 
 __all__ = [
@@ -41,7 +41,7 @@ class InstanceInfo:
     """Frozen metadata of one instance: ``weight`` (an int >= 0; 0 takes it out of
     weighted rotation), ``tags`` and ``meta`` (string keys and values).
 
-    Raises ``TypeError``/:class:`~sd.errors.MisuseError` naming a bad field.
+    Raises ``TypeError``/:class:`~kitsd.core.errors.MisuseError` naming a bad field.
     """
 
     weight: int = 1
@@ -121,7 +121,7 @@ def check_info_map(info: object, *, name: str = "info") -> dict[str, InstanceInf
     """A user's instance -> :class:`InstanceInfo` mapping, checked, keys normalised.
 
     Raises ``TypeError`` naming ``name`` for a non-mapping or a value that is not an
-    :class:`InstanceInfo`, and :class:`~sd.errors.InvalidInstanceError` (a
+    :class:`InstanceInfo`, and :class:`~kitsd.core.errors.InvalidInstanceError` (a
     ``ValueError``) for a key that is not an instance string.
     """
     if not isinstance(info, Mapping):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.instance import normalize_instance
 from kitsd.sd.instance_info import DEFAULT_INFO, InstanceInfo
 

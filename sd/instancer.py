@@ -26,7 +26,8 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Protocol, Self, TypeVar, cast, runtime_checkable
 
-from kitsd.sd.errors import MisuseError
+from kitsd.core.errors import MisuseError
+from kitsd.core.observe import HUB, DiscoveryFailed, DiscoveryUpdated, emit
 from kitsd.sd.event import Delta, Event, diff, same_error, splice
 from kitsd.sd.instance import normalize_instance
 from kitsd.sd.instance_info import (
@@ -37,7 +38,6 @@ from kitsd.sd.instance_info import (
     check_info_map,
     copy_info,
 )
-from kitsd.sd.observe import HUB, DiscoveryFailed, DiscoveryUpdated, emit
 
 __all__ = [
     "Broadcaster",
@@ -423,9 +423,9 @@ class FixedInstancer(InstancerHandle):
     ``info`` (optional) maps instances to their :class:`~sd.InstanceInfo`; the
     others have the defaults.
 
-    Raises ``ValueError`` (:class:`sd.errors.InvalidInstanceError`) naming the
+    Raises ``ValueError`` (:class:`kitsd.core.errors.InvalidInstanceError`) naming the
     first invalid instance string, ``TypeError`` for an ``info`` that is not a
-    mapping of instance -> ``InstanceInfo``, and :class:`~sd.errors.MisuseError`
+    mapping of instance -> ``InstanceInfo``, and :class:`~kitsd.core.errors.MisuseError`
     for an ``info`` key that is not one of ``instances``.
     """
 
@@ -468,7 +468,7 @@ class SharedWatches:
         ``release`` that gives the share back (the last release stops the watch).
         Driver instancers pass the broadcaster and ``release`` to
         :class:`InstancerHandle`.  ``kind`` and ``service`` label the broadcaster's
-        observations (:mod:`sd.observe`)."""
+        observations (:mod:`kitsd.core.observe`)."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:

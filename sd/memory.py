@@ -7,7 +7,7 @@ from bisect import bisect_left
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from kitsd.sd.errors import MisuseError, shown_value
+from kitsd.core.errors import MisuseError, shown_value
 from kitsd.sd.event import Delta, Event
 from kitsd.sd.instance import normalize_instance
 from kitsd.sd.instance_info import DEFAULT_INFO, NO_INFO, InstanceInfo, copy_info

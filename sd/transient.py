@@ -16,8 +16,8 @@ from typing import TypeVar
 
 import tenacity
 
+from kitsd.core.errors import RegistryUnavailableError
 from kitsd.sd.backoff import REGISTRY_TRANSIENT, CurveWait, testing_attempts
-from kitsd.sd.errors import RegistryUnavailableError
 
 __all__ = ["retry_transient"]
 

@@ -13,7 +13,7 @@ import re
 import urllib.parse
 from typing import Protocol, cast
 
-from kitsd.sd.errors import MisuseError, clip, shown_value
+from kitsd.core.errors import MisuseError, clip, shown_value
 from kitsd.sd.instancer import FixedInstancer, InstancerHandle
 
 __all__ = ["instancer_from_url", "redact_url", "shown_parameter", "shown_url"]

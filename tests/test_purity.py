@@ -23,7 +23,7 @@ PURE_MODULES = [
     "sd/instance_info.py",
     "sd/instance_value.py",
     "sd/backoff.py",
-    "sd/errors.py",
+    "kitsd/core/errors.py",
     "sd/etcd/revision.py",
     "sd/etcd/paging.py",
     "sd/dns/srv.py",

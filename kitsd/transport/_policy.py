@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kitsd.sd.errors import KitsdError, MisuseError, shown_value
+from kitsd.core.errors import KitsdError, MisuseError, shown_value
 
 __all__ = [
     "IDEMPOTENT_METHODS",

@@ -19,9 +19,9 @@ import pybreaker
 import tenacity
 
 from kitsd import lb
-from kitsd.sd.deadline import remaining
+from kitsd.core.deadline import remaining
+from kitsd.core.errors import ConnectionFailure
 from kitsd.sd.endpointer import Endpointer
-from kitsd.sd.errors import ConnectionFailure
 from kitsd.sd.instance import split_instance
 from kitsd.sd.instancer import Instancer
 from kitsd.transport import _policy

@@ -16,8 +16,8 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from kitsd import breaker, lb
+from kitsd.core.errors import MisuseError, shown_value
 from kitsd.sd.endpointer import Endpointer
-from kitsd.sd.errors import MisuseError, shown_value
 from kitsd.sd.instancer import Instancer
 from kitsd.sd.memory import MemoryRegistry
 from kitsd.sd.url import instancer_from_url, redact_url

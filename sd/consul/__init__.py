@@ -2,7 +2,7 @@
 
 * :class:`ConsulInstancer` — the live instances of a service, from blocking
   queries on ``/v1/health/service`` (go-kit's ``consul.Instancer``, plus a
-  prompt ``stop()`` and errors mapped into :mod:`sd.errors`).
+  prompt ``stop()`` and errors mapped into :mod:`kitsd.core.errors`).
 * :class:`AsyncConsulInstancer` — the same watch on asyncio.
 * :class:`ConsulRegistrar` — registers one instance with the local agent and
   keeps a TTL check passing (go-kit's registrar has no health check).

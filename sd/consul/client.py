@@ -21,11 +21,11 @@ test double of the narrow protocol) is used as it is.
 Errors
 ------
 :func:`map_error` turns py-consul, httpx (and ``requests``, for py-consul's own
-client) exceptions into the kitsd error tree (:mod:`sd.errors`), chained with
+client) exceptions into the kitsd error tree (:mod:`kitsd.core.errors`), chained with
 ``from``: ACL refusals (HTTP 403, and 401) become
-:class:`~sd.errors.PermissionDeniedError`, everything else (unreachable agent,
+:class:`~kitsd.core.errors.PermissionDeniedError`, everything else (unreachable agent,
 timeouts, 5xx such as "No cluster leader", unreadable answers)
-:class:`~sd.errors.RegistryUnavailableError`.  Messages are stable (no object
+:class:`~kitsd.core.errors.RegistryUnavailableError`.  Messages are stable (no object
 addresses), so a registry that keeps failing the same way publishes one error
 event, not one per retry, and they never include the ACL token.
 """
@@ -42,13 +42,13 @@ import consul
 import httpx
 import requests
 
+from kitsd.core.errors import BackendError, PermissionDeniedError, RegistryUnavailableError
 from kitsd.sd.consul.transport import (
     DEFAULT_TIMEOUT,
     AgentSettings,
     HttpxConsul,
     settings_of,
 )
-from kitsd.sd.errors import BackendError, PermissionDeniedError, RegistryUnavailableError
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -157,9 +157,9 @@ def connect(
     ``timeout`` bounds connecting and answering (``None``: no bound).
     ``transport``: an httpx transport for tests (``httpx.MockTransport``; the
     watches built on this client use it too).  Close the client when done.
-    Raises ``TypeError`` or :class:`sd.errors.MisuseError` (a ``ValueError``)
+    Raises ``TypeError`` or :class:`kitsd.core.errors.MisuseError` (a ``ValueError``)
     naming a bad argument, before anything is opened; an unreadable CA or
-    certificate file is a :class:`~sd.errors.MisuseError` too.
+    certificate file is a :class:`~kitsd.core.errors.MisuseError` too.
     """
     settings = AgentSettings.for_address(
         address, token=token, scheme=scheme, verify=verify, cert=cert, dc=dc, timeout=timeout,
@@ -208,7 +208,7 @@ def map_error(error: BaseException, *, doing: str, agent: str) -> BackendError:
     """The kitsd error for a py-consul/``requests`` failure while ``doing`` something.
 
     ``doing`` is a phrase such as ``"watching service 'web'"``; ``agent`` names the
-    agent (see :func:`agent_address`).  A kitsd :class:`~sd.errors.BackendError`
+    agent (see :func:`agent_address`).  A kitsd :class:`~kitsd.core.errors.BackendError`
     comes back unchanged.  The result has
     ``__cause__`` set to ``error`` (as ``raise ... from error`` would), so callers
     can ``raise map_error(...)`` or publish it.  Never raises.

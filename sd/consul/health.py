@@ -40,7 +40,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from kitsd.sd.errors import InvalidInstanceError
+from kitsd.core.errors import InvalidInstanceError
 from kitsd.sd.instance import join_host_port
 from kitsd.sd.instance_info import DEFAULT_INFO, InstanceInfo
 
@@ -54,7 +54,7 @@ class UnreadableAnswerError(ValueError):
     """The health endpoint answered something that is not a list of entries.
 
     Raised by :func:`service_instances`; the watcher reports it as
-    :class:`sd.errors.RegistryUnavailableError` (chained with ``from``).
+    :class:`kitsd.core.errors.RegistryUnavailableError` (chained with ``from``).
     """
 
 
@@ -65,7 +65,7 @@ def _text(value: object) -> str:
 def entry_instance(entry: object) -> str:
     """The ``host:port`` instance of one health entry.
 
-    Raises :class:`sd.errors.InvalidInstanceError` (a ``ValueError``) saying what
+    Raises :class:`kitsd.core.errors.InvalidInstanceError` (a ``ValueError``) saying what
     is wrong with the entry.
     """
     if not isinstance(entry, Mapping):

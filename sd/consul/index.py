@@ -94,9 +94,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kitsd.core.errors import PermissionDeniedError, RegistryUnavailableError
 from kitsd.sd.backoff import CONSUL_WATCH, Backoff
 from kitsd.sd.consul.health import InfoMemo, Memo, UnreadableAnswerError, service_instances
-from kitsd.sd.errors import PermissionDeniedError, RegistryUnavailableError
 from kitsd.sd.event import Event
 from kitsd.sd.instance_info import InstanceInfo
 

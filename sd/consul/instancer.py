@@ -25,7 +25,7 @@ with jitter, so an agent that is down sees a handful of requests per second
 at first and one a minute at worst, never a busy loop.
 
 Arguments are all checked before anything starts: a bad one raises
-``TypeError`` or :class:`sd.errors.MisuseError` naming it, leaving no thread,
+``TypeError`` or :class:`kitsd.core.errors.MisuseError` naming it, leaving no thread,
 task or shared-watch entry behind.
 """
 
@@ -41,11 +41,11 @@ from typing import Self
 
 import httpx
 
+from kitsd.core.errors import MisuseError
 from kitsd.sd.consul.client import ConsulClient, agent_address, tags_tuple
 from kitsd.sd.consul.loop import LoopThread
 from kitsd.sd.consul.transport import DEFAULT_TIMEOUT, AgentSettings, settings_of
 from kitsd.sd.consul.watch import HealthQuery, run_watch
-from kitsd.sd.errors import MisuseError
 from kitsd.sd.instancer import Broadcaster, InstancerHandle, SharedWatches
 
 __all__ = ["AsyncConsulInstancer", "ConsulInstancer"]
@@ -120,11 +120,11 @@ class ConsulInstancer(InstancerHandle):
     client, service, tags and ``passing_only`` share one watch.
 
     Failures never raise: they arrive as an :class:`sd.Event` whose ``error``
-    is a :class:`sd.errors.RegistryUnavailableError` (or a
-    :class:`sd.errors.PermissionDeniedError` for an ACL refusal, including an
+    is a :class:`kitsd.core.errors.RegistryUnavailableError` (or a
+    :class:`kitsd.core.errors.PermissionDeniedError` for an ACL refusal, including an
     empty answer under a default-deny ACL policy, see :mod:`sd.consul.index`),
     chained from the vendor error, keeping the last instances.  Raises
-    ``TypeError`` or :class:`sd.errors.MisuseError` (a ``ValueError``) naming a
+    ``TypeError`` or :class:`kitsd.core.errors.MisuseError` (a ``ValueError``) naming a
     bad argument before anything starts.  Thread-safe; ``stop()`` is
     idempotent and prompt (see the module docstring).
     """

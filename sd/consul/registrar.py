@@ -44,6 +44,7 @@ from typing import Any
 
 import consul
 
+from kitsd.core.errors import InvalidInstanceError, MisuseError, shown_value
 from kitsd.sd.backoff import CONSUL_HEARTBEAT, Backoff
 from kitsd.sd.consul.client import (
     ConsulClient,
@@ -55,7 +56,6 @@ from kitsd.sd.consul.client import (
     tags_tuple,
 )
 from kitsd.sd.consul.loop import LoopThread
-from kitsd.sd.errors import InvalidInstanceError, MisuseError, shown_value
 from kitsd.sd.instance import join_host_port, split_instance
 from kitsd.sd.registrar import RegistrarContext
 from kitsd.sd.transient import retry_transient
@@ -204,14 +204,14 @@ class ConsulRegistrar(RegistrarContext):
     (``Weights.Warning``, an int >= 0, used while a check is warning); an unset
     weight is Consul's default, 1.
 
-    Raises ``ValueError`` (:class:`sd.errors.MisuseError`) naming the value for
+    Raises ``ValueError`` (:class:`kitsd.core.errors.MisuseError`) naming the value for
     an empty service, a bad address, a port outside 1-65535, a ``ttl`` below
     :data:`MIN_TTL` or not finite, a non-positive ``deregister_critical_after``,
     ``meta`` Consul would refuse, a ``weight`` below 1 or a ``warning_weight`` below
     0; ``TypeError`` for a value of the wrong type (``meta`` not a mapping of strings,
     a weight that is not an int).
-    ``register()`` and ``deregister()`` raise :class:`sd.errors.RegistryUnavailableError`
-    or :class:`sd.errors.PermissionDeniedError` (chained from the py-consul error)
+    ``register()`` and ``deregister()`` raise :class:`kitsd.core.errors.RegistryUnavailableError`
+    or :class:`kitsd.core.errors.PermissionDeniedError` (chained from the py-consul error)
     when the agent refuses, or is still unreachable after ``retry_for`` seconds of
     retrying with backoff (``0``: try once); a failed ``deregister()`` still
     stops the heartbeat, so the agent drops the instance after ``ttl``.
@@ -338,7 +338,7 @@ class ConsulRegistrar(RegistrarContext):
             logger.info("deregistered %s from Consul agent %s", self.service_id, self.agent)
 
     def _mapped(self, call: Callable[[], object], doing: str) -> Callable[[], None]:
-        """``call`` with py-consul's errors mapped into :mod:`sd.errors`."""
+        """``call`` with py-consul's errors mapped into :mod:`kitsd.core.errors`."""
 
         def mapped() -> None:
             try:

@@ -40,8 +40,8 @@ import consul.base
 import consul.std
 import httpx
 
+from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.consul.index import UNREAD, parse_index
-from kitsd.sd.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.instance import split_address
 
 __all__ = [
@@ -89,9 +89,9 @@ class AgentSettings:
     or directory.  ``cert``: a client certificate file (with its key) or a
     ``(certificate, key)`` pair.  ``token`` is the ACL token (never shown by
     ``repr``).  ``timeout``: seconds to connect and answer, ``None`` for no
-    bound.  Raises ``TypeError``/:class:`~sd.errors.MisuseError` naming the
+    bound.  Raises ``TypeError``/:class:`~kitsd.core.errors.MisuseError` naming the
     bad argument; a certificate that cannot be loaded raises
-    :class:`~sd.errors.MisuseError` on first use of :attr:`ssl_context`.
+    :class:`~kitsd.core.errors.MisuseError` on first use of :attr:`ssl_context`.
     """
 
     host: str

@@ -34,9 +34,9 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 
+from kitsd.core.errors import MisuseError
 from kitsd.sd.consul.client import connect
 from kitsd.sd.consul.instancer import ConsulInstancer
-from kitsd.sd.errors import MisuseError
 from kitsd.sd.url import shown_parameter, shown_url
 
 __all__ = ["SCHEMES", "TOKEN_ENV", "ConsulURL", "instancer_from_url", "parse_url", "shown_url"]
@@ -78,7 +78,7 @@ def _one(query: dict[str, list[str]], name: str, shown: str) -> str | None:
 def parse_url(parsed: urllib.parse.SplitResult) -> ConsulURL:
     """The settings in a ``consul://`` or ``consuls://`` URL, checked.
 
-    Raises :class:`sd.errors.MisuseError` (a ``ValueError``) saying what is
+    Raises :class:`kitsd.core.errors.MisuseError` (a ``ValueError``) saying what is
     wrong, never echoing a credential (see :func:`shown_url`).
     """
     shown = shown_url(parsed)
@@ -156,7 +156,7 @@ def instancer_from_url(parsed: urllib.parse.SplitResult) -> ConsulInstancer:
     """A :class:`ConsulInstancer` for a parsed ``consul://``/``consuls://`` URL (see
     the module docstring).
 
-    Raises :class:`sd.errors.MisuseError` for a URL it cannot use (including CA
+    Raises :class:`kitsd.core.errors.MisuseError` for a URL it cannot use (including CA
     or certificate files that cannot be loaded).  Agent failures do not raise:
     they arrive as error events.
     """

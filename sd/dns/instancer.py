@@ -16,7 +16,7 @@ thread:
 3. wait as :class:`sd.dns.srv.RefreshPolicy` says (the TTL clamped to
    ``[min_ttl, max_ttl]``, or a fixed ``interval``), and go back to 1;
 4. a timeout, SERVFAIL or refusal publishes an :class:`~sd.event.Event`
-   carrying a :class:`~sd.errors.RegistryUnavailableError` with the last
+   carrying a :class:`~kitsd.core.errors.RegistryUnavailableError` with the last
    instances kept, and retries after a jittered backoff (100 ms doubling,
    never longer than the longest regular wait).
 
@@ -38,6 +38,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, Self
 
+from kitsd.core.errors import MisuseError, RegistryUnavailableError
 from kitsd.sd.backoff import Backoff
 from kitsd.sd.dns.resolver import (
     NoRecords,
@@ -48,7 +49,6 @@ from kitsd.sd.dns.resolver import (
     parse_server,
 )
 from kitsd.sd.dns.srv import RefreshPolicy, SRVInstance, infos_of, instances_of, translate
-from kitsd.sd.errors import MisuseError, RegistryUnavailableError
 from kitsd.sd.event import Event
 from kitsd.sd.instancer import Broadcaster, InstancerHandle, SharedWatches
 
@@ -233,12 +233,12 @@ class SRVInstancer(InstancerHandle):
 
     NXDOMAIN or no SRV records publishes an empty set; a timeout, SERVFAIL or
     refusal publishes an :class:`~sd.event.Event` whose ``error`` is a
-    :class:`~sd.errors.RegistryUnavailableError`, keeping the last instances.
+    :class:`~kitsd.core.errors.RegistryUnavailableError`, keeping the last instances.
     :attr:`records` keeps the SRV priority and weight of each instance.
 
     Every ``SRVInstancer`` with the same settings shares one watch; ``stop()``
     releases this handle's share and is prompt.  Raises ``TypeError`` or
-    :class:`~sd.errors.MisuseError` (a ``ValueError``) naming the argument for
+    :class:`~kitsd.core.errors.MisuseError` (a ``ValueError``) naming the argument for
     a bad name, resolver or duration, before anything starts; ``ImportError``
     without dnspython (``pip install 'kitsd[dns]'``).  Thread-safe.
     """

@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kitsd.core.errors import MisuseError, RegistryUnavailableError
 from kitsd.sd.dns.srv import SRVRecord, brief, is_address, shown
-from kitsd.sd.errors import MisuseError, RegistryUnavailableError
 from kitsd.sd.instance import split_address
 
 __all__ = [
@@ -63,7 +63,7 @@ def _import_dns() -> Any:
 
 def check_name(name: object) -> str:
     """``name`` if it is a DNS name dnspython accepts; raises ``TypeError`` /
-    :class:`~sd.errors.MisuseError` naming it otherwise."""
+    :class:`~kitsd.core.errors.MisuseError` naming it otherwise."""
     if not isinstance(name, str):
         raise TypeError(f"SRV name must be a string, not {type(name).__name__}")
     text = name.strip()
@@ -82,7 +82,7 @@ def parse_server(server: object) -> tuple[str, int]:
     """``(address, port)`` of a resolver given as ``ip``, ``ip:port`` or ``[ipv6]:port``.
 
     dnspython talks to name servers by address, so a host name is refused
-    (:class:`~sd.errors.MisuseError`); ``TypeError`` for a non-string.
+    (:class:`~kitsd.core.errors.MisuseError`); ``TypeError`` for a non-string.
     """
     if not isinstance(server, str):
         raise TypeError(f"resolver must be a 'host:port' string, not {type(server).__name__}")
@@ -102,7 +102,7 @@ def make_resolver(server: tuple[str, int] | None, *, timeout: float) -> Any:
     """A ``dns.asyncresolver.Resolver``: the system's (``/etc/resolv.conf``) when
     ``server`` is ``None``, else one asking only ``server``.  ``timeout`` bounds
     each lookup.  No cache: every refresh asks the server.  Raises
-    :class:`~sd.errors.MisuseError` when the system has no resolver configured."""
+    :class:`~kitsd.core.errors.MisuseError` when the system has no resolver configured."""
     dns = _import_dns()
     try:
         resolver = dns.asyncresolver.Resolver(configure=server is None)
@@ -142,7 +142,7 @@ async def lookup(resolver: Any, name: str, *, resolve: bool, tcp: bool = True) -
     answer is truncated); with ``resolve``, the targets' addresses too.
 
     Raises :class:`NoRecords` for NXDOMAIN or no SRV records, and
-    :class:`~sd.errors.RegistryUnavailableError` (chained) for a timeout,
+    :class:`~kitsd.core.errors.RegistryUnavailableError` (chained) for a timeout,
     SERVFAIL, a refusal or any other resolver failure.  A target that does not
     resolve is left out of ``addresses`` (listed in ``failed_targets``).
     """
@@ -187,7 +187,7 @@ async def _addresses(
     resolver: Any, target: str, where: str, tcp: bool
 ) -> tuple[list[str], float]:
     """IPv4 addresses of ``target``, or its IPv6 ones when it has none; ``([], 0)`` if none.
-    Raises :class:`~sd.errors.RegistryUnavailableError` when the lookup fails."""
+    Raises :class:`~kitsd.core.errors.RegistryUnavailableError` when the lookup fails."""
     dns = _import_dns()
     for rdtype in ("A", "AAAA"):
         try:

@@ -43,8 +43,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.backoff import DNS_RETRY, Curve
-from kitsd.sd.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.instance import join_host_port
 from kitsd.sd.instance_info import InstanceInfo
 
@@ -204,7 +204,7 @@ class RefreshPolicy:
 
     ``interval`` set: a fixed period, as go-kit's ``dnssrv.NewInstancer(name,
     ttl, ...)``.  Otherwise the record TTL clamped to ``[min_ttl, max_ttl]``.
-    Raises ``TypeError`` / :class:`~sd.errors.MisuseError` naming the argument
+    Raises ``TypeError`` / :class:`~kitsd.core.errors.MisuseError` naming the argument
     for a value that is not positive finite seconds, or ``min_ttl > max_ttl``.
     """
 

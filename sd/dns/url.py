@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import urllib.parse
 
+from kitsd.core.errors import MisuseError
 from kitsd.sd.dns.instancer import SRVInstancer
-from kitsd.sd.errors import MisuseError
 from kitsd.sd.url import shown_parameter, shown_url
 
 __all__ = ["instancer_from_url"]
@@ -36,7 +36,7 @@ _KNOWN = {"server", "resolve", "tcp", *_SECONDS}
 def instancer_from_url(parsed: urllib.parse.SplitResult) -> SRVInstancer:
     """An :class:`~sd.dns.SRVInstancer` for a ``dnssrv://`` URL (see the module docstring).
 
-    Raises :class:`~sd.errors.MisuseError` for a URL it cannot use.  Lookup
+    Raises :class:`~kitsd.core.errors.MisuseError` for a URL it cannot use.  Lookup
     failures do not raise: they arrive as error events.
     """
     shown = shown_url(parsed)

@@ -48,7 +48,7 @@ one verified: etcd-sdk-python 0.0.7 on grpcio 1.85.3 / protobuf 7.36.2
   moment the connection is back (:meth:`VendorClient.wait_connected`).
 * watch id ``-1`` -- a watch etcd refused at creation (a rejected token) is
   reported by the clients as live with id ``-1`` but never delivers;
-  :meth:`VendorClient.watch` raises :class:`~sd.errors.PermissionDeniedError`.
+  :meth:`VendorClient.watch` raises :class:`~kitsd.core.errors.PermissionDeniedError`.
 
 Thread-safe: calls go straight to the vendor client (itself thread-safe); the
 adapter's own state is a lock-guarded flag.
@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Final
 
-from kitsd.sd.errors import PermissionDeniedError, RegistryUnavailableError
+from kitsd.core.errors import PermissionDeniedError, RegistryUnavailableError
 from kitsd.sd.etcd.client import (
     Compacted,
     EtcdLeases,

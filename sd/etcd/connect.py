@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, Final
 
-from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.etcd.adapter import Login, VendorClient, _drop_call_credentials, describe
 from kitsd.sd.etcd.errors import to_backend_error
 from kitsd.sd.instance import split_address
@@ -141,9 +141,9 @@ def connect(
     ``time_retry`` seconds.
 
     With ``user`` and ``password`` the client authenticates at once, so this
-    raises :class:`~sd.errors.PermissionDeniedError` for refused credentials
-    and :class:`~sd.errors.RegistryUnavailableError` when the member it tries
-    first is unreachable.  Raises :class:`~sd.errors.MisuseError` (a
+    raises :class:`~kitsd.core.errors.PermissionDeniedError` for refused credentials
+    and :class:`~kitsd.core.errors.RegistryUnavailableError` when the member it tries
+    first is unreachable.  Raises :class:`~kitsd.core.errors.MisuseError` (a
     ``ValueError``) naming the argument for a malformed endpoint, a bad
     timeout, a missing certificate file, or when no client library is
     installed; ``TypeError`` for arguments of the wrong type.

@@ -8,7 +8,7 @@ unavailable or as a refusal, log in again, skip an oversized key, re-read
 after compaction -- is decided here, by looking through the chain of causes, so
 neither the adapter nor the drivers test vendor types.
 
-:func:`to_backend_error` maps to :mod:`sd.errors`::
+:func:`to_backend_error` maps to :mod:`kitsd.core.errors`::
 
     etcd refused the credentials / token / permission   -> PermissionDeniedError
     the answer was larger than the client accepts        -> RegistryUnavailableError
@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
-from kitsd.sd.errors import BackendError, PermissionDeniedError, RegistryUnavailableError
+from kitsd.core.errors import BackendError, PermissionDeniedError, RegistryUnavailableError
 
 __all__ = [
     "compacted_revision",
@@ -148,7 +148,7 @@ def is_connection_error(error: BaseException) -> bool:
 
 def is_expected_failure(error: BaseException) -> bool:
     """Whether ``error`` is an expected registry failure (logged in one line) rather than
-    a bug (logged with a traceback): a mapped :class:`~sd.errors.BackendError`, a
+    a bug (logged with a traceback): a mapped :class:`~kitsd.core.errors.BackendError`, a
     gRPC or client-library error, an ``OSError``, or the clients' "failed node"."""
     if isinstance(error, BackendError | OSError):
         return True
@@ -181,10 +181,10 @@ def compacted_revision(item: object) -> int | None:
 
 
 def to_backend_error(error: BaseException, what: str) -> BackendError:
-    """Map a vendor error to :mod:`sd.errors`; the caller raises it ``from error``.
+    """Map a vendor error to :mod:`kitsd.core.errors`; the caller raises it ``from error``.
 
     ``what`` names the operation and the registry (never credentials).  A
-    :class:`~sd.errors.BackendError` is returned unchanged.
+    :class:`~kitsd.core.errors.BackendError` is returned unchanged.
     """
     if isinstance(error, BackendError):
         return error

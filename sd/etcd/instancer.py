@@ -22,7 +22,7 @@ runs the pure :class:`sd.etcd.revision.PrefixView` against the client
    ``liveness_timeout`` seconds whatever the client's gRPC keepalive settings;
 4. when the watch breaks (the member died, the stream ended, a call failed),
    publish an :class:`~sd.event.Event` carrying a
-   :class:`~sd.errors.RegistryUnavailableError` (the last instances are kept),
+   :class:`~kitsd.core.errors.RegistryUnavailableError` (the last instances are kept),
    wait a jittered, capped backoff (:data:`sd.backoff.ETCD_WATCH`, 50 ms
    doubling to 5 s) -- ended early when the client's connection to etcd comes
    back (``Reconnecting.wait_connected``) -- let the client recover
@@ -53,8 +53,8 @@ import random
 import threading
 from typing import Final
 
+from kitsd.core.errors import MisuseError, RegistryUnavailableError
 from kitsd.sd.backoff import ETCD_WATCH, Backoff
-from kitsd.sd.errors import MisuseError, RegistryUnavailableError
 from kitsd.sd.etcd.adapter import adapt
 from kitsd.sd.etcd.client import Compacted, EtcdReader, Reconnecting, WatchBatch
 from kitsd.sd.etcd.errors import (
@@ -314,8 +314,8 @@ class EtcdInstancer(InstancerHandle):
     from the last applied revision + 1 (nothing lost or repeated), a compacted
     one triggers a re-read, and while etcd is unreachable subscribers get an
     :class:`~sd.event.Event` whose ``error`` is a
-    :class:`~sd.errors.RegistryUnavailableError` (or
-    :class:`~sd.errors.PermissionDeniedError`) with the last instances kept.
+    :class:`~kitsd.core.errors.RegistryUnavailableError` (or
+    :class:`~kitsd.core.errors.PermissionDeniedError`) with the last instances kept.
     Values are plain ``host:port`` or the JSON form
     ``{"address": "host:port", "weight": 3, "tags": [...], "meta": {...}}``, whose
     metadata subscribers get as ``event.info`` (an :class:`~sd.InstanceInfo` per
@@ -335,7 +335,7 @@ class EtcdInstancer(InstancerHandle):
     Every ``EtcdInstancer`` for the same client object and prefix shares one
     watch; ``stop()`` releases this handle's share (the watch stops with the
     last handle) and is prompt.  The client stays the caller's (it is not
-    closed).  Raises :class:`~sd.errors.MisuseError` (a ``ValueError``) for an
+    closed).  Raises :class:`~kitsd.core.errors.MisuseError` (a ``ValueError``) for an
     empty prefix or a bad ``liveness_timeout``/``page_size`` and ``TypeError``
     for an object that is not an etcd client; nothing is started then.
     Thread-safe.

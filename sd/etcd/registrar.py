@@ -42,8 +42,8 @@ import random
 import threading
 from typing import Final
 
+from kitsd.core.errors import MisuseError
 from kitsd.sd.backoff import ETCD_KEEPALIVE, Backoff
-from kitsd.sd.errors import MisuseError
 from kitsd.sd.etcd.adapter import adapt
 from kitsd.sd.etcd.client import EtcdLeases, EtcdReader, Reconnecting
 from kitsd.sd.etcd.errors import is_not_found, is_token_error, summarize_error, to_backend_error
@@ -81,15 +81,15 @@ class EtcdRegistrar(RegistrarContext):
     counts TTLs in whole seconds and has a minimum (about two seconds with
     default timings), so ``ttl`` is rounded up and may be raised by etcd.
 
-    Raises :class:`~sd.errors.MisuseError` (a ``ValueError``) for an empty key,
+    Raises :class:`~kitsd.core.errors.MisuseError` (a ``ValueError``) for an empty key,
     an empty value, a value that is not a ``host:port`` instance
-    (:class:`~sd.errors.InvalidInstanceError`, naming it) or a ``ttl`` that is
+    (:class:`~kitsd.core.errors.InvalidInstanceError`, naming it) or a ``ttl`` that is
     not positive, and ``TypeError`` for an ``info`` that is not an ``InstanceInfo`` or
     a ``client`` that is not an etcd client
     (``sd.etcd.connect(...)``, a ``pyetcd``/``etcd3`` client, or an
     :class:`~sd.etcd.client.EtcdLeases`).  ``register()`` and ``deregister()`` raise
-    :class:`~sd.errors.RegistryUnavailableError` or
-    :class:`~sd.errors.PermissionDeniedError` (chained from the client's error)
+    :class:`~kitsd.core.errors.RegistryUnavailableError` or
+    :class:`~kitsd.core.errors.PermissionDeniedError` (chained from the client's error)
     when etcd still fails them after ``retry_for`` seconds of retrying a transient
     unavailability (a leader election; ``0`` tries once); after a failed
     ``deregister()`` the registrar is still deregistered and the key disappears

@@ -36,7 +36,7 @@ import threading
 import urllib.parse
 from typing import Any, Final
 
-from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.etcd.connect import close_client, connect
 from kitsd.sd.etcd.instancer import DEFAULT_LIVENESS_TIMEOUT, EtcdInstancer
 from kitsd.sd.instance import split_address
@@ -129,7 +129,8 @@ def _split_hosts(netloc: str) -> list[str]:
 
 
 def parse_url(parsed: urllib.parse.SplitResult) -> EtcdURL:
-    """Parse an ``etcd://`` URL; raises :class:`~sd.errors.MisuseError` (a ``ValueError``)."""
+    """Parse an ``etcd://`` URL; raises :class:`~kitsd.core.errors.MisuseError`
+    (a ``ValueError``)."""
     scheme = parsed.scheme.lower()
     if scheme not in ("etcd", "etcds"):
         raise MisuseError(f"not an etcd:// URL (scheme {parsed.scheme!r})")
@@ -210,9 +211,9 @@ class _OwningEtcdInstancer(EtcdInstancer):
 def instancer_from_url(parsed: urllib.parse.SplitResult) -> InstancerHandle:
     """An :class:`~sd.etcd.EtcdInstancer` for an ``etcd://`` URL, on a client of its own.
 
-    Raises :class:`~sd.errors.MisuseError` for a malformed URL; with
-    credentials, :class:`~sd.errors.PermissionDeniedError` or
-    :class:`~sd.errors.RegistryUnavailableError` when etcd refuses them or
+    Raises :class:`~kitsd.core.errors.MisuseError` for a malformed URL; with
+    credentials, :class:`~kitsd.core.errors.PermissionDeniedError` or
+    :class:`~kitsd.core.errors.RegistryUnavailableError` when etcd refuses them or
     cannot be reached (authentication happens at once).
     """
     url = parse_url(parsed)

@@ -11,7 +11,7 @@ its own channel and lets :func:`lb.retry` / :func:`lb.retry_async` pick::
 
 - :func:`factory` / :func:`async_factory` — ``factory(instance) -> endpoint``.
 - :class:`GRPCStatusError` (``.code``, ``.details``, ``.instance``);
-  :class:`UnavailableError` (a :class:`sd.errors.ConnectionFailure`: ejected and
+  :class:`UnavailableError` (a :class:`kitsd.core.errors.ConnectionFailure`: ejected and
   retried at once), :class:`DeadlineExceededError` (a ``TimeoutError``).
 
 Modules: ``_errors`` (status mapping), ``_endpoint`` (endpoints and factories).

@@ -1,6 +1,6 @@
 """gRPC endpoints: one grpcio channel per instance, a unary call as the endpoint.
 
-Each call's deadline is :func:`sd.deadline.remaining` (the enclosing retry's
+Each call's deadline is :func:`kitsd.core.deadline.remaining` (the enclosing retry's
 time left), else the factory's ``timeout``; with no time left it raises
 ``TimeoutError`` without sending.  Status errors are mapped by
 :mod:`sd.grpc._errors`: ``UNAVAILABLE`` is a connection failure (ejection,
@@ -18,8 +18,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from kitsd.sd.deadline import remaining
-from kitsd.sd.errors import MisuseError, shown_value
+from kitsd.core.deadline import remaining
+from kitsd.core.errors import MisuseError, shown_value
 from kitsd.sd.grpc._errors import from_rpc_error
 from kitsd.sd.instance import normalize_instance
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kitsd.sd.errors import ConnectionFailure, KitsdError
+from kitsd.core.errors import ConnectionFailure, KitsdError
 
 __all__ = ["DeadlineExceededError", "GRPCStatusError", "UnavailableError", "from_rpc_error"]
 
@@ -30,7 +30,7 @@ class GRPCStatusError(KitsdError):
 
 class UnavailableError(GRPCStatusError):
     """``UNAVAILABLE``: the instance could not be reached (or is going away).  A
-    :class:`sd.errors.ConnectionFailure`, so the retry loop ejects the instance."""
+    :class:`kitsd.core.errors.ConnectionFailure`, so the retry loop ejects the instance."""
 
 
 class DeadlineExceededError(GRPCStatusError, TimeoutError):

@@ -19,7 +19,7 @@ reads the whole body, and then:
   see the failure.
 
 Deadlines.  Inside an attempt made by ``lb.retry`` / ``lb.retry_async``,
-:func:`sd.deadline.remaining` gives the seconds left, and the whole request is
+:func:`kitsd.core.deadline.remaining` gives the seconds left, and the whole request is
 bounded by it: each of httpx's timeout phases (connect, read, write, pool) is
 capped by it, and every socket wait under them (each read of a body a server
 trickles byte by byte) ends by the deadline.  When the deadline passes, the
@@ -31,7 +31,7 @@ client's configured timeout applies unchanged.  (With your own ``transport`` in
 ``client_kwargs``, or through a proxy, only the per-phase caps apply.)
 
 Connection failures.  At import, ``httpx.ConnectError`` and
-``httpx.ConnectTimeout`` are registered with :class:`sd.errors.ConnectionFailure`:
+``httpx.ConnectTimeout`` are registered with :class:`kitsd.core.errors.ConnectionFailure`:
 the request never reached the instance, so the retry loop may eject it at once.
 Read/write timeouts and ``httpx.RemoteProtocolError`` are *not* registered: the
 server may have received, even processed, the request.  A deadline's
@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import httpx
 
-from kitsd.sd.errors import ConnectionFailure
+from kitsd.core.errors import ConnectionFailure
 from kitsd.sd.http._endpoint import AsyncHTTPEndpoint, HTTPEndpoint, async_factory, factory
 from kitsd.sd.http._spec import AcceptStatus as AcceptStatus  # for annotations; not in __all__
 from kitsd.sd.http._spec import StatusError

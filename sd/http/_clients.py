@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from kitsd.sd.errors import MisuseError
+from kitsd.core.errors import MisuseError
 from kitsd.sd.http import _deadline
 
 __all__ = ["ClientSettings"]
@@ -106,7 +106,7 @@ class ClientSettings:
     """Builds the httpx clients of one factory from settings prepared once.
 
     ``client(base_url)`` / ``async_client(base_url)`` make one client (no I/O).
-    Raises ``TypeError`` / :class:`sd.errors.MisuseError` at construction for
+    Raises ``TypeError`` / :class:`kitsd.core.errors.MisuseError` at construction for
     ``client_kwargs`` httpx refuses.  Immutable after construction; thread-safe.
     """
 

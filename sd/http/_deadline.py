@@ -7,7 +7,7 @@ The fix sits where the waiting happens.  httpcore, under httpx, does all its
 network I/O through a small public interface (``httpcore.NetworkBackend`` /
 ``NetworkStream`` and their async twins).  :class:`DeadlineBackend` wraps the
 default backend: before each connect, read or write it reads the deadline of the
-current retry attempt (:func:`sd.deadline.current_deadline`, a context variable;
+current retry attempt (:func:`kitsd.core.deadline.current_deadline`, a context variable;
 httpcore does its I/O in the caller's thread or task, so the variable is the
 caller's) and shortens the wait to the time left, or raises httpcore's timeout
 for that phase when none is left.  Outside a retry it passes everything through.
@@ -34,7 +34,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from kitsd.sd.deadline import current_deadline
+from kitsd.core.deadline import current_deadline
 
 __all__ = ["AsyncDeadlineBackend", "DeadlineBackend", "install", "install_async"]
 

@@ -19,7 +19,7 @@ from typing import Any, Generic, Self, TypeVar
 
 import httpx
 
-from kitsd.sd.deadline import current_deadline
+from kitsd.core.deadline import current_deadline
 from kitsd.sd.http._clients import ClientSettings
 from kitsd.sd.http._spec import AcceptStatus, Spec
 from kitsd.sd.instance import normalize_instance
@@ -156,7 +156,7 @@ class HTTPEndpoint(_Endpoint[RequestT, ResponseT]):
     """A sync endpoint calling ``method path`` on one instance over its own ``httpx.Client``.
 
     Usually built by :func:`factory`; the arguments are the same plus
-    ``instance``.  Raises :class:`sd.errors.MisuseError` (a ``ValueError``) for a
+    ``instance``.  Raises :class:`kitsd.core.errors.MisuseError` (a ``ValueError``) for a
     bad instance, method, path, scheme or ``client_kwargs`` value, ``TypeError``
     for wrong types.
 
@@ -261,7 +261,7 @@ class AsyncHTTPEndpoint(_Endpoint[RequestT, ResponseT]):
     Safe for concurrent tasks on that one loop.  :meth:`aclose` closes the client
     if one was made (or leaves that to the last call in flight, on its loop);
     calls after it raise ``RuntimeError``.  There is deliberately no
-    ``close()``: :func:`sd.endpoint.close_endpoint` falls back to ``aclose()``.
+    ``close()``: :func:`kitsd.core.endpoint.close_endpoint` falls back to ``aclose()``.
     An async context manager.
     """
 
@@ -390,12 +390,12 @@ def factory(
     peer.  A ``transport`` given there is shared by every instance's client.
     ``scheme`` is ``"http"`` or ``"https"``.
 
-    The arguments are checked here, once: :class:`sd.errors.MisuseError` (a
+    The arguments are checked here, once: :class:`kitsd.core.errors.MisuseError` (a
     ``ValueError``) for an empty method, a path not starting with ``/``, a bad
     scheme, ``base_url`` in ``client_kwargs`` or a value httpx refuses there;
     ``TypeError`` for wrong types and unknown ``client_kwargs``.  Nothing is left
     running if they fail.  The returned factory raises
-    :class:`sd.errors.InvalidInstanceError` for a bad instance; it does no I/O.
+    :class:`kitsd.core.errors.InvalidInstanceError` for a bad instance; it does no I/O.
     """
     shared = _Shared.build(
         method, path, encode, decode, client_kwargs, accept_status, scheme, asynchronous=False

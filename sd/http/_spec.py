@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from kitsd.sd.errors import KitsdError, MisuseError
+from kitsd.core.errors import KitsdError, MisuseError
 
 __all__ = ["AcceptStatus", "Spec", "StatusError"]
 
@@ -106,8 +106,9 @@ class Spec(Generic[RequestT, ResponseT]):
         accept_status: AcceptStatus,
         scheme: object,
     ) -> Spec[Any, Any]:
-        """Check the arguments: ``TypeError`` for a wrong type, :class:`sd.errors.MisuseError`
-        (a ``ValueError``) for a wrong value, each naming the argument."""
+        """Check the arguments: ``TypeError`` for a wrong type,
+        :class:`kitsd.core.errors.MisuseError` (a ``ValueError``) for a wrong value, each naming
+        the argument."""
         if not isinstance(method, str):
             raise TypeError(f"method must be a str, not {type(method).__name__}")
         if not method.strip():

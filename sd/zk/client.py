@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final, Protocol, runtime_checkable
 
-from kitsd.sd.errors import (
+from kitsd.core.errors import (
     BackendError,
     MisuseError,
     PermissionDeniedError,
@@ -82,7 +82,7 @@ class Stopped(Exception):
 def await_result(result: Any, *, timeout: float, stopping: threading.Event) -> Any:
     """Wait for a kazoo async result, at most ``timeout`` seconds, giving up at once
     (with :class:`Stopped`) when ``stopping`` is set.  Raises what the call raised,
-    or :class:`~sd.errors.RegistryUnavailableError` on timeout."""
+    or :class:`~kitsd.core.errors.RegistryUnavailableError` on timeout."""
     waited = 0.0
     while not result.wait(_SLICE):
         if stopping.is_set():
@@ -114,8 +114,8 @@ def is_node_exists(error: BaseException) -> bool:
 def to_backend_error(error: BaseException, what: str) -> BackendError:
     """Map a kazoo (or socket) error to the kitsd error tree; chain it with ``from``.
 
-    Authentication and ACL refusals become :class:`~sd.errors.PermissionDeniedError`;
-    everything else :class:`~sd.errors.RegistryUnavailableError`.  A
+    Authentication and ACL refusals become :class:`~kitsd.core.errors.PermissionDeniedError`;
+    everything else :class:`~kitsd.core.errors.RegistryUnavailableError`.  A
     :class:`BackendError` is returned unchanged.
     """
     if isinstance(error, BackendError):
@@ -185,7 +185,7 @@ def connect(
     with ``start`` the client connects in the background (``start_async``):
     calls made before it is connected wait, and a server that stays away shows
     up as error events, not as an exception here.  The caller owns the client:
-    stop it with :func:`close_client`.  Raises :class:`~sd.errors.MisuseError`
+    stop it with :func:`close_client`.  Raises :class:`~kitsd.core.errors.MisuseError`
     for an empty host list, a bad timeout or a credential without ``:``, and
     ``ImportError`` without ``kazoo`` (``pip install 'kitsd[zk]'``).
     """

@@ -16,7 +16,7 @@ keeps the pure :class:`sd.zk.view.ChildrenView` in step with ZooKeeper:
 3. *connection loss* (kazoo ``SUSPENDED``) and *session expiry* (``LOST``):
    kazoo drops every watcher, so the view is reset and subscribers get an
    :class:`~sd.event.Event` carrying a
-   :class:`~sd.errors.RegistryUnavailableError` with the last instances kept;
+   :class:`~kitsd.core.errors.RegistryUnavailableError` with the last instances kept;
    when kazoo reports ``CONNECTED`` again (same session or a new one) the
    thread re-lists and re-reads everything with fresh watches, so no change
    made meanwhile is lost;
@@ -39,8 +39,8 @@ import random
 import threading
 from typing import Any, Final
 
+from kitsd.core.errors import BackendError, RegistryUnavailableError
 from kitsd.sd.backoff import ZK_WATCH, Backoff
-from kitsd.sd.errors import BackendError, RegistryUnavailableError
 from kitsd.sd.event import Event
 from kitsd.sd.instancer import Broadcaster, InstancerHandle, SharedWatches
 from kitsd.sd.zk.client import (
@@ -263,8 +263,8 @@ class ZKInstancer(InstancerHandle):
     session expiry everything is re-read with fresh watches, so no change is
     lost.  While ZooKeeper is unreachable subscribers get an
     :class:`~sd.event.Event` whose ``error`` is a
-    :class:`~sd.errors.RegistryUnavailableError` (or
-    :class:`~sd.errors.PermissionDeniedError`) with the last instances kept.
+    :class:`~kitsd.core.errors.RegistryUnavailableError` (or
+    :class:`~kitsd.core.errors.PermissionDeniedError`) with the last instances kept.
     A missing node is an empty set (its creation is watched); children whose
     data is not an instance are skipped with a warning.
 
@@ -272,7 +272,7 @@ class ZKInstancer(InstancerHandle):
     the caller's).  Every ``ZKInstancer`` for the same client object and path
     shares one watch; ``stop()`` releases this handle's share and is prompt.
     Raises ``TypeError`` for a client that is not a ``KazooClient`` and
-    :class:`~sd.errors.MisuseError` (a ``ValueError``) for a path that is not an
+    :class:`~kitsd.core.errors.MisuseError` (a ``ValueError``) for a path that is not an
     absolute node path.  Thread-safe.
     """
 

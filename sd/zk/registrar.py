@@ -31,8 +31,8 @@ import threading
 import uuid
 from typing import Any, Final
 
+from kitsd.core.errors import MisuseError
 from kitsd.sd.backoff import ZK_WATCH, Backoff
-from kitsd.sd.errors import MisuseError
 from kitsd.sd.instance_info import InstanceInfo
 from kitsd.sd.instance_value import encode_value
 from kitsd.sd.registrar import RegistrarContext
@@ -83,11 +83,11 @@ class ZKRegistrar(RegistrarContext):
 
     Raises ``TypeError`` for a client that is not a ``KazooClient`` or an ``info``
     that is not an ``InstanceInfo``,
-    :class:`~sd.errors.MisuseError` (a ``ValueError``) for a bad path, name or
-    ``retry_for`` and :class:`~sd.errors.InvalidInstanceError` for an instance
+    :class:`~kitsd.core.errors.MisuseError` (a ``ValueError``) for a bad path, name or
+    ``retry_for`` and :class:`~kitsd.core.errors.InvalidInstanceError` for an instance
     that is not ``host:port``.  ``register()`` and ``deregister()`` raise
-    :class:`~sd.errors.RegistryUnavailableError` or
-    :class:`~sd.errors.PermissionDeniedError` (chained from kazoo's error) when
+    :class:`~kitsd.core.errors.RegistryUnavailableError` or
+    :class:`~kitsd.core.errors.PermissionDeniedError` (chained from kazoo's error) when
     ZooKeeper still fails them after ``retry_for`` seconds (``0`` tries once).
     Thread-safe.
     """

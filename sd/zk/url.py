@@ -23,7 +23,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.instance import split_address
 from kitsd.sd.instancer import InstancerHandle
 from kitsd.sd.url import shown_parameter, shown_url
@@ -49,7 +49,7 @@ class ZKURL:
 
 
 def parse_url(parsed: urllib.parse.SplitResult) -> ZKURL:
-    """Parse a ``zk://`` URL; raises :class:`~sd.errors.MisuseError` (a ``ValueError``)."""
+    """Parse a ``zk://`` URL; raises :class:`~kitsd.core.errors.MisuseError` (a ``ValueError``)."""
     shown = shown_url(parsed)
     if "@" in parsed.netloc:
         raise MisuseError(f"credentials do not belong in a zk:// URL ({shown}): set "
@@ -120,7 +120,7 @@ class _OwningZKInstancer(ZKInstancer):
 def instancer_from_url(parsed: urllib.parse.SplitResult) -> InstancerHandle:
     """A :class:`~sd.zk.ZKInstancer` for a ``zk://`` URL, on a client of its own.
 
-    Raises :class:`~sd.errors.MisuseError` for a malformed URL.  The client
+    Raises :class:`~kitsd.core.errors.MisuseError` for a malformed URL.  The client
     connects in the background: an unreachable ensemble shows up as error
     events, not as an exception here.
     """

@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.instance import normalize_instance
 from kitsd.sd.instance_info import InstanceInfo
 from kitsd.sd.instance_value import BadValue, decode_value
@@ -126,7 +126,7 @@ def _has_control(text: str) -> bool:
 
 def check_instance(value: object) -> str:
     """The normalised instance string of ``value``; raises
-    :class:`~sd.errors.InvalidInstanceError` naming it (control characters included:
+    :class:`~kitsd.core.errors.InvalidInstanceError` naming it (control characters included:
     a newline inside an instance would forge log lines)."""
     if isinstance(value, str) and _has_control(value.strip()):
         raise InvalidInstanceError(shown(value), "control characters")
@@ -136,7 +136,7 @@ def check_instance(value: object) -> str:
 def check_path(path: object, *, what: str = "path") -> str:
     """``path`` if it is an absolute ZooKeeper node path (``/a/b``), without a trailing ``/``.
 
-    Raises ``TypeError`` for a non-string and :class:`~sd.errors.MisuseError`
+    Raises ``TypeError`` for a non-string and :class:`~kitsd.core.errors.MisuseError`
     (a ``ValueError``) naming ``what`` for an empty, relative or malformed path.
     """
     if not isinstance(path, str):

@@ -21,7 +21,7 @@ from kitsd import breaker
 from kitsd.breaker._pybreaker import storage_of
 from kitsd.breaker.guard import TRIAL_IN_PROGRESS
 from kitsd.breaker.middleware import AsyncBreakerEndpoint, SyncBreakerEndpoint
-from kitsd.sd.endpoint import close_endpoint, is_async
+from kitsd.core.endpoint import close_endpoint, is_async
 from tests.helpers import wait_for
 
 

@@ -14,7 +14,7 @@ import pytest
 from kitsd import breaker
 from kitsd.breaker._pybreaker import storage_of
 from kitsd.breaker.middleware import AsyncBreakerEndpoint
-from kitsd.sd.endpoint import close_endpoint, is_async
+from kitsd.core.endpoint import close_endpoint, is_async
 from tests.breaker.test_middleware import (
     Boom,
     Business,

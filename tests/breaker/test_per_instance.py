@@ -8,7 +8,7 @@ import pybreaker
 import pytest
 
 from kitsd import breaker, sd
-from kitsd.sd.endpoint import is_async
+from kitsd.core.endpoint import is_async
 from tests.breaker.test_middleware import Boom
 
 

@@ -3,7 +3,7 @@
 The agent runs with ``default_policy = "deny"``; services are registered with
 the management token, and watched with no token, with a token that can read
 nodes but not services, and with one that can read both.  Both instancers
-must report the refusal as a :class:`~sd.errors.PermissionDeniedError`
+must report the refusal as a :class:`~kitsd.core.errors.PermissionDeniedError`
 event, never as a silent empty set, and show instances once the token may
 read them.
 """
@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from kitsd.compose.consul import ConsulDevAgent
+from kitsd.core.errors import PermissionDeniedError
 from kitsd.sd.consul import (
     AsyncConsulInstancer,
     ConsulInstancer,
@@ -26,7 +27,6 @@ from kitsd.sd.consul import (
     HttpxConsul,
     connect,
 )
-from kitsd.sd.errors import PermissionDeniedError
 from kitsd.sd.event import Event
 from tests.consul.conftest import skip_unless_restartable, start_agent
 from tests.helpers import async_wait_for, wait_for

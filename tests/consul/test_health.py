@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
+from kitsd.core.errors import InvalidInstanceError
 from kitsd.sd.consul.health import Memo, UnreadableAnswerError, entry_instance, service_instances
-from kitsd.sd.errors import InvalidInstanceError
 
 
 def entry(

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from kitsd.core.errors import PermissionDeniedError, RegistryUnavailableError
 from kitsd.sd.backoff import Backoff
 from kitsd.sd.consul.health import UnreadableAnswerError
 from kitsd.sd.consul.index import UNREAD, BlockingIndex, Decision, Step, WatchPolicy, parse_index
-from kitsd.sd.errors import PermissionDeniedError, RegistryUnavailableError
 from kitsd.sd.event import Event
 from kitsd.sd.instance_info import InstanceInfo
 from tests.test_purity import violations

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from kitsd.compose.consul import ConsulDevAgent
+from kitsd.core.errors import PermissionDeniedError, RegistryUnavailableError
 from kitsd.sd.consul import (
     AsyncConsulInstancer,
     ConsulInstancer,
@@ -23,7 +24,6 @@ from kitsd.sd.consul import (
     HttpxConsul,
     connect,
 )
-from kitsd.sd.errors import PermissionDeniedError, RegistryUnavailableError
 from kitsd.sd.event import Event
 from kitsd.sd.instance_info import InstanceInfo
 from tests.consul.conftest import ACL_TOKEN, Agent

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from kitsd import sd
+from kitsd.core.errors import MisuseError
 from kitsd.sd.consul import ConsulInstancer, ConsulRegistrar, HttpxConsul
 from kitsd.sd.consul.health import InfoMemo, entry_info, service_instances
-from kitsd.sd.errors import MisuseError
 from kitsd.sd.instance_info import DEFAULT_INFO, InstanceInfo
 from tests.helpers import wait_for
 

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from kitsd.compose.consul import ConsulDevAgent
+from kitsd.core.errors import PermissionDeniedError
 from kitsd.sd.consul import ConsulRegistrar, HttpxConsul, connect
-from kitsd.sd.errors import PermissionDeniedError
 from tests.consul.conftest import (
     ACL_TOKEN,
     REAP_TEST,

@@ -24,10 +24,10 @@ import httpx
 import pytest
 import requests
 
+from kitsd.core.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
 from kitsd.sd import backoff
 from kitsd.sd.consul import ConsulInstancer, ConsulRegistrar
 from kitsd.sd.consul.client import ConsulClient, map_error, private_client
-from kitsd.sd.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
 from kitsd.sd.event import Event
 from kitsd.sd.instance_info import InstanceInfo
 from tests.consul.scripted import DRIVERS, Drivers, Reply, ScriptedAgent, drivers, entry

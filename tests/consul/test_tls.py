@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from kitsd.compose.consul import ConsulDevAgent, TLSFiles
+from kitsd.core.errors import RegistryUnavailableError
 from kitsd.sd.consul import (
     AsyncConsulInstancer,
     ConsulInstancer,
@@ -25,7 +26,6 @@ from kitsd.sd.consul import (
     connect,
 )
 from kitsd.sd.consul.url import instancer_from_url
-from kitsd.sd.errors import RegistryUnavailableError
 from kitsd.sd.event import Event
 from tests.consul.conftest import skip_unless_restartable, start_agent
 from tests.helpers import async_wait_for, wait_for

@@ -10,10 +10,10 @@ import consul
 import httpx
 import pytest
 
+from kitsd.core.errors import MisuseError
 from kitsd.sd.consul import AgentSettings, AsyncHttpxConsul, HttpxConsul, connect
 from kitsd.sd.consul.client import private_client
 from kitsd.sd.consul.transport import settings_of
-from kitsd.sd.errors import MisuseError
 
 pytestmark = pytest.mark.usefixtures("no_thread_leaks")
 

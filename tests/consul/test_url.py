@@ -8,10 +8,10 @@ import urllib.parse
 
 import pytest
 
+from kitsd.core.errors import MisuseError, RegistryUnavailableError
 from kitsd.sd.consul import ConsulInstancer, ConsulRegistrar, HttpxConsul
 from kitsd.sd.consul.url import ConsulURL, parse_url
 from kitsd.sd.consul.url import instancer_from_url as consul_from_url
-from kitsd.sd.errors import MisuseError, RegistryUnavailableError
 from kitsd.sd.event import Event
 from kitsd.sd.instance_info import InstanceInfo
 from kitsd.sd.instancer import InstancerHandle

@@ -13,8 +13,8 @@ import dns.rcode
 import pytest
 
 from kitsd import sd
+from kitsd.core.errors import MisuseError, RegistryUnavailableError
 from kitsd.sd.dns import AsyncSRVInstancer, SRVInstancer
-from kitsd.sd.errors import MisuseError, RegistryUnavailableError
 from tests.dns.fake_dns import ScriptedDNS, rcode_answer, srv_answer
 from tests.helpers import async_wait_for
 

@@ -9,10 +9,10 @@ import pytest
 
 from kitsd import sd
 from kitsd.compose.consul import ConsulDevAgent
+from kitsd.core.errors import RegistryUnavailableError
 from kitsd.sd.consul import HttpxConsul, connect
 from kitsd.sd.dns import SRVInstancer
 from kitsd.sd.dns.instancer import _running_watches
-from kitsd.sd.errors import RegistryUnavailableError
 from tests.helpers import WatchProcess, assert_no_new_threads, wait_for
 
 pytestmark = pytest.mark.integration

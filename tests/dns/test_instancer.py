@@ -13,9 +13,9 @@ import dns.rdatatype
 import pytest
 
 from kitsd import sd
+from kitsd.core.errors import MisuseError, RegistryUnavailableError
 from kitsd.sd.dns import SRVInstancer
 from kitsd.sd.dns.instancer import _running_watches
-from kitsd.sd.errors import MisuseError, RegistryUnavailableError
 from tests.dns.fake_dns import ScriptedDNS, address_answer, rcode_answer, srv_answer
 from tests.helpers import assert_no_new_threads, wait_for
 

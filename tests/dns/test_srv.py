@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from kitsd.core.errors import MisuseError
 from kitsd.sd.dns.srv import RefreshPolicy, SRVInstance, SRVRecord, instances_of, translate
-from kitsd.sd.errors import MisuseError
 from tests.test_purity import violations
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from kitsd import sd
+from kitsd.core.errors import MisuseError
 from kitsd.sd.dns import SRVInstancer
 from kitsd.sd.dns.instancer import _running_watches
-from kitsd.sd.errors import MisuseError
 
 
 def test_url_builds_an_srv_instancer_with_its_options(no_thread_leaks: None) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from kitsd import sd
 from kitsd.compose.process import free_ports
-from kitsd.sd.errors import MisuseError
+from kitsd.core.errors import MisuseError
 from kitsd.sd.etcd.adapter import (
     VENDOR_METHODS,
     Login,

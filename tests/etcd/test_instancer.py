@@ -20,7 +20,7 @@ import pytest
 from kitsd import sd
 from kitsd.compose.etcd import EtcdMember, ExternalEtcd
 from kitsd.compose.process import free_ports
-from kitsd.sd.errors import (
+from kitsd.core.errors import (
     BackendError,
     MisuseError,
     PermissionDeniedError,

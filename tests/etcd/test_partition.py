@@ -19,7 +19,7 @@ import pytest
 from kitsd import sd
 from kitsd.compose.etcd import EtcdMember, ExternalEtcd
 from kitsd.compose.proxy import BlackHoleProxy
-from kitsd.sd.errors import RegistryUnavailableError
+from kitsd.core.errors import RegistryUnavailableError
 from tests.helpers import wait_for
 
 pyetcd = pytest.importorskip("pyetcd")

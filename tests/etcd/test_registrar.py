@@ -19,8 +19,8 @@ import pytest
 
 from kitsd import sd
 from kitsd.compose.etcd import EtcdMember, ExternalEtcd
+from kitsd.core.errors import InvalidInstanceError, MisuseError, RegistryUnavailableError
 from kitsd.sd import backoff
-from kitsd.sd.errors import InvalidInstanceError, MisuseError, RegistryUnavailableError
 from tests.etcd.conftest import require_restartable
 from tests.helpers import wait_for
 

@@ -249,7 +249,7 @@ def test_revision_module_is_pure() -> None:
                 target = ROOT.joinpath(*name.split(".")).with_suffix(".py")
                 if target.is_file():
                     todo.append(target)
-    assert len(seen) >= 3, "the scan must reach sd.instance and sd.errors"
+    assert len(seen) >= 3, "the scan must reach sd.instance and kitsd.core.errors"
     assert problems == []
 
 

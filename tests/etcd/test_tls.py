@@ -11,7 +11,7 @@ import pytest
 
 from kitsd import sd
 from kitsd.compose.etcd import EtcdCluster, EtcdMember, TLSFiles
-from kitsd.sd.errors import MisuseError, RegistryUnavailableError
+from kitsd.core.errors import MisuseError, RegistryUnavailableError
 from tests.etcd.conftest import require_etcd_binary
 from tests.helpers import WatchProcess, wait_for
 

@@ -14,7 +14,7 @@ import pytest
 
 from kitsd import sd
 from kitsd.compose.etcd import EtcdCluster, EtcdMember, ExternalEtcd
-from kitsd.sd.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
+from kitsd.core.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
 from kitsd.sd.etcd.url import PASSWORD_ENV, USER_ENV, parse_url
 from tests.etcd.conftest import require_etcd_binary
 from tests.helpers import wait_for

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kitsd import sd
-from kitsd.sd.errors import RegistryUnavailableError
+from kitsd.core.errors import RegistryUnavailableError
 from kitsd.sd.etcd.client import Compacted, RangePage, WatchBatch, WatchCallback
 from kitsd.sd.etcd.instancer import _running_watches
 from kitsd.sd.etcd.revision import KeyValue, WatchEvent

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from kitsd import lb, sd
-from kitsd.sd.errors import ConnectionFailure, MisuseError
+from kitsd.core.errors import ConnectionFailure, MisuseError
 from tests.grpc.servers import METHOD, GRPCInstance
 from tests.helpers import async_wait_for, wait_for
 

@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from kitsd.core.endpoint import Endpoint
 from kitsd.lb.balancer import Balancer
-from kitsd.sd.endpoint import Endpoint
 
 
 class Static:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from kitsd import lb, sd
+from kitsd.core.endpoint import Endpoint
 from kitsd.lb.pool import Pool
-from kitsd.sd.endpoint import Endpoint
 from tests.helpers import wait_for
 from tests.lb.sources import Static, noop
 

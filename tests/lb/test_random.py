@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from kitsd import lb, sd
-from kitsd.sd.endpoint import Endpoint
+from kitsd.core.endpoint import Endpoint
 from tests.lb.sources import Failing, Static, noop, picks_from_threads
 
 

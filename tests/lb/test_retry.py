@@ -24,7 +24,7 @@ import pytest
 import tenacity
 
 from kitsd import lb, sd
-from kitsd.sd.endpoint import Endpoint
+from kitsd.core.endpoint import Endpoint
 from tests.helpers import wait_for
 
 Call = Callable[[Any], Any]

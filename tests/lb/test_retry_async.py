@@ -16,7 +16,7 @@ import pytest
 import tenacity
 
 from kitsd import lb, sd
-from kitsd.sd.endpoint import Endpoint
+from kitsd.core.endpoint import Endpoint
 from tests.helpers import async_wait_for
 
 AsyncCall = Callable[[Any], Awaitable[Any]]

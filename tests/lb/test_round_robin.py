@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kitsd import lb, sd
-from kitsd.sd.endpoint import Endpoint
+from kitsd.core.endpoint import Endpoint
 from tests.lb.sources import Failing, Static, noop, picks_from_threads
 
 INSTANCES = ("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80")

@@ -10,7 +10,7 @@ from typing import Any
 import pybreaker
 
 from kitsd import breaker, lb, sd
-from kitsd.sd.errors import RegistryUnavailableError
+from kitsd.core.errors import RegistryUnavailableError
 from kitsd.sd.instancer import Broadcaster
 
 DOWN = "127.0.0.1:1001"  # refuses connections

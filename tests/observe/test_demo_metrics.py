@@ -7,7 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kitsd.cli import main
-from kitsd.sd import observe
+from kitsd.core import observe
 
 MARKER = "# Prometheus metrics of this run"
 

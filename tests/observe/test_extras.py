@@ -29,7 +29,7 @@ def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-@pytest.mark.parametrize("module", ["kitsd.sd", "kitsd.sd.observe", "kitsd.lb", "kitsd.breaker",
+@pytest.mark.parametrize("module", ["kitsd.sd", "kitsd.core.observe", "kitsd.lb", "kitsd.breaker",
                                     "kitsd.cli", "kitsd.log_middleware"])
 def test_imports_without_the_extras(module: str) -> None:
     result = run(module)

@@ -11,7 +11,7 @@ import pytest
 import kitsd.log_middleware
 import kitsd.sd.http
 from kitsd import lb, sd
-from kitsd.sd import observe
+from kitsd.core import observe
 from tests.observe.scenarios import DOWN, UP, retry_with_ejection
 
 SECRET = "s3cr3t-t0ken"  # noqa: S105 - a fake, to look for in the logs

@@ -19,8 +19,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 import kitsd.otel
 import kitsd.sd.http
 from kitsd import lb, sd
+from kitsd.core import observe
 from kitsd.demo_server import DemoInstance
-from kitsd.sd import observe
 from tests.observe.scenarios import (
     DOWN,
     UP,

@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import kitsd.prometheus
-from kitsd.sd import observe
-from kitsd.sd.observe import BudgetRefused, RateLimited
+from kitsd.core import observe
+from kitsd.core.observe import BudgetRefused, RateLimited
 from tests.observe.scenarios import (
     DOWN,
     UP,

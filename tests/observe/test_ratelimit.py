@@ -11,9 +11,9 @@ import limits
 import pytest
 
 from kitsd import lb, sd
+from kitsd.core import observe
+from kitsd.core.observe import RateLimited
 from kitsd.ratelimit import RateLimitExceeded, rate_limit, wait_decision
-from kitsd.sd import observe
-from kitsd.sd.observe import RateLimited
 from tests.observe.scenarios import UP
 
 

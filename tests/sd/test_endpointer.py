@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from kitsd.core.errors import MisuseError
 from kitsd.sd.endpointer import Endpointer
-from kitsd.sd.errors import MisuseError
 from kitsd.sd.event import Event
 from kitsd.sd.instancer import Broadcaster, Callback, FixedInstancer, InstancerHandle
 from kitsd.sd.memory import MemoryRegistrar, MemoryRegistry
@@ -382,7 +382,7 @@ def test_a_close_that_raises_is_logged_and_the_others_still_close(
 
     factory = Factory(Fragile)
     endpointer = Endpointer(FixedInstancer(["a:1", "b:1"]), factory)
-    with caplog.at_level(logging.ERROR, logger="kitsd.sd.endpoint"):
+    with caplog.at_level(logging.ERROR, logger="kitsd.core.endpoint"):
         endpointer.close()
     assert [endpoint.closes for endpoint in factory.made] == [1, 1]
     assert "cannot close a:1" in caplog.text

@@ -21,10 +21,10 @@ import httpx
 import pytest
 
 from kitsd import sd
-from kitsd.sd.deadline import reset_deadline, set_deadline
-from kitsd.sd.endpoint import is_async
+from kitsd.core.deadline import reset_deadline, set_deadline
+from kitsd.core.endpoint import is_async
+from kitsd.core.errors import ConnectionFailure, InvalidInstanceError, KitsdError
 from kitsd.sd.endpointer import Endpointer
-from kitsd.sd.errors import ConnectionFailure, InvalidInstanceError, KitsdError
 from kitsd.sd.http import HTTPEndpoint, StatusError
 from kitsd.sd.instancer import FixedInstancer
 from tests.helpers import wait_for

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from kitsd import sd
-from kitsd.sd.deadline import reset_deadline, set_deadline
-from kitsd.sd.endpoint import close_endpoint, is_async
+from kitsd.core.deadline import reset_deadline, set_deadline
+from kitsd.core.endpoint import close_endpoint, is_async
+from kitsd.core.errors import ConnectionFailure, KitsdError
 from kitsd.sd.endpointer import Endpointer
-from kitsd.sd.errors import ConnectionFailure, KitsdError
 from kitsd.sd.http import AsyncHTTPEndpoint, StatusError
 from kitsd.sd.instancer import FixedInstancer
 from tests.helpers import async_wait_for

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from kitsd import sd
-from kitsd.sd.errors import MisuseError
+from kitsd.core.errors import MisuseError
 from kitsd.sd.http._clients import ClientSettings
 from tests.helpers import async_wait_for, wait_for
 from tests.sd.test_http import LocalServer, as_json, closed_port, no_args

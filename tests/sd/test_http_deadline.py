@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from kitsd import lb, sd
-from kitsd.sd.errors import ConnectionFailure
+from kitsd.core.errors import ConnectionFailure
 from kitsd.sd.http import _deadline
 from tests.helpers import async_wait_for, wait_for
 from tests.sd.test_http import deadline_in

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.instance import (
     clean_instances,
     join_host_port,

@@ -11,7 +11,7 @@ from collections.abc import Hashable
 
 import pytest
 
-from kitsd.sd.errors import InvalidInstanceError
+from kitsd.core.errors import InvalidInstanceError
 from kitsd.sd.event import Delta, Event
 from kitsd.sd.instance import normalize_instance
 from kitsd.sd.instancer import (

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from kitsd.sd.errors import InvalidInstanceError
+from kitsd.core.errors import InvalidInstanceError
 from kitsd.sd.event import Event
 from kitsd.sd.instance import normalize_instance
 from kitsd.sd.instancer import Instancer

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from kitsd import sd
+from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.endpoint_cache import EndpointCache
 from kitsd.sd.endpointer import Endpointer
-from kitsd.sd.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.event import Delta, Event, same_info
 from kitsd.sd.instance_info import DEFAULT_INFO, NO_INFO, InstanceInfo, factory_with_info
 from kitsd.sd.instancer import Broadcaster, FixedInstancer

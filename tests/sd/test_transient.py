@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from kitsd.sd.errors import PermissionDeniedError, RegistryUnavailableError
+from kitsd.core.errors import PermissionDeniedError, RegistryUnavailableError
 from kitsd.sd.transient import retry_transient
 
 

@@ -9,7 +9,7 @@ import urllib.parse
 
 import pytest
 
-from kitsd.sd.errors import InvalidInstanceError, MisuseError
+from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.event import Event
 from kitsd.sd.instance import normalize_instance
 from kitsd.sd.instancer import Broadcaster, FixedInstancer, Instancer, InstancerHandle

@@ -6,7 +6,7 @@ import email.utils
 
 import pytest
 
-from kitsd.sd.errors import MisuseError
+from kitsd.core.errors import MisuseError
 from kitsd.transport import _policy
 
 SETTINGS = _policy.check_settings(max_attempts=3, retry_statuses={502, 503, 504},

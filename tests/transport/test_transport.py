@@ -11,7 +11,7 @@ import pytest
 
 import kitsd
 from kitsd import lb, sd
-from kitsd.sd.errors import MisuseError
+from kitsd.core.errors import MisuseError
 from tests.transport.conftest import Driver, register
 from tests.transport.servers import Instance
 

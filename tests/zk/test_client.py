@@ -9,7 +9,7 @@ import threading
 import pytest
 from kazoo.exceptions import ConnectionLoss, NoAuthError
 
-from kitsd.sd.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
+from kitsd.core.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
 from kitsd.sd.zk.client import KAZOO_LOGGER, connect, to_backend_error
 
 

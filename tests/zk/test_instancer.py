@@ -10,7 +10,7 @@ import pytest
 
 from kitsd import sd
 from kitsd.compose.zookeeper import ZooKeeperServer
-from kitsd.sd.errors import MisuseError, RegistryUnavailableError
+from kitsd.core.errors import MisuseError, RegistryUnavailableError
 from kitsd.sd.zk import ZKInstancer, close_client
 from kitsd.sd.zk.instancer import _running_watches
 from tests.helpers import assert_no_new_threads, wait_for

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kitsd import sd
-from kitsd.sd.errors import InvalidInstanceError, MisuseError, RegistryUnavailableError
+from kitsd.core.errors import InvalidInstanceError, MisuseError, RegistryUnavailableError
 from kitsd.sd.zk import ZKInstancer, ZKRegistrar, close_client
 from tests.helpers import assert_no_new_threads, wait_for
 from tests.zk.conftest import Server, connected, expire_session, require_restartable

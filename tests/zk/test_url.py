@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kitsd import sd
-from kitsd.sd.errors import MisuseError, PermissionDeniedError
+from kitsd.core.errors import MisuseError, PermissionDeniedError
 from kitsd.sd.zk.instancer import _running_watches
 from kitsd.sd.zk.url import AUTH_ENV, ZKURL, parse_url
 from tests.helpers import WatchProcess, assert_no_new_threads, wait_for

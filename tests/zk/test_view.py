@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kitsd.sd.errors import MisuseError
+from kitsd.core.errors import MisuseError
 from kitsd.sd.zk.view import ChildrenView, check_path
 from tests.test_purity import violations
 

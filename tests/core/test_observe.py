@@ -1,4 +1,4 @@
-"""The event seam (sd.observe): what the stack reports, in which order, and that
+"""The event seam (kitsd.core.observe): what the stack reports, in which order, and that
 observing never changes a call."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pybreaker
 import pytest
 
 from kitsd import lb, sd
-from kitsd.sd import observe
-from kitsd.sd.observe import (
+from kitsd.core import observe
+from kitsd.core.observe import (
     AttemptFinished,
     AttemptStarted,
     BreakerStateChanged,
@@ -227,7 +227,7 @@ def test_an_observer_that_raises_changes_nothing_and_is_logged_once(
         raise RuntimeError("observer bug")
 
     recorder = Recorder()
-    with caplog.at_level(logging.ERROR, logger="kitsd.sd.observe"), \
+    with caplog.at_level(logging.ERROR, logger="kitsd.core.observe"), \
             observe.observing(broken, recorder):
         retry_with_ejection("users")
     assert len(recorder.of(CallFinished)) == 2  # the others still hear everything

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kitsd.sd.endpoint import close_endpoint, is_async
+from kitsd.core.endpoint import close_endpoint, is_async
 
 
 async def async_endpoint(request: Any) -> Any:
@@ -172,7 +172,7 @@ async def test_sync_close_in_a_running_loop_runs_inline() -> None:
 
 
 def test_a_close_that_raises_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="kitsd.sd.endpoint"):
+    with caplog.at_level(logging.ERROR, logger="kitsd.core.endpoint"):
         assert close_endpoint(RaisingClose()) is None
     assert len(caplog.records) == 1
     assert caplog.records[0].exc_info is not None
@@ -182,7 +182,7 @@ def test_a_close_that_raises_is_logged_not_raised(caplog: pytest.LogCaptureFixtu
 def test_an_aclose_that_raises_without_a_loop_is_logged_not_raised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="kitsd.sd.endpoint"):
+    with caplog.at_level(logging.ERROR, logger="kitsd.core.endpoint"):
         assert close_endpoint(RaisingAclose()) is None
     assert len(caplog.records) == 1
     assert "aclose failed" in caplog.text
@@ -191,7 +191,7 @@ def test_an_aclose_that_raises_without_a_loop_is_logged_not_raised(
 async def test_an_aclose_that_raises_in_a_loop_is_logged_not_raised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="kitsd.sd.endpoint"):
+    with caplog.at_level(logging.ERROR, logger="kitsd.core.endpoint"):
         pending = close_endpoint(RaisingAclose())
         assert isinstance(pending, asyncio.Task)
         await pending  # the task itself does not fail
@@ -207,7 +207,7 @@ def test_an_aclose_that_raises_before_its_coroutine_is_logged(
         def aclose(self) -> Any:
             raise OSError("no coroutine for you")
 
-    with caplog.at_level(logging.ERROR, logger="kitsd.sd.endpoint"):
+    with caplog.at_level(logging.ERROR, logger="kitsd.core.endpoint"):
         assert close_endpoint(BadAclose()) is None
     assert "no coroutine for you" in caplog.text
 

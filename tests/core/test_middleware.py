@@ -1,4 +1,4 @@
-"""Tests for sd.middleware.chain: the first middleware is the outermost."""
+"""Tests for kitsd.core.middleware.chain: the first middleware is the outermost."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from kitsd.sd.endpoint import Endpoint, Middleware, is_async
-from kitsd.sd.middleware import chain
+from kitsd.core.endpoint import Endpoint, Middleware, is_async
+from kitsd.core.middleware import chain
 
 
 def recording(name: str, log: list[str]) -> Middleware:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kitsd.sd.endpoint import Endpoint, Middleware
-from kitsd.sd.errors import shown_value
+from kitsd.core.endpoint import Endpoint, Middleware
+from kitsd.core.errors import shown_value
 
 __all__ = ["chain"]
 
