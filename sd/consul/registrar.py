@@ -30,6 +30,14 @@ inside the client and is never logged nor part of a ``repr``.
 ``ttl`` is at least :data:`MIN_TTL` (1 s): a heartbeat every ``ttl / 3``
 seconds below that would load the agent for nothing (``ttl=0.001`` meant 674
 heartbeats per second).
+
+With ``http=URL`` the agent itself also probes the instance: an HTTP check (id
+``service:<service_id>:http``) that GETs ``URL`` every ``http_interval`` seconds
+and turns critical on anything but a 2xx (429: warning), so an instance that
+stops answering -- or answers 503 from a draining health route
+(:mod:`kitsd.serve`) -- leaves every ``passing_only`` instancer without any help
+from this process.  It starts passing (register once the instance is ready, as
+:mod:`kitsd.serve` does); both checks may be given, or either alone.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import logging
 import math
 import re
 import threading
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -60,12 +69,37 @@ from kitsd.sd.instance import join_host_port, split_instance
 from kitsd.sd.registrar import RegistrarContext
 from kitsd.sd.transient import retry_transient
 
-__all__ = ["MIN_TTL", "ConsulRegistrar"]
+__all__ = ["MIN_HTTP_INTERVAL", "MIN_TTL", "ConsulRegistrar"]
 
 logger = logging.getLogger(__name__)
 
 MIN_TTL = 1.0
 """The shortest ``ttl`` (seconds) a :class:`ConsulRegistrar` accepts."""
+
+MIN_HTTP_INTERVAL = 1.0
+"""The shortest ``http_interval`` (seconds): Consul runs no check more often."""
+
+
+def _http_url(url: object) -> str | None:
+    """``url`` checked as an ``http``/``https`` URL with a host; raises naming it
+    (without any user information, which may hold a password)."""
+    if url is None:
+        return None
+    if not isinstance(url, str):
+        raise TypeError(f"http must be an http(s) URL string or None, not {type(url).__name__}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise MisuseError("http must be an http(s) URL with a host and a valid port") from error
+    if parts.username is not None or parts.password is not None:
+        # it would be stored in the agent's check definition, readable through its API
+        raise MisuseError("http must not carry user information (user:password@); Consul "
+                          "would store and show it")
+    if parts.scheme not in {"http", "https"} or not parts.hostname or port == 0 \
+            or any(ord(char) < 0x21 for char in url):
+        raise MisuseError(f"http must be an http(s) URL with a host, not {shown_value(url)}")
+    return url
 
 
 def _seconds(name: str, value: object, minimum: float) -> float | None:
@@ -195,6 +229,11 @@ class ConsulRegistrar(RegistrarContext):
     ``deregister_critical_after`` (seconds, ``None`` for never): the agent drops
     the service once its check has been critical that long (Consul's minimum
     is one minute).
+    ``http`` (an ``http(s)`` URL, e.g. the instance's ``/healthz``): an HTTP
+    check the agent runs every ``http_interval`` seconds (at least
+    :data:`MIN_HTTP_INTERVAL`), each probe bounded by ``http_timeout`` seconds
+    (``None``: Consul's default, 10 s); beside the TTL check or, with ``ttl=None``,
+    alone.
 
     Metadata, read back by :class:`~sd.consul.ConsulInstancer` as each instance's
     :class:`~sd.InstanceInfo`: ``tags`` (``Service.Tags``), ``meta`` (``Service.Meta``:
@@ -208,7 +247,9 @@ class ConsulRegistrar(RegistrarContext):
     an empty service, a bad address, a port outside 1-65535, a ``ttl`` below
     :data:`MIN_TTL` or not finite, a non-positive ``deregister_critical_after``,
     ``meta`` Consul would refuse, a ``weight`` below 1 or a ``warning_weight`` below
-    0; ``TypeError`` for a value of the wrong type (``meta`` not a mapping of strings,
+    0, an ``http`` that is not an ``http(s)`` URL with a host, an ``http_interval``
+    below :data:`MIN_HTTP_INTERVAL` or a non-positive ``http_timeout``;
+    ``TypeError`` for a value of the wrong type (``meta`` not a mapping of strings,
     a weight that is not an int).
     ``register()`` and ``deregister()`` raise :class:`kitsd.core.errors.RegistryUnavailableError`
     or :class:`kitsd.core.errors.PermissionDeniedError` (chained from the py-consul error)
@@ -233,6 +274,9 @@ class ConsulRegistrar(RegistrarContext):
         meta: Mapping[str, str] | None = None,
         weight: int | None = None,
         warning_weight: int | None = None,
+        http: str | None = None,
+        http_interval: float = 2.0,
+        http_timeout: float | None = None,
     ) -> None:
         if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) \
                 or not retry_for >= 0:
@@ -267,6 +311,12 @@ class ConsulRegistrar(RegistrarContext):
         self.deregister_critical_after = _seconds(
             "deregister_critical_after", deregister_critical_after, 0.0
         )
+        self.http = _http_url(http)
+        self.http_interval = _seconds("http_interval", http_interval, MIN_HTTP_INTERVAL)
+        if self.http_interval is None:
+            raise TypeError("http_interval must be a number of seconds, not None")
+        self.http_timeout = _seconds("http_timeout", http_timeout, 0.0)
+        self.http_check_id = f"{self.check_id}:http"
         self.agent = agent_address(client)
         self._lock = threading.Lock()
         self._registered = False
@@ -276,6 +326,20 @@ class ConsulRegistrar(RegistrarContext):
     def registered(self) -> bool:
         """Whether ``register()`` succeeded and ``deregister()`` was not called since."""
         return self._registered
+
+    def _http_check(self) -> dict[str, object] | None:
+        if self.http is None:
+            return None
+        assert self.http_interval is not None  # noqa: S101 - checked in __init__
+        check: dict[str, object] = {
+            "CheckID": self.http_check_id, "Name": f"kitsd HTTP check of {self.service_id}",
+            "HTTP": self.http, "Interval": go_duration(self.http_interval),
+            "Status": "passing"}
+        if self.http_timeout is not None:
+            check["Timeout"] = go_duration(self.http_timeout)
+        if self.deregister_critical_after is not None:
+            check["DeregisterCriticalServiceAfter"] = go_duration(self.deregister_critical_after)
+        return check
 
     def _check(self) -> dict[str, object] | None:
         if self.ttl is None:
@@ -294,6 +358,12 @@ class ConsulRegistrar(RegistrarContext):
         registration: dict[str, Any] = {
             "name": self.service, "service_id": self.service_id, "address": self.address,
             "port": self.port, "tags": list(self.tags) or None, "check": self._check()}
+        http_check = self._http_check()
+        if http_check is not None:
+            if registration["check"] is None:
+                registration["check"] = http_check
+            else:
+                registration["extra_checks"] = [http_check]
         if self.meta:
             registration["meta"] = dict(self.meta)
         if self.weight is not None or self.warning_weight is not None:
