@@ -65,6 +65,7 @@ from pybreaker import (
 
 from kitsd.breaker import guard
 from kitsd.breaker._pybreaker import storage_of
+from kitsd.breaker.errors import CircuitOpenError
 from kitsd.breaker.guard import Admission
 from kitsd.core.observe import HUB, BreakerStateChanged, emit
 
@@ -132,9 +133,10 @@ class Driver:
         """Decide whether ``func(request)`` may be called; ``now`` (seconds since the
         epoch) overrides the clock when the breaker is open.
 
-        Raises ``CircuitBreakerError`` when the breaker is open and its reset
-        timeout has not elapsed, or half-open with its trial in flight; the
-        endpoint must then not be called.  Otherwise calls the listeners'
+        Raises :class:`~kitsd.breaker.errors.CircuitOpenError` (a
+        ``CircuitBreakerError``) when the breaker is open and its reset timeout has
+        not elapsed, or half-open with its trial in flight; the endpoint must then
+        not be called.  Otherwise calls the listeners'
         ``before_call(cb, func, request)`` and returns the :class:`Ticket` to
         settle.  A ``before_call`` that raises propagates and admits nothing.
         """
@@ -171,9 +173,9 @@ class Driver:
                 trial_in_flight=self._trial is period,
             )
             if decision is Admission.STILL_OPEN:
-                raise CircuitBreakerError(guard.STILL_OPEN)
+                raise CircuitOpenError(guard.STILL_OPEN)
             if decision is Admission.TRIAL_IN_PROGRESS:
-                raise CircuitBreakerError(guard.TRIAL_IN_PROGRESS)
+                raise CircuitOpenError(guard.TRIAL_IN_PROGRESS)
             if decision is Admission.HALF_OPEN:
                 cb.half_open()
                 period = cb.state

@@ -160,9 +160,10 @@ class AsyncBreakerEndpoint(BreakerEndpoint):
 def circuit_breaker(cb: CircuitBreaker) -> Callable[[Endpoint], BreakerEndpoint]:
     """Middleware guarding an endpoint with the pybreaker breaker ``cb``.
 
-    An open breaker raises ``pybreaker.CircuitBreakerError`` without calling the
-    endpoint; every error the endpoint raises counts as a failure unless ``cb``'s
-    ``exclude`` says otherwise; ``cb``'s listeners fire as under pybreaker, and
+    An open breaker raises :class:`breaker.CircuitOpenError` (a
+    ``pybreaker.CircuitBreakerError``) without calling the endpoint; every error
+    the endpoint raises counts as a failure unless ``cb``'s ``exclude`` says
+    otherwise; ``cb``'s listeners fire as under pybreaker, and
     its state (``cb.current_state``, ``cb.fail_counter``, ``cb.open()`` …) stays
     the one to watch and to steer.  The result is async exactly when the
     endpoint is (:func:`kitsd.core.endpoint.is_async`), forwards ``close``/``aclose``

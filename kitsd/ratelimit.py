@@ -40,7 +40,7 @@ import limits.strategies
 
 from kitsd.core.deadline import remaining
 from kitsd.core.endpoint import Endpoint, is_async
-from kitsd.core.errors import KitsdError, MisuseError
+from kitsd.core.errors import KitsdError, MisuseError, Rejected
 from kitsd.core.observe import HUB, RateLimited, emit
 
 __all__ = ["RateLimitExceeded", "rate_limit", "wait_decision"]
@@ -59,8 +59,9 @@ _STRATEGIES: dict[str, tuple[type[limits.strategies.RateLimiter],
 MIN_WAIT = 0.001
 
 
-class RateLimitExceeded(KitsdError):
-    """The rate limiter ``limiter`` had no token for the call (go-kit's ``ErrLimited``).
+class RateLimitExceeded(KitsdError, Rejected):
+    """The rate limiter ``limiter`` had no token for the call (go-kit's ``ErrLimited``);
+    carries the :class:`kitsd.core.errors.Rejected` marker (outcome ``rejected``).
 
     ``retry_after`` is the number of seconds until the limiter expects one.
     """

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kitsd.core.errors import KitsdError
+from kitsd.core.errors import KitsdError, NoEndpoints, Rejected
 
 __all__ = ["NoEndpointsError", "RetryBudgetExhausted", "RetryError", "RetryTimeout"]
 
 
-class NoEndpointsError(KitsdError):
-    """The balancer had no endpoint to pick (go-kit's ``ErrNoEndpoints``)."""
+class NoEndpointsError(KitsdError, NoEndpoints):
+    """The balancer had no endpoint to pick (go-kit's ``ErrNoEndpoints``); carries the
+    :class:`kitsd.core.errors.NoEndpoints` marker (outcome ``no_endpoints``)."""
 
     def __init__(self, message: str = "no endpoints available") -> None:
         super().__init__(message)
@@ -45,9 +46,10 @@ class RetryError(KitsdError):
         return type(self), (self.errors, self.final), self.__dict__
 
 
-class RetryBudgetExhausted(KitsdError):
+class RetryBudgetExhausted(KitsdError, Rejected):
     """A retry was refused by the :class:`lb.RetryBudget`: the final error of the
-    :class:`RetryError` raised then; ``.last`` is the attempt error it followed."""
+    :class:`RetryError` raised then; ``.last`` is the attempt error it followed.
+    Carries the :class:`kitsd.core.errors.Rejected` marker (outcome ``rejected``)."""
 
     def __init__(self, last: BaseException) -> None:
         self.last = last

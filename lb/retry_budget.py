@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from kitsd.core.errors import MisuseError
+from kitsd.core.observe import HUB, BudgetRefused, current_service, emit
 from kitsd.lb.budget import BudgetWindow
 
 __all__ = ["RetryBudget"]
@@ -68,10 +69,14 @@ class RetryBudget:
             self._window.deposit(now)
 
     def try_withdraw(self) -> bool:
-        """Take one retry; ``False`` when the budget is exhausted."""
+        """Take one retry; ``False`` when the budget is exhausted (then observers hear
+        :class:`kitsd.core.observe.BudgetRefused` naming the calling stack)."""
         now = self._clock()
         with self._lock:
-            return self._window.try_withdraw(now)
+            allowed = self._window.try_withdraw(now)
+        if not allowed and HUB.observers:  # kitsd.observe
+            emit(BudgetRefused(current_service()))
+        return allowed
 
     def balance(self) -> float:
         """Retries allowed now (for tests and diagnostics)."""

@@ -8,26 +8,49 @@ Every error kitsd raises on its own account derives from :class:`KitsdError`::
     ├── BackendError                         a registry misbehaved or is unreachable
     │   ├── RegistryUnavailableError         cannot reach or read the registry
     │   └── PermissionDeniedError            the registry refused our credentials
-    ├── lb.NoEndpointsError                  the balancer had nothing to pick
+    ├── lb.NoEndpointsError                  the balancer had nothing to pick [NoEndpoints]
+    ├── lb.RetryBudgetExhausted              a retry budget refused a retry [Rejected]
     ├── lb.RetryError                        every attempt failed (``.errors``, ``.final``)
     ├── lb.RetryTimeout (also TimeoutError)  the retry deadline passed (``.errors``)
-    └── sd.http.StatusError                  an HTTP instance answered a status ``decode`` refused
+    ├── sd.http.StatusError                  an HTTP instance answered a status ``decode`` refused
+    └── kitsd.ratelimit.RateLimitExceeded    a rate limiter had no token [Rejected]
+
+    pybreaker.CircuitBreakerError
+    └── breaker.CircuitOpenError             an open breaker refused the call [Rejected]
+
+``[Marker]`` names the marker (below) the class carries.
 
 Vendor exceptions (py-consul, the etcd client, httpx) are mapped at the driver
 boundary and chained with ``raise ... from``.  Errors raised by *your* endpoints
 travel unchanged through balancers, retry and breakers.
 
-:class:`ConnectionFailure` is not an error class of its own but a marker: an
-abstract base class with which transport errors are registered
-(``ConnectionError`` here, httpx's connect errors by :mod:`sd.http`).  The retry
-loop in :mod:`lb` ejects an instance at once when an attempt fails with one.
-Register your own transport's errors with ``ConnectionFailure.register(MyError)``.
+Markers
+-------
+Layers judge errors raised by other layers (the retry loop ejects an instance,
+observers label an outcome) without importing them, through *marker* types:
+abstract base classes that an error class carries as a base.
+
+* :class:`ConnectionFailure` — the instance cannot be reached (``ConnectionError``
+  and its subclasses; ``sd.http``'s connect errors, ``sd.grpc.UnavailableError``,
+  the transport's unreachable attempts).  The retry loop in :mod:`lb` ejects an
+  instance at once when an attempt fails with one.
+* :class:`Rejected` — refused before reaching an instance: an open breaker
+  (``breaker.CircuitOpenError``), a rate limit (``kitsd.ratelimit.RateLimitExceeded``),
+  a retry budget (``lb.RetryBudgetExhausted``).  Outcome label ``rejected``.
+* :class:`NoEndpoints` — the balancer had nothing to pick (``lb.NoEndpointsError``).
+  Outcome label ``no_endpoints``.
+
+Which classes carry a marker is decided where each class is defined, never by
+importing a module: classification is the same in every process, whatever it
+imported.  Your own error classes may carry a marker too, by subclassing it or
+with ``ConnectionFailure.register(MyError)`` (an explicit choice of your code).
 """
 
 from __future__ import annotations
 
 import re
 from abc import ABC
+from typing import Any
 
 __all__ = [
     "BackendError",
@@ -35,8 +58,10 @@ __all__ = [
     "InvalidInstanceError",
     "KitsdError",
     "MisuseError",
+    "NoEndpoints",
     "PermissionDeniedError",
     "RegistryUnavailableError",
+    "Rejected",
     "clip",
     "shown_value",
 ]
@@ -79,11 +104,29 @@ class PermissionDeniedError(BackendError):
 class ConnectionFailure(ABC):  # noqa: B024 - a marker: it has no methods by design
     """Marker for transport errors that mean "this instance cannot be reached".
 
-    Use with ``isinstance``; register error classes with ``ConnectionFailure.register``.
+    Use with ``isinstance``.  ``ConnectionError`` and its subclasses are
+    connection failures by definition; other classes carry the marker as a base
+    (or are registered with ``ConnectionFailure.register`` by the code that
+    owns them).
     """
 
+    @classmethod
+    def __subclasshook__(cls, other: type) -> Any:  # True, or NotImplemented: ask on
+        # A definition, not a registration: true in every process from the start.
+        if cls is ConnectionFailure and issubclass(other, ConnectionError):
+            return True
+        return NotImplemented
 
-ConnectionFailure.register(ConnectionError)
+
+class Rejected(ABC):  # noqa: B024 - a marker: it has no methods by design
+    """Marker for errors that refused a call before it reached an instance: an open
+    breaker, a rate limit, a retry budget (outcome label ``rejected``).  Use with
+    ``isinstance``; carry it as a base class."""
+
+
+class NoEndpoints(ABC):  # noqa: B024 - a marker: it has no methods by design
+    """Marker for "the balancer had nothing to pick" (outcome label
+    ``no_endpoints``); :class:`lb.NoEndpointsError` carries it."""
 
 
 def clip(text: str, limit: int = 100) -> str:

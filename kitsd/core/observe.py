@@ -51,10 +51,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import get_cache_token
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar, Token
 from typing import NamedTuple
+
+from kitsd.core.errors import NoEndpoints, Rejected
 
 __all__ = [
     "CANCELLED",
@@ -105,25 +108,31 @@ REJECTED = "rejected"  # refused before reaching an instance: open breaker, rate
 NO_ENDPOINTS = "no_endpoints"
 OUTCOMES = (SUCCESS, ERROR, TIMEOUT, CANCELLED, REJECTED, NO_ENDPOINTS)
 
-# Errors named by class (module.qualname), so that sd imports neither lb nor pybreaker.
-_NAMED: dict[str, str] = {
-    "pybreaker.CircuitBreakerError": REJECTED,
-    "kitsd.lb.errors.NoEndpointsError": NO_ENDPOINTS,
-    "kitsd.ratelimit.RateLimitExceeded": REJECTED,
-    "lb.budget.BudgetExhausted": REJECTED,
-}
 _by_type: dict[type[BaseException], str] = {}  # cache; bounded by the error classes in use
+_by_type_token: list[object] = [get_cache_token()]  # the ABC registrations it was built under
 
 
 def outcome_of(error: BaseException | None) -> str:
     """The outcome label of an ending: :data:`SUCCESS` for ``None``, else one of
-    :data:`OUTCOMES`.  A :class:`lb.RetryError` is judged by its ``final`` error."""
+    :data:`OUTCOMES`.  A :class:`lb.RetryError` is judged by its ``final`` error.
+
+    The rules, by the marker types of :mod:`kitsd.core.errors` (never by class
+    names, never by what the process imported): not an ``Exception``
+    (``CancelledError``, ``KeyboardInterrupt``) → :data:`CANCELLED`; a
+    :class:`~kitsd.core.errors.NoEndpoints` → :data:`NO_ENDPOINTS`; a
+    :class:`~kitsd.core.errors.Rejected` → :data:`REJECTED`; a ``TimeoutError``,
+    or a class named ``…Timeout`` / ``…TimeoutException`` (httpx's timeouts
+    are not ``TimeoutError``) → :data:`TIMEOUT`; anything else → :data:`ERROR`."""
     if error is None:
         return SUCCESS
     final = getattr(error, "final", None)
     if isinstance(final, BaseException):
         error = final
     kind = type(error)
+    token = get_cache_token()
+    if token != _by_type_token[0]:  # an ABC registration since: judge afresh
+        _by_type.clear()
+        _by_type_token[0] = token
     outcome = _by_type.get(kind)
     if outcome is None:
         outcome = _classify(error)
@@ -134,15 +143,14 @@ def outcome_of(error: BaseException | None) -> str:
 def _classify(error: BaseException) -> str:
     if not isinstance(error, Exception):
         return CANCELLED  # asyncio.CancelledError, KeyboardInterrupt, SystemExit ...
-    for cls in type(error).__mro__:
-        named = _NAMED.get(f"{cls.__module__}.{cls.__qualname__}")
-        if named is not None:
-            return named
+    if isinstance(error, NoEndpoints):
+        return NO_ENDPOINTS
+    if isinstance(error, Rejected):
+        return REJECTED
     if isinstance(error, TimeoutError):
         return TIMEOUT
-    if type(error).__name__.endswith("Timeout") or type(error).__name__.endswith(
-        "TimeoutException"
-    ):
+    name = type(error).__name__
+    if name.endswith(("Timeout", "TimeoutException")):
         return TIMEOUT  # httpx.TimeoutException and its kin are not TimeoutErrors
     return ERROR
 

@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kitsd.core.errors import KitsdError, MisuseError, shown_value
+from kitsd.core.errors import ConnectionFailure, KitsdError, MisuseError, shown_value
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -142,8 +142,9 @@ class AttemptFailed(KitsdError):
         self.retryable = retryable
 
 
-class AttemptUnreachable(AttemptFailed):
-    """The request never reached the instance (registered as a ConnectionFailure)."""
+class AttemptUnreachable(AttemptFailed, ConnectionFailure):
+    """The request never reached the instance (a ConnectionFailure: the retry loop
+    ejects it)."""
 
 
 class AttemptTimeout(AttemptFailed, TimeoutError):

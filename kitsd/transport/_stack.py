@@ -20,7 +20,6 @@ import tenacity
 
 from kitsd import lb
 from kitsd.core.deadline import remaining
-from kitsd.core.errors import ConnectionFailure
 from kitsd.sd.endpointer import Endpointer
 from kitsd.sd.instance import split_instance
 from kitsd.sd.instancer import Instancer
@@ -35,8 +34,6 @@ from kitsd.transport._policy import (
 )
 
 __all__ = ["AsyncInstanceEndpoint", "Forwarder", "InstanceEndpoint", "Stack"]
-
-ConnectionFailure.register(AttemptUnreachable)
 
 # Errors of the retry (not of an attempt) that mean nothing was sent: an open breaker.
 _NOT_SENT: tuple[type[BaseException], ...] = (pybreaker.CircuitBreakerError,)

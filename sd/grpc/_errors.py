@@ -28,7 +28,7 @@ class GRPCStatusError(KitsdError):
         self.method = method
 
 
-class UnavailableError(GRPCStatusError):
+class UnavailableError(GRPCStatusError, ConnectionFailure):
     """``UNAVAILABLE``: the instance could not be reached (or is going away).  A
     :class:`kitsd.core.errors.ConnectionFailure`, so the retry loop ejects the instance."""
 
@@ -36,8 +36,6 @@ class UnavailableError(GRPCStatusError):
 class DeadlineExceededError(GRPCStatusError, TimeoutError):
     """``DEADLINE_EXCEEDED``: the call ran out of time (a ``TimeoutError``)."""
 
-
-ConnectionFailure.register(UnavailableError)
 
 
 def from_rpc_error(error: Any, instance: str, method: str) -> GRPCStatusError:

@@ -30,13 +30,16 @@ configured (shorter) timeout caused stays httpx's.  Outside a retry the
 client's configured timeout applies unchanged.  (With your own ``transport`` in
 ``client_kwargs``, or through a proxy, only the per-phase caps apply.)
 
-Connection failures.  At import, ``httpx.ConnectError`` and
-``httpx.ConnectTimeout`` are registered with :class:`kitsd.core.errors.ConnectionFailure`:
-the request never reached the instance, so the retry loop may eject it at once.
-Read/write timeouts and ``httpx.RemoteProtocolError`` are *not* registered: the
-server may have received, even processed, the request.  A deadline's
-``TimeoutError`` says nothing about the instance and is not one either.  All
-other httpx errors pass through unchanged.
+Connection failures.  ``httpx.ConnectError`` and ``httpx.ConnectTimeout`` leave
+an endpoint as :class:`ConnectError` / :class:`ConnectTimeout`: subclasses of
+httpx's (``except httpx.ConnectError`` still catches them) that carry the
+:class:`kitsd.core.errors.ConnectionFailure` marker: the request never reached
+the instance, so the retry loop may eject it at once.  Importing this module
+changes nothing about httpx's own classes.  Read/write timeouts and
+``httpx.RemoteProtocolError`` are *not* connection failures: the server may have
+received, even processed, the request.  A deadline's ``TimeoutError`` says
+nothing about the instance and is not one either.  All other httpx errors pass
+through unchanged.
 
 Modules: ``_spec`` (the I/O-free steps around sending), ``_clients`` (client
 settings built once per factory), ``_deadline`` (network backends that end
@@ -45,19 +48,22 @@ socket waits by the deadline), ``_endpoint`` (the two endpoints and factories).
 
 from __future__ import annotations
 
-import httpx
-
-from kitsd.core.errors import ConnectionFailure
 from kitsd.sd.http._endpoint import AsyncHTTPEndpoint, HTTPEndpoint, async_factory, factory
 from kitsd.sd.http._spec import AcceptStatus as AcceptStatus  # for annotations; not in __all__
-from kitsd.sd.http._spec import StatusError
+from kitsd.sd.http._spec import ConnectError, ConnectTimeout, StatusError
 
-__all__ = ["AsyncHTTPEndpoint", "HTTPEndpoint", "StatusError", "async_factory", "factory"]
-
-ConnectionFailure.register(httpx.ConnectError)
-ConnectionFailure.register(httpx.ConnectTimeout)
+__all__ = [
+    "AsyncHTTPEndpoint",
+    "ConnectError",
+    "ConnectTimeout",
+    "HTTPEndpoint",
+    "StatusError",
+    "async_factory",
+    "factory",
+]
 
 # Tracebacks and reprs name the public path users import from, not the private module.
-for _public in (AsyncHTTPEndpoint, HTTPEndpoint, StatusError, async_factory, factory):
+for _public in (AsyncHTTPEndpoint, ConnectError, ConnectTimeout, HTTPEndpoint, StatusError,
+                async_factory, factory):
     _public.__module__ = __name__
 del _public

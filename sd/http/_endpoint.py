@@ -21,7 +21,7 @@ import httpx
 
 from kitsd.core.deadline import current_deadline
 from kitsd.sd.http._clients import ClientSettings
-from kitsd.sd.http._spec import AcceptStatus, Spec
+from kitsd.sd.http._spec import UNREACHED, AcceptStatus, Spec, unreachable
 from kitsd.sd.instance import normalize_instance
 
 __all__ = ["AsyncHTTPEndpoint", "HTTPEndpoint", "async_factory", "factory"]
@@ -219,6 +219,8 @@ class HTTPEndpoint(_Endpoint[RequestT, ResponseT]):
                     raise
                 raise replacement from error
             return spec.finish(response, self._instance)
+        except UNREACHED as error:  # the request never reached the instance
+            raise unreachable(error) from error.__cause__
         finally:
             if self._left_last():
                 self._shut()
@@ -318,6 +320,8 @@ class AsyncHTTPEndpoint(_Endpoint[RequestT, ResponseT]):
                     raise
                 raise replacement from error
             return spec.finish(response, self._instance)
+        except UNREACHED as error:  # the request never reached the instance
+            raise unreachable(error) from error.__cause__
         finally:
             if self._left_last():
                 await self._shut()  # on the client's own loop: this call ran there

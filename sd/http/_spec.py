@@ -9,7 +9,10 @@ run the same steps around sending, all decided here without a clock or a socket:
 3. a timeout httpx raises is classified by :meth:`Spec.deadline_error`: the
    deadline's own (a ``TimeoutError``) or the configured timeout's (re-raised);
 4. :meth:`Spec.finish` hands an accepted response to ``decode`` or raises
-   :class:`StatusError`.
+   :class:`StatusError`;
+5. httpx's connect errors (the request never reached the instance) leave the
+   endpoint as :class:`ConnectError` / :class:`ConnectTimeout` (:func:`unreachable`):
+   httpx's classes, carrying the :class:`kitsd.core.errors.ConnectionFailure` marker.
 """
 
 from __future__ import annotations
@@ -21,9 +24,17 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from kitsd.core.errors import KitsdError, MisuseError
+from kitsd.core.errors import ConnectionFailure, KitsdError, MisuseError
 
-__all__ = ["AcceptStatus", "Spec", "StatusError"]
+__all__ = [
+    "UNREACHED",
+    "AcceptStatus",
+    "ConnectError",
+    "ConnectTimeout",
+    "Spec",
+    "StatusError",
+    "unreachable",
+]
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
@@ -64,6 +75,39 @@ class StatusError(KitsdError):
         self.response = response
         self.method = method
         self.path = path
+
+
+class ConnectError(httpx.ConnectError, ConnectionFailure):
+    """``httpx.ConnectError`` as an ``sd.http`` endpoint raises it: the request never
+    reached the instance, so it is a :class:`kitsd.core.errors.ConnectionFailure`
+    (the retry loop ejects the instance).  It stands in for httpx's error, with
+    the same message, request, cause and traceback; ``except httpx.ConnectError``
+    catches it as before."""
+
+
+class ConnectTimeout(httpx.ConnectTimeout, ConnectionFailure):
+    """``httpx.ConnectTimeout`` as an ``sd.http`` endpoint raises it (when the
+    configured connect timeout, not the retry deadline, ran out): a
+    :class:`kitsd.core.errors.ConnectionFailure`, like :class:`ConnectError`."""
+
+
+#: The httpx errors after which the request provably never reached the instance.
+UNREACHED = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+def unreachable(error: httpx.ConnectError | httpx.ConnectTimeout) -> httpx.TransportError:
+    """``error`` as the endpoint raises it: :class:`ConnectError` or
+    :class:`ConnectTimeout`, same message and request (``error`` itself if it
+    already is one).  Raise it ``from error.__cause__`` with ``error``'s traceback,
+    so it reads as httpx's own."""
+    if isinstance(error, ConnectionFailure):
+        return error
+    kind = ConnectTimeout if isinstance(error, httpx.TimeoutException) else ConnectError
+    try:
+        request: httpx.Request | None = error.request
+    except RuntimeError:  # httpx raises it for an error made without a request
+        request = None
+    return kind(str(error), request=request).with_traceback(error.__traceback__)
 
 
 def _accepts(accept_status: AcceptStatus) -> Callable[[int], bool]:

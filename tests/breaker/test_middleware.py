@@ -47,6 +47,14 @@ class Endpoint:
         return ("ok", request)
 
 
+def kind(exc: BaseException) -> str:
+    """The error's class name, pybreaker's for every ``CircuitBreakerError`` (an open
+    breaker raises kitsd's subclass, ``breaker.CircuitOpenError``)."""
+    if isinstance(exc, pybreaker.CircuitBreakerError):
+        return "CircuitBreakerError"
+    return type(exc).__name__
+
+
 class Recorder(pybreaker.CircuitBreakerListener):
     """Records listener callbacks as comparable tuples."""
 
@@ -357,7 +365,7 @@ def test_listeners_fire_as_under_pybreaker() -> None:
                 result = wrapped(failing) if use_middleware else cb.call(func, failing)
                 outcomes.append(("returned", result))
             except Exception as exc:
-                outcomes.append(("raised", type(exc).__name__))
+                outcomes.append(("raised", kind(exc)))
         logs.append((outcomes, recorder.events, cb.current_state))
 
     assert logs[1] == logs[0]
@@ -427,7 +435,7 @@ def test_scripts_match_pybreaker_step_by_step(config: dict[str, Any]) -> None:
                     outcome = ("returned", wrapped(step) if use_middleware else cb.call(func, step))
                 except Exception as exc:
                     cause = exc.__cause__ or exc.__context__
-                    outcome = ("raised", type(exc).__name__, str(exc), type(cause).__name__)
+                    outcome = ("raised", kind(exc), str(exc), type(cause).__name__)
             trace.append(
                 (step, outcome, tuple(recorder.events), cb.current_state, cb.fail_counter,
                  cb.success_counter)
@@ -496,7 +504,7 @@ def test_concurrent_failures_trip_once(threads: ThreadPoolExecutor) -> None:
         try:
             guarded(request)
         except Exception as exc:
-            return type(exc).__name__
+            return kind(exc)
         return "returned"
 
     outcomes = list(threads.map(outcome, range(n)))
@@ -832,8 +840,10 @@ def test_public_surface() -> None:
     for name in breaker.__all__:
         assert hasattr(breaker, name), name
     assert set(breaker.__all__) == {
-        "BreakerEndpoint", "CircuitBreakerError", "circuit_breaker", "per_instance"
+        "BreakerEndpoint", "CircuitBreakerError", "CircuitOpenError", "circuit_breaker",
+        "per_instance",
     }
+    assert issubclass(breaker.CircuitOpenError, pybreaker.CircuitBreakerError)
     assert TRIAL_IN_PROGRESS.endswith("half-open trial in progress")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pybreaker
 import pytest
 
-from kitsd import lb, sd
+from kitsd import breaker, lb, sd
 from kitsd.core import observe
 from kitsd.core.observe import (
     AttemptFinished,
@@ -249,8 +249,12 @@ def test_finished_observations_go_in_reverse_order() -> None:
     (TimeoutError(), "timeout"),
     (lb.RetryTimeout(1.0, []), "timeout"),
     (lb.NoEndpointsError(), "no_endpoints"),
-    (pybreaker.CircuitBreakerError(), "rejected"),
-    (lb.RetryError([ValueError()], pybreaker.CircuitBreakerError()), "rejected"),
+    (breaker.CircuitOpenError(), "rejected"),
+    (lb.RetryError([ValueError()], breaker.CircuitOpenError()), "rejected"),
+    (lb.RetryError([ValueError()], lb.RetryBudgetExhausted(ValueError())), "rejected"),
+    # pybreaker's own error (its cb.call, or the error that trips a breaker): the call
+    # reached the instance, or kitsd cannot tell; no marker, so no "rejected".
+    (pybreaker.CircuitBreakerError(), "error"),
     (asyncio.CancelledError(), "cancelled"),
 ])
 def test_outcomes_are_a_closed_set(error: BaseException | None, outcome: str) -> None:

@@ -464,12 +464,32 @@ def test_connect_error_on_a_closed_port_is_a_connection_failure(no_thread_leaks:
 
 
 def test_which_httpx_errors_are_connection_failures() -> None:
-    assert issubclass(httpx.ConnectError, ConnectionFailure)
-    assert issubclass(httpx.ConnectTimeout, ConnectionFailure)
+    # sd.http's own subclasses carry the marker; httpx's classes stay untouched, so
+    # importing sd.http changes nothing for the rest of the process.
+    assert issubclass(sd.http.ConnectError, httpx.ConnectError)
+    assert issubclass(sd.http.ConnectError, ConnectionFailure)
+    assert issubclass(sd.http.ConnectTimeout, httpx.ConnectTimeout)
+    assert issubclass(sd.http.ConnectTimeout, ConnectionFailure)
+    assert not issubclass(httpx.ConnectError, ConnectionFailure)
     # The server may have seen (even processed) the request: not a connection failure.
     for error in (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout,
                   httpx.RemoteProtocolError, httpx.ReadError):
         assert not issubclass(error, ConnectionFailure), error
+
+
+def test_a_connect_error_keeps_httpx_message_request_and_cause() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        try:
+            raise OSError("connection refused")
+        except OSError as cause:
+            raise httpx.ConnectError("refused", request=request) from cause
+
+    with mock_endpoint(refuse) as endpoint, pytest.raises(httpx.ConnectError) as caught:
+        endpoint(None)
+    assert type(caught.value) is sd.http.ConnectError
+    assert str(caught.value) == "refused"
+    assert caught.value.request.url.host == "svc.local"
+    assert isinstance(caught.value.__cause__, OSError)
 
 
 def test_connect_timeout_is_a_connection_failure_outside_a_retry() -> None:
@@ -731,7 +751,8 @@ def test_method_is_upper_cased() -> None:
 
 def test_public_surface() -> None:
     assert set(sd.http.__all__) == {
-        "AsyncHTTPEndpoint", "HTTPEndpoint", "StatusError", "async_factory", "factory"
+        "AsyncHTTPEndpoint", "ConnectError", "ConnectTimeout", "HTTPEndpoint", "StatusError",
+        "async_factory", "factory",
     }
     for name in sd.http.__all__:
         assert getattr(sd.http, name).__doc__
