@@ -24,6 +24,8 @@ PURE_MODULES = [
     "sd/instance_value.py",
     "sd/backoff.py",
     "kitsd/core/errors.py",
+    "kitsd/core/observe/outcomes.py",
+    "kitsd/core/observe/observations.py",
     "sd/etcd/revision.py",
     "sd/etcd/paging.py",
     "sd/dns/srv.py",

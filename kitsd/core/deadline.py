@@ -1,8 +1,8 @@
 """The deadline of the current retry, as a context variable.
 
 :func:`lb.retry` sets it around each attempt; :func:`remaining` reads it.  It
-lives in ``sd``'s core so that endpoints (``sd.http``) can bound their requests
-by it without importing ``lb``.
+lives in the core so that endpoints (``sd.http``, ``sd.grpc``) can bound their
+requests by it without importing ``lb``.
 """
 
 from __future__ import annotations
