@@ -22,12 +22,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kitsd import breaker, lb, sd
+    from kitsd import breaker, lb, sd, serve
     from kitsd.transport import AsyncTransport, Transport
 
-__all__ = ["AsyncTransport", "Transport", "breaker", "lb", "sd"]
+__all__ = ["AsyncTransport", "Transport", "breaker", "lb", "sd", "serve"]
 
-_SUBPACKAGES = frozenset({"breaker", "lb", "sd"})
+_SUBPACKAGES = frozenset({"breaker", "lb", "sd", "serve"})
 
 
 def __getattr__(name: str) -> Any:

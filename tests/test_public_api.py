@@ -21,6 +21,7 @@ CONTRACT = {
     "kitsd.lb": ["Balancer", "RoundRobin", "Random", "NoEndpointsError", "retry", "retry_async",
            "RetryError", "RetryTimeout", "remaining"],
     "kitsd.breaker": ["circuit_breaker"],
+    "kitsd.serve": ["lifespan", "asgi"],
 }
 
 # Names the contract already lists for features still open in the tracker.  Each must be
@@ -74,7 +75,8 @@ def test_contract_file_names_are_all_covered() -> None:
         assert hasattr(imported, name), f"API.md names {module}.{name}, which is missing"
 
 
-@pytest.mark.parametrize("package", ["kitsd.sd", "kitsd.lb", "kitsd.breaker", "kitsd.sd.http"])
+@pytest.mark.parametrize("package", ["kitsd.sd", "kitsd.lb", "kitsd.breaker", "kitsd.sd.http",
+                                     "kitsd.serve"])
 def test_all_is_complete_and_exists(package: str) -> None:
     module = importlib.import_module(package)
     exported = set(module.__all__)

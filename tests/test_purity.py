@@ -43,6 +43,8 @@ PURE_MODULES = [
     "lb/errors.py",
     "breaker/guard.py",
     "kitsd/transport/_policy.py",
+    "kitsd/serve/_drain.py",
+    "kitsd/serve/_health.py",
 ]
 
 FORBIDDEN = frozenset(

@@ -141,6 +141,13 @@ class EtcdRegistrar(RegistrarContext):
         self._stopping = threading.Event()
 
     @property
+    def client(self) -> object:
+        """The etcd client as the registrar uses it (adapted: an
+        :class:`~sd.etcd.client.EtcdLeases`, also an :class:`~sd.etcd.client.EtcdReader`
+        when it can read); still the caller's."""
+        return self._client
+
+    @property
     def key(self) -> str:
         """The registered key."""
         return self._key

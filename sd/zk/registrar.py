@@ -127,6 +127,11 @@ class ZKRegistrar(RegistrarContext):
         self._queue: queue.SimpleQueue[str | _Stop] = queue.SimpleQueue()
 
     @property
+    def client(self) -> Any:
+        """The kazoo client given (still the caller's)."""
+        return self._client
+
+    @property
     def path(self) -> str:
         """The parent path the node is created under."""
         return self._path
