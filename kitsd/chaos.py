@@ -26,6 +26,9 @@ waits again (the "heal" convergence time)::
               and an instance SIGKILLed    | it restarts once the set converged
     lost      registration removed behind  | (its registrar must restore it)
               the registrar's back
+    rolling   every instance in turn: SIGTERM (drained by kitsd.serve), then started
+              again on its port and registered -- a rolling deploy (not in the default
+              schedule; with it, instances run with ``--drain``)
 
 Which calls must not fail: every call is an idempotent ``GET``, and every
 fault leaves at least two healthy instances and a registry quorum, so the
@@ -61,10 +64,15 @@ from kitsd import breaker, lb, sd
 from kitsd.sd.event import Event
 
 __all__ = [
-    "FAULTS", "ChaosReport", "PhaseReport", "client_stack", "format_table", "run_chaos",
+    "DEFAULT_FAULTS", "FAULTS", "ROLLING_DRAIN", "ChaosReport", "PhaseReport", "client_stack",
+    "format_table", "run_chaos",
 ]
 
-FAULTS = ("kill", "hang", "slow", "leader", "cut", "lost")
+FAULTS = ("kill", "hang", "slow", "leader", "cut", "lost", "rolling")
+#: The schedule when none is given.
+DEFAULT_FAULTS = ("kill", "hang", "slow", "leader", "cut", "lost")
+#: Seconds a chaos instance may drain for in the ``rolling`` fault.
+ROLLING_DRAIN = 10.0
 """Every fault, in the default order."""
 
 CONVERGE_TIMEOUT = 30.0
@@ -317,7 +325,7 @@ def run_chaos(
     instances: int = 3,
     duration: float = 60.0,
     rate: float = 50.0,
-    faults: Sequence[str] = FAULTS,
+    faults: Sequence[str] = DEFAULT_FAULTS,
     seed: int | None = None,
     service: str | None = None,
     say: Callable[[str], None] = lambda line: None,
@@ -364,6 +372,8 @@ def run_chaos(
     try:
         for index, port in enumerate(free_ports(0 if service else instances)):
             args = ["--port", str(port), *chaos.instance_args(port)]
+            if "rolling" in schedule:
+                args += ["--drain", f"{ROLLING_DRAIN:g}"]
             processes.append(InstanceProcess(f"i{index}", workdir=Path(tmp.name), args=args,
                                              port=port))
         for process in processes:
@@ -404,7 +414,8 @@ def run_chaos(
                 report.phases.append(phase)
                 load.switch(phase)
                 victim = victims[number % len(victims)]
-                _run_phase(fault, phase, chaos, victim, view, everyone, phase_length, say)
+                _run_phase(fault, phase, chaos, victim, view, everyone, phase_length, say,
+                           everybody=victims)
         finally:
             stop_progress.set()
             if ticker is not None:
@@ -428,9 +439,38 @@ def run_chaos(
     return report
 
 
+def _rolling(phase: PhaseReport, members: Sequence[Any], view: _View, everyone: set[str],
+             say: Callable[[str], None]) -> None:
+    """Restart every member in turn (SIGTERM: it drains; then on its port again)."""
+    phase.fault = f"rolling restart of {len(members)} instances (SIGTERM, drained)"
+    say(f"phase rolling: {phase.fault}")
+    slowest = 0.0
+    for member in members:
+        began = time.monotonic()
+        member.restart()  # SIGTERM, wait for the drained exit, start, wait until registered
+        took = _converge(lambda: view.shows(everyone), began, CONVERGE_TIMEOUT)
+        if took is None:
+            phase.converged = False
+            say(f"  rolling: {member.instance} did NOT come back: {view.event}")
+            return
+        slowest = max(slowest, took)
+        say(f"  rolling: {member.instance} restarted and seen again after {took:.2f}s")
+    phase.converge_fault_s = slowest
+
+
 def _run_phase(fault: str, phase: PhaseReport, chaos: Any, victim: Any, view: _View,
-               everyone: set[str], length: float, say: Callable[[str], None]) -> None:
+               everyone: set[str], length: float, say: Callable[[str], None],
+               everybody: Sequence[Any] = ()) -> None:
     start = time.monotonic()
+    if fault == "rolling":
+        if isinstance(victim, _Remote):
+            phase.skipped = "the instances are not ours to restart (--service)"
+            say(f"phase {fault}: skipped ({phase.skipped})")
+            time.sleep(length)
+        else:
+            _rolling(phase, everybody, view, everyone, say)
+            _sleep_until(start + length)
+        return
     others = everyone - {victim.instance}
     after_fault: set[str] = everyone
     heal: Callable[[], object] = lambda: None  # noqa: E731

@@ -7,8 +7,11 @@ or :class:`sd.consul.ConsulRegistrar` (``--ttl`` seconds) while it lives.  It ru
 as a process of its own so ``kitsd chaos`` can SIGKILL it (a crash), SIGSTOP it (a
 hang: it keeps its sockets but neither answers nor heartbeats) and SIGCONT it.
 SIGUSR1 makes every answer ``--slow`` seconds late, SIGUSR2 fast again; SIGTERM
-deregisters and exits.  The compose files run the same command in containers
-(``--advertise`` names the address others reach it at).
+deregisters and exits -- with ``--drain SECONDS`` through :class:`kitsd.serve.Service`
+(deregister, keep serving until the registry shows it gone plus a margin, ``/health``
+answering 503 meanwhile, then exit; a second SIGTERM exits at once).  The compose
+files run the same command in containers (``--advertise`` names the address others
+reach it at).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class _State:
         self.slow = slow
         self.slow_now = False
         self.registered = False
+        self.service: Any = None  # the kitsd.serve.Service with --drain
 
 
 class _Server(ThreadingHTTPServer):
@@ -49,14 +53,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         state = self.server.state
+        status = 200
         if self.path.startswith("/health"):
-            body = json.dumps({"instance": state.instance, "registered": state.registered})
+            registered = state.registered
+            if state.service is not None:
+                registered = state.service.registered and not state.service.draining
+                status = 503 if state.service.draining else 200
+            body = json.dumps({"instance": state.instance, "registered": registered})
         else:
             if state.slow_now:
                 time.sleep(state.slow)
             body = json.dumps({"instance": state.instance, "path": self.path})
         data = body.encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -80,7 +89,43 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ttl", type=float, default=2.0, help="registration TTL seconds")
     parser.add_argument("--slow", type=float, default=0.25,
                         help="seconds each answer takes after SIGUSR1")
+    parser.add_argument("--drain", type=float, default=0.0,
+                        help="drain on SIGTERM for at most this many seconds (kitsd.serve)")
     return parser
+
+
+class _Unregistered:
+    """The registrar of an instance registered by someone else (the memory registry's
+    health checks): nothing to do."""
+
+    def __init__(self, instance: str) -> None:
+        self.instance = instance
+
+    def register(self) -> None:
+        """Nothing: the chaos run's health check registers it."""
+
+    def deregister(self) -> None:
+        """Nothing: the health route's 503 deregisters it."""
+
+
+def _drained(args: argparse.Namespace, state: _State, registrar: Any,
+             stopping: threading.Event) -> None:
+    """Register through :class:`kitsd.serve.Service` and serve until the drain is over."""
+    import asyncio
+
+    import kitsd.serve
+
+    async def run() -> None:
+        async with kitsd.serve.Service(
+                registrar if registrar is not None else _Unregistered(state.instance),
+                drain=args.drain, margin=min(1.0, args.drain / 2), self_check=False,
+                health_path=None) as service:
+            state.service = service
+            service.ready()
+            # set by SIGINT, or by SIGTERM handed on once the drain is over
+            await asyncio.to_thread(stopping.wait)
+
+    asyncio.run(run())
 
 
 def _registrar(args: argparse.Namespace, host: str, instance: str) -> tuple[Any, Any]:
@@ -131,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     thread.start()
     registrar, close_client = _registrar(args, host, instance)
     try:
+        if args.drain > 0:
+            print(f"serving {instance}", flush=True)
+            _drained(args, state, registrar, stopping)
+            return 0
         if registrar is not None:
             registrar.register()
         state.registered = True

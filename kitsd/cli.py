@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     chaos.add_argument("--rate", type=float, default=50.0, help="calls per second (default 50)")
     chaos.add_argument("--instances", type=int, default=3, help="instances (default 3)")
     chaos.add_argument("--faults", default="kill,hang,slow,leader,cut,lost",
-                       help="the schedule, in order (default: all: kill,hang,slow,leader,cut,lost)")
+                       help="the schedule, in order (default: kill,hang,slow,leader,cut,lost; "
+                            "also rolling: a drained rolling restart of every instance)")
     chaos.add_argument("--seed", type=int, default=None, help="seed choosing the victims")
     chaos.add_argument("--json", action="store_true", help="print the report as JSON")
 

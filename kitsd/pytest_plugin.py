@@ -28,7 +28,8 @@ started (an external one has no ``kill()``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -52,6 +53,7 @@ class Faults:
     * :meth:`kill` / :meth:`restart` / :meth:`stop` a member (an :class:`EtcdMember`, a
       :class:`ConsulAgent`, anything with ``kill()``/``restart()``);
     * :meth:`kill_leader` kills a cluster's leader and returns it;
+    * :meth:`rolling_restart` restarts members one after another (a rolling deploy);
     * :meth:`partition` gives a proxy address to connect a client through, which
       :meth:`BlackHoleProxy.stall` cuts off (connections stay open, bytes stop) and
       :meth:`BlackHoleProxy.resume` restores.
@@ -79,6 +81,28 @@ class Faults:
         """Restart ``member`` on its ports (and data) and wait until it serves."""
         member.restart()
         return member
+
+    def rolling_restart(
+        self, members: Sequence[Any], *, between: Callable[[Any], object] | None = None,
+        kill: bool = False,
+    ) -> list[float]:
+        """Restart each of ``members`` in turn -- SIGTERM (``kill=True``: SIGKILL), wait for
+        it to exit, start it again on its ports and wait until it serves -- calling
+        ``between(member)`` after each (e.g. wait until your client sees it again).
+        Returns the seconds each took; any member still down is restarted after the test."""
+        took = []
+        for member in members:
+            self._hurt.append(member)
+            began = time.monotonic()
+            if kill:
+                member.kill()
+            else:
+                member.stop()
+            member.restart()
+            if between is not None:
+                between(member)
+            took.append(time.monotonic() - began)
+        return took
 
     def kill_leader(self, cluster: EtcdCluster | ConsulCluster) -> Any:
         """SIGKILL the cluster's current leader and return it."""

@@ -149,3 +149,21 @@ def test_a_missing_server_binary_is_a_clear_error_not_a_traceback(
     err = capsys.readouterr().err
     assert "could not run: Consul binary not found at /nonexistent/consul" in err
     assert "Traceback" not in err
+
+
+def test_rolling_is_offered_but_not_in_the_default_schedule() -> None:
+    assert "rolling" in kitsd.chaos.FAULTS
+    assert "rolling" not in kitsd.chaos.DEFAULT_FAULTS
+    assert tuple(kitsd.chaos.FAULTS[:-1]) == kitsd.chaos.DEFAULT_FAULTS
+
+
+def test_memory_rolling_restart_loses_no_call(no_thread_leaks: None) -> None:
+    lines: list[str] = []
+    report = run_chaos(registry="memory", duration=8.0, rate=30.0, seed=1, say=lines.append,
+                       faults=["rolling"])
+    rolling = report.phases[1]
+    assert rolling.name == "rolling"
+    assert rolling.converged, lines
+    assert sum("restarted and seen again" in line for line in lines) == 3, lines
+    assert report.failed == 0, rolling.errors
+    assert (rolling.retries, rolling.ejections) == (0, 0)  # drained: nobody met a leaver

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kitsd.chaos import FAULTS, run_chaos
+from kitsd.chaos import DEFAULT_FAULTS, run_chaos
 from kitsd.compose.instance import InstanceProcess, instance_args
 from kitsd.compose.process import free_ports
 
@@ -20,7 +20,7 @@ def test_whole_schedule_loses_no_call_and_converges(no_thread_leaks: None) -> No
     lines: list[str] = []
     report = run_chaos(registry="consul", duration=16.0, rate=25.0, seed=11, say=lines.append)
     phases = {phase.name: phase for phase in report.phases}
-    assert list(phases) == ["baseline", *FAULTS]
+    assert list(phases) == ["baseline", *DEFAULT_FAULTS]
     assert not any(phase.skipped for phase in report.phases)
     assert report.failed == 0, [phase.errors for phase in report.phases]
     assert report.ok, lines

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kitsd.chaos import FAULTS, run_chaos
+from kitsd.chaos import DEFAULT_FAULTS, run_chaos
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +16,7 @@ def test_whole_schedule_loses_no_call_and_converges(no_thread_leaks: None) -> No
     lines: list[str] = []
     report = run_chaos(registry="etcd", duration=16.0, rate=25.0, seed=11, say=lines.append)
     phases = {phase.name: phase for phase in report.phases}
-    assert list(phases) == ["baseline", *FAULTS]
+    assert list(phases) == ["baseline", *DEFAULT_FAULTS]
     assert not any(phase.skipped for phase in report.phases)
     assert report.failed == 0, [phase.errors for phase in report.phases]
     assert report.ok, lines
@@ -39,3 +39,16 @@ def test_registry_url_limits_registry_faults_to_cutting_ourselves_off(
     assert phases["cut"].converge_heal_s is not None
     assert phases["lost"].converge_fault_s is not None
     assert report.ok, [phase.errors for phase in report.phases]
+
+
+def test_rolling_restart_of_drained_instances_loses_no_call(no_thread_leaks: None) -> None:
+    lines: list[str] = []
+    report = run_chaos(registry="etcd", duration=10.0, rate=40.0, seed=2, say=lines.append,
+                       faults=["rolling"])
+    rolling = report.phases[1]
+    assert rolling.name == "rolling"
+    assert rolling.converged, lines
+    assert rolling.converge_fault_s is not None
+    assert sum("restarted and seen again" in line for line in lines) == 3, lines
+    assert report.failed == 0, rolling.errors
+    assert rolling.ejections == 0  # no call ever met a leaving instance

@@ -141,3 +141,43 @@ def test_killed_members_are_back_for_the_next_test(pytester: pytest.Pytester) ->
     )
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+class _Member:
+    """A stand-in member that records what the faults helper did to it."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+        self.running = True
+
+    def stop(self) -> None:
+        self.log.append(f"stop {self.name}")
+        self.running = False
+
+    def kill(self) -> None:
+        self.log.append(f"kill {self.name}")
+        self.running = False
+
+    def restart(self) -> None:
+        self.log.append(f"restart {self.name}")
+        self.running = True
+
+
+@pytest.mark.parametrize(("kill", "verb"), [(False, "stop"), (True, "kill")])
+def test_rolling_restart_goes_one_member_at_a_time(kill: bool, verb: str) -> None:
+    from kitsd.pytest_plugin import Faults
+
+    log: list[str] = []
+    members = [_Member(name, log) for name in "abc"]
+    faults = Faults()
+    took = faults.rolling_restart(members, kill=kill,
+                                  between=lambda member: log.append(f"seen {member.name}"))
+    assert log == [line for name in "abc"
+                   for line in (f"{verb} {name}", f"restart {name}", f"seen {name}")]
+    assert len(took) == 3
+    assert all(seconds >= 0 for seconds in took)
+    members[1].running = False  # a test that left one down: restarted after it
+    faults.undo()
+    assert log[-1] == "restart b"
+    assert all(member.running for member in members)
