@@ -9,7 +9,8 @@ that no longer answers.
 
 - :func:`asgi` — any ASGI app (uvicorn, as users run it), with a health route;
 - :func:`lifespan` — Starlette/FastAPI ``lifespan=``;
-- :class:`Service` — the same for any asyncio server;
+- :class:`Service` — the same for any asyncio server, :class:`ThreadedService` for a
+  threaded one;
 - :func:`gunicorn_hooks` and :func:`wsgi` — WSGI under gunicorn (the master
   registers and drains; workers answer the health route).
 
@@ -21,15 +22,21 @@ from __future__ import annotations
 
 from kitsd.serve._asgi import Lifespan, ServedApp, asgi, lifespan
 from kitsd.serve._drain import Phase
+from kitsd.serve._gunicorn import GunicornHooks, gunicorn_hooks, wsgi
 from kitsd.serve._health import DRAINING_HEADER
 from kitsd.serve._service import Service
+from kitsd.serve._threaded import ThreadedService
 
 __all__ = [
     "DRAINING_HEADER",
+    "GunicornHooks",
     "Lifespan",
     "Phase",
     "ServedApp",
     "Service",
+    "ThreadedService",
     "asgi",
+    "gunicorn_hooks",
     "lifespan",
+    "wsgi",
 ]

@@ -32,7 +32,6 @@ from typing import Any, Self
 
 import httpx
 
-from kitsd.core.errors import MisuseError
 from kitsd.sd.instance import split_instance
 from kitsd.serve._drain import (
     Check,
@@ -45,48 +44,18 @@ from kitsd.serve._drain import (
     Release,
     Sleep,
     Step,
-    Timings,
 )
 from kitsd.serve._health import health_answer
+from kitsd.serve._options import HealthCheck, check_options
 from kitsd.serve._registries import departure_probe
 
 __all__ = ["Service"]
 
 logger = logging.getLogger(__name__)
 
-HealthCheck = Callable[[], bool | Awaitable[bool]]
 _SELF_CHECK_TIMEOUT = 1.0
 
 _Handler = Callable[[int, FrameType | None], Any] | int | None
-
-
-def _check_registrar(registrar: object) -> None:
-    for verb in ("register", "deregister"):
-        if not callable(getattr(registrar, verb, None)):
-            raise TypeError(f"registrar must be an sd.Registrar (with register() and "
-                            f"deregister()), not {type(registrar).__name__}")
-
-
-def _check_signals(signals: object) -> tuple[signal.Signals, ...]:
-    if isinstance(signals, str | bytes | int) or not isinstance(signals, Collection):
-        raise TypeError(f"signals must be a collection of signals, not {signals!r}")
-    checked = []
-    for value in signals:
-        try:
-            checked.append(signal.Signals[value] if isinstance(value, str)
-                           else signal.Signals(value))
-        except (KeyError, ValueError):
-            raise MisuseError(f"signals: {value!r} is not a signal") from None
-    return tuple(dict.fromkeys(checked))
-
-
-def _check_path(name: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.startswith("/") \
-            or any(ord(char) < 0x21 for char in value):
-        raise MisuseError(f"{name} must be a URL path starting with '/', or None, not {value!r}")
-    return value
 
 
 class Service:
@@ -140,18 +109,16 @@ class Service:
         probe: Callable[[], bool] | None = None,
         probe_interval: float = 0.1,
     ) -> None:
-        _check_registrar(registrar)
-        self.timings = Timings(drain=drain, margin=margin, probe_interval=probe_interval)
-        self.health_path = _check_path("health_path", health_path)
-        if check is not None and not callable(check):
-            raise TypeError(f"check must be a callable returning a bool, not {check!r}")
-        if probe is not None and not callable(probe):
-            raise TypeError(f"probe must be a callable returning a bool, not {probe!r}")
-        self.signals = _check_signals(signals)
+        self.options = check_options(
+            registrar, drain=drain, margin=margin, health_path=health_path, check=check,
+            self_check=self_check, signals=signals, probe=probe, probe_interval=probe_interval)
+        self.timings = self.options.timings
+        self.health_path = self.options.health_path
+        self.signals = self.options.signals
         self.registrar = registrar
         self._check = check
         self._probe = probe
-        self._self_check = self._self_check_target(self_check)
+        self._self_check = self.options.self_check
         self._machine = Lifecycle(self.timings, self_check=self._self_check is not None)
         self._rng = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -167,27 +134,6 @@ class Service:
         self._closed = False
         self._deregistered = False  # a deregister() call returned since the last register
         self._register_called = False
-
-    def _self_check_target(self, self_check: object) -> tuple[str, str] | None:
-        """``("http", url)``, ``("tcp", instance)`` or ``None``."""
-        if self_check is False:
-            return None
-        if isinstance(self_check, str):
-            if not self_check.startswith(("http://", "https://")):
-                raise MisuseError(f"self_check must be an http(s) URL, True, False or None, "
-                                  f"not {self_check!r}")
-            return ("http", self_check)
-        if self_check not in (None, True):
-            raise TypeError(f"self_check must be an http(s) URL, True, False or None, "
-                            f"not {self_check!r}")
-        instance = getattr(self.registrar, "instance", None)
-        if not isinstance(instance, str):
-            raise MisuseError(f"self_check: {type(self.registrar).__name__} does not say its "
-                              "instance; give self_check='http://host:port/path' or False")
-        split_instance(instance)  # InvalidInstanceError (a MisuseError) naming it
-        if self.health_path is not None:
-            return ("http", f"http://{instance}{self.health_path}")
-        return ("tcp", instance)
 
     # -- state --------------------------------------------------------------------------
 
