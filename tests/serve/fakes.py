@@ -15,7 +15,7 @@ class ScriptedRegistrar:
     ``fail_registers`` registrations raise :class:`RegistryUnavailableError`."""
 
     def __init__(self, instance: str = "127.0.0.1:1", *, fail_registers: int = 0,
-                 on_deregister: Callable[[], None] | None = None) -> None:
+                 on_deregister: Callable[[], object] | None = None) -> None:
         self.instance = instance
         self.fail_registers = fail_registers
         self.on_deregister = on_deregister
