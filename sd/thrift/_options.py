@@ -1,0 +1,76 @@
+"""What every endpoint of one factory shares: the call, the limits, and the rule
+that picks a call's deadline (pure: the clock and the retry's deadline are
+arguments)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from kitsd.core.errors import MisuseError
+from kitsd.sd.thrift._codec import Call
+
+__all__ = ["Deadline", "Options"]
+
+
+class Deadline:
+    """When a call must be over (``at``, on the ``time.monotonic()`` clock, or
+    ``None``: no limit) and what set it, for messages (``what``)."""
+
+    __slots__ = ("at", "what")
+
+    def __init__(self, at: float | None, what: str) -> None:
+        self.at = at
+        self.what = what
+
+
+_NONE = Deadline(None, "no deadline")
+
+
+def _seconds(name: str, value: object, *, allow_none: bool = True) -> float | None:
+    if value is None and allow_none:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
+            or not math.isfinite(value)):
+        raise MisuseError(f"{name} must be a finite number of seconds > 0"
+                          f"{' or None' if allow_none else ''}, got {value!r}")
+    return float(value)
+
+
+class Options:
+    """The checked options of one factory (see :func:`sd.thrift.factory`)."""
+
+    __slots__ = ("call", "connect_timeout", "idle_timeout", "max_idle", "timeout")
+
+    def __init__(self, service: Any, method: object, *, transport: object, protocol: object,
+                 timeout: object, connect_timeout: object, max_idle: object,
+                 idle_timeout: object, max_frame_size: object) -> None:
+        self.call = Call(service, method, protocol=protocol, transport=transport,
+                         max_frame_size=max_frame_size)
+        self.timeout = _seconds("timeout", timeout)
+        self.connect_timeout = _seconds("connect_timeout", connect_timeout)
+        self.idle_timeout = _seconds("idle_timeout", idle_timeout)
+        if isinstance(max_idle, bool) or not isinstance(max_idle, int) or max_idle < 0:
+            raise MisuseError(f"max_idle must be an int >= 0, got {max_idle!r}")
+        self.max_idle = max_idle
+
+    def deadline(self, retry_deadline: float | None, now: float) -> Deadline:
+        """The call's deadline: the retry's (:func:`lb.remaining`), else ``timeout``
+        from ``now``; the earlier of the two when both are set."""
+        timeout = self.timeout
+        if timeout is None:
+            if retry_deadline is None:
+                return _NONE
+            return Deadline(retry_deadline, "the retry deadline")
+        if retry_deadline is not None and retry_deadline <= now + timeout:
+            return Deadline(retry_deadline, "the retry deadline")
+        return Deadline(now + timeout, f"timeout={timeout:g}s")
+
+    def connect_wait(self, deadline: Deadline, now: float) -> tuple[float | None, str, bool]:
+        """How long connecting may take: ``(seconds or None, what bounds it, whether
+        that is connect_timeout)``; seconds may be <= 0 (no time left)."""
+        left = None if deadline.at is None else deadline.at - now
+        connect = self.connect_timeout
+        if connect is not None and (left is None or connect < left):
+            return connect, f"connect_timeout={connect:g}s", True
+        return left, deadline.what, False
