@@ -29,7 +29,6 @@ CONTRACT = {
 # so the table cannot silently outlive the feature.
 PLANNED: dict[tuple[str, str], str] = {
     ("kitsd.sd", "k8s"): "issue 18: Kubernetes EndpointSlice discovery",
-    ("kitsd.sd", "thrift"): "issue 20: Thrift endpoints",
 }
 MODULES = {"etcd", "consul", "http", "grpc", "dns", "zk", "k8s", "thrift"}
 

@@ -45,6 +45,10 @@ PURE_MODULES = [
     "kitsd/transport/_policy.py",
     "kitsd/serve/_drain.py",
     "kitsd/serve/_health.py",
+    "sd/thrift/_codec.py",
+    "sd/thrift/_errors.py",
+    "sd/thrift/_options.py",
+    "sd/thrift/_pool.py",
 ]
 
 FORBIDDEN = frozenset(
