@@ -22,7 +22,11 @@ runs on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import functools
+import inspect
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -37,7 +41,9 @@ from kitsd.lb.hedge import Hedge, LatencyWindow
 from kitsd.lb.retry_budget import RetryBudget
 from kitsd.lb.retry_policy import RetryCall
 
-__all__ = ["Hedge", "HedgedEndpoint", "hedged_async", "hedged_sync"]
+__all__ = ["Discard", "Hedge", "HedgedEndpoint", "check_discard", "hedged_async", "hedged_sync"]
+
+logger = logging.getLogger(__name__)
 
 PickFunction = Callable[[Collection[str]], Pick]
 PickForFunction = Callable[[Any, Collection[str]], Pick]
@@ -54,6 +60,45 @@ class _Call(Protocol):
 
 
 _Failures = list[tuple[Pick, Exception]]
+
+#: ``discard(result)``: release what an answer the call will not return holds (a
+#: hedge's losing answer).  For asyncio it may return an awaitable, awaited.
+Discard = Callable[[Any], object]
+
+
+def check_discard(discard: object) -> None:
+    """``TypeError`` unless ``discard`` is ``None`` or callable."""
+    if discard is not None and not callable(discard):
+        raise TypeError(f"discard must be callable(result) or None, got {discard!r}")
+
+
+def _dispose(discard: Discard | None, result: Any) -> None:
+    """Hand a losing answer to ``discard``; its errors are logged, never raised."""
+    if discard is None:
+        return
+    try:
+        outcome = discard(result)
+    except Exception:
+        logger.exception("lb.retry: discarding a hedge's losing answer failed")
+        return
+    if inspect.isawaitable(outcome):  # nothing here can await it
+        close = getattr(outcome, "close", None)
+        if callable(close):
+            close()
+        logger.error("lb.retry: discard returned an awaitable; lb.retry needs a sync "
+                     "discard (lb.retry_async awaits one)")
+
+
+async def _dispose_async(discard: Discard | None, result: Any) -> None:
+    """The asyncio twin of :func:`_dispose`: an awaitable ``discard`` returns is awaited."""
+    if discard is None:
+        return
+    try:
+        outcome = discard(result)
+        if inspect.isawaitable(outcome):
+            await outcome
+    except Exception:
+        logger.exception("lb.retry: discarding a hedge's losing answer failed")
 
 
 class _Round:
@@ -95,23 +140,34 @@ class _Round:
 
 class HedgedEndpoint:
     """The endpoint ``lb.retry(..., hedge=...)`` returns: call it like any endpoint;
-    ``close()`` (or leaving its ``with`` block) shuts its thread pool down, waiting
-    for attempts still running.  Calls after ``close()`` raise ``RuntimeError``.
-    Thread-safe."""
+    ``close()`` (or leaving its ``with`` block) shuts its thread pool down at once.
+
+    ``close()`` does not wait for attempts still running: each is bounded by its
+    call's deadline (the :func:`lb.remaining` it was given), its answer is
+    discarded when it lands, and its thread ends then.  Calls in flight when it
+    is closed raise ``RuntimeError`` at once, as do calls made after.  Thread-safe.
+    """
 
     def __init__(self, hedge: Hedge, timeout: float, pick: PickFunction,
                  pick_for: PickForFunction | None, report: ReportFunction,
-                 make_call: Callable[[float], _Call], budget: RetryBudget | None) -> None:
+                 make_call: Callable[[float], _Call], budget: RetryBudget | None,
+                 discard: Discard | None = None) -> None:
         self._round = _Round(hedge, pick, pick_for, report, budget)
         self._timeout = timeout
         self._make_call = make_call
+        self._discard = discard
         self._deposit = None if budget is None else budget.deposit
         self._pool = cf.ThreadPoolExecutor(max_workers=hedge.max_workers,
                                            thread_name_prefix="kitsd-hedge")
+        # done once closed: every wait of a call in flight includes it, so it wakes
+        self._closing: cf.Future[None] = cf.Future()
 
     def close(self) -> None:
-        """Stop the pool: queued attempts are dropped, running ones waited for."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the pool: queued attempts are dropped, running ones abandoned (see
+        the class docstring); calls in flight raise ``RuntimeError``.  Idempotent."""
+        with contextlib.suppress(cf.InvalidStateError):
+            self._closing.set_result(None)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> HedgedEndpoint:
         return self
@@ -139,72 +195,118 @@ class HedgedEndpoint:
                     won, response, failures = self._attempt(request, chosen, exclude, deadline)
                     if won:
                         return response
-                    if not failures:  # the deadline passed with attempts still running
-                        raise RetryTimeout(self._timeout, call.policy.errors if call else [])
                     call = call or self._make_call(start)
                     for failed_pick, failure in failures:
                         delay = call.failed(failed_pick, failure)
+                    if not failures:  # the deadline passed with attempts still running
+                        raise call.policy.timed_out()
                 exclude = call.exclude
                 if delay:
                     time.sleep(delay)
         finally:
             reset_deadline(token)
 
-    def _submit(self, chosen: Pick, request: Any) -> cf.Future[Any]:
-        # a fresh copy per attempt: one Context cannot run in two threads at once
-        return self._pool.submit(contextvars.copy_context().run, chosen.endpoint, request)
-
     def _attempt(self, request: Any, first: Pick, exclude: Collection[str],
                  deadline: float) -> tuple[bool, Any, _Failures]:
+        """One round: ``(True, answer, [])``, or ``(False, None, failures)`` when every
+        attempt failed, or ``(False, None, [])`` when the deadline passed first.
+        Whatever does not become the round's outcome is settled (see :meth:`_settle`)."""
         rounds = self._round
+        closing = self._closing
         began = time.monotonic()
-        running = {self._submit(first, request): first}
-        done, _ = cf.wait(running, timeout=max(0.0, min(rounds.delay(), deadline - began)))
-        if not done and time.monotonic() < deadline:
-            second = rounds.second(request, first, exclude)
-            if second is not None:
-                running[self._submit(second, request)] = second
+        contexts: dict[cf.Future[Any], contextvars.Context] = {}
+        running = {self._submit(first, request, contexts): first}
+        winner: cf.Future[Any] | None = None
         failures: _Failures = []
-        pending = set(running)
+        handed = False
         try:
-            while pending:
+            done, _ = cf.wait({*running, closing}, return_when=cf.FIRST_COMPLETED,
+                              timeout=max(0.0, min(rounds.delay(), deadline - began)))
+            if not done and time.monotonic() < deadline:
+                second = rounds.second(request, first, exclude)
+                if second is not None:
+                    running[self._submit(second, request, contexts)] = second
+            pending: set[cf.Future[Any]] = {*running, closing}
+            while len(pending) > 1:  # attempts besides `closing` still running
+                if closing.done():
+                    raise RuntimeError("lb.retry: the hedged endpoint was closed during the call")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False, None, []
                 done, pending = cf.wait(pending, timeout=left, return_when=cf.FIRST_COMPLETED)
+                pending.add(closing)
                 for future in done:
+                    if future is closing:
+                        continue
+                    if future.cancelled():  # dropped by close() before it started
+                        raise RuntimeError(
+                            "lb.retry: the hedged endpoint was closed during the call")
                     error = future.exception()
                     if error is None:
-                        rounds.report(running[future], None)
+                        winner = future
                         rounds.answered(time.monotonic() - began)
                         return True, future.result(), []
                     if not isinstance(error, Exception):
                         raise error
                     failures.append((running[future], error))
+            handed = True  # the caller books these failures
             return False, None, failures
         finally:
-            for future in pending:
-                future.cancel()  # not started yet: dropped; running: abandoned
+            booked = {id(failure) for _, failure in failures} if handed else set()
+            for future, chosen in running.items():
+                if future is not winner:
+                    # not started yet: dropped; running: settled when it lands
+                    future.cancel()
+                    future.add_done_callback(functools.partial(
+                        self._settle, chosen, booked, contexts[future]))
+            if winner is not None:
+                rounds.report(running[winner], None)
+
+    def _settle(self, chosen: Pick, booked: Collection[int], context: contextvars.Context,
+                future: cf.Future[Any]) -> None:
+        """An attempt whose outcome the call does not take: the balancer hears how it
+        went (unless the call books it as a failure itself) and an answer is
+        discarded.  Runs in the attempt's thread when it lands, or at once, in the
+        attempt's context (the attempt has left it by then)."""
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is None:
+            context.run(self._round.report, chosen, None)
+            _dispose(self._discard, future.result())
+        elif isinstance(error, Exception) and id(error) not in booked:
+            context.run(self._round.report, chosen, error)
+
+    def _submit(self, chosen: Pick, request: Any,
+                contexts: dict[cf.Future[Any], contextvars.Context]) -> cf.Future[Any]:
+        # a fresh copy per attempt: one Context cannot run in two threads at once
+        context = contextvars.copy_context()
+        future = self._pool.submit(context.run, chosen.endpoint, request)
+        contexts[future] = context
+        return future
 
 
 def hedged_sync(hedge: Hedge, timeout: float, pick: PickFunction,
                 pick_for: PickForFunction | None, report: ReportFunction,
                 make_call: Callable[[float], _Call],
-                budget: RetryBudget | None) -> HedgedEndpoint:
+                budget: RetryBudget | None, discard: Discard | None = None) -> HedgedEndpoint:
     """The hedged twin of :func:`lb.retry`'s loop (see the module docstring)."""
     if not isinstance(hedge, Hedge):
         raise TypeError(f"hedge must be an lb.Hedge or None, got {hedge!r}")
-    return HedgedEndpoint(hedge, timeout, pick, pick_for, report, make_call, budget)
+    check_discard(discard)
+    return HedgedEndpoint(hedge, timeout, pick, pick_for, report, make_call, budget, discard)
 
 
 def hedged_async(hedge: Hedge, timeout: float, pick: PickFunction,
                  pick_for: PickForFunction | None, report: ReportFunction,
                  make_call: Callable[[float], _Call],
-                 budget: RetryBudget | None) -> AsyncEndpoint:
-    """The hedged twin of :func:`lb.retry_async`'s loop: the loser is cancelled,
-    and so is everything at the deadline (then :class:`lb.RetryTimeout`)."""
+                 budget: RetryBudget | None, discard: Discard | None = None) -> AsyncEndpoint:
+    """The hedged twin of :func:`lb.retry_async`'s loop: the loser is cancelled (an
+    answer it had already is discarded), and so is everything at the deadline
+    (then :class:`lb.RetryTimeout`)."""
     if not isinstance(hedge, Hedge):
         raise TypeError(f"hedge must be an lb.Hedge or None, got {hedge!r}")
+    check_discard(discard)
     rounds = _Round(hedge, pick, pick_for, report, budget)
     deposit = None if budget is None else budget.deposit
 
@@ -217,13 +319,15 @@ def hedged_async(hedge: Hedge, timeout: float, pick: PickFunction,
             return asyncio.ensure_future(endpoint(request))
 
         running = {start(first): first}
+        winner: asyncio.Future[Any] | None = None
+        failures: _Failures = []
+        handed = False
         try:
             done, _ = await asyncio.wait(running, timeout=rounds.delay())
             if not done:
                 second = rounds.second(request, first, exclude)
                 if second is not None:
                     running[start(second)] = second
-            failures: _Failures = []
             pending = set(running)
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -232,12 +336,13 @@ def hedged_async(hedge: Hedge, timeout: float, pick: PickFunction,
                         raise asyncio.CancelledError
                     error = task.exception()
                     if error is None:
-                        rounds.report(running[task], None)
+                        winner = task
                         rounds.answered(time.monotonic() - began)
                         return True, task.result(), []
                     if not isinstance(error, Exception):
                         raise error
                     failures.append((running[task], error))
+            handed = True  # the caller books these failures
             return False, None, failures
         finally:
             left = [task for task in running if not task.done()]
@@ -245,9 +350,18 @@ def hedged_async(hedge: Hedge, timeout: float, pick: PickFunction,
                 task.cancel()
             if left:  # nothing is left running when the call returns
                 await asyncio.wait(left)
-            for task in running:
-                if task.done() and not task.cancelled():
-                    task.exception()  # retrieved: no "never retrieved" warning
+            if winner is not None:
+                rounds.report(running[winner], None)
+            booked = {id(failure) for _, failure in failures} if handed else set()
+            for task, chosen in running.items():
+                if task is winner or task.cancelled():
+                    continue
+                error = task.exception()  # retrieved: no "never retrieved" warning
+                if error is None:  # an answer that lost the race, or landed too late
+                    rounds.report(chosen, None)
+                    await _dispose_async(discard, task.result())
+                elif isinstance(error, Exception) and id(error) not in booked:
+                    rounds.report(chosen, error)
 
     async def retrying(request: Any) -> Any:
         if deposit is not None:

@@ -41,7 +41,14 @@ from kitsd.core.errors import MisuseError
 from kitsd.core.observe import DEFAULT_SERVICE, HUB, CallWatch, watch_call
 from kitsd.lb.balancer import Balancer, Pick
 from kitsd.lb.errors import RetryTimeout
-from kitsd.lb.hedging import Hedge, HedgedEndpoint, hedged_async, hedged_sync
+from kitsd.lb.hedging import (
+    Discard,
+    Hedge,
+    HedgedEndpoint,
+    check_discard,
+    hedged_async,
+    hedged_sync,
+)
 from kitsd.lb.pool import identity_key
 from kitsd.lb.retry_budget import RetryBudget
 from kitsd.lb.retry_policy import Callback, GiveUp, RetryCall, WaitFunction, validate
@@ -69,6 +76,7 @@ def retry(
     budget: RetryBudget | None = None,
     hedge: None = None,
     name: str = DEFAULT_SERVICE,
+    discard: Discard | None = None,
 ) -> Endpoint: ...
 
 
@@ -83,6 +91,7 @@ def retry(
     budget: RetryBudget | None = None,
     hedge: Hedge,
     name: str = DEFAULT_SERVICE,
+    discard: Discard | None = None,
 ) -> HedgedEndpoint: ...
 
 
@@ -97,6 +106,7 @@ def retry(
     budget: RetryBudget | None = None,
     hedge: Hedge | None = None,
     name: str = DEFAULT_SERVICE,
+    discard: Discard | None = None,
 ) -> Endpoint: ...  # a HedgedEndpoint when hedge is given: isinstance() it to close()
 
 
@@ -110,6 +120,7 @@ def retry(
     budget: RetryBudget | None = None,
     hedge: Hedge | None = None,
     name: str = DEFAULT_SERVICE,
+    discard: Discard | None = None,
 ) -> Endpoint | HedgedEndpoint:
     """An endpoint that calls ``balancer.endpoint()``'s endpoint, retrying failures.
 
@@ -140,7 +151,14 @@ def retry(
     after the hedge's delay, and takes the first answer; see :mod:`lb.hedging`.
     Here the attempts then run on a small thread pool owned by the returned
     endpoint, which has ``close()`` (and is a context manager): call it when
-    done; it waits for attempts still running (each bounded by the deadline).
+    done; it returns at once (attempts still running end by their deadline).
+
+    ``discard(result)`` is called with every answer the call will not return —
+    a hedge's losing answer, as soon as the race is decided, or when it lands
+    later — to release what it holds (an ``httpx.Response``: close it, so its
+    connection goes back to the pool).  For :func:`retry_async` it may return an
+    awaitable, which is awaited.  Its errors are logged, never raised.  Unused
+    without ``hedge``: then every answer is the caller's.
 
     A balancer with ``pick_for(request, exclude)`` (:class:`lb.ConsistentHash`)
     is asked with each call's request.
@@ -155,8 +173,9 @@ def retry(
     pick_for = _keyed(balancer)
     make_call = _call_factory(max_attempts, timeout, callback, wait, report, budget)
     deposit = None if budget is None else budget.deposit
+    check_discard(discard)
     if hedge is not None:  # hedged calls are not reported to the event seam yet
-        return hedged_sync(hedge, timeout, pick, pick_for, report, make_call, budget)
+        return hedged_sync(hedge, timeout, pick, pick_for, report, make_call, budget, discard)
     hub = HUB  # kitsd.observe
 
     def retrying(request: Any) -> Any:
@@ -210,13 +229,14 @@ def retry_async(
     budget: RetryBudget | None = None,
     hedge: Hedge | None = None,
     name: str = DEFAULT_SERVICE,
+    discard: Discard | None = None,
 ) -> AsyncEndpoint:
     """The asyncio twin of :func:`retry`: the balancer hands out async endpoints.
 
     Here the deadline also cancels the attempt in flight, so a timed-out call
     leaves nothing running; the cancelled attempt's error is not counted.  An
     outer cancellation or timeout passes through as itself.  With ``hedge`` the
-    losing attempt is cancelled.
+    losing attempt is cancelled, and an answer it already had goes to ``discard``.
     """
     validate(max_attempts, timeout)
     _check_name(name)  # kitsd.observe
@@ -224,8 +244,10 @@ def retry_async(
     pick_for = _keyed(balancer)
     make_call = _call_factory(max_attempts, timeout, callback, wait, report, budget)
     deposit = None if budget is None else budget.deposit
+    check_discard(discard)
     if hedge is not None:  # hedged calls are not reported to the event seam yet
-        return hedged_async(hedge, timeout, pick, pick_for, report, make_call, budget)
+        return hedged_async(hedge, timeout, pick, pick_for, report, make_call, budget,
+                            discard)
     hub = HUB  # kitsd.observe
     timers: list[DeadlineTimer] = []  # the last loop's timer; one slot, swapped whole
 

@@ -23,7 +23,7 @@ from kitsd.core.deadline import remaining
 from kitsd.sd.endpointer import Endpointer
 from kitsd.sd.instance import split_instance
 from kitsd.sd.instancer import Instancer
-from kitsd.transport import _policy
+from kitsd.transport import _httpcore_cancel, _policy
 from kitsd.transport._httpx_url import encoded_host, rehost
 from kitsd.transport._policy import (
     AttemptFailed,
@@ -181,7 +181,8 @@ class AsyncInstanceEndpoint(_Endpoint):
         attempt, timeouts, original, may_retry = forwarder.attempt(
             request, self.host, self.port, self.instance)
         try:
-            response = await self.inner.handle_async_request(attempt)
+            # cancellable once on the wire only: httpcore#1093 (see the module)
+            response = await _httpcore_cancel.send(self.inner, attempt)
         except httpx.TransportError as error:
             raise forwarder.failed(error, self.instance, may_retry) from error
         timeouts.clear()
@@ -196,6 +197,15 @@ class AsyncInstanceEndpoint(_Endpoint):
             finally:
                 await response.aclose()
         raise failure
+
+
+def _discard(response: httpx.Response) -> Any:
+    """A hedge's losing answer: close it, so its connection goes back to the pool
+    (an async response's ``aclose()`` coroutine is awaited by ``lb.retry_async``)."""
+    if isinstance(response.stream, httpx.AsyncByteStream):
+        return response.aclose()
+    response.close()
+    return None
 
 
 def _retry_after_wait(state: tenacity.RetryCallState) -> float:
@@ -274,7 +284,7 @@ class Stack:
             return endpoint
         endpoint = self._make_retry(
             self._max_attempts, timeout, self.balancer, callback=self._callback,
-            wait=_retry_after_wait, name=self.name, **self._retry_options)
+            wait=_retry_after_wait, name=self.name, discard=_discard, **self._retry_options)
         with self._lock:
             if len(self._retries) < self._MAX_RETRIES_CACHED:
                 endpoint = self._retries.setdefault(timeout, endpoint)

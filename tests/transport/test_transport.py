@@ -436,7 +436,8 @@ def test_budget_and_hedge_forwarded_to_lb_retry(
     real_retry = lb.retry
 
     def retry(max_attempts: int, timeout: float, balancer: Any, *, callback: Any = None,
-              wait: Any = None, budget: Any = None, hedge: Any = None, name: str = "") -> Any:
+              wait: Any = None, budget: Any = None, hedge: Any = None, name: str = "",
+              discard: Any = None) -> Any:
         given.append({"budget": budget, "hedge": hedge, "name": name})
         return real_retry(max_attempts, timeout, balancer, callback=callback, wait=wait)
 

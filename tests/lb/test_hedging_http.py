@@ -1,0 +1,160 @@
+"""Hedging through the transport against real local HTTP instances (issue 16.1): a
+hedge's losing answer is closed as soon as the race is decided, so its connection
+goes back to the pool, and closing a hedged transport does not wait out an attempt
+that hangs.
+
+Each test counts what the inner transport's connection pool holds: a connection
+whose response nobody will ever close stays active for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+import kitsd
+from kitsd import lb, sd
+from kitsd.transport import _httpcore_cancel
+from tests.helpers import wait_for
+from tests.transport.servers import Instance
+
+POOL = httpx.Limits(max_connections=10, max_keepalive_connections=10)
+#: Hedge every call at once: both attempts run, one of them always loses.
+AT_ONCE = lb.Hedge(delay=0.0)
+
+
+@pytest.fixture
+def two() -> Iterator[tuple[sd.MemoryRegistry, list[Instance]]]:
+    registry = sd.MemoryRegistry()
+    instances = [Instance(), Instance()]
+    for instance in instances:
+        registry.registrar("users", instance.address).register()
+    yield registry, instances
+    for instance in instances:
+        instance.kill()
+
+
+def held(pool: Any) -> int:
+    """Connections of an httpx transport's pool that are not idle (a response on
+    them is still open), httpcore's public ``connections`` view."""
+    return sum(1 for connection in pool.connections if not connection.is_idle())
+
+
+def test_sync_losers_are_closed(two: tuple[sd.MemoryRegistry, list[Instance]]) -> None:
+    registry, instances = two
+    inner = httpx.HTTPTransport(limits=POOL)
+    transport = kitsd.Transport(registry, hedge=AT_ONCE, transport=inner)
+    with httpx.Client(transport=transport, base_url="http://users",
+                      timeout=httpx.Timeout(5.0, pool=1.0)) as client:
+        for _ in range(60):  # six times the pool: without the close, PoolTimeout
+            assert client.get("/").status_code == 200
+        assert sum(instance.total() for instance in instances) > 60  # hedges were sent
+        # a loser may still be on its way; once it lands, it is closed at once
+        wait_for(lambda: held(inner._pool) == 0, timeout=5.0)
+
+
+def test_async_losers_are_closed(two: tuple[sd.MemoryRegistry, list[Instance]]) -> None:
+    registry, instances = two
+
+    async def main() -> None:
+        inner = httpx.AsyncHTTPTransport(limits=POOL)
+        transport = kitsd.AsyncTransport(registry, hedge=AT_ONCE, transport=inner)
+        async with httpx.AsyncClient(transport=transport, base_url="http://users",
+                                     timeout=httpx.Timeout(5.0, pool=1.0)) as client:
+            for _ in range(30):
+                answers = await asyncio.gather(*(client.get("/") for _ in range(5)))
+                assert [answer.status_code for answer in answers] == [200] * 5
+            assert sum(instance.total() for instance in instances) > 150
+            # every call has returned, every loser is settled: nothing held
+            assert held(inner._pool) == 0
+            later = await asyncio.gather(*(client.get("/") for _ in range(20)))
+            assert [answer.status_code for answer in later] == [200] * 20
+
+    asyncio.run(main())
+
+
+def test_closing_does_not_wait_for_a_hung_attempt(
+    two: tuple[sd.MemoryRegistry, list[Instance]], no_thread_leaks: None,
+) -> None:
+    """Closed while both attempts of a call hang: close() returns at once, the call
+    in flight ends at once with an error, and the attempts' threads end when the
+    instances let go (each is bounded by its deadline in any case)."""
+    registry, instances = two
+    for instance in instances:
+        instance.mode = "hang"
+    transport = kitsd.Transport(registry, hedge=lb.Hedge(delay=0.01))
+    client = httpx.Client(transport=transport, base_url="http://users")
+    ended: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.get("/", timeout=10.0)
+        except BaseException as error:  # recorded for the assertion
+            ended.append(error)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        wait_for(lambda: all(instance.total() == 1 for instance in instances))
+        began = time.monotonic()
+        client.close()
+        took = time.monotonic() - began
+        caller.join(2.0)
+        assert not caller.is_alive()  # the call did not wait out its 10 s either
+    finally:
+        for instance in instances:
+            instance.release.set()
+        caller.join()
+    assert took < 1.0  # was the hung attempts' whole timeout
+    assert len(ended) == 1
+    assert isinstance(ended[0], RuntimeError)
+    assert "closed" in str(ended[0])
+
+
+def test_httpcore_still_emits_the_event_the_cancel_fence_waits_for(
+    two: tuple[sd.MemoryRegistry, list[Instance]],
+) -> None:
+    """Contract of kitsd/transport/_httpcore_cancel.py with the installed httpcore."""
+    _, instances = two
+    seen: list[str] = []
+
+    async def trace(name: str, info: dict[str, Any]) -> None:
+        seen.append(name)
+
+    async def main() -> None:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://{instances[0].address}/",
+                                        extensions={"trace": trace})
+            assert response.status_code == 200
+
+    asyncio.run(main())
+    assert any(name.endswith(_httpcore_cancel.ON_THE_WIRE) for name in seen), seen
+
+
+def test_a_discard_that_raises_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    """The disposal of a loser never changes the call's outcome."""
+    def discard(result: Any) -> None:
+        raise RuntimeError("cannot close")
+
+    release = threading.Event()
+
+    def slow(request: Any) -> str:
+        release.wait(5)
+        return "slow"
+
+    def fast(request: Any) -> str:
+        return "fast"
+
+    source = sd.Endpointer(sd.FixedInstancer(["a:1", "b:1"]),
+                           lambda instance: slow if instance == "a:1" else fast)
+    with source, lb.retry(2, 5.0, lb.RoundRobin(source), hedge=lb.Hedge(delay=0.01),
+                          discard=discard) as call:
+        assert call("x") == "fast"
+        release.set()
+        wait_for(lambda: "cannot close" in caplog.text, timeout=5.0)
