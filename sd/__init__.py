@@ -78,6 +78,7 @@ if TYPE_CHECKING:  # reachable as sd.X for older code, but not part of the publi
     from kitsd.sd import etcd as etcd
     from kitsd.sd import grpc as grpc
     from kitsd.sd import http as http
+    from kitsd.sd import k8s as k8s
     from kitsd.sd import thrift as thrift
     from kitsd.sd import zk as zk
     from kitsd.sd.instancer import Broadcaster as Broadcaster
@@ -90,7 +91,7 @@ _PLUMBING = {"Broadcaster": "kitsd.sd.instancer", "InstancerHandle": "kitsd.sd.i
 # The drivers, imported on first use: ``from kitsd import sd`` then ``sd.etcd.connect()``
 # works without a separate ``import kitsd.sd.etcd``, and importing kitsd.sd loads none of
 # them (each imports its client library lazily in turn).
-_DRIVERS = frozenset({"consul", "dns", "etcd", "grpc", "http", "thrift", "zk"})
+_DRIVERS = frozenset({"consul", "dns", "etcd", "grpc", "http", "k8s", "thrift", "zk"})
 
 
 def __getattr__(name: str) -> Any:

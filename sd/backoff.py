@@ -51,6 +51,7 @@ __all__ = [
     "DNS_RETRY",
     "ETCD_KEEPALIVE",
     "ETCD_WATCH",
+    "K8S_WATCH",
     "REGISTRY_TRANSIENT",
     "ZK_WATCH",
     "Backoff",
@@ -120,6 +121,11 @@ ZK_WATCH: Final = Curve(0.05, 5.0)
 #: longest refresh interval).
 DNS_RETRY: Final = Curve(0.1, 30.0)
 
+#: Kubernetes EndpointSlice watch after a failure (and a 410 that would re-list in a loop):
+#: 200 ms doubling to 30 s (client-go's reflectors: 800 ms to 30 s; we start lower so a
+#: blip is short, and jitter spreads the clients of an API server that comes back).
+K8S_WATCH: Final = Curve(0.2, 30.0)
+
 #: Every curve kitsd uses, by where it is used.
 CURVES: Final = {
     "consul watch": CONSUL_WATCH,
@@ -129,6 +135,7 @@ CURVES: Final = {
     "registry transient": REGISTRY_TRANSIENT,
     "zookeeper watch": ZK_WATCH,
     "dns srv retry": DNS_RETRY,
+    "k8s watch": K8S_WATCH,
 }
 
 

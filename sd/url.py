@@ -4,6 +4,8 @@
 * ``etcd://host:port/prefix/`` — :class:`sd.etcd.EtcdInstancer` (needs ``kitsd[etcd]``).
 * ``consul://host:port/service?tag=a&tag=b&passing=1`` —
   :class:`sd.consul.ConsulInstancer` (needs ``kitsd[consul]``).
+* ``k8s://[namespace/]service[:port]`` — :class:`sd.k8s.EndpointSliceInstancer`
+  (needs ``kitsd[k8s]`` for a kubeconfig).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ _DRIVERS = {
     "consuls": ("kitsd.sd.consul.url", "consul"),
     "dnssrv": ("kitsd.sd.dns.url", "dns"),
     "zk": ("kitsd.sd.zk.url", "zk"),
+    "k8s": ("kitsd.sd.k8s.url", "k8s"),
 }
 
 
-_WANT = "(want static://, etcd://, etcds://, consul://, consuls://, dnssrv:// or zk://)"
+_WANT = ("(want static://, etcd://, etcds://, consul://, consuls://, dnssrv://, zk:// "
+         "or k8s://)")
 
 
 class _FromURL(Protocol):

@@ -28,7 +28,6 @@ CONTRACT = {
 # *absent* today: when one is built, this test fails until it moves out of this table,
 # so the table cannot silently outlive the feature.
 PLANNED: dict[tuple[str, str], str] = {
-    ("kitsd.sd", "k8s"): "issue 18: Kubernetes EndpointSlice discovery",
 }
 MODULES = {"etcd", "consul", "http", "grpc", "dns", "zk", "k8s", "thrift"}
 

@@ -32,6 +32,8 @@ PURE_MODULES = [
     "sd/zk/view.py",
     "sd/consul/index.py",
     "sd/consul/health.py",
+    "sd/k8s/slices.py",
+    "sd/k8s/list_watch.py",
     "lb/ejection.py",
     "lb/outlier_detection.py",
     "lb/budget.py",
