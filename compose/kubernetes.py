@@ -11,6 +11,8 @@
   ``--endpoint-reconciler-type=none`` (it then needs no routable address),
   ``--authorization-mode=RBAC``, a static token file, client certificates
   signed by the same CA, and service account tokens signed by a throwaway key.
+  ``apiservers=2`` starts a second one on the same etcd (a highly available
+  control plane: one can be down while the other takes writes).
 
 Both binaries come from ``kitsd servers install kube-apiserver``
 (``.ci/install-kube-apiserver``: built from their Go modules, cached in
@@ -285,7 +287,7 @@ class KubeAPIServer(ServerGroup[ServerProcess]):
     """
 
     def __init__(self, *, start: bool = True, tmp_root: str | None = None,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), apiservers: int = 1) -> None:
         _require()
         super().__init__("kitsd-kube-", tmp_root)
         try:
@@ -297,14 +299,16 @@ class KubeAPIServer(ServerGroup[ServerProcess]):
             lines[0] += ',"system:masters"'  # admin
             tokens.write_text("\n".join(lines) + "\n")
             tokens.chmod(0o600)
-            client_port, peer_port, api_port = free_ports(3)
+            client_port, peer_port, *api_ports = free_ports(2 + apiservers)
             self.etcd = _EtcdProcess("kube-etcd", workdir=self.workdir, client_port=client_port,
                                      peer_port=peer_port)
-            self.apiserver = _APIServerProcess(
-                "kube-apiserver", workdir=self.workdir, port=api_port, etcd=self.etcd,
-                tls=self.tls, tokens=tokens, admin_token=self._tokens["admin"],
-                signing_key=signing_key, extra_args=extra_args)
-            self.members = [self.etcd, self.apiserver]
+            self.apiservers = [_APIServerProcess(
+                f"kube-apiserver-{index}" if index else "kube-apiserver", workdir=self.workdir,
+                port=port, etcd=self.etcd, tls=self.tls, tokens=tokens,
+                admin_token=self._tokens["admin"], signing_key=signing_key,
+                extra_args=extra_args) for index, port in enumerate(api_ports)]
+            self.apiserver = self.apiservers[0]
+            self.members = [self.etcd, *self.apiservers]
         except BaseException:
             self.close()
             raise
@@ -312,11 +316,13 @@ class KubeAPIServer(ServerGroup[ServerProcess]):
             self._start_or_close()
 
     def start(self) -> None:
-        """Start etcd, wait for it, then the API server (it needs etcd to start)."""
+        """Start etcd, wait for it, then the API servers (they need etcd to start)."""
         self.etcd.start()
         self.etcd.wait_ready()
-        self.apiserver.start()
-        self.apiserver.wait_ready()
+        for apiserver in self.apiservers:
+            apiserver.start()
+        for apiserver in self.apiservers:
+            apiserver.wait_ready()
 
     @property
     def server(self) -> str:
@@ -332,9 +338,11 @@ class KubeAPIServer(ServerGroup[ServerProcess]):
         """The static bearer token of ``user`` (``admin`` or one of :data:`USERS`)."""
         return self._tokens[user]
 
-    def admin(self) -> KubeAdmin:
-        """A new :class:`KubeAdmin` with the admin token (close it when done)."""
-        return KubeAdmin(self.server, self._tokens["admin"], str(self.ca_file))
+    def admin(self, apiserver: int = 0) -> KubeAdmin:
+        """A new :class:`KubeAdmin` with the admin token, talking to the first API server
+        (or the ``apiserver``-th); close it when done."""
+        return KubeAdmin(self.apiservers[apiserver].url, self._tokens["admin"],
+                         str(self.ca_file))
 
     def kubeconfig(self, path: Path, *, user: str | None = "admin", token: str | None = None,
                    token_file: Path | None = None, client_cert: bool = False,

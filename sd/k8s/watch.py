@@ -10,7 +10,9 @@ then loops::
     loop:
         if lw.needs_list:  list every page; view.replace(slices); publish
         watch from lw.resource_version (bookmarks on, timeoutSeconds 5-10 min):
-            the stream opened: publish (this clears an error event)
+            the stream opened: publish (this clears an error event -- after an error,
+                only once a first event arrived or the watch stayed quiet for 1 s: a
+                server may accept a watch and answer 410 as its first event)
             per batch of events that arrived together:
                 lw.observe(event) -> view.upsert / view.delete; publish once
             the stream ended (its timeout, or silent for liveness_timeout): watch again
@@ -36,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -53,6 +55,7 @@ from kitsd.sd.k8s.list_watch import (
     SERVICE_LABEL,
     Expired,
     ListWatch,
+    WatchEvent,
     slices_path,
     watch_timeout,
 )
@@ -68,6 +71,7 @@ bookmark about every minute, so a healthy quiet watch is not reopened for silenc
 TCP keepalives notice a vanished peer sooner (about 30 s)."""
 
 _PRODUCTIVE = 1.0  # seconds a watch must last (or deliver) to count as working
+_CONFIRM = 1.0  # seconds a resumed watch must stay quiet before an error event is cleared
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,17 +177,8 @@ async def run_watch(
                 async with client.watch(path, params, read_timeout=query.liveness_timeout,
                                         what=what) as batches:
                     stats.watches += 1
-                    publish()  # a working watch clears an error event
-                    async for batch in batches:
-                        delivered = True
-                        for event in batch:
-                            if lw.observe(event):
-                                if event.kind == "DELETED":
-                                    view.delete(event.object)
-                                else:
-                                    view.upsert(event.object)
-                        stats.bookmarks = lw.bookmarks
-                        publish()
+                    delivered = await _consume(batches, lw, view, publish, stats,
+                                               confirm=broadcaster.state.error is not None)
                 if delivered or loop.time() - started >= _PRODUCTIVE:
                     backoff.reset()
                 else:  # ended at once with nothing: do not turn that into a hot loop
@@ -215,6 +210,57 @@ async def run_watch(
             await asyncio.sleep(delay)  # always yield: stop() arrives through the loop
     finally:
         await client.aclose()
+
+
+async def _consume(batches: AsyncIterator[list[WatchEvent]], lw: ListWatch, view: SliceView,
+                   publish: Callable[[], None], stats: WatchStats, *, confirm: bool) -> bool:
+    """Apply a watch stream's batches until it ends; returns whether any arrived.
+
+    ``confirm``: an error event is out.  A watch the server accepted may still answer
+    410 as its first event (the RV is too old for its watch cache), so the error is
+    cleared only once a first batch arrived or :data:`_CONFIRM` seconds passed without
+    one -- subscribers never see a stale state announced as current.
+    """
+    iterator = aiter(batches)
+    delivered = False
+    first: asyncio.Future[list[WatchEvent]] | None = None
+    if confirm:
+        first = asyncio.ensure_future(anext(iterator))
+        try:
+            done, _ = await asyncio.wait({first}, timeout=_CONFIRM)
+            if not done:
+                publish()  # quiet but accepted: the state is current again
+            batch: list[WatchEvent] | None
+            try:
+                batch = await first
+            except StopAsyncIteration:
+                batch = None
+        finally:
+            if not first.done():
+                first.cancel()
+        if batch is None:
+            return delivered
+        delivered = True
+        _apply(batch, lw, view)
+        stats.bookmarks = lw.bookmarks
+        publish()
+    else:
+        publish()
+    async for batch in iterator:
+        delivered = True
+        _apply(batch, lw, view)
+        stats.bookmarks = lw.bookmarks
+        publish()
+    return delivered
+
+
+def _apply(batch: list[WatchEvent], lw: ListWatch, view: SliceView) -> None:
+    for event in batch:
+        if lw.observe(event):
+            if event.kind == "DELETED":
+                view.delete(event.object)
+            else:
+                view.upsert(event.object)
 
 
 def _report(query: SliceQuery, error: BackendError, delay: float, broadcaster: Broadcaster,
