@@ -159,7 +159,7 @@ class KubeAdmin:
     EndpointSlices, RBAC grants, service account tokens.  Raises ``httpx.HTTPStatusError``
     for a refused request.  ``close()`` closes its connections."""
 
-    def __init__(self, server: str, token: str, ca: ssl.SSLContext | str | bool) -> None:
+    def __init__(self, server: str, token: str, ca: ssl.SSLContext | bool) -> None:
         self.server = server
         self._client = httpx.Client(base_url=server, verify=ca, trust_env=False, timeout=20.0,
                                     headers={"Authorization": f"Bearer {token}"})
@@ -342,7 +342,7 @@ class KubeAPIServer(ServerGroup[ServerProcess]):
         """A new :class:`KubeAdmin` with the admin token, talking to the first API server
         (or the ``apiserver``-th); close it when done."""
         return KubeAdmin(self.apiservers[apiserver].url, self._tokens["admin"],
-                         str(self.ca_file))
+                         ssl.create_default_context(cafile=str(self.ca_file)))
 
     def kubeconfig(self, path: Path, *, user: str | None = "admin", token: str | None = None,
                    token_file: Path | None = None, client_cert: bool = False,
@@ -442,6 +442,7 @@ class _APIServerProcess(ServerProcess):
         self._tokens = tokens
         self._admin_token = admin_token
         self._signing_key = signing_key
+        self._verify = ssl.create_default_context(cafile=str(tls.ca))
         self._extra_args = tuple(extra_args)
 
     @property
@@ -475,7 +476,7 @@ class _APIServerProcess(ServerProcess):
     def ready(self) -> bool:
         if not self.running:
             return False
-        answer = httpx.get(f"{self.url}/readyz", timeout=2.0, verify=str(self._tls.ca),
+        answer = httpx.get(f"{self.url}/readyz", timeout=2.0, verify=self._verify,
                            headers={"Authorization": f"Bearer {self._admin_token}"},
                            trust_env=False)
         return answer.status_code == 200

@@ -25,7 +25,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def servers_needed(items: list[pytest.Item]) -> set[str]:
     """The servers the selected integration tests start: tests under ``tests/etcd``
     need etcd, tests under ``tests/consul`` Consul, tests under ``tests/zk`` ZooKeeper
-    and tests under ``tests/dns`` Consul (its DNS interface) -- by directory, as the
+    and tests under ``tests/dns`` Consul (its DNS interface), tests under ``tests/k8s``
+    kube-apiserver -- by directory, as the
     fixtures are defined there -- and test files named for a server need it too
     (``test_chaos_etcd.py``)."""
     needed: set[str] = set()
@@ -38,6 +39,8 @@ def servers_needed(items: list[pytest.Item]) -> set[str]:
                       if name in parts or name in stem_words)
         if "dns" in parts:
             needed.add("consul")
+        if "k8s" in parts or "k8s" in stem_words:
+            needed.add("kube-apiserver")
     return needed
 
 

@@ -18,7 +18,8 @@ from kitsd.sd.k8s.list_watch import (
 )
 
 
-def listing(rv: str, items: list[object] | None = None, cont: str | None = None) -> dict[str, object]:
+def listing(rv: str, items: list[object] | None = None,
+            cont: str | None = None) -> dict[str, object]:
     metadata: dict[str, str] = {"resourceVersion": rv}
     if cont:
         metadata["continue"] = cont
@@ -85,7 +86,7 @@ def test_error_events_raise_expired_or_the_mapped_error() -> None:
     with pytest.raises(Expired, match="too old"):
         lw.observe(WatchEvent("ERROR", {"kind": "Status", "code": 410,
                                          "message": "too old resource version: 5 (9)"}))
-    with pytest.raises(RegistryUnavailableError, match="HTTP 500.*etcdserver"):
+    with pytest.raises(RegistryUnavailableError, match=r"HTTP 500.*etcdserver"):
         lw.observe(WatchEvent("ERROR", {"kind": "Status", "code": 500,
                                          "message": "etcdserver: request timed out"}))
     with pytest.raises(RegistryUnavailableError, match="HTTP 500"):
