@@ -16,8 +16,9 @@ Outcomes:
   ``CircuitBreakerError`` (``__cause__`` = the error) when this failure trips a
   breaker that has ``throw_new_error_on_trip``;
 - it is cancelled or interrupted (``asyncio.CancelledError``,
-  ``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``): neither — a retry
-  timeout cancelling an attempt is not the instance's fault.  Nothing is
+  ``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``), or the instance said it
+  is leaving (an error carrying :class:`kitsd.core.errors.Leaving`): neither — a retry
+  timeout cancelling an attempt, or a draining instance, is not the instance's fault.  Nothing is
   recorded, a half-open trial slot is released, the exception propagates.
 """
 
@@ -32,6 +33,7 @@ from pybreaker import CircuitBreaker
 
 from kitsd.breaker.driver import Driver, Ticket, driver_for
 from kitsd.core.endpoint import Endpoint, close_endpoint, is_async
+from kitsd.core.errors import Leaving
 
 __all__ = [
     "AsyncBreakerEndpoint",
@@ -42,11 +44,12 @@ __all__ = [
 ]
 
 # Ends of a call that say nothing about the instance's health.
-_NEUTRAL: tuple[type[BaseException], ...] = (
+_NEUTRAL: tuple[type, ...] = (  # the last is a marker (an ABC), not an exception class
     asyncio.CancelledError,
     KeyboardInterrupt,
     SystemExit,
     GeneratorExit,
+    Leaving,
 )
 
 

@@ -39,6 +39,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import cast, overload
 
 from kitsd.core.endpoint import Endpoint
+from kitsd.core.errors import Leaving
 from kitsd.core.observe import HUB, InstanceEjected, InstanceRestored, current_service, emit
 from kitsd.lb.balancer import EndpointSource, Pick
 from kitsd.lb.ejection import Ejections
@@ -205,8 +206,8 @@ class Pool:
                 if restored and HUB.observers:  # kitsd.observe
                     emit(InstanceRestored(current_service(), pick.instance))
             return
-        if not ejections.policy.counts(error):
-            return
+        if isinstance(error, Leaving) or not ejections.policy.counts(error):
+            return  # a leaving instance (it said so) is not failing
         now = time.monotonic()
         with self._lock:
             if self._snapshot is not None and not _in_sorted(self._instances, pick.instance):

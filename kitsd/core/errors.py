@@ -39,6 +39,9 @@ abstract base classes that an error class carries as a base.
   a retry budget (``lb.RetryBudgetExhausted``).  Outcome label ``rejected``.
 * :class:`NoEndpoints` — the balancer had nothing to pick (``lb.NoEndpointsError``).
   Outcome label ``no_endpoints``.
+* :class:`Leaving` — the instance is leaving, not failing: it answered from its drain
+  path (the transport's 503 with ``kitsd-draining``, see :mod:`kitsd.serve`).  The
+  retry tries another instance; ejection and breakers do not count it.
 
 Which classes carry a marker is decided where each class is defined, never by
 importing a module: classification is the same in every process, whatever it
@@ -57,6 +60,7 @@ __all__ = [
     "ConnectionFailure",
     "InvalidInstanceError",
     "KitsdError",
+    "Leaving",
     "MisuseError",
     "NoEndpoints",
     "PermissionDeniedError",
@@ -127,6 +131,12 @@ class Rejected(ABC):  # noqa: B024 - a marker: it has no methods by design
 class NoEndpoints(ABC):  # noqa: B024 - a marker: it has no methods by design
     """Marker for "the balancer had nothing to pick" (outcome label
     ``no_endpoints``); :class:`lb.NoEndpointsError` carries it."""
+
+
+class Leaving(ABC):  # noqa: B024 - a marker: it has no methods by design
+    """Marker for "the instance is draining on its way out": it said so (a 503 from its
+    drain path), so the call goes to another instance and neither ejection nor a
+    breaker counts it against this one.  Use with ``isinstance``; carry it as a base."""
 
 
 def clip(text: str, limit: int = 100) -> str:
