@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 
+from kitsd.core import validate
 from kitsd.core.observe import SUCCESS, CallFinished, Observation
 
 __all__ = ["CallLogger"]
@@ -45,9 +46,8 @@ class CallLogger:
     ) -> None:
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"logger must be a logging.Logger, got {logger!r}")
-        for name, value in (("level", level), ("failure_level", failure_level)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be a logging level (an int), got {value!r}")
+        validate.integer("level", level)
+        validate.integer("failure_level", failure_level)
         self.logger = logger or _default_logger
         self.level = level
         self.failure_level = failure_level

@@ -38,6 +38,7 @@ import limits.errors
 import limits.storage
 import limits.strategies
 
+from kitsd.core import validate
 from kitsd.core.deadline import remaining
 from kitsd.core.endpoint import Endpoint, is_async
 from kitsd.core.errors import KitsdError, MisuseError, Rejected
@@ -122,9 +123,7 @@ def rate_limit(
         raise MisuseError(f"name must be a non-empty string, got {name!r}")
     if strategy not in _STRATEGIES:
         raise MisuseError(f"strategy must be one of {', '.join(_STRATEGIES)}, got {strategy!r}")
-    if max_wait is not None and (isinstance(max_wait, bool) or not isinstance(
-            max_wait, int | float) or not max_wait >= 0):
-        raise MisuseError(f"max_wait must be seconds >= 0 or None, got {max_wait!r}")
+    validate.optional_seconds("max_wait", max_wait, zero=True)
     if isinstance(storage, str):
         if storage.startswith("async+"):
             raise MisuseError("storage: give the URI without 'async+'; async endpoints add it")

@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from kitsd.core import validate
 from kitsd.core.endpoint import Endpoint
-from kitsd.core.errors import MisuseError
 from kitsd.lb.balancer import EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
@@ -67,11 +67,7 @@ class ConsistentHash(Pool):
     ) -> None:
         if not callable(key):
             raise TypeError(f"key must be callable(request) -> str | bytes, got {key!r}")
-        if vnodes is not None:
-            if isinstance(vnodes, bool) or not isinstance(vnodes, int):
-                raise TypeError(f"vnodes must be an int or None, got {vnodes!r}")
-            if vnodes < 1:
-                raise MisuseError(f"vnodes must be >= 1, got {vnodes}")
+        validate.optional_integer("vnodes", vnodes, minimum=1)
         super().__init__(endpointer, outlier_detection=outlier_detection)
         self._key = key
         self._vnodes = vnodes

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from kitsd.core import validate
 from kitsd.core.errors import MisuseError
 
 __all__ = ["Hedge", "LatencyWindow"]
@@ -53,24 +54,13 @@ class Hedge:
     def __post_init__(self) -> None:
         if (self.delay is None) == (self.percentile is None):
             raise MisuseError("Hedge needs exactly one of delay= and percentile=")
-        for name in ("delay", "percentile", "min_delay", "max_delay", "initial_delay"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value) or value < 0:
-                raise MisuseError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.percentile is not None and not 0 < self.percentile < 100:
-            raise MisuseError(f"percentile must be in (0, 100), got {self.percentile!r}")
+        for name in ("delay", "min_delay", "max_delay", "initial_delay"):
+            validate.optional_seconds(name, getattr(self, name), zero=True)
+        validate.optional_number("percentile", self.percentile, above=0, below=100)
         if self.max_delay < self.min_delay:
             raise MisuseError(f"max_delay must be >= min_delay, got {self.max_delay!r}")
-        for name in ("samples", "max_workers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {value!r}")
-            if value < (10 if name == "samples" else 1):
-                raise MisuseError(f"{name} is too small, got {value}")
+        validate.integer("samples", self.samples, minimum=10)
+        validate.integer("max_workers", self.max_workers, minimum=1)
 
 
 class LatencyWindow:

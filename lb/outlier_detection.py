@@ -19,11 +19,11 @@ Two kinds of failure count (Envoy's ``consecutive_gateway_failure`` and
 
 from __future__ import annotations
 
-import math
 from abc import ABC
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kitsd.core import validate
 from kitsd.core.errors import ConnectionFailure, MisuseError
 
 __all__ = ["CountedError", "OutlierDetection", "is_counted_error"]
@@ -82,40 +82,18 @@ class OutlierDetection:
     errors: Callable[[BaseException], bool] = field(default=is_counted_error, repr=False)
 
     def __post_init__(self) -> None:
-        count = self.consecutive_failures
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise TypeError(f"consecutive_failures must be an int, got {count!r}")
-        if count < 1:
-            raise MisuseError(f"consecutive_failures must be >= 1, got {count}")
-        errors_n = self.consecutive_errors
-        if errors_n is not None:
-            if isinstance(errors_n, bool) or not isinstance(errors_n, int):
-                raise TypeError(f"consecutive_errors must be an int or None, got {errors_n!r}")
-            if errors_n < 1:
-                raise MisuseError(f"consecutive_errors must be >= 1, got {errors_n}")
+        validate.integer("consecutive_failures", self.consecutive_failures, minimum=1)
+        validate.optional_integer("consecutive_errors", self.consecutive_errors, minimum=1)
         if not callable(self.errors):
             raise TypeError(f"errors must be callable(error) -> bool, got {self.errors!r}")
-        for name in ("base_ejection_time", "max_ejection_time", "max_ejected_percent",
-                     "panic_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise MisuseError(f"{name} must be finite, got {value!r}")
-        if self.base_ejection_time <= 0:
-            raise MisuseError(f"base_ejection_time must be > 0, got {self.base_ejection_time!r}")
-        if self.max_ejection_time < self.base_ejection_time:
+        base = validate.seconds("base_ejection_time", self.base_ejection_time)
+        validate.seconds("max_ejection_time", self.max_ejection_time)
+        if self.max_ejection_time < base:
             raise MisuseError(
                 f"max_ejection_time must be >= base_ejection_time, got {self.max_ejection_time!r}"
             )
-        if not 0 <= self.max_ejected_percent <= 100:
-            raise MisuseError(
-                f"max_ejected_percent must be in [0, 100], got {self.max_ejected_percent!r}"
-            )
-        if not 0 <= self.panic_threshold <= 100:
-            raise MisuseError(
-                f"panic_threshold must be in [0, 100], got {self.panic_threshold!r}"
-            )
+        for name in ("max_ejected_percent", "panic_threshold"):
+            validate.number(name, getattr(self, name), minimum=0, maximum=100)
 
     def counts(self, error: BaseException) -> bool:
         """Whether ``error`` counts towards ejecting the instance that raised it."""

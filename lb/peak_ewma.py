@@ -14,13 +14,12 @@ clock and books the result, so latency is learnt on every call — through
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from kitsd.core import validate
 from kitsd.core.endpoint import Endpoint, is_async
-from kitsd.core.errors import MisuseError
 from kitsd.lb.balancer import EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.ewma import LatencyTable
@@ -116,14 +115,8 @@ class PeakEWMA(Pool):
         outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        for name, value in (("decay", decay), ("initial", initial)):
-            if value is None and name == "initial":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-            if not math.isfinite(value) or value < 0 or (name == "decay" and value == 0):
-                raise MisuseError(f"{name} must be a finite number of seconds "
-                                  f"{'> 0' if name == 'decay' else '>= 0'}, got {value!r}")
+        validate.seconds("decay", decay)
+        validate.optional_seconds("initial", initial, zero=True)
         if not callable(clock):
             raise TypeError(f"clock must be callable() -> seconds, got {clock!r}")
         super().__init__(endpointer, outlier_detection=outlier_detection, seed=seed)

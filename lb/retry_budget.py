@@ -6,12 +6,11 @@ holds the lock and reads the clock.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
 
-from kitsd.core.errors import MisuseError
+from kitsd.core import validate
 from kitsd.core.observe import HUB, BudgetRefused, current_service, emit
 from kitsd.lb.budget import BudgetWindow
 
@@ -45,14 +44,9 @@ class RetryBudget:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        for name, value in (("percent", percent), ("min_per_second", min_per_second),
-                            ("window", window)):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TypeError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value) or value < 0:
-                raise MisuseError(f"{name} must be a finite number >= 0, got {value!r}")
-        if window <= 0:
-            raise MisuseError(f"window must be > 0, got {window!r}")
+        validate.number("percent", percent, minimum=0)
+        validate.number("min_per_second", min_per_second, minimum=0)
+        validate.seconds("window", window)
         if not callable(clock):
             raise TypeError(f"clock must be callable() -> seconds, got {clock!r}")
         self.percent = float(percent)

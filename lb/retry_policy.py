@@ -22,11 +22,10 @@ passing the error and the current time.  The answer is either
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kitsd.core.errors import MisuseError
+from kitsd.core import validate as check
 from kitsd.lb.errors import RetryBudgetExhausted, RetryError, RetryTimeout
 
 __all__ = ["Callback", "GiveUp", "Retry", "RetryCall", "WaitFunction", "validate"]
@@ -54,16 +53,10 @@ class GiveUp:
 def validate(max_attempts: int, timeout: float) -> None:
     """Raise ``TypeError`` / :class:`sd.MisuseError` (a ``ValueError``) for unusable
     retry settings."""
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
-        raise TypeError(f"max_attempts must be an int, got {max_attempts!r}")
-    if max_attempts < 1:
-        raise MisuseError(f"max_attempts must be >= 1, got {max_attempts}")
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
-    # NaN fails the first test; an infinite timeout would overflow every clock and
-    # socket timeout it reaches (time.sleep, lb.remaining() in sd.http).
-    if not timeout > 0 or not math.isfinite(timeout):
-        raise MisuseError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+    check.integer("max_attempts", max_attempts, minimum=1)
+    # An infinite timeout would overflow every clock and socket timeout it reaches
+    # (time.sleep, lb.remaining() in sd.http).
+    check.seconds("timeout", timeout)
 
 
 class RetryCall:

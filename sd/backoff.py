@@ -44,6 +44,8 @@ from typing import Final
 
 import tenacity
 
+from kitsd.core import validate
+
 __all__ = [
     "CONSUL_HEARTBEAT",
     "CONSUL_WATCH",
@@ -198,8 +200,7 @@ def set_testing(on: bool, *, attempts: int = 1) -> None:
     While on, bounded retries wait zero seconds between attempts and make at
     most ``attempts`` attempts (``>= 1``).  Process-wide: meant for test suites.
     """
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        raise ValueError(f"attempts must be an int >= 1, got {attempts!r}")
+    validate.integer("attempts", attempts, minimum=1)
     _testing.on = bool(on)
     _testing.attempts = attempts
 

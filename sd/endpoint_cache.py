@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
-from kitsd.core.errors import MisuseError
+from kitsd.core import validate
 from kitsd.sd.endpoint_set import EMPTY, EndpointSet
 from kitsd.sd.event import Event, same_info
 from kitsd.sd.instance_info import DEFAULT_INFO, NO_INFO, InfoFactory, InstanceInfo
@@ -86,17 +86,8 @@ def check_timeout(invalidate_on_error: object) -> float | None:
     """``invalidate_on_error`` as a float, or raise naming it: ``TypeError`` for a
     non-number, :class:`~kitsd.core.errors.MisuseError` for NaN or a negative number.
     ``None`` keeps serving through errors; ``math.inf`` too (it never runs out)."""
-    if invalidate_on_error is None:
-        return None
-    if isinstance(invalidate_on_error, bool) or not isinstance(invalidate_on_error, int | float):
-        raise TypeError(
-            "invalidate_on_error must be a number of seconds or None, "
-            f"got {type(invalidate_on_error).__name__}"
-        )
-    timeout = float(invalidate_on_error)
-    if math.isnan(timeout) or timeout < 0:
-        raise MisuseError(f"invalidate_on_error must be >= 0 seconds, got {invalidate_on_error!r}")
-    return timeout
+    return validate.optional_seconds("invalidate_on_error", invalidate_on_error, zero=True,
+                                     infinite=True)
 
 
 class EndpointCache(Generic[E]):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Generic, TypeVar
 
-from kitsd.core.errors import MisuseError
+from kitsd.core import validate
 from kitsd.sd.instance import normalize_instance
 
 __all__ = [
@@ -49,10 +49,7 @@ class InstanceInfo:
     meta: Mapping[str, str] = field(default_factory=lambda: _EMPTY_META)
 
     def __post_init__(self) -> None:
-        if isinstance(self.weight, bool) or not isinstance(self.weight, int):
-            raise TypeError(f"weight must be an int, got {type(self.weight).__name__}")
-        if self.weight < 0:
-            raise MisuseError(f"weight must be >= 0, got {self.weight}")
+        validate.integer("weight", self.weight, minimum=0)
         if isinstance(self.tags, str) or not all(isinstance(tag, str) for tag in self.tags):
             raise TypeError("tags must be an iterable of strings")
         if not isinstance(self.tags, tuple):

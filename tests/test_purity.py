@@ -26,6 +26,7 @@ PURE_MODULES = [
     "kitsd/core/errors.py",
     "kitsd/core/observe/outcomes.py",
     "kitsd/core/observe/observations.py",
+    "kitsd/core/validate.py",
     "sd/etcd/revision.py",
     "sd/etcd/paging.py",
     "sd/dns/srv.py",

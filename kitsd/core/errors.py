@@ -4,7 +4,8 @@ Every error kitsd raises on its own account derives from :class:`KitsdError`::
 
     KitsdError
     ├── MisuseError (also ValueError)        the caller passed something wrong
-    │   └── InvalidInstanceError             not a ``host:port`` instance string
+    │   ├── InvalidInstanceError             not a ``host:port`` instance string
+    │   └── WrongTypeError (also TypeError)  an argument of the wrong type (a checked number…)
     ├── BackendError                         a registry misbehaved or is unreachable
     │   ├── RegistryUnavailableError         cannot reach or read the registry
     │   └── PermissionDeniedError            the registry refused our credentials
@@ -66,6 +67,7 @@ __all__ = [
     "PermissionDeniedError",
     "RegistryUnavailableError",
     "Rejected",
+    "WrongTypeError",
     "clip",
     "shown_value",
 ]
@@ -77,6 +79,13 @@ class KitsdError(Exception):
 
 class MisuseError(KitsdError, ValueError):
     """The caller passed an argument kitsd cannot use."""
+
+
+class WrongTypeError(MisuseError, TypeError):
+    """An argument of the wrong type (a string where seconds are expected, ``True``
+    for a count): both a ``TypeError``, as Python's own checks raise, and a
+    :class:`MisuseError`, so ``except ValueError`` around a constructor catches
+    every bad argument.  Raised by :mod:`kitsd.core.validate`."""
 
 
 class InvalidInstanceError(MisuseError):

@@ -37,6 +37,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from kitsd.core import validate
 from kitsd.core.errors import ConnectionFailure, KitsdError, MisuseError, shown_value
 
 __all__ = [
@@ -202,10 +203,7 @@ def check_settings(
     attempt_timeout: float | None,
 ) -> Settings:
     """Validate the transport's options; :class:`sd.MisuseError` or ``TypeError``."""
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
-        raise TypeError(f"max_attempts must be an int, got {max_attempts!r}")
-    if max_attempts < 1:
-        raise MisuseError(f"max_attempts must be >= 1, got {max_attempts}")
+    validate.integer("max_attempts", max_attempts, minimum=1)
     statuses = frozenset(retry_statuses)
     for status in statuses:
         if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
@@ -213,12 +211,5 @@ def check_settings(
     if isinstance(retry_methods, str):
         raise TypeError("retry_methods must be a collection of method names, not a string")
     methods = frozenset(str(method).upper() for method in retry_methods)
-    for name, value in (("timeout", timeout), ("attempt_timeout", attempt_timeout)):
-        if value is None and name == "attempt_timeout":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-        if not value > 0 or not math.isfinite(value):
-            raise MisuseError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-    return Settings(statuses, methods, float(timeout),
-                    None if attempt_timeout is None else float(attempt_timeout))
+    return Settings(statuses, methods, validate.seconds("timeout", timeout),
+                    validate.optional_seconds("attempt_timeout", attempt_timeout))

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import threading
 from collections.abc import Sequence
 from types import TracebackType
@@ -41,6 +40,7 @@ from typing import Self
 
 import httpx
 
+from kitsd.core import validate
 from kitsd.core.errors import MisuseError
 from kitsd.sd.consul.client import ConsulClient, agent_address, tags_tuple
 from kitsd.sd.consul.loop import LoopThread
@@ -54,24 +54,14 @@ DEFAULT_WAIT = 10.0
 """Seconds a blocking query may be held by the agent (Consul's ``wait``)."""
 
 
-def _seconds(name: str, value: object, *, low: float, high: float, low_ok: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
-    if not math.isfinite(value) or value > high or value < low or (value == low and not low_ok):
-        bound = "[" if low_ok else "("
-        raise MisuseError(f"{name} must be in {bound}{low:g}, {high:g}] seconds, not {value!r}")
-    return float(value)
-
-
 def _query(service: object, tags: Sequence[str], passing_only: object,
            wait: object) -> HealthQuery:
     """Both instancers' checked query; raises ``TypeError``/``MisuseError``."""
     if not isinstance(service, str) or not service.strip() or "/" in service:
         raise MisuseError(f"service must be a non-empty Consul service name, not {service!r}")
-    if not isinstance(passing_only, bool):
-        raise TypeError(f"passing_only must be a bool, not {passing_only!r}")
-    checked_wait = _seconds("wait", wait, low=0, high=600, low_ok=False)
-    return HealthQuery(service, tags_tuple(tags), passing_only, checked_wait)
+    checked_passing = validate.flag("passing_only", passing_only)
+    checked_wait = validate.seconds("wait", wait, maximum=600)
+    return HealthQuery(service, tags_tuple(tags), checked_passing, checked_wait)
 
 
 class _ThreadWatch:
@@ -141,10 +131,9 @@ class ConsulInstancer(InstancerHandle):
         owns_client: bool = False,
     ) -> None:
         query = _query(service, tags, passing_only, wait)
-        first_wait = _seconds("first_answer_timeout", first_answer_timeout, low=0, high=600,
-                              low_ok=True)
-        if not isinstance(owns_client, bool):
-            raise TypeError(f"owns_client must be a bool, not {owns_client!r}")
+        first_wait = validate.seconds("first_answer_timeout", first_answer_timeout, zero=True,
+                                      maximum=600)
+        validate.flag("owns_client", owns_client)
         if settings_of(client) is None and not callable(
                 getattr(getattr(client, "health", None), "service", None)):
             raise TypeError(f"client must be a py-consul client, not {type(client).__name__}")

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 import threading
 import urllib.parse
@@ -53,6 +52,7 @@ from typing import Any
 
 import consul
 
+from kitsd.core import validate
 from kitsd.core.errors import InvalidInstanceError, MisuseError, shown_value
 from kitsd.sd.backoff import CONSUL_HEARTBEAT, Backoff
 from kitsd.sd.consul.client import (
@@ -104,15 +104,7 @@ def _http_url(url: object) -> str | None:
 
 def _seconds(name: str, value: object, minimum: float) -> float | None:
     """``value`` checked: ``None``, or a finite number of seconds >= ``minimum`` (> 0)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
-    if not math.isfinite(value) or value <= 0 or value < minimum:
-        at_least = f"at least {minimum:g}" if minimum > 0 else "positive"
-        raise MisuseError(f"{name} must be a finite number of seconds, {at_least}, "
-                          f"or None, not {value!r}")
-    return float(value)
+    return validate.optional_seconds(name, value, minimum=minimum if minimum > 0 else None)
 
 
 _META_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -142,13 +134,7 @@ def _meta(meta: object) -> dict[str, str]:
 
 
 def _weight_arg(name: str, value: object, minimum: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int or None, not {shown_value(value)}")
-    if value < minimum:
-        raise MisuseError(f"{name} must be >= {minimum}, not {value}")
-    return value
+    return validate.optional_integer(name, value, minimum=minimum)
 
 
 def _agent_forgot(answer: object, error: BaseException | None) -> bool:
@@ -278,14 +264,10 @@ class ConsulRegistrar(RegistrarContext):
         http_interval: float = 2.0,
         http_timeout: float | None = None,
     ) -> None:
-        if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) \
-                or not retry_for >= 0:
-            raise ValueError(f"retry_for must be >= 0 seconds, not {retry_for!r}")
-        self.retry_for = float(retry_for)
+        self.retry_for = validate.seconds("retry_for", retry_for, zero=True)
         if not isinstance(service, str) or not service.strip() or "/" in service:
             raise ValueError(f"service must be a non-empty Consul service name, not {service!r}")
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise ValueError(f"port must be an integer in 1-65535, not {port!r}")
+        validate.integer("port", port, minimum=1, maximum=65535)
         if not isinstance(address, str) or not address.strip():
             raise ValueError(f"address must be a host name or IP address, not {address!r}")
         try:

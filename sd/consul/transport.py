@@ -27,7 +27,6 @@ shows it.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import ssl
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +39,7 @@ import consul.base
 import consul.std
 import httpx
 
+from kitsd.core import validate
 from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.consul.index import UNREAD, parse_index
 from kitsd.sd.instance import split_address
@@ -61,13 +61,7 @@ Cert = str | tuple[str, str]
 
 
 def _check_timeout(timeout: object) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise MisuseError(f"timeout must be a finite number of seconds > 0, not {timeout!r}")
-    return float(timeout)
+    return validate.optional_seconds("timeout", timeout)
 
 
 def _check_cert(cert: object) -> Cert | None:

@@ -38,7 +38,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, Self
 
-from kitsd.core.errors import MisuseError, RegistryUnavailableError
+from kitsd.core import validate
+from kitsd.core.errors import RegistryUnavailableError
 from kitsd.sd.backoff import Backoff
 from kitsd.sd.dns.resolver import (
     NoRecords,
@@ -192,12 +193,6 @@ class SRVWatch:
                            _JOIN_TIMEOUT)
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, not {value!r}")
-    return value
-
-
 def _settings(
     name: str, resolver: str | None, resolve: bool, min_ttl: float, max_ttl: float,
     interval: float | None, timeout: float, tcp: bool,
@@ -205,14 +200,10 @@ def _settings(
     """Check every argument before anything starts; raises ``TypeError``/``MisuseError``."""
     checked = check_name(name)
     server = None if resolver is None else parse_server(resolver)
-    _check_bool("resolve", resolve)
-    _check_bool("tcp", tcp)
+    validate.flag("resolve", resolve)
+    validate.flag("tcp", tcp)
     policy = RefreshPolicy(min_ttl=min_ttl, max_ttl=max_ttl, interval=interval)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"timeout must be seconds, not {type(timeout).__name__}")
-    if not 0 < timeout < float("inf"):
-        raise MisuseError(f"timeout must be positive, finite seconds, not {timeout!r}")
-    return checked, server, policy, float(timeout)
+    return checked, server, policy, validate.seconds("timeout", timeout)
 
 
 class SRVInstancer(InstancerHandle):

@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from kitsd.core import validate
 from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.backoff import DNS_RETRY, Curve
 from kitsd.sd.instance import join_host_port
@@ -188,16 +188,6 @@ def is_address(text: str) -> bool:
     return True
 
 
-def _seconds(name: str, value: object, *, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be seconds (a number), not {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise MisuseError(f"{name} must be positive, finite seconds, not {value!r}")
-    return float(value)
-
-
 @dataclass(frozen=True, slots=True)
 class RefreshPolicy:
     """When to look up again (see the module docstring's table).
@@ -213,9 +203,9 @@ class RefreshPolicy:
     interval: float | None = None
 
     def __post_init__(self) -> None:
-        _seconds("min_ttl", self.min_ttl)
-        _seconds("max_ttl", self.max_ttl)
-        _seconds("interval", self.interval, allow_none=True)
+        validate.seconds("min_ttl", self.min_ttl)
+        validate.seconds("max_ttl", self.max_ttl)
+        validate.optional_seconds("interval", self.interval)
         if self.min_ttl > self.max_ttl:
             raise MisuseError(f"min_ttl ({self.min_ttl!r}) must not exceed max_ttl "
                               f"({self.max_ttl!r})")

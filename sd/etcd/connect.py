@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import os
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, Final
 
+from kitsd.core import validate
 from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.etcd.adapter import Login, VendorClient, _drop_call_credentials, describe
 from kitsd.sd.etcd.errors import to_backend_error
@@ -97,11 +97,7 @@ def _split_endpoint(text: object) -> tuple[str, int]:
 def _seconds(name: str, value: object, *, allow_none: bool, allow_zero: bool = False) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"connect() {name} must be seconds (a number), not {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        want = ">= 0" if allow_zero else "> 0"
-        raise MisuseError(f"connect() {name} must be finite seconds {want}, not {value!r}")
+    validate.seconds(f"connect() {name}", value, zero=allow_zero)
 
 
 def _check_file(name: str, path: object) -> str | None:
@@ -161,8 +157,7 @@ def connect(
     else:
         if not isinstance(host, str) or not host:
             raise MisuseError(f"connect() host must be a non-empty string, not {host!r}")
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise MisuseError(f"connect() port must be an int in 1-65535, not {port!r}")
+        validate.integer("connect() port", port, minimum=1, maximum=65535)
         addresses = [_split_endpoint(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")]
     if (user is None) != (password is None):
         raise MisuseError("connect() user and password go together")

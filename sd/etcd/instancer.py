@@ -47,12 +47,12 @@ generation) are ignored.
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import random
 import threading
 from typing import Final
 
+from kitsd.core import validate
 from kitsd.core.errors import MisuseError, RegistryUnavailableError
 from kitsd.sd.backoff import ETCD_WATCH, Backoff
 from kitsd.sd.etcd.adapter import adapt
@@ -351,16 +351,8 @@ class EtcdInstancer(InstancerHandle):
     ) -> None:
         if not isinstance(prefix, str) or not prefix:
             raise MisuseError(f"etcd prefix must be a non-empty string, not {prefix!r}")
-        if liveness_timeout is not None and (
-            isinstance(liveness_timeout, bool)
-            or not isinstance(liveness_timeout, int | float)
-            or not math.isfinite(liveness_timeout)
-            or liveness_timeout <= 0
-        ):
-            raise MisuseError(
-                f"liveness_timeout must be finite seconds > 0 or None, not {liveness_timeout!r}")
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise MisuseError(f"page_size must be an int >= 1, not {page_size!r}")
+        validate.optional_seconds("liveness_timeout", liveness_timeout)
+        validate.integer("page_size", page_size, minimum=1)
         adapted = adapt(client)  # TypeError for an object that is not an etcd client
         if not isinstance(adapted, EtcdReader):
             raise TypeError(f"{type(client).__name__} cannot read and watch etcd prefixes")

@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from kitsd.core import validate
 from kitsd.sd.etcd.revision import KeyValue
 
 __all__ = ["DEFAULT_PAGE_SIZE", "PageRequest", "PagedRead", "prefix_end"]
@@ -71,8 +72,7 @@ class PagedRead:
     """
 
     def __init__(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> None:
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise ValueError(f"page_size must be an int >= 1, not {page_size!r}")
+        validate.integer("page_size", page_size, minimum=1)
         self._page_size = page_size
         self._limit = page_size
         self._after: bytes | None = None

@@ -42,6 +42,7 @@ import random
 import threading
 from typing import Final
 
+from kitsd.core import validate
 from kitsd.core.errors import MisuseError
 from kitsd.sd.backoff import ETCD_KEEPALIVE, Backoff
 from kitsd.sd.etcd.adapter import adapt
@@ -109,14 +110,8 @@ class EtcdRegistrar(RegistrarContext):
             raise TypeError(f"etcd registrar info must be an sd.InstanceInfo or None, "
                             f"not {type(info).__name__}")
         normalized = normalize_instance(value)
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) \
-                or ttl <= 0:
-            raise MisuseError(f"etcd registrar ttl must be positive seconds, not {ttl!r}")
-        if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) \
-                or not retry_for >= 0:
-            raise MisuseError(f"etcd registrar retry_for must be >= 0 seconds, not {retry_for!r}")
-        if not math.isfinite(retry_for):
-            raise MisuseError(f"etcd registrar retry_for must be finite seconds, not {retry_for!r}")
+        validate.seconds("etcd registrar ttl", ttl)
+        validate.seconds("etcd registrar retry_for", retry_for, zero=True)
         adapted = adapt(client)  # TypeError for an object that is not an etcd client
         if not isinstance(adapted, EtcdLeases):
             raise TypeError(f"{type(client).__name__} cannot keep keys under etcd leases")

@@ -30,12 +30,12 @@ The instancer built from a URL owns its client and closes it on ``stop()``.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import urllib.parse
 from typing import Any, Final
 
+from kitsd.core import validate
 from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.etcd.connect import close_client, connect
 from kitsd.sd.etcd.instancer import DEFAULT_LIVENESS_TIMEOUT, EtcdInstancer
@@ -172,9 +172,7 @@ def parse_url(parsed: urllib.parse.SplitResult) -> EtcdURL:
         value = _float_or_none(values[-1])
         if value is None:  # raised outside the except block: no context quoting the value
             raise MisuseError(f"etcd URL {name} must be a number of seconds")
-        if not math.isfinite(value) or value <= 0:
-            raise MisuseError(f"etcd URL {name} must be finite seconds > 0, not {value!r}")
-        seconds[name] = value
+        seconds[name] = validate.seconds(f"etcd URL {name}", value)
     if ("cert" in files) != ("key" in files):
         raise MisuseError("etcd URL parameters cert and key go together")
     if "cert" in files and "ca" not in files:

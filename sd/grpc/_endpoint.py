@@ -10,7 +10,6 @@ retry), ``DEADLINE_EXCEEDED`` a ``TimeoutError``, every other code a
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from kitsd.core import validate
 from kitsd.core.deadline import remaining
 from kitsd.core.errors import MisuseError, shown_value
 from kitsd.sd.grpc._errors import from_rpc_error
@@ -57,10 +57,7 @@ class _Settings:
                              ("response_deserializer", response_deserializer)):
             if value is not None and not callable(value):
                 raise TypeError(f"{label} must be callable, got {value!r}")
-        if timeout is not None and (
-                isinstance(timeout, bool) or not isinstance(timeout, int | float)
-                or not timeout > 0 or not math.isfinite(timeout)):
-            raise MisuseError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        validate.optional_seconds("timeout", timeout)
         self.method = method
         self.request_serializer = request_serializer
         self.response_deserializer = response_deserializer

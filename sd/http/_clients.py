@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
+from kitsd.core import validate
 from kitsd.core.errors import MisuseError
 from kitsd.sd.http import _deadline
 
@@ -87,19 +87,8 @@ def _check_timeout(value: object) -> None:
     except (TypeError, ValueError) as error:
         raise TypeError(f"client_kwargs: timeout: {error}") from error
     for phase in ("connect", "read", "write", "pool"):
-        seconds = getattr(timeout, phase)
-        if seconds is None:
-            continue
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-            raise TypeError(
-                f"client_kwargs: timeout {phase} must be a number of seconds or None, "
-                f"not {type(seconds).__name__}"
-            )
-        if not (0 < seconds < math.inf):
-            raise MisuseError(
-                f"client_kwargs: timeout {phase} must be positive and finite "
-                f"(None for no limit), got {seconds!r}"
-            )
+        # None: no limit
+        validate.optional_seconds(f"client_kwargs: timeout {phase}", getattr(timeout, phase))
 
 
 class ClientSettings:

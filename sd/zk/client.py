@@ -15,11 +15,11 @@ you build yourself logs to kazoo's loggers, which kitsd does not touch).
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Callable
 from typing import Any, Final, Protocol, runtime_checkable
 
+from kitsd.core import validate
 from kitsd.core.errors import (
     BackendError,
     MisuseError,
@@ -191,9 +191,7 @@ def connect(
     """
     if not isinstance(hosts, str) or not hosts.strip():
         raise MisuseError(f"ZooKeeper hosts must be a non-empty string, not {hosts!r}")
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
-            or not math.isfinite(timeout) or timeout <= 0:
-        raise MisuseError(f"ZooKeeper session timeout must be positive seconds, not {timeout!r}")
+    validate.seconds("ZooKeeper session timeout", timeout)
     if auth is not None and (not isinstance(auth, str) or ":" not in auth):
         raise MisuseError("ZooKeeper digest auth must be a 'user:password' string")
     try:

@@ -24,13 +24,13 @@ if not, retrying with a jittered backoff while ZooKeeper refuses.
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import random
 import threading
 import uuid
 from typing import Any, Final
 
+from kitsd.core import validate
 from kitsd.core.errors import MisuseError
 from kitsd.sd.backoff import ZK_WATCH, Backoff
 from kitsd.sd.instance_info import InstanceInfo
@@ -106,10 +106,7 @@ class ZKRegistrar(RegistrarContext):
                             f"not {type(info).__name__}")
         self._info = info
         self._data = encode_value(self._instance, info).encode("utf-8")
-        if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) \
-                or not math.isfinite(retry_for) or retry_for < 0:
-            raise MisuseError(f"ZooKeeper registrar retry_for must be >= 0 seconds, "
-                              f"not {retry_for!r}")
+        validate.seconds("ZooKeeper registrar retry_for", retry_for, zero=True)
         missing = [verb for verb in _VERBS if not callable(getattr(client, verb, None))]
         if missing:
             raise TypeError(f"{type(client).__name__} is not a kazoo KazooClient "

@@ -16,13 +16,13 @@ its client and stops it on ``stop()``.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kitsd.core import validate
 from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.instance import split_address
 from kitsd.sd.instancer import InstancerHandle
@@ -81,8 +81,7 @@ def parse_url(parsed: urllib.parse.SplitResult) -> ZKURL:
             timeout = float(values[-1])
         except ValueError:
             raise MisuseError(f"zk:// URL timeout must be seconds, not {values[-1]!r}") from None
-        if not math.isfinite(timeout) or timeout <= 0:
-            raise MisuseError(f"zk:// URL timeout must be positive, not {values[-1]!r}")
+        validate.seconds("zk:// URL timeout", timeout)
     return ZKURL(",".join(hosts), path, timeout)
 
 
