@@ -58,7 +58,7 @@ class ThriftError(KitsdError):
         self.method = method
 
 
-class ThriftConnectError(ThriftError):
+class ThriftConnectError(ThriftError, ConnectionFailure):
     """The request was provably not sent: the connection could not be made, or
     writing the request failed before all of it left (the instance cannot have run
     it).  A :class:`kitsd.core.errors.ConnectionFailure`, so the retry loop ejects
@@ -110,8 +110,6 @@ class ThriftApplicationError(ThriftError):
         self.type_name = name
         self.message = message
 
-
-ConnectionFailure.register(ThriftConnectError)
 
 _APPLICATION_ERRORS = {
     0: "UNKNOWN", 1: "UNKNOWN_METHOD", 2: "INVALID_MESSAGE_TYPE", 3: "WRONG_METHOD_NAME",
