@@ -50,6 +50,14 @@ def instance_args(
     return args
 
 
+
+def _package_root() -> Path:
+    """The directory holding the ``kitsd`` package this module was imported from (the
+    checkout or ``site-packages``), found from this module's own path: one level up
+    per dot of its name, symlinks left as they are (``kitsd/compose`` links to the
+    checkout's ``compose/``), and without importing anything above this package."""
+    return Path(__file__).parents[__name__.count(".")]
+
 class InstanceProcess(ServerProcess):
     """One demo instance process; ready once it answers ``/health`` registered."""
 
@@ -75,9 +83,7 @@ class InstanceProcess(ServerProcess):
     def env(self) -> dict[str, str]:
         """Ours, with the directory this ``kitsd`` was imported from first on
         ``PYTHONPATH``, so the instance runs the same code (a checkout, too)."""
-        import kitsd
-
-        root = str(Path(kitsd.__file__).resolve().parents[1])
+        root = str(_package_root())
         path = os.environ.get("PYTHONPATH", "")
         return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, path) if p)}
 

@@ -165,3 +165,15 @@ def test_the_checker_catches_forbidden_imports(tmp_path: Path) -> None:
 def test_the_checker_follows_first_party_imports() -> None:
     # sd.endpointer reaches threading directly; a module importing it is impure too.
     assert violations(ROOT / "sd" / "endpointer.py") != []
+
+
+def test_every_pure_module_of_the_core_is_listed() -> None:
+    # The core is small and shared by every layer: a module of it that imports nothing
+    # forbidden is held to that by the scan, so a later change cannot quietly add I/O.
+    core = ROOT / "kitsd" / "core"
+    unlisted = [
+        str(path.relative_to(ROOT)) for path in sorted(core.rglob("*.py"))
+        if path.name != "__init__.py" and not violations(path)
+        and str(path.relative_to(ROOT)) not in PURE_MODULES
+    ]
+    assert unlisted == []
