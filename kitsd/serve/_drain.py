@@ -62,7 +62,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-from kitsd.core.errors import MisuseError
+from kitsd.core import validate
 from kitsd.sd.backoff import Curve
 
 __all__ = [
@@ -136,15 +136,6 @@ class Idle:
 Step = Check | Register | Deregister | Probe | Sleep | Release | Idle
 
 
-def _seconds(name: str, value: object, *, zero_ok: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
-        wanted = ">= 0" if zero_ok else "> 0"
-        raise MisuseError(f"{name} must be a finite number of seconds {wanted}, not {value!r}")
-    return float(value)
-
-
 @dataclass(frozen=True, slots=True)
 class Timings:
     """The lifecycle's durations, checked (``MisuseError``/``TypeError`` naming the option).
@@ -161,10 +152,10 @@ class Timings:
     check_interval: float = 0.05
 
     def __post_init__(self) -> None:
-        _seconds("drain", self.drain, zero_ok=True)
-        _seconds("margin", self.margin, zero_ok=True)
-        _seconds("probe_interval", self.probe_interval)
-        _seconds("check_interval", self.check_interval)
+        validate.seconds("drain", self.drain, zero=True)
+        validate.seconds("margin", self.margin, zero=True)
+        validate.seconds("probe_interval", self.probe_interval)
+        validate.seconds("check_interval", self.check_interval)
 
 
 class Lifecycle:

@@ -104,9 +104,7 @@ class AgentSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host.strip():
             raise MisuseError(f"host must be a host name or address, not {self.host!r}")
-        if isinstance(self.port, bool) or not isinstance(self.port, int) \
-                or not 1 <= self.port <= 65535:
-            raise MisuseError(f"port must be an integer in 1-65535, not {self.port!r}")
+        validate.integer("port", self.port, minimum=1, maximum=65535)
         if self.scheme not in _SCHEMES:
             raise MisuseError(f"scheme must be 'http' or 'https', not {self.scheme!r}")
         if not isinstance(self.verify, bool | str):

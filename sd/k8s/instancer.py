@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import re
 import threading
 from collections.abc import Iterable
@@ -34,6 +33,7 @@ from typing import Self
 
 import httpx
 
+from kitsd.core import validate
 from kitsd.core.errors import MisuseError, clip
 from kitsd.sd.consul.loop import LoopThread
 from kitsd.sd.instancer import Broadcaster, InstancerHandle, SharedWatches
@@ -65,18 +65,6 @@ def check_port(port: object) -> str | int | None:
     return port
 
 
-def _seconds(name: str, value: object, *, low: float, high: float, none_ok: bool = False,
-             low_ok: bool = False) -> float | None:
-    if value is None and none_ok:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
-    if not math.isfinite(value) or value > high or value < low or (value == low and not low_ok):
-        raise MisuseError(f"{name} must be in {'[' if low_ok else '('}{low:g}, {high:g}] seconds,"
-                          f" not {value!r}")
-    return float(value)
-
-
 def _query(service: object, namespace: object, port: object, config: ClusterConfig,
            address_types: Iterable[str], liveness_timeout: object,
            watch_timeout: object) -> SliceQuery:
@@ -97,8 +85,8 @@ def _query(service: object, namespace: object, port: object, config: ClusterConf
     if not types or unknown:
         raise MisuseError(f"address_types must be some of {sorted(ADDRESS_TYPES)}, not "
                           f"{list(address_types)!r}")
-    liveness = _seconds("liveness_timeout", liveness_timeout, low=0, high=3600, none_ok=True)
-    every = _seconds("watch_timeout", watch_timeout, low=1, high=3600, low_ok=True)
+    liveness = validate.optional_seconds("liveness_timeout", liveness_timeout, maximum=3600)
+    every = validate.seconds("watch_timeout", watch_timeout, minimum=1, maximum=3600)
     return SliceQuery(namespace, service, PortChoice.of(check_port(port)), types,
                       liveness_timeout=liveness, watch_timeout=every or MIN_WATCH_TIMEOUT)
 
@@ -188,8 +176,8 @@ class EndpointSliceInstancer(InstancerHandle):
         cluster = _config(config)
         query = _query(service, namespace, port, cluster, address_types, liveness_timeout,
                        watch_timeout)
-        first_wait = _seconds("first_answer_timeout", first_answer_timeout, low=0, high=600,
-                              low_ok=True)
+        first_wait = validate.seconds("first_answer_timeout", first_answer_timeout, zero=True,
+                                      maximum=600)
         _ = cluster.ssl_context  # a CA or certificate that cannot be loaded fails here
         self.query, self.config = query, cluster
         key = (cluster, query, id(transport) if transport is not None else None)

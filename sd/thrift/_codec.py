@@ -32,6 +32,7 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
+from kitsd.core import validate
 from kitsd.core.errors import MisuseError, clip
 from kitsd.sd.thrift._errors import ThriftApplicationError
 from kitsd.sd.thrift._vendor import (
@@ -185,10 +186,8 @@ class Call:
         if transport not in ("framed", "buffered"):
             raise MisuseError(
                 f"transport must be 'framed' or 'buffered', got {clip(repr(transport))}")
-        if (isinstance(max_frame_size, bool) or not isinstance(max_frame_size, int)
-                or not 0 < max_frame_size <= _MAX_I32):
-            raise MisuseError(
-                f"max_frame_size must be an int of bytes in 1..{_MAX_I32}, got {max_frame_size!r}")
+        frame_limit = validate.integer("max_frame_size", max_frame_size, minimum=1,
+                                       maximum=_MAX_I32)
         self.method = method
         self.name = f"{service_name}.{method}"
         self._args = getattr(service, f"{method}_args")
@@ -200,7 +199,7 @@ class Call:
         self.protocol_name: ProtocolName = protocol  # type: ignore[assignment]
         self._protocol = _PROTOCOLS[protocol]
         self.framed = transport == "framed"
-        self._max_frame_size = max_frame_size
+        self._max_frame_size = frame_limit
 
     # -- the request ----------------------------------------------------------------
 

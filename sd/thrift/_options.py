@@ -4,10 +4,9 @@ arguments)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from kitsd.core.errors import MisuseError
+from kitsd.core import validate
 from kitsd.sd.thrift._codec import Call
 
 __all__ = ["Deadline", "Options"]
@@ -27,16 +26,6 @@ class Deadline:
 _NONE = Deadline(None, "no deadline")
 
 
-def _seconds(name: str, value: object, *, allow_none: bool = True) -> float | None:
-    if value is None and allow_none:
-        return None
-    if (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
-            or not math.isfinite(value)):
-        raise MisuseError(f"{name} must be a finite number of seconds > 0"
-                          f"{' or None' if allow_none else ''}, got {value!r}")
-    return float(value)
-
-
 class Options:
     """The checked options of one factory (see :func:`sd.thrift.factory`)."""
 
@@ -47,12 +36,10 @@ class Options:
                  idle_timeout: object, max_frame_size: object) -> None:
         self.call = Call(service, method, protocol=protocol, transport=transport,
                          max_frame_size=max_frame_size)
-        self.timeout = _seconds("timeout", timeout)
-        self.connect_timeout = _seconds("connect_timeout", connect_timeout)
-        self.idle_timeout = _seconds("idle_timeout", idle_timeout)
-        if isinstance(max_idle, bool) or not isinstance(max_idle, int) or max_idle < 0:
-            raise MisuseError(f"max_idle must be an int >= 0, got {max_idle!r}")
-        self.max_idle = max_idle
+        self.timeout = validate.optional_seconds("timeout", timeout)
+        self.connect_timeout = validate.optional_seconds("connect_timeout", connect_timeout)
+        self.idle_timeout = validate.optional_seconds("idle_timeout", idle_timeout)
+        self.max_idle = validate.integer("max_idle", max_idle, minimum=0)
 
     def deadline(self, retry_deadline: float | None, now: float) -> Deadline:
         """The call's deadline: the retry's (:func:`lb.remaining`), else ``timeout``
