@@ -163,7 +163,7 @@ class ExecToken:
         if not isinstance(command, str) or not command:
             raise MisuseError("exec credential plugin: command must be a non-empty string")
         if "/" in command and not os.path.isabs(command) and base_dir:
-            command = os.path.join(base_dir, command)  # relative to the kubeconfig, as kubectl
+            command = os.path.normpath(os.path.join(base_dir, command))  # as kubectl does
         self.command = command
         self.args = tuple(args)
         self.env = dict(env or {})

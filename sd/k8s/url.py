@@ -62,7 +62,7 @@ def parse_url(parsed: urllib.parse.SplitResult) -> K8sURL:
                           "from the kubeconfig or the pod's service account")
     if parsed.fragment:
         raise MisuseError(f"a k8s:// URL has no #fragment: {shown}")
-    body = urllib.parse.unquote(parsed.netloc + parsed.path).strip("/")
+    body = urllib.parse.unquote(parsed.netloc + parsed.path)
     namespace: str | None
     namespace, slash, rest = body.rpartition("/")
     if not slash:
