@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 #: for latency.  PeakEWMA (latency-aware) where lb has it, else LeastLoaded.
 DEFAULT_BALANCER: Callable[..., lb.Balancer] = getattr(lb, "PeakEWMA", lb.LeastLoaded)
 
-_SCHEMES = ("static", "etcd", "etcds", "consul", "dnssrv", "zk")  # sd.instancer_from_url's
+# sd.instancer_from_url's schemes
+_SCHEMES = ("static", "etcd", "etcds", "consul", "consuls", "dnssrv", "zk", "k8s")
 _UNSET: Any = object()
 
 Discover = str | Callable[[str], Instancer] | MemoryRegistry
