@@ -50,6 +50,13 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
+
+from kitsd._extras import missing_extra
+
+try:
+    import opentelemetry  # noqa: F401 - checked here so the error names the extra
+except ModuleNotFoundError as _error:
+    raise missing_extra(_error, "kitsd.otel", "otel") from _error
 from opentelemetry import context, propagate, trace
 from opentelemetry.metrics import CallbackOptions, MeterProvider, get_meter
 from opentelemetry.metrics import Observation as Measurement

@@ -41,6 +41,12 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self
 
+from kitsd._extras import missing_extra
+
+try:
+    import prometheus_client  # noqa: F401 - checked here so the error names the extra
+except ModuleNotFoundError as _error:
+    raise missing_extra(_error, "kitsd.prometheus", "prometheus") from _error
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector

@@ -11,7 +11,7 @@ A call takes one token of ``limit`` (``limits``' notation: ``"10/second"``,
 middleware either rejects the call at once with :class:`RateLimitExceeded`
 (go-kit's ``ErrLimited``, the default) or, with ``wait=True``, sleeps until the
 limiter says a token frees up and tries again, but never past the enclosing
-retry's deadline (:func:`lb.remaining`) nor ``max_wait`` seconds: a wait that
+retry's deadline (:func:`lb.remaining`) nor ``max_wait`` seconds (default 60): a wait that
 would overrun them is rejected at once, so a caller is not held for a call
 that cannot be made in time.
 
@@ -27,11 +27,17 @@ from a short-lived timer thread of its own (10 ms, restarted as it is used).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
-import limits
+from kitsd._extras import missing_extra
+
+try:
+    import limits
+except ModuleNotFoundError as _error:
+    raise missing_extra(_error, "kitsd.ratelimit", "ratelimit") from _error
 import limits.aio.storage
 import limits.aio.strategies
 import limits.errors
@@ -44,7 +50,8 @@ from kitsd.core.endpoint import Endpoint, is_async
 from kitsd.core.errors import KitsdError, MisuseError, Rejected
 from kitsd.core.observe import HUB, RateLimited, emit
 
-__all__ = ["RateLimitExceeded", "rate_limit", "wait_decision"]
+__all__ = ["DEFAULT_MAX_WAIT", "MAX_PERIOD", "RateLimitExceeded", "rate_limit",
+           "wait_decision"]
 
 _STRATEGIES: dict[str, tuple[type[limits.strategies.RateLimiter],
                              type[limits.aio.strategies.RateLimiter]]] = {
@@ -58,6 +65,16 @@ _STRATEGIES: dict[str, tuple[type[limits.strategies.RateLimiter],
 
 #: The shortest wait between two tries for a token (a limiter's reset time can be "now").
 MIN_WAIT = 0.001
+
+DEFAULT_MAX_WAIT = 60.0
+"""Seconds a call waits for a token at most (``wait=True``) unless ``max_wait`` says."""
+
+MAX_PERIOD = 100 * 365 * 24 * 3600.0
+"""The longest period a limit may have (100 years): past it, a wait is no wait at all."""
+
+# "1/0second": limits reads a zero multiple as none (one second); we refuse it.
+_ZERO_MULTIPLE = re.compile(r"(?:/|\bper\b)\s*0+\s*[a-z]", re.IGNORECASE)
+_SEPARATORS = re.compile(r"[,;|]")
 
 
 class RateLimitExceeded(KitsdError, Rejected):
@@ -91,25 +108,14 @@ def wait_decision(
     return delay
 
 
-def rate_limit(
-    limit: str | limits.RateLimitItem,
-    *,
-    name: str = "default",
-    wait: bool = False,
-    max_wait: float | None = None,
-    storage: str | limits.storage.Storage | limits.aio.storage.Storage = "memory://",
-    strategy: str = "moving-window",
-) -> Callable[[Endpoint], Endpoint]:
-    """Middleware that lets calls through at ``limit`` (see the module doc).
-
-    ``name`` labels the limiter in errors and observations and keys it in the
-    storage (limiters with one name and storage share their tokens).  Raises
-    ``TypeError``/:class:`sd.MisuseError` at once for a bad limit, strategy,
-    ``max_wait`` or storage; the middleware raises ``TypeError`` for an endpoint
-    that is not callable, or a storage object of the wrong kind (sync storage
-    for an async endpoint, or the reverse).  Thread- and task-safe.
-    """
+def _limit_item(limit: object) -> limits.RateLimitItem:
+    """``limit`` as one ``limits.RateLimitItem`` that can grant; raises otherwise."""
     if isinstance(limit, str):
+        if _SEPARATORS.search(limit):
+            raise MisuseError(f"limit: one limit per middleware (chain two middlewares for "
+                              f"two limits), got {limit!r}")
+        if _ZERO_MULTIPLE.search(limit):
+            raise MisuseError(f"limit: the period must be at least one unit, got {limit!r}")
         try:
             item = limits.parse(limit)
         except ValueError as error:
@@ -119,11 +125,46 @@ def rate_limit(
     else:
         raise TypeError(f"limit must be a string like '10/second' or a limits.RateLimitItem, "
                         f"got {limit!r}")
+    if item.amount < 1:
+        raise MisuseError(f"limit: the amount must be at least 1 (a limit of 0 never grants), "
+                          f"got {str(item)!r}")
+    if item.multiples < 1:
+        raise MisuseError(f"limit: the period must be at least one unit, got {str(item)!r}")
+    if item.get_expiry() > MAX_PERIOD:
+        raise MisuseError(f"limit: the period must be at most 100 years, got {str(item)!r}")
+    return item
+
+
+def rate_limit(
+    limit: str | limits.RateLimitItem,
+    *,
+    name: str = "default",
+    wait: bool = False,
+    max_wait: float = DEFAULT_MAX_WAIT,
+    storage: str | limits.storage.Storage | limits.aio.storage.Storage = "memory://",
+    strategy: str = "moving-window",
+) -> Callable[[Endpoint], Endpoint]:
+    """Middleware that lets calls through at ``limit`` (see the module doc).
+
+    ``name`` labels the limiter in errors and observations and keys it in the
+    storage (limiters with one name and storage share their tokens).  With
+    ``wait=True`` a call waits at most ``max_wait`` seconds (default
+    :data:`DEFAULT_MAX_WAIT`) in all, and never past the enclosing retry's deadline.
+
+    Raises ``TypeError``/:class:`sd.MisuseError` at once for a bad limit (one that can
+    never grant: an amount or a period of 0; several limits in one string; a period
+    beyond :data:`MAX_PERIOD`), a ``wait`` that is not a bool, a bad strategy,
+    ``max_wait`` (negative, infinite, NaN) or storage; the middleware raises
+    ``TypeError`` for an endpoint that is not callable, or a storage object of the
+    wrong kind (sync storage for an async endpoint, or the reverse).  Thread- and task-safe.
+    """
+    item = _limit_item(limit)
     if not isinstance(name, str) or not name:
         raise MisuseError(f"name must be a non-empty string, got {name!r}")
+    validate.flag("wait", wait)
     if strategy not in _STRATEGIES:
         raise MisuseError(f"strategy must be one of {', '.join(_STRATEGIES)}, got {strategy!r}")
-    validate.optional_seconds("max_wait", max_wait, zero=True)
+    validate.seconds("max_wait", max_wait, zero=True)
     if isinstance(storage, str):
         if storage.startswith("async+"):
             raise MisuseError("storage: give the URI without 'async+'; async endpoints add it")

@@ -37,11 +37,17 @@ def test_imports_without_the_extras(module: str) -> None:
     assert f"imported {module}" in result.stdout
 
 
-@pytest.mark.parametrize("module", ["kitsd.prometheus", "kitsd.otel", "kitsd.ratelimit"])
-def test_adapters_need_their_extra(module: str) -> None:
+@pytest.mark.parametrize(("module", "extra", "library"), [
+    ("kitsd.prometheus", "prometheus", "prometheus_client"),
+    ("kitsd.otel", "otel", "opentelemetry"),
+    ("kitsd.ratelimit", "ratelimit", "limits"),
+])
+def test_adapters_say_which_extra_to_install(module: str, extra: str, library: str) -> None:
     result = run(module)
     assert result.returncode != 0
-    assert "ModuleNotFoundError" in result.stderr or "ImportError" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (f"ModuleNotFoundError: {module} needs {library}, which is not installed: "
+                    f"pip install 'kitsd[{extra}]'"), result.stderr
 
 
 def test_demo_metrics_without_prometheus_client_says_what_to_install() -> None:

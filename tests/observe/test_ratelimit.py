@@ -108,10 +108,47 @@ def test_fixed_window_strategy() -> None:
     ({"limit": "1/second", "storage": "nosuch://x"}, ValueError),
     ({"limit": "1/second", "storage": object()}, TypeError),
     ({"limit": "1/second", "name": ""}, ValueError),
+    # limits that can never grant, or not as written (issue 16.10)
+    ({"limit": "0/second"}, ValueError),
+    ({"limit": "1/0second"}, ValueError),
+    ({"limit": "1 per 0 minutes"}, ValueError),
+    ({"limit": "1/100000000 years"}, ValueError),
+    ({"limit": "1/second; 5/minute"}, ValueError),  # limits.parse kept only the first
+    ({"limit": limits.RateLimitItemPerSecond(0)}, ValueError),
+    ({"limit": "1/second", "wait": "no"}, TypeError),
+    ({"limit": "1/second", "wait": 1}, TypeError),
+    ({"limit": "1/second", "max_wait": float("inf")}, ValueError),
+    ({"limit": "1/second", "max_wait": float("nan")}, ValueError),
+    ({"limit": "1/second", "max_wait": None}, TypeError),
+    ({"limit": "1/second", "max_wait": True}, TypeError),
 ])
 def test_bad_arguments_fail_at_construction(kwargs: dict[str, Any], error: type) -> None:
     with pytest.raises(error):
         rate_limit(**kwargs)
+
+
+@pytest.mark.parametrize("limit", ["1/year", "3 per 2 hours", "100/second"])
+def test_limits_that_grant_are_accepted(limit: str) -> None:
+    assert rate_limit(limit)(echo)(1) == 1
+
+
+def test_a_wait_is_bounded_by_max_wait_by_default() -> None:
+    # 1/day with wait=True: the next token is a day away, past the default maximum
+    # (60 s), so the call is refused at once instead of sleeping (or overflowing sleep).
+    limited = rate_limit("1/day", name="daily", wait=True)(echo)
+    limited(1)
+    began = time.monotonic()
+    with pytest.raises(RateLimitExceeded) as caught:
+        limited(2)
+    assert time.monotonic() - began < 0.5
+    assert caught.value.retry_after > 3600
+
+
+async def test_an_async_wait_is_bounded_by_max_wait_by_default() -> None:
+    limited = rate_limit("1/day", name="daily-async", wait=True)(aecho)
+    await limited(1)
+    with pytest.raises(RateLimitExceeded):
+        await asyncio.wait_for(limited(2), 1.0)
 
 
 def test_storage_of_the_wrong_kind_is_refused_when_wrapping() -> None:
