@@ -90,6 +90,7 @@ def run_demo(
     building_blocks: bool = False,
     slow_instance: bool = False,
     observer: Callable[[Any], object] | None = None,
+    before_close: Callable[[], object] | None = None,
 ) -> DemoReport:
     """Run the demo and return its report; raises ``ValueError`` for bad options.
 
@@ -100,6 +101,13 @@ def run_demo(
     ``balancer="peak-ewma"`` to see the slow instance avoided and the stalls hidden.
     ``observer`` (e.g. a ``kitsd.prometheus.PrometheusObserver``) hears the run's
     :mod:`kitsd.core.observe` observations; it is installed for the run only.
+    ``before_close`` is called once the calls are done, while the client stack (its
+    watch, balancer and per-instance breakers) is still open: read there what
+    describes live objects (a scrape's ``kitsd_breaker_state`` shows the breakers of
+    the instances in the set; once the stack is closed, there are none to show).
+
+    Ctrl-C (``KeyboardInterrupt``) stops the calling threads after their current
+    call and the local instances before it propagates: nothing started is left.
     """
     if instances < 2:
         raise ValueError("the demo needs at least 2 instances (one of them is killed)")
@@ -114,13 +122,26 @@ def run_demo(
         with observe.observing(observer):
             return run_demo(instances=instances, requests=requests, balancer=balancer,
                             concurrency=concurrency, seed=seed, building_blocks=building_blocks,
-                            slow_instance=slow_instance)
+                            slow_instance=slow_instance, before_close=before_close)
     report = DemoReport(instances, requests, balancer, concurrency,
                         building_blocks=building_blocks)
+    servers: list[DemoInstance] = []
+    try:
+        _run(report, servers, registry=sd.MemoryRegistry(), seed=seed,
+             slow_instance=slow_instance, before_close=before_close)
+    finally:
+        for server in servers:
+            server.kill()
+    return report
+
+
+def _run(report: DemoReport, servers: list[DemoInstance], *, registry: sd.MemoryRegistry,
+         seed: int | None, slow_instance: bool,
+         before_close: Callable[[], object] | None) -> None:
+    """The run itself; ``servers`` collects every instance started (the caller kills them)."""
     lock = threading.Lock()
     listener = _OpenCounter(report, lock)
-    registry = sd.MemoryRegistry()
-    servers = [DemoInstance() for _ in range(instances)]
+    servers.extend(DemoInstance() for _ in range(report.instances))
     if slow_instance:
         servers[0].kill()
         servers[0] = DemoInstance(delay=SLOW_DELAY, stall_every=SLOW_STALL_EVERY,
@@ -136,30 +157,34 @@ def run_demo(
         return pybreaker.CircuitBreaker(fail_max=3, reset_timeout=1.0, name=instance,
                                         listeners=[listener])
 
+    requests = report.requests
     start = time.perf_counter()
     kill_at, add_at = requests // 3, 2 * requests // 3
     kill_now, add_now = threading.Event(), threading.Event()
     killed, added = threading.Event(), threading.Event()
+    stopping = threading.Event()  # Ctrl-C: the workers stop after their current call
     done = itertools.count(1)
     numbers = itertools.count()
 
     with contextlib.ExitStack() as stack:
-        if building_blocks:
-            client = _building_blocks(stack, registry, balancer, seed, new_breaker, report, lock,
-                                      listener, hedge)
+        if report.building_blocks:
+            client = _building_blocks(stack, registry, report.balancer, seed, new_breaker,
+                                      report, lock, listener, hedge)
         else:
-            client = _through_transport(stack, registry, balancer, seed, new_breaker, report,
-                                        lock, hedge)
+            client = _through_transport(stack, registry, report.balancer, seed, new_breaker,
+                                        report, lock, hedge)
 
         def worker() -> None:
             for number in numbers:
-                if number >= requests:
+                if number >= requests or stopping.is_set():
                     return
                 # Calls past a milestone wait for it, so every run shows the same story.
                 if number >= kill_at:
                     killed.wait()
                 if number >= add_at:
                     added.wait()
+                if stopping.is_set():
+                    return
                 began = time.perf_counter()
                 try:
                     instance = client(number)
@@ -177,10 +202,11 @@ def run_demo(
                     add_now.set()
 
         workers = [threading.Thread(target=worker, name=f"demo-worker-{i}")
-                   for i in range(concurrency)]
-        for thread in workers:
-            thread.start()
+                   for i in range(report.concurrency)]
+        completed = False
         try:
+            for thread in workers:
+                thread.start()
             kill_now.wait()
             victim = servers[1]
             victim.kill()
@@ -199,17 +225,22 @@ def run_demo(
             report.added = newcomer.instance
             added.set()
             report.timeline.append((time.perf_counter() - start, f"added {newcomer.instance}"))
+            for thread in workers:
+                thread.join()
+            completed = True
         finally:
+            if not completed:  # interrupted (Ctrl-C) or failed: stop the calls first
+                stopping.set()
             killed.set()
             added.set()
             for thread in workers:
-                thread.join()
+                if thread.ident is not None:
+                    thread.join()
             report.wall = time.perf_counter() - start
-            for registrar in registrars.values():
-                registrar.deregister()
-    for server in servers:
-        server.kill()
-    return report
+        if before_close is not None:
+            before_close()
+        for registrar in registrars.values():
+            registrar.deregister()
 
 
 Call = Callable[[int], str]
