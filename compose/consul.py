@@ -27,7 +27,7 @@ carrying it, so logs are shown only when something went wrong.
 
 The binary is ``/usr/local/bin/consul`` (``KITSD_CONSUL_BINARY`` overrides).
 If it is missing, constructing an agent raises :class:`ConsulNotInstalled`,
-whose message says how to install it (``bash .ci/install-consul``).
+whose message says how to install it (``kitsd servers install consul``).
 
 Using an agent you already run
 ------------------------------
@@ -100,12 +100,11 @@ def require_binary() -> str:
     """The Consul binary's path; raises :class:`ConsulNotInstalled` if there is none."""
     if Path(CONSUL_BINARY).is_file() or shutil.which(CONSUL_BINARY) is not None:
         return CONSUL_BINARY
+    from kitsd.compose.install import hint
+
     raise ConsulNotInstalled(
-        f"Consul binary not found at {CONSUL_BINARY}. Install it with "
-        "`bash .ci/install-consul` from the repository root (it builds HashiCorp Consul "
-        "1.22.7 from its Go module: 5-15 minutes the first time), or set "
-        f"KITSD_CONSUL_BINARY to a consul binary, or {HTTP_ADDR_ENV}=host:port to use a "
-        "running agent."
+        f"Consul binary not found at {CONSUL_BINARY} (KITSD_CONSUL_BINARY names another): "
+        + hint("consul")
     )
 
 

@@ -315,7 +315,10 @@ class EtcdCluster(ServerGroup[EtcdMember]):
         if size < 1:
             raise ValueError(f"a cluster needs at least one member, not {size}")
         if not Path(ETCD_BINARY).exists() and shutil.which(ETCD_BINARY) is None:
-            raise FileNotFoundError(f"etcd binary not found at {ETCD_BINARY}")
+            from kitsd.compose.install import hint
+
+            raise FileNotFoundError(f"etcd binary not found at {ETCD_BINARY} (KITSD_ETCD_BINARY "
+                                    f"names another): {hint('etcd')}")
         super().__init__("kitsd-etcd-", tmp_root)
         ports = free_ports(2 * size)
         names = [f"m{index}" for index in range(size)]

@@ -7,10 +7,10 @@ from __future__ import annotations
 __all__ = ["CONSUL_IMAGE", "DEMO_IMAGE", "ETCD_IMAGE"]
 
 ETCD_IMAGE = "quay.io/coreos/etcd:v3.4.23"
-"""etcd, as Debian's ``etcd-server`` 3.4.23 that ``.ci/install-etcd`` installs."""
+"""etcd, as Debian's ``etcd-server`` 3.4.23 that ``kitsd servers install etcd`` installs."""
 
 CONSUL_IMAGE = "hashicorp/consul:1.22.7"
-"""Consul, as the 1.22.7 that ``.ci/install-consul`` builds."""
+"""Consul, as the 1.22.7 that ``kitsd servers install consul`` builds."""
 
 DEMO_IMAGE = "kitsd-demo:latest"
 """kitsd with its extras (``compose/Dockerfile``): demo instances and the load client."""

@@ -15,7 +15,7 @@
   control plane: one can be down while the other takes writes).
 
 Both binaries come from ``kitsd servers install kube-apiserver``
-(``.ci/install-kube-apiserver``: built from their Go modules, cached in
+(``kitsd servers install kube-apiserver``: built from their Go modules, cached in
 ``~/.cache/kitsd``).  There is no controller-manager, scheduler or kubelet: nothing
 creates EndpointSlices, default service accounts, or finishes a namespace
 deletion, so tests write the slices themselves (:class:`KubeAdmin`) in a fresh
@@ -85,7 +85,7 @@ def _require() -> None:
     if missing:
         raise KubeNotInstalled(
             f"{' and '.join(missing)} not found. Install them with `kitsd servers install "
-            "kube-apiserver` (or `bash .ci/install-kube-apiserver`): built from their Go "
+            "kube-apiserver`: built from their Go "
             "modules, 6-10 min the first time on 2 cores, seconds from ~/.cache/kitsd after.")
 
 

@@ -4,6 +4,8 @@ process lifecycle they share.
 :class:`ServerProcess` is one server process we start (its log file, start, readiness wait,
 stop/kill/restart, close); a launcher gives its command line and readiness check.
 :class:`ServerGroup` is such processes in one temporary directory, removed on close.
+Every process and directory is also handed to :mod:`kitsd.compose.reaper`, so that
+none outlives this process, even one killed with SIGKILL.
 
 Not thread-safe: drive processes and groups from one thread.
 """
@@ -21,6 +23,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, ClassVar, Generic, Self, TypeVar
+
+from kitsd.compose import reaper
 
 __all__ = [
     "LOOPBACK",
@@ -151,6 +155,7 @@ class ServerProcess(ABC):
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the test terminal must not reach the server first
         )
+        reaper.watch(self._process.pid)  # its own session: stopped by the reaper if we die
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Block until :meth:`ready` (``timeout`` defaults to :attr:`start_timeout`);
@@ -171,11 +176,13 @@ class ServerProcess(ABC):
         if self._process is not None:
             self.resume()
             stop_process(self._process)
+            reaper.forget(self._process.pid)
 
     def kill(self) -> None:
         """Kill with SIGKILL (a crash) and reap; idempotent."""
         if self._process is not None:
             stop_process(self._process, kill=True)
+            reaper.forget(self._process.pid)
 
     def send_signal(self, signum: int) -> None:
         """Send ``signum`` to the process if it is running (no-op otherwise)."""
@@ -241,6 +248,7 @@ class ServerGroup(Generic[ProcessT]):
 
     def __init__(self, prefix: str, tmp_root: str | None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix=prefix, dir=tmp_root)
+        reaper.watch_dir(self._tmp.name)
         self._closed = False
         self.members: list[ProcessT] = []
 
@@ -296,6 +304,7 @@ class ServerGroup(Generic[ProcessT]):
         for member in self.members:
             member.close()
         self._tmp.cleanup()
+        reaper.forget_dir(self._tmp.name)
 
     def __enter__(self) -> Self:
         return self

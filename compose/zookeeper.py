@@ -1,7 +1,7 @@
 """A real ZooKeeper server on loopback, for the ZooKeeper driver's integration tests.
 
 :class:`ZooKeeperServer` runs Debian's ZooKeeper (``/usr/share/java/zookeeper.jar``,
-the ``zookeeper`` package, installed by ``.ci/install-zookeeper``) as a
+the ``zookeeper`` package, installed by ``kitsd servers install zookeeper``) as a
 standalone server (``ZooKeeperServerMain``) on a free ``127.0.0.1`` client
 port, with its data directory, configuration and log inside one
 :class:`tempfile.TemporaryDirectory`.  Starting waits until the server answers
@@ -61,11 +61,10 @@ class ZooKeeperNotInstalled(FileNotFoundError):
 def _require() -> tuple[str, str]:
     java = shutil.which(os.environ.get("JAVA", "java"))
     if java is None or not Path(ZK_JAR).is_file():
+        from kitsd.compose.install import hint
+
         raise ZooKeeperNotInstalled(
-            f"ZooKeeper not found (jar {ZK_JAR}, java {java}). Install it with "
-            "`bash .ci/install-zookeeper` (Debian's zookeeper package), or set "
-            f"{HOSTS_ENV}=host:port to use a running server."
-        )
+            f"ZooKeeper not found (jar {ZK_JAR}, java {java}): {hint('zookeeper')}")
     return java, ZK_JAR
 
 

@@ -25,7 +25,10 @@ if TYPE_CHECKING:
     from kitsd import breaker, lb, sd, serve
     from kitsd.transport import AsyncTransport, Transport
 
-__all__ = ["AsyncTransport", "Transport", "breaker", "lb", "sd", "serve"]
+__all__ = ["AsyncTransport", "Transport", "__version__", "breaker", "lb", "sd", "serve"]
+
+__version__ = "0.1.0"
+"""The distribution's version (the one source: ``pyproject.toml`` reads it from here)."""
 
 _SUBPACKAGES = frozenset({"breaker", "lb", "sd", "serve"})
 
@@ -36,7 +39,7 @@ def __getattr__(name: str) -> Any:
     # and `import kitsd` alone then `kitsd.lb.RoundRobin` works.
     if name in _SUBPACKAGES:
         return importlib.import_module(f"{__name__}.{name}")
-    if name in __all__:
+    if name in ("AsyncTransport", "Transport"):
         value = getattr(importlib.import_module("kitsd.transport"), name)
         globals()[name] = value
         return value

@@ -43,6 +43,7 @@ The schedule is chosen by ``faults`` (in that order) and the victims by
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import logging
@@ -341,6 +342,7 @@ def run_chaos(
     anything) and ``RuntimeError`` if a server or an instance does not start.
     """
     from kitsd.chaos_registry import open_registry
+    from kitsd.compose import reaper
     from kitsd.compose.instance import InstanceProcess
     from kitsd.compose.process import free_ports
 
@@ -355,6 +357,7 @@ def run_chaos(
         raise ValueError("--duration and --rate must be > 0")
     if registry not in ("etcd", "consul", "memory"):
         raise ValueError(f"--registry must be etcd, consul or memory, not {registry!r}")
+    _require_client(registry_url.partition("://")[0] if registry_url else registry)
     seed = random.randrange(2**31) if seed is None else seed
     rng = random.Random(seed)
     schedule = list(dict.fromkeys(faults))
@@ -363,13 +366,16 @@ def run_chaos(
 
     say(f"starting {registry_url or registry} ...")
     chaos = open_registry(registry, registry_url, service)
-    report = ChaosReport(chaos.describe(), 0 if service else instances, rate, duration, seed)
-    tmp = tempfile.TemporaryDirectory(prefix="kitsd-chaos-")
+    tmp: tempfile.TemporaryDirectory[str] | None = None
     processes: list[InstanceProcess] = []
     load: _Load | None = None
     view: _View | None = None
     instancer: sd.Instancer | None = None
-    try:
+    try:  # from here on, whatever ends the run (Ctrl-C, SIGTERM too) stops all we started
+        report = ChaosReport(chaos.describe(), 0 if service else instances, rate, duration,
+                             seed)
+        tmp = tempfile.TemporaryDirectory(prefix="kitsd-chaos-")
+        reaper.watch_dir(tmp.name)  # removed even if we are killed
         for index, port in enumerate(free_ports(0 if service else instances)):
             args = ["--port", str(port), *chaos.instance_args(port)]
             if "rolling" in schedule:
@@ -431,12 +437,34 @@ def run_chaos(
             process.stop()  # SIGTERM: it deregisters, leaving nothing in a user's registry
             process.close()
         chaos.close()
-        tmp.cleanup()
+        if tmp is not None:
+            tmp.cleanup()
+            reaper.forget_dir(tmp.name)
     for phase in report.phases:
         phase.p50_ms = _percentile(phase.latencies, 50)
         phase.p99_ms = _percentile(phase.latencies, 99)
     report.wall_s = time.monotonic() - began
     return report
+
+
+#: The client library each registry's driver needs (any one of them), and its extra.
+_CLIENTS = {"etcd": (("pyetcd", "etcd3"), "etcd"), "consul": (("consul",), "consul")}
+
+
+def _require_client(registry: str) -> None:
+    """Raise ``ValueError`` naming the extra when ``registry``'s client library is missing:
+    checked before anything starts (the instance processes and the client need it)."""
+    if registry not in _CLIENTS:
+        return
+    modules, extra = _CLIENTS[registry]
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+        return
+    raise ValueError(f"chaos on {registry} needs its client library ({' or '.join(modules)}): "
+                     f"pip install 'kitsd[{extra}]'")
 
 
 def _rolling(phase: PhaseReport, members: Sequence[Any], view: _View, everyone: set[str],

@@ -1,32 +1,125 @@
-"""The ``kitsd`` command: ``kitsd demo``, ``kitsd watch URL`` and ``kitsd chaos``."""
+"""The ``kitsd`` command: ``demo``, ``watch URL``, ``chaos`` and ``servers install NAME``.
+
+Exit status: 0 success, 1 the command ran and found a failure (a failed call, a
+registry never reached), 2 a usage error (argparse's), 128 + N after signal N:
+130 for Ctrl-C (SIGINT), 143 for SIGTERM, 129 for SIGHUP.  Every signal of the
+three stops what the command started (threads, local instances, server
+processes) before the command exits, with one line saying so on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 from typing import Any
 
-from kitsd.demo import BALANCERS, format_report, run_demo
-from kitsd.watch import watch
+from kitsd import __version__
 
-__all__ = ["main"]
+__all__ = ["Terminated", "main"]
+
+DEFAULT_REGISTRY = "memory"
+"""``kitsd chaos``'s registry when ``--registry`` is not given."""
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: raised in the main thread, as Ctrl-C raises
+    ``KeyboardInterrupt``, so every ``finally`` and ``with`` runs and what was
+    started is stopped.  ``signum`` is the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Terminated` in the main thread while inside;
+    the handlers found are put back after (so ``main`` embedded in a program or a
+    test leaves its signals as they were).  Outside the main thread: no change."""
+    previous: dict[int, Any] = {}
+    try:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, _raise_terminated)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        pass
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _number(kind: Callable[[str], Any], *, minimum: float, strict: bool = False,
+            maximum: float | None = None, unit: str = "") -> Callable[[str], Any]:
+    """An argparse ``type=`` that accepts finite numbers ``>= minimum`` (``> minimum``
+    with ``strict``) and ``<= maximum``, refusing ``inf``, ``nan`` and the rest with a
+    usage error (exit status 2) that names the argument."""
+    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+    if maximum is not None:
+        bound += f" and <= {maximum:,.0f}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {'number' if kind is float else 'whole number'}") from None
+        if (not math.isfinite(value) or value < minimum or (strict and value == minimum)
+                or (maximum is not None and value > maximum)):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite {'number' if kind is float else 'whole number'}{unit} "
+                f"{bound}, not {text!r}")
+        return value
+
+    return parse
+
+
+#: The longest --duration: a year (a longer wait overflows the clock's timeout).
+MAX_DURATION = 365 * 24 * 3600.0
+_seconds = _number(float, minimum=0, strict=True, maximum=MAX_DURATION, unit=" of seconds")
+_rate = _number(float, minimum=0, strict=True, maximum=1e6)
+
+
+def _positive(minimum: int) -> Callable[[str], Any]:
+    return _number(int, minimum=minimum)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kitsd", description="Client-side service discovery and load balancing.")
+    parser.add_argument("--version", action="version", version=f"kitsd {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
+    _demo_parser(commands)
+    _chaos_parser(commands)
+    _watch_parser(commands)
+    _servers_parser(commands)
+    return parser
+
+
+def _demo_parser(commands: Any) -> None:
+    from kitsd.demo import BALANCERS
 
     demo = commands.add_parser(
         "demo", help="run the whole stack on local instances while they die and arrive")
-    demo.add_argument("--instances", type=int, default=3, help="instances to start (default 3)")
-    demo.add_argument("--requests", type=int, default=2000, help="calls to make (default 2000)")
+    demo.add_argument("--instances", type=_positive(1), default=3,
+                      help="instances to start (default 3)")
+    demo.add_argument("--requests", type=_positive(1), default=2000,
+                      help="calls to make (default 2000)")
     demo.add_argument("--balancer", choices=BALANCERS, default=None,
                       help="default round-robin (peak-ewma with --slow-instance)")
-    demo.add_argument("--concurrency", type=int, default=4, help="calling threads (default 4)")
+    demo.add_argument("--concurrency", type=_positive(0), default=4,
+                      help="calling threads (default 4)")
     demo.add_argument("--seed", type=int, default=None, help="seed for the random choices")
     demo.add_argument(
         "--slow-instance", action="store_true",
@@ -39,6 +132,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="call through the hand-built stack (sd, lb, breaker) instead of "
                            "the one-line kitsd.Transport client")
 
+
+def _chaos_parser(commands: Any) -> None:
     chaos = commands.add_parser(
         "chaos", help="run a fault schedule against a real local cluster under load",
         description="Start a registry (3-member etcd, 3-server Consul, or in-process), "
@@ -46,7 +141,10 @@ def _parser() -> argparse.ArgumentParser:
                     "client stack; run the fault schedule; print a table per phase. Exit "
                     "status 1 if any call failed (every call is an idempotent GET the stack "
                     "is meant to keep succeeding) or the instance set did not converge.")
-    chaos.add_argument("--registry", choices=("etcd", "consul", "memory"), default="memory")
+    chaos.add_argument("--registry", choices=("etcd", "consul", "memory"),
+                       default=DEFAULT_REGISTRY,
+                       help=f"the registry to start (default {DEFAULT_REGISTRY}: in-process, "
+                            "no server; etcd: 3 members, consul: 3 servers, on loopback)")
     chaos.add_argument("--registry-url", default=None,
                        help="use your servers: etcd://host:port[,host:port]/prefix/ or "
                             "consul://host:port (registry faults: only cutting ourselves off)")
@@ -54,22 +152,52 @@ def _parser() -> argparse.ArgumentParser:
                        help="with --registry-url: load an existing service's instances "
                             "instead of starting our own (Consul service name; for etcd the "
                             "URL's prefix is the service's); faults: cut, lost")
-    chaos.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
-    chaos.add_argument("--rate", type=float, default=50.0, help="calls per second (default 50)")
-    chaos.add_argument("--instances", type=int, default=3, help="instances (default 3)")
+    chaos.add_argument("--duration", type=_seconds, default=60.0,
+                       help="seconds (default 60)")
+    chaos.add_argument("--rate", type=_rate, default=50.0,
+                       help="calls per second (default 50)")
+    chaos.add_argument("--instances", type=_positive(1), default=3,
+                       help="instances (default 3)")
     chaos.add_argument("--faults", default="kill,hang,slow,leader,cut,lost",
                        help="the schedule, in order (default: kill,hang,slow,leader,cut,lost; "
                             "also rolling: a drained rolling restart of every instance)")
     chaos.add_argument("--seed", type=int, default=None, help="seed choosing the victims")
     chaos.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    watch_cmd = commands.add_parser("watch", help="print the live instance set of a URL")
+
+def _watch_parser(commands: Any) -> None:
+    watch_cmd = commands.add_parser(
+        "watch", help="print the live instance set of a URL",
+        description="Print every change of the URL's instance set until Ctrl-C, --count "
+                    "updates or --duration seconds. Exit status 0 if the registry's last "
+                    "answer was good, 1 (with the last error) if it was an error or no "
+                    "answer came at all.")
     watch_cmd.add_argument(
         "url", help="static://h:p,h:p | etcd[s]://host:port/prefix/ | "
                     "consul[s]://host:port/service | dnssrv://NAME?server=h:p | zk://host:port/path")
-    watch_cmd.add_argument("--count", type=int, default=None, help="exit after N updates")
-    watch_cmd.add_argument("--duration", type=float, default=None, help="exit after N seconds")
-    return parser
+    watch_cmd.add_argument("--count", type=_positive(1), default=None,
+                           help="exit after N updates")
+    watch_cmd.add_argument("--duration", type=_seconds, default=None,
+                           help="exit after N seconds")
+
+
+def _servers_parser(commands: Any) -> None:
+    from kitsd.compose.install import SERVERS
+
+    names = sorted(SERVERS)
+    servers = commands.add_parser(
+        "servers", help="install the real servers the pytest plugin and chaos run",
+        description="The registry servers kitsd's pytest fixtures, `kitsd chaos` and kitsd's "
+                    "own test suite start on loopback ports. `install` installs the missing "
+                    "ones (system packages or a build; needs root or passwordless sudo); "
+                    "`list` says what is installed where.")
+    actions = servers.add_subparsers(dest="action", required=True)
+    install = actions.add_parser("install", help="install servers that are missing")
+    install.add_argument("names", nargs="+", choices=names, metavar="NAME",
+                         help=f"one or more of: {', '.join(names)}")
+    install.add_argument("--force", action="store_true",
+                         help="run the installer even if the server looks installed")
+    actions.add_parser("list", help="say which servers are installed")
 
 
 def _metrics() -> Any:
@@ -88,38 +216,83 @@ def _metrics() -> Any:
     return PrometheusObserver(CollectorRegistry())
 
 
-def _print_metrics(metrics: Any) -> None:
+def _exposition(metrics: Any) -> str:
     from prometheus_client import generate_latest
 
-    sys.stdout.write("\n# Prometheus metrics of this run (what a scrape of /metrics shows)\n")
-    sys.stdout.write(generate_latest(metrics.registry).decode())
-    metrics.close()
+    return generate_latest(metrics.registry).decode()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from kitsd.demo import format_report, run_demo
+
+    balancer = args.balancer or ("peak-ewma" if args.slow_instance else "round-robin")
+    metrics = _metrics() if args.metrics else None
+    if args.metrics and metrics is None:
+        return 2
+    exposition: list[str] = []
+    try:
+        report = run_demo(
+            instances=args.instances, requests=args.requests, balancer=balancer,
+            concurrency=args.concurrency, seed=args.seed, slow_instance=args.slow_instance,
+            observer=metrics, building_blocks=args.building_blocks,
+            # scraped while the client is open: its breakers are alive to be shown
+            before_close=None if metrics is None else
+            (lambda: exposition.append(_exposition(metrics))))
+    finally:
+        if metrics is not None:
+            metrics.close()
+    format_report(report, sys.stdout)
+    if exposition:
+        sys.stdout.write("\n# Prometheus metrics of this run (what a scrape of /metrics "
+                         "shows before the client closes)\n")
+        sys.stdout.write(exposition[0])
+    return 0 if report.failed == 0 else 1
+
+
+def _servers(args: argparse.Namespace) -> int:
+    from kitsd.compose.install import SERVERS, InstallError, install, status
+
+    if args.action == "list":
+        for name in sorted(SERVERS):
+            print(f"{name:<12} {status(SERVERS[name])}")
+        return 0
+    try:
+        for name in args.names:
+            install(SERVERS[name], say=lambda line: print(line, file=sys.stderr, flush=True),
+                    force=args.force)
+    except InstallError as error:
+        print(f"kitsd servers: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code (see the module doc)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "demo":
-            balancer = args.balancer or ("peak-ewma" if args.slow_instance else "round-robin")
-            metrics = _metrics() if args.metrics else None
-            if args.metrics and metrics is None:
-                return 2
-            report = run_demo(instances=args.instances, requests=args.requests,
-                              balancer=balancer, concurrency=args.concurrency,
-                              seed=args.seed, slow_instance=args.slow_instance,
-                              observer=metrics, building_blocks=args.building_blocks)
-            format_report(report, sys.stdout)
-            if metrics is not None:
-                _print_metrics(metrics)
-            return 0 if report.failed == 0 else 1
-        if args.command == "chaos":
-            from kitsd.chaos import main_chaos  # starts nothing until asked
+        with _signals_raise():
+            if args.command == "demo":
+                return _demo(args)
+            if args.command == "chaos":
+                from kitsd.chaos import main_chaos  # starts nothing until asked
 
-            return main_chaos(args)
-        return watch(args.url, sys.stdout, count=args.count, duration=args.duration)
+                return main_chaos(args)
+            if args.command == "servers":
+                return _servers(args)
+            from kitsd.watch import main_watch
+
+            return main_watch(args)
     except ValueError as error:
         print(f"kitsd: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nkitsd {args.command}: interrupted; everything it started is stopped",
+              file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Terminated as terminated:
+        name = signal.Signals(terminated.signum).name
+        print(f"\nkitsd {args.command}: {name}; everything it started is stopped",
+              file=sys.stderr)
+        return 128 + terminated.signum

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
+import argparse
+import logging
+import sys
 import threading
 import time
 from typing import TextIO
 
 from kitsd import sd
 
-__all__ = ["watch"]
+__all__ = ["main_watch", "watch"]
 
 
 def _line(event: sd.Event) -> str:
@@ -21,24 +23,62 @@ def _line(event: sd.Event) -> str:
 
 
 def watch(url: str, out: TextIO, *, stop: threading.Event | None = None,
-          count: int | None = None, duration: float | None = None) -> int:
+          count: int | None = None, duration: float | None = None,
+          err: TextIO | None = None) -> int:
     """Print every change of ``url``'s instance set until ``stop`` is set, ``count``
-    events were printed, ``duration`` seconds passed, or Ctrl-C.  Returns an exit code."""
+    events were printed or ``duration`` seconds passed; returns an exit code.
+
+    0 when the registry's last answer was good; 1 when it was an error, or when no
+    answer came at all (a line on ``err``, default ``sys.stderr``, says which).
+    Raises ``ValueError`` (:class:`sd.MisuseError`) for a bad URL, before watching;
+    ``KeyboardInterrupt`` propagates after the watch is stopped.
+    """
     stop = stop or threading.Event()
     printed = 0
+    last: sd.Event | None = None
+    reached = False
     lock = threading.Lock()
 
     def on_event(event: sd.Event) -> None:
-        nonlocal printed
+        nonlocal printed, last, reached
         with lock:
             out.write(_line(event) + "\n")
             out.flush()
+            last = event
+            reached = reached or event.error is None
             printed += 1
             if count is not None and printed >= count:
                 stop.set()
 
     with sd.instancer_from_url(url) as instancer:
         instancer.subscribe(on_event)
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait(duration)
+        stop.wait(duration)
+        instancer.unsubscribe(on_event)
+    err = sys.stderr if err is None else err
+    with lock:
+        if last is None:
+            err.write("kitsd watch: no answer from the registry"
+                      + (f" within {duration:g}s\n" if duration is not None else "\n"))
+            return 1
+        if last.error is not None:
+            what = "the registry was never reached" if not reached else \
+                "the registry's last answer was an error"
+            err.write(f"kitsd watch: {what}: {last.error}\n")
+            return 1
     return 0
+
+
+def main_watch(args: argparse.Namespace) -> int:
+    """The ``kitsd watch`` command (``args`` from :mod:`kitsd.cli`).
+
+    Each registry error is printed once, as a line of the watch: the drivers' own
+    warnings about the same error are silenced unless ``--verbose``.
+    """
+    library = logging.getLogger("kitsd")
+    previous = library.level
+    if not args.verbose:
+        library.setLevel(logging.ERROR)
+    try:
+        return watch(args.url, sys.stdout, count=args.count, duration=args.duration)
+    finally:  # main may run in-process (tests, embedding): leave logging as found
+        library.setLevel(previous)

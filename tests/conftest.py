@@ -22,31 +22,39 @@ def pytest_configure(config: pytest.Config) -> None:
         manager.register(kitsd.pytest_plugin, "kitsd")
 
 
+#: Test directories and file-name words -> the server (a row of kitsd.compose.install's
+#: SERVERS) their integration tests start.
+SERVER_WORDS = {"etcd": "etcd", "consul": "consul", "zk": "zookeeper", "dns": "consul",
+                "k8s": "kube-apiserver"}
+
+
 def servers_needed(items: list[pytest.Item]) -> set[str]:
     """The servers the selected integration tests start: tests under ``tests/etcd``
     need etcd, tests under ``tests/consul`` Consul, tests under ``tests/zk`` ZooKeeper
     and tests under ``tests/dns`` Consul (its DNS interface), tests under ``tests/k8s``
     kube-apiserver -- by directory, as the
-    fixtures are defined there -- and test files named for a server need it too
-    (``test_chaos_etcd.py``)."""
+    fixtures are defined there --, test files named for a server need it too
+    (``test_chaos_etcd.py``), and so does a test marked ``kitsd_servers("etcd", ...)``
+    (the README's examples)."""
     needed: set[str] = set()
     for item in items:
+        for marker in item.iter_markers("kitsd_servers"):
+            needed.update(marker.args)
         if item.get_closest_marker("integration") is None:
             continue
         parts = item.path.parts
         stem_words = item.path.stem.split("_")
-        needed.update(name for name in ("etcd", "consul", "zk")
-                      if name in parts or name in stem_words)
-        if "dns" in parts:
-            needed.add("consul")
-        if "k8s" in parts or "k8s" in stem_words:
-            needed.add("kube-apiserver")
+        needed.update(server for word, server in SERVER_WORDS.items()
+                      if word in parts or word in stem_words)
     return needed
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Before the first test: install etcd / Consul when selected tests need them and
-    they are missing (see :mod:`compose.install`)."""
+    """Before the first test: install the servers the selected tests need and that are
+    missing (see :mod:`kitsd.compose.install`).  Collecting alone (``--collect-only``)
+    never installs anything."""
+    if session.config.option.collectonly:
+        return
     needed = servers_needed(session.items)
     if not needed:
         return

@@ -5,7 +5,7 @@ Real-agent tests are marked ``integration`` and use the agents of
 (``consul_agent``), a fresh one per test for tests that stop or restart it
 (``restartable_agent``), and their own cluster in ``test_cluster.py``.  If
 ``/usr/local/bin/consul`` is missing these fixtures FAIL, saying how to install
-it (``bash .ci/install-consul``); they never fall back to a fake.
+it (``kitsd servers install consul``); they never fall back to a fake.
 
 ``KITSD_CONSUL_HTTP_ADDR=host:port`` runs the shared-agent tests against an
 agent you run (``KITSD_CONSUL_TOKEN`` is then sent as the ACL token); tests that

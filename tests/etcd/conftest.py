@@ -64,8 +64,9 @@ def require_etcd_binary() -> None:
     """Fail, loudly, a test that must start its own etcd when there is no etcd binary:
     a missing server is a missing install step, never a reason to pass quietly."""
     if not Path(ETCD_BINARY).exists():
-        pytest.fail(f"no etcd binary at {ETCD_BINARY}: install it with `bash .ci/install-etcd`,"
-                    f" set {ENDPOINT_ENV}=host:port, or deselect with -m 'not integration'")
+        pytest.fail(f"no etcd binary at {ETCD_BINARY}: install it with "
+                    f"`kitsd servers install etcd`, set {ENDPOINT_ENV}=host:port, "
+                    "or deselect with -m 'not integration'")
 
 
 def _require_etcd() -> None:

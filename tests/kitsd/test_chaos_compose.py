@@ -22,6 +22,7 @@ from kitsd.compose import consul as compose_consul
 from kitsd.compose.consul import ConsulCluster
 from kitsd.compose.etcd import ETCD_BINARY, EtcdMember
 from kitsd.compose.images import CONSUL_IMAGE, DEMO_IMAGE, ETCD_IMAGE
+from kitsd.compose.install import SERVERS
 from kitsd.compose.instance import INSTANCE_MODULE, InstanceProcess
 
 COMPOSE = Path(compose_consul.__file__).resolve().parent
@@ -128,7 +129,7 @@ def test_consul_servers_run_the_launchers_image_flags_and_ports(
 
 
 def test_consul_image_is_the_version_ci_builds() -> None:
-    script = (ROOT / ".ci" / "install-consul").read_text()
+    script = SERVERS["consul"].installer.read_text()
     pinned = re.search(r'^CONSUL_VERSION="([^"]+)"', script, re.MULTILINE)
     assert pinned is not None
     assert f"hashicorp/consul:{pinned.group(1)}" == CONSUL_IMAGE

@@ -6,11 +6,14 @@ import io
 import re
 import subprocess
 import sys
+import textwrap
 import threading
 
 import pytest
 
+import kitsd
 from kitsd.cli import main
+from kitsd.compose.process import free_ports
 from kitsd.demo import format_report, run_demo
 
 
@@ -72,3 +75,100 @@ def test_console_script_runs_the_demo() -> None:
     assert done.returncode == 0, done.stderr
     assert "OK: every call succeeded" in done.stdout
     assert threading.active_count() >= 1
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.strip() == f"kitsd {kitsd.__version__}"
+
+
+@pytest.mark.parametrize("argv", [
+    ["watch", "static://127.0.0.1:1", "--duration", "inf"],
+    ["watch", "static://127.0.0.1:1", "--duration", "nan"],
+    ["watch", "static://127.0.0.1:1", "--duration", "-1"],
+    ["watch", "static://127.0.0.1:1", "--duration", "0"],
+    ["watch", "static://127.0.0.1:1", "--duration", "1e300"],
+    ["watch", "static://127.0.0.1:1", "--duration", "soon"],
+    ["watch", "static://127.0.0.1:1", "--count", "0"],
+    ["chaos", "--duration", "inf"],
+    ["chaos", "--duration", "nan"],
+    ["chaos", "--rate", "inf"],
+    ["chaos", "--rate", "0"],
+    ["chaos", "--instances", "-3"],
+    ["demo", "--requests", "nan"],
+])
+def test_bad_numbers_are_usage_errors(argv: list[str],
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 16.11: --duration inf ended in an OverflowError traceback; nan exited 0 at once."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {argv[-2]}: " in err
+    assert "Traceback" not in err
+
+
+def test_chaos_help_says_the_default_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["chaos", "--help"])
+    assert "default memory" in " ".join(capsys.readouterr().out.split())
+
+
+def test_watch_exits_nonzero_when_the_registry_was_never_reached(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 15.5: it exited 0; and each failure was printed twice (its line and a
+    logged WARNING)."""
+    (port,) = free_ports(1)  # nothing listens there
+    assert main(["watch", f"consul://127.0.0.1:{port}/users", "--duration", "1"]) == 1
+    captured = capsys.readouterr()
+    assert "kitsd watch: the registry was never reached: " in captured.err
+    assert "cannot connect" in captured.err
+    assert "error, keeping 0" in captured.out
+    assert [r for r in caplog.records if r.name.startswith("kitsd")] == []
+
+
+def test_watch_prints_a_failure_once() -> None:
+    (port,) = free_ports(1)
+    done = subprocess.run(
+        [sys.executable, "-m", "kitsd", "watch", f"consul://127.0.0.1:{port}/users",
+         "--duration", "1"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert "WARNING" not in done.stderr
+    assert done.stderr.count("cannot connect") == 1  # the last error, once
+    # -v shows the drivers' own logs again
+    verbose = subprocess.run(
+        [sys.executable, "-m", "kitsd", "-v", "watch", f"consul://127.0.0.1:{port}/users",
+         "--duration", "1"], capture_output=True, text=True, timeout=60, check=False)
+    assert "WARNING kitsd.sd.consul" in verbose.stderr
+
+
+def test_watch_exits_zero_when_the_last_answer_was_good(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["watch", "static://127.0.0.1:1", "--duration", "0.2"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_chaos_without_the_client_library_starts_nothing() -> None:
+    """Issue 15.4: with --registry etcd and no etcd extra it started a cluster, then
+    failed with an instance process's traceback."""
+    script = textwrap.dedent(
+        """
+        import sys
+        for name in ("pyetcd", "etcd3"):
+            sys.modules[name] = None
+        from kitsd.cli import main
+        from kitsd.compose import reaper
+        code = main(["chaos", "--registry", "etcd", "--duration", "5"])
+        print("watcher", reaper.watcher_pid())  # None: no process was ever started
+        sys.exit(code)
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'kitsd[etcd]'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "watcher None" in done.stdout

@@ -8,7 +8,7 @@
 * ``path`` -- a node path no other test uses.
 
 Without ZooKeeper the fixtures FAIL with the install hint
-(``bash .ci/install-zookeeper``); they never fall back to a fake.
+(``kitsd servers install zookeeper``); they never fall back to a fake.
 """
 
 from __future__ import annotations

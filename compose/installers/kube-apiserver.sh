@@ -11,7 +11,7 @@
 #
 # No prebuilt download is possible here, so each release is built with the Go
 # toolchain from the Go module proxy, in a throwaway module outside the repo (as
-# .ci/install-consul does):
+# installers/consul.sh does; KITSD_INSTALL_FORCE=1 skips step 1):
 #   1. the installed binary already reports the pinned version -> done.
 #   2. a cached binary ${KITSD_CACHE:-$HOME/.cache/kitsd}/<name>-<ver>/<name> reports
 #      the pinned version -> install it (a second).
@@ -45,7 +45,7 @@ STAGING_MODULES=(
 INSTALL_DIR="${KITSD_K8S_INSTALL_DIR:-/usr/local/bin}"
 CACHE="${KITSD_CACHE:-$HOME/.cache/kitsd}"
 
-log() { printf '[install-kube-apiserver] %s\n' "$*" >&2; }
+log() { printf '[install kube-apiserver] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 # reports BIN WANT: BIN exists and its --version output contains WANT.
@@ -88,7 +88,7 @@ use_go() {
 # ensure NAME WANT CACHED_BIN BUILD_FUNCTION
 ensure() {
   local name="$1" want="$2" cached="$3" build="$4" dest="$INSTALL_DIR/$1"
-  if reports "$dest" "$want"; then
+  if [[ -z "${KITSD_INSTALL_FORCE:-}" ]] && reports "$dest" "$want"; then
     log "$want already at $dest"
     return
   fi
