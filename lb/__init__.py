@@ -3,6 +3,8 @@
 Public surface (see ``API.md``): :class:`Balancer`, :class:`RoundRobin`,
 :class:`Random`, :class:`NoEndpointsError`, :func:`retry`, :func:`retry_async`,
 :class:`RetryError`, :class:`RetryTimeout`, :func:`remaining`; beyond it,
+:func:`deadline` (``with lb.deadline(seconds):`` bounds the retried calls made
+in the block: a per-call deadline for an endpoint built once),
 :class:`LeastLoaded` (power of two choices over requests in flight),
 :class:`OutlierDetection` (the passive-ejection policy a balancer owns, with the
 :class:`CountedError` marker), and for custom balancers the optional
@@ -28,6 +30,7 @@ Which balancer when:
 from kitsd.core.deadline import remaining
 from kitsd.lb.balancer import Balancer, Pick, Picker
 from kitsd.lb.consistent_hash import ConsistentHash
+from kitsd.lb.deadline import Deadline, deadline
 from kitsd.lb.errors import NoEndpointsError, RetryBudgetExhausted, RetryError, RetryTimeout
 from kitsd.lb.hedge import Hedge
 from kitsd.lb.hedging import HedgedEndpoint
@@ -44,6 +47,7 @@ __all__ = [
     "Balancer",
     "ConsistentHash",
     "CountedError",
+    "Deadline",
     "Hedge",
     "HedgedEndpoint",
     "LeastLoaded",
@@ -59,6 +63,7 @@ __all__ = [
     "RetryTimeout",
     "RoundRobin",
     "Weighted",
+    "deadline",
     "remaining",
     "retry",
     "retry_async",

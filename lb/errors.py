@@ -63,7 +63,8 @@ class RetryTimeout(KitsdError, TimeoutError):
     """The retry's timeout passed before an attempt succeeded.
 
     ``.errors`` holds the errors seen so far (go-kit drops them); ``.timeout`` the
-    configured seconds.
+    seconds the call had (its endpoint's ``timeout``, or less under an earlier
+    :func:`lb.deadline`).
     """
 
     def __init__(self, timeout: float, errors: Sequence[BaseException]) -> None:

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Collection
 from concurrent import futures as cf
 from typing import Any, Protocol, cast
 
-from kitsd.core.deadline import reset_deadline, set_deadline
+from kitsd.core.deadline import current_deadline, reset_deadline, set_deadline
 from kitsd.core.endpoint import AsyncEndpoint
 from kitsd.lb.balancer import Pick
 from kitsd.lb.errors import RetryTimeout
@@ -150,7 +150,7 @@ class HedgedEndpoint:
 
     def __init__(self, hedge: Hedge, timeout: float, pick: PickFunction,
                  pick_for: PickForFunction | None, report: ReportFunction,
-                 make_call: Callable[[float], _Call], budget: RetryBudget | None,
+                 make_call: Callable[[float, float], _Call], budget: RetryBudget | None,
                  discard: Discard | None = None) -> None:
         self._round = _Round(hedge, pick, pick_for, report, budget)
         self._timeout = timeout
@@ -179,9 +179,14 @@ class HedgedEndpoint:
         if self._deposit is not None:
             self._deposit()
         start = time.monotonic()
-        deadline = start + self._timeout
+        deadline, seconds = start + self._timeout, self._timeout
+        outer = current_deadline()  # lb.deadline, or an enclosing call's
+        if outer is not None and outer < deadline:
+            deadline, seconds = outer, outer - start
         token = set_deadline(deadline)
         try:
+            if deadline <= start:
+                raise RetryTimeout(0.0, [])
             call: _Call | None = None
             exclude: Collection[str] = ()
             while True:
@@ -189,13 +194,13 @@ class HedgedEndpoint:
                 try:
                     chosen = self._round.choose(request, exclude)
                 except Exception as error:  # noqa: BLE001 - counts, as in lb.retry
-                    call = call or self._make_call(start)
+                    call = call or self._make_call(start, seconds)
                     delay = call.failed(None, error)
                 else:
                     won, response, failures = self._attempt(request, chosen, exclude, deadline)
                     if won:
                         return response
-                    call = call or self._make_call(start)
+                    call = call or self._make_call(start, seconds)
                     for failed_pick, failure in failures:
                         delay = call.failed(failed_pick, failure)
                     if not failures:  # the deadline passed with attempts still running
@@ -288,7 +293,7 @@ class HedgedEndpoint:
 
 def hedged_sync(hedge: Hedge, timeout: float, pick: PickFunction,
                 pick_for: PickForFunction | None, report: ReportFunction,
-                make_call: Callable[[float], _Call],
+                make_call: Callable[[float, float], _Call],
                 budget: RetryBudget | None, discard: Discard | None = None) -> HedgedEndpoint:
     """The hedged twin of :func:`lb.retry`'s loop (see the module docstring)."""
     if not isinstance(hedge, Hedge):
@@ -299,7 +304,7 @@ def hedged_sync(hedge: Hedge, timeout: float, pick: PickFunction,
 
 def hedged_async(hedge: Hedge, timeout: float, pick: PickFunction,
                  pick_for: PickForFunction | None, report: ReportFunction,
-                 make_call: Callable[[float], _Call],
+                 make_call: Callable[[float, float], _Call],
                  budget: RetryBudget | None, discard: Discard | None = None) -> AsyncEndpoint:
     """The hedged twin of :func:`lb.retry_async`'s loop: the loser is cancelled (an
     answer it had already is discarded), and so is everything at the deadline
@@ -367,31 +372,40 @@ def hedged_async(hedge: Hedge, timeout: float, pick: PickFunction,
         if deposit is not None:
             deposit()
         start = time.monotonic()
-        token = set_deadline(start + timeout)
+        deadline, seconds = start + timeout, timeout
+        outer = current_deadline()  # lb.deadline, or an enclosing call's
+        if outer is not None and outer < deadline:
+            deadline, seconds = outer, outer - start
+        token = set_deadline(deadline)
         call: _Call | None = None
+        scope: asyncio.Timeout | None = None
         try:
-            async with asyncio.timeout(timeout) as scope:
+            if deadline <= start:
+                raise RetryTimeout(0.0, [])
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout_at(loop.time() + seconds) as scope:
                 exclude: Collection[str] = ()
                 while True:
                     delay = 0.0
                     try:
                         chosen = rounds.choose(request, exclude)
                     except Exception as error:  # noqa: BLE001 - counts, as in lb.retry
-                        call = call or make_call(start)
+                        call = call or make_call(start, seconds)
                         delay = call.failed(None, error)
                     else:
                         won, response, failures = await attempt(request, chosen, exclude)
                         if won:
                             return response
-                        call = call or make_call(start)
+                        call = call or make_call(start, seconds)
                         for failed_pick, failure in failures:
                             delay = call.failed(failed_pick, failure)
                     exclude = call.exclude
                     if delay:
                         await asyncio.sleep(delay)
         except TimeoutError as error:
-            if scope.expired() and not isinstance(error, RetryTimeout):
-                raise RetryTimeout(timeout, call.policy.errors if call else []) from None
+            if not isinstance(error, RetryTimeout) and scope is not None and scope.expired():
+                raise RetryTimeout(seconds,
+                                   call.policy.errors if call else []) from None
             raise
         finally:
             reset_deadline(token)

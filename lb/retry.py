@@ -35,7 +35,7 @@ from typing import Any, cast, overload
 
 import tenacity
 
-from kitsd.core.deadline import reset_deadline, set_deadline
+from kitsd.core.deadline import current_deadline, reset_deadline, set_deadline
 from kitsd.core.endpoint import AsyncEndpoint, Endpoint
 from kitsd.core.errors import MisuseError
 from kitsd.core.observe import DEFAULT_SERVICE, HUB, CallWatch, watch_call
@@ -125,7 +125,11 @@ def retry(
     """An endpoint that calls ``balancer.endpoint()``'s endpoint, retrying failures.
 
     ``max_attempts`` counts every attempt (``1`` means no retry); ``timeout`` seconds
-    covers all attempts together.  Errors from the balancer and from the endpoint
+    covers all attempts together.  A call made inside ``with lb.deadline(s):`` (or
+    inside an attempt of another retried call) gets the earlier of its endpoint's
+    deadline and that one: one endpoint serves calls with any per-call deadline
+    (:mod:`lb.deadline`); one already expired raises :class:`lb.RetryTimeout`
+    without an attempt.  Errors from the balancer and from the endpoint
     both count.  ``callback(attempt, error) -> (keep_trying, replacement)``
     replaces the default rule (keep trying while ``attempt < max_attempts``).
 
@@ -182,9 +186,15 @@ def retry(
         if deposit is not None:
             deposit()
         start = time.monotonic()
-        deadline_token = set_deadline(start + timeout)
+        deadline, seconds = start + timeout, timeout
+        outer = current_deadline()  # lb.deadline, or an enclosing call's
+        if outer is not None and outer < deadline:
+            deadline, seconds = outer, outer - start
+        deadline_token = set_deadline(deadline)
         watch = watch_call(name, start) if hub.observers else None  # kitsd.observe
         try:
+            if deadline <= start:
+                raise RetryTimeout(0.0, [])  # noqa: TRY301 - an ending observers see
             call: _Call | None = None
             exclude: Collection[str] = ()
             while True:
@@ -197,7 +207,7 @@ def retry(
                 except Exception as error:  # noqa: BLE001 - every failure counts, as go-kit
                     if watch is not None:  # kitsd.observe
                         watch.attempt_ended(error)
-                    call = call or make_call(start)
+                    call = call or make_call(start, seconds)
                     delay = call.failed(chosen, error)
                     exclude = call.exclude
                     if delay:
@@ -263,11 +273,19 @@ def retry_async(
         if deposit is not None:
             deposit()
         start = time.monotonic()
-        deadline_token = set_deadline(start + timeout)
-        attempt = timer.start(task)
+        deadline, seconds = start + timeout, timeout
+        outer = current_deadline()  # lb.deadline, or an enclosing call's
+        if outer is not None and outer < deadline:
+            deadline, seconds = outer, outer - start
+            attempt = timer.start(task, loop.time() + (outer - start))
+        else:
+            attempt = timer.start(task)
+        deadline_token = set_deadline(deadline)
         call: _Call | None = None
         watch = watch_call(name, start) if hub.observers else None  # kitsd.observe
         try:
+            if deadline <= start:
+                raise RetryTimeout(0.0, [])  # noqa: TRY301 - an ending observers see
             exclude: Collection[str] = ()
             while True:
                 chosen: Pick | None = None
@@ -281,7 +299,7 @@ def retry_async(
                 except Exception as error:  # noqa: BLE001 - every failure counts, as go-kit
                     if watch is not None:  # kitsd.observe
                         watch.attempt_ended(error)
-                    call = call or make_call(start)
+                    call = call or make_call(start, seconds)
                     delay = call.failed(chosen, error)
                     exclude = call.exclude
                     if delay:
@@ -293,7 +311,7 @@ def retry_async(
                     return response
         except asyncio.CancelledError as cancelled:
             if attempt.finish(cancelled=True):  # the deadline's cancel, not someone else's
-                timed_out = RetryTimeout(timeout, call.policy.errors if call else [])
+                timed_out = RetryTimeout(seconds, call.policy.errors if call else [])
                 _finished(watch, timed_out)  # kitsd.observe
                 raise timed_out from None
             _finished(watch, cancelled)  # kitsd.observe
@@ -357,9 +375,9 @@ def _call_factory(
     wait: TenacityWait | None,
     report: ReportFunction,
     budget: RetryBudget | None = None,
-) -> Callable[[float], _Call]:
+) -> Callable[[float, float], _Call]:
     """Check the options once; return what builds a call's :class:`_Call` after its
-    first failure."""
+    first failure (from the call's start and its seconds: the timeout, or less)."""
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable(attempt, error), got {callback!r}")
     if budget is not None and not isinstance(budget, RetryBudget):
@@ -367,8 +385,8 @@ def _call_factory(
     wait_function = _adapt_wait(wait)
     allow = None if budget is None else budget.try_withdraw
 
-    def make(start: float) -> _Call:
-        policy = RetryCall(max_attempts=max_attempts, timeout=timeout, start=start,
+    def make(start: float, seconds: float) -> _Call:
+        policy = RetryCall(max_attempts=max_attempts, timeout=seconds, start=start,
                            callback=callback, wait=wait_function, allow=allow)
         return _Call(policy, report)
 

@@ -60,7 +60,9 @@ def validate(max_attempts: int, timeout: float) -> None:
 
 
 class RetryCall:
-    """The state of one retried call: attempts made, errors seen, the deadline."""
+    """The state of one retried call: attempts made, errors seen, the deadline
+    (``timeout``: the seconds this call has, its endpoint's or a shorter
+    :func:`lb.deadline`)."""
 
     __slots__ = ("_allow", "_callback", "_max_attempts", "_timeout", "_wait", "deadline",
                  "errors", "start")

@@ -11,6 +11,10 @@ finished calls, cancels the expired ones and re-arms for the next.  Cancelling
 follows ``asyncio.timeout``'s rules (``Task.cancelling``/``uncancel``), so an
 outer cancellation is never mistaken for the deadline.
 
+A call given an earlier deadline of its own (:func:`lb.deadline`) joins the
+queue too when it keeps the order (every call under the same shorter deadline
+does); one that would jump it gets a loop timer of its own.
+
 Only touched from its loop's thread; one timer per (retrying endpoint, loop).
 """
 
@@ -29,18 +33,28 @@ _RESOLUTION = time.get_clock_info("monotonic").resolution
 class Attempt:
     """One call under a :class:`DeadlineTimer`."""
 
-    __slots__ = ("cancelling", "deadline", "expired", "task")
+    __slots__ = ("cancelling", "deadline", "expired", "handle", "task")
 
     def __init__(self, task: asyncio.Task[Any], deadline: float) -> None:
         self.task: asyncio.Task[Any] | None = task
         self.deadline = deadline
         self.cancelling = task.cancelling()
         self.expired = False
+        self.handle: asyncio.TimerHandle | None = None  # a timer of its own, if any
+
+    def expire(self) -> None:
+        """The deadline has come: cancel the call if it is still running."""
+        if self.task is not None:
+            self.expired = True
+            self.task.cancel()
 
     def finish(self, *, cancelled: bool) -> bool:
         """Mark the call done; returns whether the deadline cancelled it (then the
         caller turns the ``CancelledError`` into its timeout error)."""
         task, self.task = self.task, None  # the queue must not keep the task alive
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
         if not self.expired or task is None:
             return False
         # As asyncio.timeout: undo our cancel request; the error is ours only if
@@ -64,12 +78,20 @@ class DeadlineTimer:
         """The loop this timer runs on."""
         return self._loop
 
-    def start(self, task: asyncio.Task[Any]) -> Attempt:
-        """Put ``task``'s call under the deadline ``timeout`` seconds from now."""
-        attempt = Attempt(task, self._loop.time() + self._timeout)
-        self._queue.append(attempt)
+    def start(self, task: asyncio.Task[Any], deadline: float | None = None) -> Attempt:
+        """Put ``task``'s call under the deadline ``timeout`` seconds from now, or
+        ``deadline`` (on the loop's clock) when that is earlier."""
+        at = self._loop.time() + self._timeout
+        if deadline is not None and deadline < at:
+            at = deadline
+        attempt = Attempt(task, at)
+        queue = self._queue
+        if queue and queue[-1].deadline > at:  # out of order: a timer of its own
+            attempt.handle = self._loop.call_at(at, attempt.expire)
+            return attempt
+        queue.append(attempt)
         if self._handle is None:
-            self._handle = self._loop.call_at(attempt.deadline, self._fire)
+            self._handle = self._loop.call_at(at, self._fire)
         return attempt
 
     def _fire(self) -> None:
@@ -82,8 +104,7 @@ class DeadlineTimer:
                 queue.popleft()
             elif attempt.deadline <= now:
                 queue.popleft()
-                attempt.expired = True
-                attempt.task.cancel()
+                attempt.expire()
             else:
                 self._handle = self._loop.call_at(attempt.deadline, self._fire)
                 return

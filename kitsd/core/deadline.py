@@ -16,8 +16,9 @@ _deadline: ContextVar[float | None] = ContextVar("kitsd_deadline", default=None)
 
 
 def remaining() -> float | None:
-    """Seconds left before the enclosing retry's timeout (never negative), or ``None``
-    outside an attempt made by :func:`lb.retry` / :func:`lb.retry_async`."""
+    """Seconds left before the enclosing retry's timeout or ``lb.deadline`` block
+    (never negative), or ``None`` outside both: outside an attempt made by
+    :func:`lb.retry` / :func:`lb.retry_async` and any ``with lb.deadline(...)``."""
     deadline = _deadline.get()
     if deadline is None:
         return None
