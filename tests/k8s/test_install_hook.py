@@ -21,6 +21,9 @@ class _Item:
     def get_closest_marker(self, name: str) -> object | None:
         return object() if self._integration and name == "integration" else None
 
+    def iter_markers(self, name: str) -> list[object]:
+        return []
+
 
 def test_k8s_integration_tests_need_the_kube_apiserver() -> None:
     items = [_Item(ROOT / "tests" / "k8s" / "test_instancer.py"),
@@ -31,7 +34,7 @@ def test_k8s_integration_tests_need_the_kube_apiserver() -> None:
 
 def test_the_install_row_names_an_executable_script(monkeypatch: pytest.MonkeyPatch) -> None:
     server = SERVERS["kube-apiserver"]
-    script = ROOT / server.script
+    script = server.installer
     assert script.is_file()
     assert os.access(script, os.X_OK)
     assert "K8S_VERSION=\"1.37.2\"" in script.read_text()
