@@ -4,8 +4,10 @@
 the ``zookeeper`` package, installed by ``kitsd servers install zookeeper``) as a
 standalone server (``ZooKeeperServerMain``) on a free ``127.0.0.1`` client
 port, with its data directory, configuration and log inside one
-:class:`tempfile.TemporaryDirectory`.  Starting waits until the server answers
-the ``ruok`` four-letter command with ``imok``.  The server can be stopped
+:class:`tempfile.TemporaryDirectory`.  Starting waits until the server accepts a
+session: :func:`session_handshake` opens one with ZooKeeper's own ``ConnectRequest``
+and closes it again (``ruok`` answers ``imok`` earlier, while the server still drops
+new sessions: a client connecting then lost its first session).  The server can be stopped
 (SIGTERM), killed (SIGKILL) and restarted on the same port with the same data
 directory -- its sessions survive a restart that is shorter than their timeout,
 as on a real ensemble.  Leaving the context manager (or ``close()``) kills the
@@ -29,6 +31,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import struct
 from pathlib import Path
 
 from kitsd.compose.process import LOOPBACK, ExternalServer, ServerGroup, ServerProcess, free_ports
@@ -40,6 +43,7 @@ __all__ = [
     "ZooKeeperNotInstalled",
     "ZooKeeperServer",
     "four_letter",
+    "session_handshake",
     "standalone",
 ]
 
@@ -76,6 +80,43 @@ def four_letter(address: tuple[str, int], command: str, timeout: float = 1.0) ->
         while chunk := sock.recv(4096):
             chunks.append(chunk)
     return b"".join(chunks).decode("utf-8", "replace")
+
+
+def _receive(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        data += chunk
+    return data
+
+
+def _frame(sock: socket.socket) -> bytes:
+    (length,) = struct.unpack(">i", _receive(sock, 4))
+    return _receive(sock, length)
+
+
+def session_handshake(address: tuple[str, int], timeout: float = 2.0) -> bool:
+    """Whether the server accepts sessions now: opens one (a ``ConnectRequest``, as
+    every client sends first), checks that it got a session id, and closes it
+    (``closeSession``), leaving nothing behind.  ``False`` if the server drops the
+    connection or answers without a session; ``OSError`` if it cannot be reached."""
+    # ConnectRequest: protocolVersion, lastZxidSeen, timeOut (ms), sessionId, passwd, readOnly
+    connect = struct.pack(">iqiqi16s?", 0, 0, 4 * _TICK_MS, 0, 16, b"", False)
+    close = struct.pack(">ii", 1, -11)  # RequestHeader: xid 1, type closeSession
+    with socket.create_connection(address, timeout=timeout) as sock:
+        try:
+            sock.sendall(struct.pack(">i", len(connect)) + connect)
+            # ConnectResponse: protocolVersion, timeOut, sessionId, passwd, readOnly
+            _version, granted, session = struct.unpack(">iiq", _frame(sock)[:16])
+            if session == 0 or granted <= 0:
+                return False
+            sock.sendall(struct.pack(">i", len(close)) + close)
+            xid, _zxid, error = struct.unpack(">iqi", _frame(sock)[:16])  # ReplyHeader
+        except (ConnectionError, struct.error):
+            return False
+    return bool(xid == 1 and error == 0)
 
 
 class ZooKeeperServer(ServerGroup["_ZooKeeperProcess"]):
@@ -158,10 +199,11 @@ class _ZooKeeperProcess(ServerProcess):
         ]
 
     def ready(self) -> bool:
+        """Whether the server accepts a session (see :func:`session_handshake`)."""
         if not self.running:
             return False
         try:
-            return four_letter((self.host, self.port), "ruok") == "imok"
+            return session_handshake((self.host, self.port))
         except OSError:
             return False
 

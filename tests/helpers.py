@@ -55,6 +55,9 @@ def assert_no_new_threads(before: set[threading.Thread], timeout: float = 5.0) -
 class WatchProcess:
     """``python -m kitsd watch URL`` in a subprocess, its lines collected by a thread."""
 
+    INTERRUPTED = 130
+    """Its exit status after :meth:`close` (Ctrl-C: 128 + SIGINT, everything stopped)."""
+
     def __init__(self, url: str, duration: float = 60.0) -> None:
         import queue
         import subprocess

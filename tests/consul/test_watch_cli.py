@@ -21,4 +21,4 @@ def test_watch_prints_changes_from_consul(
         watch.wait_line(lambda line: "0 instances" in line)
     finally:
         watch.close()
-    assert watch.process.returncode == 0
+    assert watch.process.returncode == WatchProcess.INTERRUPTED

@@ -93,7 +93,7 @@ def test_kitsd_watch_shows_live_changes(
         watch.wait_line(lambda line: "0 instances" in line)
     finally:
         watch.close()
-    assert watch.process.returncode == 0
+    assert watch.process.returncode == WatchProcess.INTERRUPTED
 
 
 def test_every_instance_arrives_not_just_consuls_three_udp_records(

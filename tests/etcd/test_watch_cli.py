@@ -24,4 +24,4 @@ def test_watch_prints_changes_from_etcd(
         watch.wait_line(lambda line: "1 instances: 10.0.0.2:80" in line)
     finally:
         watch.close()
-    assert watch.process.returncode == 0
+    assert watch.process.returncode == WatchProcess.INTERRUPTED

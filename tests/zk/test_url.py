@@ -119,5 +119,5 @@ def test_kitsd_watch_shows_live_changes(zk_server: Server, client: Any, path: st
         watch.wait_line(lambda line: "0 instances" in line)
     finally:
         watch.close()
-    assert watch.process.returncode == 0
+    assert watch.process.returncode == WatchProcess.INTERRUPTED
 
