@@ -90,7 +90,7 @@ async def test_the_app_lifespan_runs_around_the_service(own_lifespan: bool) -> N
     lifespan = Lifespan(served)
     assert await lifespan.ask("startup") == "lifespan.startup.complete"
     assert app.events == (["startup"] if own_lifespan else [])
-    await until(lambda: registrar.registered)
+    await until(lambda: served.service is not None and served.service.registered)
     status, headers, body = await call(served, "/healthz")
     assert (status, body) == (200, b'{"status": "serving", "registered": true}')
     assert await call(served, "/work") == (200, {}, b"app")
@@ -129,7 +129,7 @@ async def test_starlette_style_lifespan_with_the_apps_own() -> None:
     assert (await call(served.health, "/healthz"))[0] == 503  # not running: unmanaged
     async with served(object()) as state:
         assert state == {"db": "ready"}
-        await until(lambda: registrar.registered)
+        await until(lambda: served.service is not None and served.service.registered)
         assert (await call(served.health, "/healthz"))[0] == 200
     assert events == ["up", "down"]
     assert registrar.names() == ["register", "deregister"]
