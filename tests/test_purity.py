@@ -46,6 +46,8 @@ PURE_MODULES = [
     "lb/errors.py",
     "breaker/guard.py",
     "kitsd/transport/_policy.py",
+    "kitsd/transport/_services.py",
+    "sd/http/_attempt.py",
     "kitsd/serve/_drain.py",
     "kitsd/serve/_health.py",
     "sd/thrift/_codec.py",

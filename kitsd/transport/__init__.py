@@ -1,15 +1,28 @@
 """httpx transports that resolve service names: :class:`Transport` and
 :class:`AsyncTransport` (see :mod:`kitsd.transport._transport`).
 
-Modules: ``_policy`` (the pure decisions: service names, timeouts, outcome
-classification, ``Retry-After``), ``_stack`` (one service's stack and the
-per-instance endpoints), ``_transport`` (the two transports).
+Modules: ``_policy`` (the pure decisions: service names, call time, which
+attempts may be sent again), ``_services`` (pure: which services are watched
+and named in metrics), ``_options`` (the options, checked once), ``_discovery``
+(templates to instancers, one registry client per address), ``_stack`` (one
+service's stack and the per-instance endpoints), ``_transport`` (the two
+transports).  The HTTP attempt rules are :mod:`sd.http._attempt`'s.
 """
 
+from kitsd.transport._options import DEFAULT, TransportKeywords, TransportOptions
+from kitsd.transport._services import TooManyServicesError
 from kitsd.transport._transport import DEFAULT_BALANCER, AsyncTransport, Transport
 
-__all__ = ["DEFAULT_BALANCER", "AsyncTransport", "Transport"]
+__all__ = [
+    "DEFAULT",
+    "DEFAULT_BALANCER",
+    "AsyncTransport",
+    "TooManyServicesError",
+    "Transport",
+    "TransportKeywords",
+    "TransportOptions",
+]
 
-for _public in (AsyncTransport, Transport):
+for _public in (AsyncTransport, TooManyServicesError, Transport, TransportOptions):
     _public.__module__ = __name__
 del _public

@@ -2,7 +2,7 @@
 endpoints that forward an ``httpx.Request`` to an instance, sync and async.
 
 The two endpoint classes differ only in ``await``; everything they decide comes
-from :mod:`kitsd.transport._policy` through :class:`Forwarder`.
+from the HTTP attempt rules (:mod:`sd.http._attempt`) through :class:`Forwarder`.
 """
 
 from __future__ import annotations
@@ -20,26 +20,22 @@ import tenacity
 
 from kitsd import lb
 from kitsd.core.deadline import remaining
+from kitsd.core.errors import clip
 from kitsd.sd.endpointer import Endpointer
+from kitsd.sd.event import Event
+from kitsd.sd.http._attempt import StatusError, cap_timeouts, judge_status, transport_failure
 from kitsd.sd.instance import split_instance
 from kitsd.sd.instancer import Instancer
 from kitsd.transport import _httpcore_cancel, _policy
 from kitsd.transport._httpx_url import encoded_host, rehost
-from kitsd.transport._policy import (
-    AttemptFailed,
-    AttemptTimeout,
-    AttemptUnreachable,
-    RetryableStatus,
-    Settings,
-)
+from kitsd.transport._options import TransportOptions
+from kitsd.transport._policy import AttemptFailed, AttemptTimeout, AttemptUnreachable
+from kitsd.transport._services import OTHER, Usage
 
 __all__ = ["AsyncInstanceEndpoint", "Forwarder", "InstanceEndpoint", "Stack"]
 
 # Errors of the retry (not of an attempt) that mean nothing was sent: an open breaker.
 _NOT_SENT: tuple[type[BaseException], ...] = (pybreaker.CircuitBreakerError,)
-
-# Errors after which the request provably never reached the instance.
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 #: Seconds a first request waits for a fresh watch's first answer (bounded by
 #: the request's own timeout), so a cold Consul or etcd watch is not "no endpoints".
@@ -47,48 +43,40 @@ FIRST_ANSWER_WAIT = 2.0
 
 
 class Forwarder:
-    """What every instance endpoint of one transport shares: the settings, the Host
+    """What every instance endpoint of one transport shares: the options, the Host
     and server-name policies.  Builds the request an attempt sends and judges the
-    outcome; no I/O."""
+    outcome by the HTTP attempt rules; no I/O."""
 
-    __slots__ = ("host_header", "server_name", "settings")
+    __slots__ = ("options",)
 
-    def __init__(
-        self,
-        settings: Settings,
-        host_header: Callable[[str, str], str] | str | None,
-        server_name: Callable[[str], str] | str | None,
-    ) -> None:
-        self.settings = settings
-        self.host_header = host_header
-        self.server_name = server_name
+    def __init__(self, options: TransportOptions) -> None:
+        self.options = options
 
     def attempt(
         self, request: httpx.Request, host: str, port: int, instance: str
     ) -> tuple[httpx.Request, dict[str, float | None], Any, bool]:
         """``(attempt_request, its timeout dict, the request's own timeouts, may_retry)``."""
-        settings = self.settings
+        options = self.options
         method = request.method
-        replayable = isinstance(request.stream, httpx.ByteStream)
-        may_retry = replayable and method in settings.retry_methods
+        may_retry = (method in options.retry_methods
+                     and isinstance(request.stream, httpx.ByteStream))
         extensions = request.extensions
         original = extensions.get("timeout")
-        cap = settings.attempt_timeout
-        if cap is None and may_retry:
-            # Half the call's budget: after a hung instance, one more attempt fits.
-            cap = _policy.call_timeout(extensions, settings.default_timeout) / 2
-        timeouts = _policy.attempt_timeouts(original, remaining(), cap)
+        cap = _policy.attempt_cap(
+            options.attempt_timeout, may_retry,
+            _policy.call_timeout(extensions, options.timeout))
+        timeouts = cap_timeouts(original, remaining(), cap)
         new_extensions = dict(extensions)
         new_extensions["timeout"] = timeouts
         url = request.url
         headers = request.headers
-        host_header = self.host_header
+        host_header = options.host_header
         if host_header is not None:
             headers = headers.copy()
             headers["Host"] = (host_header if isinstance(host_header, str)
                                else host_header(url.host, instance))
         if url.scheme == "https" and "sni_hostname" not in extensions:
-            name = self.server_name
+            name = options.server_name
             new_extensions["sni_hostname"] = (
                 url.host if name is None else name if isinstance(name, str) else name(url.host))
         attempt = httpx.Request(
@@ -96,27 +84,33 @@ class Forwarder:
             stream=request.stream, extensions=new_extensions)
         return attempt, timeouts, original, may_retry
 
-    def failed(self, error: httpx.TransportError, instance: str, may_retry: bool) -> AttemptFailed:
+    @staticmethod
+    def failed(error: httpx.TransportError, instance: str, may_retry: bool) -> AttemptFailed:
         """The attempt error for httpx's ``error``."""
-        if isinstance(error, _NEVER_SENT):
-            return AttemptUnreachable(error, instance, retryable=True)
-        if isinstance(error, httpx.TimeoutException):
-            return AttemptTimeout(error, instance, retryable=may_retry)
-        return AttemptFailed(error, instance, retryable=may_retry)
+        kind = transport_failure(error)
+        retryable = may_retry or kind.never_sent
+        if kind.instance_fault and kind.never_sent:
+            return AttemptUnreachable(error, instance, retryable=retryable)
+        if kind.timeout:
+            return AttemptTimeout(error, instance, retryable=retryable)
+        return AttemptFailed(error, instance, retryable=retryable)
 
     def judge(
-        self, response: httpx.Response, instance: str, may_retry: bool
-    ) -> RetryableStatus | None:
+        self, response: httpx.Response, request: httpx.Request, instance: str, may_retry: bool
+    ) -> StatusError | None:
         """``None`` for a success; else the failure to report (5xx, retry statuses)."""
         status = response.status_code
-        if status < 500 and status not in self.settings.retry_statuses:
+        options = self.options
+        if status < 500 and status not in options.retry_statuses:
+            return None  # the common case, without building a verdict
+        verdict = judge_status(
+            status, accepted=status < 500 and not may_retry,
+            retry_statuses=options.retry_statuses, may_retry=may_retry,
+            retry_after=response.headers.get("retry-after"), now=time.time())
+        if not verdict.failure:
             return None
-        failure, retryable, retry_after = _policy.classify_status(
-            status, response.headers.get("retry-after"), instance, may_retry=may_retry,
-            settings=self.settings, now=time.time())
-        if not failure:
-            return None
-        return RetryableStatus(response, instance, retryable=retryable, retry_after=retry_after)
+        return StatusError(response, instance, request.method, request.url.path,
+                           retryable=verdict.retryable, retry_after=verdict.retry_after)
 
 
 class _Endpoint:
@@ -154,7 +148,7 @@ class InstanceEndpoint(_Endpoint):
         timeouts.clear()
         if original:
             timeouts.update(original)
-        failure = forwarder.judge(response, self.instance, may_retry)
+        failure = forwarder.judge(response, request, self.instance, may_retry)
         if failure is None:
             return response
         if failure.retryable:  # closed before the next attempt; kept readable
@@ -188,7 +182,7 @@ class AsyncInstanceEndpoint(_Endpoint):
         timeouts.clear()
         if original:
             timeouts.update(original)
-        failure = forwarder.judge(response, self.instance, may_retry)
+        failure = forwarder.judge(response, request, self.instance, may_retry)
         if failure is None:
             return response
         if failure.retryable:
@@ -212,14 +206,16 @@ def _retry_after_wait(state: tenacity.RetryCallState) -> float:
     """Tenacity wait: the ``Retry-After`` of the failure, else none."""
     outcome = state.outcome
     error = outcome.exception() if outcome is not None else None
-    if isinstance(error, RetryableStatus) and error.retry_after is not None:
+    if isinstance(error, StatusError) and error.retry_after is not None:
         return error.retry_after
     return 0.0
 
 
 class Stack:
     """One service: its watch, Endpointer, balancer and retrying endpoints (one per
-    distinct call timeout).  Built by :class:`kitsd.transport.Transport` on first use."""
+    distinct call timeout), what discovery has said so far, and how it is used
+    (calls in flight, last use) for the transport's bound on services.  Built by
+    the transport on first use."""
 
     _MAX_RETRIES_CACHED = 64
 
@@ -230,19 +226,31 @@ class Stack:
         factory: Callable[[str], Any],
         make_balancer: Callable[[Endpointer], lb.Balancer],
         make_retry: Callable[..., Any],
-        retry_options: dict[str, Any],
-        max_attempts: int,
+        options: TransportOptions,
         *,
+        registry: str,
         settled: bool,
+        now: float,
     ) -> None:
         self.name = name
+        self.registry = registry
         self._instancer = instancer
+        self._settled = settled
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
         self.answered = threading.Event()
-        self._events = 0
-        if settled:
-            self.answered.set()
+        # What discovery said: (the registry answered, it had instances at least once,
+        # since when it has answered "no instances", the latest error)
+        self.ok = False
+        self.had_instances = False
+        self.empty_since: float | None = None
+        self.error: BaseException | None = None
+        # How the transport uses it
+        self.last_used = now
+        self.inflight = 0
+        self.retired = False
+        self.label = OTHER
+        self._subscribing = True
         try:
             self.endpointer = Endpointer(instancer, factory)
             try:
@@ -256,39 +264,58 @@ class Stack:
         except BaseException:
             instancer.stop()
             raise
+        self._subscribing = False
         self._make_retry = make_retry
-        self._retry_options = retry_options
-        self._max_attempts = max_attempts
+        self._options = options
         self._retries: dict[float, Any] = {}
+        self._stale: list[Any] = []  # retrying endpoints of a former label
+        max_attempts = options.max_attempts
 
         def callback(attempt: int, error: BaseException) -> tuple[bool, BaseException | None]:
             return _policy.keep_trying(attempt, error, max_attempts, _NOT_SENT), None
 
         self._callback = callback
 
-    def _on_event(self, event: Any) -> None:
-        self._events += 1
-        if event.instances or event.error is not None or self._events > 1:
-            self.answered.set()
-            with self._lock:
-                waiters = list(self._waiters)
-            for loop, wake in waiters:
-                # a loop that has closed has no waiter left to wake
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(wake)
+    # --- discovery --------------------------------------------------------------------
 
-    def retrying(self, timeout: float) -> Any:
-        """The retrying endpoint for calls bounded by ``timeout`` seconds."""
-        endpoint = self._retries.get(timeout)
-        if endpoint is not None:
-            return endpoint
-        endpoint = self._make_retry(
-            self._max_attempts, timeout, self.balancer, callback=self._callback,
-            wait=_retry_after_wait, name=self.name, discard=_discard, **self._retry_options)
+    def _on_event(self, event: Event) -> None:
+        if event.error is not None:
+            self.error = event.error
+        elif event.instances:
+            self.ok = self.had_instances = True
+            self.empty_since = None
+            self.error = None
+        elif self._subscribing and not self._settled:
+            # A watch's state before its first answer (drivers that do not yet hold
+            # subscribers until they have read): not an answer.
+            return
+        else:
+            self.ok = True
+            self.error = None
+            if self.empty_since is None:
+                self.empty_since = time.monotonic()
+        self.answered.set()
         with self._lock:
-            if len(self._retries) < self._MAX_RETRIES_CACHED:
-                endpoint = self._retries.setdefault(timeout, endpoint)
-        return endpoint
+            waiters = list(self._waiters)
+        for loop, wake in waiters:
+            # a loop that has closed has no waiter left to wake
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake)
+
+    def no_endpoints(self) -> str:
+        """Why the service has no endpoints, for the first line of the error."""
+        name = self.name
+        head = f"no endpoints available for service {name!r}"
+        error = self.error
+        if self.ok:
+            text = f"{head}: the registry answered: no instances of {name!r}"
+            if error is not None:
+                text += f" (failing since: {_describe(error)})"
+            return text
+        if error is not None:
+            return (f"{head}: discovery has not succeeded yet: {self.registry}: "
+                    f"{_describe(error)}")
+        return f"{head}: {self.registry} has not answered yet"
 
     def wait_answer(self, limit: float) -> None:
         """Wait up to ``limit`` seconds for the watch's first answer (sync callers)."""
@@ -296,7 +323,7 @@ class Stack:
         self.answered.set()  # waited once: from now on an empty set is the answer
 
     async def wait_answer_async(self, limit: float) -> None:
-        """The asyncio twin of :meth:`wait_answer` (polls: only a cold watch waits)."""
+        """The asyncio twin of :meth:`wait_answer` (only a cold watch waits)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 
@@ -316,14 +343,66 @@ class Stack:
                 self._waiters.remove((loop, wake))
         self.answered.set()
 
-    def _retired(self) -> list[Any]:
+    # --- use, for the transport's bound on services --------------------------------
+
+    def enter(self, now: float) -> bool:
+        """Count a call in; ``False`` when the stack was retired meanwhile."""
         with self._lock:
-            retries, self._retries = list(self._retries.values()), {}
+            if self.retired:
+                return False
+            self.inflight += 1
+            self.last_used = now
+            return True
+
+    def leave(self) -> None:
+        """Count a call out."""
+        with self._lock:
+            self.inflight -= 1
+
+    def usage(self) -> Usage:
+        """A snapshot for :func:`kitsd.transport._services.plan_room`."""
+        return Usage(self.name, self.last_used, self.inflight, self.empty_since)
+
+    def retire_if_idle(self) -> bool:
+        """Retire the stack (no call may enter it after) if no call is in flight."""
+        with self._lock:
+            if self.inflight:
+                return False
+            self.retired = True
+            return True
+
+    # --- calls --------------------------------------------------------------------------
+
+    def retrying(self, timeout: float, label: str) -> Any:
+        """The retrying endpoint for calls bounded by ``timeout`` seconds, whose calls
+        observers see as ``label``'s."""
+        if label != self.label:
+            with self._lock:  # calls in flight may still use them: closed with the stack
+                self._stale.extend(self._retries.values())
+                self._retries = {}
+                self.label = label
+        endpoint = self._retries.get(timeout)
+        if endpoint is not None:
+            return endpoint
+        options = self._options
+        endpoint = self._make_retry(
+            options.max_attempts, timeout, self.balancer, callback=self._callback,
+            wait=_retry_after_wait, name=label, discard=_discard, budget=options.budget,
+            hedge=options.hedge)
+        with self._lock:
+            if len(self._retries) < self._MAX_RETRIES_CACHED:
+                endpoint = self._retries.setdefault(timeout, endpoint)
+        return endpoint
+
+    def _retired_endpoints(self) -> list[Any]:
+        with self._lock:
+            retries, self._retries = [*self._stale, *self._retries.values()], {}
+            self._stale = []
         return retries
 
     def close(self) -> None:
         """Stop the watch and close the Endpointer (and hedging pools, if any)."""
-        for endpoint in self._retired():
+        for endpoint in self._retired_endpoints():
             close = getattr(endpoint, "close", None)
             if callable(close):
                 close()
@@ -334,7 +413,7 @@ class Stack:
 
     async def aclose(self) -> None:
         """The asyncio twin of :meth:`close`."""
-        for endpoint in self._retired():
+        for endpoint in self._retired_endpoints():
             aclose = getattr(endpoint, "aclose", None)
             if callable(aclose):
                 await aclose()
@@ -342,3 +421,8 @@ class Stack:
             await self.endpointer.aclose()
         finally:
             self._instancer.stop()
+
+
+def _describe(error: BaseException) -> str:
+    """An error for a message: its type and its text, cut (drivers redact their errors)."""
+    return f"{type(error).__name__}: {clip(str(error), 300)}"

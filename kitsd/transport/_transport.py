@@ -1,28 +1,35 @@
 """``kitsd.Transport`` and ``kitsd.AsyncTransport``: httpx transports whose URL
 host is a service name.
 
-Both share :class:`_Core` (options, the per-service stacks, how a finished call
-becomes a response or an error); each adds only how it calls and closes.
+Both share :class:`_Core` (the options, the bounded table of per-service stacks,
+how a finished call becomes a response or an error); each adds only how it
+calls, builds and closes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import threading
-from collections.abc import Callable, Collection
-from typing import Any, Generic, TypeVar
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, Unpack
 
 import httpx
 
 from kitsd import breaker, lb
-from kitsd.core.errors import MisuseError, shown_value
+from kitsd.core.errors import BackendError, MisuseError
 from kitsd.sd.endpointer import Endpointer
+from kitsd.sd.http import _deadline
+from kitsd.sd.http._attempt import StatusError
 from kitsd.sd.instancer import Instancer
 from kitsd.sd.memory import MemoryRegistry
-from kitsd.sd.url import instancer_from_url, redact_url
 from kitsd.transport import _policy
-from kitsd.transport._policy import AttemptFailed, RetryableStatus
+from kitsd.transport._discovery import Discovery, discovery
+from kitsd.transport._options import DEFAULT, TransportKeywords, TransportOptions
+from kitsd.transport._policy import AttemptFailed
+from kitsd.transport._services import Labels, TooManyServicesError, expired, plan_room
 from kitsd.transport._stack import AsyncInstanceEndpoint, Forwarder, InstanceEndpoint, Stack
 
 __all__ = ["DEFAULT_BALANCER", "AsyncTransport", "Transport"]
@@ -33,9 +40,13 @@ logger = logging.getLogger(__name__)
 #: for latency.  PeakEWMA (latency-aware) where lb has it, else LeastLoaded.
 DEFAULT_BALANCER: Callable[..., lb.Balancer] = getattr(lb, "PeakEWMA", lb.LeastLoaded)
 
-# sd.instancer_from_url's schemes
-_SCHEMES = ("static", "etcd", "etcds", "consul", "consuls", "dnssrv", "zk", "k8s")
-_UNSET: Any = object()
+#: Seconds a service whose registry answered "no instances" is kept (at most
+#: ``idle_timeout``), so that a name that is nobody's does not keep its watch.
+EMPTY_TIMEOUT = 10.0
+#: Distinct service names a transport gives out as metric labels, at most.
+MAX_LABELS = 1000
+# Seconds between two looks for expired services on the request path.
+_SWEEP_INTERVAL = 1.0
 
 Discover = str | Callable[[str], Instancer] | MemoryRegistry
 StackT = TypeVar("StackT", bound=Stack)
@@ -45,116 +56,162 @@ def _h2_available() -> bool:
     return importlib.util.find_spec("h2") is not None
 
 
-def _check_discover(discover: object) -> tuple[Callable[[str], Instancer], bool]:
-    """``(service -> Instancer, whether an empty first answer is final)``."""
-    if isinstance(discover, MemoryRegistry):
-        return discover.instancer, True
-    if isinstance(discover, str):
-        if "{service}" not in discover:
-            raise MisuseError(
-                f"discover URL template must contain {{service}}, got {redact_url(discover)}")
-        scheme = discover.partition("://")[0].lower()
-        if scheme not in _SCHEMES:
-            raise MisuseError(
-                f"discover URL template has an unknown scheme {scheme!r} in "
-                f"{redact_url(discover)} (want one of {', '.join(_SCHEMES)})")
-        template = discover
-        return (lambda service: instancer_from_url(template.replace("{service}", service)),
-                scheme == "static")
-    if callable(discover):
-        return discover, False
-    raise TypeError(
-        "discover must be a URL template with {service}, a callable service -> Instancer, "
-        f"or an sd.MemoryRegistry, got {shown_value(discover)}")
-
-
 class _Core(Generic[StackT]):
     """What both transports share."""
 
-    def __init__(
-        self,
-        discover: Discover,
-        *,
-        balancer: Callable[..., lb.Balancer] | None,
-        max_attempts: int,
-        retry_statuses: Collection[int],
-        retry_methods: Collection[str],
-        timeout: float,
-        attempt_timeout: float | None,
-        breakers: Callable[[str], Any] | None,
-        outlier_detection: Any,
-        budget: Any,
-        hedge: Any,
-        host_header: Callable[[str, str], str] | str | None,
-        server_name: Callable[[str], str] | str | None,
-    ) -> None:
-        self._instancer_for, self._settled = _check_discover(discover)
-        settings = _policy.check_settings(
-            max_attempts=max_attempts, retry_statuses=retry_statuses,
-            retry_methods=retry_methods, timeout=timeout, attempt_timeout=attempt_timeout)
-        self._settings = settings
-        self._max_attempts = max_attempts
-        make = DEFAULT_BALANCER if balancer is None else balancer
-        if not callable(make):
-            raise TypeError(f"balancer must be callable(endpointer) -> Balancer, got {make!r}")
-        if outlier_detection is _UNSET:
+    def __init__(self, discover: Discover, options: TransportKeywords) -> None:
+        self.options = TransportOptions(**options)
+        self._discovery: Discovery = discovery(discover)
+        opts = self.options
+        make = DEFAULT_BALANCER if opts.balancer is None else opts.balancer
+        detection = opts.outlier_detection
+        if detection is DEFAULT:
             self._make_balancer: Callable[[Endpointer], lb.Balancer] = make
         else:
             def make_balancer(endpointer: Endpointer) -> lb.Balancer:
-                return make(endpointer, outlier_detection=outlier_detection)
+                return make(endpointer, outlier_detection=detection)
             self._make_balancer = make_balancer
-        if breakers is not None and not callable(breakers):
-            raise TypeError(
-                f"breakers must be callable(instance) -> CircuitBreaker, got {breakers!r}")
-        self._breakers = breakers
-        self._retry_options = {"budget": budget, "hedge": hedge}
-        for name, value in (("host_header", host_header), ("server_name", server_name)):
-            if value is not None and not isinstance(value, str) and not callable(value):
-                raise TypeError(f"{name} must be a string or a callable, got {value!r}")
-        self._forwarder = Forwarder(settings, host_header, server_name)
+        self._forwarder = Forwarder(opts)
         self._stacks: dict[str, StackT] = {}
+        self._building = 0  # stacks being built, counted against max_services
+        self._labels = Labels(MAX_LABELS)
         self._lock = threading.Lock()
         self._closed = False
+        self._swept = time.monotonic()
+        self._empty_timeout = min(opts.idle_timeout, EMPTY_TIMEOUT)
 
-    def _stack(self, request: httpx.Request) -> StackT:
-        host = request.url.host
+    # --- the table of services ------------------------------------------------------
+
+    def _enter(self, request: httpx.Request) -> tuple[StackT | None, str, list[StackT]]:
+        """``(stack entered, or None when one must be built for the name; the
+        service name; stacks to close)``.  Raises for a request no stack may serve."""
+        url = request.url
+        if url.port is not None:
+            raise MisuseError(
+                f"kitsd transport: the request URL names port {url.port} for service "
+                f"{url.host!r}; each instance's port comes from the registry: leave the "
+                "port out (http://users/path)")
+        host = url.host
+        now = time.monotonic()
         stack = self._stacks.get(host)
-        if stack is not None:
-            return stack
+        if stack is not None and stack.enter(now):
+            if now - self._swept < _SWEEP_INTERVAL:
+                return stack, host, []
+            return stack, host, self._sweep(now)
         name = _policy.service_name(host)
+        if not self.options.allows(name):
+            raise lb.NoEndpointsError(
+                f"no endpoints available for service {name!r}: it is not one of the "
+                "transport's services= (a request may name only those)")
         with self._lock:
             if self._closed:
                 raise RuntimeError("kitsd transport is closed")
             stack = self._stacks.get(name)
-        if stack is not None:
-            return stack
-        built = self._build(name)  # may start a watch: outside the lock
-        with self._lock:
+            if stack is not None and stack.enter(now):
+                return stack, name, []
+            if stack is not None:  # retired meanwhile
+                del self._stacks[name]
+            capacity = self.options.max_services - self._building
+            names, fits = plan_room(
+                (each.usage() for each in self._stacks.values()), capacity, now,
+                self.options.idle_timeout, self._empty_timeout)
+            retired = self._retire(names)
+            if not fits or len(self._stacks) >= capacity:
+                refused = True
+            else:
+                refused = False
+                self._building += 1
+        if refused:
+            self._close_later(retired)
+            raise TooManyServicesError(name, self.options.max_services)
+        return None, name, retired
+
+    def _retire(self, names: list[str]) -> list[StackT]:
+        """Retire the named stacks that are idle and drop them (the caller holds the lock)."""
+        retired = []
+        for name in names:
             stack = self._stacks.get(name)
-            if stack is None and not self._closed:
-                self._stacks[name] = built
-                return built
-        self._discard(built)
-        if stack is None:
-            raise RuntimeError("kitsd transport is closed")
-        return stack
+            if stack is not None and stack.retire_if_idle():
+                del self._stacks[name]
+                retired.append(stack)
+        return retired
 
-    def _factory(self, endpoint: Callable[[str], Any]) -> Callable[[str], Any]:
-        if self._breakers is None:
-            return endpoint
-        return breaker.per_instance(endpoint, self._breakers)
+    def _sweep(self, now: float) -> list[StackT]:
+        """Retire the services past their time (see :mod:`kitsd.transport._services`)."""
+        with self._lock:
+            self._swept = now
+            names = [name for name, stack in self._stacks.items()
+                     if expired(stack.usage(), now, self.options.idle_timeout,
+                                self._empty_timeout)]
+            return self._retire(names)
 
-    def _build(self, name: str) -> StackT:
+    def _add(self, name: str, built: StackT) -> tuple[StackT, StackT | None]:
+        """Put a freshly built stack in the table and enter it: ``(stack to use, a
+        duplicate to close)``."""
+        now = time.monotonic()
+        with self._lock:
+            self._building -= 1
+            if self._closed:
+                return built, built  # the caller closes it and raises
+            current = self._stacks.get(name)
+            if current is not None and current.enter(now):
+                return current, built
+            self._stacks[name] = built
+            built.enter(now)
+            return built, None
+
+    def _built_failed(self) -> None:
+        with self._lock:
+            self._building -= 1
+
+    def _close_later(self, stacks: list[StackT]) -> None:
         raise NotImplementedError
 
-    def _discard(self, stack: StackT) -> None:
-        stack.close()
+    def _label(self, stack: Stack) -> str:
+        """The metric label for calls to ``stack``'s service (``other`` until admitted)."""
+        if stack.label != "other" or not (stack.had_instances or self._listed(stack.name)):
+            return stack.label
+        with self._lock:
+            return self._labels.label(stack.name, admitted=True)
+
+    def _listed(self, name: str) -> bool:
+        services = self.options.services
+        return services is not None and self.options.allows(name)
+
+    def _factory(self, endpoint: Callable[[str], Any]) -> Callable[[str], Any]:
+        breakers = self.options.breakers
+        if breakers is None:
+            return endpoint
+        return breaker.per_instance(endpoint, breakers)
+
+    def _stack_for(
+        self, name: str, endpoint: Callable[[str], Any], make_retry: Callable[..., Any]
+    ) -> Stack:
+        discovery = self._discovery
+        try:
+            instancer = discovery.instancer(name)
+        except MisuseError:
+            raise
+        except BackendError as error:  # a registry client that cannot log in, say
+            raise lb.NoEndpointsError(
+                f"no endpoints available for service {name!r}: cannot watch it in "
+                f"{discovery.registry}: {type(error).__name__}: {error}") from None
+        return Stack(
+            name, instancer, self._factory(endpoint), self._make_balancer, make_retry,
+            self.options, registry=discovery.registry, settled=discovery.settled,
+            now=time.monotonic())
 
     def _take_all(self) -> list[StackT]:
         with self._lock:
             self._closed = True
             stacks, self._stacks = list(self._stacks.values()), {}
         return stacks
+
+    @property
+    def services(self) -> list[str]:
+        """The services watched now (for inspection and tests)."""
+        with self._lock:
+            return sorted(self._stacks)
 
     def _settle(
         self, error: lb.RetryError | lb.RetryTimeout, stack: Stack, request: httpx.Request
@@ -163,13 +220,12 @@ class _Core(Generic[StackT]):
         on, else an httpx error (or :class:`lb.NoEndpointsError` naming the service)."""
         last = error.final if isinstance(error, lb.RetryError) else (
             error.errors[-1] if error.errors else None)
-        if isinstance(last, RetryableStatus):
+        if isinstance(last, StatusError):
             response: httpx.Response = last.response
             response.request = request
             return response
         if isinstance(last, lb.NoEndpointsError):
-            raise lb.NoEndpointsError(
-                f"no endpoints available for service {stack.name!r}") from error
+            raise lb.NoEndpointsError(stack.no_endpoints()) from None
         if isinstance(error, lb.RetryTimeout):
             raise httpx.TimeoutException(
                 f"service {stack.name!r}: {error}", request=request) from error
@@ -190,25 +246,27 @@ class Transport(_Core[Stack], httpx.BaseTransport):
         client.get("/profile/42")       # -> one of the users instances
 
     ``discover``: a URL template with ``{service}`` (any ``sd.instancer_from_url``
-    scheme), a callable ``service -> Instancer`` (the transport stops it on close),
-    or an :class:`sd.MemoryRegistry`.  Per service, on first use, one watch, one
-    Endpointer and one balancer are made and shared by every request.
+    scheme; watches of one registry address share one client), ``static://h1:p1,h2:p2``
+    (those instances for every service), a callable ``service -> Instancer`` (the
+    transport stops it on close), or an :class:`sd.MemoryRegistry`.  Per service,
+    on first use, one watch, one Endpointer and one balancer are made and shared
+    by every request.  The request URL names no port (instances' ports come from
+    the registry): ``http://users:9999/`` raises :class:`sd.MisuseError`.
 
-    Options (keyword-only):
+    Options (keyword-only; see :class:`kitsd.transport.TransportOptions`):
 
     * ``balancer`` — ``callable(endpointer) -> lb.Balancer`` (default
       :data:`DEFAULT_BALANCER`); ``outlier_detection`` — an ``lb.OutlierDetection``
-      given to it as ``outlier_detection=`` (``None`` disables ejection; unset:
-      the balancer's default).
+      given to it as ``outlier_detection=`` (``None`` disables ejection).
     * ``max_attempts`` (3), ``retry_statuses`` ({502, 503, 504}), ``retry_methods``
       (the idempotent ones).  Other methods, and bodies that are streams, are
       retried only when the request never reached an instance (connection
       refused, connect or pool timeout).
     * ``timeout`` — seconds for the whole call when the request has no httpx
       timeout (default 60); otherwise the request's timeout (its largest phase)
-      bounds all its attempts together.  ``attempt_timeout`` caps each attempt's
-      wait for response headers (default: half the call's time, for retryable
-      requests), so that a hung instance leaves time for another.
+      bounds all its attempts together, every socket wait included.
+      ``attempt_timeout`` caps each attempt (default: half the call's time, for
+      retryable requests), so that a hung instance leaves time for another.
     * ``breakers`` — ``callable(instance) -> pybreaker.CircuitBreaker``: a breaker
       per instance; an open one is skipped.
     * ``budget``, ``hedge`` — passed to ``lb.retry`` when given.
@@ -216,136 +274,176 @@ class Transport(_Core[Stack], httpx.BaseTransport):
       as a reverse proxy sends); a string, or ``callable(service, instance)``.
     * ``server_name`` — for https: the name for SNI and certificate verification
       (default the service name); a string or ``callable(service)``.
+    * ``services`` — the names a request may name (a collection or a
+      predicate); others raise :class:`lb.NoEndpointsError` at once.
+      ``max_services`` (100) — services watched at once: past it the least
+      recently used idle one is closed, and with none idle the request raises
+      :class:`kitsd.transport.TooManyServicesError`.  ``idle_timeout`` (300 s):
+      a service unused that long is closed; one whose registry answered "no
+      instances" after 10 s.  Metrics name a service only once its registry
+      answered with instances (or ``services=`` lists it); others are ``other``.
     * ``transport`` — the inner transport for the connections (default
-      ``httpx.HTTPTransport()``, HTTP/2 when ``h2`` is installed); closed by
-      :meth:`close`.
+      ``httpx.HTTPTransport()``, HTTP/2 when ``h2`` is installed, each socket wait
+      ending by the call's deadline); closed by :meth:`close`.
 
     A retried response is closed before the next attempt; a call that ends on a
     5xx returns that response as plain httpx would.  Errors: httpx's (the last
     attempt's; ``httpx.TimeoutException`` when the call's time ran out),
-    :class:`lb.NoEndpointsError` naming a service without instances,
+    :class:`lb.NoEndpointsError` whose first line says whether the registry
+    answered "no instances" or has not answered (and its last error),
     :class:`sd.MisuseError` for a URL host that is not a service name.
     Thread-safe.  Raises ``TypeError`` / :class:`sd.MisuseError` for bad options
-    at construction, before anything starts.
+    (or a template whose driver is not installed) at construction, before
+    anything starts.
     """
 
     def __init__(
         self,
         discover: Discover,
         *,
-        balancer: Callable[..., lb.Balancer] | None = None,
-        max_attempts: int = 3,
-        retry_statuses: Collection[int] = _policy.RETRY_STATUSES,
-        retry_methods: Collection[str] = _policy.IDEMPOTENT_METHODS,
-        timeout: float = 60.0,
-        attempt_timeout: float | None = None,
-        breakers: Callable[[str], Any] | None = None,
-        outlier_detection: Any = _UNSET,
-        budget: Any = None,
-        hedge: Any = None,
-        host_header: Callable[[str, str], str] | str | None = None,
-        server_name: Callable[[str], str] | str | None = None,
         transport: httpx.BaseTransport | None = None,
+        **options: Unpack[TransportKeywords],
     ) -> None:
         if transport is not None and not isinstance(transport, httpx.BaseTransport):
             raise TypeError(f"transport must be an httpx.BaseTransport, got {transport!r}")
-        super().__init__(
-            discover, balancer=balancer, max_attempts=max_attempts,
-            retry_statuses=retry_statuses, retry_methods=retry_methods, timeout=timeout,
-            attempt_timeout=attempt_timeout, breakers=breakers,
-            outlier_detection=outlier_detection, budget=budget, hedge=hedge,
-            host_header=host_header, server_name=server_name)
-        self._inner = transport if transport is not None else httpx.HTTPTransport(
-            http2=_h2_available())
+        super().__init__(discover, options)
+        if transport is None:
+            transport = httpx.HTTPTransport(http2=_h2_available())
+            _deadline.install(transport)  # every socket wait ends by the call's deadline
+        self._inner = transport
 
     def _build(self, name: str) -> Stack:
         forwarder, inner = self._forwarder, self._inner
-        return Stack(
-            name, self._instancer_for(name),
-            self._factory(lambda instance: InstanceEndpoint(instance, forwarder, inner)),
-            self._make_balancer, lb.retry, self._retry_options, self._max_attempts,
-            settled=self._settled)
+        return self._stack_for(
+            name, lambda instance: InstanceEndpoint(instance, forwarder, inner), lb.retry)
+
+    def _close_later(self, stacks: list[Stack]) -> None:
+        for stack in stacks:
+            stack.close()
+
+    def _stack(self, request: httpx.Request) -> Stack:
+        stack, name, retired = self._enter(request)
+        self._close_later(retired)
+        if stack is not None:
+            return stack
+        try:
+            built = self._build(name)
+        except BaseException:
+            self._built_failed()
+            raise
+        stack, duplicate = self._add(name, built)
+        if duplicate is not None:
+            duplicate.close()
+            if duplicate is stack:
+                raise RuntimeError("kitsd transport is closed")
+        return stack
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         stack = self._stack(request)
-        timeout = _policy.call_timeout(request.extensions, self._settings.default_timeout)
-        if not stack.answered.is_set():
-            stack.wait_answer(timeout)
         try:
-            response: httpx.Response = stack.retrying(timeout)(request)
-        except (lb.RetryError, lb.RetryTimeout) as error:
-            return self._settle(error, stack, request)
-        response.request = request
-        return response
+            timeout = _policy.call_timeout(request.extensions, self.options.timeout)
+            if not stack.answered.is_set():
+                stack.wait_answer(timeout)
+            retrying = stack.retrying(timeout, self._label(stack))
+            try:
+                response: httpx.Response = retrying(request)
+            except (lb.RetryError, lb.RetryTimeout) as error:
+                return self._settle(error, stack, request)
+            response.request = request
+            return response
+        finally:
+            stack.leave()
 
     def close(self) -> None:
-        """Stop every watch, close every Endpointer and the inner transport."""
+        """Stop every watch, close every Endpointer, registry client and the inner
+        transport."""
         try:
             for stack in self._take_all():
                 stack.close()
         finally:
-            self._inner.close()
+            try:
+                self._discovery.close()
+            finally:
+                self._inner.close()
 
 
 class AsyncTransport(_Core[Stack], httpx.AsyncBaseTransport):
     """The asyncio twin of :class:`Transport` (an ``httpx.AsyncBaseTransport``), with
     the same options; ``transport`` is an ``httpx.AsyncBaseTransport`` (default
     ``httpx.AsyncHTTPTransport()``).  Use it from one event loop; the deadline
-    also cancels the attempt in flight."""
+    also cancels the attempt in flight.  A registry template's watch is started
+    on a worker thread (it may connect), never blocking the event loop."""
 
     def __init__(
         self,
         discover: Discover,
         *,
-        balancer: Callable[..., lb.Balancer] | None = None,
-        max_attempts: int = 3,
-        retry_statuses: Collection[int] = _policy.RETRY_STATUSES,
-        retry_methods: Collection[str] = _policy.IDEMPOTENT_METHODS,
-        timeout: float = 60.0,
-        attempt_timeout: float | None = None,
-        breakers: Callable[[str], Any] | None = None,
-        outlier_detection: Any = _UNSET,
-        budget: Any = None,
-        hedge: Any = None,
-        host_header: Callable[[str, str], str] | str | None = None,
-        server_name: Callable[[str], str] | str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        **options: Unpack[TransportKeywords],
     ) -> None:
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")
-        super().__init__(
-            discover, balancer=balancer, max_attempts=max_attempts,
-            retry_statuses=retry_statuses, retry_methods=retry_methods, timeout=timeout,
-            attempt_timeout=attempt_timeout, breakers=breakers,
-            outlier_detection=outlier_detection, budget=budget, hedge=hedge,
-            host_header=host_header, server_name=server_name)
-        self._inner = transport if transport is not None else httpx.AsyncHTTPTransport(
-            http2=_h2_available())
+        super().__init__(discover, options)
+        if transport is None:
+            transport = httpx.AsyncHTTPTransport(http2=_h2_available())
+            _deadline.install_async(transport)
+        self._inner = transport
 
     def _build(self, name: str) -> Stack:
         forwarder, inner = self._forwarder, self._inner
-        return Stack(
-            name, self._instancer_for(name),
-            self._factory(lambda instance: AsyncInstanceEndpoint(instance, forwarder, inner)),
-            self._make_balancer, lb.retry_async, self._retry_options, self._max_attempts,
-            settled=self._settled)
+        return self._stack_for(
+            name, lambda instance: AsyncInstanceEndpoint(instance, forwarder, inner),
+            lb.retry_async)
+
+    def _close_later(self, stacks: list[Stack]) -> None:
+        for stack in stacks:  # nothing async to wait for in a retired stack but hedging
+            stack.close()
+
+    async def _stack(self, request: httpx.Request) -> Stack:
+        stack, name, retired = self._enter(request)
+        for each in retired:
+            await each.aclose()
+        if stack is not None:
+            return stack
+        try:
+            if self._discovery.blocking:
+                built = await asyncio.to_thread(self._build, name)
+            else:
+                built = self._build(name)
+        except BaseException:
+            self._built_failed()
+            raise
+        stack, duplicate = self._add(name, built)
+        if duplicate is not None:
+            await duplicate.aclose()
+            if duplicate is stack:
+                raise RuntimeError("kitsd transport is closed")
+        return stack
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        stack = self._stack(request)
-        timeout = _policy.call_timeout(request.extensions, self._settings.default_timeout)
-        if not stack.answered.is_set():
-            await stack.wait_answer_async(timeout)
+        stack = await self._stack(request)
         try:
-            response: httpx.Response = await stack.retrying(timeout)(request)
-        except (lb.RetryError, lb.RetryTimeout) as error:
-            return self._settle(error, stack, request)
-        response.request = request
-        return response
+            timeout = _policy.call_timeout(request.extensions, self.options.timeout)
+            if not stack.answered.is_set():
+                await stack.wait_answer_async(timeout)
+            retrying = stack.retrying(timeout, self._label(stack))
+            try:
+                response: httpx.Response = await retrying(request)
+            except (lb.RetryError, lb.RetryTimeout) as error:
+                return self._settle(error, stack, request)
+            response.request = request
+            return response
+        finally:
+            stack.leave()
 
     async def aclose(self) -> None:
-        """Stop every watch, close every Endpointer and the inner transport."""
+        """Stop every watch, close every Endpointer, registry client and the inner
+        transport."""
         try:
             for stack in self._take_all():
                 await stack.aclose()
         finally:
-            await self._inner.aclose()
+            try:
+                self._discovery.close()
+            finally:
+                await self._inner.aclose()

@@ -1,4 +1,5 @@
-"""The I/O-free part of an HTTP endpoint: settings, encoding, deadlines, statuses.
+"""The I/O-free part of an HTTP endpoint: settings, encoding, deadlines, statuses
+(the attempt rules themselves are :mod:`sd.http._attempt`'s, shared with the transport).
 
 Both endpoint kinds (:class:`sd.http.HTTPEndpoint`, :class:`sd.http.AsyncHTTPEndpoint`)
 run the same steps around sending, all decided here without a clock or a socket:
@@ -24,7 +25,17 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from kitsd.core.errors import ConnectionFailure, KitsdError, MisuseError
+from kitsd.core.errors import MisuseError
+from kitsd.sd.http._attempt import (
+    UNREACHED,
+    ConnectError,
+    ConnectTimeout,
+    StatusError,
+    cap_timeouts,
+    deadline_caused,
+    phase_of,
+    unreachable,
+)
 
 __all__ = [
     "UNREACHED",
@@ -46,68 +57,6 @@ AcceptStatus = Callable[[int], bool] | Container[int] | None
 _SCHEMES = ("http", "https")
 # RFC 9110 token characters: what an HTTP method may be made of.
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-# A timeout that fires this close to the deadline is the deadline's: the
-# deadline-capped socket wait ends at it, give or take the clock's rounding.
-_DEADLINE_SLACK = 0.005
-# Which phase of httpx.Timeout each of its timeout errors belongs to, and how to say it.
-_PHASES: dict[type[httpx.TimeoutException], tuple[str, str]] = {
-    httpx.ConnectTimeout: ("connect", "connecting to"),
-    httpx.ReadTimeout: ("read", "reading from"),
-    httpx.WriteTimeout: ("write", "writing to"),
-    httpx.PoolTimeout: ("pool", "waiting for a connection to"),
-}
-
-
-class StatusError(KitsdError):
-    """An instance answered with a status that ``decode`` does not accept.
-
-    ``.status_code``, ``.instance``, ``.response`` (the ``httpx.Response``, body
-    already read), ``.method`` and ``.path``.  ``str()`` reads
-    ``HTTP 503 from 127.0.0.1:8080 (GET /echo)``: the configured path, never the
-    query or any header, which may hold secrets.  Not a ``ConnectionFailure``:
-    the instance answered.
-    """
-
-    def __init__(self, response: httpx.Response, instance: str, method: str, path: str) -> None:
-        super().__init__(f"HTTP {response.status_code} from {instance} ({method} {path})")
-        self.status_code = response.status_code
-        self.instance = instance
-        self.response = response
-        self.method = method
-        self.path = path
-
-
-class ConnectError(httpx.ConnectError, ConnectionFailure):
-    """``httpx.ConnectError`` as an ``sd.http`` endpoint raises it: the request never
-    reached the instance, so it is a :class:`kitsd.core.errors.ConnectionFailure`
-    (the retry loop ejects the instance).  It stands in for httpx's error, with
-    the same message, request, cause and traceback; ``except httpx.ConnectError``
-    catches it as before."""
-
-
-class ConnectTimeout(httpx.ConnectTimeout, ConnectionFailure):
-    """``httpx.ConnectTimeout`` as an ``sd.http`` endpoint raises it (when the
-    configured connect timeout, not the retry deadline, ran out): a
-    :class:`kitsd.core.errors.ConnectionFailure`, like :class:`ConnectError`."""
-
-
-#: The httpx errors after which the request provably never reached the instance.
-UNREACHED = (httpx.ConnectError, httpx.ConnectTimeout)
-
-
-def unreachable(error: httpx.ConnectError | httpx.ConnectTimeout) -> httpx.TransportError:
-    """``error`` as the endpoint raises it: :class:`ConnectError` or
-    :class:`ConnectTimeout`, same message and request (``error`` itself if it
-    already is one).  Raise it ``from error.__cause__`` with ``error``'s traceback,
-    so it reads as httpx's own."""
-    if isinstance(error, ConnectionFailure):
-        return error
-    kind = ConnectTimeout if isinstance(error, httpx.TimeoutException) else ConnectError
-    try:
-        request: httpx.Request | None = error.request
-    except RuntimeError:  # httpx raises it for an error made without a request
-        request = None
-    return kind(str(error), request=request).with_traceback(error.__traceback__)
 
 
 def _accepts(accept_status: AcceptStatus) -> Callable[[int], bool]:
@@ -122,10 +71,6 @@ def _accepts(accept_status: AcceptStatus) -> Callable[[int], bool]:
         "accept_status must be a callable, a container of status codes or None, "
         f"not {type(accept_status).__name__}"
     )
-
-
-def _cap(value: float | None, left: float) -> float:
-    return left if value is None or value > left else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,12 +157,7 @@ class Spec(Generic[RequestT, ResponseT]):
         """
         own = kwargs.get("timeout", httpx.USE_CLIENT_DEFAULT)
         configured = client_timeout if own is httpx.USE_CLIENT_DEFAULT else httpx.Timeout(own)
-        kwargs["timeout"] = httpx.Timeout(
-            connect=_cap(configured.connect, left),
-            read=_cap(configured.read, left),
-            write=_cap(configured.write, left),
-            pool=_cap(configured.pool, left),
-        )
+        kwargs["timeout"] = httpx.Timeout(**cap_timeouts(configured.as_dict(), left))
         return configured
 
     def no_time_left(self, instance: str) -> TimeoutError:
@@ -242,9 +182,8 @@ class Spec(Generic[RequestT, ResponseT]):
         came as the deadline passed (``left_now`` about zero: each socket wait is
         capped at the time left, so a body trickled byte by byte ends there).
         """
-        phase, doing = _PHASES.get(type(error), ("read", "talking to"))
-        limit = getattr(configured, phase)
-        if left_now > _DEADLINE_SLACK and limit is not None and limit <= left_at_start:
+        phase, doing = phase_of(error)
+        if not deadline_caused(getattr(configured, phase), left_at_start, left_now):
             return None
         return TimeoutError(
             f"deadline passed while {doing} {instance} ({self.method} {self.path})"

@@ -63,7 +63,7 @@ class Instance:
                         f"body={body.decode(errors='replace')}").encode()
                 self.send_response(status)
                 for name, value in (owner.headers if mode == "status" else {}).items():
-                    self.send_header(name, value)
+                    self.send_header(name, value.encode().decode("latin-1"))  # UTF-8 bytes
                 self.send_header("Content-Length", str(len(text)))
                 self.end_headers()
                 self.wfile.write(text)

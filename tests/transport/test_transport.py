@@ -442,7 +442,7 @@ def test_budget_and_hedge_forwarded_to_lb_retry(
         return real_retry(max_attempts, timeout, balancer, callback=callback, wait=wait)
 
     monkeypatch.setattr(lb, "retry", retry)
-    budget, hedge = object(), object()
+    budget, hedge = lb.RetryBudget(), lb.Hedge(delay=0.5)
     with httpx.Client(transport=kitsd.Transport(registry, budget=budget, hedge=hedge,
                                                 transport=_recording_inner([])),
                       base_url="http://users") as client:
