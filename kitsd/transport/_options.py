@@ -10,7 +10,6 @@ two in step.
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal, TypedDict
@@ -18,6 +17,7 @@ from typing import Any, Final, Literal, TypedDict
 import pybreaker
 
 from kitsd import lb
+from kitsd.core import validate
 from kitsd.core.errors import MisuseError, shown_value
 from kitsd.transport._policy import IDEMPOTENT_METHODS, RETRY_STATUSES
 
@@ -79,16 +79,6 @@ class TransportKeywords(TypedDict, total=False):
     idle_timeout: float
 
 
-def _seconds(name: str, value: object, *, optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {shown_value(value)}")
-    if not value > 0 or not math.isfinite(value):
-        raise MisuseError(f"{name} must be a finite number of seconds > 0, got {value!r}")
-    return float(value)
-
-
 def _callable_or_str(name: str, value: object, shape: str) -> None:
     if value is not None and not isinstance(value, str) and not callable(value):
         raise TypeError(f"{name} must be a string or {shape}, got {shown_value(value)}")
@@ -145,11 +135,8 @@ class TransportOptions:
 
     def __post_init__(self) -> None:
         put = object.__setattr__  # frozen: normalise in place, once
-        max_attempts = self.max_attempts
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
-            raise TypeError(f"max_attempts must be an int, got {shown_value(max_attempts)}")
-        if max_attempts < 1:
-            raise MisuseError(f"max_attempts must be >= 1, got {max_attempts}")
+        validate.integer("max_attempts", self.max_attempts, minimum=1)
+        validate.integer("max_services", self.max_services, minimum=1)
         statuses = frozenset(_collection("retry_statuses", self.retry_statuses))
         for status in statuses:
             if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
@@ -161,10 +148,10 @@ class TransportOptions:
             if not isinstance(method, str):
                 raise TypeError(f"retry_methods must hold method names, got {shown_value(method)}")
         put(self, "retry_methods", frozenset(method.upper() for method in methods))
-        put(self, "timeout", _seconds("timeout", self.timeout))
+        put(self, "timeout", validate.seconds("timeout", self.timeout))
         put(self, "attempt_timeout",
-            _seconds("attempt_timeout", self.attempt_timeout, optional=True))
-        put(self, "idle_timeout", _seconds("idle_timeout", self.idle_timeout))
+            validate.optional_seconds("attempt_timeout", self.attempt_timeout))
+        put(self, "idle_timeout", validate.seconds("idle_timeout", self.idle_timeout))
         if self.balancer is not None and not callable(self.balancer):
             raise TypeError("balancer must be callable(endpointer) -> Balancer, got "
                             f"{shown_value(self.balancer)}")
@@ -189,11 +176,6 @@ class TransportOptions:
                 if not isinstance(name, str):
                     raise TypeError(f"services must hold service names, got {shown_value(name)}")
             put(self, "services", frozenset(names))
-        count = self.max_services
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise TypeError(f"max_services must be an int, got {shown_value(count)}")
-        if count < 1:
-            raise MisuseError(f"max_services must be >= 1, got {count}")
 
     def allows(self, service: str) -> bool:
         """Whether ``services`` lets a request name ``service``."""

@@ -28,8 +28,8 @@ An *attempt* is one request sent to one instance inside a call that
    that passive ejection may act on at once (a full local pool says nothing
    about the instance); ``sd.http`` raises those two as :class:`ConnectError`
    / :class:`ConnectTimeout` (:func:`unreachable`), httpx's classes carrying
-   the ``ConnectionFailure`` marker, the transport as its own attempt error.  A timeout of one attempt counts towards
-   ``consecutive_errors`` ejection.
+   the ``ConnectionFailure`` marker, the transport as its own attempt error.
+   A timeout of one attempt counts towards ``consecutive_errors`` ejection.
 3. **What did a status mean?**  :func:`judge_status`: an *accepted* status is
    a success (the caller decides what it accepts: ``sd.http`` 2xx and
    ``accept_status``, the transport everything below 500 that is not a retry

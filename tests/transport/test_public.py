@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
+
 import httpx
 
 import kitsd
 
 
 def test_exports() -> None:
-    assert set(kitsd.__all__) == {"AsyncTransport", "Transport", "breaker", "lb", "sd"}
+    assert {"AsyncTransport", "Transport", "breaker", "lb", "sd"} <= set(kitsd.__all__)
+    transport = importlib.import_module("kitsd.transport")
+    assert set(transport.__all__) == {
+        "DEFAULT", "DEFAULT_BALANCER", "AsyncTransport", "TooManyServicesError", "Transport",
+        "TransportKeywords", "TransportOptions"}
+    for name in transport.__all__:
+        assert getattr(transport, name).__doc__
     assert issubclass(kitsd.Transport, httpx.BaseTransport)
     assert issubclass(kitsd.AsyncTransport, httpx.AsyncBaseTransport)
     assert kitsd.Transport.__module__ == "kitsd.transport"
