@@ -42,7 +42,7 @@ class BuildError(RuntimeError):
 
 
 def _say(line: str) -> None:
-    print(f"[thrift-server] {line}", file=sys.stderr, flush=True)
+    print(f"[kitsd-test-server] {line}", file=sys.stderr, flush=True)
 
 
 def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:

@@ -1,0 +1,71 @@
+"""The ``httpx.Auth`` every kitsd.auth credential is: ``Authorization: <scheme> <token>``
+on each request, and one retry of a request refused with 401, with a fresh token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Generator
+
+import httpx
+
+__all__ = ["HeaderAuth"]
+
+
+class HeaderAuth(httpx.Auth):
+    """Base of the credentials (:class:`JWTSigner`, :class:`ClientCredentials`,
+    :class:`AsyncClientCredentials`, :class:`BasicAuth`): an ``httpx.Auth`` for
+    ``httpx.Client(auth=...)`` -- and so for requests through :class:`kitsd.Transport` --
+    and for ``sd.http`` endpoints (``client_kwargs={"auth": ...}``).
+
+    Subclasses give :meth:`token` (sync) and/or :meth:`atoken` (async), and
+    :meth:`invalidate`.  A response of 401 to a request sent with a token makes the
+    credential drop that token and the request go once more with a fresh one (only
+    once: a second 401 is the answer).  The request's body is sent again, so it
+    must be replayable (httpx reads a streamed body into memory for that).
+    """
+
+    scheme = "Bearer"
+    #: Whether a 401 answer is retried once with a fresh token.
+    retry_unauthorized = True
+
+    def token(self) -> str:
+        """The token to send now (sync)."""
+        raise TypeError(f"{type(self).__name__} is asynchronous: use it with "
+                        "httpx.AsyncClient (await atoken())")
+
+    async def atoken(self) -> str:
+        """The token to send now (async); by default :meth:`token`."""
+        return self.token()
+
+    def invalidate(self, token: str) -> None:
+        """Forget ``token`` (a server refused it); the next :meth:`token` gets another."""
+
+    def authorization(self, token: str) -> str:
+        """The ``Authorization`` header value for ``token``."""
+        return f"{self.scheme} {token}"
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response,
+                                                                  None]:
+        token = self.token()
+        request.headers["Authorization"] = self.authorization(token)
+        response = yield request
+        if response.status_code == 401 and self.retry_unauthorized:
+            self.invalidate(token)
+            request.headers["Authorization"] = self.authorization(self.token())
+            yield request
+
+    async def async_auth_flow(
+            self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        token = await self.atoken()
+        request.headers["Authorization"] = self.authorization(token)
+        response = yield request
+        if response.status_code == 401 and self.retry_unauthorized:
+            self.invalidate(token)
+            request.headers["Authorization"] = self.authorization(await self.atoken())
+            yield request
+
+    def grpc_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Call metadata carrying the credential, for a gRPC call made now (sync)."""
+        return (("authorization", self.authorization(self.token())),)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__.split('._')[0]}.{type(self).__name__}>"
