@@ -54,6 +54,8 @@ PURE_MODULES = [
     "sd/thrift/_errors.py",
     "sd/thrift/_options.py",
     "sd/thrift/_pool.py",
+    "kitsd/auth/_token.py",
+    "kitsd/auth/_exchange.py",
 ]
 
 FORBIDDEN = frozenset(

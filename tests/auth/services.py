@@ -68,7 +68,7 @@ class ProtectedService:
             protocol_version = "HTTP/1.1"
             timeout = 2.0
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 authorization = self.headers.get("Authorization", "")
                 claims = service.verify(authorization)
                 with service._lock:
@@ -85,9 +85,9 @@ class ProtectedService:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_POST = do_GET  # noqa: N815 - http.server's name
+            do_POST = do_GET
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -76,7 +76,7 @@ class TokenServer(StoreServer):
         self.token_url = f"http://{self.address}/token"
 
     def requests(self) -> int:
-        with urllib.request.urlopen(f"http://{self.address}/requests", timeout=5) as answer:  # noqa: S310 - a loopback URL of ours
+        with urllib.request.urlopen(f"http://{self.address}/requests", timeout=5) as answer:
             return int(answer.read())
 
     def __enter__(self) -> Self:
