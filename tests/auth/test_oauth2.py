@@ -152,6 +152,7 @@ def _check_load(server: TokenServer, calls: int, failures: list[BaseException],
                 elapsed: float) -> None:
     assert failures == []
     requests = server.requests()
+    print(f"calls={calls} token_requests={requests} elapsed={elapsed:.1f}s")
     refresh_every = EXPIRY * 0.9  # refreshed a tenth of its lifetime early
     assert requests <= math.ceil(elapsed / refresh_every) + 2, (requests, calls)
     assert requests >= math.floor(elapsed / EXPIRY), (requests, calls)
