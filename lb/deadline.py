@@ -25,13 +25,12 @@ starts (``contextvars.copy_context().run`` carries it there).
 
 from __future__ import annotations
 
-import math
 import time
 from contextvars import Token
 from types import TracebackType
 
+from kitsd.core import validate
 from kitsd.core.deadline import current_deadline, reset_deadline, set_deadline
-from kitsd.core.errors import MisuseError
 
 __all__ = ["Deadline", "deadline"]
 
@@ -45,11 +44,7 @@ class Deadline:
     __slots__ = ("_seconds", "_token", "at")
 
     def __init__(self, seconds: float) -> None:
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-            raise TypeError(f"seconds must be a number of seconds, got {seconds!r}")
-        if not math.isfinite(seconds):
-            raise MisuseError(f"seconds must be a finite number of seconds, got {seconds!r}")
-        self._seconds = seconds
+        self._seconds = validate.number("seconds", seconds, unit="seconds")  # <= 0: expired
         self._token: Token[float | None] | None = None
         self.at: float | None = None
 

@@ -23,6 +23,7 @@ from kitsd.auth._errors import TokenError
 from kitsd.auth._header import HeaderAuth
 from kitsd.auth._source import SingleFlight
 from kitsd.auth._token import Token, refresh_point
+from kitsd.core import validate
 from kitsd.core.errors import MisuseError, clip
 
 __all__ = ["ALGORITHMS", "JWTSigner"]
@@ -67,14 +68,8 @@ class JWTSigner(HeaderAuth):
             if owned:
                 raise MisuseError(f"claims must not set {owned[0]!r}: the signer sets it "
                                   "(see lifetime)")
-        for name, value in (("lifetime", lifetime), ("leeway", leeway)):
-            if value is None and name == "lifetime":
-                continue
-            if (isinstance(value, bool) or not isinstance(value, int | float)
-                    or not math.isfinite(value) or value < 0
-                    or (name == "lifetime" and value == 0)):
-                raise MisuseError(f"{name} must be a finite number of seconds "
-                                  f"{'> 0' if name == 'lifetime' else '>= 0'}, got {value!r}")
+        validate.optional_seconds("lifetime", lifetime)
+        validate.seconds("leeway", leeway, zero=True)
         if key_id is not None and not isinstance(key_id, str):
             raise TypeError("key_id must be a string")
         self.algorithm = algorithm

@@ -16,7 +16,6 @@ threads.  The exchange is one form POST; kitsd does it with httpx.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -29,6 +28,7 @@ from kitsd.auth._exchange import AuthMethod, Exchange
 from kitsd.auth._header import HeaderAuth
 from kitsd.auth._source import AsyncSingleFlight, SingleFlight
 from kitsd.auth._token import Token, refresh_point
+from kitsd.core import validate
 from kitsd.core.errors import MisuseError
 
 __all__ = ["AsyncClientCredentials", "ClientCredentials"]
@@ -37,10 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 def _seconds(name: str, value: object) -> float:
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value) or value < 0):
-        raise MisuseError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-    return float(value)
+    return validate.seconds(name, value, zero=True)
 
 
 class _Shared(HeaderAuth):
