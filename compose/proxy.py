@@ -1,10 +1,11 @@
 """A tiny TCP proxy on 127.0.0.1 that can black-hole its traffic without closing anything.
 
 ``BlackHoleProxy(target_host, target_port)`` forwards every connection to the
-target.  ``stall()`` stops moving bytes in both directions -- connections stay
-open, new ones are accepted but get nothing -- as a partition or a dead NAT
-entry does; ``resume()`` lets the buffered bytes flow again.  ``close()`` ends
-every thread and socket it started.
+target (with ``fallbacks=``: to the first of the targets that accepts it).
+``stall()`` stops moving bytes in both directions -- connections stay open, new
+ones are accepted but get nothing -- as a partition or a dead NAT entry does;
+``resume()`` lets the buffered bytes flow again.  ``close()`` ends every thread and
+socket it started.
 
 ``kitsd chaos`` and the pytest plugin put one between a client and each registry
 server to cut the client off its registry ("partition the client") while the
@@ -17,6 +18,7 @@ import contextlib
 import select
 import socket
 import threading
+from collections.abc import Sequence
 from types import TracebackType
 
 __all__ = ["BlackHoleProxy"]
@@ -25,8 +27,11 @@ __all__ = ["BlackHoleProxy"]
 class BlackHoleProxy:
     """See the module docstring.  Thread-safe."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self._target = (target_host, target_port)
+    def __init__(self, target_host: str, target_port: int, *,
+                 fallbacks: Sequence[tuple[str, int]] = ()) -> None:
+        # a connection goes to the first target that accepts it (``fallbacks`` in order):
+        # a load balancer in front of highly available servers
+        self._targets = [(target_host, target_port), *fallbacks]
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.05)
         self.port: int = self._listener.getsockname()[1]
@@ -89,15 +94,22 @@ class BlackHoleProxy:
                 continue
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(self._target, timeout=2)
-            except OSError:
+            upstream = self._connect()
+            if upstream is None:
                 client.close()
                 continue
             with self._lock:
                 self._sockets += [client, upstream]
             self._start(self._pump, "blackhole-up", client, upstream)
             self._start(self._pump, "blackhole-down", upstream, client)
+
+    def _connect(self) -> socket.socket | None:
+        for target in self._targets:
+            try:
+                return socket.create_connection(target, timeout=2)
+            except OSError:
+                continue
+        return None
 
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         while not self._closed.is_set():

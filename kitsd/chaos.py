@@ -355,8 +355,8 @@ def run_chaos(
         raise ValueError("chaos needs at least 3 instances (one is hurt, two carry the load)")
     if not duration > 0 or not rate > 0:
         raise ValueError("--duration and --rate must be > 0")
-    if registry not in ("etcd", "consul", "memory"):
-        raise ValueError(f"--registry must be etcd, consul or memory, not {registry!r}")
+    if registry not in ("etcd", "consul", "k8s", "memory"):
+        raise ValueError(f"--registry must be etcd, consul, k8s or memory, not {registry!r}")
     _require_client(registry_url.partition("://")[0] if registry_url else registry)
     seed = random.randrange(2**31) if seed is None else seed
     rng = random.Random(seed)
@@ -376,12 +376,13 @@ def run_chaos(
                              seed)
         tmp = tempfile.TemporaryDirectory(prefix="kitsd-chaos-")
         reaper.watch_dir(tmp.name)  # removed even if we are killed
-        for index, port in enumerate(free_ports(0 if service else instances)):
+        for index, port in enumerate(free_ports(0 if service else instances, chaos.instance_host)):
             args = ["--port", str(port), *chaos.instance_args(port)]
             if "rolling" in schedule:
                 args += ["--drain", f"{ROLLING_DRAIN:g}"]
             processes.append(InstanceProcess(f"i{index}", workdir=Path(tmp.name), args=args,
                                              port=port))
+            processes[-1].host = chaos.instance_host
         for process in processes:
             process.start()
         for process in processes:

@@ -16,6 +16,16 @@ its registrar's back), and a raw check of what the registry holds.
   follower's agent, the client watches through another's (so a leader kill
   does not take either agent away); a lost registration is the service
   deregistered through the agent's HTTP API.
+* :class:`K8sChaos` -- a real kube-apiserver (:class:`compose.kubernetes.KubeAPIServer`)
+  we start; a health checker here plays the kubelet and the EndpointSlice controller:
+  it writes each instance that answers ``/health`` as a ready endpoint (a slice of
+  its own, as the instances' ports differ) and marks it not ready after two misses.
+  Two API servers share its etcd, behind one proxy that connects to the first that
+  accepts (a highly available control plane behind its load balancer); the leader
+  fault kills and restarts the one the client uses.  A lost registration is the
+  instance's slice deleted (the checker writes it back, as the controller would).
+  Instances listen on this machine's non-loopback address (the API server refuses
+  loopback endpoints).
 * :class:`MemoryChaos` -- an in-process :class:`sd.MemoryRegistry`; the
   instances are processes, so a health checker here registers each one that
   answers ``/health`` and deregisters one that does not (as an agent's check
@@ -39,7 +49,8 @@ from typing import Any
 from kitsd import sd
 from kitsd.compose.proxy import BlackHoleProxy
 
-__all__ = ["ChaosRegistry", "ConsulChaos", "EtcdChaos", "MemoryChaos", "open_registry"]
+__all__ = ["ChaosRegistry", "ConsulChaos", "EtcdChaos", "K8sChaos", "MemoryChaos",
+           "open_registry"]
 
 _TIMEOUT = 2.0
 
@@ -66,6 +77,8 @@ class ChaosRegistry:
     can_cut = False
     ttl = 2.0
     """Registration TTL (seconds) instances are started with."""
+    instance_host = "127.0.0.1"
+    """The address the instances listen on and are registered at."""
 
     def instance_args(self, port: int) -> list[str]:
         """How an instance on ``port`` registers itself (arguments of ``kitsd.chaos_instance``)."""
@@ -298,6 +311,134 @@ class ConsulChaos(_Proxied):
             self.cluster.close()
 
 
+class K8sChaos(_Proxied):
+    """Kubernetes: a kube-apiserver we start, the instances written into EndpointSlices by
+    a health checker that plays the kubelet and the EndpointSlice controller (see the
+    module docstring)."""
+
+    name = "k8s"
+    ttl = 0.5
+
+    def __init__(self, *, interval: float = 0.2) -> None:
+        from kitsd.compose.kubernetes import KubeAPIServer, host_address
+
+        host = host_address()
+        if host is None:
+            raise RuntimeError("chaos on k8s needs a non-loopback IPv4 address for the "
+                               "instances: kube-apiserver refuses loopback endpoints")
+        self.instance_host = host
+        self.namespace = "default"
+        self.service = f"kitsd-chaos-{uuid.uuid4().hex[:8]}"
+        self.server = KubeAPIServer(apiservers=2)
+        self.can_kill_leader = True
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._instances: list[Any] = []
+        self._ready: dict[str, bool] = {}
+        self._misses: dict[str, int] = {}
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        try:
+            self.admin = self.server.admin(1)  # the kubelet's writes go to the one that stays
+            super().__init__([])
+            first, second = (_split(api.address) for api in self.server.apiservers)
+            self._proxies.append(BlackHoleProxy(*first, fallbacks=[second]))
+        except BaseException:
+            self.server.close()
+            raise
+
+    def instance_args(self, port: int) -> list[str]:
+        return ["--host", self.instance_host]
+
+    def _slice(self, instance: str) -> str:
+        return f"{self.service}-{instance.rpartition(':')[2]}"
+
+    def open_instancer(self) -> sd.Instancer:
+        from kitsd.sd.k8s import ClusterConfig, EndpointSliceInstancer, StaticToken
+
+        config = ClusterConfig(server=f"https://{self.proxied[0]}",
+                               ca=self.server.ca_file.read_text(),
+                               token=StaticToken(self.server.token()), source="kitsd chaos")
+        return EndpointSliceInstancer(self.service, namespace=self.namespace, port="http",
+                                      config=config)
+
+    def watch(self, instances: list[Any]) -> None:
+        with self._lock:
+            self._instances = list(instances)
+        self._check_once()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="kitsd-chaos-kubelet",
+                                            daemon=True)
+            self._thread.start()
+
+    def _write(self, instance: str, ready: bool) -> None:
+        from kitsd.compose.kubernetes import endpoint
+
+        host, port = _split(instance)
+        self.admin.put_slice(self.namespace, self._slice(instance), self.service,
+                             [endpoint(host, ready=ready)], port=port)
+
+    def _check_once(self) -> None:
+        with self._lock:
+            instances = list(self._instances)
+        for process in instances:
+            try:
+                healthy = bool(process.ready())
+            except Exception:  # noqa: BLE001 - any failure to answer is a failed probe
+                healthy = False
+            instance = process.instance
+            with self._lock:
+                self._misses[instance] = 0 if healthy else self._misses.get(instance, 0) + 1
+                ready = healthy or (self._misses[instance] < 2 and
+                                    self._ready.get(instance, False))
+                changed = self._ready.get(instance) != ready
+            if changed or (ready and not self.registered(instance)):
+                try:
+                    self._write(instance, ready)
+                except Exception:  # noqa: BLE001, S112 - the API server may be down (leader fault)
+                    continue
+                with self._lock:
+                    self._ready[instance] = ready
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            self._check_once()
+
+    def kill_leader(self) -> str:
+        self.server.apiserver.kill()
+        return f"kube-apiserver ({self.server.apiserver.address})"
+
+    def restart_leader(self) -> None:
+        self.server.apiserver.start()
+        self.server.apiserver.wait_ready()
+
+    def lose_registration(self, instance: str) -> None:
+        """Delete the instance's slice; the checker writes it back on its next round."""
+        self.admin.delete_slice(self.namespace, self._slice(instance))
+
+    def registered(self, instance: str) -> bool:
+        try:
+            found = self.admin.request(
+                "GET", f"/apis/discovery.k8s.io/v1/namespaces/{self.namespace}/"
+                       f"endpointslices/{self._slice(instance)}")
+        except Exception:  # noqa: BLE001 - gone (404) or the API server is down
+            return False
+        return any(endpoint.get("conditions", {}).get("ready") is True
+                   for endpoint in found.get("endpoints") or [])
+
+    def describe(self) -> str:
+        return (f"Kubernetes (2 kube-apiservers on loopback, instances at "
+                f"{self.instance_host}), service {self.namespace}/{self.service}")
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.admin.close()
+        self._close_proxies()
+        self.server.close()
+
+
 class MemoryChaos(ChaosRegistry):
     """The in-process registry, kept in step with the instance processes by a health check
     every ``interval`` seconds (two misses deregister)."""
@@ -409,4 +550,6 @@ def open_registry(kind: str, url: str | None = None, service: str | None = None
         return ConsulChaos()
     if kind == "memory":
         return MemoryChaos()
-    raise ValueError(f"--registry must be etcd, consul or memory, not {kind!r}")
+    if kind == "k8s":
+        return K8sChaos()
+    raise ValueError(f"--registry must be etcd, consul, k8s or memory, not {kind!r}")

@@ -141,10 +141,11 @@ def _chaos_parser(commands: Any) -> None:
                     "client stack; run the fault schedule; print a table per phase. Exit "
                     "status 1 if any call failed (every call is an idempotent GET the stack "
                     "is meant to keep succeeding) or the instance set did not converge.")
-    chaos.add_argument("--registry", choices=("etcd", "consul", "memory"),
+    chaos.add_argument("--registry", choices=("etcd", "consul", "k8s", "memory"),
                        default=DEFAULT_REGISTRY,
                        help=f"the registry to start (default {DEFAULT_REGISTRY}: in-process, "
-                            "no server; etcd: 3 members, consul: 3 servers, on loopback)")
+                            "no server; etcd: 3 members, consul: 3 servers, k8s: a "
+                            "kube-apiserver, on loopback)")
     chaos.add_argument("--registry-url", default=None,
                        help="use your servers: etcd://host:port[,host:port]/prefix/ or "
                             "consul://host:port (registry faults: only cutting ourselves off)")
