@@ -22,15 +22,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kitsd import breaker, lb, sd, serve
+    from kitsd import auth, breaker, lb, sd, serve
     from kitsd.transport import AsyncTransport, Transport
 
-__all__ = ["AsyncTransport", "Transport", "__version__", "breaker", "lb", "sd", "serve"]
+__all__ = ["AsyncTransport", "Transport", "__version__", "auth", "breaker", "lb", "sd", "serve"]
 
 __version__ = "0.1.0"
 """The distribution's version (the one source: ``pyproject.toml`` reads it from here)."""
 
-_SUBPACKAGES = frozenset({"breaker", "lb", "sd", "serve"})
+_SUBPACKAGES = frozenset({"auth", "breaker", "lb", "sd", "serve"})
 
 
 def __getattr__(name: str) -> Any:

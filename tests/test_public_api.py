@@ -74,7 +74,7 @@ def test_contract_file_names_are_all_covered() -> None:
 
 
 @pytest.mark.parametrize("package", ["kitsd.sd", "kitsd.lb", "kitsd.breaker", "kitsd.sd.http",
-                                     "kitsd.serve"])
+                                     "kitsd.serve", "kitsd.sd.thrift", "kitsd.auth"])
 def test_all_is_complete_and_exists(package: str) -> None:
     module = importlib.import_module(package)
     exported = set(module.__all__)

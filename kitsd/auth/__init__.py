@@ -55,6 +55,13 @@ __all__ = [
 ]
 
 
+for _public in (AsyncClientCredentials, AsyncMTLSTransport, AuthError, BasicAuth,
+                ClientCredentials, HeaderAuth, MTLSTransport, TokenEndpointError, TokenError,
+                grpc_channel_credentials, grpc_credentials):
+    _public.__module__ = __name__
+del _public
+
+
 def __getattr__(name: str) -> Any:
     if name == "JWTSigner":  # PyJWT is imported only by those who sign
         return importlib.import_module("kitsd.auth._jwt").JWTSigner

@@ -68,4 +68,4 @@ class HeaderAuth(httpx.Auth):
         return (("authorization", self.authorization(self.token())),)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__module__.split('._')[0]}.{type(self).__name__}>"
+        return f"<kitsd.auth.{type(self).__name__}>"

@@ -130,3 +130,6 @@ class JWTSigner(HeaderAuth):
 
     def __repr__(self) -> str:
         return f"<kitsd.auth.JWTSigner {self.algorithm}>"
+
+
+JWTSigner.__module__ = "kitsd.auth"  # the name users import it by (kitsd.auth imports it lazily)
