@@ -111,14 +111,21 @@ def endpoint_state(conditions: object) -> State:
     """The :class:`State` of an endpoint with these ``conditions`` (a mapping, or
     anything else for none): missing ``ready``/``serving`` mean true, missing
     ``terminating`` false, as kube-proxy reads them."""
-    if not isinstance(conditions, Mapping):
-        conditions = {}
-    ready = conditions.get("ready") is not False
-    serving = conditions.get("serving") is not False
-    terminating = conditions.get("terminating") is True
-    if terminating:
-        return State.DRAINING if serving else State.NOT_SERVING
-    return State.READY if ready else State.NOT_SERVING
+    if not isinstance(conditions, dict):
+        if not isinstance(conditions, Mapping):
+            return State.READY
+        conditions = dict(conditions)
+    return _STATES[conditions.get("ready") is not False, conditions.get("serving") is not False,
+                   conditions.get("terminating") is True]
+
+
+# (ready, serving, terminating) -> State: the table of the module docstring
+_STATES: Final = {
+    (ready, serving, terminating): (
+        (State.DRAINING if serving else State.NOT_SERVING) if terminating
+        else (State.READY if ready else State.NOT_SERVING))
+    for ready in (True, False) for serving in (True, False) for terminating in (True, False)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +316,8 @@ class SliceView:
         return name, found
 
     def _endpoint(self, name: str, endpoint: object, port: int) -> tuple[str, _Copy] | None:
-        if not isinstance(endpoint, Mapping):
+        # the hot path of a slice change: API answers are JSON, so dicts and lists
+        if not isinstance(endpoint, dict):
             return None
         addresses = endpoint.get("addresses")
         if not isinstance(addresses, list) or not addresses \
@@ -323,23 +331,20 @@ class SliceView:
             return None
         return instance, (endpoint_state(endpoint.get("conditions")), self._info(endpoint))
 
-    def _info(self, endpoint: Mapping[str, object]) -> InstanceInfo:
-        zone = _text(endpoint.get("zone"))
-        node = _text(endpoint.get("nodeName"))
+    def _info(self, endpoint: dict[str, object]) -> InstanceInfo:
+        zone = endpoint.get("zone")
+        node = endpoint.get("nodeName")
         target = endpoint.get("targetRef")
-        pod = ""
-        if isinstance(target, Mapping) and target.get("kind") == "Pod":
-            pod = _text(target.get("name"))
+        pod = target.get("name") if isinstance(target, dict) and target.get("kind") == "Pod" \
+            else None
         hints = endpoint.get("hints")
-        for_zones = ""
-        if isinstance(hints, Mapping) and isinstance(hints.get("forZones"), list):
-            for_zones = ",".join(_text(zone_hint.get("name"))
-                                 for zone_hint in hints["forZones"]
-                                 if isinstance(zone_hint, Mapping) and _text(zone_hint.get("name")))
-        key = (zone, node, pod, for_zones)
+        for_zones = _zones(hints) if hints is not None else ""
+        key = (zone if isinstance(zone, str) else "", node if isinstance(node, str) else "",
+               pod if isinstance(pod, str) else "", for_zones)
         info = self._infos.get(key)
         if info is None:
-            meta = {META_ZONE: zone or for_zones, META_NODE: node, META_POD: pod,
+            zone_text, node_text, pod_text, _ = key
+            meta = {META_ZONE: zone_text or for_zones, META_NODE: node_text, META_POD: pod_text,
                     META_FOR_ZONES: for_zones}
             info = InstanceInfo(meta={k: v for k, v in meta.items() if v})
             if info.is_default:
@@ -449,5 +454,9 @@ def _name(slice_object: object) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
+def _zones(hints: object) -> str:
+    """``hints.forZones`` names, comma-joined."""
+    if not isinstance(hints, dict) or not isinstance(hints.get("forZones"), list):
+        return ""
+    names = (hint.get("name") for hint in hints["forZones"] if isinstance(hint, dict))
+    return ",".join(name for name in names if isinstance(name, str) and name)
