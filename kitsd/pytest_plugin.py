@@ -13,6 +13,10 @@ Fixtures
 ``kitsd_consul``          a Consul ``-dev`` agent (session), or ``KITSD_CONSUL_HTTP_ADDR``'s
 ``kitsd_consul_cluster``  a 3-server Consul cluster (module), every server up and a
                           leader elected at the start of each test
+``kitsd_kube``            a kube-apiserver on its own etcd (session): ``.server``,
+                          ``.kubeconfig(path)``, ``.admin()`` to write namespaces,
+                          EndpointSlices and RBAC grants, ``.apiserver`` to kill or
+                          restart (``kitsd servers install kube-apiserver``)
 ``kitsd_memory_registry`` a fresh :class:`sd.MemoryRegistry`
 ``kitsd_faults``          :class:`Faults`: kill / restart a member, kill the leader,
                           partition the client from a server; undone after the test
@@ -37,6 +41,7 @@ import pytest
 if TYPE_CHECKING:
     from kitsd.compose.consul import ConsulCluster, ConsulDevAgent, ExternalConsul
     from kitsd.compose.etcd import EtcdCluster, EtcdMember, ExternalEtcd
+    from kitsd.compose.kubernetes import KubeAPIServer
     from kitsd.compose.proxy import BlackHoleProxy
     from kitsd.sd.memory import MemoryRegistry
 
@@ -203,6 +208,23 @@ def kitsd_consul_cluster(_kitsd_consul_cluster: ConsulCluster) -> ConsulCluster:
     _kitsd_consul_cluster.start()
     _kitsd_consul_cluster.leader(timeout=30)
     return _kitsd_consul_cluster
+
+
+@pytest.fixture(scope="session")
+def kitsd_kube() -> Iterator[KubeAPIServer]:
+    """A kube-apiserver (v1.37.2, on an etcd of its own) for the session: ``.server``,
+    ``.ca_file``, ``.token(user)``, ``.kubeconfig(path, user=...)``, ``.admin()`` (a
+    client that writes namespaces, EndpointSlices and RBAC grants), ``.apiserver`` to
+    kill or restart.  There is no controller-manager: tests write their EndpointSlices."""
+    from kitsd.compose.kubernetes import KubeAPIServer
+
+    try:
+        server = KubeAPIServer()
+    except FileNotFoundError as error:
+        _fail_missing(error)
+        raise
+    with server:
+        yield server
 
 
 @pytest.fixture

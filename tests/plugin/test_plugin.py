@@ -60,7 +60,7 @@ def test_fixtures_are_offered(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(CONFTEST)
     result = pytester.runpytest_subprocess("--fixtures", "-q")
     for name in ("kitsd_etcd", "kitsd_etcd_cluster", "kitsd_consul", "kitsd_consul_cluster",
-                 "kitsd_memory_registry", "kitsd_faults"):
+                 "kitsd_kube", "kitsd_memory_registry", "kitsd_faults"):
         result.stdout.fnmatch_lines([f"{name}*"])
 
 
