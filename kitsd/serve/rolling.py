@@ -267,6 +267,19 @@ class _Load:
                                          name=f"rolling-load-{n}") for n in range(clients)]
 
     def start(self) -> None:
+        # Calls first, alone, until one succeeds: they set up the service's watch and
+        # balancer.  (A zk:// transport's first calls sometimes see no endpoints for a
+        # while though the registry lists them: a cold-start race outside serving.)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self.client.get("/work").status_code == 200:
+                    break
+            except Exception:  # noqa: BLE001, S110 - not yet: try again
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the service never answered through kitsd.Transport")
+            time.sleep(0.05)
         observe.add_observer(self._observe)
         for thread in self.threads:
             thread.start()
