@@ -24,16 +24,16 @@ Outcomes:
 
 from __future__ import annotations
 
-import asyncio
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
 from pybreaker import CircuitBreaker
 
-from kitsd.breaker.driver import Driver, Ticket, driver_for
+from kitsd.breaker._async.endpoint import AsyncBreakerEndpoint
+from kitsd.breaker._sync.endpoint import SyncBreakerEndpoint
+from kitsd.breaker.driver import driver_for
+from kitsd.breaker.endpoint import BreakerEndpoint
 from kitsd.core.endpoint import Endpoint, close_endpoint, is_async
-from kitsd.core.errors import Leaving
 
 __all__ = [
     "AsyncBreakerEndpoint",
@@ -43,124 +43,8 @@ __all__ = [
     "per_instance",
 ]
 
-# Ends of a call that say nothing about the instance's health.
-_NEUTRAL: tuple[type, ...] = (  # the last is a marker (an ABC), not an exception class
-    asyncio.CancelledError,
-    KeyboardInterrupt,
-    SystemExit,
-    GeneratorExit,
-    Leaving,
-)
 
-
-def _settle_error(
-    driver: Driver, cb: CircuitBreaker, ticket: Ticket, exc: BaseException
-) -> BaseException:
-    """Settle a call that raised ``exc`` (see the module doc); return what to raise.
-
-    The one piece of outcome logic the sync and async endpoints share (with the
-    driver); they differ only in awaiting the endpoint.  Not a context manager:
-    entering and leaving one would cost more than the rest of a closed
-    breaker's bookkeeping.
-    """
-    if isinstance(exc, _NEUTRAL):
-        driver.abandon(cb, ticket)
-        return exc
-    return driver.fail(cb, ticket, exc)
-
-
-class BreakerEndpoint(ABC):
-    """An endpoint guarded by a circuit breaker (made by :func:`circuit_breaker`).
-
-    ``.breaker`` is the pybreaker breaker, for inspection.  ``close`` and
-    ``aclose`` are the wrapped endpoint's own, present exactly when it has them,
-    so an :class:`~sd.Endpointer` closes the underlying endpoint when its
-    instance leaves.  Calling raises ``CircuitBreakerError`` without calling the
-    wrapped endpoint while the breaker is open (or half-open with its trial in
-    flight), else whatever the wrapped endpoint raises (see the module doc).
-    Safe to call from many threads or tasks at once; calls are not serialised.
-    """
-
-    __slots__ = ("__weakref__", "__wrapped__", "_breaker", "_driver")
-
-    def __init__(self, endpoint: Endpoint, cb: CircuitBreaker, driver: Driver) -> None:
-        self.__wrapped__ = endpoint
-        self._breaker = cb
-        self._driver = driver
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        """The pybreaker breaker guarding this endpoint."""
-        return self._breaker
-
-    @property
-    def close(self) -> Callable[[], Any]:
-        """The wrapped endpoint's ``close``; ``AttributeError`` when it has none."""
-        close: Callable[[], Any] | None = getattr(self.__wrapped__, "close", None)
-        if close is None:
-            raise AttributeError(f"{self.__wrapped__!r} has no close()")
-        return close
-
-    @property
-    def aclose(self) -> Callable[[], Any]:
-        """The wrapped endpoint's ``aclose``; ``AttributeError`` when it has none."""
-        aclose: Callable[[], Any] | None = getattr(self.__wrapped__, "aclose", None)
-        if aclose is None:
-            raise AttributeError(f"{self.__wrapped__!r} has no aclose()")
-        return aclose
-
-    @abstractmethod
-    def __call__(self, request: Any) -> Any:
-        """Call the wrapped endpoint through the breaker."""
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} breaker={self._breaker.name!r} of {self.__wrapped__!r}>"
-
-
-class SyncBreakerEndpoint(BreakerEndpoint):
-    """A sync endpoint guarded by a circuit breaker; see :class:`BreakerEndpoint`."""
-
-    __slots__ = ()
-
-    def __call__(self, request: Any) -> Any:
-        """Call the wrapped endpoint through the breaker."""
-        cb, driver, endpoint = self._breaker, self._driver, self.__wrapped__
-        ticket = driver.admit(cb, endpoint, request)
-        try:
-            result = endpoint(request)
-        except BaseException as exc:
-            error = _settle_error(driver, cb, ticket, exc)
-            if error is exc:
-                raise
-            raise error from exc
-        driver.succeed(cb, ticket)
-        return result
-
-
-class AsyncBreakerEndpoint(BreakerEndpoint):
-    """An async endpoint guarded by a circuit breaker; see :class:`BreakerEndpoint`.
-
-    The driver's lock is taken only briefly, never across an ``await``.
-    """
-
-    __slots__ = ()
-
-    async def __call__(self, request: Any) -> Any:
-        """Call the wrapped endpoint through the breaker."""
-        cb, driver, endpoint = self._breaker, self._driver, self.__wrapped__
-        ticket = driver.admit(cb, endpoint, request)
-        try:
-            result = await endpoint(request)
-        except BaseException as exc:
-            error = _settle_error(driver, cb, ticket, exc)
-            if error is exc:
-                raise
-            raise error from exc
-        driver.succeed(cb, ticket)
-        return result
-
-
-def circuit_breaker(cb: CircuitBreaker) -> Callable[[Endpoint], BreakerEndpoint]:
+def circuit_breaker(cb: CircuitBreaker) -> Callable[[Endpoint], BreakerEndpoint[Any, Any]]:
     """Middleware guarding an endpoint with the pybreaker breaker ``cb``.
 
     An open breaker raises :class:`breaker.CircuitOpenError` (a
@@ -183,7 +67,7 @@ def circuit_breaker(cb: CircuitBreaker) -> Callable[[Endpoint], BreakerEndpoint]
         )
     driver = driver_for(cb)
 
-    def middleware(endpoint: Endpoint) -> BreakerEndpoint:
+    def middleware(endpoint: Endpoint) -> BreakerEndpoint[Any, Any]:
         if not callable(endpoint):
             raise TypeError(
                 f"circuit_breaker(cb)(endpoint): endpoint must be callable, "
@@ -199,7 +83,7 @@ def circuit_breaker(cb: CircuitBreaker) -> Callable[[Endpoint], BreakerEndpoint]
 def per_instance(
     factory: Callable[[str], Endpoint],
     new_breaker: Callable[[str], CircuitBreaker],
-) -> Callable[[str], BreakerEndpoint]:
+) -> Callable[[str], BreakerEndpoint[Any, Any]]:
     """Wrap ``factory`` so each instance's endpoint gets a breaker of its own.
 
     The returned factory builds ``new_breaker(instance)`` and then
@@ -226,7 +110,7 @@ def per_instance(
         if not callable(value):
             raise TypeError(f"per_instance: {name} must be callable, got {type(value).__name__}")
 
-    def build(instance: str) -> BreakerEndpoint:
+    def build(instance: str) -> BreakerEndpoint[Any, Any]:
         cb = new_breaker(instance)
         if not isinstance(cb, CircuitBreaker):
             raise TypeError(

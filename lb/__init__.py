@@ -14,7 +14,8 @@ Balancing beyond go-kit (issue 9): :class:`PeakEWMA` (latency-aware),
 :class:`Weighted` (smooth weighted round robin), :class:`ConsistentHash`
 (affinity by a request key), :class:`RetryBudget` (``budget=`` of the retries,
 refusing with :class:`RetryBudgetExhausted`) and :class:`Hedge` (``hedge=``; the
-sync retry then returns a :class:`HedgedEndpoint` to ``close()``).
+retry then returns a :class:`HedgedEndpoint` to ``close()``, or an
+:class:`AsyncHedgedEndpoint` to ``aclose()``).
 
 Which balancer when:
 
@@ -33,17 +34,17 @@ from kitsd.lb.consistent_hash import ConsistentHash
 from kitsd.lb.deadline import Deadline, deadline
 from kitsd.lb.errors import NoEndpointsError, RetryBudgetExhausted, RetryError, RetryTimeout
 from kitsd.lb.hedge import Hedge
-from kitsd.lb.hedging import HedgedEndpoint
 from kitsd.lb.least_loaded import LeastLoaded
 from kitsd.lb.outlier_detection import CountedError, OutlierDetection
 from kitsd.lb.peak_ewma import PeakEWMA
 from kitsd.lb.random import Random
-from kitsd.lb.retry import retry, retry_async
+from kitsd.lb.retry import AsyncHedgedEndpoint, HedgedEndpoint, retry, retry_async
 from kitsd.lb.retry_budget import RetryBudget
 from kitsd.lb.round_robin import RoundRobin
 from kitsd.lb.weighted import Weighted
 
 __all__ = [
+    "AsyncHedgedEndpoint",
     "Balancer",
     "ConsistentHash",
     "CountedError",

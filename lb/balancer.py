@@ -10,17 +10,24 @@ learns which instances to eject.  The built-in balancers are Pickers.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
+
+from typing_extensions import TypeVar
 
 from kitsd.core.endpoint import Endpoint
 from kitsd.sd.endpoint_set import EndpointSet
 
-__all__ = ["Balancer", "EndpointSource", "Pick", "Picker", "SnapshotSource"]
+__all__ = ["Balancer", "E_co", "EndpointSource", "Pick", "Picker", "SnapshotSource"]
+
+
+#: The kind of endpoint a balancer hands out (``Callable[[Req], Resp]``, or its async
+#: form); unsaid, any endpoint.  :func:`lb.retry` keeps its request and response types.
+E_co = TypeVar("E_co", covariant=True, default=Endpoint)
 
 
 @runtime_checkable
-class Balancer(Protocol):
+class Balancer(Protocol[E_co]):
     """Picks one endpoint per call.
 
     ``endpoint()`` raises :class:`lb.NoEndpointsError` on an empty set, and lets the
@@ -28,7 +35,7 @@ class Balancer(Protocol):
     unchanged.
     """
 
-    def endpoint(self) -> Endpoint: ...
+    def endpoint(self) -> E_co: ...
 
 
 class Pick(NamedTuple):
@@ -43,7 +50,7 @@ class Pick(NamedTuple):
 
 
 @runtime_checkable
-class Picker(Balancer, Protocol):
+class Picker(Balancer[E_co], Protocol[E_co]):
     """A balancer :func:`lb.retry` can steer (optional; the built-in balancers are).
 
     ``pick(exclude)`` avoids the instances in ``exclude`` (they failed earlier in
@@ -58,14 +65,14 @@ class Picker(Balancer, Protocol):
 
 
 @runtime_checkable
-class EndpointSource(Protocol):
+class EndpointSource(Protocol[E_co]):
     """What balancers pick from: an :class:`sd.Endpointer`, or anything with ``endpoints()``."""
 
-    def endpoints(self) -> list[Endpoint]: ...
+    def endpoints(self) -> Sequence[E_co]: ...
 
 
 @runtime_checkable
-class SnapshotSource(EndpointSource, Protocol):
+class SnapshotSource(EndpointSource[E_co], Protocol[E_co]):
     """A source that also hands out immutable :class:`sd.EndpointSet` snapshots, the
     same object until the set changes (:class:`sd.Endpointer` does); balancers use
     it for O(1) picks keyed by instance."""

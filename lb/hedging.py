@@ -1,22 +1,29 @@
-"""Hedged retries: the two drivers behind ``hedge=`` of :func:`lb.retry` and
-:func:`lb.retry_async` (the settings and the delay arithmetic are in :mod:`lb.hedge`).
+"""Hedging's races: one round of a hedged call, run on threads (:class:`Race`) or on
+asyncio tasks (:class:`AsyncRace`).  The settings and the delay arithmetic are in
+:mod:`lb.hedge`; the call's loop around the rounds is ``lb/_async/hedging.py`` (and
+its generated sync twin).  This is the one hand-written pair of hedging: threads
+and tasks genuinely differ in how an attempt runs beside another and how a loser
+is stopped.
 
-One hedged call, start to end: each *round* picks an instance and starts the
-attempt; if it has not answered after the hedge's delay (and the retry budget,
-if any, allows one more request) it picks a different instance — ``exclude``
-holds the first, so a keyed balancer walks its ring — and starts a second
-attempt.  The first success wins and the other attempt is cancelled (asyncio)
-or abandoned (threads: it finishes on the pool, bounded by the deadline that
-``lb.remaining()`` gives it).  When every attempt of a round failed, each
-failure is booked as a failed attempt exactly as without hedging (the balancer
-hears of it, the instance is excluded, the retry policy decides), and the next
-round starts.  A hedge is not an attempt of its own: ``max_attempts`` counts
-failures.
+One round: pick an instance and start the attempt; if it has not answered after
+the hedge's delay (and the retry budget, if any, allows one more request) pick a
+different instance — the first is excluded, so a keyed balancer walks its ring —
+and start a second attempt.  The first success wins.  What does not win is
+*settled* as soon as the race is decided: the balancer hears how it went, and an
+answer it brings (at once, or when it lands later) goes to the retry's
+``discard`` (the transport closes an ``httpx.Response`` there, handing its
+connection back).
 
-The sync driver runs attempts on a thread pool owned by the endpoint it returns
-(:class:`HedgedEndpoint`), so that the caller can return with the winner while
-the loser is still running; ``close()`` shuts the pool down and waits for what
-runs on it.
+* Threads: attempts run on a small pool the hedged endpoint owns, so the caller
+  can return with the winner while the loser still runs; the loser is abandoned
+  (a thread cannot be interrupted), bounded by the deadline that
+  :func:`lb.remaining` gives it, and settled when it lands.
+* asyncio: the loser is cancelled, and waited for, before the call returns.
+
+Observers (:mod:`kitsd.core.observe`) hear each attempt in the context it runs in
+(its thread's copy of the caller's context, or its task's), so the attempts'
+``AttemptStarted``/``AttemptFinished`` pairs stay balanced and nested in their own
+context even though two run at once.
 """
 
 from __future__ import annotations
@@ -31,91 +38,41 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Collection
 from concurrent import futures as cf
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
-from kitsd.core.deadline import current_deadline, reset_deadline, set_deadline
-from kitsd.core.endpoint import AsyncEndpoint
+from kitsd.core.observe import AttemptFinished, AttemptStarted, CallWatch, emit, outcome_of
+from kitsd.lb._call import Discard, Setup
 from kitsd.lb.balancer import Pick
-from kitsd.lb.errors import RetryTimeout
 from kitsd.lb.hedge import Hedge, LatencyWindow
-from kitsd.lb.retry_budget import RetryBudget
-from kitsd.lb.retry_policy import RetryCall
 
-__all__ = ["Discard", "Hedge", "HedgedEndpoint", "check_discard", "hedged_async", "hedged_sync"]
+__all__ = ["AsyncRace", "Failures", "Hedge", "Race", "Round"]
 
 logger = logging.getLogger(__name__)
 
-PickFunction = Callable[[Collection[str]], Pick]
-PickForFunction = Callable[[Any, Collection[str]], Pick]
-ReportFunction = Callable[[Pick, BaseException | None], None]
+#: The attempts of a round that failed, with their picks.
+Failures = list[tuple[Pick, Exception]]
+#: ``(won, answer, failures)``: a win, or every attempt failed (``failures``), or the
+#: deadline passed first (no failures).
+Outcome = tuple[bool, Any, Failures]
+
+_CLOSED = "lb.retry: the hedged endpoint was closed during the call"
 
 
-class _Call(Protocol):
-    """What :mod:`lb.retry` keeps per call once an attempt failed."""
+class Round:
+    """What both races share: choosing, the delay, the budget, the reports."""
 
-    exclude: set[str]
-    policy: RetryCall
+    __slots__ = ("_budget", "_lock", "_setup", "_window", "discard", "hedge", "report")
 
-    def failed(self, chosen: Pick | None, error: Exception) -> float: ...
-
-
-_Failures = list[tuple[Pick, Exception]]
-
-#: ``discard(result)``: release what an answer the call will not return holds (a
-#: hedge's losing answer).  For asyncio it may return an awaitable, awaited.
-Discard = Callable[[Any], object]
-
-
-def check_discard(discard: object) -> None:
-    """``TypeError`` unless ``discard`` is ``None`` or callable."""
-    if discard is not None and not callable(discard):
-        raise TypeError(f"discard must be callable(result) or None, got {discard!r}")
-
-
-def _dispose(discard: Discard | None, result: Any) -> None:
-    """Hand a losing answer to ``discard``; its errors are logged, never raised."""
-    if discard is None:
-        return
-    try:
-        outcome = discard(result)
-    except Exception:
-        logger.exception("lb.retry: discarding a hedge's losing answer failed")
-        return
-    if inspect.isawaitable(outcome):  # nothing here can await it
-        close = getattr(outcome, "close", None)
-        if callable(close):
-            close()
-        logger.error("lb.retry: discard returned an awaitable; lb.retry needs a sync "
-                     "discard (lb.retry_async awaits one)")
-
-
-async def _dispose_async(discard: Discard | None, result: Any) -> None:
-    """The asyncio twin of :func:`_dispose`: an awaitable ``discard`` returns is awaited."""
-    if discard is None:
-        return
-    try:
-        outcome = discard(result)
-        if inspect.isawaitable(outcome):
-            await outcome
-    except Exception:
-        logger.exception("lb.retry: discarding a hedge's losing answer failed")
-
-
-class _Round:
-    """What the two drivers share: choosing, the delay, the budget."""
-
-    def __init__(self, hedge: Hedge, pick: PickFunction, pick_for: PickForFunction | None,
-                 report: ReportFunction, budget: RetryBudget | None) -> None:
+    def __init__(self, hedge: Hedge, setup: Setup) -> None:
+        if not isinstance(hedge, Hedge):
+            raise TypeError(f"hedge must be an lb.Hedge or None, got {hedge!r}")
         self.hedge = hedge
-        self._pick = pick
-        self._pick_for = pick_for
-        self.report = report
-        self._budget = budget
+        self._setup = setup
+        self.report = setup.report
+        self.discard = setup.discard
+        self._budget = setup.budget
         self._window = LatencyWindow(hedge)
         self._lock = threading.Lock()
-
-    def choose(self, request: Any, exclude: Collection[str]) -> Pick:
-        return self._pick(exclude) if self._pick_for is None else self._pick_for(request, exclude)
 
     def delay(self) -> float:
         with self._lock:
@@ -128,7 +85,7 @@ class _Round:
     def second(self, request: Any, first: Pick, exclude: Collection[str]) -> Pick | None:
         """The hedge's instance, or ``None`` (no other instance, or no budget)."""
         try:
-            chosen = self.choose(request, {*exclude, first.instance})
+            chosen = self._setup.choose(request, {*exclude, first.instance})
         except Exception:  # noqa: BLE001 - no hedge then; the first attempt goes on
             return None
         if chosen.instance == first.instance and chosen.endpoint is first.endpoint:
@@ -138,91 +95,106 @@ class _Round:
         return chosen
 
 
-class HedgedEndpoint:
-    """The endpoint ``lb.retry(..., hedge=...)`` returns: call it like any endpoint;
-    ``close()`` (or leaving its ``with`` block) shuts its thread pool down at once.
+def _observed(endpoint: Callable[[Any], Any], request: Any, service: str, instance: str,
+              resend: int) -> Any:
+    """Call ``endpoint`` as an attempt observers hear of, in the current context."""
+    emit(AttemptStarted(service, instance, resend))
+    began = time.monotonic()
+    error: BaseException | None = None
+    try:
+        return endpoint(request)
+    except BaseException as raised:
+        error = raised
+        raise
+    finally:
+        emit(AttemptFinished(service, instance, outcome_of(error), time.monotonic() - began,
+                             resend, error), finished=True)
 
-    ``close()`` does not wait for attempts still running: each is bounded by its
-    call's deadline (the :func:`lb.remaining` it was given), its answer is
-    discarded when it lands, and its thread ends then.  Calls in flight when it
-    is closed raise ``RuntimeError`` at once, as do calls made after.  Thread-safe.
-    """
 
-    def __init__(self, hedge: Hedge, timeout: float, pick: PickFunction,
-                 pick_for: PickForFunction | None, report: ReportFunction,
-                 make_call: Callable[[float, float], _Call], budget: RetryBudget | None,
-                 discard: Discard | None = None) -> None:
-        self._round = _Round(hedge, pick, pick_for, report, budget)
-        self._timeout = timeout
-        self._make_call = make_call
-        self._discard = discard
-        self._deposit = None if budget is None else budget.deposit
-        self._pool = cf.ThreadPoolExecutor(max_workers=hedge.max_workers,
+async def _observed_async(endpoint: Callable[[Any], Awaitable[Any]], request: Any,
+                          service: str, instance: str, resend: int) -> Any:
+    """The asyncio twin of :func:`_observed` (a cancelled loser ends ``cancelled``)."""
+    emit(AttemptStarted(service, instance, resend))
+    began = time.monotonic()
+    error: BaseException | None = None
+    try:
+        return await endpoint(request)
+    except BaseException as raised:
+        error = raised
+        raise
+    finally:
+        emit(AttemptFinished(service, instance, outcome_of(error), time.monotonic() - began,
+                             resend, error), finished=True)
+
+
+def _numbered(watch: CallWatch, chosen: Pick) -> int:
+    """Count an attempt of an observed call; its resend count."""
+    resend = watch.attempts
+    watch.attempts += 1
+    watch.instance = chosen.instance
+    return resend
+
+
+def _dispose(discard: Discard | None, answer: Any) -> None:
+    """Hand a losing answer to ``discard``; its errors are logged, never raised."""
+    if discard is None:
+        return
+    try:
+        outcome = discard(answer)
+    except Exception:
+        logger.exception("lb.retry: discarding a hedge's losing answer failed")
+        return
+    if inspect.isawaitable(outcome):  # nothing here can await it
+        close = getattr(outcome, "close", None)
+        if callable(close):
+            close()
+        logger.error("lb.retry: discard returned an awaitable; lb.retry needs a sync "
+                     "discard (lb.retry_async awaits one)")
+
+
+async def _dispose_async(discard: Discard | None, answer: Any) -> None:
+    """The asyncio twin of :func:`_dispose`: an awaitable ``discard`` returns is awaited."""
+    if discard is None:
+        return
+    try:
+        outcome = discard(answer)
+        if inspect.isawaitable(outcome):
+            await outcome
+    except Exception:
+        logger.exception("lb.retry: discarding a hedge's losing answer failed")
+
+
+class Race:
+    """Rounds on threads: a pool of at most ``max_workers`` threads, owned by the
+    hedged endpoint.  ``close()`` stops it at once (see the module docstring)."""
+
+    __slots__ = ("_closing", "_pool", "_round")
+
+    def __init__(self, rounds: Round, max_workers: int) -> None:
+        self._round = rounds
+        self._pool = cf.ThreadPoolExecutor(max_workers=max_workers,
                                            thread_name_prefix="kitsd-hedge")
         # done once closed: every wait of a call in flight includes it, so it wakes
         self._closing: cf.Future[None] = cf.Future()
 
     def close(self) -> None:
-        """Stop the pool: queued attempts are dropped, running ones abandoned (see
-        the class docstring); calls in flight raise ``RuntimeError``.  Idempotent."""
+        """Drop queued attempts, abandon running ones; calls in flight raise
+        ``RuntimeError``.  Idempotent."""
         with contextlib.suppress(cf.InvalidStateError):
             self._closing.set_result(None)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def __enter__(self) -> HedgedEndpoint:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __call__(self, request: Any) -> Any:
-        if self._deposit is not None:
-            self._deposit()
-        start = time.monotonic()
-        deadline, seconds = start + self._timeout, self._timeout
-        outer = current_deadline()  # lb.deadline, or an enclosing call's
-        if outer is not None and outer < deadline:
-            deadline, seconds = outer, outer - start
-        token = set_deadline(deadline)
-        try:
-            if deadline <= start:
-                raise RetryTimeout(0.0, [])
-            call: _Call | None = None
-            exclude: Collection[str] = ()
-            while True:
-                delay = 0.0
-                try:
-                    chosen = self._round.choose(request, exclude)
-                except Exception as error:  # noqa: BLE001 - counts, as in lb.retry
-                    call = call or self._make_call(start, seconds)
-                    delay = call.failed(None, error)
-                else:
-                    won, response, failures = self._attempt(request, chosen, exclude, deadline)
-                    if won:
-                        return response
-                    call = call or self._make_call(start, seconds)
-                    for failed_pick, failure in failures:
-                        delay = call.failed(failed_pick, failure)
-                    if not failures:  # the deadline passed with attempts still running
-                        raise call.policy.timed_out()
-                exclude = call.exclude
-                if delay:
-                    time.sleep(delay)
-        finally:
-            reset_deadline(token)
-
-    def _attempt(self, request: Any, first: Pick, exclude: Collection[str],
-                 deadline: float) -> tuple[bool, Any, _Failures]:
-        """One round: ``(True, answer, [])``, or ``(False, None, failures)`` when every
-        attempt failed, or ``(False, None, [])`` when the deadline passed first.
-        Whatever does not become the round's outcome is settled (see :meth:`_settle`)."""
+    def run(self, request: Any, first: Pick, exclude: Collection[str], deadline: float,
+            watch: CallWatch | None) -> Outcome:
+        """One round (``deadline``: ``time.monotonic()`` seconds).  Whatever does not
+        become its outcome is settled (see :meth:`_settle`)."""
         rounds = self._round
         closing = self._closing
         began = time.monotonic()
         contexts: dict[cf.Future[Any], contextvars.Context] = {}
-        running = {self._submit(first, request, contexts): first}
+        running = {self._submit(first, request, contexts, watch): first}
         winner: cf.Future[Any] | None = None
-        failures: _Failures = []
+        failures: Failures = []
         handed = False
         try:
             done, _ = cf.wait({*running, closing}, return_when=cf.FIRST_COMPLETED,
@@ -230,11 +202,11 @@ class HedgedEndpoint:
             if not done and time.monotonic() < deadline:
                 second = rounds.second(request, first, exclude)
                 if second is not None:
-                    running[self._submit(second, request, contexts)] = second
+                    running[self._submit(second, request, contexts, watch)] = second
             pending: set[cf.Future[Any]] = {*running, closing}
             while len(pending) > 1:  # attempts besides `closing` still running
                 if closing.done():
-                    raise RuntimeError("lb.retry: the hedged endpoint was closed during the call")
+                    raise RuntimeError(_CLOSED)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False, None, []
@@ -244,12 +216,13 @@ class HedgedEndpoint:
                     if future is closing:
                         continue
                     if future.cancelled():  # dropped by close() before it started
-                        raise RuntimeError(
-                            "lb.retry: the hedged endpoint was closed during the call")
+                        raise RuntimeError(_CLOSED)
                     error = future.exception()
                     if error is None:
                         winner = future
                         rounds.answered(time.monotonic() - began)
+                        if watch is not None:  # kitsd.observe
+                            watch.instance = running[future].instance
                         return True, future.result(), []
                     if not isinstance(error, Exception):
                         raise error
@@ -278,71 +251,87 @@ class HedgedEndpoint:
         error = future.exception()
         if error is None:
             context.run(self._round.report, chosen, None)
-            _dispose(self._discard, future.result())
+            _dispose(self._round.discard, future.result())
         elif isinstance(error, Exception) and id(error) not in booked:
             context.run(self._round.report, chosen, error)
 
     def _submit(self, chosen: Pick, request: Any,
-                contexts: dict[cf.Future[Any], contextvars.Context]) -> cf.Future[Any]:
+                contexts: dict[cf.Future[Any], contextvars.Context],
+                watch: CallWatch | None) -> cf.Future[Any]:
         # a fresh copy per attempt: one Context cannot run in two threads at once
         context = contextvars.copy_context()
-        future = self._pool.submit(context.run, chosen.endpoint, request)
+        if watch is None:
+            future = self._pool.submit(context.run, chosen.endpoint, request)
+        else:  # kitsd.observe
+            future = self._pool.submit(context.run, _observed, chosen.endpoint, request,
+                                       watch.service, chosen.instance, _numbered(watch, chosen))
         contexts[future] = context
         return future
 
 
-def hedged_sync(hedge: Hedge, timeout: float, pick: PickFunction,
-                pick_for: PickForFunction | None, report: ReportFunction,
-                make_call: Callable[[float, float], _Call],
-                budget: RetryBudget | None, discard: Discard | None = None) -> HedgedEndpoint:
-    """The hedged twin of :func:`lb.retry`'s loop (see the module docstring)."""
-    if not isinstance(hedge, Hedge):
-        raise TypeError(f"hedge must be an lb.Hedge or None, got {hedge!r}")
-    check_discard(discard)
-    return HedgedEndpoint(hedge, timeout, pick, pick_for, report, make_call, budget, discard)
+class AsyncRace:
+    """Rounds on asyncio tasks: the loser is cancelled and waited for.  ``aclose()``
+    makes the calls in flight raise ``RuntimeError`` (``max_workers`` is for threads)."""
 
+    __slots__ = ("_closed", "_round", "_waiters")
 
-def hedged_async(hedge: Hedge, timeout: float, pick: PickFunction,
-                 pick_for: PickForFunction | None, report: ReportFunction,
-                 make_call: Callable[[float, float], _Call],
-                 budget: RetryBudget | None, discard: Discard | None = None) -> AsyncEndpoint:
-    """The hedged twin of :func:`lb.retry_async`'s loop: the loser is cancelled (an
-    answer it had already is discarded), and so is everything at the deadline
-    (then :class:`lb.RetryTimeout`)."""
-    if not isinstance(hedge, Hedge):
-        raise TypeError(f"hedge must be an lb.Hedge or None, got {hedge!r}")
-    check_discard(discard)
-    rounds = _Round(hedge, pick, pick_for, report, budget)
-    deposit = None if budget is None else budget.deposit
+    def __init__(self, rounds: Round, max_workers: int) -> None:
+        self._round = rounds
+        self._closed = False
+        self._waiters: set[asyncio.Future[None]] = set()  # one per round in flight
 
-    async def attempt(request: Any, first: Pick,
-                      exclude: Collection[str]) -> tuple[bool, Any, _Failures]:
+    async def aclose(self) -> None:
+        """Calls in flight raise ``RuntimeError``, as do calls made after.  Idempotent."""
+        self._closed = True
+        for waiter in list(self._waiters):
+            with contextlib.suppress(RuntimeError):  # its loop has closed: nothing waits
+                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
+
+    async def run(self, request: Any, first: Pick, exclude: Collection[str], deadline: float,
+                  watch: CallWatch | None) -> Outcome:
+        """One round; the call's own deadline cancels it (``deadline`` is for threads)."""
+        if self._closed:
+            raise RuntimeError(_CLOSED)
+        rounds = self._round
         began = time.monotonic()
+        closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(closing)
 
         def start(chosen: Pick) -> asyncio.Future[Any]:
             endpoint = cast(Callable[[Any], Awaitable[Any]], chosen.endpoint)
-            return asyncio.ensure_future(endpoint(request))
+            if watch is None:
+                return asyncio.ensure_future(endpoint(request))
+            return asyncio.ensure_future(_observed_async(  # kitsd.observe
+                endpoint, request, watch.service, chosen.instance, _numbered(watch, chosen)))
 
         running = {start(first): first}
         winner: asyncio.Future[Any] | None = None
-        failures: _Failures = []
+        failures: Failures = []
         handed = False
         try:
-            done, _ = await asyncio.wait(running, timeout=rounds.delay())
+            done, _ = await asyncio.wait({*running, closing}, timeout=rounds.delay(),
+                                         return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 second = rounds.second(request, first, exclude)
                 if second is not None:
                     running[start(second)] = second
-            pending = set(running)
-            while pending:
+            pending: set[asyncio.Future[Any]] = {*running, closing}
+            while len(pending) > 1:  # attempts besides `closing` still running
+                if closing.done():
+                    raise RuntimeError(_CLOSED)
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                pending.add(closing)
                 for task in done:
+                    if task is closing:
+                        continue
                     if task.cancelled():
                         raise asyncio.CancelledError
                     error = task.exception()
                     if error is None:
                         winner = task
                         rounds.answered(time.monotonic() - began)
+                        if watch is not None:  # kitsd.observe
+                            watch.instance = running[task].instance
                         return True, task.result(), []
                     if not isinstance(error, Exception):
                         raise error
@@ -350,6 +339,7 @@ def hedged_async(hedge: Hedge, timeout: float, pick: PickFunction,
             handed = True  # the caller books these failures
             return False, None, failures
         finally:
+            self._waiters.discard(closing)
             left = [task for task in running if not task.done()]
             for task in left:
                 task.cancel()
@@ -364,50 +354,11 @@ def hedged_async(hedge: Hedge, timeout: float, pick: PickFunction,
                 error = task.exception()  # retrieved: no "never retrieved" warning
                 if error is None:  # an answer that lost the race, or landed too late
                     rounds.report(chosen, None)
-                    await _dispose_async(discard, task.result())
+                    await _dispose_async(rounds.discard, task.result())
                 elif isinstance(error, Exception) and id(error) not in booked:
                     rounds.report(chosen, error)
 
-    async def retrying(request: Any) -> Any:
-        if deposit is not None:
-            deposit()
-        start = time.monotonic()
-        deadline, seconds = start + timeout, timeout
-        outer = current_deadline()  # lb.deadline, or an enclosing call's
-        if outer is not None and outer < deadline:
-            deadline, seconds = outer, outer - start
-        token = set_deadline(deadline)
-        call: _Call | None = None
-        scope: asyncio.Timeout | None = None
-        try:
-            if deadline <= start:
-                raise RetryTimeout(0.0, [])
-            loop = asyncio.get_running_loop()
-            async with asyncio.timeout_at(loop.time() + seconds) as scope:
-                exclude: Collection[str] = ()
-                while True:
-                    delay = 0.0
-                    try:
-                        chosen = rounds.choose(request, exclude)
-                    except Exception as error:  # noqa: BLE001 - counts, as in lb.retry
-                        call = call or make_call(start, seconds)
-                        delay = call.failed(None, error)
-                    else:
-                        won, response, failures = await attempt(request, chosen, exclude)
-                        if won:
-                            return response
-                        call = call or make_call(start, seconds)
-                        for failed_pick, failure in failures:
-                            delay = call.failed(failed_pick, failure)
-                    exclude = call.exclude
-                    if delay:
-                        await asyncio.sleep(delay)
-        except TimeoutError as error:
-            if not isinstance(error, RetryTimeout) and scope is not None and scope.expired():
-                raise RetryTimeout(seconds,
-                                   call.policy.errors if call else []) from None
-            raise
-        finally:
-            reset_deadline(token)
 
-    return retrying
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pybreaker
-import tenacity
 
 from kitsd import lb
 from kitsd.core.deadline import remaining
@@ -202,10 +201,8 @@ def _discard(response: httpx.Response) -> Any:
     return None
 
 
-def _retry_after_wait(state: tenacity.RetryCallState) -> float:
-    """Tenacity wait: the ``Retry-After`` of the failure, else none."""
-    outcome = state.outcome
-    error = outcome.exception() if outcome is not None else None
+def _retry_after_wait(attempt: int, error: BaseException, elapsed: float) -> float:
+    """``wait=`` of the retry: the ``Retry-After`` of the failure, else none."""
     if isinstance(error, StatusError) and error.retry_after is not None:
         return error.retry_after
     return 0.0

@@ -189,3 +189,59 @@ def test_hedge_walks_the_consistent_hash_ring() -> None:
             assert call("k") == nxt
             release.set()
     assert calls == [owner, nxt]
+
+
+def test_async_aclose_ends_calls_in_flight_and_refuses_later_ones() -> None:
+    async def stall(request: Any) -> str:
+        await asyncio.sleep(10)
+        return "late"
+
+    async def main() -> None:
+        call = lb.retry_async(2, 30.0, lb.RoundRobin(Static([stall, stall])),
+                              hedge=lb.Hedge(delay=0.01))
+        assert isinstance(call, lb.AsyncHedgedEndpoint)
+        in_flight = asyncio.create_task(call("x"))
+        await asyncio.sleep(0.05)  # both attempts are running
+        began = time.monotonic()
+        async with call:
+            pass  # leaving the block closes it
+        with pytest.raises(RuntimeError, match="closed"):
+            await in_flight
+        assert time.monotonic() - began < 2.0
+        with pytest.raises(RuntimeError, match="closed"):
+            await call("x")
+        assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+    asyncio.run(main())
+
+
+def test_a_late_loser_is_discarded_and_reported_to_the_balancer() -> None:
+    """Threads: the loser lands after the call returned; its answer goes to discard
+    and the balancer hears of it (a loser's failure too)."""
+    release = threading.Event()
+    discarded: list[Any] = []
+    reports: list[tuple[str, BaseException | None]] = []
+
+    class Reporting(lb.RoundRobin):
+        def report(self, pick: lb.Pick, error: BaseException | None) -> None:
+            reports.append((pick.instance, error))
+            super().report(pick, error)
+
+    def factory(instance: str) -> Any:
+        def endpoint(request: Any) -> str:
+            if instance == "10.0.0.1:80":
+                release.wait(5)
+            return instance
+        return endpoint
+
+    with sd.Endpointer(sd.FixedInstancer(["10.0.0.1:80", "10.0.0.2:80"]), factory) as source, \
+            lb.retry(2, 5.0, Reporting(source), hedge=lb.Hedge(delay=0.02),
+                     discard=discarded.append) as call:
+        assert call("x") == "10.0.0.2:80"
+        assert reports == [("10.0.0.2:80", None)]
+        assert discarded == []
+        release.set()
+        from tests.helpers import wait_for
+        wait_for(lambda: discarded == ["10.0.0.1:80"], what="the loser's answer discarded")
+        wait_for(lambda: len(reports) == 2)
+    assert reports[1] == ("10.0.0.1:80", None)

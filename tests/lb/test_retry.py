@@ -526,6 +526,34 @@ def test_tenacity_exponential_wait_is_used(driver: Driver) -> None:
     assert time.monotonic() - start >= 0.02 + 0.04 - 0.002
 
 
+def test_plain_wait_sees_attempt_error_and_elapsed(driver: Driver) -> None:
+    raised = [ValueError(f"failure {n}") for n in range(1, 4)]
+    endpoint = driver.endpoint(script(*raised, "ok"))
+    seen: list[tuple[int, BaseException, float]] = []
+
+    def wait(attempt: int, error: BaseException, elapsed: float) -> float:
+        seen.append((attempt, error, elapsed))
+        return 0.02
+
+    retrying = driver.retry(4, 5.0, lb.RoundRobin(Static([endpoint])), wait=wait)
+    start = time.monotonic()
+    assert retrying("request") == "ok"
+    assert time.monotonic() - start >= 3 * 0.02 - 0.002  # every wait was slept
+    assert [attempt for attempt, _, _ in seen] == [1, 2, 3]
+    assert all(got is sent for (_, got, _), sent in zip(seen, raised, strict=True))
+    elapsed = [seconds for _, _, seconds in seen]
+    assert elapsed == sorted(elapsed)
+    assert elapsed[2] >= 2 * 0.02 - 0.002  # since the call began, the waits included
+
+
+def test_a_wait_of_neither_form_is_refused(driver: Driver) -> None:
+    balancer = lb.RoundRobin(Static([driver.endpoint(lambda request: "ok")]))
+    with pytest.raises(TypeError, match="wait"):
+        driver.retry(2, 1.0, balancer, wait=0.5)
+    with pytest.raises(TypeError, match="wait"):
+        driver.retry(2, 1.0, balancer, wait=lambda attempt, error: 0.0)
+
+
 # --- per-call exclusion ------------------------------------------------------------------
 
 

@@ -1,0 +1,85 @@
+"""The loop of one retried call (:func:`lb.retry_async`; :func:`lb.retry` runs its
+generated twin).
+
+One call, start to end:
+
+1. Its deadline (the endpoint's ``timeout``, or an earlier :func:`lb.deadline`) is
+   set for :func:`lb.remaining`; in asyncio the deadline also cancels the call's
+   task (:class:`lb._concurrency.AsyncCallDeadlines`).
+2. An attempt asks the balancer for an endpoint (``pick(exclude)``, ``exclude``
+   holding the instances that already failed in this call) and calls it.
+3. The outcome goes back to the balancer with ``report(pick, error)``: that is how
+   it ejects instances, with the state it owns.
+4. After a failure the pure :class:`lb.retry_policy.RetryCall` (made lazily, so
+   the happy path never makes one) says whether to wait and try again or give up.
+
+Everything observers hear (:mod:`kitsd.core.observe`) is reported here, only when
+someone listens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from kitsd.core.endpoint import AsyncEndpoint
+from kitsd.core.observe import HUB, watch_call
+from kitsd.lb._call import Call, Setup
+from kitsd.lb._concurrency import AsyncCallDeadlines, async_sleep
+from kitsd.lb.balancer import Pick
+from kitsd.lb.errors import RetryTimeout
+
+__all__ = ["retrying_async"]
+
+
+def retrying_async(setup: Setup) -> AsyncEndpoint:
+    """The retrying endpoint of ``setup`` (see the module docstring)."""
+    pick, pick_for, report = setup.pick, setup.pick_for, setup.report
+    make_call, deposit, name = setup.make_call, setup.deposit, setup.name
+    deadlines = AsyncCallDeadlines(setup.timeout)
+    hub = HUB  # kitsd.observe
+
+    async def retrying(request: Any) -> Any:
+        scope = deadlines.enter()
+        if deposit is not None:
+            deposit()
+        watch = watch_call(name, scope.start) if hub.observers else None  # kitsd.observe
+        call: Call | None = None
+        try:
+            if scope.seconds <= 0:  # an lb.deadline that had already passed
+                raise RetryTimeout(0.0, [])  # noqa: TRY301 - an ending observers see
+            exclude: Collection[str] = ()
+            while True:
+                chosen: Pick | None = None
+                try:
+                    chosen = pick(exclude) if pick_for is None else pick_for(request, exclude)
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt(chosen.instance)
+                    response = await chosen.endpoint(request)
+                except Exception as error:  # noqa: BLE001 - every failure counts, as go-kit
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt_ended(error)
+                    call = call or make_call(scope.start, scope.seconds)
+                    delay = call.failed(chosen, error)
+                    exclude = call.exclude
+                    if delay:
+                        await async_sleep(delay)
+                else:
+                    if watch is not None:  # kitsd.observe
+                        watch.attempt_ended(None)
+                    report(chosen, None)
+                    return response
+        except BaseException as error:
+            # what the caller gets: the deadline's own cancel becomes RetryTimeout
+            ending = scope.ending(error, call.policy.errors if call else [])
+            if watch is not None:  # kitsd.observe
+                watch.finished(ending)
+            if ending is error:
+                raise
+            raise ending from None
+        finally:
+            if watch is not None:  # kitsd.observe: a no-op after an error
+                watch.finished(None)
+            scope.leave()
+
+    return retrying
