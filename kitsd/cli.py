@@ -254,8 +254,9 @@ def _servers(args: argparse.Namespace) -> int:
     from kitsd.compose.install import SERVERS, InstallError, install, status
 
     if args.action == "list":
+        width = max(map(len, SERVERS)) + 2
         for name in sorted(SERVERS):
-            print(f"{name:<12} {status(SERVERS[name])}")
+            print(f"{name:<{width}}{status(SERVERS[name])}")
         return 0
     try:
         for name in args.names:
