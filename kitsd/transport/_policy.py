@@ -14,13 +14,19 @@ outcome                                     idempotent, replay-  otherwise
 ==========================================  ===================  ==========================
 connect refused / connect or pool timeout   retry                retry (never sent)
 other transport error (read, write, reset)  retry                give up (may have been sent)
+503 with ``kitsd-draining: 1``             retry elsewhere      retry elsewhere (not sent
+                                                                 to the app: a drain path)
 status in ``retry_statuses`` (502/503/504)  retry                give up, response returned
 other 5xx                                   give up, response    give up, response returned
                                             returned
 anything else                               success              success
 ==========================================  ===================  ==========================
 
-Every 5xx is reported to the balancer as an error (``status_code`` >= 500), so
+A 503 carrying :data:`DRAINING_HEADER` comes from an instance draining on its way
+out (:mod:`kitsd.serve`'s drain path answered it; the app never saw the request):
+it is an :class:`InstanceLeaving`, retried on another instance and counted neither
+toward ejection nor by breakers (the :class:`~kitsd.core.errors.Leaving` marker).
+Every other 5xx is reported to the balancer as an error (``status_code`` >= 500), so
 its outlier detection can eject an instance that keeps answering 5xx; a
 response the call ends on is returned to the caller as plain httpx would.
 ``Retry-After`` on a retried 429/503 becomes the wait before the next attempt
@@ -38,15 +44,17 @@ import math
 import re
 from typing import Any
 
-from kitsd.core.errors import ConnectionFailure, KitsdError, MisuseError, shown_value
+from kitsd.core.errors import ConnectionFailure, KitsdError, Leaving, MisuseError, shown_value
 from kitsd.sd.http._attempt import StatusError
 
 __all__ = [
+    "DRAINING_HEADER",
     "IDEMPOTENT_METHODS",
     "RETRY_STATUSES",
     "AttemptFailed",
     "AttemptTimeout",
     "AttemptUnreachable",
+    "InstanceLeaving",
     "attempt_cap",
     "call_timeout",
     "keep_trying",
@@ -55,6 +63,20 @@ __all__ = [
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 RETRY_STATUSES = frozenset({502, 503, 504})
+#: The header of a draining instance's 503s (``kitsd.serve.DRAINING_HEADER``: the same
+#: name, checked by a test; not imported, so the transport does not load kitsd.serve).
+DRAINING_HEADER = "kitsd-draining"
+
+
+class InstanceLeaving(StatusError, Leaving):
+    """A 503 with :data:`DRAINING_HEADER`: the instance is draining on its way out and
+    its drain path, not the app, answered.  Retried on another instance whatever the
+    method; neither ejection nor breakers count it."""
+
+
+def is_draining(status: int, headers: Any) -> bool:
+    """Whether a response with ``status`` and ``headers`` says its instance is leaving."""
+    return status == 503 and headers.get(DRAINING_HEADER) == "1"
 
 # A host name as registries spell services: labels of letters, digits, '-' and '_'.
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"

@@ -28,7 +28,12 @@ from kitsd.sd.instancer import Instancer
 from kitsd.transport import _httpcore_cancel, _policy
 from kitsd.transport._httpx_url import encoded_host, rehost
 from kitsd.transport._options import TransportOptions
-from kitsd.transport._policy import AttemptFailed, AttemptTimeout, AttemptUnreachable
+from kitsd.transport._policy import (
+    AttemptFailed,
+    AttemptTimeout,
+    AttemptUnreachable,
+    InstanceLeaving,
+)
 from kitsd.transport._services import OTHER, Usage
 
 __all__ = ["AsyncInstanceEndpoint", "Forwarder", "InstanceEndpoint", "Stack"]
@@ -102,6 +107,8 @@ class Forwarder:
         options = self.options
         if status < 500 and status not in options.retry_statuses:
             return None  # the common case, without building a verdict
+        if _policy.is_draining(status, response.headers):
+            return InstanceLeaving(response, instance, request.method, request.url.path)
         verdict = judge_status(
             status, accepted=status < 500 and not may_retry,
             retry_statuses=options.retry_statuses, may_retry=may_retry,
