@@ -236,8 +236,9 @@ async def _consume(batches: AsyncIterator[list[WatchEvent]], lw: ListWatch, view
             except StopAsyncIteration:
                 batch = None
         finally:
-            if not first.done():
+            if not first.done():  # cancelled while waiting (stop()): let it end here
                 first.cancel()
+                await asyncio.wait({first})
         if batch is None:
             return delivered
         delivered = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 import sys
 import threading
@@ -363,3 +364,30 @@ def test_an_unloadable_ca_is_refused_at_construction(kube: KubeAPIServer) -> Non
     bad = ClusterConfig(server=kube.server, ca="-----BEGIN CERTIFICATE-----\nnope\n")
     with pytest.raises(MisuseError, match="cluster CA"):
         EndpointSliceInstancer("web", config=bad)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd (Linux)")
+def test_starting_and_stopping_leaves_no_thread_and_no_file_descriptor(
+        admin: KubeAdmin, namespace: str, reader: ClusterConfig) -> None:
+    admin.put_slice(namespace, "web-1", "web", [endpoint("10.0.0.1")])
+    before_threads = set(threading.enumerate())
+    with EndpointSliceInstancer("web", namespace=namespace, config=reader):
+        pass  # warm up: imports, the SSL context, the first loop
+    before = _open_fds()
+    for _ in range(10):
+        with EndpointSliceInstancer("web", namespace=namespace, config=reader) as instancer:
+            assert instancer.state.instances == ("10.0.0.1:8080",)
+
+    async def twice() -> None:
+        for _ in range(10):
+            async with AsyncEndpointSliceInstancer("web", namespace=namespace,
+                                                   config=reader) as instancer:
+                await instancer.wait_answered()
+
+    asyncio.run(twice())
+    assert_no_new_threads(before_threads)
+    wait_for(lambda: _open_fds() <= before, 5, f"file descriptors back to {before}")
