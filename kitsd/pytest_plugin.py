@@ -24,7 +24,10 @@ Fixtures
 Servers run on free loopback ports in a temporary directory (``compose``'s
 launchers, shipped in the package); binaries default to ``/usr/bin/etcd`` and
 ``/usr/local/bin/consul`` (``KITSD_ETCD_BINARY`` / ``KITSD_CONSUL_BINARY``).  A
-fixture that needs a binary that is missing fails, saying how to get one.  The
+fixture that needs a binary that is missing fails, saying how to get one
+(``kitsd servers install etcd|consul|zookeeper|kube-apiserver``, from the wheel too).
+No server outlives the test run, even one killed with SIGTERM or SIGKILL
+(:mod:`kitsd.compose.reaper`).  The
 cluster fixtures always start their own servers (the ``*_ENDPOINT`` /
 ``*_HTTP_ADDR`` variables name single servers); a fault needs a server we
 started (an external one has no ``kill()``).
