@@ -119,7 +119,8 @@ class _App:
             self._orders.write(body.decode() + "\n")
         answer = json.dumps({"instance": self.instance}).encode()
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(answer)).encode())]})
         await send({"type": "http.response.body", "body": answer})
 
 
@@ -192,6 +193,7 @@ class RollingReport:
     duplicated_posts: int = 0
     failed_attempts: int = 0
     ejections: int = 0
+    truncated_gets: int = 0  # of failed_gets: the response began, its body was cut off
     p99_steady: float | None = None
     p99_restart: float | None = None
     restart_seconds: list[float] = field(default_factory=list)
@@ -262,7 +264,7 @@ class _Load:
         self.samples: list[tuple[float, float]] = []  # (end time, latency)
         self.gets = self.posts = self.failed_gets = self.failed_posts = 0
         self.errors: list[str] = []
-        self.failed_attempts = self.ejections = 0
+        self.failed_attempts = self.ejections = self.truncated_gets = 0
         self.threads = [threading.Thread(target=self._work, args=(n,), daemon=True,
                                          name=f"rolling-load-{n}") for n in range(clients)]
 
@@ -308,6 +310,9 @@ class _Load:
                 error = f"HTTP {response.status_code}"
             except Exception as failure:  # noqa: BLE001 - counted and reported
                 ok, error = False, f"{type(failure).__name__}: {failure}"
+                if not post and _truncated(failure):
+                    with self.lock:
+                        self.truncated_gets += 1
             end = time.monotonic()
             with self.lock:
                 if post:
@@ -332,6 +337,12 @@ class _Load:
     def latencies(self, start: float, end: float) -> list[float]:
         with self.lock:
             return [latency for when, latency in self.samples if start <= when < end]
+
+
+def _truncated(error: BaseException) -> bool:
+    """Whether ``error`` cut off a response whose headers had arrived (the transport had
+    handed it over: nothing can resend it)."""
+    return isinstance(error, httpx.RemoteProtocolError) and "complete message body" in str(error)
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -410,6 +421,7 @@ def rolling_restart(
             report.failed_gets, report.failed_posts = load.failed_gets, load.failed_posts
             report.errors = load.errors
             report.failed_attempts, report.ejections = load.failed_attempts, load.ejections
+            report.truncated_gets = load.truncated_gets
             report.p99_steady = _percentile(load.latencies(0, restart_start), 99)
             report.p99_restart = _percentile(load.latencies(restart_start, restart_end), 99)
         seen: Counter[str] = Counter()
