@@ -9,7 +9,7 @@
   raises (a ``CircuitBreakerError`` carrying the ``kitsd.core.errors.Rejected`` marker).
 
 Modules: :mod:`breaker.middleware` (the two functions and the endpoint classes),
-:mod:`breaker.guard` (the rules, a pure state machine, with their theory of
+:mod:`breaker.driver_policy` (the rules, a pure state machine, with their theory of
 operation), :mod:`breaker.driver` (applying them to a pybreaker breaker).
 """
 

@@ -1,4 +1,4 @@
-"""Applying :mod:`breaker.guard`'s rules to a ``pybreaker.CircuitBreaker``.
+"""Applying :mod:`breaker.driver_policy`'s rules to a ``pybreaker.CircuitBreaker``.
 
 A :class:`Driver` belongs to one ``CircuitBreaker`` (:func:`driver_for` makes
 it on first use and hands the same one to every endpoint wrapped with that
@@ -31,7 +31,7 @@ lock at all:
 
 Failures always take the lock, so the count and the trip are one step: under
 concurrent failures the breaker trips exactly once, and the failures that end
-after the trip are stale (see :mod:`breaker.guard`).
+after the trip are stale (see :mod:`breaker.driver_policy`).
 
 The lock is held for microseconds and never across an ``await``, so the
 driver is safe from threads and from an asyncio loop.  One caveat: a
@@ -63,10 +63,10 @@ from pybreaker import (
     CircuitBreakerState,
 )
 
-from kitsd.breaker import guard
+from kitsd.breaker import driver_policy
 from kitsd.breaker._pybreaker import storage_of
+from kitsd.breaker.driver_policy import Admission
 from kitsd.breaker.errors import CircuitOpenError
-from kitsd.breaker.guard import Admission
 from kitsd.core.observe import HUB, BreakerStateChanged, emit
 
 __all__ = ["Driver", "Ticket", "driver_for"]
@@ -141,7 +141,7 @@ class Driver:
         settle.  A ``before_call`` that raises propagates and admits nothing.
         """
         period = cb.state
-        if period.name == STATE_CLOSED:  # guard's first row: a closed breaker admits
+        if period.name == STATE_CLOSED:  # driver_policy's first row: a closed breaker admits
             listeners = cb.listeners
             if not listeners:
                 return Ticket(period, False, True)
@@ -165,7 +165,7 @@ class Driver:
                     opened_at = stored.timestamp()
                     if now is None:
                         now = self._clock()
-            decision = guard.admit(
+            decision = driver_policy.admit(
                 name,
                 now=now,
                 opened_at=opened_at,
@@ -173,9 +173,9 @@ class Driver:
                 trial_in_flight=self._trial is period,
             )
             if decision is Admission.STILL_OPEN:
-                raise CircuitOpenError(guard.STILL_OPEN)
+                raise CircuitOpenError(driver_policy.STILL_OPEN)
             if decision is Admission.TRIAL_IN_PROGRESS:
-                raise CircuitOpenError(guard.TRIAL_IN_PROGRESS)
+                raise CircuitOpenError(driver_policy.TRIAL_IN_PROGRESS)
             if decision is Admission.HALF_OPEN:
                 cb.half_open()
                 period = cb.state
@@ -236,7 +236,7 @@ class Driver:
             for heard in cb.listeners:
                 heard.failure(cb, exc)
             name = ticket.period.name
-            target = guard.on_failure(name, failures=cb.fail_counter, fail_max=cb.fail_max)
+            target = driver_policy.on_failure(name, failures=cb.fail_counter, fail_max=cb.fail_max)
             if target != STATE_OPEN:
                 return exc
             raise_anew = cb.open()  # open() says whether to raise anew
@@ -244,7 +244,7 @@ class Driver:
             if not raise_anew:
                 return exc
             tripped = CircuitBreakerError(
-                guard.TRIAL_FAILED if name == STATE_HALF_OPEN else guard.TRIPPED
+                driver_policy.TRIAL_FAILED if name == STATE_HALF_OPEN else driver_policy.TRIPPED
             )
             tripped.__cause__ = exc
             return tripped
@@ -270,7 +270,7 @@ class Driver:
         self._storage.reset_counter()
         if period.name == STATE_HALF_OPEN:
             self._storage.increment_success_counter()
-            target = guard.on_success(
+            target = driver_policy.on_success(
                 STATE_HALF_OPEN,
                 successes=cb.success_counter,
                 success_threshold=cb.success_threshold,

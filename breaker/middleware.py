@@ -2,7 +2,7 @@
 
 ``circuit_breaker(cb)(endpoint)`` guards ``endpoint`` with the pybreaker breaker
 ``cb``; ``per_instance(factory, new_breaker)`` gives each instance of an
-:class:`sd.Endpointer` a breaker of its own.  The rules are :mod:`breaker.guard`'s
+:class:`sd.Endpointer` a breaker of its own.  The rules are :mod:`breaker.driver_policy`'s
 (read its header for why pybreaker's own ``cb.call`` is not used, the one-trial
 rule of a half-open breaker, and what happens to outcomes of calls that outlive
 a transition), applied by :mod:`breaker.driver`; this module only runs them

@@ -33,7 +33,7 @@ from kitsd.lb.balancer import Balancer, Pick, Picker
 from kitsd.lb.consistent_hash import ConsistentHash
 from kitsd.lb.deadline import Deadline, deadline
 from kitsd.lb.errors import NoEndpointsError, RetryBudgetExhausted, RetryError, RetryTimeout
-from kitsd.lb.hedge import Hedge
+from kitsd.lb.hedging_policy import Hedge
 from kitsd.lb.least_loaded import LeastLoaded
 from kitsd.lb.outlier_detection import CountedError, OutlierDetection
 from kitsd.lb.peak_ewma import PeakEWMA

@@ -24,10 +24,10 @@ from typing import Any
 from kitsd.core import validate
 from kitsd.core.endpoint import Endpoint
 from kitsd.lb.balancer import EndpointSource, Pick
+from kitsd.lb.consistent_hash_policy import Ring, key_hash
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
-from kitsd.lb.ring import Ring, key_hash
 
 __all__ = ["ConsistentHash"]
 
@@ -50,7 +50,7 @@ class ConsistentHash(Pool):
     distinct instance on the ring, as do calls whose instance is ejected (under
     ``outlier_detection``), so a key moves only while its instance is out.
     ``vnodes`` sets the virtual nodes per instance (default: 160 for small sets,
-    fewer for large ones, see :mod:`lb.ring`).  A pick costs a hash and a binary
+    fewer for large ones, see :mod:`lb.consistent_hash_policy`).  A pick costs a hash and a binary
     search, O(log N); the ring is built on the first pick after the set
     changes, outside the lock.  Raises :class:`lb.NoEndpointsError` on an
     empty set, lets the source's error through, and ``TypeError`` for a key that

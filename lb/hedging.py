@@ -1,6 +1,6 @@
 """Hedging's races: one round of a hedged call, run on threads (:class:`Race`) or on
 asyncio tasks (:class:`AsyncRace`).  The settings and the delay arithmetic are in
-:mod:`lb.hedge`; the call's loop around the rounds is ``lb/_async/hedging.py`` (and
+:mod:`lb.hedging_policy`; the call's loop around the rounds is ``lb/_async/hedging.py`` (and
 its generated sync twin).  This is the one hand-written pair of hedging: threads
 and tasks genuinely differ in how an attempt runs beside another and how a loser
 is stopped.
@@ -43,7 +43,7 @@ from typing import Any, cast
 from kitsd.core.observe import AttemptFinished, AttemptStarted, CallWatch, emit, outcome_of
 from kitsd.lb._call import Discard, Setup
 from kitsd.lb.balancer import Pick
-from kitsd.lb.hedge import Hedge, LatencyWindow
+from kitsd.lb.hedging_policy import Hedge, LatencyWindow
 
 __all__ = ["AsyncRace", "Failures", "Hedge", "Race", "Round"]
 

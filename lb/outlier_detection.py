@@ -1,6 +1,6 @@
 """The passive-ejection policy: :class:`OutlierDetection`, and what it counts.
 
-A plain, frozen settings object; the state it drives lives in :mod:`lb.ejection`,
+A plain, frozen settings object; the state it drives lives in :mod:`lb.pool_policy`,
 owned by the balancer it is given to.
 
 Two kinds of failure count (Envoy's ``consecutive_gateway_failure`` and

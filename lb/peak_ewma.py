@@ -2,7 +2,7 @@
 
 Two instances are drawn at random and the cheaper one is picked, where cost is
 a peak-sensitive moving average of its latency times its requests in flight
-(:mod:`lb.ewma` holds the arithmetic).  Round robin and random send a slow
+(:mod:`lb.peak_ewma_policy` holds the arithmetic).  Round robin and random send a slow
 instance its full share; least-loaded only notices it once requests pile up;
 PeakEWMA notices the first slow answer.  The two random choices keep the herd
 from piling onto the single "best" instance at once.
@@ -22,9 +22,9 @@ from kitsd.core import validate
 from kitsd.core.endpoint import Endpoint, is_async
 from kitsd.lb.balancer import EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
-from kitsd.lb.ewma import LatencyTable
 from kitsd.lb.least_loaded import _decides_kind
 from kitsd.lb.outlier_detection import OutlierDetection
+from kitsd.lb.peak_ewma_policy import LatencyTable
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
 
 __all__ = ["PeakEWMA"]

@@ -5,7 +5,7 @@ One retried call, end to end: :func:`lb.retry` asks ``balancer.pick(exclude)``
 (``exclude``: the instances that failed earlier in this call, a local variable
 of the call), calls the endpoint, and reports the outcome with
 ``balancer.report(pick, error)``.  The balancer reads its source's snapshot, and
-keeps the :class:`lb.ejection.Ejections` of its :class:`lb.OutlierDetection`.
+keeps the :class:`lb.pool_policy.Ejections` of its :class:`lb.OutlierDetection`.
 That is all: three modules, no process-wide state, no context variables.
 
 Picks cost O(1) whatever the number of instances:
@@ -42,9 +42,9 @@ from kitsd.core.endpoint import Endpoint
 from kitsd.core.errors import Leaving
 from kitsd.core.observe import HUB, InstanceEjected, InstanceRestored, current_service, emit
 from kitsd.lb.balancer import EndpointSource, Pick
-from kitsd.lb.ejection import Ejections
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
+from kitsd.lb.pool_policy import Ejections
 from kitsd.sd.instance_info import NO_INFO, InstanceInfo
 
 __all__ = ["DEFAULT_OUTLIER_DETECTION", "PROBES", "Pool", "identity_key"]

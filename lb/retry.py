@@ -39,7 +39,7 @@ from kitsd.lb._call import Wait, setup
 from kitsd.lb._sync.hedging import HedgedEndpoint
 from kitsd.lb._sync.retry import retrying
 from kitsd.lb.balancer import Balancer
-from kitsd.lb.hedge import Hedge
+from kitsd.lb.hedging_policy import Hedge
 from kitsd.lb.retry_budget import RetryBudget
 from kitsd.lb.retry_policy import Callback
 

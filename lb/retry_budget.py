@@ -1,6 +1,6 @@
 """The retry budget: :class:`RetryBudget` (Finagle's ``RetryBudget``).
 
-A thin, thread-safe driver over the pure :class:`lb.budget.BudgetWindow`: it
+A thin, thread-safe driver over the pure :class:`lb.retry_budget_policy.BudgetWindow`: it
 holds the lock and reads the clock.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from kitsd.core import validate
 from kitsd.core.observe import HUB, BudgetRefused, current_service, emit
-from kitsd.lb.budget import BudgetWindow
+from kitsd.lb.retry_budget_policy import BudgetWindow
 
 __all__ = ["RetryBudget"]
 

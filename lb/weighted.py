@@ -10,7 +10,7 @@ from kitsd.lb.balancer import EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
-from kitsd.lb.schedule import smooth_schedule
+from kitsd.lb.weighted_policy import smooth_schedule
 from kitsd.sd.instance_info import DEFAULT_INFO
 
 __all__ = ["Weighted"]
@@ -27,7 +27,7 @@ class Weighted(Pool):
 
     A change of weights takes effect with the next endpoint set the source hands
     out (the next event).  The cycle of picks is built once per set (see
-    :mod:`lb.schedule`): a pick is O(1) whatever the number of instances; the
+    :mod:`lb.weighted_policy`): a pick is O(1) whatever the number of instances; the
     build is O(W log N) on the first pick after a change.  Skips instances
     excluded by the caller and ejected ones, as :class:`lb.RoundRobin`.  Raises
     :class:`lb.NoEndpointsError` on an empty set or when every weight is 0, and

@@ -20,8 +20,8 @@ from kitsd.core.observe import HUB, watch_call
 from kitsd.lb._call import Call, Setup
 from kitsd.lb._concurrency import AsyncCallDeadlines, async_sleep
 from kitsd.lb.errors import RetryTimeout
-from kitsd.lb.hedge import Hedge
 from kitsd.lb.hedging import AsyncRace, Round
+from kitsd.lb.hedging_policy import Hedge
 
 __all__ = ["AsyncHedgedEndpoint"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import pybreaker
 import pytest
 
-from kitsd.breaker import guard
+from kitsd.breaker import driver_policy
 from kitsd.breaker._pybreaker import storage_of
 from kitsd.breaker.driver import Driver, driver_for
 from tests.breaker.test_middleware import Boom, Recorder
@@ -40,7 +40,7 @@ def test_open_breaker_admits_by_the_given_now() -> None:
     assert ticket.trial
     assert ticket.period is cb.state
     assert cb.current_state == pybreaker.STATE_HALF_OPEN
-    with pytest.raises(pybreaker.CircuitBreakerError, match=guard.TRIAL_IN_PROGRESS):
+    with pytest.raises(pybreaker.CircuitBreakerError, match=driver_policy.TRIAL_IN_PROGRESS):
         driver.admit(cb, func, None, now=NOW + 31)
     driver.succeed(cb, ticket)
     assert cb.current_state == pybreaker.STATE_CLOSED
@@ -90,7 +90,7 @@ def test_fail_returns_the_trip_error_chained_to_the_cause() -> None:
     assert driver.fail(cb, first, error) is error
     tripped = driver.fail(cb, second, error)
     assert isinstance(tripped, pybreaker.CircuitBreakerError)
-    assert str(tripped) == guard.TRIPPED
+    assert str(tripped) == driver_policy.TRIPPED
     assert tripped.__cause__ is error
     assert cb.current_state == pybreaker.STATE_OPEN
 
@@ -139,7 +139,7 @@ def test_a_new_half_open_period_has_a_fresh_trial_slot() -> None:
     new = driver.admit(cb, func, None, now=NOW)
     assert new.trial
     driver.abandon(cb, old)  # stale: must not free the new period's slot
-    with pytest.raises(pybreaker.CircuitBreakerError, match=guard.TRIAL_IN_PROGRESS):
+    with pytest.raises(pybreaker.CircuitBreakerError, match=driver_policy.TRIAL_IN_PROGRESS):
         driver.admit(cb, func, None, now=NOW)
     driver.abandon(cb, new)
     driver.succeed(cb, driver.admit(cb, func, None, now=NOW))

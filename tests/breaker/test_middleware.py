@@ -19,7 +19,7 @@ import pytest
 
 from kitsd import breaker
 from kitsd.breaker._pybreaker import storage_of
-from kitsd.breaker.guard import TRIAL_IN_PROGRESS
+from kitsd.breaker.driver_policy import TRIAL_IN_PROGRESS
 from kitsd.breaker.middleware import AsyncBreakerEndpoint, SyncBreakerEndpoint
 from kitsd.core.endpoint import close_endpoint, is_async
 from tests.helpers import wait_for
@@ -850,7 +850,7 @@ def test_public_surface() -> None:
 def test_no_function_shadows_a_submodule() -> None:
     # `breaker.circuit_breaker` is only the function (API.md), and so is `per_instance`.
     submodules = {module.name for module in pkgutil.iter_modules(breaker.__path__)}
-    assert {"middleware", "guard", "driver"} <= submodules
+    assert {"middleware", "driver_policy", "driver"} <= submodules
     assert not submodules & set(breaker.__all__)
     assert inspect.isfunction(breaker.circuit_breaker)
     assert inspect.isfunction(breaker.per_instance)

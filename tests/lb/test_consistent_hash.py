@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kitsd import lb, sd
-from kitsd.lb.ring import Ring, key_hash
+from kitsd.lb.consistent_hash_policy import Ring, key_hash
 from tests.lb.sources import WithInfo, noop
 from tests.lb.test_retry import Driver, Static
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kitsd import lb, sd
-from kitsd.lb.hedge import LatencyWindow
+from kitsd.lb.hedging_policy import LatencyWindow
 from tests.lb.test_retry import Static
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from kitsd import lb, sd
-from kitsd.lb.ejection import Ejections
 from kitsd.lb.outlier_detection import CountedError, is_counted_error
+from kitsd.lb.pool_policy import Ejections
 from tests.lb.sources import noop
 
 

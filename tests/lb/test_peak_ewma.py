@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kitsd import lb, sd
-from kitsd.lb.ewma import LatencyTable
+from kitsd.lb.peak_ewma_policy import LatencyTable
 from tests.lb.sources import picks_from_threads
 
 
@@ -28,7 +28,7 @@ def _endpointer(endpoints: dict[str, Any]) -> sd.Endpointer:
 
 
 def test_table_module_is_pure() -> None:
-    tree = ast.parse(inspect.getsource(lb.ewma))
+    tree = ast.parse(inspect.getsource(lb.peak_ewma_policy))
     imported = {alias.name.split(".")[0] for node in ast.walk(tree)
                 if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kitsd import lb, sd
-from kitsd.lb.budget import BudgetWindow
+from kitsd.lb.retry_budget_policy import BudgetWindow
 from tests.lb.test_retry import Driver, Static
 
 
@@ -22,7 +22,7 @@ class Clock:
 
 
 def test_window_module_is_pure() -> None:
-    tree = ast.parse(inspect.getsource(lb.budget))
+    tree = ast.parse(inspect.getsource(lb.retry_budget_policy))
     imported = {alias.name.split(".")[0] for node in ast.walk(tree)
                 if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from kitsd import lb, sd
-from kitsd.lb.schedule import smooth_schedule
+from kitsd.lb.weighted_policy import smooth_schedule
 from tests.lb.sources import WithInfo, noop, picks_from_threads
 
 
 def test_schedule_module_is_pure() -> None:
-    tree = ast.parse(inspect.getsource(lb.schedule))
+    tree = ast.parse(inspect.getsource(lb.weighted_policy))
     imported = {alias.name.split(".")[0] for node in ast.walk(tree)
                 if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)

@@ -1,4 +1,4 @@
-"""lb.ejection.Ejections: the pure passive-ejection state, driven with explicit ``now``."""
+"""lb.pool_policy.Ejections: the pure passive-ejection state, driven with explicit ``now``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from kitsd import lb
 from kitsd.lb import OutlierDetection
-from kitsd.lb.ejection import Ejections
+from kitsd.lb.pool_policy import Ejections
 
 REFUSED = ConnectionRefusedError("refused")
 
@@ -19,7 +19,7 @@ def table(**settings: float) -> Ejections:
 
 
 def test_imports_nothing_that_blocks_or_reads_a_clock() -> None:
-    tree = ast.parse(inspect.getsource(lb.ejection))
+    tree = ast.parse(inspect.getsource(lb.pool_policy))
     imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

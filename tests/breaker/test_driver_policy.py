@@ -1,4 +1,4 @@
-"""The breaker's rules (breaker.guard), a pure state machine, checked against its table."""
+"""The breaker's rules (breaker.driver_policy), a pure state machine, checked against its table."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from pybreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN
 
-from kitsd.breaker import guard
-from kitsd.breaker.guard import Admission
+from kitsd.breaker import driver_policy
+from kitsd.breaker.driver_policy import Admission
 
 OPENED = 1_000.0
 
 
 def test_guard_imports_no_threading_asyncio_or_clock() -> None:
-    tree = ast.parse(Path(guard.__file__).read_text())
+    tree = ast.parse(Path(driver_policy.__file__).read_text())
     imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -44,7 +44,7 @@ def test_admission_table(
     state: str, now: float | None, opened_at: float | None, trial_in_flight: bool,
     expected: Admission,
 ) -> None:
-    decision = guard.admit(
+    decision = driver_policy.admit(
         state, now=now, opened_at=opened_at, reset_timeout=30, trial_in_flight=trial_in_flight
     )
     assert decision is expected
@@ -53,9 +53,10 @@ def test_admission_table(
 
 def test_admission_rejects_unknown_states_and_a_missing_now() -> None:
     with pytest.raises(ValueError, match="unknown breaker state"):
-        guard.admit("ajar", now=None, opened_at=None, reset_timeout=1, trial_in_flight=False)
+        driver_policy.admit("ajar", now=None, opened_at=None, reset_timeout=1,
+                            trial_in_flight=False)
     with pytest.raises(ValueError, match="needs now"):
-        guard.admit(STATE_OPEN, now=None, opened_at=OPENED, reset_timeout=1,
+        driver_policy.admit(STATE_OPEN, now=None, opened_at=OPENED, reset_timeout=1,
                     trial_in_flight=False)
 
 
@@ -71,7 +72,7 @@ def test_admission_rejects_unknown_states_and_a_missing_now() -> None:
     ],
 )
 def test_failure_table(state: str, failures: int, fail_max: int, expected: str | None) -> None:
-    assert guard.on_failure(state, failures=failures, fail_max=fail_max) == expected
+    assert driver_policy.on_failure(state, failures=failures, fail_max=fail_max) == expected
 
 
 @pytest.mark.parametrize(
@@ -86,4 +87,5 @@ def test_failure_table(state: str, failures: int, fail_max: int, expected: str |
     ],
 )
 def test_success_table(state: str, successes: int, threshold: int, expected: str | None) -> None:
-    assert guard.on_success(state, successes=successes, success_threshold=threshold) == expected
+    decided = driver_policy.on_success(state, successes=successes, success_threshold=threshold)
+    assert decided == expected
