@@ -53,13 +53,17 @@ class _SyncTimed(_Timed):
 
     def __call__(self, request: Any) -> Any:
         start = self._balancer._started(self)
-        failed = True
+        failed: bool | None = None  # None: interrupted before it answered
         try:
             response = self.__wrapped__(request)
+        except Exception:
+            failed = True
+            raise
+        else:
             failed = False
-            return response
         finally:
             self._balancer._finished(self, start, failed)
+        return response
 
 
 class _AsyncTimed(_Timed):
@@ -67,13 +71,17 @@ class _AsyncTimed(_Timed):
 
     async def __call__(self, request: Any) -> Any:
         start = self._balancer._started(self)
-        failed = True
+        failed: bool | None = None  # None: cancelled before it answered
         try:
             response = await self.__wrapped__(request)
+        except Exception:
+            failed = True
+            raise
+        else:
             failed = False
-            return response
         finally:
             self._balancer._finished(self, start, failed)
+        return response
 
 
 class PeakEWMA(Pool):
@@ -97,12 +105,13 @@ class PeakEWMA(Pool):
       ``() -> seconds``) is for tests.
 
     Works for sync and async endpoints (the timing wrapper it hands out is of
-    the same kind; the latency of a failed call never makes an instance look
-    faster).  Skips instances excluded by the caller and ejected ones, as
-    :class:`lb.RoundRobin`.  Raises :class:`lb.NoEndpointsError` on an empty set
-    and lets the source's error through.  Thread-safe and asyncio-safe; a pick
-    is O(1) in the number of instances.  ``TypeError``/:class:`sd.MisuseError`
-    for bad settings.
+    the same kind).  A failed call never makes an instance look faster: a fast
+    failure makes it look slower than the slowest answer known, and each further
+    one doubles its cost (:mod:`lb.peak_ewma_policy`).  Skips instances excluded
+    by the caller and ejected ones, as :class:`lb.RoundRobin`.  Raises
+    :class:`lb.NoEndpointsError` on an empty set and lets the source's error
+    through.  Thread-safe and asyncio-safe; a pick is O(1) in the number of
+    instances.  ``TypeError``/:class:`sd.MisuseError` for bad settings.
     """
 
     def __init__(
@@ -205,7 +214,7 @@ class PeakEWMA(Pool):
                 self._table.started(index)
         return now
 
-    def _finished(self, timed: _Timed, start: float, failed: bool) -> None:
+    def _finished(self, timed: _Timed, start: float, failed: bool | None) -> None:
         now = self._clock()
         with self._lock:
             index = self._resolve(timed)

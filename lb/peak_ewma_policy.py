@@ -17,8 +17,17 @@ The *score* a balancer compares is ``max(cost, FLOOR) * (in_flight + 1)``: slow
 and busy instances both look expensive.  An instance whose latency is unknown
 (cost 0) and that has a request in flight scores ``PENALTY``: it gets no second
 request before its first answer tells how fast it is (Finagle does the same).
-A failed attempt never makes an instance look faster: its sample is at least
-the current cost.
+A failed attempt never makes an instance look faster, and a fast failure makes it
+look slower than the slowest answer known (a trap: an instance answering 503 in
+1 ms would otherwise look like the fastest and draw most of the traffic --
+linkerd2-proxy#4537).  A failure's sample is twice the largest of its own
+latency, the instance's current cost and the *peak*: the latest answer's
+latency or, decayed like a cost, a slower one before it.  So one failure puts an
+instance behind the healthy ones, each further failure doubles its cost (up to
+:data:`MAX_FAILURE_COST` seconds, never below what it already costs), and the
+decay still brings it back to be probed.  An attempt abandoned before it
+answered (a hedge's cancelled loser, a call past its deadline) says only that
+the instance is at least that slow: its time is a lower bound, not a failure.
 
 An instance first seen starts with a neutral cost — ``initial`` if configured,
 else the median of the costs known — never zero, which would flood a newcomer
@@ -34,7 +43,7 @@ import statistics
 from array import array
 from collections.abc import Sequence
 
-__all__ = ["FLOOR", "PENALTY", "LatencyTable"]
+__all__ = ["FLOOR", "MAX_FAILURE_COST", "PENALTY", "LatencyTable"]
 
 #: The smallest cost a score uses (seconds), so that in-flight counts still rank
 #: instances whose latency is unknown or zero.
@@ -43,6 +52,9 @@ FLOOR = 1e-6
 #: in flight (Finagle's ``Penalty``): one slow answer must come back before it
 #: gets another request, else a newcomer or a cold start floods it.
 PENALTY = 1e6
+#: The most a failure makes an instance cost (seconds), unless its own latency says
+#: more: it decays from there in ``decay * ln(MAX_FAILURE_COST / healthy cost)``.
+MAX_FAILURE_COST = 10.0
 
 
 class LatencyTable:
@@ -54,12 +66,15 @@ class LatencyTable:
     :meth:`retain` carries it over by name when the set changes.
     """
 
-    __slots__ = ("_costs", "_decay", "_in_flight", "_index", "_initial", "_stamps",
+    __slots__ = ("_costs", "_decay", "_in_flight", "_index", "_initial", "_peak",
+                 "_peak_stamp", "_stamps",
                  "instances")
 
     def __init__(self, decay: float, initial: float | None = None) -> None:
         self._decay = decay
         self._initial = initial
+        self._peak = 0.0  # the slowest recent answer of any instance (decays)
+        self._peak_stamp = 0.0
         #: The instances the arrays are indexed by.
         self.instances: Sequence[str] = ()
         self._index: dict[str, int] = {}
@@ -131,17 +146,31 @@ class LatencyTable:
         """A request to the instance at ``index`` started."""
         self._in_flight[index] += 1
 
-    def finished(self, index: int, now: float, rtt: float, failed: bool = False) -> None:
-        """A request to the instance at ``index`` that took ``rtt`` seconds ended
-        (``failed``: with an error)."""
+    def finished(self, index: int, now: float, rtt: float, failed: bool | None = False) -> None:
+        """A request to the instance at ``index`` that took ``rtt`` seconds ended:
+        ``failed`` ``False``: it answered; ``True``: it failed; ``None``: it was
+        abandoned before it answered (``rtt`` is a lower bound)."""
         if self._in_flight[index] > 0:
             self._in_flight[index] -= 1
         cost = self._costs[index]
-        if failed:
-            rtt = max(rtt, cost)  # a quick failure must not make it look fast
+        if failed is None:
+            rtt = max(rtt, cost)
+        elif failed:
+            known = max(rtt, self.cost(index, now), self.peak(now), FLOOR)
+            rtt = max(rtt, cost, min(2.0 * known, MAX_FAILURE_COST))
+        else:
+            peak = self.peak(now)
+            self._peak = rtt if rtt > peak else peak
+            self._peak_stamp = now
         if rtt > cost:
             self._costs[index] = rtt
         else:
             weight = math.exp(-max(now - self._stamps[index], 0.0) / self._decay)
             self._costs[index] = cost * weight + rtt * (1.0 - weight)
         self._stamps[index] = now
+
+    def peak(self, now: float) -> float:
+        """The slowest recent answer of any instance, decayed to ``now``."""
+        elapsed = now - self._peak_stamp
+        peak = self._peak
+        return peak if elapsed <= 0 else peak * math.exp(-elapsed / self._decay)

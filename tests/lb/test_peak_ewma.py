@@ -217,3 +217,94 @@ def test_unknown_latency_with_a_request_in_flight_is_penalised() -> None:
     table.finished(1, now=0.003, rtt=0.003)
     table.started(1)
     assert table.score(0, 0.003) > table.score(1, 0.003)
+
+
+# --- fast failures must not look fast (linkerd2-proxy#4537) -------------------------------
+
+
+def test_a_fast_failure_costs_more_than_the_slowest_answer_known() -> None:
+    """An instance whose latency is unknown fails in 1 ms while the others answer in
+    20 ms: it must not look faster than they do (it did: its cost became 1 ms)."""
+    table = LatencyTable(decay=10.0)
+    table.retain(("bad", "good"), now=0.0)
+    table.started(1)
+    table.finished(1, 0.02, rtt=0.02)
+    table.started(0)
+    table.finished(0, 0.021, rtt=0.001, failed=True)
+    assert table.cost(0, 0.021) > table.cost(1, 0.021)
+
+
+def test_a_failure_never_lowers_the_estimate_and_repeated_ones_raise_it() -> None:
+    table = LatencyTable(decay=10.0)
+    table.retain(("a",), now=0.0)
+    table.started(0)
+    table.finished(0, 0.05, rtt=0.05)
+    before = table.cost(0, 0.05)
+    costs = []
+    for step in range(1, 6):
+        now = 0.05 + step * 0.001
+        table.started(0)
+        table.finished(0, now, rtt=0.0005, failed=True)
+        costs.append(table.cost(0, now))
+    assert costs[0] >= before
+    assert costs == sorted(costs)
+    assert costs[-1] > costs[0]
+    assert costs[-1] <= 10.0  # bounded: it is probed again once its cost decays
+
+
+def test_an_abandoned_attempt_is_a_lower_bound_not_a_failure() -> None:
+    """A hedge's loser cancelled after 30 ms: at least that slow, no penalty."""
+    table = LatencyTable(decay=10.0)
+    table.retain(("a",), now=0.0)
+    table.started(0)
+    table.finished(0, 0.01, rtt=0.01)
+    table.started(0)
+    table.finished(0, 0.04, rtt=0.03, failed=None)
+    assert table.cost(0, 0.04) == pytest.approx(0.03)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_instance_that_fails_fast_gets_few_first_attempts(kind: str) -> None:
+    """Through lb.retry, with ejection off: two instances answer in 20 ms, one fails in
+    1 ms.  It must get few first attempts (it got about two thirds of them)."""
+    clock = Clock()
+    first: Counter[str] = Counter()
+    seen: list[str] = []
+
+    def work(name: str) -> str:
+        seen.append(name)
+        if name == "bad":
+            clock.now += 0.001
+            raise ConnectionResetError("fails fast")
+        clock.now += 0.02
+        return name
+
+    def sync_endpoint(name: str) -> Any:
+        return lambda request: work(name)
+
+    def async_endpoint(name: str) -> Any:
+        async def endpoint(request: Any) -> str:
+            return work(name)
+        return endpoint
+
+    make = sync_endpoint if kind == "sync" else async_endpoint
+    names = {"10.0.0.1:80": "bad", "10.0.0.2:80": "good1", "10.0.0.3:80": "good2"}
+    with _endpointer({address: make(name) for address, name in names.items()}) as endpointer:
+        balancer = lb.PeakEWMA(endpointer, seed=7, clock=clock, outlier_detection=None)
+        if kind == "sync":
+            call = lb.retry(3, 60.0, balancer)
+            for _ in range(300):
+                seen.clear()
+                call(None)
+                first[seen[0]] += 1
+        else:
+            async_call = lb.retry_async(3, 60.0, balancer)
+
+            async def main() -> None:
+                for _ in range(300):
+                    seen.clear()
+                    await async_call(None)
+                    first[seen[0]] += 1
+
+            asyncio.run(main())
+    assert first["bad"] <= 30, first  # 10 %; a fair share would be 100
