@@ -7,7 +7,13 @@ from typing import Any
 
 from kitsd.core.errors import KitsdError, NoEndpoints, Rejected
 
-__all__ = ["NoEndpointsError", "RetryBudgetExhausted", "RetryError", "RetryTimeout"]
+__all__ = [
+    "LimitExceeded",
+    "NoEndpointsError",
+    "RetryBudgetExhausted",
+    "RetryError",
+    "RetryTimeout",
+]
 
 
 class NoEndpointsError(KitsdError, NoEndpoints):
@@ -84,3 +90,18 @@ class RetryTimeout(KitsdError, TimeoutError):
     def __reduce__(self) -> tuple[Any, ...]:
         # See RetryError.__reduce__.
         return type(self), (self.timeout, self.errors), self.__dict__
+
+
+class LimitExceeded(KitsdError, Rejected):
+    """The stack's adaptive concurrency limit (``limit=``, :class:`lb.GradientLimit` /
+    :class:`lb.AIMDLimit`) refused the call: ``.limit`` calls were in flight.  Raised
+    at once, before any attempt; carries the :class:`kitsd.core.errors.Rejected`
+    marker (outcome ``rejected``).  The service is at capacity: back off, shed or
+    degrade rather than retry at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"concurrency limit reached ({limit} calls in flight)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.limit,), self.__dict__

@@ -3,10 +3,10 @@
 
 Plain frozen settings, free of I/O; the probing is done by :class:`lb.HealthCheckers`
 (one prober per instance, shared by every stack that watches the instance) and
-the verdicts are kept by :class:`lb.health.HealthTable`.
+the verdicts are kept by :class:`lb.health_checkers_policy.HealthTable`.
 
 What a check *covers* decides what a passing check may undo (see
-:mod:`lb.health`): ejection by outlier detection happens for a cause,
+:mod:`lb.health_checkers_policy`): ejection by outlier detection happens for a cause,
 ``"connection"`` (the instance could not be reached) or ``"errors"`` (it
 answered 5xx, timed out, raised a :class:`lb.CountedError`).  A check that
 reaches the instance proves it reachable, so by default a passing check

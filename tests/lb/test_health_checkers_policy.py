@@ -1,4 +1,4 @@
-"""lb.health_check settings and lb.health's verdicts and un-ejection rule (pure).
+"""lb.health_check settings and lb.health_checkers_policy's verdicts and un-ejection rule (pure).
 
 The three Envoy reports replayed here at the level of the rule; tests/lb/test_health_checkers.py
 replays them end to end against real instances.
@@ -11,8 +11,8 @@ import math
 import pytest
 
 from kitsd.core.errors import MisuseError, WrongTypeError
-from kitsd.lb.health import Change, HealthTable, Verdict
 from kitsd.lb.health_check import CONNECTION, ERRORS, GrpcCheck, HealthCheck, HttpCheck
+from kitsd.lb.health_checkers_policy import Change, HealthTable, Verdict
 
 
 @pytest.mark.parametrize(("kwargs", "name"), [
