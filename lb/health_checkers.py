@@ -72,9 +72,9 @@ def _grpc() -> Any:
     try:
         import grpc
     except ModuleNotFoundError as error:
-        from kitsd._extras import missing_extra
-
-        raise missing_extra(error, "kitsd.lb.GrpcCheck", "grpc") from error
+        raise ModuleNotFoundError(
+            f"lb.GrpcCheck needs grpcio: pip install 'kitsd[grpc]' ({error})",
+            name="grpc") from error
     return grpc
 
 

@@ -284,3 +284,12 @@ def test_a_grpc_server_without_the_health_service_fails(checkers: HealthCheckers
         wait_for(lambda: subscription.verdict(server.address) is Verdict.UNHEALTHY)
     finally:
         server.kill()
+
+
+def test_a_grpc_check_without_grpcio_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "grpc", None)  # what a missing grpcio looks like
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'kitsd\[grpc\]'"):
+        check_health_check(GrpcCheck())
+    assert check_health_check(FAST) is FAST  # HTTP checks need nothing more
