@@ -33,6 +33,7 @@ PURE_MODULES = [
     "sd/zk/view.py",
     "sd/consul/index.py",
     "sd/consul/health.py",
+    "sd/consul/decode.py",
     "sd/k8s/slices.py",
     "sd/k8s/list_watch.py",
     "lb/pool_policy.py",

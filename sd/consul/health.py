@@ -172,8 +172,13 @@ def _describe(entry: object) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-Memo = dict[tuple[str, int, str], str]
-"""Raw ``(Service.Address, Service.Port, Node.Address)`` -> checked instance string."""
+Memo = dict[tuple[Any, ...], tuple[str, InstanceInfo | None]]
+"""The raw fields of a well-formed entry (see :func:`_memoisable`) -> its checked
+instance and :class:`InstanceInfo` (``None`` if it was not asked for), kept by the
+caller between answers."""
+
+_ODD = object()  # in a memo key: a field of a type the key cannot stand for
+
 
 def service_instances(
     entries: object,
@@ -187,11 +192,12 @@ def service_instances(
 ) -> tuple[str, ...]:
     """Sorted, de-duplicated instances of a health answer (see the module docstring).
 
-    ``entries`` is the decoded JSON body: a list of entries, or ``None`` (what
+    ``entries`` is the decoded JSON body (all of it, or the fields
+    :mod:`sd.consul.decode` keeps): a list of entries, or ``None`` (what
     py-consul returns for a 404), which counts as no instances.  Entries lacking
     any of ``required_tags`` are dropped; invalid entries are skipped with a
     warning naming ``source``.  ``memo``: a dict the caller keeps between
-    answers (see :data:`Memo`), so that an entry seen before costs a dict
+    answers (see :data:`Memo`), so that an entry seen before costs one dict
     look-up instead of a parse; it is emptied when it holds more than twice
     the entries of an answer, so it stays bounded.  ``ordered=False`` leaves
     the de-duplicated instances in no particular order (for a caller that
@@ -211,24 +217,44 @@ def service_instances(
     found: set[str] = set()
     add = found.add
     wanted = frozenset(required_tags)
-    for entry in _matching(entries, wanted) if wanted else entries:
-        key = _raw_key(entry)
-        instance = get(key) if key is not None else None
-        if instance is None:
+    answer: Iterable[Any] = _matching(entries, wanted) if wanted else entries
+    for entry in answer:
+        # At 10,000 entries per answer, a function call or an isinstance per entry
+        # shows: the memo look-up of a well-formed entry is inline (_memoisable's rules).
+        key: tuple[Any, ...] | None
+        try:
+            service = entry["Service"]
+            address = service["Address"] or entry["Node"]["Address"]
+            tags, meta, weights = service.get("Tags"), service.get("Meta"), \
+                service.get("Weights")
+            key = (address, service["Port"],
+                   tuple(tags) if type(tags) is list else _ODD if tags is not None else None,
+                   tuple(meta.items()) if type(meta) is dict else
+                   _ODD if meta is not None else None,
+                   None if weights is None or weights == _DEFAULT_WEIGHTS
+                   else _weights_key(entry, weights))
+            known = get(key) if type(key[1]) is int else None
+        except (KeyError, TypeError, AttributeError, IndexError):
+            key, known = None, None
+        if known is None:
             try:
                 instance = entry_instance(entry)
             except InvalidInstanceError as error:
                 logger.warning("skipping %s from %s: %s", _describe(entry), source, error.reason)
                 continue
-            if key is not None:
-                cache[key] = instance
+            known = (instance, entry_info(entry, info_memo) if infos is not None else None)
+            if key is not None and _memoisable(key):
+                cache[key] = known
+        instance, info = known
         add(instance)
-        if infos is not None:
+        if infos is None:
+            continue
+        if info is None:  # memoised by a call that wanted no metadata
             info = entry_info(entry, info_memo)
-            if info is not DEFAULT_INFO:
-                infos[instance] = info
-            elif instance in infos:  # a later entry of the same instance has the defaults
-                del infos[instance]
+        if info is not DEFAULT_INFO:
+            infos[instance] = info
+        elif instance in infos:  # a later entry of the same instance has the defaults
+            del infos[instance]
     if len(cache) > 2 * len(entries) + 64:
         cache.clear()
     if info_memo is not None and len(info_memo) > 2 * len(entries) + 64:
@@ -236,19 +262,27 @@ def service_instances(
     return tuple(sorted(found)) if ordered else tuple(found)
 
 
-def _raw_key(entry: Any) -> tuple[str, int, str] | None:
-    """The raw ``(Service.Address, Service.Port, Node.Address)`` of a well-formed
-    entry, which alone decide its instance; ``None`` unless their types are
-    exactly ``str``, ``int``, ``str`` (so a memoised 1 never stands for a port
-    of ``True`` or ``1.0``)."""
-    try:
-        service = entry["Service"]
-        key = (service["Address"], service["Port"], entry["Node"]["Address"])
-    except (KeyError, TypeError, IndexError):
-        return None
-    if type(key[1]) is int and type(key[0]) is str and type(key[2]) is str:
-        return key
-    return None
+def _weights_key(entry: Any, weights: object) -> object:
+    """The part of the memo key for non-default ``Service.Weights``: the weight
+    :func:`entry_info` gives them (it reads the entry's checks)."""
+    return ("weight", _entry_weight(entry, weights))
+
+
+def _memoisable(key: tuple[Any, ...]) -> bool:
+    """Whether an entry's raw key may stand for it in the memo.
+
+    The key is ``(address, Service.Port, Service.Tags, Service.Meta, weight part)``
+    as they came, where ``address`` is ``Service.Address`` or, when that is empty,
+    ``Node.Address``.  It decides the entry's instance and metadata only when the
+    types are exact: the address a ``str`` that is not blank (a blank one falls back
+    to the node's address, which the key does not hold), the port an ``int`` (a
+    memoised 1 must never stand for ``True`` or ``1.0``, which hash alike), tags a
+    tuple made from a list or ``None``, meta items from a dict or ``None``; anything
+    else is parsed every time.
+    """
+    address, port, tags, meta, _ = key
+    return (type(address) is str and bool(address.strip()) and type(port) is int
+            and tags is not _ODD and meta is not _ODD)
 
 
 def _matching(entries: Iterable[object], wanted: frozenset[str]) -> Iterable[object]:

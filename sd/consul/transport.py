@@ -234,6 +234,9 @@ class _HttpxHTTPClient(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
         self.unchanged_at: int | None = None
         """A GET answered 200 at this ``X-Consul-Index`` is the same snapshot again:
         return ``(index, UNREAD)`` without decoding its body."""
+        self.decode: Callable[[bytes], object] | None = None
+        """Decodes the body of a GET answered 200 in place of py-consul's ``json.loads``
+        (:func:`sd.consul.decode.decode_entries`); py-consul still judges the answer."""
 
     def _timeout(self, params: object, override: float | None) -> httpx.Timeout:
         base = override if override is not None else self.settings.timeout
@@ -284,7 +287,18 @@ class _HttpxHTTPClient(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
 
     def _judge(self, callback: Any, method: str, response: httpx.Response, raw: bool) -> Any:
         unread = self._unread(method, response)
-        return unread if unread is not None else callback(self._answer(response, raw))
+        if unread is not None:
+            return unread
+        if self.decode is not None and method == "GET" and response.status_code == 200 \
+                and not raw:
+            # py-consul judges the answer (status, X-Consul-Index header) on an empty
+            # list; the body itself goes to the watch's decoder (a 10 MB answer is
+            # decoded once, and by msgspec when installed).  Only the watch's private
+            # client sets `decode`, and it asks only health.service, whose callback
+            # returns (index, the decoded list) (tests/consul/test_vendor_seams.py).
+            index, _ = callback(consul.base.Response(200, response.headers, "[]"))
+            return index, self.decode(response.content)
+        return callback(self._answer(response, raw))
 
     # py-consul's HTTPClient verbs, the same for both plug-ins: each returns what
     # _send returns (the answer, or for the async plug-in a coroutine of it).

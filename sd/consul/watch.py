@@ -15,9 +15,11 @@ Theory of operation
         publish decision.event or decision.error (keeping the last instances)
         sleep decision.delay (backoff after errors and odd indexes, else 0)
 
-py-consul builds each request and judges each answer (status, JSON, index
-header); httpx sends it.  An answer whose index says it repeats the last one
-is not even decoded (:attr:`sd.consul.index.BlockingIndex.unchanged_at`).
+py-consul builds each request and judges each answer (status, index header);
+httpx sends it; the body of a changed answer is decoded by
+:mod:`sd.consul.decode` (by msgspec into the few fields the watch reads, when
+installed).  An answer whose index says it repeats the last one is not even
+decoded (:attr:`sd.consul.index.BlockingIndex.unchanged_at`).
 ``ConsulInstancer`` runs this coroutine on a private loop in its own thread
 (:class:`sd.consul.loop.LoopThread`),
 ``AsyncConsulInstancer`` as a task of your loop: one algorithm, one transport,
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kitsd.sd.consul.client import ConsulClient, go_duration, map_error, maybe_await, private_client
+from kitsd.sd.consul.decode import Decoder, decode_entries
 from kitsd.sd.consul.index import WatchPolicy
 from kitsd.sd.consul.transport import AgentSettings, AsyncHttpxConsul
 from kitsd.sd.instancer import Broadcaster
@@ -95,13 +98,16 @@ async def run_watch(
     query: HealthQuery,
     broadcaster: Broadcaster,
     answered: Callable[[], object],
+    *,
+    decode: Decoder = decode_entries,
 ) -> None:
     """Watch ``query`` through a private client for ``source`` until cancelled.
 
     ``source``: a py-consul client whose settings to use, the settings
     themselves, or a narrow-protocol object used as it is.  ``answered()`` is
-    called after each answer or error is published.  Never raises but
-    ``CancelledError``.
+    called after each answer or error is published.  ``decode``: how the
+    private client decodes a changed answer's body (:mod:`sd.consul.decode`;
+    the benchmark compares them).  Never raises but ``CancelledError``.
     """
     client: Any
     settings: AgentSettings | None
@@ -116,6 +122,8 @@ async def run_watch(
     tag = query.tags[0] if query.tags else None
     passing = True if query.passing_only else None
     no_headers: Mapping[str, str] = {}
+    if isinstance(client, AsyncHttpxConsul):
+        client.http.decode = decode
     try:
         while True:
             index = steps.policy.index

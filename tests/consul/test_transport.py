@@ -136,3 +136,44 @@ def test_the_sync_client_serves_py_consul_calls_and_closes() -> None:
     assert not client.closed
     client.close()
     assert client.closed
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "expected"),
+    [
+        (200, {"X-Consul-Index": "9"}, b'[{"a": 1}]', ("9", ("decoded", b'[{"a": 1}]'))),
+        (404, {"X-Consul-Index": "9"}, b"", ("9", None)),
+        (200, {}, b"[]", consul.ConsulException),
+        (403, {"X-Consul-Index": "9"}, b"ACL not found", consul.ACLPermissionDenied),
+        (500, {"X-Consul-Index": "9"}, b"No cluster leader", consul.ConsulException),
+    ],
+    ids=["200", "404", "no-index", "403", "500"],
+)
+def test_a_decode_hook_takes_the_body_py_consul_still_judges_the_answer(
+    status: int, headers: dict[str, str], body: bytes, expected: object,
+) -> None:
+    """The watch's `decode` (sd.consul.decode) replaces json.loads on a 200's body only:
+    statuses and the index header are still py-consul's to judge."""
+    decoded: list[bytes] = []
+
+    def decode(content: bytes) -> object:
+        decoded.append(content)
+        return ("decoded", content)
+
+    async def run() -> object:
+        client = AgentSettings("agent", 8500, transport=httpx.MockTransport(
+            lambda request: httpx.Response(status, headers=headers, content=body),
+        )).async_client()
+        client.http.decode = decode
+        try:
+            return await client.health.service("web", index="3", wait="10ms")
+        finally:
+            await client.aclose()
+
+    if isinstance(expected, type):
+        with pytest.raises(expected):
+            asyncio.run(run())
+        assert decoded == []
+    else:
+        assert asyncio.run(run()) == expected
+        assert decoded == ([body] if status == 200 else [])
