@@ -24,7 +24,10 @@ pairs of primitives (``lb/_concurrency.py``) that the source imports by their
 asyncio names and its twin by their sync names.
 
 To generate another twin, add a row to :data:`PAIRS` (paths from the repository
-root) and the names it needs to :data:`NAMES` (or to the row's own table).
+root) and the names it needs to :data:`NAMES` (or to the row's own table).  The
+twin is linted like the source: pick names whose sync forms sort as the asyncio
+ones do in an import list (``AsyncGuarded``/``Guarded`` before ``Req``), or ruff's
+import sorting will ask for an order the rewrite does not produce.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ NAMES: dict[str, str] = {
 PAIRS: list[tuple[str, str, dict[str, str]]] = [
     ("lb/_async/retry.py", "lb/_sync/retry.py", {}),
     ("lb/_async/hedging.py", "lb/_sync/hedging.py", {}),
-    ("breaker/_async/endpoint.py", "breaker/_sync/endpoint.py", {}),
+    ("breaker/_async/endpoint.py", "breaker/_sync/endpoint.py",
+     {"AsyncGuarded": "Guarded"}),
 ]
 
 HEADER = (

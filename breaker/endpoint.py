@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 from pybreaker import CircuitBreaker
@@ -17,10 +17,21 @@ from pybreaker import CircuitBreaker
 from kitsd.breaker.driver import Driver, Ticket
 from kitsd.core.errors import Leaving
 
-__all__ = ["BreakerEndpoint", "Req", "Resp", "settle_error"]
+__all__ = [
+    "AsyncGuarded",
+    "BreakerEndpoint",
+    "Guarded",
+    "R",
+    "Req",
+    "Resp",
+    "settle_error",
+]
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+#: What a call of the endpoint returns: the response, or for an async endpoint the
+#: coroutine that gives it.
+R = TypeVar("R")
 
 # Ends of a call that say nothing about the instance's health.
 _NEUTRAL: tuple[type, ...] = (  # the last is a marker (an ABC), not an exception class
@@ -48,7 +59,7 @@ def settle_error(
     return driver.fail(cb, ticket, exc)
 
 
-class BreakerEndpoint(ABC, Generic[Req, Resp]):
+class BreakerEndpoint(ABC, Generic[Req, R]):
     """An endpoint guarded by a circuit breaker (made by :func:`circuit_breaker`).
 
     ``.breaker`` is the pybreaker breaker, for inspection.  ``close`` and
@@ -90,8 +101,21 @@ class BreakerEndpoint(ABC, Generic[Req, Resp]):
         return aclose
 
     @abstractmethod
-    def __call__(self, request: Req) -> Any:
+    def __call__(self, request: Req) -> R:
         """Call the wrapped endpoint through the breaker."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} breaker={self._breaker.name!r} of {self.__wrapped__!r}>"
+
+
+class Guarded(BreakerEndpoint[Req, Resp]):
+    """What the sync endpoint is to the type checker: a call returns the response."""
+
+    __slots__ = ()
+
+
+class AsyncGuarded(BreakerEndpoint[Req, Coroutine[Any, Any, Resp]]):
+    """What the async endpoint is to the type checker: a call returns the coroutine
+    giving the response."""
+
+    __slots__ = ()

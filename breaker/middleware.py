@@ -25,26 +25,35 @@ Outcomes:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pybreaker import CircuitBreaker
 
 from kitsd.breaker._async.endpoint import AsyncBreakerEndpoint
 from kitsd.breaker._sync.endpoint import SyncBreakerEndpoint
 from kitsd.breaker.driver import driver_for
-from kitsd.breaker.endpoint import BreakerEndpoint
-from kitsd.core.endpoint import Endpoint, close_endpoint, is_async
+from kitsd.breaker.endpoint import BreakerEndpoint, R, Req
+from kitsd.core.endpoint import close_endpoint, is_async
 
 __all__ = [
     "AsyncBreakerEndpoint",
     "BreakerEndpoint",
+    "BreakerMiddleware",
     "SyncBreakerEndpoint",
     "circuit_breaker",
     "per_instance",
 ]
 
 
-def circuit_breaker(cb: CircuitBreaker) -> Callable[[Endpoint], BreakerEndpoint[Any, Any]]:
+class BreakerMiddleware(Protocol):
+    """What :func:`circuit_breaker` returns: ``middleware(endpoint)`` guards the
+    endpoint, keeping its call's types (``Callable[[Req], R]`` in,
+    :class:`BreakerEndpoint` ``[Req, R]`` out; ``R`` is a coroutine for an async one)."""
+
+    def __call__(self, endpoint: Callable[[Req], R], /) -> BreakerEndpoint[Req, R]: ...
+
+
+def circuit_breaker(cb: CircuitBreaker) -> BreakerMiddleware:
     """Middleware guarding an endpoint with the pybreaker breaker ``cb``.
 
     An open breaker raises :class:`breaker.CircuitOpenError` (a
@@ -67,23 +76,24 @@ def circuit_breaker(cb: CircuitBreaker) -> Callable[[Endpoint], BreakerEndpoint[
         )
     driver = driver_for(cb)
 
-    def middleware(endpoint: Endpoint) -> BreakerEndpoint[Any, Any]:
+    def middleware(endpoint: Callable[[Req], R], /) -> BreakerEndpoint[Req, R]:
         if not callable(endpoint):
             raise TypeError(
                 f"circuit_breaker(cb)(endpoint): endpoint must be callable, "
                 f"got {type(endpoint).__name__}"
             )
-        if is_async(endpoint):
-            return AsyncBreakerEndpoint(endpoint, cb, driver)
-        return SyncBreakerEndpoint(endpoint, cb, driver)
+        guarded: BreakerEndpoint[Any, Any] = (
+            AsyncBreakerEndpoint(endpoint, cb, driver) if is_async(endpoint)
+            else SyncBreakerEndpoint(endpoint, cb, driver))
+        return guarded
 
     return middleware
 
 
 def per_instance(
-    factory: Callable[[str], Endpoint],
+    factory: Callable[[str], Callable[[Req], R]],
     new_breaker: Callable[[str], CircuitBreaker],
-) -> Callable[[str], BreakerEndpoint[Any, Any]]:
+) -> Callable[[str], BreakerEndpoint[Req, R]]:
     """Wrap ``factory`` so each instance's endpoint gets a breaker of its own.
 
     The returned factory builds ``new_breaker(instance)`` and then
@@ -110,7 +120,7 @@ def per_instance(
         if not callable(value):
             raise TypeError(f"per_instance: {name} must be callable, got {type(value).__name__}")
 
-    def build(instance: str) -> BreakerEndpoint[Any, Any]:
+    def build(instance: str) -> BreakerEndpoint[Req, R]:
         cb = new_breaker(instance)
         if not isinstance(cb, CircuitBreaker):
             raise TypeError(

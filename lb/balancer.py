@@ -18,12 +18,15 @@ from typing_extensions import TypeVar
 from kitsd.core.endpoint import Endpoint
 from kitsd.sd.endpoint_set import EndpointSet
 
-__all__ = ["Balancer", "E_co", "EndpointSource", "Pick", "Picker", "SnapshotSource"]
+__all__ = ["Balancer", "E", "E_co", "EndpointSource", "Pick", "Picker", "SnapshotSource"]
 
 
 #: The kind of endpoint a balancer hands out (``Callable[[Req], Resp]``, or its async
 #: form); unsaid, any endpoint.  :func:`lb.retry` keeps its request and response types.
 E_co = TypeVar("E_co", covariant=True, default=Endpoint)
+#: The same, for the balancer classes (``lb.RoundRobin[Callable[[int], User]]``):
+#: covariant, so a balancer of typed endpoints is a balancer of endpoints.
+E = TypeVar("E", covariant=True, default=Endpoint)
 
 
 @runtime_checkable

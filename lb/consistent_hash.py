@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import Any, cast
 
 from kitsd.core import validate
-from kitsd.core.endpoint import Endpoint
-from kitsd.lb.balancer import EndpointSource, Pick
+from kitsd.lb.balancer import E, EndpointSource, Pick
 from kitsd.lb.consistent_hash_policy import Ring, key_hash
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
@@ -35,7 +34,7 @@ __all__ = ["ConsistentHash"]
 KeyFunction = Callable[[Any], "str | bytes"]
 
 
-class ConsistentHash(Pool):
+class ConsistentHash(Pool[E]):
     """Requests with the same key go to the same instance: ``key(request) -> str | bytes``.
 
     Choose it for affinity: per-user caches, sharded in-memory state, sticky
@@ -59,7 +58,7 @@ class ConsistentHash(Pool):
 
     def __init__(
         self,
-        endpointer: EndpointSource,
+        endpointer: EndpointSource[E],
         key: KeyFunction,
         *,
         vnodes: int | None = None,
@@ -73,13 +72,14 @@ class ConsistentHash(Pool):
         self._vnodes = vnodes
         self._ring: tuple[Sequence[str], Ring] = ((), Ring(()))
 
-    def endpoint(self) -> Endpoint:
-        """A routing endpoint: each call picks by its request's key."""
+    def endpoint(self) -> E:
+        """A routing endpoint: each call picks by its request's key (of the same kind
+        as the endpoints: an async one awaits as they do)."""
 
         def routed(request: Any) -> Any:
             return self.pick_for(request).endpoint(request)
 
-        return routed
+        return cast(E, routed)
 
     def pick(self, exclude: Collection[str] = ()) -> Pick:
         """Not available without a request: raises ``TypeError`` (use :meth:`pick_for`)."""

@@ -19,10 +19,10 @@ import threading
 import time
 from collections.abc import Collection, Sequence
 from types import FunctionType, MethodType
-from typing import Any
+from typing import Any, cast
 
 from kitsd.core.endpoint import Endpoint, is_async
-from kitsd.lb.balancer import EndpointSource, Pick
+from kitsd.lb.balancer import E, EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
@@ -108,7 +108,7 @@ def _decides_kind(endpoint: Endpoint) -> object:
     return type(endpoint)
 
 
-class LeastLoaded(Pool):
+class LeastLoaded(Pool[E]):
     """Picks the instance with fewer requests in flight out of two chosen at random.
 
     Works for sync and async endpoints (the wrapper it hands out is of the same
@@ -120,7 +120,7 @@ class LeastLoaded(Pool):
 
     def __init__(
         self,
-        endpointer: EndpointSource,
+        endpointer: EndpointSource[E],
         seed: int | None = None,
         *,
         outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
@@ -136,8 +136,8 @@ class LeastLoaded(Pool):
         """Requests this balancer has in flight on ``instance``."""
         return self._in_flight.get(instance)
 
-    def endpoint(self) -> Endpoint:
-        return self.pick().endpoint
+    def endpoint(self) -> E:
+        return cast(E, self.pick().endpoint)
 
     def pick(self, exclude: Collection[str] = ()) -> Pick:
         keys, endpoints = self._read()

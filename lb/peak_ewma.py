@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import Any, cast
 
 from kitsd.core import validate
 from kitsd.core.endpoint import Endpoint, is_async
-from kitsd.lb.balancer import EndpointSource, Pick
+from kitsd.lb.balancer import E, EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.least_loaded import _decides_kind
 from kitsd.lb.outlier_detection import OutlierDetection
@@ -34,7 +34,7 @@ class _Timed:
     __slots__ = ("__wrapped__", "_balancer", "_index", "_instance", "_set")
 
     def __init__(self, endpoint: Endpoint, instance: str, index: int, picked_from: object,
-                 balancer: PeakEWMA) -> None:
+                 balancer: PeakEWMA[Any]) -> None:
         self.__wrapped__ = endpoint
         self._instance = instance
         self._index = index  # in `picked_from`, the instances the table was indexed by
@@ -84,7 +84,7 @@ class _AsyncTimed(_Timed):
         return response
 
 
-class PeakEWMA(Pool):
+class PeakEWMA(Pool[E]):
     """Power of two random choices scored by peak-EWMA latency x (requests in flight + 1).
 
     Choose it when instances differ in speed (mixed hardware, a noisy neighbour,
@@ -116,7 +116,7 @@ class PeakEWMA(Pool):
 
     def __init__(
         self,
-        endpointer: EndpointSource,
+        endpointer: EndpointSource[E],
         *,
         seed: int | None = None,
         decay: float = 2.0,
@@ -147,8 +147,8 @@ class PeakEWMA(Pool):
             index = self._table.index_of(instance)
             return 0 if index < 0 else self._table.in_flight(index)
 
-    def endpoint(self) -> Endpoint:
-        return self.pick().endpoint
+    def endpoint(self) -> E:
+        return cast(E, self.pick().endpoint)
 
     def pick(self, exclude: Collection[str] = ()) -> Pick:
         keys, endpoints = self._read()

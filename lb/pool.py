@@ -36,12 +36,12 @@ import time
 import weakref
 from array import array
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import cast, overload
+from typing import Generic, cast, overload
 
 from kitsd.core.endpoint import Endpoint
 from kitsd.core.errors import Leaving
 from kitsd.core.observe import HUB, InstanceEjected, InstanceRestored, current_service, emit
-from kitsd.lb.balancer import EndpointSource, Pick
+from kitsd.lb.balancer import E, EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool_policy import Ejections
@@ -106,13 +106,13 @@ def _in_sorted(instances: tuple[str, ...], key: str) -> bool:
     return position < len(instances) and instances[position] == key
 
 
-class Pool:
+class Pool(Generic[E]):
     """Base of the built-in balancers (a :class:`lb.Picker`).  Subclasses choose an
     index with :meth:`_next_index` (called under the lock)."""
 
     def __init__(
         self,
-        endpointer: EndpointSource,
+        endpointer: EndpointSource[E],
         *,
         outlier_detection: OutlierDetection | None,
         seed: int | None = None,
@@ -157,10 +157,10 @@ class Pool:
         with self._lock:
             return sorted(ejections.out(now))
 
-    def endpoint(self) -> Endpoint:
+    def endpoint(self) -> E:
         """One endpoint, as :meth:`pick` with nothing excluded."""
         _, endpoints, index = self._choose(())
-        return endpoints[index]
+        return cast(E, endpoints[index])
 
     def pick(self, exclude: Collection[str] = ()) -> Pick:
         """Pick an instance, avoiding those in ``exclude`` and ejected ones while

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from kitsd.lb.balancer import EndpointSource
+from kitsd.lb.balancer import E, EndpointSource
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
 
 __all__ = ["Random"]
 
 
-class Random(Pool):
+class Random(Pool[E]):
     """Picks an endpoint uniformly at random; ``seed`` makes the sequence repeatable.
 
     The RNG is guarded by a lock (go-kit's is shared unguarded).  Skips instances
@@ -20,7 +20,7 @@ class Random(Pool):
 
     def __init__(
         self,
-        endpointer: EndpointSource,
+        endpointer: EndpointSource[E],
         seed: int | None = None,
         *,
         outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from kitsd.lb.balancer import EndpointSource
+from kitsd.lb.balancer import E, EndpointSource
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
 
 __all__ = ["RoundRobin"]
 
 
-class RoundRobin(Pool):
+class RoundRobin(Pool[E]):
     """Cycles through the endpoints; the first pick is index 0.
 
     ``endpointer`` is an :class:`sd.Endpointer` (or anything with ``endpoints()``).
@@ -24,7 +24,7 @@ class RoundRobin(Pool):
 
     def __init__(
         self,
-        endpointer: EndpointSource,
+        endpointer: EndpointSource[E],
         *,
         outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
     ) -> None:

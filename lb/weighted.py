@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Collection
+from typing import cast
 
-from kitsd.core.endpoint import Endpoint
-from kitsd.lb.balancer import EndpointSource, Pick
+from kitsd.lb.balancer import E, EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
@@ -16,7 +16,7 @@ from kitsd.sd.instance_info import DEFAULT_INFO
 __all__ = ["Weighted"]
 
 
-class Weighted(Pool):
+class Weighted(Pool[E]):
     """Smooth weighted round robin over each instance's ``sd.InstanceInfo.weight``.
 
     Choose it when instances differ in capacity and the registry says so (Consul
@@ -36,7 +36,7 @@ class Weighted(Pool):
 
     def __init__(
         self,
-        endpointer: EndpointSource,
+        endpointer: EndpointSource[E],
         *,
         outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
     ) -> None:
@@ -52,8 +52,8 @@ class Weighted(Pool):
             info = self._info
             return {key: info.get(key, DEFAULT_INFO).weight for key in self._instances}
 
-    def endpoint(self) -> Endpoint:
-        return self.pick().endpoint
+    def endpoint(self) -> E:
+        return cast(E, self.pick().endpoint)
 
     def pick(self, exclude: Collection[str] = ()) -> Pick:
         keys, endpoints = self._read()

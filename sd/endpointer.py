@@ -31,7 +31,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Generic, Self, cast
+
+from typing_extensions import TypeVar
 
 from kitsd.core.endpoint import Endpoint, Pending, close_endpoint
 from kitsd.core.errors import MisuseError, shown_value
@@ -47,7 +49,11 @@ __all__ = ["Endpointer"]
 _CLOSED = View(EMPTY, RuntimeError("endpointer is closed"), -math.inf)
 
 
-class Endpointer:
+#: The kind of endpoint the factory makes (``Callable[[Req], Resp]``); unsaid, any.
+E = TypeVar("E", covariant=True, default=Endpoint)
+
+
+class Endpointer(Generic[E]):
     """Turns an instancer's snapshots into endpoints, one per distinct instance.
 
     ``factory(instance)`` builds an endpoint the first time an instance appears
@@ -75,7 +81,7 @@ class Endpointer:
     def __init__(
         self,
         instancer: Instancer,
-        factory: Callable[[str], Endpoint],
+        factory: Callable[[str], E],
         *,
         invalidate_on_error: float | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -93,7 +99,8 @@ class Endpointer:
             )
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {shown_value(clock)}")
-        self._cache: EndpointCache[Endpoint] = EndpointCache(_checked(factory), invalidate_on_error)
+        self._cache: EndpointCache[Endpoint] = EndpointCache(
+            _checked(cast(Callable[[str], Endpoint], factory)), invalidate_on_error)
         self._view = self._cache.view  # what readers see; replaced, never changed
         self._clock = clock
         self._lock = threading.Lock()
@@ -117,7 +124,7 @@ class Endpointer:
             # The publisher may hold its registry's locks: close on the closer thread.
             self._track(self._closer.call(lambda: self._close_all(to_close)))
 
-    def endpoints(self) -> list[Endpoint]:
+    def endpoints(self) -> list[E]:
         """The endpoints, in sorted instance order (a new list each call).
 
         Raises the first stored discovery error when ``invalidate_on_error`` has
@@ -125,8 +132,8 @@ class Endpointer:
         """
         view = self._view
         if view.error is None:
-            return list(view.set.endpoints)
-        return list(self._read(view).endpoints)
+            return cast(list[E], list(view.set.endpoints))
+        return cast(list[E], list(self._read(view).endpoints))
 
     def snapshot(self) -> EndpointSet:
         """The endpoints and their instances as one immutable :class:`~sd.EndpointSet`;

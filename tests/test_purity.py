@@ -24,6 +24,7 @@ PURE_MODULES = [
     "sd/instance_value.py",
     "sd/backoff.py",
     "kitsd/core/errors.py",
+    "kitsd/core/middleware.py",
     "kitsd/core/observe/outcomes.py",
     "kitsd/core/observe/observations.py",
     "kitsd/core/validate.py",

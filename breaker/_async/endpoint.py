@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from kitsd.breaker.endpoint import BreakerEndpoint, Req, Resp, settle_error
+from kitsd.breaker.endpoint import AsyncGuarded, Req, Resp, settle_error
 
 __all__ = ["AsyncBreakerEndpoint"]
 
 
-class AsyncBreakerEndpoint(BreakerEndpoint[Req, Resp]):
+class AsyncBreakerEndpoint(AsyncGuarded[Req, Resp]):
     """An async endpoint guarded by a circuit breaker; see :class:`BreakerEndpoint`.
 
     The driver's lock is taken only briefly, never across a call of the endpoint.

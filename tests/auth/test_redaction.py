@@ -66,7 +66,7 @@ def test_nothing_secret_is_ever_printed(caplog: pytest.LogCaptureFixture,
             assert client.get("http://basic/").status_code == 200
         with httpx.Client(transport=kitsd.Transport(registry), auth=signer) as client:
             assert client.get("http://users/").status_code == 401  # not the server's key
-        endpointer = sd.Endpointer(
+        endpointer: sd.Endpointer[Any] = sd.Endpointer(
             sd.FixedInstancer([service.address]),
             sd.http.factory("GET", "/", encode=lambda _r: {},
                             decode=lambda response: response.json(),

@@ -611,7 +611,8 @@ def test_a_success_never_races_a_failure_on_the_count(threads: ThreadPoolExecuto
     # then failure); a success resetting it in between would leave 2.
     storage = PausingStorage()
     cb = pybreaker.CircuitBreaker(fail_max=3, state_storage=storage)
-    guarded = breaker.circuit_breaker(cb)(lambda request: request)
+    guarded: breaker.BreakerEndpoint[Any, Any] = breaker.circuit_breaker(cb)(
+        lambda request: request)
     failing = breaker.circuit_breaker(cb)(_raise_boom)
     with pytest.raises(Boom):
         failing(None)
@@ -681,7 +682,8 @@ def test_calls_do_not_wait_for_a_pybreaker_call_on_the_same_breaker(
     theirs = threads.submit(cb.call, slow)
     assert inside.wait(5)
     try:
-        guarded = breaker.circuit_breaker(cb)(lambda request: request)
+        guarded: breaker.BreakerEndpoint[Any, Any] = breaker.circuit_breaker(cb)(
+        lambda request: request)
         failing = breaker.circuit_breaker(cb)(_raise_boom)
         assert threads.submit(guarded, 1).result(5) == 1
         with pytest.raises(Boom):
@@ -707,7 +709,8 @@ def test_one_breakers_listeners_never_run_two_at_a_time(threads: ThreadPoolExecu
             events.append(("success done", None))
 
     cb = pybreaker.CircuitBreaker(listeners=[Slow()])
-    guarded = breaker.circuit_breaker(cb)(lambda request: request)
+    guarded: breaker.BreakerEndpoint[Any, Any] = breaker.circuit_breaker(cb)(
+        lambda request: request)
     first = threads.submit(guarded, "first")
     assert inside.wait(5)
     second = threads.submit(guarded, "second")

@@ -165,7 +165,7 @@ def test_a_non_endpoint_from_the_factory_is_closed() -> None:
             self.closed += 1
 
     thing = NotCallable()
-    make = breaker.per_instance(lambda instance: thing, new_breaker)  # type: ignore[arg-type,return-value]
+    make: Any = breaker.per_instance(lambda instance: thing, new_breaker)  # type: ignore[arg-type,return-value]
     with pytest.raises(TypeError):
         make("a:1")
     assert thing.closed == 1

@@ -194,7 +194,8 @@ def test_breaker_half_open_and_close_are_reported(recorder: Recorder) -> None:
 
     from kitsd import breaker
     cb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=0.01, name="b")
-    guarded = breaker.circuit_breaker(cb)(lambda request: request)
+    guarded: breaker.BreakerEndpoint[Any, Any] = breaker.circuit_breaker(cb)(
+        lambda request: request)
     cb.open()
     time.sleep(0.02)  # past the reset timeout (a wall-clock rule of pybreaker's)
     assert guarded("x") == "x"

@@ -172,7 +172,7 @@ async def test_async_sd_http_requests_carry_traceparent(telemetry: Telemetry) ->
         call = lb.retry_async(1, 5.0, lb.RoundRobin(endpointer), name="users")
         assert await call(None) == {"ok": True}
         for endpoint in endpointer.endpoints():
-            await endpoint.aclose()  # type: ignore[attr-defined]
+            await endpoint.aclose()
     (attempt,) = [s for s in telemetry.finished() if s.kind is SpanKind.CLIENT]
     assert int(seen[0].split("-")[2], 16) == attempt.context.span_id
 
