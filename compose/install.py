@@ -90,6 +90,10 @@ class Server:
     """The installer's file name in :data:`INSTALLERS`."""
     how_long: str
     """What installing does and takes, for the user waiting."""
+    companions: tuple[tuple[str, str], ...] = ()
+    """Other binaries the same installer puts in place and the launchers need, as
+    ``(variable, default path)`` pairs (kube-apiserver's ``kube-etcd``): one missing
+    means the server is not installed."""
 
     @property
     def binary(self) -> str:
@@ -97,13 +101,25 @@ class Server:
         return os.environ.get(self.binary_env, self.default_binary)
 
     @property
+    def binaries(self) -> list[str]:
+        """:attr:`binary` and each companion binary the launchers use."""
+        return [self.binary, *(os.environ.get(env, default) for env, default in self.companions)]
+
+    @property
+    def absent(self) -> list[str]:
+        """The binaries of :attr:`binaries` that are not there."""
+        return [binary for binary in self.binaries
+                if not Path(binary).is_file() and shutil.which(binary) is None]
+
+    @property
     def installer(self) -> Path:
         """The install script."""
         return INSTALLERS / self.script
 
     def installed(self) -> bool:
-        """Whether :attr:`binary` is there (a path, or a command on ``PATH``)."""
-        return Path(self.binary).is_file() or shutil.which(self.binary) is not None
+        """Whether :attr:`binary` and its companions are there (paths, or commands on
+        ``PATH``)."""
+        return not self.absent
 
     def external(self) -> bool:
         """Whether :attr:`external_env` names a server to use instead."""
@@ -129,6 +145,8 @@ SERVERS: dict[str, Server] = {
         script="kube-apiserver.sh",
         how_long="kube-apiserver and etcd built from their Go modules: 6-10 min the first "
                  "time on 2 cores (2.4 GB of memory), seconds from ~/.cache/kitsd afterwards",
+        # the etcd it stores in: compose/kubernetes.py starts it beside the API server
+        companions=(("KITSD_KUBE_ETCD_BINARY", "/usr/local/bin/kube-etcd"),),
     ),
     "zookeeper": Server(
         name="zookeeper", binary_env="KITSD_ZK_JAR",
@@ -156,7 +174,7 @@ def status(server: Server) -> str:
     if server.installed():
         found = server.binary if Path(server.binary).is_file() else shutil.which(server.binary)
         return f"installed: {found}"
-    return f"missing: {server.binary} (kitsd servers install {server.name})"
+    return f"missing: {', '.join(server.absent)} (kitsd servers install {server.name})"
 
 
 def missing(names: Iterable[str]) -> list[Server]:
@@ -175,8 +193,8 @@ def install(server: Server, say: Callable[[str], None], *, force: bool = False) 
     started = time.monotonic()
     _run(server, say, force=force)
     if not server.installed():
-        raise InstallError(f"the {server.name} installer finished but {server.binary} is "
-                           f"still missing")
+        raise InstallError(f"the {server.name} installer finished but "
+                           f"{', '.join(server.absent)} still missing")
     say(f"kitsd: {server.name} installed in {time.monotonic() - started:.0f}s")
 
 
