@@ -59,14 +59,14 @@ class AsyncHedgedEndpoint(Generic[Req, Resp]):
         await self.aclose()
 
     async def __call__(self, request: Req) -> Resp:
-        setup = self._setup
-        scope = self._deadlines.enter()
+        setup, deadlines = self._setup, self._deadlines
+        start, deadline, seconds, handle = deadlines.enter()
         if setup.deposit is not None:
             setup.deposit()
-        watch = watch_call(setup.name, scope.start) if HUB.observers else None  # observe
+        watch = watch_call(setup.name, start) if HUB.observers else None  # observe
         call: Call | None = None
         try:
-            if scope.seconds <= 0:  # an lb.deadline that had already passed
+            if seconds <= 0:  # an lb.deadline that had already passed
                 raise RetryTimeout(0.0, [])  # noqa: TRY301 - an ending observers see
             exclude: Collection[str] = ()
             while True:
@@ -76,14 +76,14 @@ class AsyncHedgedEndpoint(Generic[Req, Resp]):
                 except Exception as error:  # noqa: BLE001 - counts, as in lb.retry
                     if watch is not None:  # kitsd.observe
                         watch.attempt_ended(error)
-                    call = call or setup.make_call(scope.start, scope.seconds)
+                    call = call or setup.make_call(start, seconds)
                     delay = call.failed(None, error)
                 else:
                     won, answer, failures = await self._race.run(
-                        request, chosen, exclude, scope.deadline, watch)
+                        request, chosen, exclude, deadline, watch)
                     if won:
                         return cast(Resp, answer)
-                    call = call or setup.make_call(scope.start, scope.seconds)
+                    call = call or setup.make_call(start, seconds)
                     for failed, failure in failures:
                         delay = call.failed(failed, failure)
                     if not failures:  # the deadline passed with attempts still running
@@ -93,7 +93,8 @@ class AsyncHedgedEndpoint(Generic[Req, Resp]):
                     await async_sleep(delay)
         except BaseException as error:
             # what the caller gets: the deadline's own cancel becomes RetryTimeout
-            ending = scope.ending(error, call.policy.errors if call else [])
+            errors = call.policy.errors if call else []
+            ending = deadlines.ending(handle, error, seconds, errors)
             if watch is not None:  # kitsd.observe
                 watch.finished(ending)
             if ending is error:
@@ -102,4 +103,4 @@ class AsyncHedgedEndpoint(Generic[Req, Resp]):
         finally:
             if watch is not None:  # kitsd.observe: a no-op after an error
                 watch.finished(None)
-            scope.leave()
+            deadlines.leave(handle)

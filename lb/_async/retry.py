@@ -40,13 +40,13 @@ def retrying_async(setup: Setup) -> AsyncEndpoint:
     hub = HUB  # kitsd.observe
 
     async def retrying(request: Any) -> Any:
-        scope = deadlines.enter()
+        start, _, seconds, handle = deadlines.enter()
         if deposit is not None:
             deposit()
-        watch = watch_call(name, scope.start) if hub.observers else None  # kitsd.observe
+        watch = watch_call(name, start) if hub.observers else None  # kitsd.observe
         call: Call | None = None
         try:
-            if scope.seconds <= 0:  # an lb.deadline that had already passed
+            if seconds <= 0:  # an lb.deadline that had already passed
                 raise RetryTimeout(0.0, [])  # noqa: TRY301 - an ending observers see
             exclude: Collection[str] = ()
             while True:
@@ -59,7 +59,7 @@ def retrying_async(setup: Setup) -> AsyncEndpoint:
                 except Exception as error:  # noqa: BLE001 - every failure counts, as go-kit
                     if watch is not None:  # kitsd.observe
                         watch.attempt_ended(error)
-                    call = call or make_call(scope.start, scope.seconds)
+                    call = call or make_call(start, seconds)
                     delay = call.failed(chosen, error)
                     exclude = call.exclude
                     if delay:
@@ -71,7 +71,8 @@ def retrying_async(setup: Setup) -> AsyncEndpoint:
                     return response
         except BaseException as error:
             # what the caller gets: the deadline's own cancel becomes RetryTimeout
-            ending = scope.ending(error, call.policy.errors if call else [])
+            errors = call.policy.errors if call else []
+            ending = deadlines.ending(handle, error, seconds, errors)
             if watch is not None:  # kitsd.observe
                 watch.finished(ending)
             if ending is error:
@@ -80,6 +81,6 @@ def retrying_async(setup: Setup) -> AsyncEndpoint:
         finally:
             if watch is not None:  # kitsd.observe: a no-op after an error
                 watch.finished(None)
-            scope.leave()
+            deadlines.leave(handle)
 
     return retrying

@@ -61,14 +61,14 @@ class HedgedEndpoint(Generic[Req, Resp]):
         self.close()
 
     def __call__(self, request: Req) -> Resp:
-        setup = self._setup
-        scope = self._deadlines.enter()
+        setup, deadlines = self._setup, self._deadlines
+        start, deadline, seconds, handle = deadlines.enter()
         if setup.deposit is not None:
             setup.deposit()
-        watch = watch_call(setup.name, scope.start) if HUB.observers else None  # observe
+        watch = watch_call(setup.name, start) if HUB.observers else None  # observe
         call: Call | None = None
         try:
-            if scope.seconds <= 0:  # an lb.deadline that had already passed
+            if seconds <= 0:  # an lb.deadline that had already passed
                 raise RetryTimeout(0.0, [])  # noqa: TRY301 - an ending observers see
             exclude: Collection[str] = ()
             while True:
@@ -78,14 +78,14 @@ class HedgedEndpoint(Generic[Req, Resp]):
                 except Exception as error:  # noqa: BLE001 - counts, as in lb.retry
                     if watch is not None:  # kitsd.observe
                         watch.attempt_ended(error)
-                    call = call or setup.make_call(scope.start, scope.seconds)
+                    call = call or setup.make_call(start, seconds)
                     delay = call.failed(None, error)
                 else:
                     won, answer, failures = self._race.run(
-                        request, chosen, exclude, scope.deadline, watch)
+                        request, chosen, exclude, deadline, watch)
                     if won:
                         return cast(Resp, answer)
-                    call = call or setup.make_call(scope.start, scope.seconds)
+                    call = call or setup.make_call(start, seconds)
                     for failed, failure in failures:
                         delay = call.failed(failed, failure)
                     if not failures:  # the deadline passed with attempts still running
@@ -95,7 +95,8 @@ class HedgedEndpoint(Generic[Req, Resp]):
                     sleep(delay)
         except BaseException as error:
             # what the caller gets: the deadline's own cancel becomes RetryTimeout
-            ending = scope.ending(error, call.policy.errors if call else [])
+            errors = call.policy.errors if call else []
+            ending = deadlines.ending(handle, error, seconds, errors)
             if watch is not None:  # kitsd.observe
                 watch.finished(ending)
             if ending is error:
@@ -104,4 +105,4 @@ class HedgedEndpoint(Generic[Req, Resp]):
         finally:
             if watch is not None:  # kitsd.observe: a no-op after an error
                 watch.finished(None)
-            scope.leave()
+            deadlines.leave(handle)
