@@ -65,7 +65,9 @@ class Endpointer(Generic[E]):
     next event.  On an event with an error the last endpoints keep serving; with
     ``invalidate_on_error=T`` (seconds; ``math.inf`` means never), once ``T``
     seconds have passed in the error state, :meth:`endpoints` closes them all and
-    raises the first stored error until a good event arrives.
+    raises the first stored error until a good event arrives.  :attr:`answered`
+    and :attr:`error` say whether the registry ever answered and why it fails now,
+    so an empty set can be explained ("registry unreachable" or "no instances").
 
     Raises ``TypeError`` for an ``instancer`` without ``subscribe``/``unsubscribe``
     or a ``factory`` that is not callable, and :class:`~kitsd.core.errors.MisuseError` for
@@ -111,6 +113,9 @@ class Endpointer(Generic[E]):
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = None
+        # (whether an event without error arrived, the latest event's error): one tuple,
+        # replaced under the lock and read without it
+        self._discovery: tuple[bool, BaseException | None] = (False, None)
         self._instancer = instancer
         instancer.subscribe(self._on_event)
 
@@ -120,6 +125,7 @@ class Endpointer(Generic[E]):
                 return
             to_close = self._cache.update(event, self._clock())
             self._view = self._cache.view
+            self._discovery = (self._discovery[0] or event.error is None, event.error)
         if to_close:
             # The publisher may hold its registry's locks: close on the closer thread.
             self._track(self._closer.call(lambda: self._close_all(to_close)))
@@ -171,6 +177,23 @@ class Endpointer(Generic[E]):
     def instances(self) -> tuple[str, ...]:
         """The instances that currently have an endpoint, sorted."""
         return self._view.set.instances
+
+    @property
+    def answered(self) -> bool:
+        """Whether the registry ever answered: an event without ``error`` arrived.
+
+        With no endpoints, it tells the two cases apart: ``False`` means discovery
+        has not succeeded yet (the registry is unreachable: see :attr:`error`, or
+        an asyncio instancer's first answer is still on its way), ``True`` that the
+        registry answered and the service has no (usable) instances.  Lock-free."""
+        return self._discovery[0]
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error of the latest event (why discovery is failing now), ``None`` when
+        the latest event had none or none arrived yet.  The endpoints keep serving
+        meanwhile unless ``invalidate_on_error`` ran out.  Lock-free."""
+        return self._discovery[1]
 
     def close(self) -> None:
         """Unsubscribe and close every endpoint; idempotent.

@@ -9,6 +9,17 @@ only translates registry answers into whole snapshots and hands them to a
 drops a snapshot that says nothing new, replays the current snapshot to each
 new subscriber, and delivers to subscribers in order, one snapshot at a time.
 
+A registry watch's broadcaster starts *pending* (``pending=True``): it has read
+nothing yet, so it has no state to give.  A subscriber that arrives then is
+sent nothing until the watch publishes its first answer (or error), which
+every pending subscriber receives as its first event; nothing is ever made
+up.  :class:`InstancerHandle` turns that into go-kit's promise that an
+instancer has read once before it is returned: its constructor waits (up to
+``first_answer_timeout`` seconds) until the first answer has been delivered,
+and when none came in time it publishes a
+:class:`~kitsd.core.errors.RegistryUnavailableError` saying so (the watch keeps
+trying; its first real answer replaces the error).
+
 Users never hold a broadcaster: they hold an :class:`InstancerHandle`, which
 remembers the callbacks *it* subscribed.  ``stop()`` on a handle removes those
 callbacks and releases the handle's share of the watch; :class:`SharedWatches`
@@ -24,9 +35,10 @@ import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Protocol, Self, TypeVar, cast, runtime_checkable
+from typing import Final, Protocol, Self, TypeVar, cast, runtime_checkable
 
-from kitsd.core.errors import MisuseError
+from kitsd.core import validate
+from kitsd.core.errors import MisuseError, RegistryUnavailableError
 from kitsd.core.observe import HUB, DiscoveryFailed, DiscoveryUpdated, emit
 from kitsd.sd.event import Delta, Event, diff, same_error, splice
 from kitsd.sd.instance import normalize_instance
@@ -40,6 +52,7 @@ from kitsd.sd.instance_info import (
 )
 
 __all__ = [
+    "DEFAULT_FIRST_ANSWER_TIMEOUT",
     "Broadcaster",
     "Callback",
     "FixedInstancer",
@@ -47,12 +60,25 @@ __all__ = [
     "InstancerHandle",
     "SharedWatches",
     "Stoppable",
+    "check_first_answer_timeout",
 ]
 
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[Event], object]
 W = TypeVar("W", bound="Stoppable")
+
+#: Seconds a registry instancer's constructor waits for the watch's first answer.
+DEFAULT_FIRST_ANSWER_TIMEOUT: Final = 5.0
+
+
+def check_first_answer_timeout(value: object) -> float | None:
+    """A driver's ``first_answer_timeout`` checked (:mod:`kitsd.core.validate`): seconds
+    in ``[0, 600]``, returned as what :class:`InstancerHandle` takes (``None`` for 0: do
+    not wait).  Raises ``TypeError`` for a non-number and
+    :class:`~kitsd.core.errors.MisuseError` (a ``ValueError``) naming it for NaN,
+    infinity or a value out of range."""
+    return validate.seconds("first_answer_timeout", value, zero=True, maximum=600) or None
 
 
 @runtime_checkable
@@ -61,7 +87,10 @@ class Instancer(Protocol):
 
     ``subscribe(callback)`` calls ``callback(event)`` at once with the current
     state, then on every change; instances arrive sorted and de-duplicated and an
-    unchanged state is not re-sent.  ``stop()`` is idempotent and prompt.
+    unchanged state is not re-sent.  A state is always one that was read: a
+    registry instancer reads once (or reports an error) before its constructor
+    returns, and an asyncio one, whose watch runs on the caller's loop, sends its
+    first answer when it arrives.  ``stop()`` is idempotent and prompt.
     Usable as a context manager that stops on exit.
     """
 
@@ -103,11 +132,20 @@ class Broadcaster:
     the previous snapshot.  A publisher that already knows what changed passes
     ``Event(instances, delta=Delta(broadcaster.state.instances, added, removed))``
     and skips the comparison too (see :meth:`publish`).
+
+    ``pending=True`` (for a watch that has not read its registry yet; not with
+    ``initial``): until the first :meth:`publish` or :meth:`publish_error`,
+    :attr:`answered` is ``False``, :attr:`state` is the empty ``Event()`` and
+    subscribers are sent nothing; the first snapshot published is delivered to
+    every one of them, even an empty one.
     """
 
     def __init__(
-        self, initial: Event | None = None, *, kind: str = "custom", service: str = ""
+        self, initial: Event | None = None, *, kind: str = "custom", service: str = "",
+        pending: bool = False,
     ) -> None:
+        if pending and initial is not None:
+            raise MisuseError("a Broadcaster with an initial state is not pending")
         #: kitsd.observe: the registry kind and service named in discovery observations.
         self.kind = kind
         self.service = service
@@ -127,11 +165,36 @@ class Broadcaster:
         self._queue: deque[Event] = deque()
         self._delivering = False
         self._delivered = self._state  # the snapshot being (or last) delivered
+        self._answered = threading.Event()
+        if not pending:
+            self._answered.set()
 
     @property
     def state(self) -> Event:
-        """The latest snapshot."""
+        """The latest snapshot (the empty ``Event()`` while :attr:`answered` is ``False``)."""
         return self._state
+
+    @property
+    def answered(self) -> bool:
+        """Whether a snapshot was published (always ``True`` unless made ``pending``)."""
+        return self._answered.is_set()
+
+    def wait_answered(self, timeout: float | None) -> bool:
+        """Wait until the first snapshot was published *and delivered* to every
+        subscriber that was waiting for it, at most ``timeout`` seconds (``None``: no
+        bound); returns whether it was.  Do not call it from a subscriber callback."""
+        if not self._answered.wait(timeout):
+            return False
+        with self._lock:  # the first delivery runs under the lock: once we hold it, it is done
+            return True
+
+    def give_up_waiting(self, error: BaseException) -> bool:
+        """Publish ``error`` as the first snapshot if nothing was published yet (a
+        first answer that is late); returns whether it did.  Thread-safe."""
+        with self._lock:
+            if self._answered.is_set():
+                return False
+            return self.publish_error(error)
 
     def publish(self, event: Event) -> bool:
         """Make ``event`` the current snapshot and deliver it; ``False`` if nothing changed.
@@ -147,7 +210,12 @@ class Broadcaster:
         with self._lock:
             next_event = self._next(event)
             if next_event is None:
-                return False
+                if self._answered.is_set():
+                    return False
+                # The first answer says what the empty starting state said: it is news
+                # all the same (pending subscribers have been sent nothing yet).
+                next_event = Event(self._state.instances, event.error, info=self._state.info)
+            self._answered.set()
             self._state = next_event
             if HUB.observers:  # kitsd.observe
                 self._observe(next_event)
@@ -281,7 +349,8 @@ class Broadcaster:
                 and old.get(instance, DEFAULT_INFO) != value
                 and not (instance in new and value.is_default)
             }
-            if not gone and not new and not changes and state.error is None:
+            if not gone and not new and not changes and state.error is None \
+                    and self._answered.is_set():
                 return False
             merged = _without(old, gone)
             if changes:
@@ -313,10 +382,13 @@ class Broadcaster:
             emit(DiscoveryFailed(self.kind, self.service, len(event.instances), event.error))
 
     def subscribe(self, callback: Callback) -> None:
-        """Add ``callback`` and deliver the current snapshot to it at once."""
+        """Add ``callback`` and deliver the current snapshot to it at once; while
+        nothing was published yet (``pending``), it gets the first snapshot when that
+        is published instead."""
         with self._lock:
             self._subscribers.append(callback)
-            _deliver(callback, self._delivered)
+            if self._answered.is_set():
+                _deliver(callback, self._delivered)
 
     def unsubscribe(self, callback: Callback) -> None:
         """Remove one registration of ``callback``; unknown callbacks are ignored."""
@@ -350,31 +422,58 @@ class InstancerHandle:
 
     ``stop()`` unsubscribes the callbacks subscribed through this handle and then
     calls ``release`` once (which stops the watch if this was its last user).
+
+    On a pending broadcaster (a watch that has not answered yet), the constructor
+    waits up to ``first_answer_timeout`` seconds for the first answer, as go-kit's
+    instancers read once before returning: from then on :attr:`state` is a state
+    that was read, and ``subscribe()`` delivers it at once.  When the time runs
+    out it publishes a :class:`~kitsd.core.errors.RegistryUnavailableError` naming
+    ``source`` as the first state (the watch keeps trying; its first answer
+    replaces the error).  ``None`` (the asyncio instancers: their watch runs on
+    the caller's loop) never waits: subscribers get the first answer when it
+    arrives, never a made-up empty set.
     """
 
     def __init__(
-        self, broadcaster: Broadcaster, release: Callable[[], None] | None = None
+        self, broadcaster: Broadcaster, release: Callable[[], None] | None = None, *,
+        first_answer_timeout: float | None = None, source: str = "",
     ) -> None:
         self._broadcaster = broadcaster
         self._release = release
+        self._source = source or f"{broadcaster.kind} {broadcaster.service!r}".strip()
         self._lock = threading.Lock()
         self._callbacks: list[Callback] = []
         self._stopped = False
+        if first_answer_timeout is not None and not broadcaster.answered:
+            try:
+                self.wait_first_answer(first_answer_timeout)
+            except BaseException:  # interrupted: give the share of the watch back
+                self.stop()
+                raise
 
     @property
     def state(self) -> Event:
-        """The latest snapshot (handy for polling and debugging)."""
+        """The latest snapshot (handy for polling and debugging); the empty
+        ``Event()`` while :attr:`answered` is ``False``."""
         return self._broadcaster.state
+
+    @property
+    def answered(self) -> bool:
+        """Whether the watch has published its first answer (or error) yet."""
+        return self._broadcaster.answered
 
     def subscribe(self, callback: Callback) -> None:
         """Subscribe ``callback``: it receives the current snapshot at once, then every change.
 
-        Raises ``RuntimeError`` after ``stop()``.
+        Before the watch's first answer (an asyncio instancer's), it receives that
+        answer when it arrives instead: never a state nobody read.  Raises
+        ``RuntimeError`` after ``stop()``.
         """
         with self._lock:
             if self._stopped:
                 raise RuntimeError("instancer is stopped")
-        self._broadcaster.subscribe(callback)
+        broadcaster = self._broadcaster
+        broadcaster.subscribe(callback)
         with self._lock:
             # A stop() that ran while we subscribed did not know this registration:
             # take it back ourselves, so nothing stays subscribed after stop().
@@ -382,7 +481,25 @@ class InstancerHandle:
             if not raced_stop:
                 self._callbacks.append(callback)
         if raced_stop:
-            self._broadcaster.unsubscribe(callback)
+            broadcaster.unsubscribe(callback)
+
+    def wait_first_answer(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until the first answer has been delivered;
+        when it has not, publish the error that says so (see the class docstring)
+        and return ``False``."""
+        broadcaster = self._broadcaster
+        if broadcaster.wait_answered(timeout):
+            return True
+        gave_up = self.first_answer_late(timeout)
+        broadcaster.wait_answered(None)  # delivered to every waiting subscriber
+        return not gave_up
+
+    def first_answer_late(self, timeout: float) -> bool:
+        """If the watch has not answered yet, publish the error saying it did not
+        within ``timeout`` seconds and return ``True``; never blocks (an asyncio
+        instancer calls it from a timer on its loop)."""
+        return self._broadcaster.give_up_waiting(RegistryUnavailableError(
+            f"no answer from {self._source} within {timeout:g}s (still trying)"))
 
     def unsubscribe(self, callback: Callback) -> None:
         """Stop delivering to ``callback``; unknown callbacks are ignored."""
@@ -461,18 +578,19 @@ class SharedWatches:
 
     def acquire(
         self, key: Hashable, start: Callable[[Broadcaster], W], *, kind: str = "custom",
-        service: str = "",
+        service: str = "", pending: bool = False,
     ) -> tuple[Broadcaster, W, Callable[[], None]]:
         """Take a share of the watch for ``key``, starting it with ``start(broadcaster)``
         if none runs; returns the shared broadcaster, the watch, and an idempotent
         ``release`` that gives the share back (the last release stops the watch).
         Driver instancers pass the broadcaster and ``release`` to
         :class:`InstancerHandle`.  ``kind`` and ``service`` label the broadcaster's
-        observations (:mod:`kitsd.core.observe`)."""
+        observations (:mod:`kitsd.core.observe`); ``pending``: the broadcaster has no
+        state until the watch publishes one (see :class:`Broadcaster`)."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                broadcaster = Broadcaster(kind=kind, service=service)
+                broadcaster = Broadcaster(kind=kind, service=service, pending=pending)
                 entry = (broadcaster, start(broadcaster), [0])
                 self._entries[key] = entry
             entry[2][0] += 1

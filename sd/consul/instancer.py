@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
@@ -46,7 +45,13 @@ from kitsd.sd.consul.client import ConsulClient, agent_address, tags_tuple
 from kitsd.sd.consul.loop import LoopThread
 from kitsd.sd.consul.transport import DEFAULT_TIMEOUT, AgentSettings, settings_of
 from kitsd.sd.consul.watch import HealthQuery, run_watch
-from kitsd.sd.instancer import Broadcaster, InstancerHandle, SharedWatches
+from kitsd.sd.instancer import (
+    DEFAULT_FIRST_ANSWER_TIMEOUT,
+    Broadcaster,
+    InstancerHandle,
+    SharedWatches,
+    check_first_answer_timeout,
+)
 
 __all__ = ["AsyncConsulInstancer", "ConsulInstancer"]
 
@@ -70,16 +75,11 @@ class _ThreadWatch:
     def __init__(self, client: ConsulClient, query: HealthQuery,
                  broadcaster: Broadcaster) -> None:
         self.origin = client  # keeps id(client) in the watch key from being reused
-        self._answered = threading.Event()
         self._thread = LoopThread(
             f"kitsd-consul-watch-{query.service}",
-            lambda: run_watch(client, query, broadcaster, self._answered.set),
+            lambda: run_watch(client, query, broadcaster, _nothing),
         )
         self._thread.start()
-
-    def wait_answered(self, timeout: float) -> bool:
-        """Block until the first answer (or error) was published, at most ``timeout`` seconds."""
-        return self._answered.wait(timeout)
 
     def stop(self) -> None:
         """Cancel the query in flight (or the backoff sleep) and join the thread."""
@@ -87,6 +87,10 @@ class _ThreadWatch:
 
 
 _WATCHES = SharedWatches()
+
+
+def _nothing() -> None:
+    """The thread watch's ``answered`` hook: its broadcaster is pending instead."""
 
 
 class ConsulInstancer(InstancerHandle):
@@ -101,8 +105,11 @@ class ConsulInstancer(InstancerHandle):
     by Consul, the others here).  ``passing_only``: only instances whose checks
     all pass.  ``wait``: how long the agent may hold a blocking query (seconds,
     at most 600).  ``first_answer_timeout``: the constructor waits up to this
-    long (seconds, at most 600) for the first answer (or error) so that the
-    first subscriber sees real data; 0 does not wait.  ``owns_client``:
+    long (seconds, at most 600) for the watch's first answer (or error), so
+    every subscriber starts from real data; when none came, it gets a
+    :class:`kitsd.core.errors.RegistryUnavailableError` saying so (the watch
+    keeps trying); 0 does not wait (the first answer is sent when it comes).
+    ``owns_client``:
     ``stop()`` also closes ``client``.
 
     ``subscribe(callback)``, ``unsubscribe(callback)``, ``state`` and ``stop()``
@@ -127,12 +134,11 @@ class ConsulInstancer(InstancerHandle):
         tags: Sequence[str] = (),
         passing_only: bool = True,
         wait: float = DEFAULT_WAIT,
-        first_answer_timeout: float = 5.0,
+        first_answer_timeout: float = DEFAULT_FIRST_ANSWER_TIMEOUT,
         owns_client: bool = False,
     ) -> None:
         query = _query(service, tags, passing_only, wait)
-        first_wait = validate.seconds("first_answer_timeout", first_answer_timeout, zero=True,
-                                      maximum=600)
+        first_wait = check_first_answer_timeout(first_answer_timeout)
         validate.flag("owns_client", owns_client)
         if settings_of(client) is None and not callable(
                 getattr(getattr(client, "health", None), "service", None)):
@@ -145,11 +151,10 @@ class ConsulInstancer(InstancerHandle):
         def start(broadcaster: Broadcaster) -> _ThreadWatch:
             return _ThreadWatch(client, query, broadcaster)
 
-        broadcaster, watch, self._release_share = _WATCHES.acquire(
-            key, start, kind="consul", service=service)  # kitsd.observe labels
-        super().__init__(broadcaster, self._release_watch)
-        if first_wait > 0:
-            watch.wait_answered(first_wait)
+        broadcaster, _, self._release_share = _WATCHES.acquire(
+            key, start, kind="consul", service=service, pending=True)  # kitsd.observe labels
+        super().__init__(broadcaster, self._release_watch, first_answer_timeout=first_wait,
+                         source=f"Consul agent {agent_address(client)} (service {service!r})")
 
     @property
     def client(self) -> ConsulClient:
@@ -184,8 +189,14 @@ class AsyncConsulInstancer(InstancerHandle):
     are used exactly as :class:`ConsulInstancer` uses them (then leave those
     keywords unset).  ``tags``, ``passing_only`` and ``wait`` are as for
     :class:`ConsulInstancer`; ``timeout`` bounds connecting and answering on
-    top of ``wait`` (default 10 s).  The watch is the same coroutine, on the
-    same py-consul-over-httpx client, as :class:`ConsulInstancer`'s.
+    top of ``wait`` (default 10 s).  Subscribers are sent the watch's first
+    answer when it arrives (``subscribe()`` cannot wait for it: the watch runs
+    on the caller's loop), or after ``first_answer_timeout`` seconds (default
+    5; 0: no bound) without one a
+    :class:`kitsd.core.errors.RegistryUnavailableError` saying so; never an
+    empty set nobody read.  ``await wait_answered()`` waits for it.  The watch
+    is the same coroutine, on the same py-consul-over-httpx client, as
+    :class:`ConsulInstancer`'s.
 
     Build it inside a running event loop (else ``RuntimeError``); its watch is
     a task of that loop, not shared with other instancers.  ``stop()`` cancels
@@ -209,8 +220,10 @@ class AsyncConsulInstancer(InstancerHandle):
         wait: float = DEFAULT_WAIT,
         timeout: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        first_answer_timeout: float = DEFAULT_FIRST_ANSWER_TIMEOUT,
     ) -> None:
         query = _query(service, tags, passing_only, wait)
+        first_wait = check_first_answer_timeout(first_answer_timeout)
         if isinstance(agent, str):
             settings = AgentSettings.for_address(
                 agent, token=token, scheme="http" if scheme is None else scheme,
@@ -234,12 +247,16 @@ class AsyncConsulInstancer(InstancerHandle):
         self.service, self.tags, self.passing_only = query.service, query.tags, query.passing_only
         self.agent = settings.base_url
         self._answered = asyncio.Event()
-        broadcaster = Broadcaster(kind="consul", service=service)  # kitsd.observe labels
-        super().__init__(broadcaster, self._cancel)
+        broadcaster = Broadcaster(kind="consul", service=service,  # kitsd.observe labels
+                                  pending=True)
+        super().__init__(broadcaster, self._cancel,
+                         source=f"Consul agent {settings.base_url} (service {service!r})")
         self._task = loop.create_task(
             run_watch(settings, query, broadcaster, self._answered.set),
             name=f"kitsd-consul-watch-{query.service}",
         )
+        self._late = None if first_wait is None else loop.call_later(
+            first_wait, self.first_answer_late, first_wait)
 
     async def wait_answered(self) -> None:
         """Wait until the first answer (or error) was published (bound it with
@@ -247,6 +264,8 @@ class AsyncConsulInstancer(InstancerHandle):
         await self._answered.wait()
 
     def _cancel(self) -> None:
+        if self._late is not None:
+            self._late.cancel()
         self._task.cancel()
 
     async def aclose(self) -> None:

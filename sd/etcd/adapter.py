@@ -60,6 +60,7 @@ import importlib
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -81,6 +82,12 @@ from kitsd.sd.etcd.revision import KeyValue, WatchEvent
 __all__ = ["VENDOR_METHODS", "Login", "VendorClient", "adapt", "describe"]
 
 logger = logging.getLogger(__name__)
+
+# grpcio's connectivity polling thread (started by ``channel.subscribe``) keeps
+# watching a channel for up to 0.2 s after the last unsubscribe, and raises in its
+# thread ("Cannot monitor channel state: Channel closed!") if the channel is closed
+# meanwhile: close() waits out that window after a wait_connected().
+_GRPC_POLL_GRACE = 0.25
 
 #: Public methods a vendor client object must have to be adapted.
 VENDOR_METHODS: Final = ("get_range_response", "add_watch_prefix_callback", "cancel_watch",
@@ -130,6 +137,7 @@ class VendorClient:
         self._lock = threading.Lock()
         self._relogin = False  # etcd rejected our token: log in before the next call
         self._closed = False
+        self._polled_until = 0.0  # see _GRPC_POLL_GRACE
 
     @property
     def vendor(self) -> Any:
@@ -296,6 +304,9 @@ class VendorClient:
                     channel.unsubscribe(callback)
                 except Exception:
                     logger.debug("unsubscribing from an etcd channel failed", exc_info=True)
+            if subscriptions:
+                with self._lock:
+                    self._polled_until = time.monotonic() + _GRPC_POLL_GRACE
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -305,6 +316,9 @@ class VendorClient:
             if self._closed or not self._owned:
                 return
             self._closed = True
+            left = self._polled_until - time.monotonic()
+        if left > 0:  # grpcio's polling thread still watches the channel: let it end first
+            time.sleep(left)
         try:
             self._vendor.close()
         except Exception:

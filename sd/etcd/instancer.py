@@ -68,7 +68,13 @@ from kitsd.sd.etcd.errors import (
 from kitsd.sd.etcd.paging import DEFAULT_PAGE_SIZE, PagedRead
 from kitsd.sd.etcd.revision import PrefixView, quote_bytes
 from kitsd.sd.event import Event
-from kitsd.sd.instancer import Broadcaster, InstancerHandle, SharedWatches
+from kitsd.sd.instancer import (
+    DEFAULT_FIRST_ANSWER_TIMEOUT,
+    Broadcaster,
+    InstancerHandle,
+    SharedWatches,
+    check_first_answer_timeout,
+)
 
 __all__ = ["DEFAULT_LIVENESS_TIMEOUT", "EtcdInstancer", "PrefixWatch", "WatchEndedError"]
 
@@ -331,6 +337,9 @@ class EtcdInstancer(InstancerHandle):
     a silently broken connection (a partition) goes unreported: after half of
     it without watch traffic, a one-key read must answer within the other
     half.  ``page_size`` is how many keys one read request asks for.
+    ``first_answer_timeout`` (seconds, default 5; 0 does not wait): how long
+    the constructor waits for the first read (as go-kit's), so subscribers start
+    from the prefix's real content or an error, never from an empty set nobody read.
 
     Every ``EtcdInstancer`` for the same client object and prefix shares one
     watch; ``stop()`` releases this handle's share (the watch stops with the
@@ -348,11 +357,13 @@ class EtcdInstancer(InstancerHandle):
         *,
         liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
         page_size: int = DEFAULT_PAGE_SIZE,
+        first_answer_timeout: float = DEFAULT_FIRST_ANSWER_TIMEOUT,
     ) -> None:
         if not isinstance(prefix, str) or not prefix:
             raise MisuseError(f"etcd prefix must be a non-empty string, not {prefix!r}")
         validate.optional_seconds("liveness_timeout", liveness_timeout)
         validate.integer("page_size", page_size, minimum=1)
+        first_wait = check_first_answer_timeout(first_answer_timeout)
         adapted = adapt(client)  # TypeError for an object that is not an etcd client
         if not isinstance(adapted, EtcdReader):
             raise TypeError(f"{type(client).__name__} cannot read and watch etcd prefixes")
@@ -365,9 +376,10 @@ class EtcdInstancer(InstancerHandle):
             lambda broadcaster: PrefixWatch(
                 broadcaster, adapted, prefix, liveness_timeout=liveness_timeout,
                 page_size=page_size, name=name),
-            kind="etcd", service=prefix,  # kitsd.observe labels
+            kind="etcd", service=prefix, pending=True,  # kitsd.observe labels
         )
-        super().__init__(broadcaster, release)
+        super().__init__(broadcaster, release, first_answer_timeout=first_wait,
+                         source=f"etcd prefix {prefix!r} at {name}")
 
     @property
     def prefix(self) -> str:

@@ -42,7 +42,13 @@ from typing import Any, Final
 from kitsd.core.errors import BackendError, RegistryUnavailableError
 from kitsd.sd.backoff import ZK_WATCH, Backoff
 from kitsd.sd.event import Event
-from kitsd.sd.instancer import Broadcaster, InstancerHandle, SharedWatches
+from kitsd.sd.instancer import (
+    DEFAULT_FIRST_ANSWER_TIMEOUT,
+    Broadcaster,
+    InstancerHandle,
+    SharedWatches,
+    check_first_answer_timeout,
+)
 from kitsd.sd.zk.client import (
     Stopped,
     ZKClient,
@@ -271,22 +277,31 @@ class ZKInstancer(InstancerHandle):
     ``client`` is a ``kazoo.client.KazooClient`` (started or starting; it stays
     the caller's).  Every ``ZKInstancer`` for the same client object and path
     shares one watch; ``stop()`` releases this handle's share and is prompt.
+    ``first_answer_timeout`` (seconds, default 5; 0 does not wait): how long
+    the constructor waits for the first read of the children (as go-kit's),
+    so subscribers start from what ZooKeeper holds or an error, never from an
+    empty set nobody read.
     Raises ``TypeError`` for a client that is not a ``KazooClient`` and
     :class:`~kitsd.core.errors.MisuseError` (a ``ValueError``) for a path that is not an
     absolute node path.  Thread-safe.
     """
 
-    def __init__(self, client: ZKClient, path: str) -> None:
+    def __init__(
+        self, client: ZKClient, path: str, *,
+        first_answer_timeout: float = DEFAULT_FIRST_ANSWER_TIMEOUT,
+    ) -> None:
         normalized = check_path(path)
+        first_wait = check_first_answer_timeout(first_answer_timeout)
         check_client(client)
         self._client = client
         self._path = normalized
         broadcaster, _, release = _WATCHES.acquire(
             (id(client), normalized),
             lambda broadcaster: ChildrenWatch(broadcaster, client, normalized),
-            kind="zk", service=normalized,  # kitsd.observe labels
+            kind="zk", service=normalized, pending=True,  # kitsd.observe labels
         )
-        super().__init__(broadcaster, release)
+        super().__init__(broadcaster, release, first_answer_timeout=first_wait,
+                         source=f"ZooKeeper node {normalized!r} at {describe(client)}")
 
     @property
     def path(self) -> str:

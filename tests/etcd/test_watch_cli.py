@@ -25,3 +25,21 @@ def test_watch_prints_changes_from_etcd(
     finally:
         watch.close()
     assert watch.process.returncode == WatchProcess.INTERRUPTED
+
+
+@pytest.mark.integration
+def test_watch_count_1_prints_the_prefix_as_read_not_an_empty_set(
+    etcd_member: EtcdMember | ExternalEtcd, client: Any, prefix: str
+) -> None:
+    """Issue 15.4: the first line was "0 instances" while the key existed."""
+    import subprocess
+    import sys
+
+    client.put(f"{prefix}a", "10.0.0.1:80")
+    done = subprocess.run(
+        [sys.executable, "-m", "kitsd", "watch", f"etcd://{etcd_member.endpoint}{prefix}",
+         "--count", "1"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, done.stdout
+    assert lines[0].endswith("1 instances: 10.0.0.1:80"), done.stdout

@@ -641,3 +641,37 @@ def test_a_slow_sync_close_never_blocks_the_thread_that_published_the_change() -
         finally:
             release.set()
             publisher.join(5)
+
+
+# --- why the set is empty: registry down, or no instances (issue 15.4) ----------------------
+
+
+def test_answered_and_error_tell_an_unreachable_registry_from_an_empty_service() -> None:
+    broadcaster = Broadcaster(pending=True)
+    with Endpointer(InstancerHandle(broadcaster), Factory()) as endpointer:
+        assert (endpointer.answered, endpointer.error) == (False, None)  # nothing heard yet
+        down = ConnectionError("cannot connect to etcd at 127.0.0.1:1")
+        broadcaster.publish_error(down)
+        assert endpointer.endpoints() == []
+        assert (endpointer.answered, endpointer.error) == (False, down)  # never succeeded
+        broadcaster.publish(Event())
+        assert (endpointer.answered, endpointer.error) == (True, None)  # answered: none
+        again = ConnectionError("etcd went away")
+        broadcaster.publish_error(again)
+        assert (endpointer.answered, endpointer.error) == (True, again)  # it did answer once
+
+
+def test_error_does_not_change_what_the_endpointer_serves() -> None:
+    """The last endpoints keep serving on error (API.md): the new properties only report."""
+    broadcaster = Broadcaster(Event(("a:1",)))
+    clock = Clock()
+    with Endpointer(InstancerHandle(broadcaster), Factory(), invalidate_on_error=5.0,
+                    clock=clock) as endpointer:
+        assert endpointer.answered
+        broadcaster.publish_error(RuntimeError("registry down"))
+        assert names(endpointer.endpoints()) == ["a:1"]
+        assert isinstance(endpointer.error, RuntimeError)
+        clock.now += 10
+        with pytest.raises(RuntimeError, match="registry down"):
+            endpointer.endpoints()
+        assert endpointer.answered

@@ -11,7 +11,8 @@ from collections.abc import Hashable
 
 import pytest
 
-from kitsd.core.errors import InvalidInstanceError
+from kitsd.core.errors import InvalidInstanceError, RegistryUnavailableError
+from kitsd.core.redact import shown_address
 from kitsd.sd.event import Delta, Event
 from kitsd.sd.instance import normalize_instance
 from kitsd.sd.instancer import (
@@ -22,6 +23,7 @@ from kitsd.sd.instancer import (
     InstancerHandle,
     SharedWatches,
     Stoppable,
+    check_first_answer_timeout,
 )
 
 
@@ -428,7 +430,8 @@ def test_stop_from_another_thread_waits_for_an_inflight_delivery(no_thread_leaks
     "bad", ["", "host", "host:0", "host:65536", "host:abc", "::1:80", "a b:80"]
 )
 def test_fixed_instancer_rejects_invalid_instances_naming_them(bad: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(repr(bad))) as excinfo:
+    # (named by the redaction rule: "host:abc" shows as 'host:***', issue 16.5)
+    with pytest.raises(ValueError, match=re.escape(shown_address(bad))) as excinfo:
         FixedInstancer(["good:1", bad])
     assert isinstance(excinfo.value, InvalidInstanceError)
 
@@ -710,3 +713,160 @@ def test_apply_publishes_a_change_given_as_joins_and_leaves() -> None:
     assert broadcaster.publish(Event(("b:1",)))
     assert recorder.events[-1].delta is not None
     assert recorder.events[-1].delta.removed == ("a:1",)
+
+
+# --- a watch that has not answered yet: nothing is made up (issue 15.4) ----------------------
+
+
+def test_a_pending_broadcaster_sends_nothing_until_its_first_answer() -> None:
+    broadcaster = Broadcaster(kind="test", service="svc", pending=True)
+    seen = Recorder()
+    broadcaster.subscribe(seen)
+    assert not broadcaster.answered
+    assert seen.events == []  # the empty starting state was never read: not sent
+    broadcaster.publish(Event(("10.0.0.1:80",)))
+    assert broadcaster.answered
+    assert seen.events == [Event(("10.0.0.1:80",))]
+    later = Recorder()
+    broadcaster.subscribe(later)  # the replay is the state that was read
+    assert later.events == [Event(("10.0.0.1:80",))]
+
+
+def test_an_empty_first_answer_is_delivered_and_an_error_first_too() -> None:
+    empty = Broadcaster(pending=True)
+    seen = Recorder()
+    empty.subscribe(seen)
+    assert empty.publish(Event()) is True  # "no instances" is an answer, even if it equals ()
+    assert seen.events == [Event()]
+    assert empty.publish(Event()) is False  # and then unchanged
+    failing = Broadcaster(pending=True)
+    errors = Recorder()
+    failing.subscribe(errors)
+    boom = ConnectionError("refused")
+    failing.publish_error(boom)
+    assert errors.events == [Event((), boom)]
+    applied = Broadcaster(pending=True)
+    changes = Recorder()
+    applied.subscribe(changes)
+    assert applied.apply() is True  # an etcd-style empty first read
+    assert changes.events == [Event()]
+
+
+def test_a_pending_broadcaster_refuses_an_initial_state() -> None:
+    with pytest.raises(ValueError, match="not pending"):
+        Broadcaster(Event(("10.0.0.1:80",)), pending=True)
+
+
+def test_the_handle_waits_for_the_first_answer_and_returns_with_it_delivered() -> None:
+    broadcaster = Broadcaster(kind="test", service="svc", pending=True)
+    seen = Recorder()
+    broadcaster.subscribe(seen)  # a subscriber of the watch already waiting
+    made: list[InstancerHandle] = []
+    built = threading.Event()
+
+    def build() -> None:
+        made.append(InstancerHandle(broadcaster, first_answer_timeout=10.0))
+        built.set()
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    assert not built.wait(0.05)  # still waiting: nothing was read yet
+    broadcaster.publish(Event(("10.0.0.2:80",)))
+    assert built.wait(5)
+    builder.join(5)
+    handle = made[0]
+    assert handle.answered
+    assert handle.state == Event(("10.0.0.2:80",))
+    later = Recorder()
+    handle.subscribe(later)
+    assert later.events == seen.events == [Event(("10.0.0.2:80",))]
+    handle.stop()
+
+
+def test_the_handle_returns_only_once_the_first_answer_was_delivered() -> None:
+    """The flag is set before the delivery runs: the wait must cover the delivery."""
+    broadcaster = Broadcaster(pending=True)
+    in_delivery = threading.Event()
+    release = threading.Event()
+
+    def slow(event: Event) -> None:
+        in_delivery.set()
+        release.wait(5)
+
+    broadcaster.subscribe(slow)
+    publisher = threading.Thread(target=broadcaster.publish, args=(Event(("10.0.0.3:80",)),))
+    returned = threading.Event()
+    made: list[InstancerHandle] = []
+
+    def build() -> None:
+        made.append(InstancerHandle(broadcaster, first_answer_timeout=10.0))
+        returned.set()
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    publisher.start()
+    assert in_delivery.wait(5)
+    assert broadcaster.answered
+    assert not returned.wait(0.1), "the constructor returned while the first delivery ran"
+    release.set()
+    assert returned.wait(5)
+    publisher.join(5)
+    builder.join(5)
+    made[0].stop()
+
+
+def test_a_late_first_answer_is_an_error_naming_the_source_then_the_answer() -> None:
+    broadcaster = Broadcaster(kind="etcd", service="/svc/", pending=True)
+    seen = Recorder()
+    broadcaster.subscribe(seen)
+    handle = InstancerHandle(broadcaster, first_answer_timeout=0.05,
+                             source="etcd prefix '/svc/' at 127.0.0.1:1")
+    assert len(seen.events) == 1  # returned after 0.05 s with the error delivered
+    first = seen.events[0]
+    assert first.instances == ()
+    assert isinstance(first.error, RegistryUnavailableError)
+    assert str(first.error) == ("no answer from etcd prefix '/svc/' at 127.0.0.1:1 within"
+                                " 0.05s (still trying)")
+    assert handle.state == first
+    broadcaster.publish(Event(("10.0.0.4:80",)))  # the watch kept trying
+    assert seen.events[-1] == Event(("10.0.0.4:80",))
+    other = Recorder()
+    handle.subscribe(other)
+    assert other.events == [Event(("10.0.0.4:80",))]
+    again = InstancerHandle(broadcaster, first_answer_timeout=10.0)  # answered: no wait
+    again.stop()
+    handle.stop()
+
+
+def test_without_a_first_answer_timeout_subscribe_does_not_wait() -> None:
+    broadcaster = Broadcaster(pending=True)
+    handle = InstancerHandle(broadcaster)  # the asyncio instancers' handles
+    seen = Recorder()
+    handle.subscribe(seen)
+    assert seen.events == []
+    assert not handle.answered
+    assert handle.first_answer_late(1.0) is True
+    assert isinstance(seen.events[0].error, RegistryUnavailableError)
+    assert handle.first_answer_late(1.0) is False  # answered now (with the error)
+    handle.stop()
+
+
+def test_shared_watches_make_pending_broadcasters_on_request() -> None:
+    watches = SharedWatches()
+    broadcaster, _, release = watches.acquire("k", FakeWatch, pending=True)
+    assert not broadcaster.answered
+    release()
+    broadcaster, _, release = watches.acquire("k", FakeWatch)
+    assert broadcaster.answered
+    release()
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    (-1, ValueError), (601, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),
+    (None, TypeError), ("5", TypeError), (True, TypeError),
+])
+def test_first_answer_timeout_is_checked(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="first_answer_timeout"):
+        check_first_answer_timeout(value)
+    assert check_first_answer_timeout(0) is None
+    assert check_first_answer_timeout(2) == 2.0
