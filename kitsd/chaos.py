@@ -62,6 +62,7 @@ import httpx
 import pybreaker
 
 from kitsd import breaker, lb, sd
+from kitsd.core.redact import redact_url
 from kitsd.sd.event import Event
 
 __all__ = [
@@ -364,7 +365,7 @@ def run_chaos(
     phase_length = duration / (len(schedule) + 1)
     began = time.monotonic()
 
-    say(f"starting {registry_url or registry} ...")
+    say(f"starting {redact_url(registry_url) if registry_url else registry} ...")
     chaos = open_registry(registry, registry_url, service)
     tmp: tempfile.TemporaryDirectory[str] | None = None
     processes: list[InstanceProcess] = []

@@ -48,6 +48,8 @@ from typing import Any
 
 from kitsd import sd
 from kitsd.compose.proxy import BlackHoleProxy
+from kitsd.core.redact import redact_url, shown_address
+from kitsd.sd.instance import split_address
 
 __all__ = ["ChaosRegistry", "ConsulChaos", "EtcdChaos", "K8sChaos", "MemoryChaos",
            "open_registry"]
@@ -530,8 +532,21 @@ def open_registry(kind: str, url: str | None = None, service: str | None = None
     prefix is the service's), the instances are those already registered there.
     Raises ``ValueError`` for a URL it cannot use."""
     if url:
-        parsed = urllib.parse.urlsplit(url)
+        shown = redact_url(url)  # the URL as given may hold a password or a token
+        try:
+            parsed = urllib.parse.urlsplit(url)
+        except ValueError:
+            raise ValueError(f"--registry-url is not a URL: {shown}") from None
+        if "@" in parsed.netloc or parsed.query or parsed.fragment:
+            raise ValueError(f"--registry-url takes no credentials and no parameters "
+                             f"(kitsd chaos does not use them): {shown}")
         hosts = [host for host in parsed.netloc.split(",") if host]
+        for host in hosts:
+            try:
+                split_address(host, default_port=1)  # only the form is checked here
+            except ValueError:  # its message shows the host by the redaction rule
+                raise ValueError(f"--registry-url names a bad host:port, {shown_address(host)}:"
+                                 f" {shown}") from None
         if parsed.scheme == "etcd" and hosts:
             if service and parsed.path in ("", "/"):
                 raise ValueError("--service with etcd: give the service's prefix in the URL "
@@ -541,7 +556,7 @@ def open_registry(kind: str, url: str | None = None, service: str | None = None
         if parsed.scheme == "consul" and len(hosts) == 1:
             return ConsulChaos(agent=hosts[0], service=service)
         raise ValueError(f"--registry-url must be etcd://host:port[,host:port]/prefix/ or "
-                         f"consul://host:port, not {url!r}")
+                         f"consul://host:port, not {shown}")
     if service:
         raise ValueError("--service needs --registry-url (a service someone runs)")
     if kind == "etcd":

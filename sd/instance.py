@@ -44,7 +44,8 @@ def _check_port(value: object, port: str) -> int:
     if not port:
         raise InvalidInstanceError(value, "no port")
     if not port.isascii() or not port.isdigit():
-        raise InvalidInstanceError(value, f"port {clip(port)!r} is not a number")
+        # not echoed: a password typed where the port goes ("user:secret") lands here
+        raise InvalidInstanceError(value, "port is not a number")
     # A long run of digits is out of range; int() would refuse past 4,300 of them.
     digits = port.lstrip("0")
     number = int(digits or "0") if len(digits) <= 5 else 0

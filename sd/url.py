@@ -11,11 +11,11 @@
 from __future__ import annotations
 
 import importlib
-import re
 import urllib.parse
 from typing import Protocol, cast
 
-from kitsd.core.errors import MisuseError, clip, shown_value
+from kitsd.core.errors import MisuseError, shown_value
+from kitsd.core.redact import redact_url, shown_parameter, shown_url
 from kitsd.sd.instancer import FixedInstancer, InstancerHandle
 
 __all__ = ["instancer_from_url", "redact_url", "shown_parameter", "shown_url"]
@@ -37,52 +37,6 @@ _WANT = ("(want static://, etcd://, etcds://, consul://, consuls://, dnssrv://, 
 
 class _FromURL(Protocol):
     def instancer_from_url(self, url: urllib.parse.SplitResult) -> InstancerHandle: ...
-
-
-_PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z_-]{0,19}")
-
-
-def redact_url(url: str) -> str:
-    """``url`` fit for error messages and logs: user information replaced by ``***``
-    (everything before the last ``@``, so a password holding ``/``, ``?`` or ``#``
-    does not leak either), every query parameter value and the fragment replaced by
-    ``***``, and cut to 200 characters.  Works on URLs too broken to parse."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    rest, hash_sign, _ = rest.partition("#")
-    base, question, query = rest.partition("?")
-    if question:
-        query = re.sub(r"=[^&;]*", "=***", query)
-    shown = f"{scheme}{sep}{base}{question}{query}{'#***' if hash_sign else ''}"
-    return clip(shown, 200)
-
-
-def shown_parameter(name: str) -> str:
-    """A query parameter name fit for a message: a plain word, else ``***`` (it may
-    be a secret pasted where a name goes)."""
-    return name if _PLAIN_NAME.fullmatch(name) else "***"
-
-
-def shown_url(parsed: urllib.parse.SplitResult) -> str:
-    """A parsed URL fit for a message: ``***`` for the user part, the fragment,
-    every parameter value and any parameter name that is not a plain word, so a
-    secret put anywhere in the URL is never echoed.  Drivers' URL errors use it."""
-    host = parsed.netloc.rpartition("@")[2]
-    if "@" in parsed.netloc:
-        host = f"***@{host}"
-    pairs = urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)
-    query = "&".join(
-        f"{shown_parameter(name)}={'***' if value else ''}"
-        for name, value in pairs
-    )
-    if not pairs and parsed.query:
-        query = "***"
-    fragment = "***" if parsed.fragment else ""
-    return clip(urllib.parse.urlunsplit((parsed.scheme, host, parsed.path, query, fragment)),
-                200)
 
 
 def instancer_from_url(url: str) -> InstancerHandle:
@@ -114,7 +68,9 @@ def instancer_from_url(url: str) -> InstancerHandle:
         except MisuseError:
             raise
         except ValueError as error:  # e.g. urlsplit's lazy port check, in the driver
-            raise MisuseError(f"not a valid {scheme} URL: {redact_url(url)} ({error})") from error
+            # neither its text nor the error itself: urlsplit's says "as 'S3CRET'"
+            raise MisuseError(f"not a valid {scheme} URL: {redact_url(url)}"
+                              f" ({type(error).__name__})") from None
     raise MisuseError(
         f"unknown instancer URL scheme {parsed.scheme!r} in {redact_url(url)}"
         f" {_WANT}"

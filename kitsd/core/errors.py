@@ -56,6 +56,8 @@ import re
 from abc import ABC
 from typing import Any
 
+from kitsd.core.redact import shown_address
+
 __all__ = [
     "BackendError",
     "ConnectionFailure",
@@ -91,13 +93,16 @@ class WrongTypeError(MisuseError, TypeError):
 class InvalidInstanceError(MisuseError):
     """A string that is not a valid ``host:port`` instance.
 
-    ``.value`` holds the offending value as given.  The message shows it through
-    :func:`shown_value`: cut to 100 characters, and without anything before an ``@``
-    (``admin:secret@host:80`` shows as ``'***@host:80'``), so the error can be logged.
+    ``.value`` holds the offending value as given.  The message shows it by the
+    redaction rule of :mod:`kitsd.core.redact`: cut to 100 characters, without
+    anything before an ``@`` and without a port that is not a number
+    (``admin:secret@host:80`` shows as ``'***@host:80'``, ``host:secret`` as
+    ``'host:***'``), so the error can be logged.
     """
 
     def __init__(self, value: object, reason: str) -> None:
-        super().__init__(f"invalid instance {shown_value(value)}: {reason}")
+        shown = shown_address(value) if isinstance(value, str) else shown_value(value)
+        super().__init__(f"invalid instance {shown}: {reason}")
         self.value = value
         self.reason = reason
 

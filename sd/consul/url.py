@@ -35,9 +35,9 @@ import urllib.parse
 from dataclasses import dataclass
 
 from kitsd.core.errors import MisuseError
+from kitsd.core.redact import shown_parameter, shown_url
 from kitsd.sd.consul.client import connect
 from kitsd.sd.consul.instancer import ConsulInstancer
-from kitsd.sd.url import shown_parameter, shown_url
 
 __all__ = ["SCHEMES", "TOKEN_ENV", "ConsulURL", "instancer_from_url", "parse_url", "shown_url"]
 

@@ -39,6 +39,7 @@ from typing import Any, Final
 
 from kitsd.core import validate
 from kitsd.core.errors import InvalidInstanceError, MisuseError
+from kitsd.core.redact import shown_address, without_value
 from kitsd.sd.etcd.adapter import Login, VendorClient, _drop_call_credentials, describe
 from kitsd.sd.etcd.errors import to_backend_error
 from kitsd.sd.instance import split_address
@@ -91,7 +92,8 @@ def _split_endpoint(text: object) -> tuple[str, int]:
     try:
         return split_address(text)
     except InvalidInstanceError as error:
-        raise MisuseError(f"etcd endpoint must be host:port, not {text!r}") from error
+        raise MisuseError(f"etcd endpoint must be host:port, not {shown_address(text)}"
+                          f" ({error.reason})") from None
 
 
 def _seconds(name: str, value: object, *, allow_none: bool, allow_zero: bool = False) -> None:
@@ -151,13 +153,18 @@ def connect(
     _seconds("time_retry", time_retry, allow_none=False, allow_zero=True)
     if endpoints is not None and (isinstance(endpoints, str)
                                   or not isinstance(endpoints, Sequence)):
-        raise TypeError(f"connect() endpoints must be a list of 'host:port', not {endpoints!r}")
+        raise TypeError("connect() endpoints must be a list of 'host:port', not "
+                        f"{shown_address(endpoints)}")
     if endpoints:
         addresses = [_split_endpoint(item) for item in endpoints]
     else:
         if not isinstance(host, str) or not host:
-            raise MisuseError(f"connect() host must be a non-empty string, not {host!r}")
-        validate.integer("connect() port", port, minimum=1, maximum=65535)
+            raise MisuseError(
+                f"connect() host must be a non-empty string, not {shown_address(host)}")
+        try:
+            validate.integer("connect() port", port, minimum=1, maximum=65535)
+        except MisuseError as error:  # a string here may be a password typed in the wrong place
+            raise type(error)(without_value(error)) from None
         addresses = [_split_endpoint(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")]
     if (user is None) != (password is None):
         raise MisuseError("connect() user and password go together")

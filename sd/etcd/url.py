@@ -37,11 +37,11 @@ from typing import Any, Final
 
 from kitsd.core import validate
 from kitsd.core.errors import InvalidInstanceError, MisuseError
+from kitsd.core.redact import shown_address, shown_parameter, without_value
 from kitsd.sd.etcd.connect import close_client, connect
 from kitsd.sd.etcd.instancer import DEFAULT_LIVENESS_TIMEOUT, EtcdInstancer
 from kitsd.sd.instance import split_address
 from kitsd.sd.instancer import InstancerHandle
-from kitsd.sd.url import shown_parameter
 
 __all__ = ["PASSWORD_ENV", "USER_ENV", "EtcdURL", "instancer_from_url", "parse_url"]
 
@@ -121,7 +121,8 @@ def _split_hosts(netloc: str) -> list[str]:
         try:
             host, port = split_address(text, default_port=_DEFAULT_PORT)
         except InvalidInstanceError as error:
-            raise MisuseError(f"bad etcd host {text!r}: want host:port") from error
+            raise MisuseError(f"bad etcd host {shown_address(text)}: want host:port"
+                              f" ({error.reason})") from None
         endpoints.append(f"{host}:{port}")
     if not endpoints:
         raise MisuseError("etcd URL names no host")
@@ -172,7 +173,10 @@ def parse_url(parsed: urllib.parse.SplitResult) -> EtcdURL:
         value = _float_or_none(values[-1])
         if value is None:  # raised outside the except block: no context quoting the value
             raise MisuseError(f"etcd URL {name} must be a number of seconds")
-        seconds[name] = validate.seconds(f"etcd URL {name}", value)
+        try:
+            seconds[name] = validate.seconds(f"etcd URL {name}", value)
+        except MisuseError as error:  # URL parameter values are never echoed
+            raise MisuseError(without_value(error)) from None
     if ("cert" in files) != ("key" in files):
         raise MisuseError("etcd URL parameters cert and key go together")
     if "cert" in files and "ca" not in files:

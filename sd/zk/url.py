@@ -24,9 +24,9 @@ from typing import Any, Final
 
 from kitsd.core import validate
 from kitsd.core.errors import InvalidInstanceError, MisuseError
+from kitsd.core.redact import shown_address, shown_parameter, shown_url, without_value
 from kitsd.sd.instance import split_address
 from kitsd.sd.instancer import InstancerHandle
-from kitsd.sd.url import shown_parameter, shown_url
 from kitsd.sd.zk.client import close_client, connect
 from kitsd.sd.zk.instancer import ZKInstancer
 from kitsd.sd.zk.view import check_path
@@ -62,8 +62,8 @@ def parse_url(parsed: urllib.parse.SplitResult) -> ZKURL:
         try:
             host, port = split_address(text, default_port=_DEFAULT_PORT)
         except InvalidInstanceError as error:
-            raise MisuseError(f"bad ZooKeeper host {text!r} in {shown}: want host:port") \
-                from error
+            raise MisuseError(f"bad ZooKeeper host {shown_address(text)} in {shown}: want"
+                              f" host:port ({error.reason})") from None
         hosts.append(f"{host}:{port}")
     if not hosts:
         raise MisuseError(f"zk:// URL names no host: {shown}")
@@ -77,11 +77,15 @@ def parse_url(parsed: urllib.parse.SplitResult) -> ZKURL:
             raise MisuseError(
                 f"unknown zk:// URL parameter {shown_parameter(name)!r} in {shown} (known: timeout)"
             )
+        # the value is not echoed (see kitsd.core.redact): the message names the rule
         try:
             timeout = float(values[-1])
         except ValueError:
-            raise MisuseError(f"zk:// URL timeout must be seconds, not {values[-1]!r}") from None
-        validate.seconds("zk:// URL timeout", timeout)
+            raise MisuseError(f"zk:// URL timeout must be seconds, in {shown}") from None
+        try:
+            validate.seconds("zk:// URL timeout", timeout)
+        except MisuseError as error:  # URL parameter values are never echoed
+            raise MisuseError(f"{without_value(error)}, in {shown}") from None
     return ZKURL(",".join(hosts), path, timeout)
 
 

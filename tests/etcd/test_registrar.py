@@ -74,7 +74,10 @@ def test_bad_arguments_raise_value_error(key: str, value: str, ttl: float, error
         sd.etcd.EtcdRegistrar(object(), key, value, ttl=ttl)
     assert isinstance(raised.value, ValueError)
     if error is InvalidInstanceError:
-        assert value in str(raised.value)
+        # the value is named, but a port that is not a number is not shown (it may be a
+        # password typed in the wrong place: kitsd.core.redact)
+        assert value.partition(":")[0] in str(raised.value)
+        assert "http" not in str(raised.value)
 
 
 def test_a_client_that_is_not_one_is_a_type_error() -> None:

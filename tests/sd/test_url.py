@@ -104,7 +104,8 @@ def test_registry_schemes_dispatch_the_parsed_url_to_their_driver(
     "url", ["etcd://127.0.0.1:notaport/p/", "consul://127.0.0.1:99999/web"]
 )
 def test_a_registry_url_with_a_bad_port_raises_misuse_error_naming_it(url: str) -> None:
-    with pytest.raises(MisuseError, match=re.escape(url.split("/")[2])):
+    # a port that is not a number is named but not shown (it may be a password)
+    with pytest.raises(MisuseError, match=re.escape(url.split("/")[2].replace("notaport", "***"))):
         instancer_from_url(url)
 
 
