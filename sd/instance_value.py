@@ -1,29 +1,41 @@
 """The value a key/value registry (etcd, ZooKeeper) stores for one instance.
 
-Pure: no I/O.  Two forms are read, and written by the registrars:
+Pure: no I/O.  Three forms are read; the registrars write the first two:
 
-* plain: ``host:port`` -- the instance, with default metadata (go-kit's form);
+* plain: ``host:port`` -- the instance, with default metadata (go-kit's
+  ``sd/zk`` and ``sd/etcdv3`` registrars write what they are given, usually this);
 * JSON: ``{"address": "host:port", "weight": 3, "tags": ["a"], "meta": {"k": "v"}}``
   -- the instance and its :class:`~sd.InstanceInfo`.  Only ``address`` is
   required; other fields are ignored (room for later ones).  A value is read as
-  JSON when its first non-blank character is ``{``.
+  JSON when its first non-blank character is ``{``;
+* URL: ``scheme://host:port`` or ``scheme://host:port/`` -- the form go-kit's
+  etcd ``Service`` documentation suggests (``"http://1.2.3.4:8080"``), so go-kit
+  services write it.  The instance is ``host:port``; the scheme is not kept
+  (instances are addresses: the caller's factory speaks its protocol).  A URL
+  with user information, a path, a query or a fragment, or without a port, is
+  refused, saying which.
 
-A value that is neither (bad JSON, a missing or invalid address, a weight that is
-not an int >= 0, tags that are not strings, meta that is not string -> string) is
-refused with a :class:`BadValue` saying why, so the watch can skip it with a
-warning, as it skips a bad plain value.
+A value that is none of these (bad JSON, a missing or invalid address, a weight
+that is not an int >= 0, tags that are not strings, meta that is not string ->
+string) is refused with a :class:`BadValue` saying why, so the watch can skip it
+with a warning; :func:`shown` is the value as that warning may show it.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import urllib.parse
 from typing import Any
 
 from kitsd.core.errors import InvalidInstanceError, MisuseError
+from kitsd.core.redact import redact_address, redact_url
 from kitsd.sd.instance import normalize_instance
 from kitsd.sd.instance_info import DEFAULT_INFO, InstanceInfo
 
-__all__ = ["BadValue", "decode_value", "encode_value"]
+__all__ = ["BadValue", "decode_value", "encode_value", "shown"]
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
 class BadValue(MisuseError):
@@ -39,7 +51,10 @@ def decode_value(text: str) -> tuple[str, InstanceInfo]:
 
     Raises :class:`BadValue` (with a short ``reason``) for anything else.
     """
-    if not text.lstrip().startswith("{"):
+    stripped = text.strip()
+    if not stripped.startswith("{"):
+        if "://" in stripped:
+            return _from_url(stripped), DEFAULT_INFO
         try:
             return normalize_instance(text), DEFAULT_INFO
         except InvalidInstanceError as error:
@@ -58,6 +73,48 @@ def decode_value(text: str) -> tuple[str, InstanceInfo]:
     except InvalidInstanceError as error:
         raise BadValue(f'"address" is not an instance: {error.reason}') from error
     return instance, _info(document)
+
+
+def _from_url(text: str) -> str:
+    """The instance in a ``scheme://host:port[/]`` value; :class:`BadValue` saying what
+    else the URL carries, never showing user information."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
+        # urlsplit would drop a tab or a newline and read "ev\nil.com" as "evil.com"
+        raise BadValue("a URL value with control characters")
+    scheme = text.partition("://")[0]
+    if _SCHEME.fullmatch(scheme) is None:
+        raise BadValue("not an instance: host:port, a JSON object, or a URL"
+                       " scheme://host:port (as http://10.0.0.1:8080)")
+    try:
+        parsed = urllib.parse.urlsplit(text)
+    except ValueError:
+        raise BadValue("a URL value that cannot be parsed (want scheme://host:port)") \
+            from None
+    if "@" in parsed.netloc:
+        raise BadValue("a URL value with user information ('user:password@'): want"
+                       " scheme://host:port")
+    for part, what in ((parsed.path not in ("", "/"), "a path"), (parsed.query, "a query"),
+                       (parsed.fragment, "a fragment")):
+        if part:
+            raise BadValue(f"a URL value with {what}: an instance is scheme://host:port[/]"
+                           " (the registry stores addresses, not endpoints)")
+    try:
+        return normalize_instance(parsed.netloc)
+    except InvalidInstanceError as error:
+        if error.reason == "no port":
+            raise BadValue(f"a URL value without a port: want {scheme}://host:port (the"
+                           " default port of a scheme is not assumed)") from None
+        raise BadValue(f"a URL value whose host:port is invalid: {error.reason}") from None
+
+
+def shown(text: str) -> str:
+    """``text`` as a warning may show it: by :mod:`kitsd.core.redact`'s rule (user
+    information and a port that is not a number are ``***``, a URL's query and
+    fragment too), so a credential stored in a registry value is not logged."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        return text
+    return redact_url(stripped) if "://" in stripped else redact_address(text)
 
 
 def _info(document: dict[str, Any]) -> InstanceInfo:

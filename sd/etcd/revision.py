@@ -63,7 +63,7 @@ from types import MappingProxyType
 from typing import Final, Literal
 
 from kitsd.sd.instance_info import DEFAULT_INFO, NO_INFO, InstanceInfo
-from kitsd.sd.instance_value import BadValue, decode_value
+from kitsd.sd.instance_value import BadValue, decode_value, shown
 
 __all__ = ["MAX_QUOTED", "KeyValue", "Phase", "PrefixView", "WatchEvent", "decode_entry",
            "decode_instance", "quote_bytes"]
@@ -126,7 +126,8 @@ def decode_entry(
         return decode_value(text)
     except BadValue as error:
         logger.warning("skipping %s key %s: value %s: %s", source, quote_bytes(key),
-                       quote_bytes(text), quote_bytes(error.reason, 2 * MAX_QUOTED)[1:-1])
+                       quote_bytes(shown(text)),
+                       quote_bytes(error.reason, 2 * MAX_QUOTED)[1:-1])
         return None
 
 

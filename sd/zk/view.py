@@ -47,6 +47,7 @@ from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.sd.instance import normalize_instance
 from kitsd.sd.instance_info import InstanceInfo
 from kitsd.sd.instance_value import BadValue, decode_value
+from kitsd.sd.instance_value import shown as shown_value
 
 __all__ = [
     "ChildrenView",
@@ -108,8 +109,8 @@ def decode_entry(
     try:
         return decode_value(text)
     except BadValue as error:
-        logger.warning("skipping %s child %r: value %s: %s", source, name, shown(text),
-                       brief(error.reason))
+        logger.warning("skipping %s child %r: value %s: %s", source, name,
+                       shown(shown_value(text)), brief(error.reason))
         return None
 
 

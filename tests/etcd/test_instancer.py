@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import pytest
 
-from kitsd import sd
+from kitsd import lb, sd
 from kitsd.compose.etcd import EtcdMember, ExternalEtcd
 from kitsd.compose.process import free_ports
 from kitsd.core.errors import (
@@ -263,6 +263,51 @@ def test_reads_then_watches(client: Any, prefix: str) -> None:
 
 
 @pytest.mark.integration
+def test_the_first_event_is_the_prefix_as_read_never_an_empty_set(
+    client: Any, prefix: str
+) -> None:
+    """Issue 15.4: ``Event(())`` came first, then the real set 10-30 ms later."""
+    client.put(f"{prefix}a", "10.0.0.1:80")
+    for _ in range(5):  # a fresh watch each time
+        with sd.etcd.EtcdInstancer(client, prefix) as instancer:
+            recorder = Recorder()
+            instancer.subscribe(recorder)
+            assert recorder.events == [Event(("10.0.0.1:80",))]
+    with sd.etcd.EtcdInstancer(client, prefix) as instancer, \
+            sd.Endpointer(instancer, lambda instance: lambda request: instance) as endpointer:
+        # built and called at once: no NoEndpointsError
+        assert lb.RoundRobin(endpointer).endpoint()(None) == "10.0.0.1:80"
+        assert endpointer.answered
+        assert endpointer.error is None
+
+
+@pytest.mark.integration
+def test_an_empty_prefix_is_answered_as_empty(client: Any, prefix: str) -> None:
+    with sd.etcd.EtcdInstancer(client, prefix) as instancer, \
+            sd.Endpointer(instancer, lambda instance: lambda request: instance) as endpointer:
+        assert instancer.answered
+        assert endpointer.answered
+        assert endpointer.instances == ()
+
+
+def test_an_unreachable_etcd_is_the_first_event_not_an_empty_set(no_thread_leaks: None) -> None:
+    host, port = _dead_endpoint()
+    client = sd.etcd.connect(host, port, timeout=1)
+    try:
+        with sd.etcd.EtcdInstancer(client, "/svc/") as instancer:
+            recorder = Recorder()
+            instancer.subscribe(recorder)
+            first = recorder.events[0]
+            assert isinstance(first.error, RegistryUnavailableError), recorder.events
+            assert first.instances == ()
+            with sd.Endpointer(instancer, lambda i: lambda r: i) as endpointer:
+                assert not endpointer.answered
+                assert isinstance(endpointer.error, RegistryUnavailableError)
+    finally:
+        sd.etcd.close_client(client)
+
+
+@pytest.mark.integration
 def test_subscribers_share_one_watch(client: Any, prefix: str) -> None:
     first = sd.etcd.EtcdInstancer(client, prefix)
     second = sd.etcd.EtcdInstancer(client, prefix)
@@ -302,6 +347,32 @@ def test_bad_values_are_skipped_and_the_watch_goes_on(
     assert "UTF-8" in messages
     assert "no-port" in messages
     assert "no port" in messages
+
+
+@pytest.mark.integration
+def test_go_kit_url_values_are_served_and_the_rest_refused_for_the_true_reason(
+    client: Any, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 15.4: ``http://1.2.3.4:8080`` (go-kit's etcd documentation) was skipped as
+    "IPv6 hosts must be in brackets"."""
+    caplog.set_level(logging.WARNING, logger="kitsd.sd.etcd.revision")
+    client.put(f"{prefix}a", "http://10.0.0.1:8080")
+    client.put(f"{prefix}b", "https://10.0.0.2:8443/")
+    client.put(f"{prefix}c", "10.0.0.3:80")
+    client.put(f"{prefix}no-port", "http://10.0.0.9")
+    client.put(f"{prefix}path", "http://10.0.0.9:80/api")
+    client.put(f"{prefix}creds", "http://u:S3CRET@10.0.0.9:80")
+    with sd.etcd.EtcdInstancer(client, prefix) as instancer:
+        assert instancer.state == Event(("10.0.0.1:8080", "10.0.0.2:8443", "10.0.0.3:80"))
+        client.put(f"{prefix}d", "http://10.0.0.4:8080")  # a watched change, same form
+        wait_for(instances_are(instancer, "10.0.0.1:8080", "10.0.0.2:8443", "10.0.0.3:80",
+                               "10.0.0.4:8080"), 5, "the watched URL value")
+    messages = "\n".join(record.getMessage() for record in caplog.records)
+    assert "IPv6" not in messages
+    assert "without a port" in messages
+    assert "with a path" in messages
+    assert "user information" in messages
+    assert "S3CRET" not in messages
 
 
 @pytest.mark.integration
