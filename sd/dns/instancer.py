@@ -8,7 +8,11 @@ runs :func:`watch_srv`, a coroutine, on a private event loop in its own
 thread:
 
 1. look the name up (:func:`sd.dns.resolver.lookup`, dnspython's asyncio
-   resolver), with the targets' addresses unless ``resolve=False``;
+   resolver), with the targets' addresses unless ``resolve=False``: targets
+   without glue at most :data:`sd.dns.resolver.MAX_TARGET_LOOKUPS` at a time,
+   within one lookup ``timeout``, remembered as :class:`sd.dns.srv.TargetCache`
+   says (negative answers too); a target whose lookup fails is left out (or
+   keeps its last addresses), the others are published;
 2. translate the answer (:func:`sd.dns.srv.translate`: bad records skipped
    with a warning, once while they stay) and publish the instances, with each
    record's weight, priority and target as metadata (:func:`sd.dns.srv.infos_of`);
@@ -49,9 +53,22 @@ from kitsd.sd.dns.resolver import (
     make_resolver,
     parse_server,
 )
-from kitsd.sd.dns.srv import RefreshPolicy, SRVInstance, infos_of, instances_of, translate
+from kitsd.sd.dns.srv import (
+    RefreshPolicy,
+    SRVInstance,
+    TargetCache,
+    infos_of,
+    instances_of,
+    translate,
+)
 from kitsd.sd.event import Event
-from kitsd.sd.instancer import Broadcaster, InstancerHandle, SharedWatches
+from kitsd.sd.instancer import (
+    DEFAULT_FIRST_ANSWER_TIMEOUT,
+    Broadcaster,
+    InstancerHandle,
+    SharedWatches,
+    check_first_answer_timeout,
+)
 
 __all__ = ["AsyncSRVInstancer", "SRVInstancer", "SRVWatch", "watch_srv"]
 
@@ -77,12 +94,13 @@ async def watch_srv(
     docstring).  ``on_answer`` receives every translated answer (priorities and weights
     included)."""
     backoff = Backoff(curve=policy.retry_curve(), rng=rng)
+    targets = TargetCache(max_ttl=policy.longest)  # what glue-less targets resolved to
     where = describe(resolver)
     source = f"SRV {name} at {where}"
     warned: set[str] = set()  # bad records of the last answer: logged once, not per refresh
     while True:
         try:
-            answer = await lookup(resolver, name, resolve=resolve, tcp=tcp)
+            answer = await lookup(resolver, name, resolve=resolve, tcp=tcp, targets=targets)
         except NoRecords:
             translated: tuple[SRVInstance, ...] = ()
             delay = policy.after_empty()
@@ -105,7 +123,7 @@ async def watch_srv(
         else:
             skipped: list[str] = []
             translated = translate(answer.records, answer.addresses, source=source,
-                                   skipped=skipped)
+                                   skipped=skipped, failed=answer.failed_targets)
             for message in skipped:
                 if message not in warned:
                     logger.warning("%s", message)
@@ -217,6 +235,9 @@ class SRVInstancer(InstancerHandle):
       look again (a TTL of 0, as Consul sends, means every ``min_ttl``);
       ``interval``: a fixed period instead, as go-kit.
     * ``timeout``: seconds one lookup may take.
+    * ``first_answer_timeout`` (seconds, default 5; 0 does not wait): how long
+      the constructor waits for the first lookup (as go-kit's), so subscribers
+      start from a real answer or an error, never from an empty set nobody read.
     * ``tcp``: ``True`` (default) asks over TCP, so the answer is complete:
       Consul's DNS sends at most 3 records over UDP (``udp_answer_limit``), a
       different 3 each time, without marking the answer truncated.  ``False``
@@ -245,10 +266,12 @@ class SRVInstancer(InstancerHandle):
         interval: float | None = None,
         timeout: float = 5.0,
         tcp: bool = True,
+        first_answer_timeout: float = DEFAULT_FIRST_ANSWER_TIMEOUT,
     ) -> None:
         checked, server, policy, seconds = _settings(
             name, resolver, resolve, min_ttl, max_ttl, interval, timeout, tcp
         )
+        first_wait = check_first_answer_timeout(first_answer_timeout)
         self._name = checked
         self._server = server
         key = (checked.lower().rstrip("."), server, resolve, policy, seconds, tcp)
@@ -256,10 +279,11 @@ class SRVInstancer(InstancerHandle):
             key,
             lambda broadcaster: SRVWatch(broadcaster, checked, server=server, resolve=resolve,
                                          policy=policy, timeout=seconds, tcp=tcp),
-            kind="dns", service=checked,  # kitsd.observe labels
+            kind="dns", service=checked, pending=True,  # kitsd.observe labels
         )
         self._watch = watch
-        super().__init__(broadcaster, release)
+        super().__init__(broadcaster, release, first_answer_timeout=first_wait,
+                         source=f"SRV {checked} at {_where(server)}")
 
     @property
     def name(self) -> str:
@@ -272,9 +296,14 @@ class SRVInstancer(InstancerHandle):
         return self._watch.records
 
     def __repr__(self) -> str:
-        server = self._server
-        where = "system resolver" if server is None else f"{server[0]}:{server[1]}"
-        return f"SRVInstancer({self._name!r}, resolver={where!r})"
+        return f"SRVInstancer({self._name!r}, resolver={_where(self._server)!r})"
+
+
+def _where(server: tuple[str, int] | None) -> str:
+    if server is None:
+        return "system resolver"
+    host = f"[{server[0]}]" if ":" in server[0] else server[0]
+    return f"{host}:{server[1]}"
 
 
 class AsyncSRVInstancer(InstancerHandle):
@@ -284,6 +313,12 @@ class AsyncSRVInstancer(InstancerHandle):
     Must be created inside a running loop.  ``stop()`` cancels the task (from any
     thread); ``await aclose()`` (or leaving ``async with``) also waits until it has
     ended, so nothing is left running.  Not shared between instancers.
+
+    ``subscribe()`` cannot wait for the first lookup (it runs on the caller's
+    loop): subscribers are sent the first answer when it arrives, or after
+    ``first_answer_timeout`` seconds without one a
+    :class:`~kitsd.core.errors.RegistryUnavailableError` saying so; never an
+    empty set nobody read.
     """
 
     def __init__(
@@ -297,19 +332,24 @@ class AsyncSRVInstancer(InstancerHandle):
         interval: float | None = None,
         timeout: float = 5.0,
         tcp: bool = True,
+        first_answer_timeout: float = DEFAULT_FIRST_ANSWER_TIMEOUT,
     ) -> None:
         checked, server, policy, seconds = _settings(
             name, resolver, resolve, min_ttl, max_ttl, interval, timeout, tcp
         )
+        first_wait = check_first_answer_timeout(first_answer_timeout)
         self._loop = asyncio.get_running_loop()
         self._name = checked
         self._records: tuple[SRVInstance, ...] = ()
-        broadcaster = Broadcaster(kind="dns", service=checked)  # kitsd.observe labels
+        broadcaster = Broadcaster(kind="dns", service=checked,  # kitsd.observe labels
+                                  pending=True)
         self._task = self._loop.create_task(watch_srv(
             broadcaster, make_resolver(server, timeout=seconds), checked, resolve=resolve,
             policy=policy, rng=random.Random(), tcp=tcp, on_answer=self._remember,
         ), name=f"kitsd-dns-watch {checked}")
-        super().__init__(broadcaster, self._cancel)
+        super().__init__(broadcaster, self._cancel, source=f"SRV {checked} at {_where(server)}")
+        self._late = None if first_wait is None else self._loop.call_later(
+            first_wait, self.first_answer_late, first_wait)
 
     def _remember(self, records: tuple[SRVInstance, ...]) -> None:
         self._records = records
@@ -324,11 +364,16 @@ class AsyncSRVInstancer(InstancerHandle):
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
+        late = self._late
         if running is self._loop:
             self._task.cancel()
+            if late is not None:
+                late.cancel()
         else:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the task is gone
                 self._loop.call_soon_threadsafe(self._task.cancel)
+                if late is not None:
+                    self._loop.call_soon_threadsafe(late.cancel)
 
     async def aclose(self) -> None:
         """Stop and wait until the watch task has ended; idempotent."""

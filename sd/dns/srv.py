@@ -33,13 +33,28 @@ timeout, SERVFAIL, refused, ...   backoff, 0.1 s doubling, never longer than
                                   the longest regular wait (publish the error,
                                   keep the last instances)
 ================================  ===========================================
+
+``min_ttl`` and ``interval`` are at least :data:`MIN_REFRESH` seconds: a name is
+never looked up more than ten times a second, whatever its TTL says.
+
+Targets without glue (:class:`TargetCache`): each is looked up on its own, and
+what it resolved to is remembered --
+
+* addresses for their TTL (a TTL of 0 asks again at the next refresh);
+* "no address" (NXDOMAIN, or neither A nor AAAA) for the negative TTL of the
+  answer's SOA (RFC 2308), but at least :data:`NEGATIVE_TTL` seconds, doubling
+  while the target keeps having no address, never longer than ``max_ttl``:
+  200 targets that never resolve cost a few queries a minute, not 200 per
+  refresh;
+* a failed lookup (timeout, SERVFAIL) is not remembered: the target keeps its
+  last addresses, if it had any, and is asked again at the next refresh.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kitsd.core import validate
@@ -50,9 +65,12 @@ from kitsd.sd.instance_info import InstanceInfo
 
 __all__ = [
     "DNS_RETRY",
+    "MIN_REFRESH",
+    "NEGATIVE_TTL",
     "RefreshPolicy",
     "SRVInstance",
     "SRVRecord",
+    "TargetCache",
     "brief",
     "infos_of",
     "instances_of",
@@ -64,6 +82,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _SHOWN = 64
+
+#: Seconds: the shortest ``min_ttl`` or ``interval`` a watch accepts.
+MIN_REFRESH = 0.1
+#: Seconds a target without an address is not asked again, at least (doubling after).
+NEGATIVE_TTL = 5.0
 
 
 def brief(text: str, limit: int = 160) -> str:
@@ -112,6 +135,7 @@ def translate(
     *,
     source: str = "DNS",
     skipped: list[str] | None = None,
+    failed: Collection[str] = (),
 ) -> tuple[SRVInstance, ...]:
     """The instances in an SRV answer, sorted by instance string.
 
@@ -119,7 +143,8 @@ def translate(
     addresses; ``None`` keeps target names as hosts.  Bad records are skipped
     with a warning naming ``source`` -- or, given a ``skipped`` list, with the
     warning appended to it (a watch re-resolving every second logs each bad
-    record once, not every second).  Nothing here raises on registry data.
+    record once, not every second).  ``failed`` names targets whose address lookup
+    failed (said so in their warning).  Nothing here raises on registry data.
     """
 
     def skip(message: str) -> None:
@@ -143,7 +168,9 @@ def translate(
         else:
             hosts = addresses.get(target, ())
             if not hosts:
-                skip(f"skipping SRV target {shown(target)} of {source}: it has no address")
+                why = ("its address lookup failed (asked again at the next refresh)"
+                       if target in failed else "it has no address")
+                skip(f"skipping SRV target {shown(target)} of {source}: {why}")
                 continue
         for host in hosts:
             try:
@@ -203,12 +230,12 @@ class RefreshPolicy:
     interval: float | None = None
 
     def __post_init__(self) -> None:
-        validate.seconds("min_ttl", self.min_ttl)
+        # a name is looked up at most ten times a second, whatever its TTL says
+        validate.seconds("min_ttl", self.min_ttl, minimum=MIN_REFRESH)
         validate.seconds("max_ttl", self.max_ttl)
-        validate.optional_seconds("interval", self.interval)
+        validate.optional_seconds("interval", self.interval, minimum=MIN_REFRESH)
         if self.min_ttl > self.max_ttl:
-            raise MisuseError(f"min_ttl ({self.min_ttl!r}) must not exceed max_ttl "
-                              f"({self.max_ttl!r})")
+            raise MisuseError("min_ttl must not exceed max_ttl")
 
     def after_answer(self, ttl: float) -> float:
         """Seconds until the next lookup after an answer with records of TTL ``ttl``."""
@@ -228,3 +255,65 @@ class RefreshPolicy:
     def retry_curve(self) -> Curve:
         """The backoff curve after failed lookups (:data:`DNS_RETRY`, capped)."""
         return DNS_RETRY.capped(self.longest)
+
+
+@dataclass(slots=True)
+class _Target:
+    addresses: tuple[str, ...]  # () : no address
+    expires: float
+    misses: int = 0  # negative answers in a row
+
+
+class TargetCache:
+    """What each SRV target without glue resolved to, and until when (see the module
+    docstring).  Pure: every method takes ``now``; one per watch, used from its loop.
+
+    ``max_ttl`` caps every lifetime (the watch's ``max_ttl``).
+    """
+
+    def __init__(self, *, max_ttl: float = 300.0) -> None:
+        self._max_ttl = max_ttl
+        self._targets: dict[str, _Target] = {}
+
+    def fresh(self, target: str, now: float) -> tuple[str, ...] | None:
+        """The addresses remembered for ``target`` (``()``: it has none) while still
+        valid at ``now``; ``None`` when it must be looked up."""
+        entry = self._targets.get(target)
+        if entry is None or now >= entry.expires:
+            return None
+        return entry.addresses
+
+    def left(self, target: str, now: float) -> float:
+        """Seconds the entry of ``target`` stays valid (0 when there is none)."""
+        entry = self._targets.get(target)
+        return 0.0 if entry is None else max(0.0, entry.expires - now)
+
+    def stale(self, target: str) -> tuple[str, ...]:
+        """The last addresses ``target`` resolved to, even expired (``()`` if none):
+        what a target whose lookup failed keeps."""
+        entry = self._targets.get(target)
+        return () if entry is None else entry.addresses
+
+    def resolved(self, target: str, addresses: Sequence[str], ttl: float, now: float) -> None:
+        """``target`` resolved to ``addresses`` with TTL ``ttl``."""
+        self._targets[target] = _Target(tuple(addresses), now + min(max(ttl, 0.0),
+                                                                    self._max_ttl))
+
+    def missing(self, target: str, negative_ttl: float | None, now: float) -> float:
+        """``target`` has no address (its SOA's negative TTL, if the answer had one);
+        returns for how long that is remembered."""
+        entry = self._targets.get(target)
+        misses = entry.misses + 1 if entry is not None and not entry.addresses else 1
+        backoff = NEGATIVE_TTL * float(2 ** min(misses - 1, 16))
+        lifetime = min(self._max_ttl, max(backoff, negative_ttl or 0.0))
+        self._targets[target] = _Target((), now + lifetime, misses)
+        return lifetime
+
+    def keep_only(self, targets: Iterable[str]) -> None:
+        """Forget every target not in ``targets`` (those the last answer named)."""
+        wanted = set(targets)
+        for target in [name for name in self._targets if name not in wanted]:
+            del self._targets[target]
+
+    def __len__(self) -> int:
+        return len(self._targets)

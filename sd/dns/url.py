@@ -22,8 +22,9 @@ from __future__ import annotations
 import urllib.parse
 
 from kitsd.core.errors import MisuseError
+from kitsd.core.redact import shown_parameter, shown_url, without_value
 from kitsd.sd.dns.instancer import SRVInstancer
-from kitsd.sd.url import shown_parameter, shown_url
+from kitsd.sd.dns.resolver import parse_server
 
 __all__ = ["instancer_from_url"]
 
@@ -62,16 +63,27 @@ def instancer_from_url(parsed: urllib.parse.SplitResult) -> SRVInstancer:
     tcp_text = once.get("tcp", "1").lower()
     if tcp_text not in _TRUE | _FALSE:
         raise MisuseError(f"tcp must be 1 or 0 in {shown}")
+    # Parameter values are never echoed (kitsd.core.redact): messages name the rule.
     seconds: dict[str, float] = {}
     for key in _SECONDS:
         if key in once:
             try:
                 seconds[key] = float(once[key])
             except ValueError:
-                raise MisuseError(f"{key} must be seconds, not {once[key]!r}, in {shown}") \
-                    from None
+                raise MisuseError(f"{key} must be seconds, in {shown}") from None
+    server = once.get("server")
     try:
-        return SRVInstancer(name, resolver=once.get("server"), resolve=resolve_text in _TRUE,
+        if server is not None:
+            parse_server(server)
+    except MisuseError:
+        raise MisuseError(f"server must be an IP address with an optional port, as "
+                          f"127.0.0.1:8600, in {shown}") from None
+    except ImportError as error:
+        raise MisuseError(f"dnssrv:// needs the dns driver: {error}") from error
+    try:
+        return SRVInstancer(name, resolver=server, resolve=resolve_text in _TRUE,
                             tcp=tcp_text in _TRUE, **seconds)
     except ImportError as error:
         raise MisuseError(f"dnssrv:// needs the dns driver: {error}") from error
+    except MisuseError as error:  # URL parameter values are never echoed
+        raise MisuseError(f"{without_value(error)} in {shown}") from None

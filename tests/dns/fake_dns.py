@@ -3,13 +3,17 @@
 ``ScriptedDNS(handler)`` answers each query with ``handler(query)``: a
 ``dns.message.Message`` to send, or ``None`` to stay silent (a timeout).  It
 speaks real DNS over real sockets, so the whole resolver path is exercised;
-``transports`` records which transport each query came over.
+``transports`` records which transport each query came over.  With
+``concurrent=True`` each TCP connection is served by a thread of its own,
+``most_connections`` is the largest number open at once and ``most_in_flight`` the
+largest number of queries waiting for their answer at once (a client's fan-out).
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 import dns.message
@@ -24,14 +28,22 @@ Handler = Callable[[dns.message.Message], dns.message.Message | None]
 class ScriptedDNS:
     """A UDP DNS server on ``127.0.0.1:port`` answering with ``handler``; ``close()`` stops it."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, concurrent: bool = False) -> None:
         self.handler = handler
         self.queries: list[tuple[str, str]] = []
+        self.query_times: list[float] = []
         self.transports: list[str] = []
+        self.concurrent = concurrent
+        self.open_connections = 0
+        self.most_connections = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._count_lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
         self._sock, self._listener = _udp_and_tcp_on_one_port()
         self._sock.settimeout(0.05)
         self.port = self._sock.getsockname()[1]
-        self._listener.listen(16)
+        self._listener.listen(1024 if concurrent else 16)
         self._listener.settimeout(0.05)
         self._connections: list[socket.socket] = []
         self._stop = threading.Event()
@@ -49,9 +61,17 @@ class ScriptedDNS:
     def _answer(self, data: bytes, transport: str) -> bytes | None:
         query = dns.message.from_wire(data)
         question = query.question[0]
+        self.query_times.append(time.monotonic())
         self.queries.append((question.name.to_text(), dns.rdatatype.to_text(question.rdtype)))
         self.transports.append(transport)
-        answer = self.handler(query)
+        with self._count_lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            answer = self.handler(query)
+        finally:
+            with self._count_lock:
+                self.in_flight -= 1
         return None if answer is None else answer.to_wire()
 
     def _serve_tcp(self) -> None:
@@ -62,6 +82,19 @@ class ScriptedDNS:
                 continue
             except OSError:
                 return
+            if self.concurrent:
+                worker = threading.Thread(target=self._serve_connection, args=(connection,),
+                                          name="scripted-dns-conn", daemon=True)
+                self._workers.append(worker)
+                worker.start()
+            else:
+                self._serve_connection(connection)
+
+    def _serve_connection(self, connection: socket.socket) -> None:
+        with self._count_lock:
+            self.open_connections += 1
+            self.most_connections = max(self.most_connections, self.open_connections)
+        try:
             connection.settimeout(5)
             held = False
             try:
@@ -87,6 +120,9 @@ class ScriptedDNS:
             finally:
                 if not held:
                     connection.close()
+        finally:
+            with self._count_lock:
+                self.open_connections -= 1
 
     @property
     def address(self) -> str:
@@ -108,6 +144,8 @@ class ScriptedDNS:
         self._stop.set()
         self._thread.join(5)
         self._tcp_thread.join(5)
+        for worker in self._workers:
+            worker.join(5)
         for connection in self._connections:
             connection.close()
         self._sock.close()

@@ -58,14 +58,14 @@ async def test_async_instancer_runs_on_the_loop_without_a_thread(
         callers.add(threading.current_thread())
         events.append(event)
 
-    async with AsyncSRVInstancer(NAME, resolver=server.address, min_ttl=0.05,
+    async with AsyncSRVInstancer(NAME, resolver=server.address, min_ttl=0.1,
                                  timeout=0.5) as instancer:
         instancer.subscribe(on_event)
         await async_wait_for(lambda: bool(events) and events[-1].instances == ("10.0.0.1:8080",))
         assert instancer.records[0].weight == 1
         assert set(threading.enumerate()) == threads, "no thread of its own"
         script.mode = "servfail"
-        await async_wait_for(lambda: events[-1].error is not None)
+        await async_wait_for(lambda: bool(events) and events[-1].error is not None)
         assert isinstance(events[-1].error, RegistryUnavailableError)
         assert events[-1].instances == ("10.0.0.1:8080",)
         script.mode = "records"
@@ -105,9 +105,36 @@ async def test_bad_arguments_start_no_task(kwargs: dict[str, object], error: typ
 
 
 async def test_event_stream_over_the_thread_driver(server: ScriptedDNS) -> None:
-    with SRVInstancer(NAME, resolver=server.address, min_ttl=0.05, timeout=0.5) as instancer:
+    with SRVInstancer(NAME, resolver=server.address, min_ttl=0.1, timeout=0.5) as instancer:
         async with sd.EventStream(instancer) as stream:
             async for event in stream:
                 if event.instances:
                     assert event.instances == ("10.0.0.1:8080",)
                     break
+
+
+async def test_the_async_instancer_sends_the_first_answer_not_an_empty_set(
+    server: ScriptedDNS, script: Script
+) -> None:
+    events: list[sd.Event] = []
+    async with AsyncSRVInstancer(NAME, resolver=server.address, min_ttl=0.1,
+                                 timeout=0.5) as instancer:
+        instancer.subscribe(events.append)  # before the watch task ran at all
+        assert events == []  # nothing read yet: nothing sent
+        await async_wait_for(lambda: bool(events))
+        assert events[0].instances == ("10.0.0.1:8080",)
+        assert instancer.answered
+
+
+async def test_the_async_instancer_reports_a_late_first_answer(
+    server: ScriptedDNS, script: Script
+) -> None:
+    script.mode = "silent"
+    events: list[sd.Event] = []
+    async with AsyncSRVInstancer(NAME, resolver=server.address, timeout=30.0,
+                                 first_answer_timeout=0.05) as instancer:
+        instancer.subscribe(events.append)
+        await async_wait_for(lambda: bool(events))
+        assert events[0].instances == ()
+        assert isinstance(events[0].error, RegistryUnavailableError)
+        assert "within 0.05s" in str(events[0].error)

@@ -60,7 +60,7 @@ def server(script: Script) -> Iterator[ScriptedDNS]:
 
 
 def watch(server: ScriptedDNS, **options: object) -> tuple[SRVInstancer, list[sd.Event]]:
-    options.setdefault("min_ttl", 0.05)
+    options.setdefault("min_ttl", 0.1)
     options.setdefault("timeout", 0.5)
     instancer = SRVInstancer(NAME, resolver=server.address, **options)  # type: ignore[arg-type]
     events: list[sd.Event] = []
@@ -131,7 +131,7 @@ def test_servfail_and_timeout_publish_an_error_and_keep_the_instances(
 
 def test_refresh_follows_the_ttl(server: ScriptedDNS, script: Script) -> None:
     script.ttl = 0  # Consul's TTL: re-resolve every min_ttl
-    instancer, events = watch(server, min_ttl=0.05)
+    instancer, events = watch(server, min_ttl=0.1)
     with instancer:
         wait_for(lambda: srv_queries(server) >= 4, what="lookups every min_ttl")
         script.records = ["1 1 8081 a.example.test."]
@@ -140,7 +140,7 @@ def test_refresh_follows_the_ttl(server: ScriptedDNS, script: Script) -> None:
 
 def test_a_long_ttl_is_not_re_resolved_early(server: ScriptedDNS, script: Script) -> None:
     script.ttl = 3600
-    instancer, events = watch(server, min_ttl=0.05, max_ttl=7200)
+    instancer, events = watch(server, min_ttl=0.1, max_ttl=7200)
     with instancer:
         wait_for(lambda: events[-1].instances == ("10.0.0.1:8080",))
         time.sleep(0.5)  # asserting that nothing happens: ten min_ttls pass without a lookup
@@ -150,7 +150,7 @@ def test_a_long_ttl_is_not_re_resolved_early(server: ScriptedDNS, script: Script
 def test_stop_is_prompt_during_a_hanging_lookup(server: ScriptedDNS, script: Script) -> None:
     before = set(threading.enumerate()) - server.threads
     script.mode = "silent"
-    instancer, _ = watch(server, timeout=30.0)
+    instancer, _ = watch(server, timeout=30.0, first_answer_timeout=0)
     wait_for(lambda: srv_queries(server) >= 1, what="the lookup to be in flight")
     started = time.monotonic()
     instancer.stop()
@@ -266,3 +266,37 @@ def test_the_instancer_publishes_the_metadata_and_its_changes(
         script.records = ["1 30 8080 a.example.test."]  # only the weight changes
         wait_for(lambda: events[-1].info["10.0.0.1:8080"].weight == 30, what="the new weight")
         assert events[-1].instances == events[seen - 1].instances
+
+
+class Slow(Script):
+    """The script, answering every query after ``delay`` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def __call__(self, query: dns.message.Message) -> dns.message.Message | None:
+        time.sleep(self.delay)  # the scripted server's latency, not a synchronisation
+        return super().__call__(query)
+
+
+def test_the_first_event_is_the_answer_never_an_empty_set() -> None:
+    """Issue 15.4: no instancer may publish a state it has not read."""
+    with ScriptedDNS(Slow(0.05)) as slow:
+        instancer, events = watch(slow)
+        with instancer:
+            assert [(event.instances, event.error) for event in events] == [
+                (("10.0.0.1:8080",), None)]
+            assert instancer.answered
+
+
+def test_a_silent_server_is_an_error_first_not_an_empty_set(
+    server: ScriptedDNS, script: Script
+) -> None:
+    script.mode = "silent"
+    instancer, events = watch(server, timeout=30.0, first_answer_timeout=0.1)
+    with instancer:
+        assert len(events) == 1
+        assert events[0].instances == ()
+        assert isinstance(events[0].error, RegistryUnavailableError)
+        assert "no answer from SRV _users._tcp.example.test at 127.0.0.1:" in str(events[0].error)

@@ -27,7 +27,7 @@ def test_url_builds_an_srv_instancer_with_its_options(no_thread_leaks: None) -> 
         ("dnssrv://_a._tcp.example:53", "one SRV name"),
         ("dnssrv://_a._tcp.example/path", "one SRV name"),
         ("dnssrv://_a._tcp.example?server=dns.example", "IP address"),
-        ("dnssrv://_a._tcp.example?server=127.0.0.1:99999", "resolver"),
+        ("dnssrv://_a._tcp.example?server=127.0.0.1:99999", "server must be an IP address"),
         ("dnssrv://_a._tcp.example?resolve=maybe", "resolve"),
         ("dnssrv://_a._tcp.example?min_ttl=soon", "min_ttl"),
         ("dnssrv://_a._tcp.example?interval=0", "interval"),
