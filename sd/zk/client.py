@@ -39,6 +39,7 @@ __all__ = [
     "describe",
     "is_no_node",
     "is_node_exists",
+    "start_connecting",
     "summarize_error",
     "to_backend_error",
 ]
@@ -182,9 +183,10 @@ def connect(
 
     ``auth`` is a digest credential ``user:password`` (sent to ZooKeeper on each
     connection, never logged).  ``timeout`` is the session timeout in seconds;
-    with ``start`` the client connects in the background (``start_async``):
-    calls made before it is connected wait, and a server that stays away shows
-    up as error events, not as an exception here.  The caller owns the client:
+    with ``start`` the client connects in the background
+    (:func:`start_connecting`): calls made before it is connected wait for the
+    connection (kazoo's own synchronous calls without a bound), and a server that
+    stays away shows up as error events, not as an exception here.  The caller owns the client:
     stop it with :func:`close_client`.  Raises :class:`~kitsd.core.errors.MisuseError`
     for an empty host list, a bad timeout or a credential without ``:``, and
     ``ImportError`` without ``kazoo`` (``pip install 'kitsd[zk]'``).
@@ -210,8 +212,28 @@ def connect(
         logger=_kazoo_logger,
     )
     if start:
-        client.start_async()
+        start_connecting(client)
     return client
+
+
+def start_connecting(client: Any) -> None:
+    """``client.start_async()``, with the client marked as connecting first, so calls
+    made before it is connected wait for the connection (as kazoo documents) instead
+    of failing with ``ConnectionClosedError``.
+
+    A vendor workaround, fenced here (its contract test is in ``tests/zk``): kazoo
+    2.x refuses calls while its state is ``CLOSED``, and a new client stays ``CLOSED``
+    until its connection thread has resolved the hosts and starts its first attempt
+    (never, while they do not resolve).  Before any thread runs, the state is moved
+    to ``CONNECTING`` through the client's own state transition, which from
+    ``CLOSED`` only records the state (no listener is called).
+    """
+    from kazoo.protocol.states import KeeperState
+
+    transition = getattr(client, "_session_callback", None)
+    if callable(transition) and getattr(client, "client_state", None) == KeeperState.CLOSED:
+        transition(KeeperState.CONNECTING)
+    client.start_async()
 
 
 def close_client(client: Any) -> None:

@@ -56,3 +56,19 @@ def test_kazoo_auth_packets_are_redacted_in_its_debug_lines(
                                           Auth(0, "digest", "alice:pw-5e1"))
     assert "pw-5e1" not in caplog.text
     assert "digest" in caplog.text
+
+
+def test_calls_before_the_connection_wait_instead_of_failing(no_thread_leaks: None) -> None:
+    """The kazoo contract :func:`start_connecting` relies on (a vendor workaround): a new
+    client is CONNECTING as soon as connect() returns, so a call queues until connected
+    rather than failing with ConnectionClosedError -- even while no server answers."""
+    from kitsd.compose.process import free_ports
+    from kitsd.sd.zk.client import close_client
+
+    client = connect(f"127.0.0.1:{free_ports(1)[0]}", timeout=2.0)  # nothing listens there
+    try:
+        assert client.client_state == "CONNECTING"
+        pending = client.exists_async("/")
+        assert not pending.wait(0.2)  # queued: it waits for a connection, it did not fail
+    finally:
+        close_client(client)

@@ -199,3 +199,85 @@ def test_bad_arguments_fail_at_construction(
     assert _running_watches() == 0
     assert set(client.state_listeners) == listeners
     assert_no_new_threads(before, timeout=0.5)
+
+
+def test_the_first_event_is_the_children_as_read_never_an_empty_set(
+    zk_server: Server, client: Any, other_client: Any, path: str
+) -> None:
+    """Issue 15.4: ``Event(())`` came first, then the real set ~10-30 ms later."""
+    other_client.create(f"{path}/a", b"10.0.0.1:80", makepath=True)
+    for _ in range(3):  # a fresh watch each time, on a connected client
+        instancer, events = subscribe(client, path)
+        with instancer:
+            assert events == [sd.Event(("10.0.0.1:80",))]
+    for _ in range(3):  # a URL's own client, still connecting when subscribe() is called
+        with sd.instancer_from_url(f"zk://{zk_server.address}{path}") as from_url:
+            seen: list[sd.Event] = []
+            from_url.subscribe(seen.append)
+            assert seen == [sd.Event(("10.0.0.1:80",))]
+            with sd.Endpointer(from_url, lambda instance: lambda request: instance) as endpointer:
+                assert endpointer.endpoints()[0](None) == "10.0.0.1:80"  # no NoEndpointsError
+                assert endpointer.answered
+
+
+def test_a_missing_node_is_answered_as_empty_first(client: Any, path: str) -> None:
+    instancer, events = subscribe(client, path)
+    with instancer:
+        assert events == [sd.Event(())]
+        assert instancer.answered
+
+
+def test_calls_right_after_connect_wait_for_the_connection(zk_server: Server, path: str) -> None:
+    """Issue 15.4: ``ensure_path`` right after ``connect()`` raised ConnectionClosedError."""
+    for _ in range(10):
+        client = sd.zk.connect(zk_server.address, timeout=2.0)
+        try:
+            client.ensure_path(path)  # before the client is connected
+            assert client.exists(path) is not None
+        finally:
+            close_client(client)
+
+
+def test_no_thread_is_left_after_an_expiry_and_a_server_restart(
+    zk_server: Server, path: str
+) -> None:
+    """Issue 16.15: stop() and closing every client must leave no thread behind."""
+    server = require_restartable(zk_server)
+    before = set(threading.enumerate())
+    client = connected(server.address)
+    other = connected(server.address)
+    try:
+        other.create(f"{path}/a", b"10.0.0.1:80", makepath=True)
+        instancer, events = subscribe(client, path)
+        expire_session(server.address, client)
+        wait_for(lambda: any(event.error is not None for event in events), timeout=15,
+                 what="the expiry to be reported")
+        server.stop()
+        server.start()
+        server.members[0].wait_ready()
+        wait_for(lambda: last(events) == sd.Event(("10.0.0.1:80",)), timeout=30,
+                 what="recovery after the restart")
+        instancer.stop()
+    finally:
+        close_client(client)
+        close_client(other)
+    assert_no_new_threads(before)
+    assert _running_watches() == 0
+
+
+def test_url_values_are_served_and_the_rest_refused_for_the_true_reason(
+    client: Any, other_client: Any, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 15.4: the URL form go-kit services write (``http://host:port``)."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="kitsd.sd.zk.view")
+    other_client.create(f"{path}/a", b"http://10.0.0.1:8080", makepath=True)
+    other_client.create(f"{path}/b", b"10.0.0.2:80")
+    other_client.create(f"{path}/c", b"http://10.0.0.9:80/api")
+    instancer, events = subscribe(client, path)
+    with instancer:
+        assert events == [sd.Event(("10.0.0.1:8080", "10.0.0.2:80"))]
+    messages = "\n".join(record.getMessage() for record in caplog.records)
+    assert "with a path" in messages
+    assert "IPv6" not in messages
