@@ -12,7 +12,9 @@ its own channel and lets :func:`lb.retry` / :func:`lb.retry_async` pick::
 - :func:`factory` / :func:`async_factory` — ``factory(instance) -> endpoint``.
 - :class:`GRPCStatusError` (``.code``, ``.details``, ``.instance``);
   :class:`UnavailableError` (a :class:`kitsd.core.errors.ConnectionFailure`: ejected and
-  retried at once), :class:`DeadlineExceededError` (a ``TimeoutError``).
+  retried at once), :class:`DeadlineExceededError` (a ``TimeoutError``), and
+  :class:`ConnectTimeoutError` (a deadline spent waiting for a connection that never
+  came: a connection failure too, nothing was sent).
 
 Modules: ``_errors`` (status mapping), ``_endpoint`` (endpoints and factories).
 """
@@ -26,10 +28,16 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess tes
         f"sd.grpc needs grpcio: pip install 'kitsd[grpc]' ({error})", name="grpc") from error
 
 from kitsd.sd.grpc._endpoint import AsyncGRPCEndpoint, GRPCEndpoint, async_factory, factory
-from kitsd.sd.grpc._errors import DeadlineExceededError, GRPCStatusError, UnavailableError
+from kitsd.sd.grpc._errors import (
+    ConnectTimeoutError,
+    DeadlineExceededError,
+    GRPCStatusError,
+    UnavailableError,
+)
 
 __all__ = [
     "AsyncGRPCEndpoint",
+    "ConnectTimeoutError",
     "DeadlineExceededError",
     "GRPCEndpoint",
     "GRPCStatusError",
@@ -38,7 +46,7 @@ __all__ = [
     "factory",
 ]
 
-for _public in (AsyncGRPCEndpoint, DeadlineExceededError, GRPCEndpoint, GRPCStatusError,
-                UnavailableError, async_factory, factory):
+for _public in (AsyncGRPCEndpoint, ConnectTimeoutError, DeadlineExceededError, GRPCEndpoint,
+                GRPCStatusError, UnavailableError, async_factory, factory):
     _public.__module__ = __name__
 del _public

@@ -1,10 +1,13 @@
 """gRPC endpoints: one grpcio channel per instance, a unary call as the endpoint.
 
-Each call's deadline is :func:`kitsd.core.deadline.remaining` (the enclosing retry's
-time left), else the factory's ``timeout``; with no time left it raises
-``TimeoutError`` without sending.  Status errors are mapped by
+Each call (each attempt of a retry) has a deadline: the factory's ``timeout``,
+never past :func:`kitsd.core.deadline.remaining` (the enclosing retry's time left),
+so one attempt on a silent instance cannot use up the whole retry; with no time
+left it raises ``TimeoutError`` without sending.  Status errors are mapped by
 :mod:`sd.grpc._errors`: ``UNAVAILABLE`` is a connection failure (ejection,
-retry), ``DEADLINE_EXCEEDED`` a ``TimeoutError``, every other code a
+retry), ``DEADLINE_EXCEEDED`` a ``TimeoutError`` -- a
+:class:`ConnectTimeoutError` (a connection failure too: nothing was sent) when
+the channel never got connected to the instance -- and every other code a
 :class:`GRPCStatusError` naming the code and the instance.
 """
 
@@ -68,18 +71,42 @@ class _Settings:
         self.compression = compression
 
     def deadline(self) -> float | None:
+        """This attempt's timeout: ``timeout``, capped by the retry's time left."""
         left = remaining()
         if left is None:
             return self.timeout
         if left <= 0:
             raise TimeoutError("no time left for the gRPC call")
-        return left
+        return left if self.timeout is None else min(left, self.timeout)
 
     def multicallable(self, channel: Any) -> Any:
         if isinstance(self.method, str):
             return channel.unary_unary(self.method, request_serializer=self.request_serializer,
                                        response_deserializer=self.response_deserializer)
         return self.method(channel)
+
+
+def _is_deadline(error: Any) -> bool:
+    code = getattr(error, "code", None)
+    return callable(code) and code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def _connected(channel: Any) -> bool | None:
+    """Whether a sync ``grpc.Channel`` is connected (READY) now; ``None`` if unknown.
+
+    A vendor workaround, fenced here (its contract test is in ``tests/grpc``): the
+    sync channel has no public state getter (only ``subscribe``, which starts two
+    threads per call), so this asks grpcio's Cython channel, as ``grpc.aio``'s
+    public ``get_state`` does, and gives up quietly when that is not there.
+    """
+    check = getattr(getattr(channel, "_channel", None), "check_connectivity_state", None)
+    if not callable(check):
+        return None
+    try:
+        state = check(False)
+    except Exception:  # noqa: BLE001 - a closed channel, a changed vendor: unknown
+        return None
+    return bool(state == grpc.ChannelConnectivity.READY.value[0])
 
 
 class GRPCEndpoint:
@@ -102,7 +129,9 @@ class GRPCEndpoint:
             return self._call(request, timeout=settings.deadline(), metadata=settings.metadata,
                               compression=settings.compression)
         except grpc.RpcError as error:
-            raise from_rpc_error(error, self.instance, settings.name) from error
+            connected = _connected(self._channel) if _is_deadline(error) else None
+            raise from_rpc_error(error, self.instance, settings.name,
+                                 connected=connected) from error
 
     def close(self) -> None:
         self._channel.close()
@@ -147,7 +176,13 @@ class AsyncGRPCEndpoint:
             return await call(request, timeout=settings.deadline(), metadata=settings.metadata,
                               compression=settings.compression)
         except grpc.RpcError as error:
-            raise from_rpc_error(error, self.instance, settings.name) from error
+            connected = None
+            channel = self._channel
+            if _is_deadline(error) and channel is not None:
+                connected = channel.get_state(try_to_connect=False) == \
+                    grpc.ChannelConnectivity.READY
+            raise from_rpc_error(error, self.instance, settings.name,
+                                 connected=connected) from error
 
     async def aclose(self) -> None:
         with self._lock:
@@ -179,8 +214,9 @@ def factory(
     bytes and bytes into responses; ``None`` sends and returns bytes as they are)
     or ``callable(channel) -> multicallable`` for generated stubs
     (``lambda channel: UsersStub(channel).Get``).  ``credentials``: a
-    ``grpc.ChannelCredentials`` for TLS (default insecure).  ``timeout``: the call's
-    deadline outside a retry (inside one, :func:`lb.remaining` decides).
+    ``grpc.ChannelCredentials`` for TLS (default insecure).  ``timeout``: each
+    call's deadline (inside a retry: each attempt's, never past the retry's own,
+    :func:`lb.remaining`); without it an attempt may use the whole time left.
     Raises ``TypeError`` / :class:`sd.MisuseError` for bad arguments; the returned
     factory raises :class:`sd.InvalidInstanceError` for a bad instance string.
     """

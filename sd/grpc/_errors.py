@@ -6,7 +6,13 @@ from typing import Any
 
 from kitsd.core.errors import ConnectionFailure, KitsdError
 
-__all__ = ["DeadlineExceededError", "GRPCStatusError", "UnavailableError", "from_rpc_error"]
+__all__ = [
+    "ConnectTimeoutError",
+    "DeadlineExceededError",
+    "GRPCStatusError",
+    "UnavailableError",
+    "from_rpc_error",
+]
 
 
 class GRPCStatusError(KitsdError):
@@ -34,12 +40,23 @@ class UnavailableError(GRPCStatusError, ConnectionFailure):
 
 
 class DeadlineExceededError(GRPCStatusError, TimeoutError):
-    """``DEADLINE_EXCEEDED``: the call ran out of time (a ``TimeoutError``)."""
+    """``DEADLINE_EXCEEDED``: the call ran out of time (a ``TimeoutError``; counted by
+    ``lb.OutlierDetection(consecutive_errors=...)``)."""
 
 
+class ConnectTimeoutError(DeadlineExceededError, ConnectionFailure):
+    """``DEADLINE_EXCEEDED`` before the channel had a connection to the instance (it
+    accepts TCP but never completes the HTTP/2 handshake, say): nothing was sent.  A
+    :class:`kitsd.core.errors.ConnectionFailure`, so the retry loop ejects the instance
+    at once and tries another, as for ``UNAVAILABLE``."""
 
-def from_rpc_error(error: Any, instance: str, method: str) -> GRPCStatusError:
-    """The kitsd error for a ``grpc.RpcError`` (a ``grpc.Call``) from ``instance``."""
+
+def from_rpc_error(
+    error: Any, instance: str, method: str, *, connected: bool | None = None
+) -> GRPCStatusError:
+    """The kitsd error for a ``grpc.RpcError`` (a ``grpc.Call``) from ``instance``;
+    ``connected``: whether the channel was connected when the call ended (``None``:
+    unknown), which tells a deadline spent connecting from one spent waiting."""
     import grpc  # the extra; imported here so this module stays importable without it
 
     code = error.code() if callable(getattr(error, "code", None)) else None
@@ -48,5 +65,5 @@ def from_rpc_error(error: Any, instance: str, method: str) -> GRPCStatusError:
     if code == grpc.StatusCode.UNAVAILABLE:
         kind = UnavailableError
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        kind = DeadlineExceededError
+        kind = ConnectTimeoutError if connected is False else DeadlineExceededError
     return kind(code, details, instance, method)

@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.grpc.servers import GRPCInstance
+from tests.grpc.servers import GRPCInstance, SilentInstance
 
 
 @pytest.fixture
@@ -19,3 +19,11 @@ def grpc_instances() -> Iterator[Callable[[int], list[GRPCInstance]]]:
     yield make
     for instance in made:
         instance.kill()
+
+
+@pytest.fixture
+def silent_instance() -> Iterator[SilentInstance]:
+    """An instance that accepts TCP and never speaks HTTP/2."""
+    silent = SilentInstance()
+    yield silent
+    silent.close()

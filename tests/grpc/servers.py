@@ -43,3 +43,38 @@ class GRPCInstance:
             self._stop.set()
             self.server.stop(grace=None).wait(5)
             self._pool.shutdown(wait=True)
+
+
+class SilentInstance:
+    """A TCP listener that accepts connections and never says a word: no HTTP/2."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self._listener.settimeout(0.05)
+        self.port = self._listener.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.accepted: list[Any] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="silent-grpc", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted.append(connection)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for connection in self.accepted:
+            connection.close()
+        self._listener.close()

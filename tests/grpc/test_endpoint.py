@@ -13,7 +13,7 @@ import pytest
 
 from kitsd import lb, sd
 from kitsd.core.errors import ConnectionFailure, MisuseError
-from tests.grpc.servers import METHOD, GRPCInstance
+from tests.grpc.servers import METHOD, GRPCInstance, SilentInstance
 from tests.helpers import async_wait_for, wait_for
 
 Instances = Callable[[int], list[GRPCInstance]]
@@ -200,3 +200,97 @@ async def test_async_status_and_deadline(grpc_instances: Instances) -> None:
         assert one.address in str(caught.value)
         with pytest.raises(lb.RetryTimeout):
             await call(b"hang")
+
+
+# --- one silent instance beside a healthy one (issue 16.7) -----------------------------------
+
+
+def test_a_silent_instance_costs_one_bounded_attempt_and_is_ejected(
+    grpc_instances: Instances, silent_instance: SilentInstance
+) -> None:
+    """Was: 10 of 20 calls ended in RetryTimeout, ``timeout=0.2`` ignored in a retry."""
+    (good,) = grpc_instances(1)
+    registry, _ = _registry(good, silent_instance)  # type: ignore[arg-type]
+    errors: list[BaseException] = []
+
+    def seen(attempt: int, error: BaseException) -> tuple[bool, BaseException | None]:
+        errors.append(error)
+        return attempt < 3, None
+
+    factory = sd.grpc.factory(METHOD, timeout=0.2)
+    with sd.Endpointer(registry.instancer("echo"), factory) as endpointer:
+        call = lb.retry(3, 2.0, lb.RoundRobin(endpointer), callback=seen)
+        started = time.monotonic()
+        for _ in range(20):
+            assert call(b"x").startswith(str(good.port).encode())
+        took = time.monotonic() - started
+    print(f"FIGURE sync, one silent instance: 0 of 20 calls failed in {took:.2f}s;"
+          f" {len(errors)} attempt(s) on it")
+    assert good.calls == 20
+    # one attempt, bounded by the factory's timeout, then ejected: no second one
+    assert len(errors) == 1
+    assert isinstance(errors[0], sd.grpc.ConnectTimeoutError)
+    assert isinstance(errors[0], ConnectionFailure)
+    assert isinstance(errors[0], TimeoutError)
+    assert silent_instance.address in str(errors[0])
+
+
+async def test_async_a_silent_instance_costs_one_bounded_attempt_and_is_ejected(
+    grpc_instances: Instances, silent_instance: SilentInstance
+) -> None:
+    """Was: 5 of 10 calls ended in RetryTimeout."""
+    (good,) = grpc_instances(1)
+    registry, _ = _registry(good, silent_instance)  # type: ignore[arg-type]
+    errors: list[BaseException] = []
+
+    def seen(attempt: int, error: BaseException) -> tuple[bool, BaseException | None]:
+        errors.append(error)
+        return attempt < 3, None
+
+    factory = sd.grpc.async_factory(METHOD, timeout=0.2)
+    async with sd.Endpointer(registry.instancer("echo"), factory) as endpointer:
+        call = lb.retry_async(3, 2.0, lb.RoundRobin(endpointer), callback=seen)
+        for _ in range(10):
+            assert (await call(b"x")).startswith(str(good.port).encode())
+    assert good.calls == 10
+    assert len(errors) == 1
+    assert isinstance(errors[0], sd.grpc.ConnectTimeoutError)
+
+
+def test_the_factory_timeout_bounds_each_attempt_inside_a_retry(
+    grpc_instances: Instances,
+) -> None:
+    (one,) = grpc_instances(1)
+    registry, _ = _registry(one)
+    factory = sd.grpc.factory(METHOD, timeout=0.2)
+    with sd.Endpointer(registry.instancer("echo"), factory) as endpointer:
+        call = lb.retry(3, 5.0, lb.RoundRobin(endpointer))
+        started = time.monotonic()
+        with pytest.raises(lb.RetryError) as caught:
+            call(b"hang")  # a connected instance that never answers: three bounded attempts
+        took = time.monotonic() - started
+    assert took < 4.0  # three attempts of 0.2 s, not the retry's 5 s
+    assert len(caught.value.errors) == 3
+    # connected, so a plain deadline (counted by consecutive_errors), not a connect timeout
+    assert all(type(error) is sd.grpc.DeadlineExceededError for error in caught.value.errors)
+
+
+def test_channel_state_contract(grpc_instances: Instances, silent_instance: SilentInstance
+                                ) -> None:
+    """The vendor seam sd.grpc._endpoint._connected relies on (grpcio's Cython channel)."""
+    from kitsd.sd.grpc._endpoint import _connected
+
+    (one,) = grpc_instances(1)
+    healthy = grpc.insecure_channel(one.address)
+    silent = grpc.insecure_channel(silent_instance.address)
+    try:
+        assert _connected(healthy) is False  # idle: never asked to connect
+        healthy.unary_unary(METHOD)(b"x", timeout=5)
+        assert _connected(healthy) is True
+        with pytest.raises(grpc.RpcError):
+            silent.unary_unary(METHOD)(b"x", timeout=0.2)
+        assert _connected(silent) is False
+    finally:
+        healthy.close()
+        silent.close()
+    assert _connected(object()) is None
