@@ -41,6 +41,7 @@ import httpx
 
 from kitsd.core import validate
 from kitsd.core.errors import MisuseError
+from kitsd.sd._cancel import cancel_until_done
 from kitsd.sd.consul.client import ConsulClient, agent_address, tags_tuple
 from kitsd.sd.consul.loop import LoopThread
 from kitsd.sd.consul.transport import DEFAULT_TIMEOUT, AgentSettings, settings_of
@@ -266,7 +267,7 @@ class AsyncConsulInstancer(InstancerHandle):
     def _cancel(self) -> None:
         if self._late is not None:
             self._late.cancel()
-        self._task.cancel()
+        cancel_until_done(self._task)  # (a cancellation can be lost: sd._cancel)
 
     async def aclose(self) -> None:
         """:meth:`stop`, then wait for the watch task to end (it closes its HTTP client)."""

@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from kitsd.sd._cancel import cancel_until_done
+
 __all__ = ["LoopThread"]
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,8 @@ class LoopThread:
         with self._lock:
             loop, task, thread = self._loop, self._task, self._thread
             if loop is not None and task is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(task.cancel)
+                # (again and again until it ends: a cancellation can be lost, sd._cancel)
+                loop.call_soon_threadsafe(cancel_until_done, task)
         if thread is None or thread is threading.current_thread():
             return
         thread.join(JOIN_TIMEOUT)

@@ -44,6 +44,7 @@ from typing import Any, Final, Self
 
 from kitsd.core import validate
 from kitsd.core.errors import RegistryUnavailableError
+from kitsd.sd._cancel import cancel_until_done
 from kitsd.sd.backoff import Backoff
 from kitsd.sd.dns.resolver import (
     NoRecords,
@@ -188,7 +189,7 @@ class SRVWatch:
             return
         task: asyncio.Task[None] | None = getattr(self, "_task", None)
         if task is not None and not task.done():
-            task.cancel()
+            cancel_until_done(task)
             with contextlib.suppress(asyncio.CancelledError):
                 self._loop.run_until_complete(task)
         with contextlib.suppress(RuntimeError):
@@ -202,7 +203,8 @@ class SRVWatch:
                 return
             self._stopped = True
         with contextlib.suppress(RuntimeError):  # the loop already ended
-            self._loop.call_soon_threadsafe(self._task.cancel)
+            # (again and again: a cancellation can be lost inside dnspython, sd._cancel)
+            self._loop.call_soon_threadsafe(cancel_until_done, self._task)
         if threading.current_thread() is self._thread:
             return  # stopped from a subscriber callback: the loop ends on its own
         self._thread.join(_JOIN_TIMEOUT)
@@ -366,12 +368,12 @@ class AsyncSRVInstancer(InstancerHandle):
             running = None
         late = self._late
         if running is self._loop:
-            self._task.cancel()
+            cancel_until_done(self._task)
             if late is not None:
                 late.cancel()
         else:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the task is gone
-                self._loop.call_soon_threadsafe(self._task.cancel)
+                self._loop.call_soon_threadsafe(cancel_until_done, self._task)
                 if late is not None:
                     self._loop.call_soon_threadsafe(late.cancel)
 

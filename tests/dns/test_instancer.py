@@ -159,6 +159,29 @@ def test_stop_is_prompt_during_a_hanging_lookup(server: ScriptedDNS, script: Scr
     assert _running_watches() == 0
 
 
+def test_stop_is_prompt_every_time_even_when_it_lands_on_a_query_being_sent(
+    server: ScriptedDNS, script: Script
+) -> None:
+    """The flake of issue item 9: Python 3.11's asyncio.wait_for, around every dnspython
+    socket operation, loses a cancellation that lands as an operation completes; the
+    lookup went on for its 2 s try and stop() returned after 0.9 s with the thread still
+    running (1 in ~50 stops in a large process).  stop() now cancels until it ends."""
+    script.mode = "silent"
+    slowest = 0.0
+    for round_ in range(40):
+        instancer, _ = watch(server, timeout=30.0, first_answer_timeout=0)
+        wait_for(lambda goal=round_ + 1: srv_queries(server) >= goal,  # type: ignore[misc]
+                 what="the lookup to be in flight")
+        started = time.monotonic()
+        instancer.stop()
+        slowest = max(slowest, time.monotonic() - started)
+        assert _running_watches() == 0
+    print(f"FIGURE DNS watch stop during a hanging lookup: slowest of 40 {slowest * 1000:.1f} ms")
+    assert slowest < 0.5
+    assert not [thread for thread in threading.enumerate()
+                if thread.name.startswith("kitsd-dns-watch") and thread.is_alive()]
+
+
 def test_instancers_with_the_same_settings_share_one_watch(
     server: ScriptedDNS, no_thread_leaks: None
 ) -> None:
