@@ -30,6 +30,7 @@ from kitsd.sd.zk.view import brief
 
 __all__ = [
     "KAZOO_LOGGER",
+    "Reconnected",
     "Stopped",
     "ZKClient",
     "await_result",
@@ -80,14 +81,26 @@ class Stopped(Exception):
     """The waiting side was stopped while a kazoo call was in flight."""
 
 
-def await_result(result: Any, *, timeout: float, stopping: threading.Event) -> Any:
+class Reconnected(Exception):
+    """The client connected again while a kazoo call was in flight: a request sent on
+    the connection that went away may never be answered (kazoo does not always fail
+    it), so the caller asks again on the new one instead of waiting out its timeout."""
+
+
+def await_result(
+    result: Any, *, timeout: float, stopping: threading.Event,
+    reconnected: threading.Event | None = None,
+) -> Any:
     """Wait for a kazoo async result, at most ``timeout`` seconds, giving up at once
-    (with :class:`Stopped`) when ``stopping`` is set.  Raises what the call raised,
-    or :class:`~kitsd.core.errors.RegistryUnavailableError` on timeout."""
+    (with :class:`Stopped`) when ``stopping`` is set, and (with :class:`Reconnected`)
+    when ``reconnected`` is.  Raises what the call raised, or
+    :class:`~kitsd.core.errors.RegistryUnavailableError` on timeout."""
     waited = 0.0
     while not result.wait(_SLICE):
         if stopping.is_set():
             raise Stopped
+        if reconnected is not None and reconnected.is_set():
+            raise Reconnected
         waited += _SLICE
         if waited >= timeout:
             raise RegistryUnavailableError(f"no answer from ZooKeeper within {timeout:g}s")

@@ -22,7 +22,9 @@ keeps the pure :class:`sd.zk.view.ChildrenView` in step with ZooKeeper:
    made meanwhile is lost;
 4. a failed call publishes the error the same way and retries after a jittered
    backoff (:class:`sd.backoff.Backoff`), or at once when the connection
-   comes back.
+   comes back; a call still waiting when kazoo connects again after a loss is
+   abandoned (its request may have gone with the old connection, unanswered)
+   and the sync starts over on the new connection.
 
 ``stop()`` removes the state listener, wakes the thread through its queue,
 and joins it; a kazoo call in flight is abandoned (waits are sliced, see
@@ -50,6 +52,7 @@ from kitsd.sd.instancer import (
     check_first_answer_timeout,
 )
 from kitsd.sd.zk.client import (
+    Reconnected,
     Stopped,
     ZKClient,
     await_result,
@@ -102,6 +105,8 @@ class ChildrenWatch:
         self._view = ChildrenView(source=f"ZooKeeper node {path!r}")
         self._queue: queue.SimpleQueue[tuple[str, str] | _Stop] = queue.SimpleQueue()
         self._stopping = threading.Event()
+        self._reconnected = threading.Event()
+        self._lost = False  # kazoo reported a connection loss not yet followed by CONNECTED
         self._lock = threading.Lock()
         self._stopped = False
         self._syncs = 0
@@ -143,7 +148,15 @@ class ChildrenWatch:
     # -- kazoo's threads: only leave notes ------------------------------------
 
     def _on_state(self, state: Any) -> None:
-        self._queue.put((_STATE, str(state)))
+        name = str(state)
+        if name in {"SUSPENDED", "LOST"}:
+            self._lost = True
+        elif name == "CONNECTED" and self._lost:
+            # connected again after a loss: a call in flight may have gone with the old
+            # connection (kazoo does not always fail it), so the sync starts over
+            self._lost = False
+            self._reconnected.set()
+        self._queue.put((_STATE, name))
 
     def _on_children(self, event: Any) -> None:
         self._queue.put((_CHILDREN, ""))
@@ -169,6 +182,10 @@ class ChildrenWatch:
                 self._sync()
             except Stopped:
                 break
+            except Reconnected:  # connected again mid-sync: sync anew on this connection
+                self._view.reset()
+                delay = None
+                continue
             except Exception as error:  # noqa: BLE001 - the watch must outlive any failure
                 if self._stopping.is_set():
                     break
@@ -211,6 +228,7 @@ class ChildrenWatch:
             self._view.reset()
 
     def _sync(self) -> None:
+        self._reconnected.clear()
         view = self._view
         if view.needs_list:
             try:
@@ -245,7 +263,8 @@ class ChildrenWatch:
         self._broadcaster.publish(Event(view.instances(), info=view.info()))
 
     def _call(self, result: Any) -> Any:
-        return await_result(result, timeout=self._call_timeout, stopping=self._stopping)
+        return await_result(result, timeout=self._call_timeout, stopping=self._stopping,
+                            reconnected=self._reconnected)
 
     def _report(self, error: Exception, delay: float) -> None:
         what = f"ZooKeeper watch of {self._path!r} at {describe(self._client)}"
