@@ -25,6 +25,7 @@ PURE_MODULES = [
     "sd/backoff.py",
     "kitsd/core/errors.py",
     "kitsd/core/middleware.py",
+    "kitsd/core/redact.py",
     "kitsd/core/observe/outcomes.py",
     "kitsd/core/observe/observations.py",
     "kitsd/core/validate.py",
