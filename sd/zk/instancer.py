@@ -6,7 +6,9 @@ One :class:`ChildrenWatch` thread per (client, path) -- shared by every
 :class:`ZKInstancer` handle through :class:`sd.instancer.SharedWatches` --
 keeps the pure :class:`sd.zk.view.ChildrenView` in step with ZooKeeper:
 
-1. *sync*: list the children with a children watch (or, when the node does not
+1. *sync* (once kazoo is connected: while it is not, calls would only queue, and
+   after :data:`CONNECT_GRACE` seconds an error event says so): list the children
+   with a children watch (or, when the node does not
    exist, set an ``exists`` watch on it and publish an empty set), read the data
    of every child the view says is new or changed, each with a data watch, and
    publish the view's instances;
@@ -39,6 +41,7 @@ import logging
 import queue
 import random
 import threading
+import time
 from typing import Any, Final
 
 from kitsd.core.errors import BackendError, RegistryUnavailableError
@@ -71,6 +74,9 @@ logger = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT: Final = 0.9
 _CALL_TIMEOUT: Final = 10.0
+
+#: Seconds the watch waits for kazoo to connect before it publishes an error saying so.
+CONNECT_GRACE: Final = 1.0
 
 _WATCHES = SharedWatches()
 
@@ -178,6 +184,8 @@ class ChildrenWatch:
             if self._view.in_sync:
                 delay = None
                 continue
+            if not self._await_connection():
+                break
             try:
                 self._sync()
             except Stopped:
@@ -196,6 +204,37 @@ class ChildrenWatch:
             backoff.reset()
             delay = None
         logger.debug("ZooKeeper watch of %r stopped", self._path)
+
+    def _connected(self) -> bool:
+        return bool(getattr(self._client, "connected", True))
+
+    def _await_connection(self) -> bool:
+        """Block until kazoo is connected (``True``) or the watch stops (``False``),
+        applying the notes meanwhile.  A call made now would only queue in kazoo (and
+        pile up, one per retry), and kazoo reports no error while it keeps failing to
+        connect (a closed port, a server that never answers): after
+        :data:`CONNECT_GRACE` seconds the watch publishes one saying so."""
+        if self._connected():
+            return True
+        deadline = time.monotonic() + CONNECT_GRACE
+        reported = False
+        while not self._connected():
+            left = deadline - time.monotonic()
+            if not reported and left <= 0:
+                self._broadcaster.publish_error(RegistryUnavailableError(
+                    f"ZooKeeper watch of {self._path!r} at {describe(self._client)}: not"
+                    f" connected within {CONNECT_GRACE:g}s (still trying)"))
+                reported = True
+            # the CONNECTED note wakes us; the poll is a safety net for a missed one
+            wait = 0.5 if reported else min(0.5, max(left, 0.0))
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                continue
+            if isinstance(item, _Stop):
+                return False
+            self._note(*item)
+        return True
 
     def _wait(self, delay: float | None) -> bool:
         """Apply the notes on the queue to the view, blocking first for one note when the

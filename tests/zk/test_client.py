@@ -72,3 +72,24 @@ def test_calls_before_the_connection_wait_instead_of_failing(no_thread_leaks: No
         assert not pending.wait(0.2)  # queued: it waits for a connection, it did not fail
     finally:
         close_client(client)
+
+
+def test_an_unreachable_zookeeper_is_an_error_first_within_a_second_or_so(
+    no_thread_leaks: None,
+) -> None:
+    """kazoo reports nothing while it keeps failing to connect; the watch says so after
+    CONNECT_GRACE, so the instancer's first state is that error, not a 5 s silence."""
+    import time
+
+    from kitsd import sd
+    from kitsd.compose.process import free_ports
+    from kitsd.sd.zk.instancer import CONNECT_GRACE
+
+    started = time.monotonic()
+    with sd.instancer_from_url(f"zk://127.0.0.1:{free_ports(1)[0]}/svc") as instancer:
+        took = time.monotonic() - started
+        state = instancer.state
+    assert isinstance(state.error, RegistryUnavailableError)
+    assert "not connected" in str(state.error)
+    assert state.instances == ()
+    assert took < CONNECT_GRACE + 2.0  # not the 5 s first-answer wait
