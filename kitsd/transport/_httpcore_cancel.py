@@ -13,8 +13,10 @@ wire is safe: httpcore closes the connection.
 caller's cancellation reaches the caller at once, and reaches the request only
 once its headers are being sent (httpcore's ``*.send_request_headers.started``
 trace event, through the public ``trace`` request extension, chained with one the
-request already has).  A request that completes meanwhile has its response
-closed, so its connection goes back to the pool.  With an inner transport that
+request already has, and handed back to it from then on: httpcore reads the
+extension anew for each phase, so the rest of the request is not traced by us).
+A request that completes meanwhile has its response closed, so its connection
+goes back to the pool.  With an inner transport that
 does not emit httpcore's trace events, a cancelled request runs to its end
 (bounded by its timeouts) and its response is closed.
 
@@ -41,10 +43,11 @@ Trace = Callable[[str, dict[str, Any]], Awaitable[None]]
 class _Shielded:
     """One request's cancellation state, shared with its trace callback."""
 
-    __slots__ = ("cancel_wanted", "on_the_wire", "task", "trace")
+    __slots__ = ("cancel_wanted", "extensions", "on_the_wire", "task", "trace")
 
-    def __init__(self, trace: Trace | None) -> None:
-        self.trace = trace
+    def __init__(self, extensions: dict[str, Any]) -> None:
+        self.extensions = extensions
+        self.trace: Trace | None = extensions.get("trace")
         self.on_the_wire = False
         self.cancel_wanted = False
         self.task: asyncio.Future[httpx.Response] | None = None
@@ -52,6 +55,12 @@ class _Shielded:
     async def __call__(self, name: str, info: dict[str, Any]) -> None:
         if not self.on_the_wire and name.endswith(ON_THE_WIRE):
             self.on_the_wire = True
+            # httpcore looks the extension up anew for each phase: the request's own
+            # trace (or none) from here on, so the rest of it costs nothing more
+            if self.trace is None:
+                self.extensions.pop("trace", None)
+            else:
+                self.extensions["trace"] = self.trace
             if self.cancel_wanted and self.task is not None:
                 self.task.cancel()  # delivered at httpcore's next await: a safe one
         if self.trace is not None:
@@ -77,7 +86,7 @@ async def send(inner: httpx.AsyncBaseTransport, request: httpx.Request) -> httpx
     is on the wire (see the module docstring).  ``request.extensions`` is replaced
     by a copy holding the chained ``trace``."""
     extensions = dict(request.extensions)
-    shielded = _Shielded(extensions.get("trace"))
+    shielded = _Shielded(extensions)
     extensions["trace"] = shielded
     request.extensions = extensions
     task = asyncio.ensure_future(inner.handle_async_request(request))

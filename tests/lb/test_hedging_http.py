@@ -158,3 +158,29 @@ def test_a_discard_that_raises_is_logged_not_raised(caplog: pytest.LogCaptureFix
         assert call("x") == "fast"
         release.set()
         wait_for(lambda: "cannot close" in caplog.text, timeout=5.0)
+
+
+def test_a_requests_own_trace_still_hears_every_event(
+    two: tuple[sd.MemoryRegistry, list[Instance]],
+) -> None:
+    """The fence chains the request's ``trace`` extension and hands it back once the
+    request is on the wire: the caller's trace sees the same events as without it."""
+    registry, _ = two
+    seen: list[str] = []
+
+    async def trace(name: str, info: dict[str, Any]) -> None:
+        seen.append(name)
+
+    async def main() -> None:
+        transport = kitsd.AsyncTransport(registry)
+        async with httpx.AsyncClient(transport=transport, base_url="http://users") as client:
+            for _ in range(2):  # a new connection, then a kept-alive one
+                response = await client.get("/", extensions={"trace": trace})
+                assert response.status_code == 200
+
+    asyncio.run(main())
+    for name in ("connection.connect_tcp.started", "http11.send_request_headers.started",
+                 "http11.receive_response_headers.complete", "http11.response_closed.complete"):
+        assert name in seen, (name, seen)
+    assert seen.count("http11.send_request_headers.started") == 2
+    assert seen.count("http11.response_closed.complete") == 2
