@@ -17,8 +17,8 @@ Consul's jitter of up to ``wait/16`` on top.
 
 Secrets: the token travels only in the ``X-Consul-Token`` header (a
 py-consul call that puts ``token=`` in the query string has it moved into the
-header, so httpx's request log line never shows it), and no ``repr`` here
-shows it.
+header, so the request line this module logs at DEBUG, as httpx's own, never
+shows it), and no ``repr`` here shows it.
 
 ``transport`` is an injectable httpx transport, for tests
 (``httpx.MockTransport`` serves both the sync client and the async watches).
@@ -27,6 +27,7 @@ shows it.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import ssl
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +52,8 @@ __all__ = [
     "HttpxConsul",
     "settings_of",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds the agent gets to connect and answer (a blocking query's ``wait`` is added)."""
@@ -326,10 +329,27 @@ class _HttpxHTTPClient(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
                           connections_timeout)
 
 
+def _closed() -> RuntimeError:
+    return RuntimeError("the Consul client is closed")
+
+
+def _log(request: httpx.Request, response: httpx.Response) -> None:
+    """httpx's request line, on this module's logger (the client's own is skipped)."""
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug('HTTP Request: %s %s "%d %s"', request.method, request.url,
+                     response.status_code, response.reason_phrase)
+
+
 class _SyncHTTPClient(_HttpxHTTPClient):
     def __init__(self, settings: AgentSettings) -> None:
         super().__init__(settings)
-        self._http = httpx.Client(**settings.httpx_options())
+        options = settings.httpx_options()
+        transport = options.get("transport")
+        if transport is None:
+            transport = httpx.HTTPTransport(verify=options["verify"], trust_env=False)
+            options["transport"] = transport
+        self._transport: httpx.BaseTransport = transport
+        self._http = httpx.Client(**options)
         self._build = self._http.build_request
 
     @property
@@ -339,8 +359,19 @@ class _SyncHTTPClient(_HttpxHTTPClient):
     def _send(self, callback: Any, method: str, path: str, params: Any,
               headers: Mapping[str, str] | None, data: str | bytes | None, raw: bool,
               connections_timeout: float | None) -> Any:
+        if self._http.is_closed:
+            raise _closed()
         request = self._request(method, path, params, headers, data, connections_timeout)
-        return self._judge(callback, method, self._http.send(request), raw)
+        # Straight to the client's transport: the client's auth, redirect, cookie and
+        # hook machinery has nothing to do for Consul's API and costs a watch ~0.1 ms
+        # per answer on the way to the Endpointer (bench/bench_propagation.py).
+        response = self._transport.handle_request(request)
+        try:
+            response.read()
+        finally:
+            response.close()
+        _log(request, response)
+        return self._judge(callback, method, response, raw)
 
     def close(self) -> None:
         self._http.close()
@@ -349,14 +380,28 @@ class _SyncHTTPClient(_HttpxHTTPClient):
 class _AsyncHTTPClient(_HttpxHTTPClient):
     def __init__(self, settings: AgentSettings) -> None:
         super().__init__(settings)
-        self._http = httpx.AsyncClient(**settings.httpx_options())
+        options = settings.httpx_options()
+        transport = options.get("transport")
+        if transport is None:
+            transport = httpx.AsyncHTTPTransport(verify=options["verify"], trust_env=False)
+            options["transport"] = transport
+        self._transport: httpx.AsyncBaseTransport = transport
+        self._http = httpx.AsyncClient(**options)
         self._build = self._http.build_request
 
     async def _send(self, callback: Any, method: str, path: str, params: Any,
                     headers: Mapping[str, str] | None, data: str | bytes | None, raw: bool,
                     connections_timeout: float | None) -> Any:
+        if self._http.is_closed:
+            raise _closed()
         request = self._request(method, path, params, headers, data, connections_timeout)
-        return self._judge(callback, method, await self._http.send(request), raw)
+        response = await self._transport.handle_async_request(request)  # as the sync twin
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        _log(request, response)
+        return self._judge(callback, method, response, raw)
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import consul
 import httpx
@@ -224,19 +223,20 @@ def test_stop_is_prompt_while_a_blocking_query_is_held(
 def health_requests(monkeypatch: pytest.MonkeyPatch, service_name: str) -> list[float]:
     """Times of every ``/v1/health/service/<service_name>`` request any watch sends.
 
-    Counted at ``httpx.AsyncClient.send``, which every watch's private client uses.
+    Counted at ``httpx.AsyncHTTPTransport.handle_async_request``, where every watch's
+    private client sends.
     """
     calls: list[float] = []
-    original = httpx.AsyncClient.send
+    original = httpx.AsyncHTTPTransport.handle_async_request
     path = f"/v1/health/service/{service_name}"
 
-    async def counting_send(client: httpx.AsyncClient, request: httpx.Request,
-                            **kwargs: Any) -> httpx.Response:
+    async def counting_send(transport: httpx.AsyncHTTPTransport,
+                            request: httpx.Request) -> httpx.Response:
         if request.url.path == path:
             calls.append(time.monotonic())
-        return await original(client, request, **kwargs)
+        return await original(transport, request)
 
-    monkeypatch.setattr(httpx.AsyncClient, "send", counting_send)
+    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", counting_send)
     return calls
 
 

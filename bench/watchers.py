@@ -1,0 +1,168 @@
+"""Watcher processes for the propagation and recovery benchmarks: kitsd's and go-kit's,
+each in a process of its own (so no two share an interpreter lock), each printing when
+its Endpointer applied a change.
+
+    python -m bench.watchers thread|asyncio AGENT SERVICE
+
+runs kitsd's :class:`sd.consul.ConsulInstancer` (``thread``) or
+:class:`sd.consul.AsyncConsulInstancer` (``asyncio``, on the main thread's loop) feeding
+an :class:`sd.Endpointer`, and prints ``ready``, then ``add|remove <instance> <unix ns>``
+each time a subscriber placed after the Endpointer finds an instance in (or gone from)
+the Endpointer's snapshot: the Endpointer has published the change by then.  The go-kit
+watcher (:mod:`bench.gokit`) prints the same lines when its Endpointer calls the factory
+(add) or an endpoint's ``Close`` (remove), from inside its update.
+
+:class:`WatcherProcess` runs either and answers "when did it see this change?".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import TracebackType
+from typing import Any, Self
+
+from kitsd import sd
+from kitsd.sd.event import Event
+
+
+class WatcherProcess:
+    """A watcher process (``command``); :meth:`wait` returns when it saw a change."""
+
+    def __init__(self, name: str, command: list[str], *, start_timeout: float = 60.0) -> None:
+        self.name = name
+        self._seen: list[tuple[str, str, float]] = []
+        self._changed = threading.Condition()
+        self._ready = threading.Event()
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE,  # noqa: S603 - ours
+                                        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                        text=True, bufsize=1)
+        self._reader = threading.Thread(target=self._read, name=f"read-{name}", daemon=True)
+        self._reader.start()
+        if not self._ready.wait(start_timeout):
+            self.close()
+            raise RuntimeError(f"the {name} watcher did not start")
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            parts = line.split()
+            if parts == ["ready"]:
+                self._ready.set()
+            elif len(parts) == 3 and parts[0] in ("add", "remove"):
+                with self._changed:
+                    self._seen.append((parts[0], parts[1], int(parts[2]) / 1e9))
+                    self._changed.notify_all()
+
+    def wait(self, what: str, instance: str, after: float, timeout: float = 30.0) -> float:
+        """When (``time.time()`` seconds) the watcher's Endpointer did ``what`` (``"add"``
+        or ``"remove"``) to ``instance`` at or after ``after``; ``TimeoutError`` if it
+        did not within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+
+        def found() -> float | None:
+            for kind, name, at in self._seen:
+                if kind == what and name == instance and at >= after:
+                    return at
+            return None
+
+        with self._changed:
+            while (at := found()) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{self.name} never saw {what} {instance}")
+                self._changed.wait(left)
+            return at
+
+    def close(self) -> None:
+        """Stop the process (SIGTERM, then SIGKILL)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def kitsd_command(flavour: str, agent: str, service: str) -> list[str]:
+    """The command line of a kitsd watcher (``flavour``: ``thread`` or ``asyncio``)."""
+    return [sys.executable, "-m", "bench.watchers", flavour, agent, service]
+
+
+class _Endpoint:
+    """An endpoint with a ``close()``, as go-kit's watcher's factory returns a Closer:
+    the Endpointer's closing of retired endpoints is part of what is measured."""
+
+    def __call__(self, request: Any) -> Any:
+        return request
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _Marks:
+    """A subscriber placed after the Endpointer: prints what its snapshot gained or lost."""
+
+    def __init__(self, endpointer: sd.Endpointer) -> None:
+        self._endpointer = endpointer
+        self._had: frozenset[str] = frozenset()
+
+    def __call__(self, event: Event) -> None:
+        now = time.time_ns()
+        has = frozenset(self._endpointer.snapshot().instances)
+        lines = [f"add {name} {now}\n" for name in has - self._had]
+        lines += [f"remove {name} {now}\n" for name in self._had - has]
+        self._had = has
+        if lines:
+            os.write(1, "".join(lines).encode())
+
+
+def _run_thread(agent: str, service: str) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with sd.consul.connect(agent) as client, \
+            sd.consul.ConsulInstancer(client, service) as instancer, \
+            sd.Endpointer(instancer, lambda instance: _Endpoint()) as endpointer:
+        instancer.subscribe(_Marks(endpointer))
+        os.write(1, b"ready\n")
+        stop.wait()
+
+
+async def _run_asyncio(agent: str, service: str) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with sd.consul.AsyncConsulInstancer(agent, service) as instancer, \
+            sd.Endpointer(instancer, lambda instance: _Endpoint()) as endpointer:
+        instancer.subscribe(_Marks(endpointer))
+        os.write(1, b"ready\n")
+        await stop.wait()
+
+
+def main() -> None:
+    flavour, agent, service = sys.argv[1:4]
+    if flavour == "thread":
+        _run_thread(agent, service)
+    elif flavour == "asyncio":
+        asyncio.run(_run_asyncio(agent, service))
+    else:
+        raise SystemExit(f"unknown watcher {flavour!r} (thread or asyncio)")
+
+
+if __name__ == "__main__":
+    main()
