@@ -6,7 +6,7 @@ Both run the one watch of :mod:`sd.consul.watch` (blocking health queries
 built by py-consul, sent by httpx, decided by :mod:`sd.consul.index`):
 
 * :class:`ConsulInstancer` runs it on a private event loop in its own thread
-  (:class:`sd.consul.loop.LoopThread`).  One watch per ``(client, service,
+  (:class:`sd._loop_thread.LoopThread`).  One watch per ``(client, service,
   tags, passing_only)`` is shared by every instancer built with the same
   arguments (:class:`sd.instancer.SharedWatches`) and stopped when the last of
   them stops.
@@ -42,8 +42,8 @@ import httpx
 from kitsd.core import validate
 from kitsd.core.errors import MisuseError
 from kitsd.sd._cancel import cancel_until_done
+from kitsd.sd._loop_thread import LoopThread
 from kitsd.sd.consul.client import ConsulClient, agent_address, tags_tuple
-from kitsd.sd.consul.loop import LoopThread
 from kitsd.sd.consul.transport import DEFAULT_TIMEOUT, AgentSettings, settings_of
 from kitsd.sd.consul.watch import HealthQuery, run_watch
 from kitsd.sd.instancer import (

@@ -22,7 +22,7 @@ at most ``ttl / 3``) and logged.
 ``deregister()`` first stops the heartbeat (cancelling its request in flight,
 so it can never re-register behind our back), then removes the service.  The
 heartbeat is a coroutine on a private event loop in its own thread
-(:class:`sd.consul.loop.LoopThread`), talking through a private httpx client
+(:class:`sd._loop_thread.LoopThread`), talking through a private httpx client
 with your client's settings (:func:`sd.consul.client.private_client`);
 ``register``/``deregister`` use the client you passed.  The ACL token travels
 inside the client and is never logged nor part of a ``repr``.
@@ -54,6 +54,7 @@ import consul
 
 from kitsd.core import validate
 from kitsd.core.errors import InvalidInstanceError, MisuseError, shown_value
+from kitsd.sd._loop_thread import LoopThread
 from kitsd.sd.backoff import CONSUL_HEARTBEAT, Backoff
 from kitsd.sd.consul.client import (
     ConsulClient,
@@ -64,7 +65,6 @@ from kitsd.sd.consul.client import (
     private_client,
     tags_tuple,
 )
-from kitsd.sd.consul.loop import LoopThread
 from kitsd.sd.instance import join_host_port, split_instance
 from kitsd.sd.registrar import RegistrarContext
 from kitsd.sd.transient import retry_transient

@@ -21,7 +21,7 @@ httpx sends it; the body of a changed answer is decoded by
 installed).  An answer whose index says it repeats the last one is not even
 decoded (:attr:`sd.consul.index.BlockingIndex.unchanged_at`).
 ``ConsulInstancer`` runs this coroutine on a private loop in its own thread
-(:class:`sd.consul.loop.LoopThread`),
+(:class:`sd._loop_thread.LoopThread`),
 ``AsyncConsulInstancer`` as a task of your loop: one algorithm, one transport,
 two thin drivers.  Cancelling the task (``stop()``) abandons a held blocking
 query at once and closes the private client.

@@ -7,7 +7,7 @@ EndpointSlices over httpx; the rules in :mod:`sd.k8s.slices` and
 :mod:`sd.k8s.list_watch`):
 
 * :class:`EndpointSliceInstancer` runs it on a private event loop in its own
-  thread (:class:`sd.consul.loop.LoopThread`).  One watch per (configuration,
+  thread (:class:`sd._loop_thread.LoopThread`).  One watch per (configuration,
   namespace, Service, port, address types, timeouts) is shared by every
   instancer built with the same arguments (:class:`sd.instancer.SharedWatches`)
   and stopped when the last of them stops.
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import threading
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Self
@@ -35,8 +34,15 @@ import httpx
 
 from kitsd.core import validate
 from kitsd.core.errors import MisuseError, clip
-from kitsd.sd.consul.loop import LoopThread
-from kitsd.sd.instancer import Broadcaster, InstancerHandle, SharedWatches
+from kitsd.sd._cancel import cancel_until_done
+from kitsd.sd._loop_thread import LoopThread
+from kitsd.sd.instancer import (
+    DEFAULT_FIRST_ANSWER_TIMEOUT,
+    Broadcaster,
+    InstancerHandle,
+    SharedWatches,
+    check_first_answer_timeout,
+)
 from kitsd.sd.k8s.config import ClusterConfig
 from kitsd.sd.k8s.list_watch import MIN_WATCH_TIMEOUT
 from kitsd.sd.k8s.slices import ADDRESS_TYPES, DEFAULT_ADDRESS_TYPES, PortChoice
@@ -106,17 +112,13 @@ class _ThreadWatch:
     def __init__(self, config: ClusterConfig, query: SliceQuery, broadcaster: Broadcaster,
                  transport: httpx.AsyncBaseTransport | None) -> None:
         self.stats = WatchStats()
-        self._answered = threading.Event()
+        self.origin = transport  # keeps id(transport) in the watch key from being reused
         self._thread = LoopThread(
             f"kitsd-k8s-watch-{query.name}",
-            lambda: run_watch(config, query, broadcaster, self._answered.set,
+            lambda: run_watch(config, query, broadcaster, _nothing,
                               stats=self.stats, transport=transport),
         )
         self._thread.start()
-
-    def wait_answered(self, timeout: float) -> bool:
-        """Block until the first list (or error) was published, at most ``timeout`` seconds."""
-        return self._answered.wait(timeout)
 
     def stop(self) -> None:
         """Cancel the request in flight (or the backoff sleep) and join the thread."""
@@ -124,6 +126,10 @@ class _ThreadWatch:
 
 
 _WATCHES = SharedWatches()
+
+
+def _nothing() -> None:
+    """The thread watch's ``answered`` hook: its broadcaster is pending instead."""
 
 
 class EndpointSliceInstancer(InstancerHandle):
@@ -143,8 +149,11 @@ class EndpointSliceInstancer(InstancerHandle):
     ``None`` for :meth:`ClusterConfig.load` (``$KUBECONFIG``, in-cluster, or
     ``~/.kube/config``).  ``address_types``: which slices to read (``"IPv4"``,
     ``"IPv6"``, ``"FQDN"``; default the first two).  ``first_answer_timeout``: the
-    constructor waits up to this long (seconds) for the first list or error, so
-    that the first subscriber sees real data; 0 does not wait.
+    constructor waits up to this long (seconds, default 5, at most 600) for the
+    first list or error, so every subscriber starts from real data; when none
+    came, it gets a :class:`kitsd.core.errors.RegistryUnavailableError` saying so
+    (the watch keeps trying); 0 does not wait (the first answer is sent when it
+    comes, never an empty set nobody read).
     ``liveness_timeout``: a watch silent this long is opened again (``None``:
     never); ``watch_timeout``: each watch asks the server to end it after this to
     twice this many seconds (default 5 min, as client-go).  ``transport``: an httpx
@@ -168,7 +177,7 @@ class EndpointSliceInstancer(InstancerHandle):
         port: str | int | None = None,
         config: ClusterConfig | None = None,
         address_types: Iterable[str] = DEFAULT_ADDRESS_TYPES,
-        first_answer_timeout: float = 5.0,
+        first_answer_timeout: float = DEFAULT_FIRST_ANSWER_TIMEOUT,
         liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
         watch_timeout: float = MIN_WATCH_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -176,8 +185,7 @@ class EndpointSliceInstancer(InstancerHandle):
         cluster = _config(config)
         query = _query(service, namespace, port, cluster, address_types, liveness_timeout,
                        watch_timeout)
-        first_wait = validate.seconds("first_answer_timeout", first_answer_timeout, zero=True,
-                                      maximum=600)
+        first_wait = check_first_answer_timeout(first_answer_timeout)
         _ = cluster.ssl_context  # a CA or certificate that cannot be loaded fails here
         self.query, self.config = query, cluster
         key = (cluster, query, id(transport) if transport is not None else None)
@@ -186,11 +194,10 @@ class EndpointSliceInstancer(InstancerHandle):
             return _ThreadWatch(cluster, query, broadcaster, transport)
 
         broadcaster, watch, release = _WATCHES.acquire(
-            key, start, kind="k8s", service=query.name)  # kitsd.observe labels
-        super().__init__(broadcaster, release)
+            key, start, kind="k8s", service=query.name, pending=True)  # kitsd.observe labels
         self._watch = watch
-        if first_wait:
-            watch.wait_answered(first_wait)
+        super().__init__(broadcaster, release, first_answer_timeout=first_wait,
+                         source=f"kube-apiserver {cluster.server} ({query.name})")
 
     @property
     def service(self) -> str:
@@ -214,8 +221,12 @@ class EndpointSliceInstancer(InstancerHandle):
 
 class AsyncEndpointSliceInstancer(InstancerHandle):
     """The asyncio twin of :class:`EndpointSliceInstancer` (implements :class:`sd.Instancer`):
-    the same arguments but ``first_answer_timeout`` (``await wait_answered()``
-    instead), the same watch coroutine as a task of the running loop, not shared.
+    the same arguments, the same watch coroutine as a task of the running loop, not
+    shared.  Subscribers are sent the first list when it arrives (``subscribe()``
+    cannot wait for it: the watch runs on the caller's loop), or after
+    ``first_answer_timeout`` seconds (default 5; 0: no bound) without one a
+    :class:`kitsd.core.errors.RegistryUnavailableError` saying so; never an empty
+    set nobody read.  ``await wait_answered()`` waits for it.
 
     Build it inside a running event loop (else ``RuntimeError``).  ``stop()`` cancels
     the task (idempotent, prompt); ``await aclose()`` (or ``async with``) also waits
@@ -234,22 +245,28 @@ class AsyncEndpointSliceInstancer(InstancerHandle):
         liveness_timeout: float | None = DEFAULT_LIVENESS_TIMEOUT,
         watch_timeout: float = MIN_WATCH_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
+        first_answer_timeout: float = DEFAULT_FIRST_ANSWER_TIMEOUT,
     ) -> None:
         cluster = _config(config)
         query = _query(service, namespace, port, cluster, address_types, liveness_timeout,
                        watch_timeout)
+        first_wait = check_first_answer_timeout(first_answer_timeout)
         _ = cluster.ssl_context
         loop = asyncio.get_running_loop()
         self.query, self.config = query, cluster
         self.stats = WatchStats()
         self._answered = asyncio.Event()
-        broadcaster = Broadcaster(kind="k8s", service=query.name)  # kitsd.observe labels
-        super().__init__(broadcaster, self._cancel)
+        broadcaster = Broadcaster(kind="k8s", service=query.name,  # kitsd.observe labels
+                                  pending=True)
+        super().__init__(broadcaster, self._cancel,
+                         source=f"kube-apiserver {cluster.server} ({query.name})")
         self._task = loop.create_task(
             run_watch(cluster, query, broadcaster, self._answered.set, stats=self.stats,
                       transport=transport),
             name=f"kitsd-k8s-watch-{query.name}",
         )
+        self._late = None if first_wait is None else loop.call_later(
+            first_wait, self.first_answer_late, first_wait)
 
     @property
     def service(self) -> str:
@@ -267,7 +284,9 @@ class AsyncEndpointSliceInstancer(InstancerHandle):
         await self._answered.wait()
 
     def _cancel(self) -> None:
-        self._task.cancel()
+        if self._late is not None:
+            self._late.cancel()
+        cancel_until_done(self._task)  # (a cancellation can be lost: sd._cancel)
 
     async def aclose(self) -> None:
         """:meth:`stop`, then wait for the watch task to end (it closes its connections)."""

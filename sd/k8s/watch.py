@@ -27,7 +27,7 @@ slices make the port ambiguous or unknown, the event carries a
 :class:`~kitsd.core.errors.MisuseError` saying so.
 
 ``EndpointSliceInstancer`` runs this coroutine on a private loop in its own
-thread (:class:`sd.consul.loop.LoopThread`), ``AsyncEndpointSliceInstancer`` as
+thread (:class:`sd._loop_thread.LoopThread`), ``AsyncEndpointSliceInstancer`` as
 a task of your loop: one algorithm, two thin drivers.  Cancelling the task
 (``stop()``) abandons a request or a backoff sleep at once and closes the
 client's connections.
@@ -120,7 +120,8 @@ class _Publisher:
         problem = view.problem
         if problem is not None:
             broadcaster.publish(Event(view.instances(), MisuseError(problem), info=view.info()))
-        elif change or broadcaster.state.error is not None:
+        elif change or broadcaster.state.error is not None or not broadcaster.answered:
+            # (a first list of nothing is news to a pending broadcaster: its first answer)
             broadcaster.apply(change.added, change.removed, info=change.info)
 
 

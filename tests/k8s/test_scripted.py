@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,14 @@ import pytest
 
 from kitsd import sd
 from kitsd.core.errors import RegistryUnavailableError
-from kitsd.sd.k8s import AsyncEndpointSliceInstancer, ClusterConfig, StaticToken, TokenFile
-from tests.helpers import async_wait_for
+from kitsd.sd.k8s import (
+    AsyncEndpointSliceInstancer,
+    ClusterConfig,
+    EndpointSliceInstancer,
+    StaticToken,
+    TokenFile,
+)
+from tests.helpers import async_wait_for, wait_for
 
 
 def slice_object(name: str, rv: str, *addresses: str) -> dict[str, Any]:
@@ -291,3 +299,97 @@ async def test_refusals_arrive_as_error_events(status: int) -> None:
         assert events[-1].error is not None
         assert f"{status}" in str(events[-1].error)
         assert "t0ken" not in str(events[-1].error)
+
+
+class _Gate:
+    """The API server of ``script`` with its list answers held until :meth:`open`
+    (called from any thread)."""
+
+    def __init__(self, script: Script) -> None:
+        self._script = script
+        self._opened = threading.Event()
+        self.held = 0  # list requests that reached the server
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("watch") != "true":
+            self.held += 1
+            # opened from another thread (an asyncio.Event is not thread-safe): poll
+            while not self._opened.is_set():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        return await self._script.handler(request)
+
+    def open(self) -> None:
+        self._opened.set()
+
+
+def test_sync_instancer_late_first_list_is_an_error_then_the_list() -> None:
+    """Item 2 (15.4 for k8s): a first list later than first_answer_timeout gave
+    subscribers an empty set nobody read (no error); now an error saying so, then the list."""
+    script = Script()
+    script.list_answer("10", slice_object("web-1", "9", "10.0.0.1"))
+    script.watch_stream()
+    gate = _Gate(script)
+    started = time.monotonic()
+    with EndpointSliceInstancer("web", namespace="shop", config=CONFIG, first_answer_timeout=0.2,
+                                transport=httpx.MockTransport(gate.handler)) as instancer:
+        assert time.monotonic() - started >= 0.2
+        events: list[sd.Event] = []
+        instancer.subscribe(events.append)
+        assert len(events) == 1
+        assert events[0].instances == ()
+        assert isinstance(events[0].error, RegistryUnavailableError)
+        assert "no answer from kube-apiserver https://k8s.test:6443 (shop/web) within 0.2s " \
+               "(still trying)" in str(events[0].error)
+        gate.open()
+        wait_for(lambda: events[-1] == sd.Event(("10.0.0.1:80",)), 5, "the first list")
+
+
+def test_sync_instancer_waits_for_an_empty_first_list() -> None:
+    """A Service with no slices answers an empty list: that is the first answer (the
+    constructor does not wait out its timeout for it)."""
+    script = Script()
+    script.list_answer("10")
+    script.watch_stream()
+    started = time.monotonic()
+    with EndpointSliceInstancer("web", namespace="shop", config=CONFIG, first_answer_timeout=30,
+                                transport=httpx.MockTransport(script.handler)) as instancer:
+        assert time.monotonic() - started < 10
+        assert instancer.answered
+        assert instancer.state == sd.Event()
+
+
+async def test_async_instancer_sends_nothing_before_the_first_list() -> None:
+    """The asyncio instancer handed new subscribers an empty Event() nobody read."""
+    script = Script()
+    script.list_answer("10", slice_object("web-1", "9", "10.0.0.1"))
+    script.watch_stream()
+    gate = _Gate(script)
+    async with AsyncEndpointSliceInstancer(
+            "web", namespace="shop", config=CONFIG, first_answer_timeout=0,
+            transport=httpx.MockTransport(gate.handler)) as instancer:
+        events: list[sd.Event] = []
+        instancer.subscribe(events.append)
+        await async_wait_for(lambda: gate.held == 1, 5, "the list request")
+        assert events == []
+        assert not instancer.answered
+        gate.open()
+        async with asyncio.timeout(5):
+            await instancer.wait_answered()
+        assert events == [sd.Event(("10.0.0.1:80",))]
+
+
+async def test_async_instancer_late_first_list_is_an_error_then_the_list() -> None:
+    script = Script()
+    script.list_answer("10", slice_object("web-1", "9", "10.0.0.1"))
+    script.watch_stream()
+    gate = _Gate(script)
+    async with AsyncEndpointSliceInstancer(
+            "web", namespace="shop", config=CONFIG, first_answer_timeout=0.1,
+            transport=httpx.MockTransport(gate.handler)) as instancer:
+        events: list[sd.Event] = []
+        instancer.subscribe(events.append)
+        await async_wait_for(lambda: bool(events), 5, "the late-answer error")
+        assert isinstance(events[0].error, RegistryUnavailableError)
+        assert "within 0.1s (still trying)" in str(events[0].error)
+        gate.open()
+        await async_wait_for(lambda: events[-1] == sd.Event(("10.0.0.1:80",)), 5, "the list")

@@ -1,10 +1,10 @@
 """``LoopThread``: one coroutine on a private event loop in a daemon thread.
 
 The thread-based drivers (``ConsulInstancer``'s watch, ``ConsulRegistrar``'s
-heartbeat) run the same coroutine the asyncio drivers run, on a loop of
-their own.  ``stop()`` works from any thread, including the loop's own (a
-subscriber callback): it cancels the task through
-``loop.call_soon_threadsafe``, which abandons an HTTP request in flight (a
+heartbeat, ``EndpointSliceInstancer``'s watch) run the same coroutine the
+asyncio drivers run, on a loop of their own.  ``stop()`` works from any
+thread, including the loop's own (a subscriber callback): it cancels the task
+through ``loop.call_soon_threadsafe``, which abandons an HTTP request in flight (a
 held blocking query, an agent that never answers) at once, then joins the
 thread.  The loop's default executor (where asyncio resolves host names) is
 shut down with it, so nothing is left running.
