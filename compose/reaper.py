@@ -14,9 +14,10 @@ watcher process, this file run as a script, in a session of its own too:
   have stopped and reaped it, ``+dir PATH`` / ``-dir PATH`` for a temporary
   directory we will remove;
 * when the pipe reaches end-of-file -- we exited, however we exited -- it stops every
-  process still registered (SIGCONT, for a paused one, then SIGTERM to its process
-  group; SIGKILL after :data:`GRACE` seconds), removes every directory still
-  registered, and exits.  A normal exit after every server was closed leaves it
+  process still registered, the last started first (SIGCONT, for a paused one, then
+  SIGTERM to its process group, up to :data:`STEP` seconds each; SIGKILL for what is
+  left after :data:`GRACE` seconds), removes every directory still registered, and
+  exits.  A normal exit after every server was closed leaves it
   nothing to do.
 
 A pid is only signalled if it is still the process that was registered (its start
@@ -42,10 +43,13 @@ import time
 from collections.abc import Iterable
 from typing import IO
 
-__all__ = ["GRACE", "forget", "forget_dir", "watch", "watch_dir", "watcher_pid"]
+__all__ = ["GRACE", "STEP", "forget", "forget_dir", "watch", "watch_dir", "watcher_pid"]
 
 GRACE = 5.0
-"""Seconds the watcher gives SIGTERM before SIGKILL."""
+"""Seconds the watcher gives SIGTERM, in all, before SIGKILL."""
+
+STEP = 1.0
+"""Seconds the watcher waits for one process before it signals the next."""
 
 
 # --- our side -------------------------------------------------------------------------
@@ -173,15 +177,21 @@ def _signal(pid: int, signum: int) -> None:
 
 
 def _reap(pids: dict[int, str | None], dirs: Iterable[str]) -> None:
+    """Stop ``pids`` (in registration order), the last started first: a client (a chaos
+    instance deregistering) ends before the servers it talks to.  Each gets up to
+    :data:`STEP` seconds alone, all of them :data:`GRACE` in total, then SIGKILL."""
     alive = {pid: started for pid, started in pids.items()
              if started is not None and _start_time(pid) == started}
-    for pid in alive:
+    deadline = time.monotonic() + GRACE
+    for pid in reversed(list(alive)):
         _signal(pid, signal.SIGCONT)
         _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + GRACE
+        step = min(deadline, time.monotonic() + STEP)
+        while _start_time(pid) == alive[pid] and time.monotonic() < step:
+            time.sleep(0.02)
     while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
         alive = {pid: started for pid, started in alive.items() if _start_time(pid) == started}
+        time.sleep(0.02)
     for pid in alive:
         _signal(pid, signal.SIGKILL)
     import shutil
