@@ -61,7 +61,7 @@ from typing import Any, TextIO
 import httpx
 import pybreaker
 
-from kitsd import breaker, lb, sd
+from kitsd import _interruptible, breaker, lb, sd
 from kitsd.core.redact import redact_url
 from kitsd.sd.event import Event
 
@@ -415,7 +415,7 @@ def run_chaos(
             report.phases.append(baseline)
             load.switch(baseline)
             say("phase baseline: no fault")
-            time.sleep(phase_length)
+            _interruptible.sleep(phase_length)
             rng.shuffle(victims)
             for number, fault in enumerate(schedule):
                 phase = PhaseReport(fault)
@@ -496,7 +496,7 @@ def _run_phase(fault: str, phase: PhaseReport, chaos: Any, victim: Any, view: _V
         if isinstance(victim, _Remote):
             phase.skipped = "the instances are not ours to restart (--service)"
             say(f"phase {fault}: skipped ({phase.skipped})")
-            time.sleep(length)
+            _interruptible.sleep(length)
         else:
             _rolling(phase, everybody, view, everyone, say)
             _sleep_until(start + length)
@@ -548,7 +548,7 @@ def _run_phase(fault: str, phase: PhaseReport, chaos: Any, victim: Any, view: _V
         fault_check = lambda: chaos.registered(victim.instance) and view.shows(everyone)  # noqa: E731
     if phase.skipped:
         say(f"phase {fault}: skipped ({phase.skipped})")
-        time.sleep(length)
+        _interruptible.sleep(length)
         return
     say(f"phase {fault}: {phase.fault}")
     if not blind:
@@ -584,7 +584,7 @@ def _run_phase(fault: str, phase: PhaseReport, chaos: Any, victim: Any, view: _V
 def _sleep_until(when: float) -> None:
     delay = when - time.monotonic()
     if delay > 0:
-        time.sleep(delay)
+        _interruptible.sleep(delay)  # the main thread: Ctrl-C and SIGTERM must reach it
 
 
 def _progress(load: _Load, view: _View, report: ChaosReport, emit: Callable[[str], None],

@@ -270,31 +270,35 @@ def _servers(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module doc)."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+    command = "kitsd"
+    try:  # from the first import on: a Ctrl-C while loading is one line too
         with _signals_raise():
-            if args.command == "demo":
-                return _demo(args)
-            if args.command == "chaos":
-                from kitsd.chaos import main_chaos  # starts nothing until asked
-
-                return main_chaos(args)
-            if args.command == "servers":
-                return _servers(args)
-            from kitsd.watch import main_watch
-
-            return main_watch(args)
+            args = _parser().parse_args(argv)
+            command = f"kitsd {args.command}"
+            logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                                format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            return _run(args)
     except ValueError as error:
         print(f"kitsd: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nkitsd {args.command}: interrupted; everything it started is stopped",
-              file=sys.stderr)
+        print(f"\n{command}: interrupted; everything it started is stopped", file=sys.stderr)
         return 128 + signal.SIGINT
     except Terminated as terminated:
         name = signal.Signals(terminated.signum).name
-        print(f"\nkitsd {args.command}: {name}; everything it started is stopped",
-              file=sys.stderr)
+        print(f"\n{command}: {name}; everything it started is stopped", file=sys.stderr)
         return 128 + terminated.signum
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "chaos":
+        from kitsd.chaos import main_chaos  # starts nothing until asked
+
+        return main_chaos(args)
+    if args.command == "servers":
+        return _servers(args)
+    from kitsd.watch import main_watch
+
+    return main_watch(args)

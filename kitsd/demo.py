@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import httpx
 import pybreaker
 
-from kitsd import breaker, lb, sd
+from kitsd import _interruptible, breaker, lb, sd
 from kitsd.core import observe
 from kitsd.demo_server import DemoInstance
 from kitsd.transport import Transport
@@ -207,17 +207,17 @@ def _run(report: DemoReport, servers: list[DemoInstance], *, registry: sd.Memory
         try:
             for thread in workers:
                 thread.start()
-            kill_now.wait()
+            _interruptible.wait(kill_now)  # the main thread: Ctrl-C must reach it
             victim = servers[1]
             victim.kill()
             killed.set()
             report.killed = victim.instance
             report.timeline.append((time.perf_counter() - start, f"killed {victim.instance}"))
-            time.sleep(REGISTRY_LAG)  # the registry notices late, as a real one would
+            _interruptible.sleep(REGISTRY_LAG)  # the registry notices late, as a real one would
             registrars[victim.instance].deregister()
             report.timeline.append(
                 (time.perf_counter() - start, f"registry dropped {victim.instance}"))
-            add_now.wait()
+            _interruptible.wait(add_now)
             newcomer = DemoInstance()
             servers.append(newcomer)
             registrars[newcomer.instance] = registry.registrar(SERVICE, newcomer.instance)
@@ -226,7 +226,7 @@ def _run(report: DemoReport, servers: list[DemoInstance], *, registry: sd.Memory
             added.set()
             report.timeline.append((time.perf_counter() - start, f"added {newcomer.instance}"))
             for thread in workers:
-                thread.join()
+                _interruptible.join(thread)
             completed = True
         finally:
             if not completed:  # interrupted (Ctrl-C) or failed: stop the calls first
@@ -235,7 +235,7 @@ def _run(report: DemoReport, servers: list[DemoInstance], *, registry: sd.Memory
             added.set()
             for thread in workers:
                 if thread.ident is not None:
-                    thread.join()
+                    _interruptible.join(thread)
             report.wall = time.perf_counter() - start
         if before_close is not None:
             before_close()

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import TextIO
 
-from kitsd import sd
+from kitsd import _interruptible, sd
 
 __all__ = ["main_watch", "watch"]
 
@@ -52,7 +52,7 @@ def watch(url: str, out: TextIO, *, stop: threading.Event | None = None,
 
     with sd.instancer_from_url(url) as instancer:
         instancer.subscribe(on_event)
-        stop.wait(duration)
+        _interruptible.wait(stop, duration)  # Ctrl-C reaches a main thread that waits
         instancer.unsubscribe(on_event)
     err = sys.stderr if err is None else err
     with lock:

@@ -35,6 +35,17 @@ async def async_wait_for(
         await asyncio.sleep(0.005)
 
 
+def default_signals() -> None:
+    """``preexec_fn`` for a child a test signals: Ctrl-C, SIGTERM and SIGHUP as a terminal
+    leaves them.  A test run started in the background (``cmd &``) or under ``nohup``
+    passes SIGINT or SIGHUP on ignored, and a child that ignores the signal a test sends
+    it never stops."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def thread_names() -> set[str]:
     """Names of the live threads (compare before and after a test)."""
     return {thread.name for thread in threading.enumerate()}
@@ -68,6 +79,7 @@ class WatchProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kitsd", "watch", url, "--duration", str(duration)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=default_signals,  # close() sends SIGINT
         )
         stdout = self.process.stdout
         assert stdout is not None

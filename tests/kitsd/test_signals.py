@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from kitsd.compose import reaper
-from tests.helpers import wait_for
+from tests.helpers import default_signals, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,9 +33,11 @@ class Command:
     def __init__(self, *args: str) -> None:
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kitsd", *args], cwd=ROOT, stdin=subprocess.DEVNULL,
+            # faulthandler: a command that hangs is made to show where (SIGABRT, finish())
+            [sys.executable, "-X", "faulthandler", "-m", "kitsd", *args], cwd=ROOT,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=default_signals,
         )
         self._reader = threading.Thread(target=self._read, name="command-reader")
         self._reader.start()
@@ -52,9 +54,15 @@ class Command:
             "".join(self.lines) + (self.process.stderr.read() if self.process.stderr else ""))
 
     def finish(self, timeout: float = 60.0) -> tuple[int, str]:
-        code = self.process.wait(timeout)
-        self._reader.join(10)
         assert self.process.stderr is not None
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)  # faulthandler dumps every thread
+            self.process.wait(10)
+            raise AssertionError(f"still running {timeout:g}s after the signal; its threads:\n"
+                                 + self.process.stderr.read()[-20000:]) from None
+        self._reader.join(10)
         return code, self.process.stderr.read()
 
     def kill(self) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kitsd.compose import reaper
-from tests.helpers import wait_for
+from tests.helpers import default_signals, wait_for
 from tests.kitsd.test_signals import alive, port_open
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,13 +48,6 @@ USER_TEST = textwrap.dedent(
 )
 
 
-def _default_signals() -> None:
-    """The run's signals as a terminal or CI runner leaves them (under ``nohup`` this test
-    run would pass on an ignored SIGHUP, and the user's run would shrug it off)."""
-    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, signal.SIG_DFL)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL, signal.SIGHUP])
 def test_a_killed_run_leaves_no_server(tmp_path: Path, signum: int) -> None:
     import json
@@ -66,7 +59,7 @@ def test_a_killed_run_leaves_no_server(tmp_path: Path, signum: int) -> None:
     env.pop("KITSD_ETCD_ENDPOINT", None)  # a server of its own
     run = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                             "test_user.py"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, preexec_fn=_default_signals)
+                           stderr=subprocess.DEVNULL, preexec_fn=default_signals)
     try:
         wait_for(lambda: report.exists() or run.poll() is not None, 60,
                  "the user's test to hold its etcd")
