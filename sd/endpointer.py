@@ -349,6 +349,8 @@ class _Closer:
                 work()
             finally:
                 done.set_result(None)
+                # while it lingers, the thread must not keep what it closed alive
+                del work, done
 
     def stop(self) -> None:
         """Let the thread end as soon as nothing is left to close (no lingering)."""
