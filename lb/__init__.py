@@ -17,6 +17,16 @@ refusing with :class:`RetryBudgetExhausted`) and :class:`Hedge` (``hedge=``; the
 retry then returns a :class:`HedgedEndpoint` to ``close()``, or an
 :class:`AsyncHedgedEndpoint` to ``aclose()``).
 
+Balancing, second pass (issue 21; every built-in balancer takes them, see
+:mod:`lb.shaping`): :class:`SlowStart` (``slow_start=``: new instances ramp up),
+:class:`Zones` (``zones=``: prefer the caller's zone, fail over between
+priority tiers, panic), :class:`HttpCheck` / :class:`GrpcCheck` run by a
+:class:`HealthCheckers` (``health_check=``, ``health_checkers=``: active health
+checks), :class:`Aperture` (``subset=``: deterministic subsetting); and for
+:func:`retry` / :func:`retry_async` an adaptive concurrency limit,
+:class:`GradientLimit` or :class:`AIMDLimit` (``limit=``), refusing with
+:class:`LimitExceeded` (driven by :class:`ConcurrencyLimiter`).
+
 Which balancer when:
 
 * :class:`RoundRobin` — equal instances, even spreading, the cheapest pick.
@@ -29,10 +39,21 @@ Which balancer when:
 """
 
 from kitsd.core.deadline import remaining
+from kitsd.lb.aperture import Aperture
 from kitsd.lb.balancer import Balancer, Pick, Picker
+from kitsd.lb.concurrency_limit import ConcurrencyLimiter
+from kitsd.lb.concurrency_limit_policy import AIMDLimit, GradientLimit
 from kitsd.lb.consistent_hash import ConsistentHash
 from kitsd.lb.deadline import Deadline, deadline
-from kitsd.lb.errors import NoEndpointsError, RetryBudgetExhausted, RetryError, RetryTimeout
+from kitsd.lb.errors import (
+    LimitExceeded,
+    NoEndpointsError,
+    RetryBudgetExhausted,
+    RetryError,
+    RetryTimeout,
+)
+from kitsd.lb.health_check import GrpcCheck, HttpCheck
+from kitsd.lb.health_checkers import HealthCheckers
 from kitsd.lb.hedging_policy import Hedge
 from kitsd.lb.least_loaded import LeastLoaded
 from kitsd.lb.outlier_detection import CountedError, OutlierDetection
@@ -41,17 +62,27 @@ from kitsd.lb.random import Random
 from kitsd.lb.retry import AsyncHedgedEndpoint, HedgedEndpoint, retry, retry_async
 from kitsd.lb.retry_budget import RetryBudget
 from kitsd.lb.round_robin import RoundRobin
+from kitsd.lb.slow_start import SlowStart
 from kitsd.lb.weighted import Weighted
+from kitsd.lb.zones import Zones
 
 __all__ = [
+    "AIMDLimit",
+    "Aperture",
     "AsyncHedgedEndpoint",
     "Balancer",
+    "ConcurrencyLimiter",
     "ConsistentHash",
     "CountedError",
     "Deadline",
+    "GradientLimit",
+    "GrpcCheck",
+    "HealthCheckers",
     "Hedge",
     "HedgedEndpoint",
+    "HttpCheck",
     "LeastLoaded",
+    "LimitExceeded",
     "NoEndpointsError",
     "OutlierDetection",
     "PeakEWMA",
@@ -63,7 +94,9 @@ __all__ = [
     "RetryError",
     "RetryTimeout",
     "RoundRobin",
+    "SlowStart",
     "Weighted",
+    "Zones",
     "deadline",
     "remaining",
     "retry",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, cast
+from typing import Any, Unpack, cast
 
 from kitsd.core import validate
 from kitsd.lb.balancer import E, EndpointSource, Pick
@@ -27,6 +27,7 @@ from kitsd.lb.consistent_hash_policy import Ring, key_hash
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
+from kitsd.lb.shaping import BalancingOptions
 
 __all__ = ["ConsistentHash"]
 
@@ -63,11 +64,13 @@ class ConsistentHash(Pool[E]):
         *,
         vnodes: int | None = None,
         outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
+        **options: Unpack[BalancingOptions],
     ) -> None:
         if not callable(key):
             raise TypeError(f"key must be callable(request) -> str | bytes, got {key!r}")
         validate.optional_integer("vnodes", vnodes, minimum=1)
-        super().__init__(endpointer, outlier_detection=outlier_detection)
+        super().__init__(endpointer, outlier_detection=outlier_detection,
+                         **options)
         self._key = key
         self._vnodes = vnodes
         self._ring: tuple[Sequence[str], Ring] = ((), Ring(()))
@@ -93,7 +96,16 @@ class ConsistentHash(Pool[E]):
             raise NoEndpointsError
         position = key_hash(self._key(request))
         ring = self._ring_of(keys)
-        if not exclude and not self._records:
+        shaping = self._shaping
+        if shaping is not None:
+            now = time.monotonic()
+            with self._lock:
+                shape = shaping.current(self, keys, now)
+                index = shaping.hashed(self, shape, lambda: ring.walk(position), position,
+                                       exclude, now)
+            if index < 0:
+                index = self._walk(ring, position, keys, exclude)
+        elif not exclude and not self._records:
             index = ring.owner(position)
         else:
             index = self._walk(ring, position, keys, exclude)

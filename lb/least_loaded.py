@@ -19,13 +19,14 @@ import threading
 import time
 from collections.abc import Collection, Sequence
 from types import FunctionType, MethodType
-from typing import Any, cast
+from typing import Any, Unpack, cast
 
 from kitsd.core.endpoint import Endpoint, is_async
 from kitsd.lb.balancer import E, EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
+from kitsd.lb.shaping import BalancingOptions
 
 __all__ = ["LeastLoaded"]
 
@@ -124,8 +125,10 @@ class LeastLoaded(Pool[E]):
         seed: int | None = None,
         *,
         outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
+        **options: Unpack[BalancingOptions],
     ) -> None:
-        super().__init__(endpointer, outlier_detection=outlier_detection, seed=seed)
+        super().__init__(endpointer, outlier_detection=outlier_detection, seed=seed,
+                         **options)
         self._in_flight = _InFlight()
         # Which wrapper an endpoint needs, by what decides it: the code object of a
         # function or method, else the type.  A handful of entries, whatever the
@@ -146,6 +149,15 @@ class LeastLoaded(Pool[E]):
             raise NoEndpointsError
         if size == 1:
             return self._hand_out(keys, endpoints, 0)
+        if self._shaping is not None:
+            in_flight = self._in_flight
+
+            def less_loaded(first: int, second: int) -> int:
+                return (second if in_flight.get(keys[second]) < in_flight.get(keys[first])
+                        else first)
+
+            return self._hand_out(keys, endpoints,
+                                  self._shaped_pair(keys, size, exclude, less_loaded))
         if exclude or self._records:
             now = time.monotonic() if self._records else 0.0
             with self._lock:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, cast
+from typing import Any, Unpack, cast
 
 from kitsd.core import validate
 from kitsd.core.endpoint import Endpoint, is_async
@@ -26,6 +26,7 @@ from kitsd.lb.least_loaded import _decides_kind
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.peak_ewma_policy import LatencyTable
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
+from kitsd.lb.shaping import BalancingOptions
 
 __all__ = ["PeakEWMA"]
 
@@ -123,12 +124,14 @@ class PeakEWMA(Pool[E]):
         initial: float | None = None,
         outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
         clock: Callable[[], float] = time.monotonic,
+        **options: Unpack[BalancingOptions],
     ) -> None:
         validate.seconds("decay", decay)
         validate.optional_seconds("initial", initial, zero=True)
         if not callable(clock):
             raise TypeError(f"clock must be callable() -> seconds, got {clock!r}")
-        super().__init__(endpointer, outlier_detection=outlier_detection, seed=seed)
+        super().__init__(endpointer, outlier_detection=outlier_detection, seed=seed,
+                         **options)
         self._clock = clock
         # guarded by the pool's lock, like the rest of the balancer's state
         self._table = LatencyTable(float(decay), None if initial is None else float(initial))
@@ -159,6 +162,14 @@ class PeakEWMA(Pool[E]):
             with self._lock:
                 return self._hand_out(keys, endpoints, 0)
         now = self._clock()
+        if self._shaping is not None:
+
+            def cheaper(first: int, second: int) -> int:  # under the lock
+                return self._cheaper(keys, first, second, now)
+
+            index = self._shaped_pair(keys, size, exclude, cheaper)
+            with self._lock:
+                return self._hand_out(keys, endpoints, index)
         if exclude or self._records:
             ejection_now = time.monotonic() if self._records else 0.0
             with self._lock:

@@ -36,7 +36,7 @@ import time
 import weakref
 from array import array
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Generic, cast, overload
+from typing import Generic, Unpack, cast, overload
 
 from kitsd.core.endpoint import Endpoint
 from kitsd.core.errors import Leaving
@@ -45,6 +45,7 @@ from kitsd.lb.balancer import E, EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool_policy import Ejections
+from kitsd.lb.shaping import BalancingOptions, Shape, Shaping, check_options
 from kitsd.sd.instance_info import NO_INFO, InstanceInfo
 
 __all__ = ["DEFAULT_OUTLIER_DETECTION", "PROBES", "Pool", "identity_key"]
@@ -108,7 +109,17 @@ def _in_sorted(instances: tuple[str, ...], key: str) -> bool:
 
 class Pool(Generic[E]):
     """Base of the built-in balancers (a :class:`lb.Picker`).  Subclasses choose an
-    index with :meth:`_next_index` (called under the lock)."""
+    index with :meth:`_next_index` (called under the lock).
+
+    Every built-in balancer also takes the :class:`lb.shaping.BalancingOptions`
+    (``slow_start=``, ``zones=``, ``health_check=`` with ``health_checkers=``,
+    ``subset=``; see :mod:`lb.shaping`), which need an :class:`sd.Endpointer` (a
+    source with ``snapshot()``: they read the instances' names and metadata).
+    """
+
+    #: Whether the balancer weighs instances by ``InstanceInfo.weight`` (zones count
+    #: capacity by weight then, envoy#41992).
+    _uses_weights = False
 
     def __init__(
         self,
@@ -116,6 +127,7 @@ class Pool(Generic[E]):
         *,
         outlier_detection: OutlierDetection | None,
         seed: int | None = None,
+        **options: Unpack[BalancingOptions],
     ) -> None:
         snapshot = getattr(endpointer, "snapshot", None)
         endpoints = getattr(endpointer, "endpoints", None)
@@ -142,6 +154,18 @@ class Pool(Generic[E]):
         # Ejection ends by index in the set named by the tuple (None: nobody is out).
         self._until: tuple[tuple[str, ...], array[float] | None] = ((), None)
         self._size = 0
+        checked = check_options(options)
+        if checked and self._snapshot is None:
+            raise TypeError(f"{', '.join(sorted(checked))} need an sd.Endpointer (a source "
+                            f"with snapshot()), got {endpointer!r}")
+        #: The state of the issue-21 options; None (the usual case) costs the picks nothing.
+        self._shaping = Shaping(checked, self) if checked else None
+        if self._shaping is not None and self._snapshot is not None:
+            # Health checks start now, before the first call.
+            try:
+                self._shaping.prime(self._snapshot().instances)
+            except Exception:
+                logger.debug("no endpoint set to watch yet", exc_info=True)
 
     @property
     def outlier_detection(self) -> OutlierDetection | None:
@@ -156,6 +180,33 @@ class Pool(Generic[E]):
         now = time.monotonic()
         with self._lock:
             return sorted(ejections.out(now))
+
+    def unhealthy(self) -> list[str]:
+        """The instances failing their active health check now (``health_check=``)."""
+        shaping = self._shaping
+        if shaping is None:
+            return []
+        with self._lock:
+            return sorted(shaping.unhealthy)
+
+    def warmth(self) -> float:
+        """The mean slow-start factor of the current set: 1.0 when every instance is
+        warm (or without ``slow_start=``), lower while instances ramp.  An adaptive
+        concurrency limit scales by it, so a fleet whose every instance is new is not
+        sent the full load."""
+        shaping = self._shaping
+        if shaping is None or shaping.warming is None:
+            return 1.0
+        now = time.monotonic()
+        with self._lock:
+            return shaping.warmth(self._size, now)
+
+    def close(self) -> None:
+        """Stop watching instances' health (the probers of other stacks go on).
+        Nothing else needs closing; idempotent.  A balancer that is garbage collected
+        stops watching too."""
+        if self._shaping is not None:
+            self._shaping.close()
 
     def endpoint(self) -> E:
         """One endpoint, as :meth:`pick` with nothing excluded."""
@@ -186,6 +237,8 @@ class Pool(Generic[E]):
         size = len(endpoints)
         if not size:
             raise NoEndpointsError
+        if self._shaping is not None:
+            return keys, endpoints, self._shaped(keys, size, exclude)
         if exclude or self._records:
             return keys, endpoints, self._steered(keys, size, exclude)
         with self._lock:
@@ -203,6 +256,8 @@ class Pool(Generic[E]):
                     restored = record is not None and record.ejections > 0
                     if ejections.succeeded(pick.instance):
                         self._mark(pick.instance, 0.0)
+                        if self._shaping is not None and restored:
+                            self._shaping.dirty()
                 if restored and HUB.observers:  # kitsd.observe
                     emit(InstanceRestored(current_service(), pick.instance))
             return
@@ -216,6 +271,8 @@ class Pool(Generic[E]):
                                         self._tag(pick.endpoint))
             if duration is not None:
                 self._mark(pick.instance, now + duration)
+                if self._shaping is not None:
+                    self._shaping.dirty()
         if duration is not None:
             logger.debug("ejected %s for %gs after %s", pick.instance, duration,
                          type(error).__name__)
@@ -239,6 +296,11 @@ class Pool(Generic[E]):
     def _random_index(self, size: int) -> int:
         """A random index among ``size`` for a steered pick's second round of probes."""
         return self._rng.randrange(size)
+
+    def _choose_in(self, shape: Shape, group: int, count: int) -> int:
+        """The balancer's own choice among the ``count`` members of a shaped pick's
+        ``group`` (a position in it); called under the lock."""
+        return self._next_index(count)
 
     def _candidates(self, size: int) -> list[int]:
         """The indices a scan may fall back on (all; a weighted balancer leaves out
@@ -278,6 +340,7 @@ class Pool(Generic[E]):
                     and _same(tag, endpoints[position]))
 
         with self._lock:
+            previous = self._instances
             self._instances = instances
             self._info = info
             self._size = len(instances)
@@ -287,6 +350,8 @@ class Pool(Generic[E]):
                 self._ejections.retain(present)
                 for key, until in self._ejections.out(time.monotonic()).items():
                     self._mark(key, until)
+            if self._shaping is not None:
+                self._shaping.changed(previous, instances, time.monotonic())
 
     def _mark(self, key: str, until: float) -> None:
         """Copy ``key``'s ejection end into the per-index view of the current set
@@ -313,6 +378,49 @@ class Pool(Generic[E]):
         ejections = self._ejections
         return not (ejections and ejections.is_ejected(keys[second], now)
                     and not ejections.panicking(now, len(keys)))
+
+    def _now(self) -> float:
+        """The clock ejection runs on."""
+        return time.monotonic()
+
+    def _panic_threshold(self) -> float:
+        """Below this percentage of instances in rotation, picks ignore who is out."""
+        ejections = self._ejections
+        return 50.0 if ejections is None else ejections.policy.panic_threshold
+
+    def _shaped(self, keys: Sequence[str], size: int, exclude: Collection[str],
+                avoid: int = -1) -> int:
+        """A pick shaped by the issue-21 options (:mod:`lb.shaping`), falling back to
+        the plain steering when the shape has nothing usable."""
+        shaping = self._shaping
+        assert shaping is not None  # noqa: S101 - the caller checked
+        now = time.monotonic()
+        with self._lock:
+            shape = shaping.current(self, keys, now)
+            index = shaping.choose(self, shape, exclude, now, avoid)
+            if index < 0:
+                index = self._find(keys, size, exclude, now, avoid)
+            return index
+
+    def _shaped_pair(self, keys: Sequence[str], size: int, exclude: Collection[str],
+                     better: Callable[[int, int], int]) -> int:
+        """A two-choice pick shaped by the options: two shaped choices (each drawn in
+        proportion to its ramp and overlap), and ``better(first, second)`` (called
+        under the lock) decides between them on the balancer's own measure.  The
+        measure is not divided by the ramp again: a newcomer drawn less often but
+        then judged by its few calls in flight ends up near its ramp's share."""
+        shaping = self._shaping
+        assert shaping is not None  # noqa: S101 - the caller checked
+        now = time.monotonic()
+        with self._lock:
+            shape = shaping.current(self, keys, now)
+            first = shaping.choose(self, shape, exclude, now)
+            if first < 0:
+                return self._find(keys, size, exclude, now)
+            second = shaping.choose(self, shape, exclude, now, avoid=first)
+            if second < 0 or second == first:
+                return first
+            return better(first, second)
 
     def _steered(self, keys: Sequence[str], size: int, exclude: Collection[str]) -> int:
         now = time.monotonic() if self._records else 0.0

@@ -21,6 +21,9 @@ The balancer reports each attempt's outcome for the instance it picked:
   naming the endpoint that failed (the balancer's choice: a weak reference)
   so that an instance that left and returned between two looks at the set is
   recognised by its new endpoint.
+* An ejection remembers its cause (``connection`` or ``errors``) and start, so an
+  active health check can end it early when it covers the cause
+  (:meth:`Ejections.uneject`; the rule is in :mod:`lb.health_checkers_policy`).
 * A record that is not ejected is forgotten ``max_ejection_time`` after its
   last event, so a rare failure long ago does not double a later ejection.
 
@@ -43,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
+from kitsd.lb.health_check import CONNECTION, ERRORS
 from kitsd.lb.outlier_detection import OutlierDetection
 
 __all__ = ["Ejections"]
@@ -57,6 +61,8 @@ class _Record:
     serial: int = 0  # names the ejection `until` belongs to, for the heap
     last: float = 0.0  # time of the last failure or ejection end
     tag: object = None  # names the endpoint that failed, to tell a returned instance
+    by_connection: bool = False  # the last ejection's cause: CONNECTION (else ERRORS)
+    since: float = float("-inf")  # when the last ejection began
 
 
 class Ejections:
@@ -125,6 +131,8 @@ class Ejections:
             return None
         if len(self._out) >= policy.max_ejected(pool):
             return None
+        record.by_connection = record.run >= policy.consecutive_failures
+        record.since = now
         record.run = record.error_run = 0
         record.ejections += 1
         duration = self.policy.ejection_time(record.ejections)
@@ -141,6 +149,26 @@ class Ejections:
         record = self.records.pop(key, None)
         if record is None:
             return False
+        self._out.discard(record.serial)
+        return True
+
+    def ejection(self, key: str, now: float) -> tuple[str, float] | None:
+        """``(cause, since)`` of ``key``'s ejection if it is out at ``now``: why
+        (:data:`lb.health_check.CONNECTION` or :data:`~lb.health_check.ERRORS`) and
+        since when."""
+        record = self.records.get(key)
+        if record is None or record.until <= now:
+            return None
+        return (CONNECTION if record.by_connection else ERRORS), record.since
+
+    def uneject(self, key: str, now: float) -> bool:
+        """End ``key``'s ejection at ``now`` (an active health check vouched for it); its
+        history stays, so a relapse is ejected for longer.  Returns whether it was out."""
+        record = self.records.get(key)
+        if record is None or record.until <= now:
+            return False
+        record.until = now
+        record.last = now
         self._out.discard(record.serial)
         return True
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from kitsd.lb.balancer import E, EndpointSource
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
+from kitsd.lb.shaping import BalancingOptions
 
 __all__ = ["Random"]
 
@@ -24,8 +27,10 @@ class Random(Pool[E]):
         seed: int | None = None,
         *,
         outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
+        **options: Unpack[BalancingOptions],
     ) -> None:
-        super().__init__(endpointer, outlier_detection=outlier_detection, seed=seed)
+        super().__init__(endpointer, outlier_detection=outlier_detection, seed=seed,
+                         **options)
 
     def _next_index(self, size: int) -> int:
         return self._rng.randrange(size)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from kitsd.lb.balancer import E, EndpointSource
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
+from kitsd.lb.shaping import BalancingOptions
 
 __all__ = ["RoundRobin"]
 
@@ -27,8 +30,10 @@ class RoundRobin(Pool[E]):
         endpointer: EndpointSource[E],
         *,
         outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
+        **options: Unpack[BalancingOptions],
     ) -> None:
-        super().__init__(endpointer, outlier_detection=outlier_detection)
+        super().__init__(endpointer, outlier_detection=outlier_detection,
+                         **options)
         self._next = 0
 
     def _next_index(self, size: int) -> int:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Collection
-from typing import cast
+from typing import Unpack, cast
 
 from kitsd.lb.balancer import E, EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
 from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
+from kitsd.lb.shaping import BalancingOptions, Shape
 from kitsd.lb.weighted_policy import smooth_schedule
 from kitsd.sd.instance_info import DEFAULT_INFO
 
@@ -39,11 +40,15 @@ class Weighted(Pool[E]):
         endpointer: EndpointSource[E],
         *,
         outlier_detection: OutlierDetection | None = DEFAULT_OUTLIER_DETECTION,
+        **options: Unpack[BalancingOptions],
     ) -> None:
-        super().__init__(endpointer, outlier_detection=outlier_detection)
+        super().__init__(endpointer, outlier_detection=outlier_detection,
+                         **options)
         self._schedule: array[int] | None = None  # None: every weight is 1 (or unknown)
         self._schedule_size = 0  # the size of the set the schedule indexes
         self._next = 0
+
+    _uses_weights = True
 
     def weights(self) -> dict[str, int]:
         """The weight in use per instance (for tests and diagnostics)."""
@@ -61,7 +66,9 @@ class Weighted(Pool[E]):
         if not size or (self._schedule is not None and not self._schedule
                         and self._schedule_size == size):
             raise NoEndpointsError
-        if exclude or self._records:
+        if self._shaping is not None:
+            index = self._shaped(keys, size, exclude)
+        elif exclude or self._records:
             index = self._steered(keys, size, exclude)
         else:
             with self._lock:
@@ -84,6 +91,14 @@ class Weighted(Pool[E]):
         schedule = self._schedule
         if schedule is None or size != self._schedule_size or not schedule:
             return position % size  # plain round robin, or a scan's shorter list
+        return schedule[position % len(schedule)]
+
+    def _choose_in(self, shape: Shape, group: int, count: int) -> int:
+        schedule = shape.schedule(group)  # the group's own smooth weighted cycle
+        if not schedule:
+            return self._next_index(count) % count
+        position = self._next
+        self._next = position + 1
         return schedule[position % len(schedule)]
 
     def _random_index(self, size: int) -> int:
