@@ -146,9 +146,12 @@ class Churn:
         dead_registered = sum(self.instances[other].dead for other in registered)
         self.run.most_dead_registered = max(self.run.most_dead_registered, dead_registered)
 
-    async def churn(self, interval: float, stop: asyncio.Event, rng: random.Random) -> None:
+    async def churn(self, interval: float, deaths: int, stop: asyncio.Event,
+                    rng: random.Random) -> None:
+        """Kill an instance (and add one) every ``interval`` seconds, ``deaths`` times,
+        then stop the run: the run is as long as its churn, however busy the loop."""
         drops: list[asyncio.Task[None]] = []
-        while not stop.is_set():
+        for _ in range(deaths):
             await asyncio.sleep(interval)
             living = [i for i in self.instances.values() if not i.dead]
             victim = rng.choice(living)
@@ -157,6 +160,8 @@ class Churn:
             self.run.deaths += 1
             self.add()
             drops.append(asyncio.create_task(self._drop_later(victim.name)))
+        await asyncio.sleep(interval)  # the last death is called through for a while too
+        stop.set()
         await asyncio.gather(*drops)
 
     async def _drop_later(self, name: str) -> None:
@@ -164,7 +169,7 @@ class Churn:
         self.registrars[name].deregister()
 
 
-async def churn_run(*, drop_after: float, hang: float = 0.0, seconds: float = 1.6,
+async def churn_run(*, drop_after: float, hang: float = 0.0, deaths: int = 8,
                     tasks: int = 200, instances: int = 8) -> Run:
     run = Run()
     registry = sd.MemoryRegistry()
@@ -187,10 +192,8 @@ async def churn_run(*, drop_after: float, hang: float = 0.0, seconds: float = 1.
                         run.failed.append(error)
                     run.calls += 1
 
-            churner = asyncio.create_task(state.churn(0.2, stop, random.Random(7)))
+            churner = asyncio.create_task(state.churn(0.2, deaths, stop, random.Random(7)))
             callers = [asyncio.create_task(caller()) for _ in range(tasks)]
-            await asyncio.sleep(seconds)  # the length of the run, not a synchronisation
-            stop.set()
             await asyncio.gather(churner, *callers)
     for registrar in state.registrars.values():
         registrar.deregister()
@@ -233,7 +236,7 @@ def test_churn_under_load(drop_after: float, hang: float, fails: bool,
     with capsys.disabled():
         print("\n" + run.report(f"drop_after={drop_after}s hang={hang}s"))
     assert run.calls > 1000
-    assert run.deaths >= 7
+    assert run.deaths == 8
     check_no_defect(run)
     if not fails:
         # crashes that show at once are ejected on first contact: exclusion and
