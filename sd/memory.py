@@ -24,7 +24,9 @@ class MemoryRegistry:
     metadata); ``instancer(service)`` watches them.  Every instancer of one service
     shares one snapshot.  An instance registered by two registrars stays until both
     deregister; its metadata is that of the latest registration still in effect.
-    Thread-safe.
+    Thread-safe.  It holds nothing for a service that has neither an instance
+    registered nor an instancer running: asking about a million names (as a
+    transport whose request hosts come from outside does) leaves nothing behind.
     """
 
     def __init__(self) -> None:
@@ -38,21 +40,33 @@ class MemoryRegistry:
         self._published: dict[str, tuple[str, ...]] = {}
         # Each service's non-default metadata, as last published (read-only).
         self._info: dict[str, Mapping[str, InstanceInfo]] = {}
-        self._broadcasters: dict[str, Broadcaster] = {}
-
-    def _broadcaster(self, service: str) -> Broadcaster:
-        # callers hold self._lock
-        broadcaster = self._broadcasters.get(service)
-        if broadcaster is None:
-            broadcaster = Broadcaster(kind="memory", service=service)  # kitsd.observe labels
-            self._broadcasters[service] = broadcaster
-        return broadcaster
+        # service -> (its broadcaster, how many instancers hold it): only while one does
+        self._broadcasters: dict[str, tuple[Broadcaster, list[int]]] = {}
 
     def instancer(self, service: str) -> InstancerHandle:
         """A new :class:`~sd.instancer.Instancer` on ``service``'s instances."""
         _check_service(service)
         with self._lock:
-            return InstancerHandle(self._broadcaster(service))
+            entry = self._broadcasters.get(service)
+            if entry is None:
+                current = Event(self._published.get(service, ()),
+                                info=self._info.get(service, NO_INFO))
+                entry = (Broadcaster(current, kind="memory", service=service),  # observe labels
+                         [0])
+                self._broadcasters[service] = entry
+            entry[1][0] += 1
+            released = [False]
+
+            def release() -> None:
+                with self._lock:
+                    if released[0]:
+                        return
+                    released[0] = True
+                    entry[1][0] -= 1
+                    if entry[1][0] == 0 and self._broadcasters.get(service) is entry:
+                        del self._broadcasters[service]
+
+            return InstancerHandle(entry[0], release)
 
     def registrar(
         self, service: str, instance: str, *, info: InstanceInfo | None = None
@@ -91,6 +105,8 @@ class MemoryRegistry:
                 registrations.remove(registrar)
                 if not registrations:
                     del holders[instance]
+                if not holders:
+                    del self._services[service]
             present = bool(registrations)
             after = _info_of(registrations)
             old_info = self._info.get(service, NO_INFO)
@@ -111,7 +127,10 @@ class MemoryRegistry:
                 info = MappingProxyType(table) if table else NO_INFO
             if present == was_present and info is old_info:
                 return  # another registration of the same instance and metadata: no news
-            self._info[service] = info
+            if info:
+                self._info[service] = info
+            else:
+                self._info.pop(service, None)
             base = instances = self._published.get(service, ())
             added: tuple[str, ...] = ()
             removed: tuple[str, ...] = ()
@@ -127,10 +146,17 @@ class MemoryRegistry:
                     del ordered[index]
                     removed = (instance,)
                 instances = tuple(ordered)
-                self._published[service] = instances
+                if instances:
+                    self._published[service] = instances
+                else:  # nothing left of the service: forget it
+                    self._published.pop(service, None)
+                    self._ordered.pop(service, None)
+            entry = self._broadcasters.get(service)
+            if entry is None:
+                return  # nobody watches: the next instancer starts from the tables
             # Published under our lock so two changes cannot be delivered out of order.
             # The delta is used only if the broadcaster's state is still ``base``.
-            self._broadcaster(service).publish(
+            entry[0].publish(
                 Event(instances, info=info, delta=Delta(base, added, removed, changed)))
 
 

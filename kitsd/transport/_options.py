@@ -106,7 +106,7 @@ class TransportOptions:
     * ``services`` — the service names a request may name (a collection, or
       ``services(name) -> bool``); others fail with :class:`lb.NoEndpointsError`
       before anything is started for them.  ``None`` (default): any name.
-    * ``max_services`` — how many services are watched at once (100); past it
+    * ``max_services`` — how many services are watched at once (64); past it
       the least recently used idle one is closed, and when none is idle the
       request fails with :class:`kitsd.transport.TooManyServicesError`.
     * ``idle_timeout`` — seconds after which a service no request used is
@@ -130,7 +130,7 @@ class TransportOptions:
     host_header: HostHeader | None = None
     server_name: ServerName | None = None
     services: Services | None = field(default=None, repr=False)
-    max_services: int = 100
+    max_services: int = 64
     idle_timeout: float = 300.0
 
     def __post_init__(self) -> None:

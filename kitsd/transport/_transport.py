@@ -276,7 +276,7 @@ class Transport(_Core[Stack], httpx.BaseTransport):
       (default the service name); a string or ``callable(service)``.
     * ``services`` — the names a request may name (a collection or a
       predicate); others raise :class:`lb.NoEndpointsError` at once.
-      ``max_services`` (100) — services watched at once: past it the least
+      ``max_services`` (64) — services watched at once: past it the least
       recently used idle one is closed, and with none idle the request raises
       :class:`kitsd.transport.TooManyServicesError`.  ``idle_timeout`` (300 s):
       a service unused that long is closed; one whose registry answered "no
