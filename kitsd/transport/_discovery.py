@@ -55,11 +55,9 @@ _SCHEMES = ("static", *_DRIVERS)
 class Discovery:
     """Instancers for services, one at a time: ``instancer(service)`` (the caller
     stops it), ``close()`` when the transport closes.  ``registry`` describes
-    where instances come from, fit for an error message (redacted); ``settled``
-    says an empty first answer is final (no watch will add to it soon)."""
+    where instances come from, fit for an error message (redacted)."""
 
     registry = "the registry"
-    settled = False
     blocking = False  # whether instancer() may block (connect, wait for an answer)
 
     def instancer(self, service: str) -> Instancer:
@@ -70,7 +68,6 @@ class Discovery:
 
 
 class _Memory(Discovery):
-    settled = True
     registry = "the sd.MemoryRegistry"
 
     def __init__(self, registry: MemoryRegistry) -> None:
@@ -90,7 +87,6 @@ class _Callable(Discovery):
 
 
 class _Static(Discovery):
-    settled = True
 
     def __init__(self, template: str) -> None:
         self._template = template
@@ -242,8 +238,9 @@ class _Etcd(_SharedClient):
                            timeout=url.timeout, ca_cert=url.ca, cert_cert=url.cert,
                            cert_key=url.key)
 
+        # The stack waits for the first answer itself, bounded by the request's time.
         return self.share(key, make, lambda client: EtcdInstancer(
-            client, url.prefix, liveness_timeout=url.liveness))
+            client, url.prefix, liveness_timeout=url.liveness, first_answer_timeout=0))
 
 
 def _consul_token() -> str | None:
@@ -318,7 +315,7 @@ class _ZooKeeper(_SharedClient):
         auth = _zk_auth()
         return self.share((url.hosts, url.timeout, auth),
                           lambda: connect(url.hosts, auth=auth, timeout=url.timeout),
-                          lambda client: ZKInstancer(client, url.path))
+                          lambda client: ZKInstancer(client, url.path, first_answer_timeout=0))
 
 
 _SHARED: dict[str, Callable[[str], _SharedClient]] = {

@@ -247,13 +247,11 @@ class Stack:
         options: TransportOptions,
         *,
         registry: str,
-        settled: bool,
         now: float,
     ) -> None:
         self.name = name
         self.registry = registry
         self._instancer = instancer
-        self._settled = settled
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
         self.answered = threading.Event()
@@ -268,7 +266,6 @@ class Stack:
         self.inflight = 0
         self.retired = False
         self.label = OTHER
-        self._subscribing = True
         try:
             self.endpointer = Endpointer(instancer, factory)
             try:
@@ -282,7 +279,6 @@ class Stack:
         except BaseException:
             instancer.stop()
             raise
-        self._subscribing = False
         self._make_retry = make_retry
         self._options = options
         self._retry: Any = None
@@ -303,10 +299,6 @@ class Stack:
             self.ok = self.had_instances = True
             self.empty_since = None
             self.error = None
-        elif self._subscribing and not self._settled:
-            # A watch's state before its first answer (drivers that do not yet hold
-            # subscribers until they have read): not an answer.
-            return
         else:
             self.ok = True
             self.error = None

@@ -238,7 +238,7 @@ class _Core(Generic[StackT]):
                 f"{discovery.registry}: {type(error).__name__}: {error}") from None
         return Stack(
             name, instancer, self._factory(endpoint), self._make_balancer, make_retry,
-            self.options, registry=discovery.registry, settled=discovery.settled,
+            self.options, registry=discovery.registry,
             now=time.monotonic())
 
     def _take_all(self) -> list[StackT]:

@@ -283,7 +283,8 @@ def test_concurrent_first_requests_build_one_stack(
             thread.join(10)
     else:
         async def calls() -> list[httpx.Response]:
-            return await asyncio.gather(*(client.client.get("http://users/") for _ in range(8)))
+            return list(await asyncio.gather(
+                *(client.client.get("http://users/") for _ in range(8))))
 
         assert all(r.status_code == 200 for r in client.runner.run(calls()))
     assert one.total() == 8

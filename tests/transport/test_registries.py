@@ -303,3 +303,55 @@ def test_grpc_through_consul_survives_a_kill(service: str) -> None:
             each.kill()
         registry.close()
     assert failures == []
+
+
+def test_request_hosts_bounded_against_the_real_registry(
+    no_thread_leaks: None, registered: Registry, service: str,
+    http_instances: Callable[[int], list[Instance]],
+) -> None:
+    """16.2: 200 hosts on etcd:// took threads from 1 to 801 (+4 per host, 2.0 s per
+    first request); on consul:// about 200 hosts exhausted the agent's per-client
+    connection limit, then legitimate services got NoEndpointsError and every
+    Consul client on that address HTTP 429."""
+    (one,) = http_instances(1)
+    registered.register(service, one)
+    with httpx.Client(transport=kitsd.Transport(registered.template, max_services=16),
+                      base_url=f"http://{service}", timeout=5.0) as client:
+        assert client.get("/").status_code == 200
+        threads = threading.active_count()
+        started = time.monotonic()
+        for i in range(250):
+            with contextlib.suppress(lb.NoEndpointsError):
+                client.get(f"http://host-{i}-{uuid.uuid4().hex[:6]}/")
+        per_host = (time.monotonic() - started) / 250
+        transport = client._transport
+        assert isinstance(transport, kitsd.Transport)
+        assert len(transport.services) <= 16
+        assert threading.active_count() <= threads + 16 * 2
+        assert per_host < 0.5, f"{per_host:.2f} s per first request to an unknown host"
+        assert len(transport._discovery.clients) == 1  # type: ignore[attr-defined]
+        assert client.get("/").status_code == 200
+    # a legitimate service through another client of the same registry still works
+    with httpx.Client(transport=kitsd.Transport(registered.template),
+                      base_url=f"http://{service}", timeout=5.0) as other:
+        assert other.get("/").status_code == 200
+
+
+def test_consul_agent_not_exhausted_by_request_hosts(
+    no_thread_leaks: None, registered: Registry, service: str,
+    http_instances: Callable[[int], list[Instance]],
+) -> None:
+    """The default bound keeps one transport well under Consul's 200 connections per
+    client address (http_max_conns_per_client) whatever the hosts requested."""
+    if not isinstance(registered, ConsulRegistry):
+        pytest.skip("Consul's per-client connection limit")
+    (one,) = http_instances(1)
+    registered.register(service, one)
+    with httpx.Client(transport=kitsd.Transport(registered.template),
+                      base_url=f"http://{service}", timeout=5.0) as client:
+        for i in range(260):
+            with contextlib.suppress(lb.NoEndpointsError):
+                client.get(f"http://host-{i}/")
+        answer = httpx.get(f"http://{registered.agent.http_addr}/v1/catalog/services")
+        assert answer.status_code == 200  # was 429 for every client of the agent
+        assert client.get("/").status_code == 200

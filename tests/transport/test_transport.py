@@ -402,7 +402,8 @@ def test_outlier_detection_forwarded_to_the_balancer(registry: sd.MemoryRegistry
 
 class _SlowFanOut:
     """An instancer whose first answer comes later, from another thread, and which
-    pauses between subscribers while delivering it (as a registry watch might)."""
+    pauses between subscribers while delivering it (as a registry watch might).  As
+    every instancer, it sends a subscriber nothing before it has read something."""
 
     def __init__(self, instances: tuple[str, ...]) -> None:
         self.instances = instances
@@ -411,7 +412,6 @@ class _SlowFanOut:
 
     def subscribe(self, callback: Callable[[sd.Event], None]) -> None:
         self.callbacks.append(callback)
-        callback(sd.Event())
         if self.thread is None:
             import threading
             self.thread = threading.Timer(0.2, self._answer)
