@@ -66,6 +66,7 @@ from kitsd.core import validate
 from kitsd.sd.backoff import Curve
 
 __all__ = [
+    "MAX_DRAIN",
     "REGISTER_BACKOFF",
     "Check",
     "Deregister",
@@ -79,6 +80,9 @@ __all__ = [
     "Step",
     "Timings",
 ]
+
+#: The longest ``drain`` (and ``margin``) accepted: a day.
+MAX_DRAIN = 86_400.0
 
 #: Registering at startup while the registry is unreachable: 100 ms doubling to 10 s.
 REGISTER_BACKOFF = Curve(0.1, 10.0)
@@ -143,7 +147,8 @@ class Timings:
     ``drain``: the most seconds from the first signal to :class:`Release`;
     ``margin``: seconds to keep serving after the registry shows the instance gone;
     ``probe_interval``: seconds between registry probes; ``check_interval``: seconds
-    between failed self-checks.
+    between failed self-checks.  Each is finite and at most a day (``drain``, ``margin``)
+    or a minute (the intervals): a bigger wait would overflow a thread's timed wait.
     """
 
     drain: float = 30.0
@@ -152,10 +157,10 @@ class Timings:
     check_interval: float = 0.05
 
     def __post_init__(self) -> None:
-        validate.seconds("drain", self.drain, zero=True)
-        validate.seconds("margin", self.margin, zero=True)
-        validate.seconds("probe_interval", self.probe_interval)
-        validate.seconds("check_interval", self.check_interval)
+        validate.seconds("drain", self.drain, zero=True, maximum=MAX_DRAIN)
+        validate.seconds("margin", self.margin, zero=True, maximum=MAX_DRAIN)
+        validate.seconds("probe_interval", self.probe_interval, maximum=60)
+        validate.seconds("check_interval", self.check_interval, maximum=60)
 
 
 class Lifecycle:

@@ -18,14 +18,17 @@ workers close every connection anyway).
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import mmap
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from kitsd.serve._calls import CheckRunner
 from kitsd.serve._drain import Phase
 from kitsd.serve._health import health_answer
-from kitsd.serve._options import check_options
+from kitsd.serve._options import check_options, check_settings
+from kitsd.serve._service import is_async_check
 from kitsd.serve._threaded import ThreadedService
 
 __all__ = ["GunicornHooks", "gunicorn_hooks", "wsgi"]
@@ -62,17 +65,25 @@ class GunicornHooks:
         when_ready, on_exit = hooks.when_ready, hooks.on_exit
 
     and in the app module: ``app = kitsd.serve.wsgi(app)``.  ``make_registrar`` is
-    called once, in the master, when it is ready.
+    called once, in the master, when it is ready.  The options are checked here (when
+    gunicorn reads its config), naming a bad one; the ones that need the registrar
+    (the self-check's address) when it is made.
     """
 
     def __init__(self, make_registrar: Callable[[], Any], **options: Any) -> None:
         if not callable(make_registrar):
             raise TypeError(f"make_registrar must be a callable returning an sd.Registrar, "
                             f"not {make_registrar!r}")
+        settings = check_settings(**options)
+        if is_async_check(settings.check):
+            raise TypeError("check must be a plain function under WSGI (gunicorn's workers "
+                            "run no event loop), not an async one")
         self.make_registrar = make_registrar
         self.options = options
-        self.health_path = options.get("health_path", "/healthz")
-        self.check = options.get("check")
+        self.health_path = settings.health_path
+        self.check = settings.check
+        self.check_timeout = settings.check_timeout
+        self.check_runner = CheckRunner(settings.check) if settings.check is not None else None
         self.state = _SharedState()
         self.service: ThreadedService | None = None
         _LATEST[:] = [self]
@@ -118,16 +129,21 @@ def wsgi(app: WSGIApp, hooks: GunicornHooks | None = None) -> WSGIApp:
                 return [b'{"status": "unmanaged", "registered": false}']
             return app(environ, start_response)
         phase, registered = current.state.read()
+        draining = phase in (Phase.DRAINING, Phase.RELEASED)
         check_ok = True
-        if current.check is not None:
+        runner = current.check_runner
+        if runner is not None and not draining:
+            call = runner.start()  # on a thread of its own: a hung check answers 503
             try:
-                check_ok = bool(current.check())
+                check_ok = bool(call.result(current.check_timeout))
+            except concurrent.futures.TimeoutError:
+                runner.timed_out(call, current.check_timeout)
+                check_ok = False
             except Exception:
                 logger.exception("the health check raised")
                 check_ok = False
         status, headers, body = health_answer(
-            phase.value, draining=phase in (Phase.DRAINING, Phase.RELEASED),
-            registered=registered, check_ok=check_ok)
+            phase.value, draining=draining, registered=registered, check_ok=check_ok)
         headers = [(name, value) for name, value in headers if name != "connection"]
         start_response(f"{status} {'OK' if status == 200 else 'Service Unavailable'}", headers)
         return [body]

@@ -26,13 +26,14 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from types import FrameType, TracebackType
 from typing import Any, Self
 
 import httpx
 
 from kitsd.sd.instance import split_instance
+from kitsd.serve import _calls
 from kitsd.serve._drain import (
     Check,
     Deregister,
@@ -46,14 +47,21 @@ from kitsd.serve._drain import (
     Step,
 )
 from kitsd.serve._health import health_answer
-from kitsd.serve._options import HealthCheck, check_options
+from kitsd.serve._options import DEFAULT_CHECK_TIMEOUT, HealthCheck, check_options
 from kitsd.serve._registries import departure_probe
 
-__all__ = ["Service"]
+__all__ = ["CLOSE_GRACE", "Service", "is_async_check"]
 
 logger = logging.getLogger(__name__)
 
-_SELF_CHECK_TIMEOUT = 1.0
+#: Seconds ``aclose()`` still gives registry calls after a drain (and at least, without one).
+CLOSE_GRACE = 1.0
+
+
+def is_async_check(check: object) -> bool:
+    """Whether ``check`` is an ``async def`` function (or an object with one as ``__call__``)."""
+    return inspect.iscoroutinefunction(check) or inspect.iscoroutinefunction(
+        getattr(check, "__call__", None))  # noqa: B004 - an async __call__, not callability
 
 _Handler = Callable[[int, FrameType | None], Any] | int | None
 
@@ -89,11 +97,17 @@ class Service:
     path; a URL; ``False``: none), ``signals`` (``("SIGTERM",)``; ``()``: call
     :meth:`shutdown` yourself), ``probe`` (``() -> bool``, blocking: whether the
     registry no longer shows the instance; default per registry, see
-    :mod:`kitsd.serve._registries`), ``probe_interval`` (0.1 s).
+    :mod:`kitsd.serve._registries`), ``probe_interval`` (0.1 s), ``check_timeout``
+    (1 s: a ``check`` slower than this makes the health route answer 503; a
+    synchronous ``check`` runs on a thread of its own, never on the event loop, one
+    call at a time however many health requests arrive).
 
-    :meth:`aclose` (and leaving ``async with``) deregisters if no drain did, waits for
-    every registry call still in a worker thread and puts the signal handlers back:
-    nothing it started is left running.  Loop-bound: use it from one event loop.
+    :meth:`aclose` (and leaving ``async with``) deregisters if no drain did and puts the
+    signal handlers back.  It waits for registry calls still running at most
+    :data:`CLOSE_GRACE` (1 s) after a drain, ``drain`` seconds without one: a call hung
+    longer (a registry behind a partition) is abandoned on its daemon thread, with a
+    warning, so the process can always exit.  A closed service cannot be started
+    again.  Loop-bound: use it from one event loop.
     """
 
     def __init__(
@@ -108,15 +122,20 @@ class Service:
         signals: Collection[str | int] = ("SIGTERM",),
         probe: Callable[[], bool] | None = None,
         probe_interval: float = 0.1,
+        check_timeout: float = DEFAULT_CHECK_TIMEOUT,
     ) -> None:
         self.options = check_options(
             registrar, drain=drain, margin=margin, health_path=health_path, check=check,
-            self_check=self_check, signals=signals, probe=probe, probe_interval=probe_interval)
+            self_check=self_check, signals=signals, probe=probe, probe_interval=probe_interval,
+            check_timeout=check_timeout)
         self.timings = self.options.timings
         self.health_path = self.options.health_path
         self.signals = self.options.signals
         self.registrar = registrar
         self._check = check
+        self._async_check = is_async_check(check)
+        self._check_runner = _calls.CheckRunner(check) \
+            if check is not None and not self._async_check else None
         self._probe = probe
         self._self_check = self.options.self_check
         self._machine = Lifecycle(self.timings, self_check=self._self_check is not None)
@@ -127,8 +146,7 @@ class Service:
         self._released = asyncio.Event()
         self._pending_signals: list[int] = []
         self._runner: asyncio.Task[None] | None = None
-        self._threads: set[asyncio.Future[Any]] = set()
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads: set[Future[Any]] = set()
         self._previous: dict[signal.Signals, _Handler] = {}
         self._forward: int | None = None
         self._closed = False
@@ -159,34 +177,60 @@ class Service:
         return self._machine.reason
 
     async def health(self) -> tuple[int, list[tuple[str, str]], bytes]:
-        """The health route's ``(status, headers, body)`` now (see :mod:`kitsd.serve._health`)."""
+        """The health route's ``(status, headers, body)`` now (see :mod:`kitsd.serve._health`).
+
+        Takes at most ``check_timeout`` seconds: a check that has not answered by then
+        counts as failing (503)."""
         check_ok = True
         if self._check is not None and not self.draining:
-            try:
-                answer = self._check()
-                if inspect.isawaitable(answer):
-                    answer = await answer
-                check_ok = bool(answer)
-            except Exception:
-                logger.exception("the health check of %r raised", self.registrar)
-                check_ok = False
+            check_ok = await self._run_check()
         return health_answer(self.phase.value, draining=self.draining,
                              registered=self.registered, check_ok=check_ok)
+
+    async def _run_check(self) -> bool:
+        check, timeout, runner = self._check, self.options.check_timeout, self._check_runner
+        assert check is not None  # noqa: S101 - health() asked only with a check
+        future: Future[Any] | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                if runner is None:
+                    answer = check()
+                else:
+                    future = runner.start()
+                    answer = await asyncio.wrap_future(future)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+        except TimeoutError:
+            if runner is not None and future is not None:
+                runner.timed_out(future, timeout)
+            else:
+                logger.warning("kitsd.serve: the health check of %r did not answer within %gs",
+                               self.registrar, timeout)
+            return False
+        except Exception:
+            logger.exception("the health check of %r raised", self.registrar)
+            return False
+        return bool(answer)
 
     # -- driving ------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Take over ``signals`` (main thread only; elsewhere logged and skipped) and start
-        the driver, which waits for :meth:`ready`.  Idempotent."""
+        the driver, which waits for :meth:`ready`.  Idempotent; raises ``RuntimeError``
+        once closed (a service runs once)."""
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed: make a new Service to serve again")
         if self._runner is not None:
             return
         self._loop = asyncio.get_running_loop()
-        # its own threads (not the loop's default executor): aclose() ends them
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kitsd-serve")
         if self.signals:
             if threading.current_thread() is threading.main_thread():
-                for sig in self.signals:
-                    self._previous[sig] = signal.signal(sig, self._on_signal)
+                try:
+                    for sig in self.signals:
+                        self._previous[sig] = signal.signal(sig, self._on_signal)
+                except BaseException:
+                    self._restore_signals()
+                    raise
             else:
                 logger.warning("kitsd.serve: not on the main thread, so %s cannot start the "
                                "drain; call shutdown() instead",
@@ -310,15 +354,22 @@ class Service:
                 timeout=None if timeout == float("inf") else max(0.0, timeout))
         finally:
             signalled.cancel()
+            if not work.done():
+                # a wait, a self-check: ended here (also when aclose() cancels the driver);
+                # a registry call goes on in its thread (only its wrapper is cancelled)
+                work.cancel()
         if work in done:
             return "done", work.result()
-        if not isinstance(awaitable, asyncio.Future):
-            work.cancel()
         return ("signal" if signalled in done else "deadline"), None
 
     def _in_thread(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
         assert self._loop is not None  # noqa: S101 - start() set it
-        future = self._loop.run_in_executor(self._executor, call)
+        future = self._start_call(call)
+        return asyncio.wrap_future(future, loop=self._loop)
+
+    def _start_call(self, call: Callable[[], Any]) -> Future[Any]:
+        """``call`` on a daemon thread, tracked until it returns (see :mod:`._calls`)."""
+        future = _calls.start(call, "kitsd-serve-call")
         self._threads.add(future)
         future.add_done_callback(self._threads.discard)
         return future
@@ -358,17 +409,19 @@ class Service:
         if target is None:
             return True
         kind, where = target
+        # the health route may take check_timeout to answer: the GET waits a little longer
+        timeout = self.options.check_timeout + 1.0
         try:
-            if kind == "tcp":
-                host, port = split_instance(where)
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host.strip("[]"), port), _SELF_CHECK_TIMEOUT)
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-                return True
-            async with httpx.AsyncClient(timeout=_SELF_CHECK_TIMEOUT, trust_env=False) as client:
-                response = await client.get(where)
+            async with asyncio.timeout(timeout):
+                if kind == "tcp":
+                    host, port = split_instance(where)
+                    _, writer = await asyncio.open_connection(host.strip("[]"), port)
+                    writer.close()
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
+                    return True
+                async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+                    response = await client.get(where)
         except (OSError, httpx.HTTPError, TimeoutError):
             return False
         return 200 <= response.status_code < 300
@@ -384,30 +437,53 @@ class Service:
     # -- closing ------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Deregister if no drain did, stop the driver, wait for registry calls in worker
-        threads, put the signal handlers back.  Idempotent."""
+        """Deregister if no drain did, stop the driver, wait (boundedly) for registry calls
+        still running, put the signal handlers back.  Idempotent."""
         if self._closed:
             return
         self._closed = True
+        drained = self._machine.draining
+        until = time.monotonic() + (CLOSE_GRACE if drained
+                                    else max(self.timings.drain, CLOSE_GRACE))
         runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+        try:
+            if runner is not None:
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
+            stuck = await self._settle(until)
+            if self._machine.phase is not Phase.RELEASED:
+                # the server stops without a drain (Ctrl-C, a signal not in `signals`)
+                self._machine.phase = Phase.RELEASED
+                self._machine.reason = "closed"
+            self._machine.registered = False
+            if self._register_called and not self._deregistered and not stuck:
+                # no drain deregistered (or its call failed): once more, idempotent
+                self._start_call(self._deregister)
+                await self._settle(until)
+        finally:
+            self._released.set()
+            self._restore_signals()
+
+    async def _settle(self, until: float) -> bool:
+        """Wait for the registry calls still running, until ``until`` at most; a call
+        still running then is abandoned on its daemon thread (logged).  Whether one was."""
+        left: set[asyncio.Future[Any]] = set()
         if self._threads:
-            await asyncio.gather(*self._threads, return_exceptions=True)
-        if self._machine.phase is not Phase.RELEASED:
-            # the server stops without a drain (Ctrl-C, a signal not in `signals`)
-            self._machine.phase = Phase.RELEASED
-            self._machine.reason = "closed"
-        self._machine.registered = False
-        if self._executor is not None and self._register_called and not self._deregistered:
-            # no drain deregistered (or its call failed): once more, idempotent
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._deregister)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)  # every call in it has returned: quick
-            self._executor = None
-        self._released.set()
+            _, left = await asyncio.wait(
+                {asyncio.wrap_future(future) for future in self._threads},
+                timeout=max(0.0, until - time.monotonic()))
+            for waiter in left:
+                waiter.cancel()
+        if left:
+            logger.warning("kitsd.serve: %d registry call(s) of %r still running at close "
+                           "(a registry that does not answer); left behind, not waited for",
+                           len(left), self.registrar)
+            self._threads.clear()
+            return True
+        return False
+
+    def _restore_signals(self) -> None:
         for sig, previous in self._previous.items():
             if previous is not None and signal.getsignal(sig) == self._on_signal:
                 signal.signal(sig, previous)

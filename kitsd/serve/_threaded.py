@@ -10,7 +10,7 @@ wait (never the call: it is waited for by :meth:`ThreadedService.close`).
 
 from __future__ import annotations
 
-import contextlib
+import concurrent.futures
 import logging
 import random
 import signal
@@ -18,13 +18,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from types import FrameType
 from typing import Any
 
 import httpx
 
 from kitsd.sd.instance import split_instance
+from kitsd.serve import _calls
 from kitsd.serve._drain import (
     Check,
     Deregister,
@@ -39,12 +40,12 @@ from kitsd.serve._drain import (
 )
 from kitsd.serve._options import check_options
 from kitsd.serve._registries import departure_probe
+from kitsd.serve._service import CLOSE_GRACE
 
 __all__ = ["ThreadedService"]
 
 logger = logging.getLogger(__name__)
 
-_SELF_CHECK_TIMEOUT = 1.0
 _Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
@@ -55,8 +56,11 @@ class ThreadedService:
     ``on_change(phase, registered)`` is called on the driver thread after every step
     (gunicorn's hooks publish it to the workers); the signal is handed on at release
     by calling the previous handler *on the driver thread* (gunicorn's arbiter only
-    queues it).  :meth:`close` deregisters if no drain did, waits for the registry
-    calls, joins the thread and puts the signal handlers back.  Thread-safe.
+    queues it).  :meth:`close` deregisters if no drain did, joins the driver thread
+    and puts the signal handlers back; it waits for registry calls still running as
+    :meth:`Service.aclose` does (at most 1 s after a drain, ``drain`` seconds
+    without; a call hung longer is abandoned on its daemon thread, logged).  A
+    closed service cannot be started again.  Thread-safe.
     """
 
     def __init__(self, registrar: Any, *,
@@ -76,7 +80,7 @@ class ThreadedService:
         self._closing = False
         self._pending: list[int] = []
         self._released = threading.Event()
-        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
         self._thread: threading.Thread | None = None
         self._calls: set[Future[Any]] = set()
         self._previous: dict[signal.Signals, _Handler] = {}
@@ -106,16 +110,21 @@ class ThreadedService:
         return self._machine.reason
 
     def start(self) -> None:
-        """Take over the signals (main thread only) and start the driver thread."""
+        """Take over the signals (main thread only) and start the driver thread.
+        Idempotent; raises ``RuntimeError`` once closed."""
         with self._lock:
+            if self._closed:
+                raise RuntimeError(f"{self!r} is closed: make a new one to serve again")
             if self._thread is not None:
                 return
-            self._executor = ThreadPoolExecutor(max_workers=4,
-                                                thread_name_prefix="kitsd-serve-call")
             if self.options.signals:
                 if threading.current_thread() is threading.main_thread():
-                    for sig in self.options.signals:
-                        self._previous[sig] = signal.signal(sig, self._on_signal)
+                    try:
+                        for sig in self.options.signals:
+                            self._previous[sig] = signal.signal(sig, self._on_signal)
+                    except BaseException:
+                        self._restore_signals()
+                        raise
                 else:
                     logger.warning("kitsd.serve: not on the main thread, so signals cannot "
                                    "start the drain; call shutdown() instead")
@@ -174,6 +183,8 @@ class ThreadedService:
         except Exception:  # pragma: no cover - a defect: never leave the server hanging
             logger.exception("kitsd.serve: the lifecycle driver failed; releasing")
             step = Release("error")
+            machine.phase = Phase.RELEASED
+            machine.reason = "error"
         if isinstance(step, Release):
             self._release(step.reason)
 
@@ -218,12 +229,22 @@ class ThreadedService:
             limit = min(deadline, end if end is not None else float("inf")) - now
             self._wake.wait(None if limit == float("inf") else limit)
 
-    def _call(self, call: Callable[[], Any]) -> tuple[str, Any]:
-        assert self._executor is not None  # noqa: S101 - start() made it
-        work = self._executor.submit(call)
+    def _start_call(self, call: Callable[[], Any]) -> Future[Any]:
+        """``call`` on a daemon thread, tracked until it returns (see :mod:`._calls`)."""
+        work = _calls.start(call, "kitsd-serve-call")
         with self._lock:
             self._calls.add(work)
-        work.add_done_callback(lambda _: self._wake.set())
+
+        def done(finished: Future[Any]) -> None:
+            with self._lock:
+                self._calls.discard(finished)
+            self._wake.set()
+
+        work.add_done_callback(done)
+        return work
+
+    def _call(self, call: Callable[[], Any]) -> tuple[str, Any]:
+        work = self._start_call(call)
         outcome = self._wait(None, work)
         return outcome, (work.result() if outcome == "done" else None)
 
@@ -292,12 +313,13 @@ class ThreadedService:
         if target is None:
             return True
         kind, where = target
+        timeout = self.options.check_timeout + 1.0
         try:
             if kind == "tcp":
                 host, port = split_instance(where)
-                with socket.create_connection((host.strip("[]"), port), _SELF_CHECK_TIMEOUT):
+                with socket.create_connection((host.strip("[]"), port), timeout):
                     return True
-            response = httpx.get(where, timeout=_SELF_CHECK_TIMEOUT, trust_env=False)
+            response = httpx.get(where, timeout=timeout, trust_env=False)
         except (OSError, httpx.HTTPError):
             return False
         return 200 <= response.status_code < 300
@@ -311,30 +333,52 @@ class ThreadedService:
             self._call_previous(self._forward, None)
 
     def close(self) -> None:
-        """Deregister if no drain did, wait for registry calls, join the thread, put the
-        signal handlers back.  Idempotent."""
+        """Deregister if no drain did, join the driver thread, wait (boundedly) for
+        registry calls still running, put the signal handlers back.  Idempotent."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             thread, self._thread = self._thread, None
-            executor, self._executor = self._executor, None
-            calls = list(self._calls)
         if thread is None:
+            self._released.set()
             return
+        drained = self._machine.draining
+        until = time.monotonic() + (CLOSE_GRACE if drained
+                                    else max(self.options.timings.drain, CLOSE_GRACE))
         self._closing = True
         self._wake.set()
-        thread.join()
-        for work in calls:
-            with contextlib.suppress(Exception):
-                work.result()
-        if self._machine.phase is not Phase.RELEASED:
-            self._machine.phase = Phase.RELEASED
-            self._machine.reason = "closed"
-        self._machine.registered = False
-        if self._register_called and not self._deregistered:
-            self._deregister()
-        if executor is not None:
-            executor.shutdown(wait=True)
-        self._released.set()
-        self._changed()
+        try:
+            thread.join()  # the driver waits on events only: it returns at once
+            stuck = self._settle(until)
+            if self._machine.phase is not Phase.RELEASED:
+                self._machine.phase = Phase.RELEASED
+                self._machine.reason = "closed"
+            self._machine.registered = False
+            if self._register_called and not self._deregistered and not stuck:
+                self._start_call(self._deregister)
+                self._settle(until)
+            self._released.set()
+            self._changed()
+        finally:
+            self._released.set()
+            self._restore_signals()
+
+    def _settle(self, until: float) -> bool:
+        """Wait for the registry calls still running, until ``until`` at most; whether
+        one is still running then (abandoned on its daemon thread, logged)."""
+        with self._lock:
+            calls = list(self._calls)
+        _, left = concurrent.futures.wait(calls, timeout=max(0.0, until - time.monotonic()))
+        if left:
+            logger.warning("kitsd.serve: %d registry call(s) of %r still running at close "
+                           "(a registry that does not answer); left behind, not waited for",
+                           len(left), self.registrar)
+            with self._lock:
+                self._calls.clear()
+        return bool(left)
+
+    def _restore_signals(self) -> None:
         for sig, previous in self._previous.items():
             if previous is not None and signal.getsignal(sig) == self._on_signal:
                 signal.signal(sig, previous)
