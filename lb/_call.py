@@ -17,6 +17,7 @@ from kitsd.core.endpoint import Endpoint
 from kitsd.core.errors import MisuseError
 from kitsd.lb import _tenacity
 from kitsd.lb.balancer import Pick
+from kitsd.lb.concurrency_limit import ConcurrencyLimiter, LimitPolicy, check_limit
 from kitsd.lb.pool import identity_key
 from kitsd.lb.retry_budget import RetryBudget
 from kitsd.lb.retry_policy import Callback, GiveUp, RetryCall, WaitFunction, validate
@@ -74,12 +75,13 @@ class Call:
 class Setup:
     """The options of one retrying endpoint, checked once; read by its driver."""
 
-    __slots__ = ("budget", "deposit", "discard", "make_call", "name", "pick", "pick_for",
-                 "report", "timeout")
+    __slots__ = ("budget", "deposit", "discard", "limiter", "make_call", "name", "pick",
+                 "pick_for", "report", "timeout")
 
     def __init__(self, *, timeout: float, pick: PickFunction, pick_for: PickForFunction | None,
                  report: ReportFunction, make_call: Callable[[float, float], Call],
-                 budget: RetryBudget | None, name: str, discard: Discard | None) -> None:
+                 budget: RetryBudget | None, name: str, discard: Discard | None,
+                 limiter: ConcurrencyLimiter | None = None) -> None:
         self.timeout = timeout
         self.pick = pick
         self.pick_for = pick_for
@@ -91,6 +93,8 @@ class Setup:
         #: the stack's label for observers (:mod:`kitsd.core.observe`)
         self.name = name
         self.discard = discard
+        #: the endpoint's own adaptive concurrency limit (``limit=``), or None
+        self.limiter = limiter
 
     def choose(self, request: Any, exclude: Collection[str]) -> Pick:
         """The balancer's pick for ``request``, avoiding ``exclude``."""
@@ -108,6 +112,7 @@ def setup(
     budget: RetryBudget | None,
     name: str,
     discard: Discard | None,
+    limit: LimitPolicy | None = None,
 ) -> Setup:
     """Check the options of :func:`lb.retry` / :func:`lb.retry_async` (raising
     ``TypeError`` / :class:`sd.MisuseError` naming the bad one) and gather them."""
@@ -119,6 +124,11 @@ def setup(
     if budget is not None and not isinstance(budget, RetryBudget):
         raise TypeError(f"budget must be an lb.RetryBudget or None, got {budget!r}")
     check_discard(discard)
+    policy = check_limit(limit)
+    limiter = None
+    if policy is not None:
+        warmth = getattr(balancer, "warmth", None)  # slow start of a fleet all new
+        limiter = ConcurrencyLimiter(policy, scale=warmth if callable(warmth) else None)
     wait_function = _tenacity.wait_function(wait)
     allow = None if budget is None else budget.try_withdraw
 
@@ -128,7 +138,8 @@ def setup(
         return Call(policy, report)
 
     return Setup(timeout=timeout, pick=pick, pick_for=_keyed(balancer), report=report,
-                 make_call=make_call, budget=budget, name=name, discard=discard)
+                 make_call=make_call, budget=budget, name=name, discard=discard,
+                 limiter=limiter)
 
 
 def check_discard(discard: object) -> None:

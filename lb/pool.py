@@ -197,6 +197,7 @@ class Pool(Generic[E]):
         shaping = self._shaping
         if shaping is None or shaping.warming is None:
             return 1.0
+        self._read()  # the current set (its newcomers start ramping when first seen)
         now = time.monotonic()
         with self._lock:
             return shaping.warmth(self._size, now)

@@ -39,6 +39,7 @@ from kitsd.lb._call import Wait, setup
 from kitsd.lb._sync.hedging import HedgedEndpoint
 from kitsd.lb._sync.retry import retrying
 from kitsd.lb.balancer import Balancer
+from kitsd.lb.concurrency_limit import LimitPolicy
 from kitsd.lb.hedging_policy import Hedge
 from kitsd.lb.retry_budget import RetryBudget
 from kitsd.lb.retry_policy import Callback
@@ -61,6 +62,7 @@ def retry(
     hedge: None = None,
     name: str = DEFAULT_SERVICE,
     discard: Callable[[Resp], object] | None = None,
+    limit: LimitPolicy | None = None,
 ) -> Callable[[Req], Resp]: ...
 
 
@@ -76,6 +78,7 @@ def retry(
     hedge: Hedge,
     name: str = DEFAULT_SERVICE,
     discard: Callable[[Resp], object] | None = None,
+    limit: LimitPolicy | None = None,
 ) -> HedgedEndpoint[Req, Resp]: ...
 
 
@@ -91,6 +94,7 @@ def retry(
     hedge: Hedge | None = None,
     name: str = DEFAULT_SERVICE,
     discard: Callable[[Resp], object] | None = None,
+    limit: LimitPolicy | None = None,
 ) -> Callable[[Req], Resp]: ...  # a HedgedEndpoint when hedge is given: isinstance() it
 
 
@@ -105,6 +109,7 @@ def retry(
     hedge: Hedge | None = None,
     name: str = DEFAULT_SERVICE,
     discard: Callable[[Resp], object] | None = None,
+    limit: LimitPolicy | None = None,
 ) -> Callable[[Req], Resp] | HedgedEndpoint[Req, Resp]:
     """An endpoint that calls ``balancer.endpoint()``'s endpoint, retrying failures.
 
@@ -157,12 +162,22 @@ def retry(
     A balancer with ``pick_for(request, exclude)`` (:class:`lb.ConsistentHash`)
     is asked with each call's request.
 
+    ``limit`` (an :class:`lb.GradientLimit` or :class:`lb.AIMDLimit`; opt-in) is an
+    adaptive concurrency limit of this endpoint's calls: past it a call raises
+    :class:`lb.LimitExceeded` (a ``Rejected`` outcome) at once, before any
+    attempt, so an overloaded service sheds load instead of queueing it.  The
+    limit learns from each call's latency and ending (timeouts, 503 and 429 lower
+    it; :mod:`lb.concurrency_limit_policy`); the state is this endpoint's own.
+    With a balancer whose every instance is new (``slow_start=``), the limit is
+    scaled by the balancer's :meth:`~lb.RoundRobin.warmth`.
+
     Raises ``TypeError`` for a balancer without ``endpoint()``, a callback, wait or
-    discard that is not callable, and :class:`sd.MisuseError` (a ``ValueError``) for
+    discard that is not callable or a ``limit`` of another kind, and
+    :class:`sd.MisuseError` (a ``ValueError``) for
     ``max_attempts < 1`` or a timeout that is not a finite number > 0.
     """
     options = setup(max_attempts, timeout, balancer, callback=callback, wait=wait,
-                    budget=budget, name=name, discard=discard)
+                    budget=budget, name=name, discard=discard, limit=limit)
     if hedge is not None:
         return HedgedEndpoint(options, hedge)
     return cast(Callable[[Req], Resp], retrying(options))
@@ -180,6 +195,7 @@ def retry_async(
     hedge: None = None,
     name: str = DEFAULT_SERVICE,
     discard: Callable[[Resp], object] | None = None,
+    limit: LimitPolicy | None = None,
 ) -> Callable[[Req], Coroutine[Any, Any, Resp]]: ...
 
 
@@ -195,6 +211,7 @@ def retry_async(
     hedge: Hedge,
     name: str = DEFAULT_SERVICE,
     discard: Callable[[Resp], object] | None = None,
+    limit: LimitPolicy | None = None,
 ) -> AsyncHedgedEndpoint[Req, Resp]: ...
 
 
@@ -210,6 +227,7 @@ def retry_async(
     hedge: Hedge | None = None,
     name: str = DEFAULT_SERVICE,
     discard: Callable[[Resp], object] | None = None,
+    limit: LimitPolicy | None = None,
 ) -> Callable[[Req], Coroutine[Any, Any, Resp]]: ...
 
 
@@ -224,6 +242,7 @@ def retry_async(
     hedge: Hedge | None = None,
     name: str = DEFAULT_SERVICE,
     discard: Callable[[Resp], object] | None = None,
+    limit: LimitPolicy | None = None,
 ) -> Callable[[Req], Coroutine[Any, Any, Resp]] | AsyncHedgedEndpoint[Req, Resp]:
     """The asyncio twin of :func:`retry`: the balancer hands out async endpoints.
 
@@ -236,7 +255,7 @@ def retry_async(
     ``RuntimeError``.
     """
     options = setup(max_attempts, timeout, balancer, callback=callback, wait=wait,
-                    budget=budget, name=name, discard=discard)
+                    budget=budget, name=name, discard=discard, limit=limit)
     if hedge is not None:
         return AsyncHedgedEndpoint(options, hedge)
     return cast(Callable[[Req], Coroutine[Any, Any, Resp]], retrying_async(options))

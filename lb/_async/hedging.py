@@ -65,9 +65,14 @@ class AsyncHedgedEndpoint(Generic[Req, Resp]):
             setup.deposit()
         watch = watch_call(setup.name, start) if HUB.observers else None  # observe
         call: Call | None = None
+        limiter = setup.limiter
+        admitted = -1.0  # when the concurrency limit admitted the call (-1: no limit)
+        failure: BaseException | None = None
         try:
             if seconds <= 0:  # an lb.deadline that had already passed
                 raise RetryTimeout(0.0, [])  # noqa: TRY301 - an ending observers see
+            if limiter is not None:
+                admitted = limiter.acquire()  # LimitExceeded: refused before any attempt
             exclude: Collection[str] = ()
             while True:
                 delay = 0.0
@@ -94,7 +99,7 @@ class AsyncHedgedEndpoint(Generic[Req, Resp]):
         except BaseException as error:
             # what the caller gets: the deadline's own cancel becomes RetryTimeout
             errors = call.policy.errors if call else []
-            ending = deadlines.ending(handle, error, seconds, errors)
+            ending = failure = deadlines.ending(handle, error, seconds, errors)
             if watch is not None:  # kitsd.observe
                 watch.finished(ending)
             if ending is error:
@@ -104,3 +109,5 @@ class AsyncHedgedEndpoint(Generic[Req, Resp]):
             if watch is not None:  # kitsd.observe: a no-op after an error
                 watch.finished(None)
             deadlines.leave(handle)
+            if admitted >= 0.0 and limiter is not None:
+                limiter.release(admitted, failure)

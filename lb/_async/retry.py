@@ -36,6 +36,7 @@ def retrying_async(setup: Setup) -> AsyncEndpoint:
     """The retrying endpoint of ``setup`` (see the module docstring)."""
     pick, pick_for, report = setup.pick, setup.pick_for, setup.report
     make_call, deposit, name = setup.make_call, setup.deposit, setup.name
+    limiter = setup.limiter
     deadlines = AsyncCallDeadlines(setup.timeout)
     hub = HUB  # kitsd.observe
 
@@ -45,9 +46,13 @@ def retrying_async(setup: Setup) -> AsyncEndpoint:
             deposit()
         watch = watch_call(name, start) if hub.observers else None  # kitsd.observe
         call: Call | None = None
+        admitted = -1.0  # when the concurrency limit admitted the call (-1: no limit)
+        failure: BaseException | None = None
         try:
             if seconds <= 0:  # an lb.deadline that had already passed
                 raise RetryTimeout(0.0, [])  # noqa: TRY301 - an ending observers see
+            if limiter is not None:
+                admitted = limiter.acquire()  # LimitExceeded: refused before any attempt
             exclude: Collection[str] = ()
             while True:
                 chosen: Pick | None = None
@@ -72,7 +77,7 @@ def retrying_async(setup: Setup) -> AsyncEndpoint:
         except BaseException as error:
             # what the caller gets: the deadline's own cancel becomes RetryTimeout
             errors = call.policy.errors if call else []
-            ending = deadlines.ending(handle, error, seconds, errors)
+            ending = failure = deadlines.ending(handle, error, seconds, errors)
             if watch is not None:  # kitsd.observe
                 watch.finished(ending)
             if ending is error:
@@ -82,5 +87,7 @@ def retrying_async(setup: Setup) -> AsyncEndpoint:
             if watch is not None:  # kitsd.observe: a no-op after an error
                 watch.finished(None)
             deadlines.leave(handle)
+            if admitted >= 0.0 and limiter is not None:
+                limiter.release(admitted, failure)
 
     return retrying
