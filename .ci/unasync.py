@@ -67,6 +67,8 @@ NAMES: dict[str, str] = {
 PAIRS: list[tuple[str, str, dict[str, str]]] = [
     ("lb/_async/retry.py", "lb/_sync/retry.py", {}),
     ("lb/_async/hedging.py", "lb/_sync/hedging.py", {}),
+    ("lb/_async/measured.py", "lb/_sync/measured.py",
+     {"AsyncCounted": "SyncCounted", "AsyncTimed": "SyncTimed"}),
     ("breaker/_async/endpoint.py", "breaker/_sync/endpoint.py",
      {"AsyncGuarded": "Guarded"}),
 ]

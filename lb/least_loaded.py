@@ -19,9 +19,12 @@ import threading
 import time
 from collections.abc import Collection, Sequence
 from types import FunctionType, MethodType
-from typing import Any, Unpack, cast
+from typing import Unpack, cast
 
 from kitsd.core.endpoint import Endpoint, is_async
+from kitsd.lb._async.measured import AsyncCounted
+from kitsd.lb._measured import Counted
+from kitsd.lb._sync.measured import SyncCounted
 from kitsd.lb.balancer import E, EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.outlier_detection import OutlierDetection
@@ -29,43 +32,6 @@ from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
 from kitsd.lb.shaping import BalancingOptions
 
 __all__ = ["LeastLoaded"]
-
-
-class _Counted:
-    __slots__ = ("__wrapped__", "_counts", "_instance")
-
-    def __init__(self, endpoint: Endpoint, instance: str, counts: _InFlight) -> None:
-        self.__wrapped__ = endpoint
-        self._instance = instance
-        self._counts = counts
-
-    def __repr__(self) -> str:
-        return f"<counted {self._instance}: {self.__wrapped__!r}>"
-
-    def __call__(self, request: Any) -> Any:
-        raise NotImplementedError
-
-
-class _SyncCounted(_Counted):
-    __slots__ = ()
-
-    def __call__(self, request: Any) -> Any:
-        self._counts.enter(self._instance)
-        try:
-            return self.__wrapped__(request)
-        finally:
-            self._counts.leave(self._instance)
-
-
-class _AsyncCounted(_Counted):
-    __slots__ = ()
-
-    async def __call__(self, request: Any) -> Any:
-        self._counts.enter(self._instance)
-        try:
-            return await self.__wrapped__(request)
-        finally:
-            self._counts.leave(self._instance)
 
 
 class _InFlight:
@@ -133,7 +99,7 @@ class LeastLoaded(Pool[E]):
         # Which wrapper an endpoint needs, by what decides it: the code object of a
         # function or method, else the type.  A handful of entries, whatever the
         # number of instances, so the lookup stays in cache at 10,000 instances.
-        self._kinds: dict[object, type[_Counted]] = {}
+        self._kinds: dict[object, type[Counted]] = {}
 
     def in_flight(self, instance: str) -> int:
         """Requests this balancer has in flight on ``instance``."""
@@ -180,14 +146,14 @@ class LeastLoaded(Pool[E]):
         return self._rng.randrange(size)
 
     def _tag(self, endpoint: Endpoint) -> object:
-        return super()._tag(endpoint.__wrapped__ if isinstance(endpoint, _Counted) else endpoint)
+        return super()._tag(endpoint.__wrapped__ if isinstance(endpoint, Counted) else endpoint)
 
     def _hand_out(self, keys: Sequence[str], endpoints: Sequence[Endpoint], index: int) -> Pick:
         endpoint = endpoints[index]
         decides = _decides_kind(endpoint)
         kind = self._kinds.get(decides)
         if kind is None:
-            kind = _AsyncCounted if is_async(endpoint) else _SyncCounted
+            kind = AsyncCounted if is_async(endpoint) else SyncCounted
             if decides is not None:
                 self._kinds[decides] = kind
         instance = keys[index]

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, Unpack, cast
+from typing import Unpack, cast
 
 from kitsd.core import validate
 from kitsd.core.endpoint import Endpoint, is_async
+from kitsd.lb._async.measured import AsyncTimed
+from kitsd.lb._measured import Timed
+from kitsd.lb._sync.measured import SyncTimed
 from kitsd.lb.balancer import E, EndpointSource, Pick
 from kitsd.lb.errors import NoEndpointsError
 from kitsd.lb.least_loaded import _decides_kind
@@ -29,60 +32,6 @@ from kitsd.lb.pool import DEFAULT_OUTLIER_DETECTION, Pool
 from kitsd.lb.shaping import BalancingOptions
 
 __all__ = ["PeakEWMA"]
-
-
-class _Timed:
-    __slots__ = ("__wrapped__", "_balancer", "_index", "_instance", "_set")
-
-    def __init__(self, endpoint: Endpoint, instance: str, index: int, picked_from: object,
-                 balancer: PeakEWMA[Any]) -> None:
-        self.__wrapped__ = endpoint
-        self._instance = instance
-        self._index = index  # in `picked_from`, the instances the table was indexed by
-        self._set = picked_from
-        self._balancer = balancer
-
-    def __repr__(self) -> str:
-        return f"<timed {self._instance}: {self.__wrapped__!r}>"
-
-    def __call__(self, request: Any) -> Any:
-        raise NotImplementedError
-
-
-class _SyncTimed(_Timed):
-    __slots__ = ()
-
-    def __call__(self, request: Any) -> Any:
-        start = self._balancer._started(self)
-        failed: bool | None = None  # None: interrupted before it answered
-        try:
-            response = self.__wrapped__(request)
-        except Exception:
-            failed = True
-            raise
-        else:
-            failed = False
-        finally:
-            self._balancer._finished(self, start, failed)
-        return response
-
-
-class _AsyncTimed(_Timed):
-    __slots__ = ()
-
-    async def __call__(self, request: Any) -> Any:
-        start = self._balancer._started(self)
-        failed: bool | None = None  # None: cancelled before it answered
-        try:
-            response = await self.__wrapped__(request)
-        except Exception:
-            failed = True
-            raise
-        else:
-            failed = False
-        finally:
-            self._balancer._finished(self, start, failed)
-        return response
 
 
 class PeakEWMA(Pool[E]):
@@ -135,7 +84,7 @@ class PeakEWMA(Pool[E]):
         self._clock = clock
         # guarded by the pool's lock, like the rest of the balancer's state
         self._table = LatencyTable(float(decay), None if initial is None else float(initial))
-        self._kinds: dict[object, type[_Timed]] = {}
+        self._kinds: dict[object, type[Timed]] = {}
 
     def cost(self, instance: str) -> float:
         """``instance``'s current latency estimate in seconds (for tests and diagnostics)."""
@@ -210,14 +159,14 @@ class PeakEWMA(Pool[E]):
     def _on_change(self, instances: tuple[str, ...]) -> None:
         self._table.retain(instances, self._clock())  # under the pool's lock
 
-    def _resolve(self, timed: _Timed) -> int:
+    def _resolve(self, timed: Timed) -> int:
         """Where ``timed``'s instance is in the table now, or -1 (under the lock)."""
         table = self._table
         if table.instances is timed._set:
             return timed._index
         return table.index_of(timed._instance)
 
-    def _started(self, timed: _Timed) -> float:
+    def _started(self, timed: Timed) -> float:
         now = self._clock()
         with self._lock:
             index = self._resolve(timed)
@@ -225,7 +174,7 @@ class PeakEWMA(Pool[E]):
                 self._table.started(index)
         return now
 
-    def _finished(self, timed: _Timed, start: float, failed: bool | None) -> None:
+    def _finished(self, timed: Timed, start: float, failed: bool | None) -> None:
         now = self._clock()
         with self._lock:
             index = self._resolve(timed)
@@ -233,7 +182,7 @@ class PeakEWMA(Pool[E]):
                 self._table.finished(index, now, now - start, failed)
 
     def _tag(self, endpoint: Endpoint) -> object:
-        return super()._tag(endpoint.__wrapped__ if isinstance(endpoint, _Timed) else endpoint)
+        return super()._tag(endpoint.__wrapped__ if isinstance(endpoint, Timed) else endpoint)
 
     def _hand_out(self, keys: Sequence[str], endpoints: Sequence[Endpoint], index: int) -> Pick:
         """The timing wrapper of ``endpoints[index]`` (under the lock)."""
@@ -241,7 +190,7 @@ class PeakEWMA(Pool[E]):
         decides = _decides_kind(endpoint)
         kind = self._kinds.get(decides)
         if kind is None:
-            kind = _AsyncTimed if is_async(endpoint) else _SyncTimed
+            kind = AsyncTimed if is_async(endpoint) else SyncTimed
             if decides is not None:
                 self._kinds[decides] = kind
         instance = keys[index]
