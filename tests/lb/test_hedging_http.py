@@ -119,6 +119,34 @@ def test_closing_does_not_wait_for_a_hung_attempt(
     assert "closed" in str(ended[0])
 
 
+def test_async_closing_does_not_wait_for_a_hung_attempt(
+    two: tuple[sd.MemoryRegistry, list[Instance]],
+) -> None:
+    registry, instances = two
+    for instance in instances:
+        instance.mode = "hang"
+
+    async def main() -> tuple[float, float]:
+        transport = kitsd.AsyncTransport(registry, hedge=lb.Hedge(delay=0.01))
+        client = httpx.AsyncClient(transport=transport, base_url="http://users")
+        call = asyncio.create_task(client.get("/", timeout=10.0))
+        await async_wait_for(lambda: all(i.total() == 1 for i in instances))
+        began = time.monotonic()
+        await client.aclose()
+        took = time.monotonic() - began
+        with pytest.raises(RuntimeError, match="closed"):
+            await call
+        return took, time.monotonic() - began
+
+    try:
+        took, ended = asyncio.run(main())
+    finally:
+        for instance in instances:
+            instance.release.set()
+    assert took < 1.0
+    assert ended < 2.0  # the call in flight did not wait out its 10 s
+
+
 def test_httpcore_still_emits_the_event_the_cancel_fence_waits_for(
     two: tuple[sd.MemoryRegistry, list[Instance]],
 ) -> None:
