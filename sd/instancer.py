@@ -564,21 +564,43 @@ class FixedInstancer(InstancerHandle):
         return f"FixedInstancer({list(self.state.instances)!r}{shown})"
 
 
+class _Owner:
+    """An object as part of a key: equal only to itself (never by ``==``: two equal
+    clients are still two connections), and held, so that no other object can take
+    its identity while the entry lives (an ``id()`` in a key can be reused once its
+    object is freed)."""
+
+    __slots__ = ("_hash", "held")
+
+    def __init__(self, held: object) -> None:
+        self.held = held
+        self._hash = id(held)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Owner) and other.held is self.held
+
+
 class SharedWatches:
     """One running watch per key, shared by every handle for that key.
 
     ``handle(key, start)`` returns a new :class:`InstancerHandle`; the first one for
     ``key`` calls ``start(broadcaster)`` to launch the watch, and the watch is
-    stopped when the last handle for ``key`` is stopped.  Thread-safe.
+    stopped when the last handle for ``key`` is stopped.  A watch that uses a
+    registry client is shared only by handles on that very client (``owner=``).
+    Thread-safe.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[Hashable, tuple[Broadcaster, Stoppable, list[int]]] = {}
+        self._entries: dict[
+            tuple[_Owner | None, Hashable], tuple[Broadcaster, Stoppable, list[int]]] = {}
 
     def acquire(
         self, key: Hashable, start: Callable[[Broadcaster], W], *, kind: str = "custom",
-        service: str = "", pending: bool = False,
+        service: str = "", pending: bool = False, owner: object = None,
     ) -> tuple[Broadcaster, W, Callable[[], None]]:
         """Take a share of the watch for ``key``, starting it with ``start(broadcaster)``
         if none runs; returns the shared broadcaster, the watch, and an idempotent
@@ -586,13 +608,17 @@ class SharedWatches:
         Driver instancers pass the broadcaster and ``release`` to
         :class:`InstancerHandle`.  ``kind`` and ``service`` label the broadcaster's
         observations (:mod:`kitsd.core.observe`); ``pending``: the broadcaster has no
-        state until the watch publishes one (see :class:`Broadcaster`)."""
+        state until the watch publishes one (see :class:`Broadcaster`).  ``owner``
+        (a registry client): the watch is shared only with handles of this same
+        object (compared by identity, and held while the watch runs: a key with an
+        ``id()`` in it could be reused by another client once the first is freed)."""
+        full = (None if owner is None else _Owner(owner), key)
         with self._lock:
-            entry = self._entries.get(key)
+            entry = self._entries.get(full)
             if entry is None:
                 broadcaster = Broadcaster(kind=kind, service=service, pending=pending)
                 entry = (broadcaster, start(broadcaster), [0])
-                self._entries[key] = entry
+                self._entries[full] = entry
             entry[2][0] += 1
         released = threading.Event()
 
@@ -600,7 +626,7 @@ class SharedWatches:
             if released.is_set():
                 return
             released.set()
-            self._release(key)
+            self._release(full)
 
         return entry[0], cast(W, entry[1]), release
 
@@ -611,18 +637,19 @@ class SharedWatches:
         broadcaster, _, release = self.acquire(key, start)
         return InstancerHandle(broadcaster, release)
 
-    def _release(self, key: Hashable) -> None:
+    def _release(self, full: tuple[_Owner | None, Hashable]) -> None:
         with self._lock:
-            entry = self._entries.get(key)
+            entry = self._entries.get(full)
             if entry is None:
                 return
             entry[2][0] -= 1
             if entry[2][0] > 0:
                 return
-            del self._entries[key]
+            del self._entries[full]
         entry[1].stop()
 
     def keys(self) -> list[Hashable]:
-        """Keys with a running watch (for tests and debugging)."""
+        """Keys with a running watch (for tests and debugging; a key shared by two
+        owners appears twice)."""
         with self._lock:
-            return list(self._entries)
+            return [key for _, key in self._entries]

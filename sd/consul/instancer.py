@@ -75,7 +75,6 @@ class _ThreadWatch:
 
     def __init__(self, client: ConsulClient, query: HealthQuery,
                  broadcaster: Broadcaster) -> None:
-        self.origin = client  # keeps id(client) in the watch key from being reused
         self._thread = LoopThread(
             f"kitsd-consul-watch-{query.service}",
             lambda: run_watch(client, query, broadcaster, _nothing),
@@ -147,13 +146,14 @@ class ConsulInstancer(InstancerHandle):
         self.service, self.tags, self.passing_only = query.service, query.tags, query.passing_only
         self._client = client
         self._owns_client = owns_client
-        key = (id(client), query.service, query.tags, query.passing_only)
+        key = (query.service, query.tags, query.passing_only)
 
         def start(broadcaster: Broadcaster) -> _ThreadWatch:
             return _ThreadWatch(client, query, broadcaster)
 
         broadcaster, _, self._release_share = _WATCHES.acquire(
-            key, start, kind="consul", service=service, pending=True)  # kitsd.observe labels
+            key, start, owner=client, kind="consul", service=service,  # kitsd.observe labels
+            pending=True)
         super().__init__(broadcaster, self._release_watch, first_answer_timeout=first_wait,
                          source=f"Consul agent {agent_address(client)} (service {service!r})")
 

@@ -372,11 +372,11 @@ class EtcdInstancer(InstancerHandle):
         self._prefix = prefix
         name = str(adapted)
         broadcaster, _, release = _WATCHES.acquire(
-            (id(client), prefix, liveness_timeout, page_size),
+            (prefix, liveness_timeout, page_size),
             lambda broadcaster: PrefixWatch(
                 broadcaster, adapted, prefix, liveness_timeout=liveness_timeout,
                 page_size=page_size, name=name),
-            kind="etcd", service=prefix, pending=True,  # kitsd.observe labels
+            owner=client, kind="etcd", service=prefix, pending=True,  # kitsd.observe labels
         )
         super().__init__(broadcaster, release, first_answer_timeout=first_wait,
                          source=f"etcd prefix {prefix!r} at {name}")

@@ -112,7 +112,6 @@ class _ThreadWatch:
     def __init__(self, config: ClusterConfig, query: SliceQuery, broadcaster: Broadcaster,
                  transport: httpx.AsyncBaseTransport | None) -> None:
         self.stats = WatchStats()
-        self.origin = transport  # keeps id(transport) in the watch key from being reused
         self._thread = LoopThread(
             f"kitsd-k8s-watch-{query.name}",
             lambda: run_watch(config, query, broadcaster, _nothing,
@@ -188,13 +187,14 @@ class EndpointSliceInstancer(InstancerHandle):
         first_wait = check_first_answer_timeout(first_answer_timeout)
         _ = cluster.ssl_context  # a CA or certificate that cannot be loaded fails here
         self.query, self.config = query, cluster
-        key = (cluster, query, id(transport) if transport is not None else None)
+        key = (cluster, query)
 
         def start(broadcaster: Broadcaster) -> _ThreadWatch:
             return _ThreadWatch(cluster, query, broadcaster, transport)
 
         broadcaster, watch, release = _WATCHES.acquire(
-            key, start, kind="k8s", service=query.name, pending=True)  # kitsd.observe labels
+            key, start, owner=transport, kind="k8s", service=query.name,  # kitsd.observe labels
+            pending=True)
         self._watch = watch
         super().__init__(broadcaster, release, first_answer_timeout=first_wait,
                          source=f"kube-apiserver {cluster.server} ({query.name})")

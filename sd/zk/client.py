@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol, runtime_checkable
 
@@ -30,9 +31,11 @@ from kitsd.sd.zk.view import brief
 
 __all__ = [
     "KAZOO_LOGGER",
+    "ConnectAttempts",
     "Reconnected",
     "Stopped",
     "ZKClient",
+    "attempts_of",
     "await_result",
     "check_client",
     "close_client",
@@ -182,6 +185,79 @@ class _RedactAuth(logging.Filter):
         return True
 
 
+class ConnectAttempts:
+    """Whether kazoo's attempts to connect are failing, for a client :func:`connect` built.
+
+    kazoo reports nothing while it cannot connect (no state change: the client stays
+    ``CONNECTING``), and a connection that is merely slow (a loaded server, a TLS
+    handshake, a first server that drops packets) looks the same from outside.  What
+    tells them apart is kazoo's connection retry: it sleeps between two rounds over
+    the servers only once *every* server failed (refused, unresolvable, timed out).
+    :func:`connect` gives kazoo a handler whose ``sleep_func`` (kazoo requires the
+    connection retry to sleep through the handler's) is :meth:`sleep`, and this
+    object listens to the client's state:
+
+    * :attr:`failing` is ``True`` from a failed round until the client connects;
+    * listeners (``add_listener``) are called, on kazoo's thread, when it becomes so.
+
+    A vendor workaround, fenced here (its contract test is in ``tests/zk``).  kazoo's
+    command retries (``client.retry``) sleep through the same function: one that sleeps
+    while the client is not connected also counts (it failed for want of a connection).
+    Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connected = False
+        self._failing = False
+        self._listeners: list[Callable[[], object]] = []
+
+    @property
+    def failing(self) -> bool:
+        """Whether every server failed since the client was last connected."""
+        return self._failing
+
+    def add_listener(self, listener: Callable[[], object]) -> None:
+        """Call ``listener()`` (on kazoo's thread; it must not block) whenever
+        :attr:`failing` becomes ``True``."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[], object]) -> None:
+        """Forget ``listener``; an unknown one is ignored."""
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def sleep(self, seconds: float) -> None:
+        """kazoo's retry sleep (see the class docstring): note the failure, then sleep."""
+        with self._lock:
+            news = not self._connected and not self._failing
+            if news:
+                self._failing = True
+            listeners = list(self._listeners) if news else []
+        for listener in listeners:
+            try:
+                listener()
+            except Exception:  # kazoo's connection thread must carry on
+                logger.exception("a ZooKeeper connection listener raised")
+        time.sleep(seconds)
+
+    def on_state(self, state: object) -> None:
+        """kazoo's state listener: connected or not."""
+        with self._lock:
+            self._connected = str(state) == "CONNECTED"
+            if self._connected:
+                self._failing = False
+
+
+def attempts_of(client: object) -> ConnectAttempts | None:
+    """The :class:`ConnectAttempts` of a client :func:`connect` built, else ``None``."""
+    sleep = getattr(getattr(client, "handler", None), "sleep_func", None)
+    owner = getattr(sleep, "__self__", None)
+    return owner if isinstance(owner, ConnectAttempts) else None
+
+
 KAZOO_LOGGER: Final = "kitsd.sd.zk.kazoo"
 """The logger clients built by :func:`connect` give kazoo (credentials filtered out)."""
 
@@ -199,7 +275,9 @@ def connect(
     with ``start`` the client connects in the background
     (:func:`start_connecting`): calls made before it is connected wait for the
     connection (kazoo's own synchronous calls without a bound), and a server that
-    stays away shows up as error events, not as an exception here.  The caller owns the client:
+    stays away shows up as error events, not as an exception here (the client's
+    :class:`ConnectAttempts`, :func:`attempts_of`, tells a watch when every server
+    failed).  The caller owns the client:
     stop it with :func:`close_client`.  Raises :class:`~kitsd.core.errors.MisuseError`
     for an empty host list, a bad timeout or a credential without ``:``, and
     ``ImportError`` without ``kazoo`` (``pip install 'kitsd[zk]'``).
@@ -211,19 +289,26 @@ def connect(
         raise MisuseError("ZooKeeper digest auth must be a 'user:password' string")
     try:
         from kazoo.client import KazooClient
+        from kazoo.handlers.threading import SequentialThreadingHandler
         from kazoo.retry import KazooRetry
     except ImportError as error:
         raise ImportError(f"the ZooKeeper driver needs kazoo: pip install 'kitsd[zk]' ({error})") \
             from error
 
+    attempts = ConnectAttempts()
+    handler = SequentialThreadingHandler()
+    handler.sleep_func = attempts.sleep  # kazoo's retries sleep through it (ConnectAttempts)
     client = KazooClient(
         hosts=hosts,
         timeout=float(timeout),
         auth_data=[("digest", auth)] if auth is not None else None,
+        handler=handler,
         # reconnect forever, with kazoo's own capped backoff: a watch must outlive an outage
-        connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=2.0),
+        connection_retry=KazooRetry(max_tries=-1, delay=0.05, max_delay=2.0,
+                                    sleep_func=handler.sleep_func),
         logger=_kazoo_logger,
     )
+    client.add_listener(attempts.on_state)
     if start:
         start_connecting(client)
     return client

@@ -6,8 +6,11 @@ One :class:`ChildrenWatch` thread per (client, path) -- shared by every
 :class:`ZKInstancer` handle through :class:`sd.instancer.SharedWatches` --
 keeps the pure :class:`sd.zk.view.ChildrenView` in step with ZooKeeper:
 
-1. *sync* (once kazoo is connected: while it is not, calls would only queue, and
-   after :data:`CONNECT_GRACE` seconds an error event says so): list the children
+1. *sync* (once kazoo is connected: while it is not, calls would only queue; an
+   error event says so as soon as kazoo failed to reach every server, see
+   :class:`sd.zk.client.ConnectAttempts` -- a connection that is only slow is not
+   an error -- or, for a client :func:`sd.zk.connect` did not build, after
+   :data:`CONNECT_GRACE` seconds): list the children
    with a children watch (or, when the node does not
    exist, set an ``exists`` watch on it and publish an empty set), read the data
    of every child the view says is new or changed, each with a data watch, and
@@ -58,6 +61,7 @@ from kitsd.sd.zk.client import (
     Reconnected,
     Stopped,
     ZKClient,
+    attempts_of,
     await_result,
     check_client,
     describe,
@@ -75,8 +79,9 @@ logger = logging.getLogger(__name__)
 _JOIN_TIMEOUT: Final = 0.9
 _CALL_TIMEOUT: Final = 10.0
 
-#: Seconds the watch waits for kazoo to connect before it publishes an error saying so.
-CONNECT_GRACE: Final = 1.0
+#: Seconds the watch waits for a client it cannot follow (one not built by
+#: :func:`sd.zk.connect`) to connect before it publishes an error saying so.
+CONNECT_GRACE: Final = 5.0
 
 _WATCHES = SharedWatches()
 
@@ -91,6 +96,7 @@ _STOP: Final = _Stop()
 _CHILDREN: Final = "children"
 _DATA: Final = "data"
 _STATE: Final = "state"
+_UNREACHABLE: Final = "UNREACHABLE"  # a _STATE detail: kazoo failed to reach every server
 
 
 class ChildrenWatch:
@@ -164,6 +170,9 @@ class ChildrenWatch:
             self._reconnected.set()
         self._queue.put((_STATE, name))
 
+    def _on_unreachable(self) -> None:
+        self._queue.put((_STATE, _UNREACHABLE))
+
     def _on_children(self, event: Any) -> None:
         self._queue.put((_CHILDREN, ""))
 
@@ -212,27 +221,46 @@ class ChildrenWatch:
         """Block until kazoo is connected (``True``) or the watch stops (``False``),
         applying the notes meanwhile.  A call made now would only queue in kazoo (and
         pile up, one per retry), and kazoo reports no error while it keeps failing to
-        connect (a closed port, a server that never answers): after
-        :data:`CONNECT_GRACE` seconds the watch publishes one saying so."""
+        connect: the watch publishes one when every server failed
+        (:class:`~sd.zk.client.ConnectAttempts`), or after :data:`CONNECT_GRACE`
+        seconds for a client it cannot follow.  A connection that is only slow is
+        waited for (the instancer's ``first_answer_timeout`` bounds the wait for a
+        first answer)."""
         if self._connected():
             return True
+        attempts = attempts_of(self._client)
+        if attempts is not None:
+            attempts.add_listener(self._on_unreachable)
+        try:
+            return self._until_connected(attempts is not None and attempts.failing,
+                                         followed=attempts is not None)
+        finally:
+            if attempts is not None:
+                attempts.remove_listener(self._on_unreachable)
+
+    def _until_connected(self, unreachable: bool, *, followed: bool) -> bool:
         deadline = time.monotonic() + CONNECT_GRACE
         reported = False
         while not self._connected():
-            left = deadline - time.monotonic()
-            if not reported and left <= 0:
+            late = not followed and time.monotonic() >= deadline
+            if not reported and (unreachable or late):
+                why = "no server could be reached" if unreachable else \
+                    f"not connected within {CONNECT_GRACE:g}s"
                 self._broadcaster.publish_error(RegistryUnavailableError(
-                    f"ZooKeeper watch of {self._path!r} at {describe(self._client)}: not"
-                    f" connected within {CONNECT_GRACE:g}s (still trying)"))
+                    f"ZooKeeper watch of {self._path!r} at {describe(self._client)}: {why}"
+                    " (still trying)"))
                 reported = True
-            # the CONNECTED note wakes us; the poll is a safety net for a missed one
-            wait = 0.5 if reported else min(0.5, max(left, 0.0))
+            # the notes wake us; the poll is a safety net for a missed one
+            left = deadline - time.monotonic()
+            wait = 0.5 if reported or followed else min(0.5, max(left, 0.0))
             try:
                 item = self._queue.get(timeout=wait)
             except queue.Empty:
                 continue
             if isinstance(item, _Stop):
                 return False
+            if item == (_STATE, _UNREACHABLE):
+                unreachable = True
             self._note(*item)
         return True
 
@@ -251,6 +279,8 @@ class ChildrenWatch:
             block = False  # drain what else is there without waiting
 
     def _note(self, kind: str, detail: str) -> None:
+        if detail == _UNREACHABLE:
+            return  # (for _await_connection only)
         if kind == _CHILDREN:
             self._view.children_changed()
         elif kind == _DATA:
@@ -354,9 +384,8 @@ class ZKInstancer(InstancerHandle):
         self._client = client
         self._path = normalized
         broadcaster, _, release = _WATCHES.acquire(
-            (id(client), normalized),
-            lambda broadcaster: ChildrenWatch(broadcaster, client, normalized),
-            kind="zk", service=normalized, pending=True,  # kitsd.observe labels
+            normalized, lambda broadcaster: ChildrenWatch(broadcaster, client, normalized),
+            owner=client, kind="zk", service=normalized, pending=True,  # kitsd.observe labels
         )
         super().__init__(broadcaster, release, first_answer_timeout=first_wait,
                          source=f"ZooKeeper node {normalized!r} at {describe(client)}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
 import sys
 import threading
+import weakref
 from collections.abc import Hashable
 
 import pytest
@@ -535,6 +537,45 @@ def test_stopping_one_handle_keeps_the_others_subscribers() -> None:
     start.watches[0].broadcaster.publish(Event(("a:1",)))
     assert mine.instances == [()]
     assert theirs.instances == [(), ("a:1",)]
+
+
+class _EveryoneEqual:
+    """A client type that compares equal to anything (a dataclass of settings would)."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 0
+
+
+def test_a_watch_is_shared_only_by_handles_of_the_same_owner() -> None:
+    """Item 1: keys held id(client): a freed client's id can be taken by the next one.
+    Owners are compared by identity (never ==) and held while the watch runs."""
+    watches, start = SharedWatches(), WatchStarter()
+    one, two = _EveryoneEqual(), _EveryoneEqual()
+    first = watches.acquire("svc", start, owner=one)
+    again = watches.acquire("svc", start, owner=one)
+    other = watches.acquire("svc", start, owner=two)
+    unowned = watches.acquire("svc", start)
+    assert len(start.watches) == 3
+    assert first[0] is again[0]
+    assert other[0] is not first[0]
+    assert unowned[0] is not first[0]
+    assert watches.keys() == ["svc", "svc", "svc"]
+    # the entry holds its owner: while the watch runs, nothing else can take its identity
+    alive = weakref.ref(two)
+    del two
+    gc.collect()
+    assert alive() is not None
+    other[2]()
+    del other  # (its release closure names the entry)
+    gc.collect()
+    assert alive() is None
+    for share in (first, again, unowned):
+        share[2]()
+    assert [watch.stops for watch in start.watches] == [1, 1, 1]
+    assert watches.keys() == []
 
 
 def test_shared_watches_are_thread_safe(no_thread_leaks: None) -> None:

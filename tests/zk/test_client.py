@@ -77,19 +77,49 @@ def test_calls_before_the_connection_wait_instead_of_failing(no_thread_leaks: No
 def test_an_unreachable_zookeeper_is_an_error_first_within_a_second_or_so(
     no_thread_leaks: None,
 ) -> None:
-    """kazoo reports nothing while it keeps failing to connect; the watch says so after
-    CONNECT_GRACE, so the instancer's first state is that error, not a 5 s silence."""
+    """kazoo reports nothing while it keeps failing to connect; the watch says so as soon
+    as every server failed (ConnectAttempts), so the instancer's first state is that
+    error, not a 5 s silence."""
     import time
 
     from kitsd import sd
     from kitsd.compose.process import free_ports
-    from kitsd.sd.zk.instancer import CONNECT_GRACE
 
     started = time.monotonic()
     with sd.instancer_from_url(f"zk://127.0.0.1:{free_ports(1)[0]}/svc") as instancer:
         took = time.monotonic() - started
         state = instancer.state
     assert isinstance(state.error, RegistryUnavailableError)
-    assert "not connected" in str(state.error)
+    assert "no server could be reached (still trying)" in str(state.error)
     assert state.instances == ()
-    assert took < CONNECT_GRACE + 2.0  # not the 5 s first-answer wait
+    assert took < 2.0  # not the 5 s first-answer wait
+
+
+def test_connect_attempts_report_every_server_failing(no_thread_leaks: None) -> None:
+    """The kazoo contract ConnectAttempts relies on (a vendor workaround): kazoo's
+    connection retry sleeps through the handler's sleep_func after a round in which
+    every server failed, and the client accepts that handler and retry."""
+    from kitsd.compose.process import free_ports
+    from kitsd.sd.zk.client import attempts_of, close_client
+
+    closed = free_ports(2)
+    client = connect(",".join(f"127.0.0.1:{port}" for port in closed), timeout=2.0)
+    try:
+        attempts = attempts_of(client)
+        assert attempts is not None
+        heard = threading.Event()
+        attempts.add_listener(heard.set)
+        assert heard.wait(5) or attempts.failing  # (it may have failed before we listened)
+        assert attempts.failing
+        assert client.client_state == "CONNECTING"
+    finally:
+        close_client(client)
+
+
+def test_a_client_kitsd_did_not_build_has_no_connect_attempts() -> None:
+    from kazoo.client import KazooClient
+
+    from kitsd.sd.zk.client import attempts_of
+
+    assert attempts_of(KazooClient(hosts="127.0.0.1:1")) is None
+    assert attempts_of(object()) is None

@@ -281,3 +281,57 @@ def test_url_values_are_served_and_the_rest_refused_for_the_true_reason(
     messages = "\n".join(record.getMessage() for record in caplog.records)
     assert "with a path" in messages
     assert "IPv6" not in messages
+
+
+def test_a_slow_connection_is_waited_for_not_reported(
+    zk_server: Server, other_client: Any, path: str
+) -> None:
+    """Item 1: a ZooKeeper that took longer than a second to connect (a loaded server, a
+    TLS handshake, a first server that drops packets) was reported 'not connected within
+    1s' as the instancer's first state -- a fresh zk:// transport's first calls failed
+    with NoEndpointsError.  Only servers that failed are an error; a slow one is waited for."""
+    from kitsd.compose.proxy import BlackHoleProxy
+    from kitsd.sd.zk.client import attempts_of
+
+    other_client.create(f"{path}/a", b"10.0.0.1:80", makepath=True)
+    host, port = zk_server.address.rsplit(":", 1)
+    with BlackHoleProxy(host, int(port)) as proxy:
+        proxy.stall()  # connections are accepted, then nothing answers until resume()
+        client = sd.zk.connect(proxy.endpoint, timeout=10.0)
+        slow = threading.Timer(1.5, proxy.resume)
+        slow.start()
+        try:
+            instancer, events = subscribe(client, path)
+            with instancer:
+                assert events == [sd.Event(("10.0.0.1:80",))]
+                attempts = attempts_of(client)
+                assert attempts is not None
+                assert not attempts.failing
+        finally:
+            slow.cancel()
+            close_client(client)
+
+
+def test_a_client_kitsd_did_not_build_is_reported_after_the_grace(
+    monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """A KazooClient of the user's own cannot say whether its attempts fail: the watch
+    reports it not connected after CONNECT_GRACE (nobody waits for a first answer here)."""
+    from kazoo.client import KazooClient
+
+    from kitsd.compose.process import free_ports
+    from kitsd.sd.zk import instancer as zk_instancer
+
+    monkeypatch.setattr(zk_instancer, "CONNECT_GRACE", 0.3)
+    client = KazooClient(hosts=f"127.0.0.1:{free_ports(1)[0]}")
+    client.start_async()
+    try:
+        with ZKInstancer(client, path, first_answer_timeout=0) as instancer:
+            events: list[sd.Event] = []
+            instancer.subscribe(events.append)
+            wait_for(lambda: bool(events), timeout=10, what="the not-connected error")
+            assert isinstance(events[0].error, RegistryUnavailableError)
+            assert "not connected within 0.3s (still trying)" in str(events[0].error)
+    finally:
+        client.stop()
+        client.close()
