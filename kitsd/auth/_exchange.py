@@ -7,8 +7,9 @@ request to send, and what the token endpoint's answer means.
   secret form-encoded first) or with ``client_id`` / ``client_secret`` in the
   form (``client_secret_post``).
 * The answer: 200 with a JSON object holding a string ``access_token``, a
-  ``token_type`` of ``Bearer`` (or none), and ``expires_in`` seconds (absent: the
-  token does not expire, and only a 401 replaces it); anything else is a
+  ``token_type`` of ``Bearer`` (or none), and ``expires_in`` seconds (absent or
+  ``0``: the token does not expire, and only a 401 replaces it -- ``0`` as
+  Go's ``golang.org/x/oauth2`` reads it); anything else is a
   :class:`kitsd.auth.TokenEndpointError` carrying the endpoint's ``error`` and
   ``error_description`` -- never the request, which holds the secret.
 """
@@ -20,7 +21,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from kitsd.auth._errors import TokenEndpointError
 from kitsd.core.errors import MisuseError, clip, shown_value
@@ -34,6 +35,41 @@ def _form_encoded(text: str) -> str:
     return quote(text, safe="").replace("%20", "+")
 
 
+def _check_url(token_url: object) -> str:
+    """``token_url`` if it is an http(s) URL with a host and no whitespace or control
+    characters; raises :class:`MisuseError` (showing it redacted) otherwise."""
+    problem = not isinstance(token_url, str) or any(ord(char) <= 0x20 or char == "\x7f"
+                                                    for char in token_url)
+    if not problem:
+        assert isinstance(token_url, str)  # noqa: S101 - for mypy
+        try:
+            parts = urlsplit(token_url)
+            problem = parts.scheme not in ("http", "https") or not parts.hostname
+            _ = parts.port  # a port that is not a number raises
+        except ValueError:
+            problem = True
+    if problem:
+        raise MisuseError(f"token_url must be an http(s) URL with a host, got "
+                          f"{shown_value(token_url)}")
+    return token_url  # type: ignore[return-value]
+
+
+def _check_text(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _check_scope(scope: object) -> str | None:
+    if scope is None or isinstance(scope, str):
+        return scope
+    if isinstance(scope, Sequence) and all(isinstance(item, str) and item and " " not in item
+                                           for item in scope):
+        return " ".join(scope)
+    raise TypeError("scope must be a string or a sequence of scope strings (each without "
+                    "spaces)")
+
+
 class Exchange:
     """One client's token request and the reading of its answers.  Immutable;
     ``repr()`` shows the client id and the URL (user information redacted)."""
@@ -43,8 +79,7 @@ class Exchange:
     def __init__(self, token_url: object, client_id: object, client_secret: object, *,
                  scope: str | Sequence[str] | None, audience: str | None,
                  params: Mapping[str, str] | None, auth_method: object) -> None:
-        if not isinstance(token_url, str) or not token_url.startswith(("http://", "https://")):
-            raise MisuseError(f"token_url must be an http(s) URL, got {shown_value(token_url)}")
+        token_url = _check_url(token_url)
         if not isinstance(client_id, str) or not client_id:
             raise MisuseError("client_id must be a non-empty string")
         if not isinstance(client_secret, str):
@@ -52,13 +87,21 @@ class Exchange:
         if auth_method not in ("client_secret_basic", "client_secret_post"):
             raise MisuseError("auth_method must be 'client_secret_basic' or 'client_secret_post'")
         form: dict[str, str] = {"grant_type": "client_credentials"}
-        if scope is not None:
-            form["scope"] = scope if isinstance(scope, str) else " ".join(scope)
+        scopes = _check_scope(scope)
+        if scopes is not None:
+            form["scope"] = scopes
         if audience is not None:
-            form["audience"] = audience
+            form["audience"] = _check_text("audience", audience)
+        if params is not None and not isinstance(params, Mapping):
+            raise TypeError(f"params must be a mapping of strings, not {type(params).__name__}")
         for key, value in (params or {}).items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError("params must map strings to strings")
             if key in ("grant_type", "client_id", "client_secret"):
-                raise MisuseError(f"params must not set {key!r}")
+                raise MisuseError(f"params must not set {clip(repr(key), 40)}")
+            if key in form:
+                raise MisuseError(f"params must not set {clip(repr(key), 40)}: "
+                                  f"give it as {key}=")
             form[key] = value
         headers = {"Accept": "application/json"}
         if auth_method == "client_secret_basic":
@@ -83,7 +126,7 @@ class Exchange:
         raises :class:`TokenEndpointError` for anything else."""
         try:
             document = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting too deep
             document = None
         if not isinstance(document, dict):
             raise TokenEndpointError(self.name, status, None,
@@ -104,7 +147,7 @@ class Exchange:
         expires = document.get("expires_in")
         if isinstance(expires, str) and expires.strip().isdigit():
             expires = int(expires)
-        if expires is None:
+        if expires is None or (expires == 0 and not isinstance(expires, bool)):
             return token, None
         if (isinstance(expires, bool) or not isinstance(expires, int | float)
                 or not math.isfinite(expires) or expires < 0):

@@ -10,6 +10,13 @@ import httpx
 __all__ = ["HeaderAuth"]
 
 
+def _replayable(request: httpx.Request) -> bool:
+    """Whether ``request``'s body can be sent again as it was: it is in memory.  (A
+    generator raises when iterated twice; a file would silently send what is left
+    of it, nothing.)"""
+    return isinstance(request.stream, httpx.ByteStream)
+
+
 class HeaderAuth(httpx.Auth):
     """Base of the credentials (:class:`JWTSigner`, :class:`ClientCredentials`,
     :class:`AsyncClientCredentials`, :class:`BasicAuth`): an ``httpx.Auth`` for
@@ -19,8 +26,10 @@ class HeaderAuth(httpx.Auth):
     Subclasses give :meth:`token` (sync) and/or :meth:`atoken` (async), and
     :meth:`invalidate`.  A response of 401 to a request sent with a token makes the
     credential drop that token and the request go once more with a fresh one (only
-    once: a second 401 is the answer).  The request's body is sent again, so it
-    must be replayable (httpx reads a streamed body into memory for that).
+    once: a second 401 is the answer).  Only a request whose body is in memory
+    (``content=bytes``, ``data=``, ``json=``, none) is sent again: a streamed body
+    (a generator, a file, multipart) cannot be replayed, so its 401 is the answer
+    (the refused token is dropped all the same; the next request gets a fresh one).
     """
 
     scheme = "Bearer"
@@ -50,8 +59,9 @@ class HeaderAuth(httpx.Auth):
         response = yield request
         if response.status_code == 401 and self.retry_unauthorized:
             self.invalidate(token)
-            request.headers["Authorization"] = self.authorization(self.token())
-            yield request
+            if _replayable(request):
+                request.headers["Authorization"] = self.authorization(self.token())
+                yield request
 
     async def async_auth_flow(
             self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
@@ -60,8 +70,9 @@ class HeaderAuth(httpx.Auth):
         response = yield request
         if response.status_code == 401 and self.retry_unauthorized:
             self.invalidate(token)
-            request.headers["Authorization"] = self.authorization(await self.atoken())
-            yield request
+            if _replayable(request):
+                request.headers["Authorization"] = self.authorization(await self.atoken())
+                yield request
 
     def grpc_metadata(self) -> tuple[tuple[str, str], ...]:
         """Call metadata carrying the credential, for a gRPC call made now (sync)."""

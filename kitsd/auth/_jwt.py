@@ -58,7 +58,7 @@ class JWTSigner(HeaderAuth):
     def __init__(self, key: Any, *, algorithm: str = "HS256", claims: Claims | None = None,
                  lifetime: float | None = 300.0, cache: bool = True, leeway: float = 30.0,
                  key_id: str | None = None, clock: Callable[[], float] = time.time) -> None:
-        if algorithm not in ALGORITHMS:
+        if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
             raise MisuseError(f"algorithm must be one of {', '.join(sorted(ALGORITHMS))}, "
                               f"got {clip(repr(algorithm), 40)}")
         if claims is not None and not (callable(claims) or isinstance(claims, Mapping)):
@@ -70,8 +70,11 @@ class JWTSigner(HeaderAuth):
                                   "(see lifetime)")
         validate.optional_seconds("lifetime", lifetime)
         validate.seconds("leeway", leeway, zero=True)
+        validate.flag("cache", cache)
         if key_id is not None and not isinstance(key_id, str):
             raise TypeError("key_id must be a string")
+        if not callable(clock):
+            raise TypeError("clock must be a function returning seconds since the epoch")
         self.algorithm = algorithm
         self._key = key
         self._claims = claims

@@ -49,15 +49,24 @@ class _Router(Generic[T]):
                             "or a mapping")
         if not isinstance(verify, str | bool):
             raise TypeError("verify must be a CA bundle path or a bool")
+        if verify == "":
+            raise MisuseError("verify must be a CA bundle path or a bool, not ''")
         self._certificate = certificate
         self._verify = verify
         self._make: Callable[[ssl.SSLContext | bool], T] = make
         self._lock = threading.Lock()
         self._transports: dict[Pair | None, T] = {}
+        self._closed = False
+        self._context(None)  # a CA bundle that cannot be loaded fails here, naming verify
 
     def _context(self, pair: Pair | None) -> ssl.SSLContext:
         verify = self._verify
-        context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+        try:
+            context = ssl.create_default_context(
+                cafile=verify if isinstance(verify, str) else None)
+        except (OSError, ssl.SSLError) as error:
+            raise MisuseError(f"verify: cannot load the CA bundle {shown_value(verify)} "
+                              f"({type(error).__name__})") from None
         if verify is False:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -78,13 +87,19 @@ class _Router(Generic[T]):
             elif found is not None:
                 pair = (found[0], found[1])
         with self._lock:
+            self._check_open()
             transport = self._transports.get(pair)
         if transport is not None:
             return transport
         made = self._make(self._context(pair))
         with self._lock:
+            self._check_open()
             transport = self._transports.setdefault(pair, made)
         return transport if transport is made else self._drop(made, transport)
+
+    def _check_open(self) -> None:
+        if self._closed:  # a transport made now would never be closed
+            raise RuntimeError("the mTLS transport is closed")
 
     @staticmethod
     def _drop(made: T, kept: T) -> T:
@@ -93,6 +108,7 @@ class _Router(Generic[T]):
 
     def take_all(self) -> list[T]:
         with self._lock:
+            self._closed = True
             transports = list(self._transports.values())
             self._transports.clear()
         return transports
@@ -102,8 +118,10 @@ class MTLSTransport(httpx.BaseTransport):
     """Presents ``certificate(instance)``'s client certificate to each https instance
     (see the module docstring).  ``certificate``: a function or a mapping of
     instance strings; ``verify``: a CA bundle path, ``True`` (the system's) or
-    ``False``; ``transport_kwargs`` go to each ``httpx.HTTPTransport``.  Thread-safe;
-    :meth:`close` closes every transport it made."""
+    ``False`` (a bundle that cannot be loaded raises
+    :class:`kitsd.core.errors.MisuseError` here); ``transport_kwargs`` go to each
+    ``httpx.HTTPTransport``.  Thread-safe; :meth:`close` closes every transport it
+    made (idempotent), and a request after it raises ``RuntimeError``."""
 
     def __init__(self, certificate: CertificateFor | Mapping[str, tuple[str, str] | str], *,
                  verify: str | bool = True, **transport_kwargs: Any) -> None:

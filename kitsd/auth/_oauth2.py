@@ -15,29 +15,57 @@ threads.  The exchange is one form POST; kitsd does it with httpx.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextvars import Token as ContextToken
 from types import TracebackType
 from typing import Self
 
 import httpx
 
-from kitsd.auth._errors import TokenError
+from kitsd.auth._errors import TokenEndpointError, TokenError
 from kitsd.auth._exchange import AuthMethod, Exchange
 from kitsd.auth._header import HeaderAuth
 from kitsd.auth._source import AsyncSingleFlight, SingleFlight
 from kitsd.auth._token import Token, refresh_point
 from kitsd.core import validate
-from kitsd.core.errors import MisuseError
+from kitsd.core.deadline import current_deadline, reset_deadline, set_deadline
+from kitsd.sd.http import _deadline
 
-__all__ = ["AsyncClientCredentials", "ClientCredentials"]
+__all__ = ["MAX_TOKEN_RESPONSE", "AsyncClientCredentials", "ClientCredentials"]
 
 logger = logging.getLogger(__name__)
 
+#: The largest token endpoint answer read (a token answer is a few kilobytes).
+MAX_TOKEN_RESPONSE = 1 << 20
 
-def _seconds(name: str, value: object) -> float:
-    return validate.seconds(name, value, zero=True)
+
+class _TooLong(Exception):
+    """The token request ran past its ``timeout`` (a trickled answer)."""
+
+
+def _within(timeout: float) -> tuple[float, ContextToken[float | None]]:
+    """The token request's deadline (``timeout`` from now, or the enclosing retry's if
+    earlier), set for the network backends that end every socket wait by it."""
+    at = time.monotonic() + timeout
+    outer = current_deadline()
+    if outer is not None and outer < at:
+        at = outer
+    return at, set_deadline(at)
+
+
+def _bounded_client(client: httpx.Client | httpx.AsyncClient) -> None:
+    """Make the transports httpx made for ``client`` (the default one and any
+    environment proxy's) end every socket wait by the deadline (see sd.http._deadline)."""
+    transports = [getattr(client, "_transport", None)]
+    transports += list(getattr(client, "_mounts", {}).values())
+    for transport in transports:
+        if isinstance(transport, httpx.HTTPTransport):
+            _deadline.install(transport)
+        elif isinstance(transport, httpx.AsyncHTTPTransport):
+            _deadline.install_async(transport)
 
 
 class _Shared(HeaderAuth):
@@ -47,24 +75,35 @@ class _Shared(HeaderAuth):
                  timeout: float, leeway: float) -> None:
         self._exchange = Exchange(token_url, client_id, client_secret, scope=scope,
                                   audience=audience, params=params, auth_method=auth_method)
-        self._timeout = _seconds("timeout", timeout)
-        if self._timeout == 0:
-            raise MisuseError("timeout must be > 0")
-        self._leeway = _seconds("leeway", leeway)
+        self._timeout = validate.seconds("timeout", timeout, maximum=600)
+        self._leeway = validate.seconds("leeway", leeway, zero=True)
 
     @property
     def client_id(self) -> str:
         return self._exchange.client_id
 
-    def _token(self, started: float, response: httpx.Response) -> Token:
-        value, lifetime = self._exchange.read(response.status_code, response.content)
+    def _token(self, started: float, status: int, body: bytes) -> Token:
+        value, lifetime = self._exchange.read(status, body)
         expires_at, refresh_at = refresh_point(started, lifetime, self._leeway)
         logger.debug("%s: got a token valid for %s", self._exchange.name,
                      "ever" if lifetime is None else f"{lifetime:g}s")
         return Token(value, expires_at, refresh_at)
 
-    def _failed(self, error: httpx.HTTPError) -> TokenError:
+    def _failed(self, error: Exception) -> TokenError:
+        if isinstance(error, _TooLong | TimeoutError | httpx.TimeoutException):
+            return TokenError(self._exchange.name,
+                              f"the token request took longer than timeout={self._timeout:g}s")
         return TokenError(self._exchange.name, f"the token request failed ({type(error).__name__})")
+
+    def _add(self, body: bytearray, chunk: bytes, status: int, at: float) -> None:
+        """Add ``chunk`` to the answer's ``body``; raises when it grows past
+        :data:`MAX_TOKEN_RESPONSE` or the request's time is up."""
+        body += chunk
+        if len(body) > MAX_TOKEN_RESPONSE:
+            raise TokenEndpointError(self._exchange.name, status, None,
+                                     f"the answer is longer than {MAX_TOKEN_RESPONSE} bytes")
+        if time.monotonic() > at:
+            raise _TooLong
 
     def __repr__(self) -> str:
         return f"<kitsd.auth.{type(self).__name__} {self._exchange.name}>"
@@ -88,7 +127,9 @@ class ClientCredentials(_Shared):
     * ``scope`` (a string or a sequence), ``audience``, ``params``: sent with the
       request; ``auth_method``: ``"client_secret_basic"`` (default) or
       ``"client_secret_post"``.
-    * ``timeout``: seconds for one token request (and for a caller waiting for it).
+    * ``timeout``: seconds for one whole token request, at most 600 (connecting,
+      sending and reading the answer, however slowly it trickles; an answer over
+      1 MiB is refused), and for a caller waiting for it.
 
     Raises :class:`kitsd.core.errors.MisuseError` / ``TypeError`` for bad arguments;
     :meth:`token` raises :class:`kitsd.auth.TokenError` (or its
@@ -106,18 +147,30 @@ class ClientCredentials(_Shared):
         super().__init__(token_url, client_id, client_secret, scope=scope, audience=audience,
                          params=params, auth_method=auth_method, timeout=timeout,
                          leeway=leeway)
+        if transport is not None and not isinstance(transport, httpx.BaseTransport):
+            raise TypeError(f"transport must be an httpx.BaseTransport (a kitsd.Transport), "
+                            f"not {type(transport).__name__}")
         self._client = httpx.Client(transport=transport, timeout=self._timeout)
+        _bounded_client(self._client)
         self._flight = SingleFlight(self._fetch, name=self._exchange.name,
                                     wait=self._timeout + 1.0)
 
     def _fetch(self) -> Token:
         method, url, headers, form = self._exchange.request()
         started = time.monotonic()
+        at, scope = _within(self._timeout)
         try:
-            response = self._client.request(method, url, headers=headers, data=form)
-        except httpx.HTTPError as error:
+            with self._client.stream(method, url, headers=headers, data=form) as response:
+                body = bytearray()
+                chunks: Iterator[bytes] = response.iter_bytes()
+                for chunk in chunks:
+                    self._add(body, chunk, response.status_code, at)
+                status = response.status_code
+        except (httpx.HTTPError, _TooLong) as error:
             raise self._failed(error) from error
-        return self._token(started, response)
+        finally:
+            reset_deadline(scope)
+        return self._token(started, status, bytes(body))
 
     def token(self) -> str:
         """The access token to send now (cached, or fetched once for all callers)."""
@@ -155,18 +208,33 @@ class AsyncClientCredentials(_Shared):
         super().__init__(token_url, client_id, client_secret, scope=scope, audience=audience,
                          params=params, auth_method=auth_method, timeout=timeout,
                          leeway=leeway)
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            raise TypeError(f"transport must be an httpx.AsyncBaseTransport (a "
+                            f"kitsd.AsyncTransport), not {type(transport).__name__}")
         self._client = httpx.AsyncClient(transport=transport, timeout=self._timeout)
+        _bounded_client(self._client)
         self._flight = AsyncSingleFlight(self._fetch, name=self._exchange.name,
                                          wait=self._timeout + 1.0)
 
     async def _fetch(self) -> Token:
         method, url, headers, form = self._exchange.request()
         started = time.monotonic()
+        at, scope = _within(self._timeout)
         try:
-            response = await self._client.request(method, url, headers=headers, data=form)
-        except httpx.HTTPError as error:
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + at
+                                          - time.monotonic()):
+                async with self._client.stream(method, url, headers=headers,
+                                               data=form) as response:
+                    body = bytearray()
+                    chunks: AsyncIterator[bytes] = response.aiter_bytes()
+                    async for chunk in chunks:
+                        self._add(body, chunk, response.status_code, at)
+                    status = response.status_code
+        except (httpx.HTTPError, _TooLong, TimeoutError) as error:
             raise self._failed(error) from error
-        return self._token(started, response)
+        finally:
+            reset_deadline(scope)
+        return self._token(started, status, bytes(body))
 
     async def atoken(self) -> str:
         """The access token to send now (cached, or fetched once for all callers)."""

@@ -71,7 +71,7 @@ class SingleFlight:
     def _run(self, current: Token | None) -> str:
         try:
             token = self._fetch()
-        except BaseException as error:
+        except Exception as error:
             failure = _as_token_error(error, self._name)
             with self._condition:
                 self._cache.failed(failure)
@@ -82,6 +82,11 @@ class SingleFlight:
             if failure is error:
                 raise
             raise failure from error
+        except BaseException:  # KeyboardInterrupt, SystemExit: not the endpoint's failure
+            with self._condition:
+                self._cache.abandoned()  # a waiter fetches instead
+                self._condition.notify_all()
+            raise
         with self._condition:
             self._cache.fetched(token)
             self._condition.notify_all()
@@ -138,9 +143,6 @@ class AsyncSingleFlight:
     async def _run(self, current: Token | None) -> str:
         try:
             token = await self._fetch()
-        except asyncio.CancelledError:
-            self._finish(None, None)
-            raise
         except Exception as error:
             failure = _as_token_error(error, self._name)
             self._finish(None, failure)
@@ -150,6 +152,9 @@ class AsyncSingleFlight:
             if failure is error:
                 raise
             raise failure from error
+        except BaseException:  # cancelled, KeyboardInterrupt: a waiter fetches instead
+            self._finish(None, None)
+            raise
         self._finish(token, None)
         return token.value
 

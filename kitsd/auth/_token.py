@@ -13,6 +13,10 @@ token past ``refresh_at``, still       FETCHes the next one if nobody is
 valid                                  fetching (others go on USing the current)
 no valid token, nobody fetching        FETCHes it
 no valid token, a fetch under way      WAITs for it, then decides again
+the fetch it waited for succeeded      USEs the token it brought, even one that
+                                       already expired (a lifetime shorter than
+                                       the wait: one fetch per wave, not one per
+                                       waiter)
 the fetch it waited for failed         FAILED: raises that fetch's error
 =====================================  =========================================
 
@@ -79,10 +83,11 @@ class TokenCache:
     """The state of one token source (see the module docstring).  Not thread-safe by
     itself: the drivers call it under their lock."""
 
-    __slots__ = ("_error", "_fetching", "_generation", "_token")
+    __slots__ = ("_error", "_fetching", "_generation", "_token", "_token_generation")
 
     def __init__(self) -> None:
         self._token: Token | None = None
+        self._token_generation = 0  # the generation whose fetch brought _token
         self._fetching = False
         self._generation = 0
         self._error: BaseException | None = None
@@ -97,11 +102,13 @@ class TokenCache:
 
         ``waited_for``: the generation a waiting caller saw before it waited; when
         that fetch failed (and no valid token is left), FAILED: the caller raises
-        :attr:`error`."""
-        if (waited_for is not None and waited_for != self._generation
-                and self._error is not None and not self._valid(now)):
-            return Decision.FAILED, None
+        :attr:`error`; when a fetch since brought a token, USE it."""
         token = self._token
+        if waited_for is not None and waited_for != self._generation:
+            if self._error is not None and not self._valid(now):
+                return Decision.FAILED, None
+            if token is not None and self._token_generation > waited_for:
+                return Decision.USE, token
         if token is not None and token.valid(now):
             if (token.refresh_at is not None and now >= token.refresh_at
                     and not self._fetching):
@@ -127,6 +134,7 @@ class TokenCache:
         self._fetching = False
         self._error = None
         self._generation += 1
+        self._token_generation = self._generation
 
     def failed(self, error: BaseException) -> None:
         """The fetch failed with ``error`` (kept for its waiters)."""
