@@ -19,6 +19,8 @@ import pybreaker
 from kitsd import lb
 from kitsd.core import validate
 from kitsd.core.errors import MisuseError, shown_value
+from kitsd.lb.concurrency_limit import check_limit
+from kitsd.lb.health_checkers import check_health_check
 from kitsd.transport._policy import IDEMPOTENT_METHODS, RETRY_STATUSES
 
 __all__ = [
@@ -72,6 +74,11 @@ class TransportKeywords(TypedDict, total=False):
     outlier_detection: lb.OutlierDetection | Literal[Default.DEFAULT] | None
     budget: lb.RetryBudget | None
     hedge: lb.Hedge | None
+    slow_start: lb.SlowStart | None
+    zones: lb.Zones | None
+    health_check: lb.HttpCheck | lb.GrpcCheck | None
+    subset: lb.Aperture | None
+    limit: lb.GradientLimit | lb.AIMDLimit | None
     host_header: HostHeader | None
     server_name: ServerName | None
     services: Services | None
@@ -102,6 +109,12 @@ class TransportOptions:
       call's time, for requests that may be retried).
     * ``breakers`` — ``breakers(instance) -> pybreaker.CircuitBreaker``.
     * ``budget`` (an :class:`lb.RetryBudget`), ``hedge`` (an :class:`lb.Hedge`).
+    * ``slow_start`` (an :class:`lb.SlowStart`), ``zones`` (an :class:`lb.Zones`),
+      ``health_check`` (an :class:`lb.HttpCheck` or :class:`lb.GrpcCheck`, run by
+      probers the transport owns and closes), ``subset`` (an :class:`lb.Aperture`):
+      given to each service's balancer (which must take them; lb's balancers do).
+    * ``limit`` (an :class:`lb.GradientLimit` or :class:`lb.AIMDLimit`): an adaptive
+      concurrency limit per service; a call past it raises :class:`lb.LimitExceeded`.
     * ``host_header``, ``server_name`` — see :class:`kitsd.Transport`.
     * ``services`` — the service names a request may name (a collection, or
       ``services(name) -> bool``); others fail with :class:`lb.NoEndpointsError`
@@ -127,6 +140,11 @@ class TransportOptions:
     outlier_detection: lb.OutlierDetection | Literal[Default.DEFAULT] | None = DEFAULT
     budget: lb.RetryBudget | None = None
     hedge: lb.Hedge | None = None
+    slow_start: lb.SlowStart | None = None
+    zones: lb.Zones | None = None
+    health_check: lb.HttpCheck | lb.GrpcCheck | None = None
+    subset: lb.Aperture | None = None
+    limit: lb.GradientLimit | lb.AIMDLimit | None = None
     host_header: HostHeader | None = None
     server_name: ServerName | None = None
     services: Services | None = field(default=None, repr=False)
@@ -167,6 +185,14 @@ class TransportOptions:
             raise TypeError(f"budget must be an lb.RetryBudget, got {shown_value(self.budget)}")
         if self.hedge is not None and not isinstance(self.hedge, lb.Hedge):
             raise TypeError(f"hedge must be an lb.Hedge, got {shown_value(self.hedge)}")
+        for name, kind, what in (("slow_start", lb.SlowStart, "an lb.SlowStart"),
+                                 ("zones", lb.Zones, "an lb.Zones"),
+                                 ("subset", lb.Aperture, "an lb.Aperture")):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                raise TypeError(f"{name} must be {what} or None, got {shown_value(value)}")
+        check_health_check(self.health_check)
+        check_limit(self.limit)
         _callable_or_str("host_header", self.host_header, "callable(service, instance)")
         _callable_or_str("server_name", self.server_name, "callable(service)")
         services = self.services
@@ -176,6 +202,11 @@ class TransportOptions:
                 if not isinstance(name, str):
                     raise TypeError(f"services must hold service names, got {shown_value(name)}")
             put(self, "services", frozenset(names))
+
+    def balancing(self) -> dict[str, Any]:
+        """The issue-21 options each service's balancer is given (those set)."""
+        return {name: value for name in ("slow_start", "zones", "health_check", "subset")
+                if (value := getattr(self, name)) is not None}
 
     def allows(self, service: str) -> bool:
         """Whether ``services`` lets a request name ``service``."""

@@ -393,7 +393,7 @@ class Stack:
         endpoint = self._make_retry(
             options.max_attempts, CALL_TIMEOUT_CEILING, self.balancer, callback=self._callback,
             wait=_retry_after_wait, name=label, discard=_discard, budget=options.budget,
-            hedge=options.hedge)
+            hedge=options.hedge, **({"limit": options.limit} if options.limit else {}))
         with self._lock:
             if self._retry is not None and label == self.label:
                 self._stale.append(endpoint)  # another call made it first
@@ -415,10 +415,17 @@ class Stack:
             close = getattr(endpoint, "close", None)
             if callable(close):
                 close()
+        self._close_balancer()
         try:
             self.endpointer.close()
         finally:
             self._instancer.stop()
+
+    def _close_balancer(self) -> None:
+        """Stop the balancer's health watching (lb's balancers have ``close()``)."""
+        close = getattr(self.balancer, "close", None)
+        if callable(close):
+            close()
 
     async def aclose(self) -> None:
         """The asyncio twin of :meth:`close`."""
@@ -426,6 +433,7 @@ class Stack:
             aclose = getattr(endpoint, "aclose", None)
             if callable(aclose):
                 await aclose()
+        self._close_balancer()
         try:
             await self.endpointer.aclose()
         finally:

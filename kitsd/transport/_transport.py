@@ -74,11 +74,16 @@ class _Entry(NamedTuple, Generic[StackT]):
 
 def _takes_outlier_detection(make: Callable[..., object]) -> bool:
     """Whether a balancer factory accepts ``outlier_detection=`` (lb's balancers do)."""
+    return _takes(make, "outlier_detection")
+
+
+def _takes(make: Callable[..., object], name: str) -> bool:
+    """Whether a balancer factory accepts the keyword ``name``."""
     try:
         parameters = inspect.signature(make).parameters
     except (TypeError, ValueError):  # a callable without a signature: do not guess
         return False
-    return "outlier_detection" in parameters or any(
+    return name in parameters or any(
         each.kind is inspect.Parameter.VAR_KEYWORD for each in parameters.values())
 
 
@@ -97,11 +102,22 @@ class _Core(Generic[StackT]):
         detection = opts.outlier_detection
         if detection is DEFAULT:
             detection = OUTLIER_DETECTION if _takes_outlier_detection(make) else DEFAULT
-        if detection is DEFAULT:
+        extra: dict[str, Any] = opts.balancing()
+        for name in extra:
+            if not _takes(make, name):
+                raise TypeError(f"{name} needs a balancer that takes {name}= (lb's "
+                                f"balancers do); {make!r} does not")
+        #: the probers of health_check=, owned (and closed) by this transport
+        self._checkers: lb.HealthCheckers | None = None
+        if "health_check" in extra:
+            self._checkers = extra["health_checkers"] = lb.HealthCheckers()
+        if detection is not DEFAULT:
+            extra["outlier_detection"] = detection
+        if not extra:
             self._make_balancer: Callable[[Endpointer], lb.Balancer] = make
         else:
             def make_balancer(endpointer: Endpointer) -> lb.Balancer:
-                return make(endpointer, outlier_detection=detection)
+                return make(endpointer, **extra)
             self._make_balancer = make_balancer
         self._forwarder = Forwarder(opts)
         self._stacks: dict[str, StackT] = {}
@@ -246,6 +262,10 @@ class _Core(Generic[StackT]):
             self._closed = True
             stacks, self._stacks = list(self._stacks.values()), {}
         return stacks
+
+    def _close_checkers(self) -> None:
+        if self._checkers is not None:
+            self._checkers.close()
 
     @property
     def services(self) -> list[str]:
@@ -403,8 +423,8 @@ class Transport(_Core[Stack], httpx.BaseTransport):
             stack.leave()
 
     def close(self) -> None:
-        """Stop every watch, close every Endpointer, registry client and the inner
-        transport."""
+        """Stop every watch, close every Endpointer, registry client, health prober and
+        the inner transport."""
         try:
             for stack in self._take_all():
                 stack.close()
@@ -412,7 +432,10 @@ class Transport(_Core[Stack], httpx.BaseTransport):
             try:
                 self._discovery.close()
             finally:
-                self._inner.close()
+                try:
+                    self._inner.close()
+                finally:
+                    self._close_checkers()
 
 
 class AsyncTransport(_Core[Stack], httpx.AsyncBaseTransport):
@@ -491,8 +514,8 @@ class AsyncTransport(_Core[Stack], httpx.AsyncBaseTransport):
             stack.leave()
 
     async def aclose(self) -> None:
-        """Stop every watch, close every Endpointer, registry client and the inner
-        transport."""
+        """Stop every watch, close every Endpointer, registry client, health prober and
+        the inner transport."""
         try:
             for stack in self._take_all():
                 await stack.aclose()
@@ -500,4 +523,8 @@ class AsyncTransport(_Core[Stack], httpx.AsyncBaseTransport):
             try:
                 self._discovery.close()
             finally:
-                await self._inner.aclose()
+                try:
+                    await self._inner.aclose()
+                finally:
+                    if self._checkers is not None:
+                        await asyncio.to_thread(self._close_checkers)
