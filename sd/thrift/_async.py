@@ -35,6 +35,8 @@ __all__ = ["AsyncThriftEndpoint"]
 _CHUNK = 65536
 _MAX_CHUNK = 1 << 20
 _SEQIDS = 0x7FFFFFFF
+#: Reads served from the buffer between two yields to the event loop.
+_YIELD_EVERY = 256
 
 
 class _Broken(Exception):
@@ -50,22 +52,35 @@ class _TooLarge(Exception):
 class _AsyncSocketReader:
     """A transport for thriftpy2's asyncio protocols: ``read(n)`` returns exactly
     ``n`` bytes, refusing (before reading any) a reply that would outgrow the size
-    limit; the end of the stream and socket errors leave as :class:`_Broken`."""
+    limit; the end of the stream and socket errors leave as :class:`_Broken`.
 
-    __slots__ = ("_budget", "_buffer", "_loop", "_sock")
+    A read served from the buffer never suspends, so a reply of millions of tiny
+    values would decode without ever giving the loop back (no other task runs, and
+    ``asyncio.timeout`` cannot fire): every :data:`_YIELD_EVERY` reads it yields, and
+    past the deadline ``at`` it raises :class:`_Broken` (a timeout)."""
+
+    __slots__ = ("_at", "_budget", "_buffer", "_loop", "_since_yield", "_sock")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
-                 budget: int) -> None:
+                 budget: int, at: float | None = None) -> None:
         self._loop = loop
         self._sock = sock
         self._budget = budget
         self._buffer = bytearray()
+        self._at = at
+        self._since_yield = 0
 
     async def read(self, n: int) -> bytes:
         if n <= 0:
             return b""
         if n > self._budget:
             raise _TooLarge
+        self._since_yield += 1
+        if self._since_yield >= _YIELD_EVERY:
+            self._since_yield = 0
+            if self._at is not None and time.monotonic() >= self._at:
+                raise _Broken(TimeoutError())
+            await asyncio.sleep(0)  # other tasks run; a timeout or a cancel lands here
         buffer = self._buffer
         while len(buffer) < n:
             try:
@@ -274,7 +289,8 @@ class AsyncThriftEndpoint:
         try:
             async with _timeout(deadline.at):
                 if not call.framed:
-                    reader = _AsyncSocketReader(loop, sock, call.max_reply_size)
+                    reader = _AsyncSocketReader(loop, sock, call.max_reply_size,
+                                                deadline.at)
                     return await _read_reply(call, _async_protocol(call, reader), seqid)
                 return await _read_framed(loop, sock, call, seqid)
         except _Broken as broken:

@@ -301,7 +301,8 @@ class Call:
         except BadReply:
             raise
         except Exception as error:
-            raise BadReply(undecodable(error) + describe_start(payload[:4])) from error
+            # no describe_start() hint here: a frame's payload starts as any message does
+            raise BadReply(undecodable(error)) from error
 
     def new_result(self) -> Any:
         """An empty result struct of the method (for the async reader)."""

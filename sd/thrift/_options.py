@@ -9,7 +9,10 @@ from typing import Any
 from kitsd.core import validate
 from kitsd.sd.thrift._codec import Call
 
-__all__ = ["Deadline", "Options"]
+__all__ = ["MAX_SECONDS", "Deadline", "Options"]
+
+#: The longest ``timeout``, ``connect_timeout`` and ``idle_timeout`` accepted: a day.
+MAX_SECONDS = 86_400.0
 
 
 class Deadline:
@@ -36,9 +39,12 @@ class Options:
                  idle_timeout: object, max_frame_size: object) -> None:
         self.call = Call(service, method, protocol=protocol, transport=transport,
                          max_frame_size=max_frame_size)
-        self.timeout = validate.optional_seconds("timeout", timeout)
-        self.connect_timeout = validate.optional_seconds("connect_timeout", connect_timeout)
-        self.idle_timeout = validate.optional_seconds("idle_timeout", idle_timeout)
+        # at most a day: a longer wait overflows the socket's and the event loop's timers
+        self.timeout = validate.optional_seconds("timeout", timeout, maximum=MAX_SECONDS)
+        self.connect_timeout = validate.optional_seconds("connect_timeout", connect_timeout,
+                                                         maximum=MAX_SECONDS)
+        self.idle_timeout = validate.optional_seconds("idle_timeout", idle_timeout,
+                                                      maximum=MAX_SECONDS)
         self.max_idle = validate.integer("max_idle", max_idle, minimum=0)
 
     def deadline(self, retry_deadline: float | None, now: float) -> Deadline:

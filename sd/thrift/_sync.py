@@ -137,7 +137,11 @@ class ThriftEndpoint:
         deadline = self._options.deadline(current_deadline(), time.monotonic())
         while True:
             sock, reused = self._take(deadline)
-            error = _send(sock, message, deadline)
+            try:
+                error = _send(sock, message, deadline)
+            except BaseException:  # KeyboardInterrupt mid-write: never leak the socket
+                sock.close()
+                raise
             if error is None:
                 break
             sock.close()
