@@ -8,9 +8,11 @@ runs kitsd's :class:`sd.consul.ConsulInstancer` (``thread``) or
 :class:`sd.consul.AsyncConsulInstancer` (``asyncio``, on the main thread's loop) feeding
 an :class:`sd.Endpointer`, and prints ``ready``, then ``add|remove <instance> <unix ns>``
 each time a subscriber placed after the Endpointer finds an instance in (or gone from)
-the Endpointer's snapshot: the Endpointer has published the change by then.  The go-kit
-watcher (:mod:`bench.gokit`) prints the same lines when its Endpointer calls the factory
-(add) or an endpoint's ``Close`` (remove), from inside its update.
+the Endpointer's snapshot: the Endpointer has published the change by then; and
+``request <unix ns> ok|refused|error`` for every HTTP request the watch sends (counted
+at the httpx transport).  The go-kit watcher (:mod:`bench.gokit`) prints the same lines
+when its Endpointer calls the factory (add) or an endpoint's ``Close`` (remove), from
+inside its update, and for every request of its Consul client.
 
 :class:`WatcherProcess` runs either and answers "when did it see this change?".
 """
@@ -27,6 +29,8 @@ import time
 from types import TracebackType
 from typing import Any, Self
 
+import httpx
+
 from kitsd import sd
 from kitsd.sd.event import Event
 
@@ -36,6 +40,8 @@ class WatcherProcess:
 
     def __init__(self, name: str, command: list[str], *, start_timeout: float = 60.0) -> None:
         self.name = name
+        self.requests: list[tuple[float, str]] = []
+        """``(when, ok|refused|error)`` of every request the watcher sent."""
         self._seen: list[tuple[str, str, float]] = []
         self._changed = threading.Condition()
         self._ready = threading.Event()
@@ -54,6 +60,8 @@ class WatcherProcess:
             parts = line.split()
             if parts == ["ready"]:
                 self._ready.set()
+            elif len(parts) == 3 and parts[0] == "request":
+                self.requests.append((int(parts[1]) / 1e9, parts[2]))
             elif len(parts) == 3 and parts[0] in ("add", "remove"):
                 with self._changed:
                     self._seen.append((parts[0], parts[1], int(parts[2]) / 1e9))
@@ -133,6 +141,28 @@ class _Marks:
             os.write(1, "".join(lines).encode())
 
 
+def _count_requests() -> None:
+    """Print a ``request`` line for every request an httpx transport sends (this
+    process only runs the watch)."""
+    send = httpx.AsyncHTTPTransport.handle_async_request
+
+    async def counted(transport: httpx.AsyncHTTPTransport,
+                      request: httpx.Request) -> httpx.Response:
+        outcome = "error"
+        try:
+            response = await send(transport, request)
+        except httpx.ConnectError:
+            outcome = "refused"  # no connection: nothing reached the agent
+            raise
+        else:
+            outcome = "ok"
+        finally:
+            os.write(1, f"request {time.time_ns()} {outcome}\n".encode())
+        return response
+
+    httpx.AsyncHTTPTransport.handle_async_request = counted  # type: ignore[method-assign,assignment]
+
+
 def _run_thread(agent: str, service: str) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -156,6 +186,7 @@ async def _run_asyncio(agent: str, service: str) -> None:
 
 def main() -> None:
     flavour, agent, service = sys.argv[1:4]
+    _count_requests()
     if flavour == "thread":
         _run_thread(agent, service)
     elif flavour == "asyncio":

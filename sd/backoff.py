@@ -48,6 +48,7 @@ from kitsd.core import validate
 
 __all__ = [
     "CONSUL_HEARTBEAT",
+    "CONSUL_PROBE",
     "CONSUL_WATCH",
     "CURVES",
     "DNS_RETRY",
@@ -103,8 +104,15 @@ class Curve:
         return Curve(min(self.initial, top), top)
 
 
-#: Consul instancer: 10 ms doubling to 1 min (as go-kit's Consul instancer).
-CONSUL_WATCH: Final = Curve(0.01, 60.0)
+#: Consul instancer after an error the agent answered (a 5xx such as "No cluster
+#: leader", a broken answer): 10 ms doubling to 2 s, so at most one request a second
+#: reaches an agent that is up but failing, and the first query after it recovers is
+#: at most ~2 s late (go-kit's Consul instancer goes to 1 min).
+CONSUL_WATCH: Final = Curve(0.01, 2.0)
+#: Consul instancer while no request reaches the agent (connection refused, connect
+#: timeout): a connection attempt every 0.1-0.2 s, which costs a down agent nothing
+#: and finds it as soon as it listens again (see ``sd.consul.index``, "Recovery").
+CONSUL_PROBE: Final = Curve(0.2, 0.2)
 #: Consul TTL heartbeat after a failed pass: 10 ms doubling, capped at the
 #: heartbeat interval (``CONSUL_HEARTBEAT.capped(ttl / 3)``).
 CONSUL_HEARTBEAT: Final = Curve(0.01, 60.0)
@@ -131,6 +139,7 @@ K8S_WATCH: Final = Curve(0.2, 30.0)
 #: Every curve kitsd uses, by where it is used.
 CURVES: Final = {
     "consul watch": CONSUL_WATCH,
+    "consul probe": CONSUL_PROBE,
     "consul heartbeat": CONSUL_HEARTBEAT,
     "etcd watch": ETCD_WATCH,
     "etcd keep-alive": ETCD_KEEPALIVE,

@@ -5,13 +5,16 @@
 //
 //	gokit-consul -addr 127.0.0.1:8500 -service web
 //
-// Prints "ready", then one line per change: "add|remove <instance> <unix ns>".
+// Prints "ready", then one line per change: "add|remove <instance> <unix ns>", and one
+// per HTTP request its Consul client sends: "request <unix ns> ok|refused|error".
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync"
@@ -40,6 +43,21 @@ func (c closer) Close() error {
 	return nil
 }
 
+// counting reports every request the Consul client sends, and whether it connected.
+type counting struct{ next http.RoundTripper }
+
+func (c counting) RoundTrip(request *http.Request) (*http.Response, error) {
+	response, err := c.next.RoundTrip(request)
+	outcome := "ok"
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		outcome = "refused"
+	} else if err != nil {
+		outcome = "error"
+	}
+	say("request %d %s", time.Now().UnixNano(), outcome)
+	return response, err
+}
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8500", "Consul agent host:port")
 	service := flag.String("service", "web", "service to watch")
@@ -47,6 +65,7 @@ func main() {
 
 	config := consulapi.DefaultConfig()
 	config.Address = *addr
+	config.HttpClient = &http.Client{Transport: counting{http.DefaultTransport}}
 	api, err := consulapi.NewClient(config)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

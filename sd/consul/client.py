@@ -63,6 +63,7 @@ __all__ = [
     "map_error",
     "maybe_await",
     "private_client",
+    "reached_agent",
     "tags_tuple",
 ]
 
@@ -238,6 +239,14 @@ def map_error(error: BaseException, *, doing: str, agent: str) -> BackendError:
         mapped = RegistryUnavailableError(f"{where}: {type(error).__name__}: {_summary(error)}")
     mapped.__cause__ = error
     return mapped
+
+
+def reached_agent(error: BaseException) -> bool:
+    """Whether the request that failed with ``error`` reached the agent: ``False`` for
+    a refused or unreachable connection and a connect timeout (nothing was sent), so
+    the watch may try again soon at no cost to the agent (:mod:`sd.consul.index`)."""
+    return not isinstance(error, httpx.ConnectError | httpx.ConnectTimeout
+                          | ConnectionRefusedError | requests.ConnectTimeout)
 
 
 def go_duration(seconds: float) -> str:

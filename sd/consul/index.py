@@ -64,6 +64,41 @@ than it has would be held for a whole ``wait`` before the backwards index could
 show; a plain read notices at once.  The watcher also publishes the error and
 backs off, so the extra read costs nothing while the agent stays down.
 
+Recovery
+--------
+How soon the next query goes out after a failure depends on whether the
+request reached the agent (:meth:`WatchPolicy.failed`'s ``reached``), the way
+the etcd watch's backoff ends as soon as its gRPC channel connects again:
+
+===========================================  ===========================  ===============
+failure                                      next query (a plain read)    reaching the
+                                                                          agent
+===========================================  ===========================  ===============
+nothing reached the agent (connection        in 0.1-0.2 s, again and      none
+refused or unreachable, connect timeout):    again (:data:`sd.backoff.
+it is down or restarting                     CONSUL_PROBE`)
+the agent answered an error right after      in 0.1-0.2 s, for at most    at most
+refusing connections: it is starting up      :data:`RECOVERY_PROBES`      RECOVERY_PROBES
+(a server elects itself ~1 s after it        queries (~2 s)               per restart
+listens, answering "No cluster leader")
+any other error the agent answered (5xx,     10 ms doubling to 2 s        at most 1/s once
+a broken or unreadable answer, a timeout     (:data:`sd.backoff.          the backoff has
+after connecting): it is up but failing      CONSUL_WATCH`)               grown
+===========================================  ===========================  ===============
+
+A refused connection costs the agent nothing (its kernel turns it away), so
+the watch tries to connect every 0.1-0.2 s while the agent is down and reads
+as soon as it listens again: a ``-dev`` agent restarted without its state is
+ready as soon as it listens, and the watch is back within ~0.15 s.  A server
+restarted with its data listens ~1 s before it has elected itself; the watch
+keeps asking every 0.1-0.2 s through that start-up (a bounded burst, not a
+rate) and is back within ~0.15 s of the election.  While it elects itself a
+server *holds* reads (Consul's RPC hold, up to 7 s, retried inside at random
+intervals of up to ~0.4 s), so during start-up the watch also gives a read up
+after :data:`RECOVERY_READ_TIMEOUT` and asks again (:attr:`WatchPolicy.read_timeout`):
+the first read after the election is answered at once.  An agent that keeps
+failing is asked at most once a second.  A good answer resets every schedule.
+
 ACL default deny
 ----------------
 With ACLs on and ``default_policy = "deny"``, a request without a token, or
@@ -95,12 +130,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kitsd.core.errors import PermissionDeniedError, RegistryUnavailableError
-from kitsd.sd.backoff import CONSUL_WATCH, Backoff
+from kitsd.sd.backoff import CONSUL_PROBE, CONSUL_WATCH, Backoff
 from kitsd.sd.consul.health import InfoMemo, Memo, UnreadableAnswerError, service_instances
 from kitsd.sd.event import Event
 from kitsd.sd.instance_info import InstanceInfo
 
-__all__ = ["UNREAD", "BlockingIndex", "Decision", "Step", "WatchPolicy", "parse_index"]
+__all__ = ["RECOVERY_PROBES", "RECOVERY_READ_TIMEOUT", "UNREAD", "BlockingIndex", "Decision",
+           "Step", "WatchPolicy", "parse_index"]
+
+RECOVERY_PROBES = 15
+"""Queries made on the probe schedule (every 0.1-0.2 s) while an agent that was
+refusing connections answers errors: its start-up (see "Recovery" above)."""
+
+RECOVERY_READ_TIMEOUT = 0.25
+"""Seconds a read may be held during an agent's start-up before it is asked again."""
 
 
 class _Unread:
@@ -226,8 +269,10 @@ class WatchPolicy:
 
     ``required_tags`` are filtered here (Consul filters the first tag; pass the
     others); ``where`` prefixes messages (``"watching service 'web' at Consul
-    agent http://..."``); ``backoff`` defaults to 10 ms doubling to 60 s with
-    jitter.  ``token_sent``: whether the queries carry an ACL token (for the
+    agent http://..."``); ``backoff`` (after errors the agent answered) defaults
+    to 10 ms doubling to 2 s with jitter, ``probe`` (while nothing reaches the
+    agent) to every 0.1-0.2 s (see "Recovery" in the module docstring).
+    ``token_sent``: whether the queries carry an ACL token (for the
     default-deny message).  Not thread-safe: one per loop.
     """
 
@@ -237,6 +282,7 @@ class WatchPolicy:
         required_tags: Sequence[str] = (),
         where: str = "watching a Consul service",
         backoff: Backoff | None = None,
+        probe: Backoff | None = None,
         token_sent: bool = True,
     ) -> None:
         self._rules = BlockingIndex()
@@ -248,6 +294,8 @@ class WatchPolicy:
         self._required_tags = tuple(required_tags)
         self._where = where
         self._backoff = backoff if backoff is not None else Backoff(curve=CONSUL_WATCH)
+        self._probe = probe if probe is not None else Backoff(curve=CONSUL_PROBE)
+        self._starting = 0  # start-up probes left: the agent listens again after refusing
 
     @property
     def index(self) -> int:
@@ -259,6 +307,13 @@ class WatchPolicy:
         """:attr:`BlockingIndex.unchanged_at` of this loop."""
         return self._rules.unchanged_at
 
+    @property
+    def read_timeout(self) -> float | None:
+        """Seconds the next plain read may take before it is given up and asked again
+        (:data:`RECOVERY_READ_TIMEOUT` while the agent is down or starting up, see
+        "Recovery"), or ``None`` for the usual timeout."""
+        return RECOVERY_READ_TIMEOUT if self._starting > 0 else None
+
     def answered(
         self, raw_index: object, entries: object, *, default_deny: bool = False
     ) -> Decision:
@@ -266,6 +321,8 @@ class WatchPolicy:
         :data:`UNREAD` when the index was :attr:`unchanged_at`), and whether it
         said ``X-Consul-Default-Acl-Policy: deny``."""
         step = self._rules.observe(raw_index)
+        self._probe.reset()  # the agent answered: it is reachable
+        self._starting = 0
         if step.unchanged:
             self._backoff.reset()
             return Decision()
@@ -313,8 +370,20 @@ class WatchPolicy:
             f"policy: {why}, unless the service has no instances yet"
         )
 
-    def failed(self, error: BaseException) -> Decision:
-        """A query that got no usable answer; ``error`` is what subscribers will see."""
+    def failed(self, error: BaseException, *, reached: bool = True) -> Decision:
+        """A query that got no usable answer; ``error`` is what subscribers will see.
+
+        ``reached``: whether the request reached the agent (``False`` for a refused
+        connection or a connect timeout); it picks the schedule of the next query
+        (see "Recovery" in the module docstring).
+        """
         self._rules.failed()
-        delay = self._backoff.next_delay()
+        if not reached:
+            self._starting = RECOVERY_PROBES
+            delay = self._probe.next_delay()
+        elif self._starting > 0:
+            self._starting -= 1
+            delay = self._probe.next_delay()
+        else:
+            delay = self._backoff.next_delay()
         return Decision(error=error, delay=delay, log=f"{error}; retrying in {delay:.2f}s")

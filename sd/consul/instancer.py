@@ -20,9 +20,12 @@ default, plus Consul's jitter of up to ``wait/16``).  ``stop()`` cancels the
 watch's task (from any thread, through the loop), which abandons the request
 in flight at once and closes the watch's private client; backoff sleeps are
 cancelled the same way.  So ``stop()`` returns in milliseconds and leaves no
-thread.  Backoff is :data:`sd.backoff.CONSUL_WATCH`: 10 ms doubling to 60 s
-with jitter, so an agent that is down sees a handful of requests per second
-at first and one a minute at worst, never a busy loop.
+thread.  After a failure the next query waits 0.1-0.2 s while nothing reaches
+the agent (a refused connection: it is down or restarting, and a connection
+attempt costs it nothing) and through its start-up, and 10 ms doubling to 2 s
+with jitter after other errors the agent answered (at most one request a
+second once grown): never a busy loop, and back within ~0.15 s of an agent
+that is ready again (see "Recovery" in :mod:`sd.consul.index`).
 
 Arguments are all checked before anything starts: a bad one raises
 ``TypeError`` or :class:`kitsd.core.errors.MisuseError` naming it, leaving no thread,

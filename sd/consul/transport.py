@@ -237,15 +237,21 @@ class _HttpxHTTPClient(consul.base.HTTPClient):  # type: ignore[misc]  # py-cons
         self.unchanged_at: int | None = None
         """A GET answered 200 at this ``X-Consul-Index`` is the same snapshot again:
         return ``(index, UNREAD)`` without decoding its body."""
+        self.held_read_timeout: float | None = None
+        """Bounds a plain read (no ``index``): the watch asks again rather than wait
+        while a starting agent holds it (:attr:`sd.consul.index.WatchPolicy.read_timeout`)."""
         self.decode: Callable[[bytes], object] | None = None
         """Decodes the body of a GET answered 200 in place of py-consul's ``json.loads``
         (:func:`sd.consul.decode.decode_entries`); py-consul still judges the answer."""
 
     def _timeout(self, params: object, override: float | None) -> httpx.Timeout:
         base = override if override is not None else self.settings.timeout
+        pairs = dict(params) if isinstance(params, Sequence | Mapping) else {}
+        held = self.held_read_timeout
+        if held is not None and "index" not in pairs:
+            base = held if base is None else min(base, held)
         if base is None:
             return httpx.Timeout(None)
-        pairs = dict(params) if isinstance(params, Sequence | Mapping) else {}
         read = base
         if "index" in pairs:
             wait = (consul.std.parse_duration(str(pairs["wait"])) if "wait" in pairs

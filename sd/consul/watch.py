@@ -11,7 +11,8 @@ Theory of operation
                    service, index=policy.index, wait=W, passing=passing_only, tag=tags[0])
                decision = policy.answered(X-Consul-Index, entries,
                                           default_deny=<X-Consul-Default-Acl-Policy: deny>)
-        except error: decision = policy.failed(map_error(error))   (index back to 0)
+        except error: decision = policy.failed(map_error(error),  (index back to 0)
+                                               reached=reached_agent(error))
         publish decision.event or decision.error (keeping the last instances)
         sleep decision.delay (backoff after errors and odd indexes, else 0)
 
@@ -39,7 +40,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kitsd.sd.consul.client import ConsulClient, go_duration, map_error, maybe_await, private_client
+from kitsd.sd.consul.client import (
+    ConsulClient,
+    go_duration,
+    map_error,
+    maybe_await,
+    private_client,
+    reached_agent,
+)
 from kitsd.sd.consul.decode import Decoder, decode_entries
 from kitsd.sd.consul.index import WatchPolicy
 from kitsd.sd.consul.transport import AgentSettings, AsyncHttpxConsul
@@ -79,7 +87,8 @@ class _Steps:
               headers: Mapping[str, str]) -> float:
         if isinstance(answer, Exception):
             decision = self.policy.failed(map_error(answer, doing=self._doing,
-                                                    agent=self._agent))
+                                                    agent=self._agent),
+                                          reached=reached_agent(answer))
         else:
             deny = headers.get(ACL_POLICY_HEADER, "").strip().lower() == "deny"
             decision = self.policy.answered(*answer, default_deny=deny)
@@ -129,6 +138,7 @@ async def run_watch(
             index = steps.policy.index
             if isinstance(client, AsyncHttpxConsul):
                 client.http.unchanged_at = steps.policy.unchanged_at
+                client.http.held_read_timeout = steps.policy.read_timeout
             answer: tuple[object, object] | Exception
             try:
                 answer = await maybe_await(client.health.service(

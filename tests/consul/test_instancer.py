@@ -260,7 +260,9 @@ def test_no_hot_loop_while_the_agent_is_down_and_recovery_after_restart(
             before = len(health_requests)
             time.sleep(window)  # the observation window itself, not synchronisation
             requests_while_down = len(health_requests) - before
-            assert requests_while_down <= 12
+            # A refused connection every 0.1-0.2 s (sd.consul.index, "Recovery"): at most
+            # 15 in 1.5 s, and none of them reaches the agent.
+            assert requests_while_down <= 16
 
             started = time.monotonic()
             agent.start()  # same ports, empty state: the registrar must register again

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import statistics
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -229,8 +230,10 @@ def test_repeated_identical_failures_publish_one_error_event(
     wait_for(lambda: events[-1] == Event(("10.0.0.1:1",)), what="the error to clear")
 
 
-def test_failures_back_off_exponentially(driver: Drivers, events: list[Event]) -> None:
-    agent = ScriptedAgent([httpx.ConnectError("refused") for _ in range(7)])
+def test_errors_the_agent_answers_back_off_exponentially(
+    driver: Drivers, events: list[Event],
+) -> None:
+    agent = ScriptedAgent([Reply(None, b"No cluster leader", 500) for _ in range(7)])
     driver.watch(agent, events)
     wait_for(agent.idle.is_set, timeout=10, what="the script to be played")
     times = [call.at for call in agent.calls[:8]]
@@ -241,8 +244,20 @@ def test_failures_back_off_exponentially(driver: Drivers, events: list[Event]) -
     assert sum(gaps) >= 0.01 * (2 ** 7 - 1) / 2
 
 
+def test_an_agent_that_refuses_connections_is_probed_every_100_to_200_ms(
+    driver: Drivers, events: list[Event],
+) -> None:
+    agent = ScriptedAgent([httpx.ConnectError("refused") for _ in range(6)])
+    driver.watch(agent, events)
+    wait_for(agent.idle.is_set, timeout=10, what="the script to be played")
+    times = [call.at for call in agent.calls[:7]]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert all(gap >= 0.1 for gap in gaps), gaps  # no more than ten attempts a second
+    assert statistics.median(gaps) < 0.3, gaps  # and not a growing backoff
+
+
 def test_stop_during_a_long_backoff_is_prompt(driver: Drivers, events: list[Event]) -> None:
-    agent = ScriptedAgent([httpx.ConnectError("refused") for _ in range(30)])
+    agent = ScriptedAgent([Reply(None, b"No cluster leader", 500) for _ in range(30)])
     instancer = driver.watch(agent, events)
     # After the 8th failure the loop sleeps 0.64-1.28 s; stop() must cut that short.
     wait_for(lambda: len(agent.calls) >= 8, timeout=10, what="backoff to grow")

@@ -177,3 +177,29 @@ def test_a_decode_hook_takes_the_body_py_consul_still_judges_the_answer(
     else:
         assert asyncio.run(run()) == expected
         assert decoded == ([body] if status == 200 else [])
+
+
+def test_a_held_read_timeout_bounds_plain_reads_only() -> None:
+    seen: list[dict[str, float | None]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200, headers={"X-Consul-Index": "4"}, content=b"[]")
+
+    async def run() -> None:
+        client = AgentSettings("agent", 8500, timeout=2.0,
+                               transport=httpx.MockTransport(answer)).async_client()
+        client.http.held_read_timeout = 0.25
+        try:
+            await client.health.service("web")
+            await client.health.service("web", index="3", wait="16000ms")
+            client.http.held_read_timeout = None
+            await client.health.service("web")
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+    held, blocking, plain = seen
+    assert held == {"connect": 0.25, "read": 0.25, "write": 0.25, "pool": 0.25}
+    assert blocking["read"] == pytest.approx(2.0 + 16.0 + 1.0)  # a blocking query is held
+    assert plain["read"] == 2.0
