@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Mapping
 from typing import Any, Final
 
@@ -32,12 +33,27 @@ from kitsd.core.errors import BackendError, RegistryUnavailableError, clip
 from kitsd.sd.k8s.config import ClusterConfig, TokenSource
 from kitsd.sd.k8s.list_watch import Expired, WatchEvent, decode_event, status_error
 
-__all__ = ["DEFAULT_TIMEOUT", "MAX_EVENT_BYTES", "ApiClient", "BearerAuth"]
+__all__ = ["DEFAULT_TIMEOUT", "MAX_EVENT_BYTES", "MAX_LIST_BYTES", "REQUEST_DEADLINE",
+           "ApiClient", "BearerAuth", "decode_json"]
+
+
+def decode_json(body: bytes | bytearray) -> object:
+    """``body`` as JSON; raises ``ValueError`` for anything else (nesting too deep included,
+    where ``json`` raises ``RecursionError``)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 DEFAULT_TIMEOUT: Final = 10.0
-"""Seconds to connect, send, and wait for an answer that is not a watch."""
+"""Seconds to connect, send, and wait for each part of an answer that is not a watch."""
+REQUEST_DEADLINE: Final = 60.0
+"""Seconds a whole request that is not a watch (a list page) may take, however its
+answer trickles in: the API server itself ends such requests after 60 s."""
 MAX_EVENT_BYTES: Final = 64 * 1024 * 1024
 """The longest watch event line read (the API server caps objects at ~1.5 MB)."""
+MAX_LIST_BYTES: Final = 256 * 1024 * 1024
+"""The largest list page read: 500 slices of 1,000 endpoints fit, an endless body does not."""
 _MAX_ERROR_BODY: Final = 64 * 1024
 
 
@@ -125,15 +141,35 @@ class ApiClient:
     async def get_json(self, path: str, params: Mapping[str, str], *, verb: str,
                        what: str) -> dict[str, Any]:
         """GET ``path`` and decode its JSON object.  Raises :class:`Expired` on 410,
-        else a :class:`~kitsd.core.errors.BackendError` for any failure."""
+        else a :class:`~kitsd.core.errors.BackendError` for any failure -- an answer
+        longer than :data:`MAX_LIST_BYTES` or slower than :data:`REQUEST_DEADLINE`
+        included."""
+        request = self._client.build_request("GET", path, params=params,
+                                             extensions=self._extensions)
         try:
-            response = await self._client.get(path, params=params, extensions=self._extensions)
+            async with asyncio.timeout(REQUEST_DEADLINE):
+                response = await self._client.send(request, stream=True)
+                try:
+                    if response.status_code != 200:
+                        body = await _read_capped(response)
+                        raise self._refusal(response.status_code, body, verb, what)
+                    content = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        content += chunk
+                        if len(content) > MAX_LIST_BYTES:
+                            raise RegistryUnavailableError(
+                                f"kube-apiserver at {self.server} answered {verb} {what} with "
+                                f"more than {MAX_LIST_BYTES} bytes")
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise RegistryUnavailableError(
+                f"kube-apiserver at {self.server} took longer than {REQUEST_DEADLINE:g}s to "
+                f"answer {verb} {what}") from None
         except httpx.HTTPError as error:
             raise self._unreachable(error, verb, what) from error
-        if response.status_code != 200:
-            raise self._refusal(response.status_code, response.content, verb, what)
         try:
-            answer = json.loads(response.content)
+            answer = decode_json(content)
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
@@ -208,7 +244,7 @@ class ApiClient:
     def _refusal(self, code: int, body: bytes, verb: str, what: str) -> Exception:
         status: Mapping[str, object] | str | None
         try:
-            decoded = json.loads(body)
+            decoded = decode_json(body)
             status = decoded if isinstance(decoded, dict) else None
         except ValueError:
             status = body[:_MAX_ERROR_BODY].decode("utf-8", "replace")
@@ -226,10 +262,13 @@ class ApiClient:
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
+    """The start of an error answer (at most 64 KiB, at most :data:`DEFAULT_TIMEOUT`
+    seconds: it only feeds a message)."""
     body = bytearray()
+    ends = time.monotonic() + DEFAULT_TIMEOUT
     with contextlib.suppress(httpx.HTTPError):
         async for chunk in response.aiter_bytes():
             body += chunk
-            if len(body) > _MAX_ERROR_BODY:
+            if len(body) > _MAX_ERROR_BODY or time.monotonic() > ends:
                 break
-    return bytes(body)
+    return bytes(body[:_MAX_ERROR_BODY])

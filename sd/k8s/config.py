@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
 
-from kitsd.core.errors import MisuseError, PermissionDeniedError, clip
+from kitsd.core.errors import MisuseError, PermissionDeniedError, clip, shown_value
+from kitsd.core.redact import redact_url
 
 __all__ = [
     "SERVICE_ACCOUNT_DIR",
@@ -112,6 +113,8 @@ class TokenFile:
     blocking = False  # a stat() per request, a read when it changed
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+            raise TypeError(f"path must be a file path, not {type(path).__name__}")
         self.path = Path(path)
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
@@ -162,6 +165,14 @@ class ExecToken:
                  base_dir: str | None = None) -> None:
         if not isinstance(command, str) or not command:
             raise MisuseError("exec credential plugin: command must be a non-empty string")
+        if isinstance(args, str | bytes) or not isinstance(args, Sequence) \
+                or not all(isinstance(arg, str) for arg in args):
+            raise TypeError("exec credential plugin: args must be a list of strings")
+        if env is not None and (not isinstance(env, Mapping) or not all(
+                isinstance(key, str) and isinstance(value, str) for key, value in env.items())):
+            raise TypeError("exec credential plugin: env must map strings to strings")
+        if not isinstance(api_version, str):
+            raise TypeError("exec credential plugin: api_version must be a string")
         if "/" in command and not os.path.isabs(command) and base_dir:
             command = os.path.normpath(os.path.join(base_dir, command))  # as kubectl does
         self.command = command
@@ -250,17 +261,31 @@ class ClusterConfig:
     client_key: str | None = field(default=None, repr=False)
     namespace: str = "default"
     tls_server_name: str | None = None
-    proxy: str | None = None
+    proxy: str | None = field(default=None, repr=False)  # may hold a password: see __repr__
     source: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.server, str) or not re.fullmatch(
                 r"https?://[^/?#@\s]+/?", self.server):
+            shown = redact_url(self.server) if isinstance(self.server, str) \
+                else shown_value(self.server)
             raise MisuseError(f"server must be an http(s)://host:port URL without a path or "
-                              f"credentials, not {clip(str(self.server), 100)!r}")
+                              f"credentials, not {shown}")
         object.__setattr__(self, "server", self.server.rstrip("/"))
         if not isinstance(self.verify, bool):
             raise TypeError("verify must be a bool")
+        for name in ("ca", "client_cert", "client_key", "tls_server_name"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a string (PEM text or a name) or None, "
+                                f"not {type(value).__name__}")
+        if not isinstance(self.source, str):
+            raise TypeError(f"source must be a string, not {type(self.source).__name__}")
+        if self.proxy is not None and (not isinstance(self.proxy, str) or not re.fullmatch(
+                r"(https?|socks5h?)://[^/?#\s]+/?", self.proxy)):
+            shown = redact_url(self.proxy) if isinstance(self.proxy, str) \
+                else shown_value(self.proxy)
+            raise MisuseError(f"proxy must be an http(s):// or socks5:// URL, not {shown}")
         if self.token is not None and not isinstance(self.token, TokenSource):
             raise TypeError("token must be a TokenSource (StaticToken, TokenFile, ExecToken)")
         if (self.client_cert is None) != (self.client_key is None):
@@ -269,6 +294,12 @@ class ClusterConfig:
                 or len(self.namespace) > 63:
             raise MisuseError(
                 f"namespace must be a DNS label, not {clip(str(self.namespace), 80)!r}")
+
+    def __repr__(self) -> str:
+        proxy = f", proxy={redact_url(self.proxy)!r}" if self.proxy else ""
+        return (f"ClusterConfig(server={self.server!r}, verify={self.verify}, "
+                f"token={self.token!r}, namespace={self.namespace!r}, "
+                f"tls_server_name={self.tls_server_name!r}{proxy}, source={self.source!r})")
 
     # -- loaders ----------------------------------------------------------------
 

@@ -84,8 +84,12 @@ def _query(service: object, namespace: object, port: object, config: ClusterConf
             or len(namespace) > 63:
         raise MisuseError(f"namespace must be a Kubernetes namespace name (a DNS label), not "
                           f"{clip(str(namespace), 80)!r}")
-    if isinstance(address_types, str):
-        raise TypeError("address_types must be an iterable of address types, not one string")
+    if isinstance(address_types, str) or not isinstance(address_types, Iterable):
+        raise TypeError("address_types must be an iterable of address types (\"IPv4\", "
+                        f"\"IPv6\", \"FQDN\"), not {type(address_types).__name__}")
+    address_types = list(address_types)
+    if not all(isinstance(kind, str) for kind in address_types):
+        raise TypeError("address_types must be address type names (strings)")
     types = tuple(sorted(set(address_types)))
     unknown = [kind for kind in types if kind not in ADDRESS_TYPES]
     if not types or unknown:
@@ -95,6 +99,13 @@ def _query(service: object, namespace: object, port: object, config: ClusterConf
     every = validate.seconds("watch_timeout", watch_timeout, minimum=1, maximum=3600)
     return SliceQuery(namespace, service, PortChoice.of(check_port(port)), types,
                       liveness_timeout=liveness, watch_timeout=every or MIN_WATCH_TIMEOUT)
+
+
+def _transport(transport: object) -> httpx.AsyncBaseTransport | None:
+    if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+        raise TypeError(f"transport must be an httpx.AsyncBaseTransport or None, not "
+                        f"{type(transport).__name__}")
+    return transport
 
 
 def _config(config: object) -> ClusterConfig:
@@ -181,6 +192,7 @@ class EndpointSliceInstancer(InstancerHandle):
         watch_timeout: float = MIN_WATCH_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        transport = _transport(transport)
         cluster = _config(config)
         query = _query(service, namespace, port, cluster, address_types, liveness_timeout,
                        watch_timeout)
@@ -247,6 +259,7 @@ class AsyncEndpointSliceInstancer(InstancerHandle):
         transport: httpx.AsyncBaseTransport | None = None,
         first_answer_timeout: float = DEFAULT_FIRST_ANSWER_TIMEOUT,
     ) -> None:
+        transport = _transport(transport)
         cluster = _config(config)
         query = _query(service, namespace, port, cluster, address_types, liveness_timeout,
                        watch_timeout)

@@ -138,7 +138,7 @@ def decode_event(line: bytes | str) -> WatchEvent | None:
         return None
     try:
         raw = json.loads(line)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply
         shown = line[:80] if isinstance(line, str) else line[:80].decode("utf-8", "replace")
         raise ValueError(f"not a watch event (bad JSON): {shown!r}") from error
     kind = raw.get("type") if isinstance(raw, dict) else None

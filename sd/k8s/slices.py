@@ -300,7 +300,7 @@ class SliceView:
         if isinstance(picked, str):
             if endpoints:
                 if picked:
-                    self._problems[name] = f"slice {name!r}: {picked}"
+                    self._problems[name] = f"slice {clip(name, 80)!r}: {picked}"
                 else:
                     self._missing.add(name)
             return name, {}
@@ -339,8 +339,7 @@ class SliceView:
             else None
         hints = endpoint.get("hints")
         for_zones = _zones(hints) if hints is not None else ""
-        key = (zone if isinstance(zone, str) else "", node if isinstance(node, str) else "",
-               pod if isinstance(pod, str) else "", for_zones)
+        key = (_name_value(zone), _name_value(node), _name_value(pod), for_zones)
         info = self._infos.get(key)
         if info is None:
             zone_text, node_text, pod_text, _ = key
@@ -454,9 +453,24 @@ def _name(slice_object: object) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
+#: The longest name the API accepts (a DNS subdomain: node and pod names; zones are
+#: label values, 63).  A longer "name" is not one the API server would store: ignored.
+MAX_NAME = 253
+#: At most this many ``hints.forZones`` entries are read.
+MAX_HINTS = 64
+
+
+def _name_value(value: object) -> str:
+    """A zone, node or pod name as metadata: a string of at most :data:`MAX_NAME`
+    characters, else nothing (a 1 MiB "node name" never reaches an ``InstanceInfo``)."""
+    return value if isinstance(value, str) and len(value) <= MAX_NAME else ""
+
+
 def _zones(hints: object) -> str:
     """``hints.forZones`` names, comma-joined."""
     if not isinstance(hints, dict) or not isinstance(hints.get("forZones"), list):
         return ""
-    names = (hint.get("name") for hint in hints["forZones"] if isinstance(hint, dict))
-    return ",".join(name for name in names if isinstance(name, str) and name)
+    names = (hint.get("name") for hint in hints["forZones"][:MAX_HINTS]
+             if isinstance(hint, dict))
+    return ",".join(name for name in names
+                    if isinstance(name, str) and name and len(name) <= MAX_NAME)

@@ -61,7 +61,7 @@ from kitsd.sd.k8s.list_watch import (
 )
 from kitsd.sd.k8s.slices import PortChoice, SliceView
 
-__all__ = ["DEFAULT_LIVENESS_TIMEOUT", "SliceQuery", "WatchStats", "run_watch"]
+__all__ = ["DEFAULT_LIVENESS_TIMEOUT", "WATCH_GRACE", "SliceQuery", "WatchStats", "run_watch"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,10 @@ TCP keepalives notice a vanished peer sooner (about 30 s)."""
 
 _PRODUCTIVE = 1.0  # seconds a watch must last (or deliver) to count as working
 _CONFIRM = 1.0  # seconds a resumed watch must stay quiet before an error event is cleared
+#: Seconds past its ``timeoutSeconds`` a watch stream is held before kitsd ends it itself
+#: (as client-go's typed clients time the request out): a server that never ends a watch
+#: -- or trickles its headers -- cannot keep one open for ever.
+WATCH_GRACE = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,14 +176,21 @@ async def run_watch(
                     stats.lists += 1
                     publish()
                     answered()
-                params = lw.watch_params(watch_timeout(rng.random(), query.watch_timeout))
+                seconds = watch_timeout(rng.random(), query.watch_timeout)
+                params = lw.watch_params(seconds)
                 started = loop.time()
                 delivered = False
-                async with client.watch(path, params, read_timeout=query.liveness_timeout,
-                                        what=what) as batches:
-                    stats.watches += 1
-                    delivered = await _consume(batches, lw, view, publish, stats,
-                                               confirm=broadcaster.state.error is not None)
+                try:
+                    async with asyncio.timeout(seconds + WATCH_GRACE), client.watch(
+                            path, params, read_timeout=query.liveness_timeout,
+                            what=what) as batches:
+                        stats.watches += 1
+                        delivered = await _consume(
+                            batches, lw, view, publish, stats,
+                            confirm=broadcaster.state.error is not None)
+                except TimeoutError:  # held past timeoutSeconds: watch again from our RV
+                    logger.debug("EndpointSlice watch of %s held past its %ds; reopening",
+                                 query.name, seconds)
                 if delivered or loop.time() - started >= _PRODUCTIVE:
                     backoff.reset()
                 else:  # ended at once with nothing: do not turn that into a hot loop
