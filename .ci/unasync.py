@@ -71,11 +71,29 @@ PAIRS: list[tuple[str, str, dict[str, str]]] = [
      {"AsyncCounted": "SyncCounted", "AsyncTimed": "SyncTimed"}),
     ("breaker/_async/endpoint.py", "breaker/_sync/endpoint.py",
      {"AsyncGuarded": "Guarded"}),
+    ("sd/http/_async/deadline.py", "sd/http/_sync/deadline.py",
+     {"AsyncDeadlineStream": "DeadlineStream", "AsyncDeadlineBackend": "DeadlineBackend",
+      "install_async": "install", "AsyncNetworkStream": "NetworkStream",
+      "AsyncNetworkBackend": "NetworkBackend", "AsyncConnectionPool": "ConnectionPool",
+      "AsyncHTTPTransport": "HTTPTransport"}),
+    ("sd/http/_async/endpoint.py", "sd/http/_sync/endpoint.py",
+     {"AsyncHTTPEndpoint": "HTTPEndpoint", "AsyncClient": "Client", "async_client": "client",
+      "async_factory": "factory", "async_close_client": "close_client",
+      "async_running_loop": "running_loop", "ASYNC_CLIENTS": "SYNC_CLIENTS"}),
+    ("kitsd/transport/_async/transport.py", "kitsd/transport/_sync/transport.py",
+     {"AsyncTransport": "Transport", "AsyncInstanceEndpoint": "InstanceEndpoint",
+      "async_send": "send", "aread": "read",
+      "AsyncBaseTransport": "BaseTransport", "AsyncHTTPTransport": "HTTPTransport",
+      "AsyncClient": "Client", "install_async": "install", "retry_async": "retry",
+      "handle_async_request": "handle_request", "wait_answer_async": "wait_answer",
+      "async_build_stack": "build_stack", "async_result": "result",
+      "async_close_checkers": "close_checkers"}),
 ]
 
 HEADER = (
-    "# Generated from {source} by .ci/unasync.py: do not edit.  Edit the source and\n"
-    "# run `python .ci/unasync.py`; `python .ci/unasync.py --check` fails on a hand edit.\n"
+    "# Generated from {source} by .ci/unasync.py: do not edit.\n"
+    "# Edit the source and run `python .ci/unasync.py`; `python .ci/unasync.py --check`\n"
+    "# fails on a hand edit.\n"
 )
 
 _BLOCK_KEYWORDS = frozenset({"def", "with", "for"})

@@ -1,5 +1,6 @@
-# Generated from breaker/_async/endpoint.py by .ci/unasync.py: do not edit.  Edit the source and
-# run `python .ci/unasync.py`; `python .ci/unasync.py --check` fails on a hand edit.
+# Generated from breaker/_async/endpoint.py by .ci/unasync.py: do not edit.
+# Edit the source and run `python .ci/unasync.py`; `python .ci/unasync.py --check`
+# fails on a hand edit.
 """The asyncio breaker-guarded endpoint, :class:`SyncBreakerEndpoint` (its sync twin,
 ``breaker/_sync/endpoint.py``, is generated from this file by ``.ci/unasync.py``)."""
 

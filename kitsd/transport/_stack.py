@@ -1,8 +1,9 @@
-"""One service's stack (watch, Endpointer, balancer, retry), and the per-instance
-endpoints that forward an ``httpx.Request`` to an instance, sync and async.
+"""One service's stack (watch, Endpointer, balancer, retry), and what the per-instance
+endpoints share (:class:`Forwarder`, :class:`InstanceEndpointBase`).
 
-The two endpoint classes differ only in ``await``; everything they decide comes
-from the HTTP attempt rules (:mod:`sd.http._attempt`) through :class:`Forwarder`.
+The endpoints themselves (``_async/endpoint.py`` and its generated sync twin) forward
+an ``httpx.Request`` to an instance; everything they decide comes from the HTTP
+attempt rules (:mod:`sd.http._attempt`) through :class:`Forwarder`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from kitsd.sd.event import Event
 from kitsd.sd.http._attempt import StatusError, cap_timeouts, judge_status, transport_failure
 from kitsd.sd.instance import split_instance
 from kitsd.sd.instancer import Instancer
-from kitsd.transport import _httpcore_cancel, _policy
+from kitsd.transport import _policy
 from kitsd.transport._httpx_url import encoded_host, rehost
 from kitsd.transport._options import TransportOptions
 from kitsd.transport._policy import (
@@ -37,7 +38,7 @@ from kitsd.transport._policy import (
 )
 from kitsd.transport._services import OTHER, Usage
 
-__all__ = ["AsyncInstanceEndpoint", "Forwarder", "InstanceEndpoint", "Stack"]
+__all__ = ["Forwarder", "InstanceEndpointBase", "Stack"]
 
 # Errors of the retry (not of an attempt) that mean nothing was sent: an open breaker.
 _NOT_SENT: tuple[type[BaseException], ...] = (pybreaker.CircuitBreakerError,)
@@ -135,7 +136,10 @@ class Forwarder:
                            retryable=verdict.retryable, retry_after=verdict.retry_after)
 
 
-class _Endpoint:
+class InstanceEndpointBase:
+    """What both instance endpoints share: the instance, its host as httpx stores it,
+    its port, and the forwarder (``_async/endpoint.py`` and its generated twin)."""
+
     __slots__ = ("forwarder", "host", "instance", "port")
 
     def __init__(self, instance: str, forwarder: Forwarder) -> None:
@@ -146,73 +150,6 @@ class _Endpoint:
 
     def __repr__(self) -> str:
         return f"<kitsd.Transport endpoint {self.instance}>"
-
-
-class InstanceEndpoint(_Endpoint):
-    """Forwards an ``httpx.Request`` to one instance through the shared inner transport."""
-
-    __slots__ = ("inner",)
-
-    def __init__(self, instance: str, forwarder: Forwarder, inner: httpx.BaseTransport) -> None:
-        super().__init__(instance, forwarder)
-        self.inner = inner
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        forwarder = self.forwarder
-        attempt, timeouts, original, may_retry = forwarder.attempt(
-            request, self.host, self.port, self.instance)
-        try:
-            response = self.inner.handle_request(attempt)
-        except httpx.TransportError as error:
-            raise forwarder.failed(error, self.instance, may_retry) from error
-        # The body is read later, by the caller: with the request's own timeouts
-        # (httpcore reads this same dict when the body is first iterated).
-        timeouts.clear()
-        if original:
-            timeouts.update(original)
-        failure = forwarder.judge(response, request, self.instance, may_retry)
-        if failure is None:
-            return response
-        if failure.retryable:  # closed before the next attempt; kept readable
-            try:
-                response.read()
-            finally:
-                response.close()
-        raise failure
-
-
-class AsyncInstanceEndpoint(_Endpoint):
-    """The asyncio twin of :class:`InstanceEndpoint`."""
-
-    __slots__ = ("inner",)
-
-    def __init__(
-        self, instance: str, forwarder: Forwarder, inner: httpx.AsyncBaseTransport
-    ) -> None:
-        super().__init__(instance, forwarder)
-        self.inner = inner
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        forwarder = self.forwarder
-        attempt, timeouts, original, may_retry = forwarder.attempt(
-            request, self.host, self.port, self.instance)
-        try:
-            # cancellable once on the wire only: httpcore#1093 (see the module)
-            response = await _httpcore_cancel.send(self.inner, attempt)
-        except httpx.TransportError as error:
-            raise forwarder.failed(error, self.instance, may_retry) from error
-        timeouts.clear()
-        if original:
-            timeouts.update(original)
-        failure = forwarder.judge(response, request, self.instance, may_retry)
-        if failure is None:
-            return response
-        if failure.retryable:
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-        raise failure
 
 
 def _discard(response: httpx.Response) -> Any:

@@ -1,5 +1,6 @@
-# Generated from lb/_async/hedging.py by .ci/unasync.py: do not edit.  Edit the source and
-# run `python .ci/unasync.py`; `python .ci/unasync.py --check` fails on a hand edit.
+# Generated from lb/_async/hedging.py by .ci/unasync.py: do not edit.
+# Edit the source and run `python .ci/unasync.py`; `python .ci/unasync.py --check`
+# fails on a hand edit.
 """The loop of one hedged call (``hedge=`` of :func:`lb.retry_async`; :func:`lb.retry`
 runs its generated twin): :class:`HedgedEndpoint`.
 

@@ -1,5 +1,6 @@
-# Generated from lb/_async/measured.py by .ci/unasync.py: do not edit.  Edit the source and
-# run `python .ci/unasync.py`; `python .ci/unasync.py --check` fails on a hand edit.
+# Generated from lb/_async/measured.py by .ci/unasync.py: do not edit.
+# Edit the source and run `python .ci/unasync.py`; `python .ci/unasync.py --check`
+# fails on a hand edit.
 """The asyncio measuring endpoints of :class:`lb.LeastLoaded` and :class:`lb.PeakEWMA`
 (their sync twins, ``lb/_sync/measured.py``, are generated from this file by
 ``.ci/unasync.py``); the bases are in :mod:`lb._measured`."""

@@ -347,5 +347,5 @@ async def test_aclose_with_a_call_in_flight_leaves_closing_to_the_call(
     server.release.set()
     assert await call == {"slow": True}
     assert client.is_closed
-    assert endpoint.client is None
+    assert endpoint.client is client  # kept, closed, for inspection
     await async_wait_for(lambda: server.active == 0, timeout=3.0, what="the connection to close")

@@ -223,13 +223,15 @@ def test_httpx_transports_keep_an_httpcore_pool_with_a_network_backend() -> None
 def test_a_changed_layout_is_reported_once_and_tolerated(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_deadline, "_warned", False)
+    from kitsd.sd.http._sync import deadline as sync_deadline
+
+    monkeypatch.setattr(sync_deadline, "_warned", False)
 
     class Odd(httpx.HTTPTransport):
         def __init__(self) -> None:
             pass  # no _pool at all
 
-    with caplog.at_level("WARNING", logger="kitsd.sd.http._deadline"):
+    with caplog.at_level("WARNING", logger="kitsd.sd.http._sync.deadline"):
         assert not _deadline.install(Odd())
         assert not _deadline.install(Odd())
     assert len([r for r in caplog.records if "per phase only" in r.getMessage()]) == 1

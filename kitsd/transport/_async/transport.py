@@ -1,0 +1,210 @@
+"""The transport and the endpoint that forwards a request to one instance, written
+once, for asyncio; the sync twin is generated from this module by
+``.ci/unasync.py`` (see its ``PAIRS``).  What the two share beyond the text is
+:class:`_Core` (``_core.py``); where they genuinely differ (sending, starting a
+watch, waiting for another caller's build) lives in
+:mod:`kitsd.transport._concurrency`."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from typing import Unpack, cast
+
+import httpx
+
+from kitsd import lb
+from kitsd.sd.http import _deadline
+from kitsd.transport import _policy
+from kitsd.transport._concurrency import (
+    async_build_stack,
+    async_close_checkers,
+    async_result,
+    async_send,
+)
+from kitsd.transport._core import Discover, _Core, h2_available
+from kitsd.transport._options import TransportKeywords
+from kitsd.transport._stack import Forwarder, InstanceEndpointBase, Stack
+
+__all__ = ["AsyncInstanceEndpoint", "AsyncTransport"]
+
+
+class AsyncInstanceEndpoint(InstanceEndpointBase):
+    """Forwards an ``httpx.Request`` to one instance through the transport's inner
+    ``httpx.AsyncBaseTransport``, shared by every instance."""
+
+    __slots__ = ("inner",)
+
+    def __init__(
+        self, instance: str, forwarder: Forwarder, inner: httpx.AsyncBaseTransport
+    ) -> None:
+        super().__init__(instance, forwarder)
+        self.inner = inner
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        forwarder = self.forwarder
+        attempt, timeouts, original, may_retry = forwarder.attempt(
+            request, self.host, self.port, self.instance)
+        try:
+            response = await async_send(self.inner, attempt)
+        except httpx.TransportError as error:
+            raise forwarder.failed(error, self.instance, may_retry) from error
+        # The body is read later, by the caller: with the request's own timeouts
+        # (httpcore reads this same dict when the body is first iterated).
+        timeouts.clear()
+        if original:
+            timeouts.update(original)
+        failure = forwarder.judge(response, request, self.instance, may_retry)
+        if failure is None:
+            return response
+        if failure.retryable:  # closed before the next attempt; kept readable
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        raise failure
+
+
+class AsyncTransport(_Core[Stack], httpx.AsyncBaseTransport):
+    """An ``httpx.AsyncBaseTransport`` that sends each request to an instance of the
+    service its URL host names, balanced, retried and ejected::
+
+        client = httpx.AsyncClient(
+            transport=kitsd.AsyncTransport("consul://127.0.0.1:8500/{service}"),
+            base_url="http://users")
+        await client.get("/profile/42")       # -> one of the users instances
+
+    ``discover``: a URL template with ``{service}`` (any ``sd.instancer_from_url``
+    scheme; watches of one registry address share one client), ``static://h1:p1,h2:p2``
+    (those instances for every service), a callable ``service -> Instancer`` (the
+    transport stops it on close), or an :class:`sd.MemoryRegistry`.  Per service,
+    on first use, one watch, one Endpointer and one balancer are made and shared
+    by every request.  The request URL names no port (instances' ports come from
+    the registry): ``http://users:9999/`` raises :class:`sd.MisuseError`.
+
+    Options (keyword-only; see :class:`kitsd.transport.TransportOptions`):
+
+    * ``balancer`` — ``callable(endpointer) -> lb.Balancer`` (default
+      :data:`DEFAULT_BALANCER`); ``outlier_detection`` — an ``lb.OutlierDetection``
+      given to it as ``outlier_detection=`` (``None`` disables ejection; default
+      :data:`OUTLIER_DETECTION`: 5 consecutive 5xx or timeouts eject an instance,
+      as a refused connection does at once).
+    * ``max_attempts`` (3), ``retry_statuses`` ({502, 503, 504}), ``retry_methods``
+      (the idempotent ones).  Other methods, and bodies that are streams, are
+      retried only when the request never reached an instance (connection
+      refused, connect or pool timeout).
+    * ``timeout`` — seconds for the whole call when the request has no httpx
+      timeout (default 60); otherwise the request's timeout (its largest phase)
+      bounds all its attempts together, every socket wait included.
+      ``attempt_timeout`` caps each attempt (default: half the call's time, for
+      retryable requests), so that a hung instance leaves time for another.
+    * ``breakers`` — ``callable(instance) -> pybreaker.CircuitBreaker``: a breaker
+      per instance; an open one is skipped.
+    * ``budget``, ``hedge`` — passed to ``lb.retry`` when given.
+    * ``host_header`` — ``None`` keeps the request's ``Host`` (the service name,
+      as a reverse proxy sends); a string, or ``callable(service, instance)``.
+    * ``server_name`` — for https: the name for SNI and certificate verification
+      (default the service name); a string or ``callable(service)``.
+    * ``services`` — the names a request may name (a collection or a
+      predicate); others raise :class:`lb.NoEndpointsError` at once.
+      ``max_services`` (64) — services watched at once: past it the least
+      recently used idle one is closed, and with none idle the request raises
+      :class:`kitsd.transport.TooManyServicesError`.  ``idle_timeout`` (300 s):
+      a service unused that long is closed; one whose registry answered "no
+      instances" after 10 s.  Metrics name a service only once its registry
+      answered with instances (or ``services=`` lists it); others are ``other``.
+    * ``transport`` — the inner transport for the connections (an
+      ``httpx.AsyncBaseTransport``; default ``httpx.AsyncHTTPTransport()``, HTTP/2
+      when ``h2`` is installed, each socket wait ending by the call's deadline);
+      closed by :meth:`aclose`.
+
+    A retried response is closed before the next attempt; a call that ends on a
+    5xx returns that response as plain httpx would.  Errors: httpx's (the last
+    attempt's; ``httpx.TimeoutException`` when the call's time ran out),
+    :class:`lb.NoEndpointsError` whose first line says whether the registry
+    answered "no instances" or has not answered (and its last error),
+    :class:`sd.MisuseError` for a URL host that is not a service name.
+    Thread-safe (asyncio: use it from one event loop; the deadline also cancels
+    the attempt in flight, and a registry template's watch is started on a worker
+    thread, as it may connect, never blocking the loop).  Raises ``TypeError`` /
+    :class:`sd.MisuseError` for bad options (or a template whose driver is not
+    installed) at construction, before anything starts.
+    """
+
+    def __init__(
+        self,
+        discover: Discover,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **options: Unpack[TransportKeywords],
+    ) -> None:
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")
+        super().__init__(discover, options)
+        if transport is None:
+            transport = httpx.AsyncHTTPTransport(http2=h2_available())
+            _deadline.install_async(transport)  # every socket wait ends by the call's deadline
+        self._inner = transport
+
+    def _build(self, name: str) -> Stack:
+        forwarder, inner = self._forwarder, self._inner
+        return self._stack_for(
+            name, lambda instance: AsyncInstanceEndpoint(instance, forwarder, inner),
+            lb.retry_async)
+
+    async def _stack(self, request: httpx.Request) -> Stack:
+        while True:
+            entry = self._enter(request)
+            for each in entry.retired:
+                await each.aclose()
+            if entry.stack is not None:
+                return entry.stack
+            if entry.wait is not None:
+                stack = await async_result(entry.wait)  # the builder's error, if it failed
+                if stack.enter(time.monotonic()):
+                    return stack
+                continue  # retired as soon as built: look again
+            build = cast(Future[Stack], entry.build)  # neither stack nor wait: ours to build
+            try:
+                made = await async_build_stack(self._discovery.blocking, self._build, entry.name)
+            except BaseException as error:
+                self._build_failed(entry.name, build, error)
+                raise
+            if not self._built(entry.name, build, made):
+                await made.aclose()
+                raise RuntimeError("kitsd transport is closed")
+            return made
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` to an instance of the service its URL host names (see the
+        class docstring)."""
+        stack = await self._stack(request)
+        try:
+            timeout = _policy.call_timeout(request.extensions, self.options.timeout)
+            if not stack.answered.is_set():
+                await stack.wait_answer_async(timeout)
+            retrying = stack.retrying(self._label(stack))
+            try:
+                with lb.deadline(timeout):
+                    response: httpx.Response = await retrying(request)
+            except (lb.RetryError, lb.RetryTimeout) as error:
+                return self._settle(error, stack, request)
+            response.request = request
+            return response
+        finally:
+            stack.leave()
+
+    async def aclose(self) -> None:
+        """Stop every watch, close every Endpointer, registry client, health prober and
+        the inner transport."""
+        try:
+            for stack in self._take_all():
+                await stack.aclose()
+        finally:
+            try:
+                self._discovery.close()
+            finally:
+                try:
+                    await self._inner.aclose()
+                finally:
+                    await async_close_checkers(self._close_checkers)

@@ -1,0 +1,1 @@
+"""Generated sync twins of ``sd/http/_async/`` (``.ci/unasync.py``): do not edit."""
