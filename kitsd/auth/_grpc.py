@@ -70,5 +70,8 @@ def grpc_channel_credentials(auth: HeaderAuth, channel: Any = None) -> Any:
     """``channel`` credentials (default: ``grpc.ssl_channel_credentials()``) composed
     with :func:`grpc_credentials`, for ``sd.grpc.factory(..., credentials=...)``."""
     grpc = _grpc()
+    if channel is not None and not isinstance(channel, grpc.ChannelCredentials):
+        raise TypeError(f"channel must be grpc.ChannelCredentials or None, not "
+                        f"{type(channel).__name__}")
     base = channel if channel is not None else grpc.ssl_channel_credentials()
     return grpc.composite_channel_credentials(base, grpc_credentials(auth))

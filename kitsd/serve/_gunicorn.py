@@ -119,6 +119,9 @@ def wsgi(app: WSGIApp, hooks: GunicornHooks | None = None) -> WSGIApp:
     made in this process's gunicorn config, by default)."""
     if not callable(app):
         raise TypeError(f"app must be a WSGI application, not {app!r}")
+    if hooks is not None and not isinstance(hooks, GunicornHooks):
+        raise TypeError(f"hooks must be the GunicornHooks of gunicorn_hooks() or None, not "
+                        f"{type(hooks).__name__}")
 
     def served(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         current = hooks if hooks is not None else (_LATEST[0] if _LATEST else None)

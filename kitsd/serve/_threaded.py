@@ -24,9 +24,11 @@ from typing import Any
 
 import httpx
 
+from kitsd.core import validate
 from kitsd.sd.instance import split_instance
 from kitsd.serve import _calls
 from kitsd.serve._drain import (
+    MAX_DRAIN,
     Check,
     Deregister,
     Idle,
@@ -144,8 +146,10 @@ class ThreadedService:
         self._wake.set()
 
     def wait_released(self, timeout: float | None = None) -> bool:
-        """Block until the drain is over (or ``timeout`` seconds); whether it is."""
-        return self._released.wait(timeout)
+        """Block until the drain is over (or ``timeout`` seconds, at most a day; ``None``:
+        no limit); whether it is.  Raises ``TypeError``/``MisuseError`` for a bad timeout."""
+        wait = validate.optional_seconds("timeout", timeout, zero=True, maximum=MAX_DRAIN)
+        return self._released.wait(wait)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._released.is_set():

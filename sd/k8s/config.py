@@ -310,6 +310,10 @@ class ClusterConfig:
         service account files under ``root``.  Raises
         :class:`~kitsd.core.errors.MisuseError` outside a pod (saying what is missing)."""
         environ = os.environ if environ is None else environ
+        if not isinstance(environ, Mapping):
+            raise TypeError(f"environ must be a mapping, not {type(environ).__name__}")
+        if not isinstance(root, str | os.PathLike):
+            raise TypeError(f"root must be a directory path, not {type(root).__name__}")
         host = environ.get("KUBERNETES_SERVICE_HOST", "").strip()
         port = environ.get("KUBERNETES_SERVICE_PORT", "").strip() or "443"
         base = Path(root)
@@ -339,6 +343,9 @@ class ClusterConfig:
         missing file or context and anything this loader cannot use, and
         ``ImportError`` naming the extra without PyYAML.
         """
+        if context is not None and not isinstance(context, str):
+            raise TypeError(f"context must be a context name or None, not "
+                            f"{type(context).__name__}")
         files = _kubeconfig_files(path)
         merged = _merge([_load_yaml(file) for file in files])
         shown = os.pathsep.join(str(file) for file in files)
@@ -363,6 +370,9 @@ class ClusterConfig:
         or ``context``, else ``$KUBECONFIG``, else in-cluster in a pod, else
         ``~/.kube/config``.  Raises :class:`~kitsd.core.errors.MisuseError` when none
         is found (saying where it looked)."""
+        if kubeconfig is not None and not isinstance(kubeconfig, str | os.PathLike):
+            raise TypeError(f"kubeconfig must be a file path or None, not "
+                            f"{type(kubeconfig).__name__}")
         if kubeconfig is not None or context is not None or os.environ.get("KUBECONFIG"):
             return cls.from_kubeconfig(kubeconfig, context=context)
         in_pod = Path(SERVICE_ACCOUNT_DIR, "token").is_file()
@@ -414,8 +424,12 @@ def _kubeconfig_files(path: str | os.PathLike[str] | Sequence[str] | None) -> li
             [str(Path.home() / ".kube" / "config")]
     elif isinstance(path, str | os.PathLike):
         names = [os.fspath(path)]
+    elif isinstance(path, Sequence) and not isinstance(path, bytes) \
+            and all(isinstance(name, str | os.PathLike) for name in path):
+        names = [os.fspath(name) for name in path]
     else:
-        names = [str(name) for name in path]
+        raise TypeError(f"the kubeconfig path must be a file path or a list of them, not "
+                        f"{type(path).__name__}")
     files = [Path(name).expanduser() for name in names]
     existing = [file for file in files if file.is_file()]
     if not existing:

@@ -253,3 +253,10 @@ async def test_200_tasks_and_a_cancelled_fetcher_share_two_requests() -> None:
             assert isinstance(results[0], asyncio.CancelledError)
             assert set(results[1:]) == {"tok-never-shown"}
             assert peer.requests == 2
+
+
+def test_grpc_channel_credentials_check_the_channel() -> None:
+    from kitsd.auth import grpc_channel_credentials
+
+    with pytest.raises(TypeError, match="channel"):  # was AttributeError '_credentials'
+        grpc_channel_credentials(BasicAuth("admin", "pw"), 5)

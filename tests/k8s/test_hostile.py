@@ -32,6 +32,7 @@ from tests.hostile_http import HostilePeer, endless, reply, trickle
 
 pytestmark = pytest.mark.usefixtures("no_thread_leaks")
 
+FIVE: Any = 5  # a value of a type no argument takes
 TOKEN = "k8s-T0KEN-never-shown"  # noqa: S105 - a token no output may show
 
 
@@ -242,3 +243,18 @@ async def test_a_cancelled_list_leaves_no_connection() -> None:
         await instancer.aclose()
         assert time.monotonic() - started_at < 1
 
+
+
+@pytest.mark.parametrize(
+    ("load", "named"),
+    [
+        (lambda: ClusterConfig.from_kubeconfig(FIVE), "path"),  # 'int' is not iterable
+        (lambda: ClusterConfig.from_kubeconfig("/nonexistent", context=FIVE), "context"),
+        (lambda: ClusterConfig.in_cluster(root=FIVE), "root"),
+        (lambda: ClusterConfig.in_cluster(environ=FIVE), "environ"),  # AttributeError
+        (lambda: ClusterConfig.load(kubeconfig=FIVE), "kubeconfig"),
+    ],
+)
+def test_bad_loader_arguments_are_named(load: Any, named: str) -> None:
+    with pytest.raises(TypeError, match=named):
+        load()

@@ -339,3 +339,19 @@ def test_a_registrar_whose_register_raises_is_retried_and_logged(
     assert registrar.names() == ["register"] * 4 + ["deregister"]
     assert caplog.text.count("registering") == 3
 
+
+
+def test_wait_released_and_wsgi_check_their_arguments() -> None:
+    service = ThreadedService(ScriptedRegistrar(), self_check=False, signals=())
+    service.start()
+    try:
+        for bad in (float("nan"), -1, 1e300):  # NaN returned at once, 1e300 OverflowError
+            with pytest.raises(MisuseError, match="timeout"):
+                service.wait_released(bad)
+        with pytest.raises(TypeError, match="timeout"):
+            service.wait_released(True)  # was a 1-second wait
+    finally:
+        service.close()
+    assert service.wait_released(0)
+    with pytest.raises(TypeError, match="hooks"):  # was AttributeError at the first request
+        wsgi(lambda environ, start: [b""], hooks=5)  # type: ignore[arg-type]
