@@ -186,31 +186,42 @@ class _RedactAuth(logging.Filter):
 
 
 class ConnectAttempts:
-    """Whether kazoo's attempts to connect are failing, for a client :func:`connect` built.
+    """How kazoo's connecting goes, for a client :func:`connect` built.
 
     kazoo reports nothing while it cannot connect (no state change: the client stays
     ``CONNECTING``), and a connection that is merely slow (a loaded server, a TLS
     handshake, a first server that drops packets) looks the same from outside.  What
     tells them apart is kazoo's connection retry: it sleeps between two rounds over
     the servers only once *every* server failed (refused, unresolvable, timed out).
-    :func:`connect` gives kazoo a handler whose ``sleep_func`` (kazoo requires the
-    connection retry to sleep through the handler's) is :meth:`sleep`, and this
-    object listens to the client's state:
+    And ``client.stop()`` waited for a session handshake in progress to time out (up
+    to the session timeout, 10 s by default, against a server that accepts the
+    connection and never answers): kazoo wakes its connection thread through a pipe
+    that only its main loop listens to.
+
+    :func:`connect` gives kazoo a handler wired to this object: its ``sleep_func``
+    (kazoo requires the connection retry to sleep through the handler's) is
+    :meth:`sleep`, and its ``select`` is :meth:`select`, which waits on one socket in
+    slices so that :func:`close_client` (:meth:`closing`) ends a handshake at once.
+    It also listens to the client's state:
 
     * :attr:`failing` is ``True`` from a failed round until the client connects;
     * listeners (``add_listener``) are called, on kazoo's thread, when it becomes so.
 
-    A vendor workaround, fenced here (its contract test is in ``tests/zk``).  kazoo's
-    command retries (``client.retry``) sleep through the same function: one that sleeps
-    while the client is not connected also counts (it failed for want of a connection).
-    Thread-safe.
+    A vendor workaround, fenced here (its contract tests are in ``tests/zk``).
+    kazoo's command retries (``client.retry``) sleep through the same function: one
+    that sleeps while the client is not connected also counts (it failed for want
+    of a connection).  Thread-safe.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, handler: Any) -> None:
         self._lock = threading.Lock()
         self._connected = False
         self._failing = False
+        self._closing = threading.Event()
         self._listeners: list[Callable[[], object]] = []
+        self._select = handler.select
+        handler.sleep_func = self.sleep
+        handler.select = self.select
 
     @property
     def failing(self) -> bool:
@@ -229,10 +240,14 @@ class ConnectAttempts:
             if listener in self._listeners:
                 self._listeners.remove(listener)
 
+    def closing(self) -> None:
+        """The client is being stopped: a wait on one socket (a handshake) ends now."""
+        self._closing.set()
+
     def sleep(self, seconds: float) -> None:
         """kazoo's retry sleep (see the class docstring): note the failure, then sleep."""
         with self._lock:
-            news = not self._connected and not self._failing
+            news = not self._connected and not self._failing and not self._closing.is_set()
             if news:
                 self._failing = True
             listeners = list(self._listeners) if news else []
@@ -242,6 +257,20 @@ class ConnectAttempts:
             except Exception:  # kazoo's connection thread must carry on
                 logger.exception("a ZooKeeper connection listener raised")
         time.sleep(seconds)
+
+    def select(self, rlist: list[Any], wlist: list[Any], xlist: list[Any],
+               timeout: float | None = None) -> Any:
+        """kazoo's ``select``; a wait on one socket (reading or writing a request: the
+        main loop also waits on its wake-up pipe) is sliced, and ends early, with
+        nothing ready, once :meth:`closing` was called."""
+        if timeout is None or len(rlist) + len(wlist) != 1:
+            return self._select(rlist, wlist, xlist, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            ready = self._select(rlist, wlist, xlist, min(_SLICE, max(left, 0.0)))
+            if ready[0] or ready[1] or ready[2] or left <= _SLICE or self._closing.is_set():
+                return ready
 
     def on_state(self, state: object) -> None:
         """kazoo's state listener: connected or not."""
@@ -295,9 +324,8 @@ def connect(
         raise ImportError(f"the ZooKeeper driver needs kazoo: pip install 'kitsd[zk]' ({error})") \
             from error
 
-    attempts = ConnectAttempts()
     handler = SequentialThreadingHandler()
-    handler.sleep_func = attempts.sleep  # kazoo's retries sleep through it (ConnectAttempts)
+    attempts = ConnectAttempts(handler)  # its sleep_func and select (see ConnectAttempts)
     client = KazooClient(
         hosts=hosts,
         timeout=float(timeout),
@@ -335,7 +363,12 @@ def start_connecting(client: Any) -> None:
 
 
 def close_client(client: Any) -> None:
-    """Stop and close a client :func:`connect` built; idempotent, never raises."""
+    """Stop and close a client :func:`connect` built; idempotent, never raises, and
+    prompt even while a session handshake waits for a server that does not answer
+    (:class:`ConnectAttempts`)."""
+    attempts = attempts_of(client)
+    if attempts is not None:
+        attempts.closing()
     try:
         client.stop()
     except Exception as error:  # noqa: BLE001 - closing must not fail the caller

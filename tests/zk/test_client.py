@@ -123,3 +123,26 @@ def test_a_client_kitsd_did_not_build_has_no_connect_attempts() -> None:
 
     assert attempts_of(KazooClient(hosts="127.0.0.1:1")) is None
     assert attempts_of(object()) is None
+
+
+def test_closing_during_a_handshake_nobody_answers_is_prompt(no_thread_leaks: None) -> None:
+    """The kazoo contract ConnectAttempts.select relies on: kazoo's stop() waited for a
+    session handshake with a server that accepts and never answers to time out (9.5 s
+    with the default 10 s session); kazoo reads the handshake through the handler's
+    select on the one socket, which close_client now ends at once."""
+    import socket
+    import time
+
+    from kitsd.sd.zk.client import close_client
+
+    accepted: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as hole:
+        client = connect(f"127.0.0.1:{hole.getsockname()[1]}")  # 10 s session
+        connection, _ = hole.accept()  # kazoo connected; the handshake waits for us
+        accepted.append(connection)
+        started = time.monotonic()
+        close_client(client)
+        took = time.monotonic() - started
+    for connection in accepted:
+        connection.close()
+    assert took < 2.0
