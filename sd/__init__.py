@@ -2,7 +2,8 @@
 
 The public surface (see ``API.md``): :class:`Event`, :class:`Instancer`,
 :class:`FixedInstancer`, :class:`MemoryRegistry`, :class:`Registrar`,
-:class:`Endpointer`, :func:`chain`, :func:`instancer_from_url`.  The registry
+:class:`Endpointer`, :func:`chain`, :func:`instancer_from_url` (and
+:func:`instancer_from_url_async`).  The registry
 drivers live in :mod:`sd.etcd` and :mod:`sd.consul` and import their client
 libraries lazily; HTTP endpoints live in :mod:`sd.http`.
 
@@ -36,7 +37,7 @@ from kitsd.sd.instance_info import InstanceInfo, factory_with_info
 from kitsd.sd.instancer import FixedInstancer, Instancer
 from kitsd.sd.memory import MemoryRegistrar, MemoryRegistry
 from kitsd.sd.registrar import Registrar
-from kitsd.sd.url import instancer_from_url
+from kitsd.sd.url import instancer_from_url, instancer_from_url_async
 
 __all__ = [
     "AsyncEndpoint",
@@ -65,6 +66,7 @@ __all__ = [
     "chain",
     "factory_with_info",
     "instancer_from_url",
+    "instancer_from_url_async",
     "is_async",
     "join_host_port",
     "normalize_instance",

@@ -29,6 +29,7 @@ stops a watch when its last handle is stopped, so every subscriber to one
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -493,6 +494,39 @@ class InstancerHandle:
         gave_up = self.first_answer_late(timeout)
         broadcaster.wait_answered(None)  # delivered to every waiting subscriber
         return not gave_up
+
+    async def wait_first_answer_async(
+        self, timeout: float | None,  # noqa: ASYNC109 - the late error names the timeout
+    ) -> bool:
+        """The asyncio twin of :meth:`wait_first_answer`: wait on the running loop,
+        which keeps running, up to ``timeout`` seconds (``None``: no bound) for the
+        first answer; when it has not come, publish the error that says so and return
+        ``False``.  Cancelling it cancels only the wait."""
+        broadcaster = self._broadcaster
+        if broadcaster.answered:
+            return True
+        loop = asyncio.get_running_loop()
+        heard: asyncio.Future[None] = loop.create_future()
+
+        def answered() -> None:
+            if not heard.done():
+                heard.set_result(None)
+
+        def on_event(event: Event) -> None:  # on the watch's thread (or this loop's)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(answered)
+
+        broadcaster.subscribe(on_event)
+        try:
+            if not broadcaster.answered:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await heard
+                except TimeoutError:
+                    return not self.first_answer_late(timeout or 0.0)
+        finally:
+            broadcaster.unsubscribe(on_event)
+        return True
 
     def first_answer_late(self, timeout: float) -> bool:
         """If the watch has not answered yet, publish the error saying it did not

@@ -111,7 +111,9 @@ class _ByURL(Discovery):
         self.registry = redact_url(template)
 
     def instancer(self, service: str) -> Instancer:
-        return instancer_from_url(self._template.replace(_PLACEHOLDER, service))
+        # The stack waits for the first answer itself, bounded by the request's time.
+        return instancer_from_url(self._template.replace(_PLACEHOLDER, service),
+                                  first_answer_timeout=0)
 
 
 class _Clients:

@@ -38,6 +38,7 @@ from kitsd.core.errors import MisuseError
 from kitsd.core.redact import shown_parameter, shown_url
 from kitsd.sd.consul.client import connect
 from kitsd.sd.consul.instancer import ConsulInstancer
+from kitsd.sd.instancer import DEFAULT_FIRST_ANSWER_TIMEOUT
 
 __all__ = ["SCHEMES", "TOKEN_ENV", "ConsulURL", "instancer_from_url", "parse_url", "shown_url"]
 
@@ -152,9 +153,12 @@ def _token() -> str | None:
     return None
 
 
-def instancer_from_url(parsed: urllib.parse.SplitResult) -> ConsulInstancer:
+def instancer_from_url(
+    parsed: urllib.parse.SplitResult, *,
+    first_answer_timeout: float = DEFAULT_FIRST_ANSWER_TIMEOUT,
+) -> ConsulInstancer:
     """A :class:`ConsulInstancer` for a parsed ``consul://``/``consuls://`` URL (see
-    the module docstring).
+    the module docstring); ``first_answer_timeout`` as for :class:`ConsulInstancer`.
 
     Raises :class:`kitsd.core.errors.MisuseError` for a URL it cannot use (including CA
     or certificate files that cannot be loaded).  Agent failures do not raise:
@@ -172,6 +176,7 @@ def instancer_from_url(parsed: urllib.parse.SplitResult) -> ConsulInstancer:
             settings.service,
             tags=settings.tags,
             passing_only=settings.passing_only,
+            first_answer_timeout=first_answer_timeout,
             owns_client=True,
         )
     except BaseException:

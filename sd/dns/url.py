@@ -25,6 +25,7 @@ from kitsd.core.errors import MisuseError
 from kitsd.core.redact import shown_parameter, shown_url, without_value
 from kitsd.sd.dns.instancer import SRVInstancer
 from kitsd.sd.dns.resolver import parse_server
+from kitsd.sd.instancer import DEFAULT_FIRST_ANSWER_TIMEOUT
 
 __all__ = ["instancer_from_url"]
 
@@ -34,8 +35,12 @@ _SECONDS = ("min_ttl", "max_ttl", "interval", "timeout")
 _KNOWN = {"server", "resolve", "tcp", *_SECONDS}
 
 
-def instancer_from_url(parsed: urllib.parse.SplitResult) -> SRVInstancer:
-    """An :class:`~sd.dns.SRVInstancer` for a ``dnssrv://`` URL (see the module docstring).
+def instancer_from_url(
+    parsed: urllib.parse.SplitResult, *,
+    first_answer_timeout: float = DEFAULT_FIRST_ANSWER_TIMEOUT,
+) -> SRVInstancer:
+    """An :class:`~sd.dns.SRVInstancer` for a ``dnssrv://`` URL (see the module docstring;
+    ``first_answer_timeout`` as for the instancer).
 
     Raises :class:`~kitsd.core.errors.MisuseError` for a URL it cannot use.  Lookup
     failures do not raise: they arrive as error events.
@@ -82,7 +87,8 @@ def instancer_from_url(parsed: urllib.parse.SplitResult) -> SRVInstancer:
         raise MisuseError(f"dnssrv:// needs the dns driver: {error}") from error
     try:
         return SRVInstancer(name, resolver=server, resolve=resolve_text in _TRUE,
-                            tcp=tcp_text in _TRUE, **seconds)
+                            tcp=tcp_text in _TRUE, first_answer_timeout=first_answer_timeout,
+                            **seconds)
     except ImportError as error:
         raise MisuseError(f"dnssrv:// needs the dns driver: {error}") from error
     except MisuseError as error:  # URL parameter values are never echoed

@@ -41,7 +41,7 @@ from kitsd.core.redact import shown_address, shown_parameter, without_value
 from kitsd.sd.etcd.connect import close_client, connect
 from kitsd.sd.etcd.instancer import DEFAULT_LIVENESS_TIMEOUT, EtcdInstancer
 from kitsd.sd.instance import split_address
-from kitsd.sd.instancer import InstancerHandle
+from kitsd.sd.instancer import DEFAULT_FIRST_ANSWER_TIMEOUT, InstancerHandle
 
 __all__ = ["PASSWORD_ENV", "USER_ENV", "EtcdURL", "instancer_from_url", "parse_url"]
 
@@ -191,11 +191,13 @@ def parse_url(parsed: urllib.parse.SplitResult) -> EtcdURL:
 class _OwningEtcdInstancer(EtcdInstancer):
     """An :class:`EtcdInstancer` that closes its (private) client when stopped."""
 
-    def __init__(self, client: Any, prefix: str, *, liveness_timeout: float) -> None:
+    def __init__(self, client: Any, prefix: str, *, liveness_timeout: float,
+                 first_answer_timeout: float) -> None:
         self._close_lock = threading.Lock()
         self._closed = False
         try:
-            super().__init__(client, prefix, liveness_timeout=liveness_timeout)
+            super().__init__(client, prefix, liveness_timeout=liveness_timeout,
+                             first_answer_timeout=first_answer_timeout)
         except BaseException:
             close_client(client)
             raise
@@ -210,8 +212,12 @@ class _OwningEtcdInstancer(EtcdInstancer):
         close_client(self.client)
 
 
-def instancer_from_url(parsed: urllib.parse.SplitResult) -> InstancerHandle:
-    """An :class:`~sd.etcd.EtcdInstancer` for an ``etcd://`` URL, on a client of its own.
+def instancer_from_url(
+    parsed: urllib.parse.SplitResult, *,
+    first_answer_timeout: float = DEFAULT_FIRST_ANSWER_TIMEOUT,
+) -> InstancerHandle:
+    """An :class:`~sd.etcd.EtcdInstancer` for an ``etcd://`` URL, on a client of its own
+    (``first_answer_timeout`` as for the instancer).
 
     Raises :class:`~kitsd.core.errors.MisuseError` for a malformed URL; with
     credentials, :class:`~kitsd.core.errors.PermissionDeniedError` or
@@ -223,4 +229,5 @@ def instancer_from_url(parsed: urllib.parse.SplitResult) -> InstancerHandle:
         endpoints=url.endpoints, user=url.user, password=url.password, timeout=url.timeout,
         ca_cert=url.ca, cert_cert=url.cert, cert_key=url.key,
     )
-    return _OwningEtcdInstancer(client, url.prefix, liveness_timeout=url.liveness)
+    return _OwningEtcdInstancer(client, url.prefix, liveness_timeout=url.liveness,
+                                first_answer_timeout=first_answer_timeout)

@@ -30,6 +30,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from kitsd.core.errors import MisuseError
+from kitsd.sd.instancer import DEFAULT_FIRST_ANSWER_TIMEOUT
 from kitsd.sd.k8s.config import ClusterConfig
 from kitsd.sd.k8s.instancer import EndpointSliceInstancer, check_port
 from kitsd.sd.url import shown_parameter, shown_url
@@ -98,11 +99,16 @@ def parse_url(parsed: urllib.parse.SplitResult) -> K8sURL:
                   context=single["context"], kubeconfig=single["kubeconfig"])
 
 
-def instancer_from_url(parsed: urllib.parse.SplitResult) -> EndpointSliceInstancer:
+def instancer_from_url(
+    parsed: urllib.parse.SplitResult, *,
+    first_answer_timeout: float = DEFAULT_FIRST_ANSWER_TIMEOUT,
+) -> EndpointSliceInstancer:
     """An :class:`EndpointSliceInstancer` for a parsed ``k8s://`` URL (see the module
-    docstring).  Raises :class:`kitsd.core.errors.MisuseError` for a URL or a
-    configuration it cannot use; API server failures arrive as error events."""
+    docstring; ``first_answer_timeout`` as for the instancer).  Raises
+    :class:`kitsd.core.errors.MisuseError` for a URL or a configuration it cannot use;
+    API server failures arrive as error events."""
     settings = parse_url(parsed)
     config = ClusterConfig.load(context=settings.context, kubeconfig=settings.kubeconfig)
     return EndpointSliceInstancer(settings.service, namespace=settings.namespace,
-                                  port=settings.port, config=config)
+                                  port=settings.port, config=config,
+                                  first_answer_timeout=first_answer_timeout)

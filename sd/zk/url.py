@@ -26,7 +26,7 @@ from kitsd.core import validate
 from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.core.redact import shown_address, shown_parameter, shown_url, without_value
 from kitsd.sd.instance import split_address
-from kitsd.sd.instancer import InstancerHandle
+from kitsd.sd.instancer import DEFAULT_FIRST_ANSWER_TIMEOUT, InstancerHandle
 from kitsd.sd.zk.client import close_client, connect
 from kitsd.sd.zk.instancer import ZKInstancer
 from kitsd.sd.zk.view import check_path
@@ -101,11 +101,11 @@ def _auth() -> str | None:
 class _OwningZKInstancer(ZKInstancer):
     """A :class:`ZKInstancer` that stops its (private) client when stopped."""
 
-    def __init__(self, client: Any, path: str) -> None:
+    def __init__(self, client: Any, path: str, *, first_answer_timeout: float) -> None:
         self._close_lock = threading.Lock()
         self._closed = False
         try:
-            super().__init__(client, path)
+            super().__init__(client, path, first_answer_timeout=first_answer_timeout)
         except BaseException:
             close_client(client)
             raise
@@ -120,8 +120,12 @@ class _OwningZKInstancer(ZKInstancer):
         close_client(self.client)
 
 
-def instancer_from_url(parsed: urllib.parse.SplitResult) -> InstancerHandle:
-    """A :class:`~sd.zk.ZKInstancer` for a ``zk://`` URL, on a client of its own.
+def instancer_from_url(
+    parsed: urllib.parse.SplitResult, *,
+    first_answer_timeout: float = DEFAULT_FIRST_ANSWER_TIMEOUT,
+) -> InstancerHandle:
+    """A :class:`~sd.zk.ZKInstancer` for a ``zk://`` URL, on a client of its own
+    (``first_answer_timeout`` as for the instancer).
 
     Raises :class:`~kitsd.core.errors.MisuseError` for a malformed URL.  The client
     connects in the background: an unreachable ensemble shows up as error
@@ -132,4 +136,4 @@ def instancer_from_url(parsed: urllib.parse.SplitResult) -> InstancerHandle:
         client = connect(url.hosts, auth=_auth(), timeout=url.timeout)
     except ImportError as error:
         raise MisuseError(f"zk:// needs the zk driver: {error}") from error
-    return _OwningZKInstancer(client, url.path)
+    return _OwningZKInstancer(client, url.path, first_answer_timeout=first_answer_timeout)

@@ -86,18 +86,22 @@ def test_non_string_raises_value_error() -> None:
 def test_registry_schemes_dispatch_the_parsed_url_to_their_driver(
     monkeypatch: pytest.MonkeyPatch, url: str, module: str
 ) -> None:
-    received: list[urllib.parse.SplitResult] = []
+    received: list[tuple[urllib.parse.SplitResult, float]] = []
     handle = InstancerHandle(Broadcaster())
 
-    def fake_from_url(parsed: urllib.parse.SplitResult) -> InstancerHandle:
-        received.append(parsed)
+    def fake_from_url(parsed: urllib.parse.SplitResult, *,
+                      first_answer_timeout: float) -> InstancerHandle:
+        received.append((parsed, first_answer_timeout))
         return handle
 
     fake = types.ModuleType(module)
     fake.instancer_from_url = fake_from_url  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, module, fake)
     assert instancer_from_url(url) is handle
-    assert received == [urllib.parse.urlsplit(url)]
+    assert instancer_from_url(url, first_answer_timeout=0) is handle
+    assert instancer_from_url(url, first_answer_timeout=0.25) is handle
+    parsed = urllib.parse.urlsplit(url)
+    assert received == [(parsed, 5.0), (parsed, 0.0), (parsed, 0.25)]
 
 
 @pytest.mark.parametrize(
