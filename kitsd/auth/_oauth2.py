@@ -95,6 +95,9 @@ class _Shared(HeaderAuth):
                               f"the token request took longer than timeout={self._timeout:g}s")
         return TokenError(self._exchange.name, f"the token request failed ({type(error).__name__})")
 
+    def _closed(self) -> TokenError:
+        return TokenError(self._exchange.name, "closed: no token can be fetched after close()")
+
     def _add(self, body: bytearray, chunk: bytes, status: int, at: float) -> None:
         """Add ``chunk`` to the answer's ``body``; raises when it grows past
         :data:`MAX_TOKEN_RESPONSE` or the request's time is up."""
@@ -156,6 +159,8 @@ class ClientCredentials(_Shared):
                                     wait=self._timeout + 1.0)
 
     def _fetch(self) -> Token:
+        if self._client.is_closed:
+            raise self._closed()
         method, url, headers, form = self._exchange.request()
         started = time.monotonic()
         at, scope = _within(self._timeout)
@@ -217,6 +222,8 @@ class AsyncClientCredentials(_Shared):
                                          wait=self._timeout + 1.0)
 
     async def _fetch(self) -> Token:
+        if self._client.is_closed:
+            raise self._closed()
         method, url, headers, form = self._exchange.request()
         started = time.monotonic()
         at, scope = _within(self._timeout)

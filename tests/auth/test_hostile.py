@@ -260,3 +260,16 @@ def test_grpc_channel_credentials_check_the_channel() -> None:
 
     with pytest.raises(TypeError, match="channel"):  # was AttributeError '_credentials'
         grpc_channel_credentials(BasicAuth("admin", "pw"), 5)
+
+
+async def test_a_closed_credential_says_so() -> None:
+    sync = ClientCredentials("http://127.0.0.1:9/token", "billing", SECRET)
+    sync.close()
+    sync.close()
+    with pytest.raises(TokenError, match="closed"):  # was "fetching ... (RuntimeError)"
+        sync.token()
+    async_ = AsyncClientCredentials("http://127.0.0.1:9/token", "billing", SECRET)
+    await async_.aclose()
+    await async_.aclose()
+    with pytest.raises(TokenError, match="closed"):
+        await async_.atoken()
