@@ -36,6 +36,7 @@ import functools
 import json
 import os
 import re
+import signal
 import ssl
 import subprocess
 import tempfile
@@ -198,9 +199,7 @@ class ExecToken:
                    "spec": {"interactive": False}}
         env = {**os.environ, **self.env, "KUBERNETES_EXEC_INFO": json.dumps(request)}
         try:
-            done = subprocess.run(  # noqa: S603 - the command the user's kubeconfig names
-                [self.command, *self.args], env=env, capture_output=True,
-                stdin=subprocess.DEVNULL, timeout=_EXEC_TIMEOUT, check=False)
+            done = _run_plugin([self.command, *self.args], env)
         except (OSError, subprocess.TimeoutExpired) as error:
             raise PermissionDeniedError(f"{what} could not run: {type(error).__name__}") \
                 from None
@@ -237,6 +236,27 @@ class ExecToken:
 
     def __repr__(self) -> str:
         return f"ExecToken({self.command!r})"
+
+
+def _run_plugin(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    """Run an exec credential plugin in a process group of its own, at most
+    :data:`_EXEC_TIMEOUT` seconds (also while a child it left behind holds its output
+    open); on timeout the whole group is killed (a plugin's children -- a shell's
+    background job, a helper it forked -- are not left running) and ``TimeoutExpired``
+    raised."""
+    with subprocess.Popen(  # noqa: S603 - the command the user's kubeconfig names
+            command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=_EXEC_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            # the leader is not reaped yet (alive, or a zombie), so its group id is
+            # still its own: no other process can be hit
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+        return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 @dataclass(frozen=True)

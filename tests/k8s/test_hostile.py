@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from kitsd import sd
-from kitsd.core.errors import MisuseError, RegistryUnavailableError
+from kitsd.core.errors import MisuseError, PermissionDeniedError, RegistryUnavailableError
 from kitsd.sd.k8s import (
     AsyncEndpointSliceInstancer,
     ClusterConfig,
@@ -258,3 +260,32 @@ async def test_a_cancelled_list_leaves_no_connection() -> None:
 def test_bad_loader_arguments_are_named(load: Any, named: str) -> None:
     with pytest.raises(TypeError, match=named):
         load()
+
+
+def test_a_hung_exec_plugin_leaves_no_process_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kitsd.sd.k8s import config
+
+    monkeypatch.setattr(config, "_EXEC_TIMEOUT", 1.0)
+    pids = tmp_path / "pids"
+    plugin = ExecToken("/bin/sh", ["-c", f"sleep 60 & echo $! > {pids}; sleep 60"])
+    started_at = time.monotonic()
+    with pytest.raises(PermissionDeniedError, match="could not run: TimeoutExpired"):
+        plugin.token()
+    assert time.monotonic() - started_at < 5
+    child = int(pids.read_text())
+
+    def gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        # a zombie until init reaps it is gone too
+        state = Path(f"/proc/{child}/stat").read_text().split(") ")[-1][:1]
+        return state == "Z"
+
+    # before: the shell was killed, its background job (and its foreground one) ran on
+    deadline = time.monotonic() + 5
+    while not gone():
+        assert time.monotonic() < deadline, "the plugin's child is still running"
+        time.sleep(0.02)
