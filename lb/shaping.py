@@ -26,9 +26,13 @@ keeps the choice with probability ``factor / max factor`` of the group, where
 ``factor`` is the overlap times the slow-start ramp *read at the time of the
 pick* — the ramp is continuous, so no share ever jumps.  A choice that is
 excluded (it failed earlier in the call), out, or not kept is drawn again, at
-most ``2 * PROBES`` times; then any usable candidate of the group, then of any
-group; then the balancer's plain fallback, which lets a retry leave a dead zone
-and lets ejection and health give way when nothing else is left.
+most ``PROBES`` times; then any usable candidate of the group, then of any
+group; then the balancer's plain fallback, which lets ejection and health give
+way when nothing else is left.  A *retry* (the call's earlier attempts failed)
+goes to a group none of them went to, when one has capacity in rotation
+(Envoy's ``previous_priorities`` retry predicate, for zones too): a zone that
+has just died, before any ejection says so, cannot take every attempt of a
+call.
 
 The options cost nothing when not given: a balancer without them never builds a
 shape and keeps its plain O(1) pick.  With them a pick stays O(1) in the number
@@ -128,13 +132,15 @@ class Shape:
     """One build of a balancer's shaping state for one endpoint set (see the module
     docstring).  Read under the balancer's lock."""
 
-    __slots__ = ("blocked", "cumulative", "expires", "fmax", "group_of", "groups", "keys",
-                 "overlap", "panic", "schedules", "starts", "weights")
+    __slots__ = ("blocked", "capacity", "cumulative", "drawn", "expires", "fmax", "group_of",
+                 "groups", "keys", "overlap", "panic", "schedules", "starts", "weights")
 
     def __init__(self, keys: Sequence[str]) -> None:
         self.keys = keys
-        self.groups: list[array[int]] = []
-        self.cumulative: list[float] = []
+        self.groups: list[array[int]] = []  # every group with members
+        self.capacity: list[float] = []  # each group's weight in rotation
+        self.drawn: list[int] = []  # the groups with a share of calls...
+        self.cumulative: list[float] = []  # ... and their cumulative shares
         self.panic = False
         self.blocked: bytearray | None = None  # 1: out of rotation (ejected, unhealthy)
         self.expires = math.inf
@@ -156,10 +162,10 @@ class Shape:
         return factor
 
     def group(self, draw: float) -> int:
-        """The group a uniform ``draw`` in [0, 1) falls in."""
+        """The group a uniform ``draw`` in [0, 1) falls in (by share)."""
         cumulative = self.cumulative
         position = bisect.bisect_right(cumulative, draw)
-        return min(position, len(cumulative) - 1)
+        return self.drawn[min(position, len(cumulative) - 1)]
 
     def schedule(self, group: int) -> array[int]:
         """The smooth weighted schedule over ``group``'s members (positions in it)."""
@@ -366,12 +372,15 @@ class Shaping:
             panic = bool(total_weight) and healthy_weight * 100.0 < threshold * total_weight - 1e-9
         cumulative: list[float] = []
         running = 0.0
-        for key, share in zip(order, shares, strict=True):
-            if share <= 0.0 or not grouped[key]:
+        for key, share, counted in zip(order, shares, plan_groups, strict=True):
+            if not grouped[key]:
                 continue
-            running += share
+            if share > 0.0:
+                running += share
+                shape.drawn.append(len(shape.groups))
+                cumulative.append(running)
             shape.groups.append(array("q", grouped[key]))
-            cumulative.append(running)
+            shape.capacity.append(counted.total if panic else counted.healthy)
         if running > 0.0:
             shape.cumulative = [part / running for part in cumulative]
         shape.panic = panic
@@ -410,10 +419,12 @@ class Shaping:
         """A shaped choice (see the module docstring), or -1: the caller falls back to
         its plain steering.  Under the lock."""
         groups = shape.groups
-        if not groups:
+        if not shape.drawn:
             return -1
         rng = owner._rng
-        number = shape.group(rng.random()) if len(groups) > 1 else 0
+        number = self._retry_group(shape, exclude, rng.random()) if exclude else -1
+        if number < 0:
+            number = shape.group(rng.random()) if len(shape.drawn) > 1 else shape.drawn[0]
         members = groups[number]
         top = shape.fmax[number] or 1.0
         slow_start = self.slow_start
@@ -439,10 +450,12 @@ class Shaping:
         """A consistent-hash choice: the first instance on the ring walk from the key's
         ``position`` that is in the drawn group, usable, and admitted by its ramp (a
         key-derived draw, so a key's instance is stable); -1 when none is."""
-        groups = shape.groups
-        if not groups:
+        if not shape.drawn:
             return -1
-        number = shape.group(owner._rng.random()) if len(groups) > 1 else 0
+        draw_group = owner._rng.random()
+        number = self._retry_group(shape, exclude, draw_group) if exclude else -1
+        if number < 0:
+            number = shape.group(draw_group) if len(shape.drawn) > 1 else shape.drawn[0]
         group_of = self.group_of(shape)
         draw = ((position * _GOLDEN) & _MASK) / float(1 << 64)
         slow_start = self.slow_start
@@ -454,6 +467,39 @@ class Shaping:
             if factor >= top or draw * top < factor:
                 return index
         return -1
+
+    def _retry_group(self, shape: Shape, exclude: Collection[str], draw: float) -> int:
+        """For a retry: a group none of the failed attempts went to, with capacity in
+        rotation — by share if some such group has one, else by capacity (Envoy's
+        retry predicates, for zones and tiers: a sick zone cannot take every attempt
+        of a call); -1 when there is none."""
+        keys = shape.keys
+        group_of = self.group_of(shape)
+        tried = set()
+        for key in exclude:
+            position = bisect.bisect_left(keys, key)
+            if position < len(keys) and keys[position] == key and group_of[position] >= 0:
+                tried.add(group_of[position])
+        if not tried:
+            return -1
+        shares: list[tuple[int, float]] = []
+        previous = 0.0
+        for number, cumulative in zip(shape.drawn, shape.cumulative, strict=True):
+            if number not in tried:
+                shares.append((number, cumulative - previous))
+            previous = cumulative
+        if not shares:
+            shares = [(number, capacity) for number, capacity in enumerate(shape.capacity)
+                      if number not in tried and capacity > 0.0]
+        total = sum(weight for _, weight in shares)
+        if total <= 0.0:
+            return -1
+        point = draw * total
+        for number, weight in shares:
+            point -= weight
+            if point < 0.0:
+                return number
+        return shares[-1][0]
 
     def close(self) -> None:
         """Stop watching health (the balancer is done with it)."""

@@ -314,6 +314,31 @@ def test_a_dead_zone_fails_no_call(make: Make) -> None:
     assert not set(answers) & dead
 
 
+@pytest.mark.parametrize("make", BALANCERS.values(), ids=BALANCERS.keys())
+def test_a_retry_goes_to_another_zone(make: Make) -> None:
+    # The local zone's instances fail with an error that ejects nothing (a reset
+    # connection, say): the retry still leaves the zone, as Envoy's
+    # previous_priorities predicate does for tiers.
+    info = zoned()
+    broken = in_zone(info, "a")
+    registry = sd.MemoryRegistry()
+    for key, value in info.items():
+        registry.registrar("svc", key, info=value).register()
+
+    def factory(instance: str) -> Callable[[Any], str]:
+        def call(request: Any) -> str:
+            if instance in broken:
+                raise RuntimeError(f"reset by {instance}")
+            return instance
+        return call
+
+    balancer = make(sd.Endpointer(registry.instancer("svc"), factory), zones=Zones("a"))
+    call = lb.retry(2, 5.0, balancer)
+    answers = Counter(call(f"request-{number}") for number in range(200))
+    assert sum(answers.values()) == 200
+    assert not set(answers) & broken
+
+
 def test_weights_and_zones_together() -> None:
     # envoy#41992: zone awareness with weighted round robin.
     info = zoned(per_zone=2, weights={0: 5, 1: 1})
