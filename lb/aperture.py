@@ -16,7 +16,7 @@ circumference 1::
 
     instances:  instance j covers [j / N, (j + 1) / N)        (sorted, N of them)
     clients:    client i covers   [i / C, i / C + width)      (C of them)
-    width     = size / N rounded up to a multiple of 1 / C, at most 1
+    width     = size / N rounded to the nearest multiple of 1 / C (>= 1 / C), at most 1
 
 A client talks to every instance its range overlaps, and sends each a share of
 its calls in proportion to the overlap (a client's range starting mid-instance
@@ -63,9 +63,10 @@ class Aperture:
     """Talk to a deterministic subset of about ``size`` instances (Finagle's
     deterministic aperture; see the module docstring).
 
-    * ``size`` (an int >= 1, default 10): instances per client (one or two more
-      at the range's ends, with partial weights); every instance when there are
-      no more than that.
+    * ``size`` (an int >= 1, default 10): about how many instances each client
+      talks to — rounded to a whole number of client slices (``instances /
+      clients`` each), so that the load is exactly even, plus partial instances
+      at the range's ends; every instance when there are no more than that.
     * ``client`` and ``clients``: this client's index in ``[0, clients)`` — or
     * ``rank``: a callable ``() -> (index, count)`` read whenever the instance set
       changes (:class:`lb.PeerRank` keeps one from an instancer of the clients).
@@ -112,11 +113,11 @@ class Aperture:
 
 
 def aperture_width(count: int, servers: int, size: int) -> float:
-    """The ring width of every client's range: ``size / servers`` rounded up to a whole
-    number of client slices (``1 / count``), so that every point of the ring is
-    covered by exactly ``count * width`` ranges and every instance gets the same
-    load; at most 1."""
-    slices = math.ceil(size / servers * count - _EPSILON)
+    """The ring width of every client's range: ``size / servers`` rounded to the nearest
+    whole number of client slices (``1 / count``; at least one), so that every point
+    of the ring is covered by exactly ``count * width`` ranges and every instance
+    gets the same load; at most 1."""
+    slices = math.floor(size / servers * count + 0.5 + _EPSILON)
     return min(1.0, max(1, slices) / count)
 
 

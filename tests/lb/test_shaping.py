@@ -404,14 +404,13 @@ def test_a_subset_is_all_a_client_uses(make: Make) -> None:
     _, source = endpointer(instances)
     balancer = make(source, subset=Aperture(size=3, client=1, clients=4))
     got = shares(balancer, 4000)
-    # width: 3/10 of the ring rounded up to 2 client slices of 1/4 = 0.5: 5 instances
-    # from 10 * 1/4 = 2.5 on: half of #2, #3..#6, half of #7
-    assert set(got) == set(instances[2:8])
+    # width: 3/10 of the ring rounded to whole client slices of 1/4: one, 2.5
+    # instances from 10 * 1/4 = 2.5 on: half of #2, then #3 and #4
+    assert set(got) == set(instances[2:5])
     if not isinstance(balancer, (lb.ConsistentHash, lb.LeastLoaded, lb.PeakEWMA)):
-        for key in instances[3:7]:
-            assert got[key] / 4000 == pytest.approx(0.2, abs=0.03)
-        for key in (instances[2], instances[7]):
-            assert got[key] / 4000 == pytest.approx(0.1, abs=0.03)
+        for key in instances[3:5]:
+            assert got[key] / 4000 == pytest.approx(0.4, abs=0.03)
+        assert got[instances[2]] / 4000 == pytest.approx(0.2, abs=0.03)
 
 
 def test_a_subset_follows_a_rank(clock: FakeTime) -> None:
