@@ -17,7 +17,8 @@ depends on changed, never per pick:
   without ``zones=``), counting as healthy the instances neither ejected nor
   failing their health check, by weight for :class:`lb.Weighted`;
 * which instances are **out** (ejected or unhealthy), and when that view expires
-  (the first ejection end; every second while ramps run or a peer rank may move).
+  (the first ejection end, the last ramp's end; a peer rank is read again every
+  second, and a new subset built only if it moved).
 
 A pick then draws a group by share (a binary search over a handful of numbers),
 lets the balancer choose within the group by its own rule (round robin's
@@ -25,10 +26,12 @@ counter, two random choices, the smooth weighted schedule, the hash ring), and
 keeps the choice with probability ``factor / max factor`` of the group, where
 ``factor`` is the overlap times the slow-start ramp *read at the time of the
 pick* — the ramp is continuous, so no share ever jumps.  A choice that is
-excluded (it failed earlier in the call), out, or not kept is drawn again, at
-most ``PROBES`` times; then any usable candidate of the group, then of any
-group; then the balancer's plain fallback, which lets ejection and health give
-way when nothing else is left.  A *retry* (the call's earlier attempts failed)
+excluded (it failed earlier in the call), out, or not kept is drawn again —
+the balancer's own choice ``PROBES / 2`` times, then random members of the group
+``PROBES / 2`` times (a run of ramping neighbours in round robin's order costs
+no scan) —; then any usable candidate of the group, then of any group; then
+the balancer's plain fallback, which lets ejection and health give way when
+nothing else is left.  A *retry* (the call's earlier attempts failed)
 goes to a group none of them went to, when one has capacity in rotation
 (Envoy's ``previous_priorities`` retry predicate, for zones too): a zone that
 has just died, before any ejection says so, cannot take every attempt of a
@@ -132,8 +135,9 @@ class Shape:
     """One build of a balancer's shaping state for one endpoint set (see the module
     docstring).  Read under the balancer's lock."""
 
-    __slots__ = ("blocked", "capacity", "cumulative", "drawn", "expires", "fmax", "group_of",
-                 "groups", "keys", "overlap", "panic", "schedules", "starts", "weights")
+    __slots__ = ("blocked", "capacity", "cumulative", "drawn", "expires", "first_start",
+                 "group_of", "groups", "keys", "overlap", "panic", "peak", "rank_check",
+                 "schedules", "starts", "weights")
 
     def __init__(self, keys: Sequence[str]) -> None:
         self.keys = keys
@@ -146,10 +150,14 @@ class Shape:
         self.expires = math.inf
         self.overlap: array[float] | None = None  # subset weight by index; None: all 1
         self.starts: array[float] | None = None  # ramp starts by index (nan: warm)
-        self.fmax: list[float] = []  # the largest factor of each group at the build
+        # per group: its largest overlap, and the earliest ramp start of its members
+        # (nan: a member is warm), which make the largest factor at any time
+        self.peak: list[float] = []
+        self.first_start: list[float] = []
+        self.rank_check = math.inf  # when to read a peer rank again
         self.group_of: array[int] | None = None  # index -> group (-1: not a candidate)
         self.weights: array[int] | None = None  # Weighted: the instances' weights
-        self.schedules: dict[int, array[int]] = {}
+        self.schedules: dict[int, array[int] | None] = {}
 
     def factor(self, index: int, now: float, slow_start: SlowStart | None) -> float:
         """The overlap times the ramp of ``index`` at ``now``."""
@@ -167,16 +175,26 @@ class Shape:
         position = bisect.bisect_right(cumulative, draw)
         return self.drawn[min(position, len(cumulative) - 1)]
 
-    def schedule(self, group: int) -> array[int]:
-        """The smooth weighted schedule over ``group``'s members (positions in it)."""
-        found = self.schedules.get(group)
-        if found is None:
-            weights = self.weights
-            members = self.groups[group]
-            found = smooth_schedule([weights[index] if weights is not None else 1
-                                     for index in members])
-            self.schedules[group] = found
+    def schedule(self, group: int) -> array[int] | None:
+        """The smooth weighted schedule over ``group``'s members (positions in it);
+        ``None`` when their weights are all equal (then it is round robin)."""
+        if group in self.schedules:
+            return self.schedules[group]
+        weights = self.weights
+        members = self.groups[group]
+        found = None
+        if weights is not None and len({weights[index] for index in members}) > 1:
+            found = smooth_schedule([weights[index] for index in members])
+        self.schedules[group] = found
         return found
+
+    def top(self, group: int, now: float, slow_start: SlowStart | None) -> float:
+        """The largest factor in ``group`` at ``now`` (what a kept choice is scaled by)."""
+        top = self.peak[group]
+        first = self.first_start[group]
+        if first == first and slow_start is not None:  # every member ramps
+            top *= slow_start.factor(now - first)
+        return top or 1.0
 
     def usable(self, index: int, exclude: Collection[str]) -> bool:
         blocked = self.blocked
@@ -272,6 +290,14 @@ class Shaping:
         if shape is None or self._dirty or shape.keys is not keys or now >= shape.expires:
             shape = self._shape = self._build(owner, keys, now)
             self._dirty = False
+        elif now >= shape.rank_check:
+            aperture = self.aperture
+            cached = self._subset
+            if aperture is not None and cached is not None and (
+                    aperture.coordinates() != cached[1]):
+                shape = self._shape = self._build(owner, keys, now)  # a peer came or went
+            else:
+                shape.rank_check = now + REFRESH
         return shape
 
     def _candidates(self, keys: Sequence[str]) -> tuple[list[int], array[float] | None]:
@@ -389,16 +415,28 @@ class Shaping:
         if warming is not None and warming.warming(now):
             starts = warming.starts
             ramps = array("d", [math.nan]) * size
+            latest = -math.inf
             for index in members:
                 start = starts.get(keys[index])
                 if start is not None:
                     ramps[index] = start
+                    latest = max(latest, start)
             shape.starts = ramps
-            shape.expires = min(shape.expires, now + REFRESH)
+            if latest > -math.inf and self.slow_start is not None:
+                # past the last ramp's end the plain path serves again
+                shape.expires = min(shape.expires, latest + self.slow_start.window)
         if self.aperture is not None and self.aperture.rank is not None:
-            shape.expires = min(shape.expires, now + REFRESH)
-        shape.fmax = [max((shape.factor(index, now, self.slow_start) for index in group),
-                          default=1.0) for group in shape.groups]
+            shape.rank_check = now + REFRESH
+        for group in shape.groups:
+            overlap = shape.overlap
+            shape.peak.append(1.0 if overlap is None else max(overlap[index] for index in group))
+            ramps_of = shape.starts
+            if ramps_of is None:
+                shape.first_start.append(math.nan)
+            else:
+                starts_here = [ramps_of[index] for index in group]
+                warm = any(start != start for start in starts_here)
+                shape.first_start.append(math.nan if warm else min(starts_here))
         shape.group_of = None
         return shape
 
@@ -426,11 +464,16 @@ class Shaping:
         if number < 0:
             number = shape.group(rng.random()) if len(shape.drawn) > 1 else shape.drawn[0]
         members = groups[number]
-        top = shape.fmax[number] or 1.0
         slow_start = self.slow_start
+        top = shape.top(number, now, slow_start)
         plain = shape.overlap is None and shape.starts is None
-        for _ in range(PROBES):
-            index = members[owner._choose_in(shape, number, len(members))]
+        count = len(members)
+        for probe in range(PROBES):
+            # the balancer's own choice first; then random positions, so that a run of
+            # ramping or ejected neighbours (round robin walks in order) costs no scan
+            position = (owner._choose_in(shape, number, count) if probe < PROBES // 2
+                        else rng.randrange(count))
+            index = members[position]
             if index == avoid or not shape.usable(index, exclude):
                 continue
             if plain:
@@ -459,7 +502,7 @@ class Shaping:
         group_of = self.group_of(shape)
         draw = ((position * _GOLDEN) & _MASK) / float(1 << 64)
         slow_start = self.slow_start
-        top = shape.fmax[number] or 1.0
+        top = shape.top(number, now, slow_start)
         for index in walk():
             if group_of[index] != number or not shape.usable(index, exclude):
                 continue

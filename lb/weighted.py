@@ -95,8 +95,10 @@ class Weighted(Pool[E]):
 
     def _choose_in(self, shape: Shape, group: int, count: int) -> int:
         schedule = shape.schedule(group)  # the group's own smooth weighted cycle
-        if not schedule:
-            return self._next_index(count) % count
+        if not schedule:  # equal weights: round robin over the group
+            position = self._next
+            self._next = position + 1
+            return position % count
         position = self._next
         self._next = position + 1
         return schedule[position % len(schedule)]
