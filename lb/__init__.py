@@ -22,7 +22,8 @@ Balancing, second pass (issue 21; every built-in balancer takes them, see
 :class:`Zones` (``zones=``: prefer the caller's zone, fail over between
 priority tiers, panic), :class:`HttpCheck` / :class:`GrpcCheck` run by a
 :class:`HealthCheckers` (``health_check=``, ``health_checkers=``: active health
-checks), :class:`Aperture` (``subset=``: deterministic subsetting); and for
+checks), :class:`Aperture` (``subset=``: deterministic subsetting, a client's place
+among its peers kept by :class:`PeerRank`); and for
 :func:`retry` / :func:`retry_async` an adaptive concurrency limit,
 :class:`GradientLimit` or :class:`AIMDLimit` (``limit=``), refusing with
 :class:`LimitExceeded` (driven by :class:`ConcurrencyLimiter`).
@@ -58,6 +59,7 @@ from kitsd.lb.hedging_policy import Hedge
 from kitsd.lb.least_loaded import LeastLoaded
 from kitsd.lb.outlier_detection import CountedError, OutlierDetection
 from kitsd.lb.peak_ewma import PeakEWMA
+from kitsd.lb.peer_rank import PeerRank
 from kitsd.lb.random import Random
 from kitsd.lb.retry import AsyncHedgedEndpoint, HedgedEndpoint, retry, retry_async
 from kitsd.lb.retry_budget import RetryBudget
@@ -86,6 +88,7 @@ __all__ = [
     "NoEndpointsError",
     "OutlierDetection",
     "PeakEWMA",
+    "PeerRank",
     "Pick",
     "Picker",
     "Random",
