@@ -166,7 +166,9 @@ class Subscription:
         self.check = check
         self.listener = listener
         self._watch = _Watch(check.key)
-        self._finalizer = weakref.finalize(self, checkers._release, self._watch)
+        # Collected: released later, by the scheduler (a finalizer may run inside any
+        # code of this thread, even under the checkers' own lock).
+        self._finalizer = weakref.finalize(self, checkers._released.append, self._watch)
 
     def watch(self, instances: Iterable[str]) -> None:
         """Watch exactly ``instances`` from now on: probers start for newcomers and
@@ -188,7 +190,8 @@ class Subscription:
 
     def close(self) -> None:
         """Stop watching (idempotent)."""
-        self._finalizer()
+        if self._finalizer.detach() is not None:
+            self._checkers._release(self._watch)
 
     def __repr__(self) -> str:
         return f"<Subscription {self.check!r}: {len(self._watch.instances)} instances>"
@@ -232,6 +235,8 @@ class HealthCheckers:
         self._pool: ThreadPoolExecutor | None = None
         self._own_client = http_client is None
         self._client = http_client
+        #: watches of subscriptions garbage collected, for the scheduler to release
+        self._released: list[_Watch] = []
 
     # --- the public surface -----------------------------------------------------------
 
@@ -257,6 +262,7 @@ class HealthCheckers:
     @property
     def probes(self) -> int:
         """How many probers run now (one per instance and check)."""
+        self._release_collected()
         with self._lock:
             return len(self._probes)
 
@@ -314,6 +320,16 @@ class HealthCheckers:
             self._start()
         for probe in to_close:
             self._close_channel(probe)
+
+    def _release_collected(self) -> None:
+        """Release the watches of subscriptions collected since the last look (not
+        under the lock)."""
+        while True:
+            try:
+                watch = self._released.pop()  # atomic: another thread may take one too
+            except IndexError:
+                return
+            self._release(watch)
 
     def _release(self, watch: _Watch) -> None:
         """A subscription closed or was collected: stop watching its instances."""
@@ -378,13 +394,16 @@ class HealthCheckers:
         """The scheduler: submit each probe when it is due."""
         pool = self._pool
         assert pool is not None  # noqa: S101 - started with the scheduler
-        with self._lock:
-            while not self._closed:
+        while not self._closed:
+            self._release_collected()
+            with self._lock:
+                if self._closed:
+                    return
                 heap = self._heap
                 now = self._clock()
                 if not heap or heap[0][0] > now:
-                    timeout = None if not heap else min(heap[0][0] - now, 1.0)
-                    self._wake.wait(timeout)
+                    # at least once a second: collected subscriptions are released then
+                    self._wake.wait(1.0 if not heap else min(heap[0][0] - now, 1.0))
                     continue
                 _, _, serial, key = heapq.heappop(heap)
                 probe = self._probes.get(key)

@@ -311,3 +311,17 @@ def test_a_grpc_check_without_grpcio_names_the_extra(monkeypatch: pytest.MonkeyP
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'kitsd\[grpc\]'"):
         check_health_check(GrpcCheck())
     assert check_health_check(FAST) is FAST  # HTTP checks need nothing more
+
+
+@pytest.mark.timeout(30)
+def test_a_stack_collected_inside_the_checkers_lock_does_not_deadlock(
+        checkers: HealthCheckers, instance: HealthInstance) -> None:
+    # A finalizer runs wherever the collection happens, even in code of this thread
+    # holding the checkers' (non-reentrant) lock: the release waits for the scheduler.
+    subscription: Subscription | None = checkers.subscribe(FAST, Heard())
+    assert subscription is not None
+    subscription.watch([instance.address])
+    with checkers._lock:
+        del subscription
+        gc.collect()
+    assert checkers.probes == 0
