@@ -94,12 +94,28 @@ def _positive(minimum: int) -> Callable[[str], Any]:
     return _number(int, minimum=minimum)
 
 
+_EXAMPLES = """\
+examples:
+  kitsd demo                    the whole stack on local instances, no server needed
+  kitsd watch consul://127.0.0.1:8500/users
+                                a service's live instances, as they change
+  kitsd servers install etcd    the servers the pytest plugin and kitsd chaos start
+  kitsd chaos --duration 30     faults under load (in-process registry by default)
+
+in Python: httpx.Client(transport=kitsd.Transport("consul://127.0.0.1:8500/{service}"))
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kitsd", description="Client-side service discovery and load balancing.")
+        prog="kitsd", description="Client-side service discovery and load balancing.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EXAMPLES)
     parser.add_argument("--version", action="version", version=f"kitsd {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    commands = parser.add_subparsers(dest="command", required=True)
+    # not required=True: without a command the whole help is printed (see main), not
+    # argparse's "the following arguments are required: command"
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                     title="commands (kitsd COMMAND --help for each)")
     _demo_parser(commands)
     _chaos_parser(commands)
     _watch_parser(commands)
@@ -192,7 +208,8 @@ def _servers_parser(commands: Any) -> None:
                     "own test suite start on loopback ports. `install` installs the missing "
                     "ones (system packages or a build; needs root or passwordless sudo); "
                     "`list` says what is installed where.")
-    actions = servers.add_subparsers(dest="action", required=True)
+    servers.set_defaults(help=servers.format_help)
+    actions = servers.add_subparsers(dest="action", metavar="ACTION", title="actions")
     install = actions.add_parser("install", help="install servers that are missing")
     install.add_argument("names", nargs="+", choices=names, metavar="NAME",
                          help=f"one or more of: {', '.join(names)}")
@@ -273,7 +290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "kitsd"
     try:  # from the first import on: a Ctrl-C while loading is one line too
         with _signals_raise():
-            args = _parser().parse_args(argv)
+            parser = _parser()
+            args = parser.parse_args(argv)
+            if args.command is None or getattr(args, "action", "") is None:
+                # `kitsd` or `kitsd servers` alone: what there is to run, not an error line
+                sys.stderr.write(getattr(args, "help", parser.format_help)())
+                return 2
             command = f"kitsd {args.command}"
             logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                                 format="%(asctime)s %(levelname)s %(name)s: %(message)s")

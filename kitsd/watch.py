@@ -19,7 +19,11 @@ def _line(event: sd.Event) -> str:
     listed = ", ".join(event.instances) if event.instances else "(none)"
     if event.error is not None:
         return f"{stamp}  error, keeping {len(event.instances)}: {event.error}  [{listed}]"
-    return f"{stamp}  {len(event.instances)} instances: {listed}"
+    return f"{stamp}  {_count(len(event.instances))}: {listed}"
+
+
+def _count(n: int) -> str:
+    return f"{n} instance" if n == 1 else f"{n} instances"
 
 
 def watch(url: str, out: TextIO, *, stop: threading.Event | None = None,
@@ -28,11 +32,14 @@ def watch(url: str, out: TextIO, *, stop: threading.Event | None = None,
     """Print every change of ``url``'s instance set until ``stop`` is set, ``count``
     events were printed or ``duration`` seconds passed; returns an exit code.
 
-    0 when the registry's last answer was good; 1 when it was an error, or when no
-    answer came at all (a line on ``err``, default ``sys.stderr``, says which).
-    Raises ``ValueError`` (:class:`sd.MisuseError`) for a bad URL, before watching;
-    ``KeyboardInterrupt`` propagates after the watch is stopped.
+    0 when the registry's last answer was good; 1 when it was an error, when no
+    answer came at all, or when the instancer could not even be built because the
+    registry failed (an etcd URL with credentials authenticates first): a line on
+    ``err``, default ``sys.stderr``, says which.  Raises ``ValueError``
+    (:class:`sd.MisuseError`) for a bad URL, before watching; ``KeyboardInterrupt``
+    propagates after the watch is stopped.
     """
+    err = sys.stderr if err is None else err
     stop = stop or threading.Event()
     printed = 0
     last: sd.Event | None = None
@@ -50,11 +57,15 @@ def watch(url: str, out: TextIO, *, stop: threading.Event | None = None,
             if count is not None and printed >= count:
                 stop.set()
 
-    with sd.instancer_from_url(url) as instancer:
+    try:
+        instancer = sd.instancer_from_url(url)
+    except sd.BackendError as error:  # the registry failed before there was a watch
+        err.write(f"kitsd watch: the registry was never reached: {error}\n")
+        return 1
+    with instancer:
         instancer.subscribe(on_event)
         _interruptible.wait(stop, duration)  # Ctrl-C reaches a main thread that waits
         instancer.unsubscribe(on_event)
-    err = sys.stderr if err is None else err
     with lock:
         if last is None:
             err.write("kitsd watch: no answer from the registry"

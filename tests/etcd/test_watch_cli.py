@@ -17,11 +17,11 @@ def test_watch_prints_changes_from_etcd(
     client.put(f"{prefix}a", "10.0.0.1:80")
     watch = WatchProcess(f"etcd://{etcd_member.endpoint}{prefix}")
     try:
-        watch.wait_line(lambda line: "1 instances: 10.0.0.1:80" in line)
+        watch.wait_line(lambda line: "1 instance: 10.0.0.1:80" in line)
         client.put(f"{prefix}b", "10.0.0.2:80")
         watch.wait_line(lambda line: "2 instances: 10.0.0.1:80, 10.0.0.2:80" in line)
         client.delete(f"{prefix}a")
-        watch.wait_line(lambda line: "1 instances: 10.0.0.2:80" in line)
+        watch.wait_line(lambda line: "1 instance: 10.0.0.2:80" in line)
     finally:
         watch.close()
     assert watch.process.returncode == WatchProcess.INTERRUPTED
@@ -42,4 +42,4 @@ def test_watch_count_1_prints_the_prefix_as_read_not_an_empty_set(
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 1, done.stdout
-    assert lines[0].endswith("1 instances: 10.0.0.1:80"), done.stdout
+    assert lines[0].endswith("1 instance: 10.0.0.1:80"), done.stdout

@@ -62,6 +62,40 @@ def test_watch_prints_the_static_set(capsys: pytest.CaptureFixture[str]) -> None
     assert "2 instances: 127.0.0.1:80, 127.0.0.1:81" in out
 
 
+def test_watch_says_one_instance(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["watch", "static://127.0.0.1:80", "--count", "1"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("  1 instance: 127.0.0.1:80")
+
+
+@pytest.mark.parametrize("argv", [[], ["servers"]])
+def test_a_command_alone_lists_what_it_can_do(argv: list[str],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``kitsd`` alone said only "the following arguments are required: command"."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: kitsd {' '.join(argv)}".rstrip() + " ")
+    wanted = ["install", "list"] if argv else ["demo", "watch", "chaos", "servers"]
+    for name in wanted:
+        assert re.search(rf"^    {name}\s+\S", err, re.MULTILINE), (name, err)
+    if not argv:
+        assert "kitsd demo " in err  # the examples
+
+
+def test_watch_of_a_registry_failing_before_the_watch_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An etcd URL with credentials logs in when it connects: with etcd down that raised
+    RegistryUnavailableError out of ``kitsd watch`` (a 40-line traceback, exit 1)."""
+    (port,) = free_ports(1)
+    url = f"etcd://user:S3CRET@127.0.0.1:{port}/services/users/"
+    assert main(["watch", url, "--count", "1", "--duration", "5"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"kitsd watch: the registry was never reached: connecting to etcd at "
+        f"127.0.0.1:{port}: etcd unavailable"]
+    assert "S3CRET" not in captured.out + captured.err
+
+
 def test_watch_rejects_unknown_scheme(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["watch", "zookeeper://x:1/a"]) == 2
     assert "unknown instancer URL scheme" in capsys.readouterr().err

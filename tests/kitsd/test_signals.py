@@ -177,7 +177,7 @@ def test_demo_stops_on_a_signal(command: Callable[..., Command], signum: int, co
 def test_watch_stops_on_a_signal(command: Callable[..., Command], signum: int,
                                  code: int) -> None:
     watch = command("watch", "static://127.0.0.1:1")
-    watch.wait_line("1 instances")
+    watch.wait_line("1 instance")
     watch.process.send_signal(signum)
     returncode, stderr = watch.finish()
     assert returncode == code

@@ -114,7 +114,7 @@ def test_kitsd_watch_shows_live_changes(zk_server: Server, client: Any, path: st
     try:
         watch.wait_line(lambda line: "0 instances" in line)
         client.create(f"{path}/a", b"10.0.0.1:80", makepath=True)
-        watch.wait_line(lambda line: "1 instances: 10.0.0.1:80" in line)
+        watch.wait_line(lambda line: "1 instance: 10.0.0.1:80" in line)
         client.delete(f"{path}/a")
         watch.wait_line(lambda line: "0 instances" in line)
     finally:
