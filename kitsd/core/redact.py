@@ -125,9 +125,13 @@ def shown_url(parsed: urllib.parse.SplitResult) -> str:
     query = "&".join(f"{shown_parameter(name)}={'***' if value else ''}" for name, value in pairs)
     if not pairs and parsed.query:
         query = "***"
-    fragment = "***" if parsed.fragment else ""
-    return _clip(urllib.parse.urlunsplit(
-        (parsed.scheme, redact_netloc(parsed.netloc), parsed.path, query, fragment)), _LIMIT)
+    # not urlunsplit: it drops the "//" of an empty authority (consul:// became "consul:")
+    shown = f"{parsed.scheme}://{redact_netloc(parsed.netloc)}{parsed.path}"
+    if parsed.query:
+        shown += f"?{query}"
+    if parsed.fragment:
+        shown += "#***"
+    return _clip(shown, _LIMIT)
 
 
 def without_value(error: BaseException) -> str:

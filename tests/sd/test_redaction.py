@@ -64,6 +64,9 @@ def test_netloc_and_urls() -> None:
     assert redact_url("zk://h/p?timeout=5&S3CRET=x") == "zk://h/p?timeout=***&***=***"
     parsed = urllib.parse.urlsplit("consul://u:S3CRET@h:S3CRET/svc?tag=S3CRET#S3CRET")
     assert shown_url(parsed) == "consul://***@h:***/svc?tag=***#***"
+    # an empty authority keeps its "//" (urlunsplit showed consul:// as "consul:")
+    assert shown_url(urllib.parse.urlsplit("consul://")) == "consul://"
+    assert shown_url(urllib.parse.urlsplit("k8s:///users")) == "k8s:///users"
     assert shown_parameter("min_ttl") == "min_ttl"
     assert shown_parameter("S3CRET=1") == "***"
 
