@@ -8,16 +8,20 @@ For everyone who writes a README section (read this before adding a block):
   directory, as a reader who copies it would, and must exit 0 within
   :data:`TIMEOUT` seconds.  So each block is a complete program: its own imports, no
   name from another block, no top-level ``await`` (use ``asyncio.run``), and it stops
-  what it starts (a thread or server left running keeps the process alive).  Say in a
-  comment which extras it needs (``# pip install 'kitsd[grpc]'``); the test run has
-  every extra.
+  what it starts (a thread or server left running keeps the process alive).
+* Each block says in a comment what a reader installs to run it, kitsd and its extras
+  and anything else it imports: ``# pip install 'kitsd[grpc]'``, ``# pip install
+  kitsd``, ``# pip install 'kitsd[serve,consul]' starlette``.  This test run has every
+  extra; ``.ci/newcomer_proof.py`` runs each block in a virtual environment holding
+  the wheel with only what its comment names.
 * Servers: a block that names one of the addresses of :data:`SERVERS`
   (``127.0.0.1:8500``, or ``"127.0.0.1", 8500`` as separate host and port) gets that
   server for real: a session fixture starts it on a free port and the block is run
   with the address rewritten to it.  ``127.0.0.1:8080`` is a local HTTP instance that
   answers every ``GET`` with JSON ``{"instance": "host:port", "path": "/..."}``.  A new
   kind of server is one row in :data:`SERVERS` (the fixture that starts it, and the
-  server ``kitsd servers install`` installs for it).
+  server ``kitsd servers install`` installs for it).  A test file using one of the
+  plugin's server fixtures (:data:`PLUGIN_FIXTURES`) gets its server installed too.
 * A block that defines ``test_`` functions is a user's test file: it is run with
   ``python -m pytest`` and kitsd's pytest plugin, and every test in it must pass.
 * A fragment that cannot run (a configuration excerpt, a signature) is not a Python
@@ -32,6 +36,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +71,16 @@ SERVERS: dict[str, Provided] = {
                                "a local HTTP instance answering GET with JSON"),
 }
 
+#: The pytest plugin's fixtures that start a server, and the server each needs.
+PLUGIN_FIXTURES: dict[str, str] = {
+    "kitsd_etcd": "etcd", "kitsd_etcd_cluster": "etcd", "kitsd_consul": "consul",
+    "kitsd_consul_cluster": "consul", "kitsd_kube": "kube-apiserver",
+}
+
 _ADDRESS = re.compile(r"127\.0\.0\.1(?P<sep>:|[\"'],\s*)(?P<port>\d+)\b")
+# `pip install` and what follows it: quoted or bare requirements, one space apart
+_INSTALL = re.compile(r"pip install((?: (?:'[^']+'|[A-Za-z0-9][A-Za-z0-9._\[\],<>=!~-]*))+)")
+_REQUIREMENT = re.compile(r"'([^']+)'|(\S+)")
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,41 @@ class Block:
         """The :data:`SERVERS` addresses this block names, in order of first use."""
         named = [f"127.0.0.1:{m['port']}" for m in _ADDRESS.finditer(self.code)]
         return list(dict.fromkeys(a for a in named if a in SERVERS))
+
+    def plugin_servers(self) -> list[str]:
+        """The servers the plugin's fixtures this test file uses start."""
+        if not self.is_test_file():
+            return []
+        tree = ast.parse(self.code)
+        used = {arg.arg for node in tree.body
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                and node.name.startswith("test_") for arg in node.args.args}
+        return sorted({PLUGIN_FIXTURES[name] for name in used & PLUGIN_FIXTURES.keys()})
+
+    def requirements(self) -> tuple[str, ...]:
+        """What its ``pip install`` comment names, normalised (``kitsd[consul,serve]``,
+        extras sorted); ``()`` when it names nothing."""
+        for line in self.code.splitlines():
+            comment = line.partition("#")[2]
+            match = _INSTALL.search(comment)
+            if match is None:
+                continue
+            found = []
+            for quoted, bare in _REQUIREMENT.findall(match.group(1)):
+                requirement = (quoted or bare).strip().lower()
+                name, bracket, extras = requirement.partition("[")
+                if bracket:
+                    extras = ",".join(sorted(e.strip() for e in extras.rstrip("]").split(",")))
+                    requirement = f"{name}[{extras}]"
+                found.append(requirement)
+            return tuple(found)
+        return ()
+
+    @property
+    def venv(self) -> str:
+        """A name for the environment holding its :meth:`requirements` (blocks that
+        need the same share one)."""
+        return re.sub(r"[^a-z0-9]+", "-", "+".join(sorted(self.requirements()))).strip("-")
 
     def is_test_file(self) -> bool:
         tree = ast.parse(self.code)
@@ -132,6 +181,7 @@ BLOCKS = blocks(README.read_text())
 
 def _param(block: Block) -> Any:
     servers = [SERVERS[a].server for a in block.servers() if SERVERS[a].server]
+    servers += block.plugin_servers()
     marks = [pytest.mark.integration, pytest.mark.kitsd_servers(*servers)] if servers else []
     return pytest.param(block, id=block.id, marks=marks)
 
@@ -197,19 +247,43 @@ _PLUGIN_CONFTEST = textwrap.dedent(
 )
 
 
+PYTHON_ENV = "KITSD_README_PYTHON"
+"""Set to an interpreter (``/tmp/venv/bin/python``): the blocks run with it and the
+kitsd installed in it (from a wheel), not with this checkout: no ``PYTHONPATH``, no
+conftest (its pytest finds the plugin through the installed entry point).  ``{venv}``
+in it is each block's :attr:`Block.venv` (``/tmp/envs/{venv}/bin/python``: each block
+in an environment of its own requirements).  The servers are still started here.
+``.ci/newcomer_proof.py`` runs the blocks so."""
+
+
+def interpreter(block: Block) -> tuple[str, bool]:
+    """The Python that runs ``block``, and whether it is this checkout's (see
+    :data:`PYTHON_ENV`)."""
+    other = os.environ.get(PYTHON_ENV, "").strip()
+    if not other:
+        return sys.executable, True
+    return other.replace("{venv}", block.venv), False
+
+
 def run_block(block: Block, addresses: dict[str, str], workdir: Path) -> None:
     """Run ``block`` (rewritten for ``addresses``) as a reader would; fail with its output."""
     code = rewrite(block.code, addresses)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    python, checkout = interpreter(block)
+    env = dict(os.environ)
+    env.pop(PYTHON_ENV, None)
+    if checkout:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    else:  # the installed kitsd only
+        env.pop("PYTHONPATH", None)
     if block.is_test_file():
-        (workdir / "conftest.py").write_text(_PLUGIN_CONFTEST)
+        if checkout:
+            (workdir / "conftest.py").write_text(_PLUGIN_CONFTEST)
         (workdir / "test_example.py").write_text(code)
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                   "test_example.py"]
+        command = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_example.py"]
     else:
         (workdir / "example.py").write_text(code)
-        command = [sys.executable, "example.py"]
+        command = [python, "example.py"]
     try:
         done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True,
                               timeout=TIMEOUT, check=False)
@@ -243,6 +317,32 @@ def test_every_python_block_is_collected() -> None:
               if re.match(r"^```python\b", line)]
     assert len(BLOCKS) == len(fences) > 0
     assert len({block.id for block in BLOCKS}) == len(BLOCKS)
+
+
+def test_every_block_says_what_to_install() -> None:
+    """Each block names what it needs (issue 15.3: one needed two extras without saying
+    so); the extras it names exist.  That they are enough is proven from the wheel by
+    ``.ci/newcomer_proof.py``."""
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())
+                 ["project"]["optional-dependencies"])
+    for block in BLOCKS:
+        named = block.requirements()
+        kitsd = [r for r in named if r == "kitsd" or r.startswith("kitsd[")]
+        assert len(kitsd) == 1, f"README line {block.line}: no `# pip install kitsd...` comment"
+        wanted = set(kitsd[0].partition("[")[2].rstrip("]").split(",")) - {""}
+        assert wanted <= extras, f"README line {block.line}: unknown extras {wanted - extras}"
+        if block.is_test_file():
+            assert "testing" in wanted, f"README line {block.line}: a test file needs [testing]"
+
+
+def test_requirements_and_plugin_servers_are_read() -> None:
+    block = Block(1, "s", "# app.py -- pip install 'kitsd[serve, consul]' Starlette; run\n"
+                          "def test_x(kitsd_kube, kitsd_etcd, tmp_path): pass\n")
+    assert block.requirements() == ("kitsd[consul,serve]", "starlette")
+    assert block.venv == "kitsd-consul-serve-starlette"
+    assert block.plugin_servers() == ["etcd", "kube-apiserver"]
+    assert Block(1, "s", "# test.py (pip install kitsd)\nx = 1\n").requirements() == ("kitsd",)
+    assert Block(1, "s", "x = 1\n").requirements() == ()
 
 
 def test_blocks_are_found_with_their_line_and_section() -> None:

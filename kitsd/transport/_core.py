@@ -27,7 +27,7 @@ from kitsd.transport._discovery import Discovery, discovery
 from kitsd.transport._options import DEFAULT, TransportKeywords, TransportOptions
 from kitsd.transport._policy import AttemptFailed
 from kitsd.transport._services import Labels, TooManyServicesError, expired, plan_room
-from kitsd.transport._stack import Forwarder, Stack
+from kitsd.transport._stack import Forwarder, Stack, not_reached
 
 __all__ = ["DEFAULT_BALANCER", "OUTLIER_DETECTION", "Discover", "h2_available"]
 
@@ -247,8 +247,8 @@ class _Core(Generic[StackT]):
             raise
         except BackendError as error:  # a registry client that cannot log in, say
             raise lb.NoEndpointsError(
-                f"no endpoints available for service {name!r}: cannot watch it in "
-                f"{discovery.registry}: {type(error).__name__}: {error}") from None
+                f"no endpoints available for service {name!r}: "
+                f"{not_reached(discovery.registry, error)}") from None
         return Stack(
             name, instancer, self._factory(endpoint), self._make_balancer, make_retry,
             self.options, registry=discovery.registry,

@@ -341,14 +341,25 @@ def _template(template: str) -> Discovery:
             f"discover URL template has an unknown scheme {scheme!r} in {shown} "
             f"(want one of {', '.join(_SCHEMES)})")
     if scheme == "static":
-        return _Static(template)
+        return _checked(_Static, template)
     if _PLACEHOLDER not in template:
         raise MisuseError(f"discover URL template must contain {{service}}, got {shown}")
     _check_driver(scheme, shown)
     shared = _SHARED.get(scheme)
     if shared is not None:
-        return shared(template)
+        return _checked(shared, template)
     return _ByURL(template)
+
+
+def _checked(make: Callable[[str], Discovery], template: str) -> Discovery:
+    """``make(template)``, whose check substitutes :data:`_PROBE` for ``{service}``: an
+    error shows the template the user wrote, not the stand-in name."""
+    try:
+        return make(template)
+    except MisuseError as error:
+        if _PROBE in str(error):  # same error (type, fields), the template's words
+            error.args = (str(error).replace(_PROBE, _PLACEHOLDER),)
+        raise
 
 
 def discovery(discover: object) -> Discovery:

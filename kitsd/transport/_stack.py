@@ -20,7 +20,7 @@ import pybreaker
 
 from kitsd import lb
 from kitsd.core.deadline import remaining
-from kitsd.core.errors import clip
+from kitsd.core.errors import PermissionDeniedError, RegistryUnavailableError, clip
 from kitsd.core.observe import HUB
 from kitsd.sd.endpointer import Endpointer
 from kitsd.sd.event import Event
@@ -260,8 +260,7 @@ class Stack:
                 text += f" (failing since: {_describe(error)})"
             return text
         if error is not None:
-            return (f"{head}: discovery has not succeeded yet: {self.registry}: "
-                    f"{_describe(error)}")
+            return f"{head}: {not_reached(self.registry, error)}"
         return f"{head}: {self.registry} has not answered yet"
 
     def wait_answer(self, limit: float) -> None:
@@ -375,6 +374,18 @@ class Stack:
             await self.endpointer.aclose()
         finally:
             self._instancer.stop()
+
+
+def not_reached(registry: str, error: BaseException) -> str:
+    """Why discovery through ``registry`` (redacted) has not succeeded, ``error`` its
+    last failure: what a caller's error says after "no endpoints available"."""
+    if isinstance(error, PermissionDeniedError):
+        what = "the registry refused the credentials"
+    elif isinstance(error, RegistryUnavailableError):
+        what = "the registry is unreachable"
+    else:
+        what = "discovery has not succeeded yet"
+    return f"{what}: {registry}: {_describe(error)}"
 
 
 def _describe(error: BaseException) -> str:

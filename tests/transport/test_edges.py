@@ -94,6 +94,21 @@ def test_consuls_template_accepted() -> None:
         kitsd.Transport("consul://127.0.0.1:8500/{service}?ca=/tmp/ca.pem")
 
 
+@pytest.mark.parametrize(("template", "shown"), [
+    ("consul://tok:S3CRET@127.0.0.1:1/{service}", "consul://***@127.0.0.1:1/{service}"),
+    ("zk://127.0.0.1:1/{service}?bogus=1", "zk://127.0.0.1:1/{service}?bogus=***"),
+    ("static://{service}:S3CRET", "'{service}:***'"),
+])
+def test_a_bad_template_is_shown_as_written(template: str, shown: str) -> None:
+    """A template is checked with a stand-in service name; its errors showed that name
+    (``consul://***@127.0.0.1:1/kitsd-probe``), never written by the user."""
+    with pytest.raises(MisuseError) as caught:
+        kitsd.Transport(template)
+    assert shown in str(caught.value)
+    assert "kitsd-probe" not in str(caught.value)
+    assert "S3CRET" not in str(caught.value)
+
+
 def test_a_port_in_the_request_url_is_refused(
     driver: Make, instances: Instances, registry: sd.MemoryRegistry
 ) -> None:
@@ -163,9 +178,13 @@ def test_registry_down_error_names_the_registry_and_its_error(driver: Make, sche
         client.request("GET", "http://users/", timeout=3)
     elapsed = time.monotonic() - start
     first_line = str(caught.value).splitlines()[0]
-    assert "no endpoints available for service 'users'" in first_line
+    # what, where (redacted) and why: "... 'users': the registry is unreachable:
+    # consul://127.0.0.1:PORT/{service}: RegistryUnavailableError: ... cannot connect"
+    assert first_line.startswith("no endpoints available for service 'users': the "
+                                 "registry is unreachable: "), first_line
     assert "the registry answered" not in first_line
     assert f"127.0.0.1:{port}" in first_line
+    assert "RegistryUnavailableError: " in first_line
     assert "S3CRET" not in str(caught.value)
     assert elapsed < 3.5
 
