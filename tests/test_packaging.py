@@ -143,6 +143,15 @@ def test_the_all_extra_names_every_extra_but_testing() -> None:
     assert named == set(extras) - {"all", "testing"}
 
 
+def test_the_readme_names_every_extra() -> None:
+    """The README's list of extras for a user's install (it missed ``auth``)."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    listed = re.search(r"extras: (.*?) for the pytest plugin\)", text)
+    assert listed is not None
+    named = set(re.findall(r"`([a-z0-9]+)`", listed.group(1)))
+    assert named == set(PYPROJECT["project"]["optional-dependencies"]) - {"all"}
+
+
 def test_the_sdist_builds_the_same_wheel_and_ships_no_test_tree(dist: Dist) -> None:
     with tarfile.open(dist.sdist) as archive:
         members = {m.name.split("/", 1)[1] for m in archive.getmembers() if "/" in m.name}
@@ -150,6 +159,33 @@ def test_the_sdist_builds_the_same_wheel_and_ships_no_test_tree(dist: Dist) -> N
     assert not [m for m in members if m.startswith(("tests/", "bench/"))]
     with zipfile.ZipFile(dist.wheel) as from_sdist, zipfile.ZipFile(dist.direct_wheel) as direct:
         assert sorted(from_sdist.namelist()) == sorted(direct.namelist())
+
+
+def test_help_kitsd_shows_where_to_start() -> None:
+    """``help(kitsd)`` listed four modules and ``__getattr__``: no way in for a newcomer."""
+    import pydoc
+
+    text = pydoc.plain(pydoc.render_doc(kitsd))
+    for wanted in ('kitsd.Transport("consul://127.0.0.1:8500/{service}")', "kitsd.serve",
+                   "kitsd demo", "kitsd servers install", "pip install 'kitsd[testing]'",
+                   "imported on first use"):
+        assert wanted in text, wanted
+
+
+@pytest.mark.integration
+@pytest.mark.kitsd_servers("etcd", "consul", "zookeeper", "kube-apiserver")
+@pytest.mark.timeout(1500)
+def test_the_wheel_passes_a_newcomers_script() -> None:
+    """Issue 15's "Done when": the wheel, installed on its own in a new virtual
+    environment, passes a newcomer's script (``.ci/newcomer_proof.py``: demo, watch
+    against a real etcd, the first hour's errors, every README example with only what
+    it says to install, the plugin's fixtures).  Needs the package index or pip's cache."""
+    done = subprocess.run([sys.executable, str(ROOT / ".ci" / "newcomer_proof.py")],
+                          capture_output=True, text=True, timeout=1400, check=False,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-12000:] + done.stderr[-3000:]
+    assert "ALL HOLD" in done.stdout
+    assert "FAIL" not in done.stdout
 
 
 def test_version_has_one_source() -> None:
