@@ -328,7 +328,9 @@ def test_every_block_says_what_to_install() -> None:
     for block in BLOCKS:
         named = block.requirements()
         kitsd = [r for r in named if r == "kitsd" or r.startswith("kitsd[")]
-        assert len(kitsd) == 1, f"README line {block.line}: no `# pip install kitsd...` comment"
+        assert len(kitsd) == 1, (
+            f"README line {block.line}: say what a reader installs to run it, in a comment: "
+            "`# pip install kitsd`, `# pip install 'kitsd[consul,etcd]' starlette`, ...")
         wanted = set(kitsd[0].partition("[")[2].rstrip("]").split(",")) - {""}
         assert wanted <= extras, f"README line {block.line}: unknown extras {wanted - extras}"
         if block.is_test_file():
