@@ -50,7 +50,10 @@ confirmed the baseline (come within ``tolerance`` of it) for
 ``probe_interval`` seconds, the limit halves for a moment (``probe_time``, or
 four baselines if longer), the queue drains, and the lowest latency of the
 calls started in that moment becomes the baseline.  A slower service is
-learnt within one interval; a queue never becomes the baseline.
+learnt within one interval, and this client's own queue never becomes the
+baseline.  (Many clients sharing one service each probe alone: a probe cannot
+drain the queue the others keep full, so under overload sustained across
+probes the baseline can rise; each rise is bounded by what the probe saw.)
 
 **AIMD** (Netflix's ``AIMDLimit``, TCP Reno's rule): each success with at least
 half the limit in flight adds one; a drop (or an answer slower than
