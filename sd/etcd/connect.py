@@ -9,7 +9,11 @@ without them.
 Tuning, compared with a client built with the vendor's defaults:
 
 * gRPC reconnects quickly after an etcd restart (100 ms doubling to 1 s; gRPC's
-  default backs off up to 120 s);
+  default backs off up to 120 s), and gives each connection attempt
+  :data:`CONNECT_TIMEOUT` seconds (gRPC's ``grpc.min_reconnect_backoff_ms`` is its
+  minimum connect timeout, not a backoff: at 100 ms an etcd that took 0.3 s to
+  accept a connection was an error first, and one that took 1.5 s was never
+  reached);
 * gRPC keepalive pings every :data:`KEEPALIVE_TIME` seconds while a call
   (a watch) is open, and drops a connection whose ping is not answered within
   :data:`KEEPALIVE_TIMEOUT` seconds (grpcio pings every 2 hours by default).
@@ -45,6 +49,7 @@ from kitsd.sd.etcd.errors import to_backend_error
 from kitsd.sd.instance import split_address
 
 __all__ = [
+    "CONNECT_TIMEOUT",
     "DEFAULT_GRPC_OPTIONS",
     "KEEPALIVE_TIME",
     "KEEPALIVE_TIMEOUT",
@@ -58,11 +63,13 @@ logger = logging.getLogger(__name__)
 KEEPALIVE_TIME: Final = 10.0
 #: Seconds a keepalive ping may go unanswered before gRPC drops the connection.
 KEEPALIVE_TIMEOUT: Final = 5.0
+#: Seconds gRPC gives one connection attempt (TCP, TLS and HTTP/2 handshakes) at least.
+CONNECT_TIMEOUT: Final = 5.0
 
 #: gRPC channel options for clients :func:`connect` builds (see the module docstring).
 DEFAULT_GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", int(CONNECT_TIMEOUT * 1000)),  # the connect timeout
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.keepalive_time_ms", int(KEEPALIVE_TIME * 1000)),
     ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT * 1000)),

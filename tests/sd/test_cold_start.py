@@ -7,8 +7,9 @@ runs of 8 concurrent first calls).  The watch's first call failed with kazoo's
 ``ConnectionClosedError`` (a new client is ``CLOSED`` until its connection thread runs;
 fixed by ``sd.zk.client.start_connecting``) and that error was the first answer.  Then a
 connection slower than one second was reported "not connected" as the first answer
-(fixed by ``sd.zk.client.ConnectAttempts``: only servers that failed are an error).  The
-same cold start is run for etcd, Consul and DNS templates: each first call must succeed.
+(fixed by ``sd.zk.client.ConnectAttempts``: only servers that failed are an error); for
+etcd, gRPC gave a connection attempt at most 0.1-1 s (``sd.etcd.connect.CONNECT_TIMEOUT``).
+The same cold start is run for etcd, Consul and DNS templates: each first call must succeed.
 """
 
 from __future__ import annotations
@@ -183,19 +184,25 @@ def test_every_first_call_of_a_fresh_async_transport_succeeds(
     assert failed == {}
 
 
-def test_a_zookeeper_slow_to_connect_serves_the_first_calls(
-    zk_address: str, no_thread_leaks: None
+@pytest.mark.parametrize("kind", ["zk", "etcd", "consul", "dnssrv"])
+def test_a_registry_slow_to_connect_serves_the_first_calls(
+    kind: str, request: pytest.FixtureRequest, ports: list[int]
 ) -> None:
-    """Fails before ConnectAttempts: a ZooKeeper that took 1.5 s to accept the session
-    was reported 'not connected within 1s' as the first answer, and every first call
-    failed with NoEndpointsError though the call had 60 s to spend."""
-    host, port = zk_address.rsplit(":", 1)
+    """Fails before ConnectAttempts (zk) and CONNECT_TIMEOUT (etcd): a registry that took
+    1.5 s to accept a connection was reported unreachable as the first answer (kazoo: 'not
+    connected within 1s'; gRPC: each attempt had 0.1-1 s, so etcd was never reached), and
+    every first call failed with NoEndpointsError though the call had 60 s to spend."""
+    template = _template(kind, request, ports)
+    address = template.split("server=")[1] if kind == "dnssrv" else template.split("/")[2]
+    host, port = address.rsplit(":", 1)
+    before = set(threading.enumerate())
     with BlackHoleProxy(host, int(port)) as proxy:
-        proxy.stall()  # the connection is accepted; the session's answer waits for resume()
+        proxy.stall()  # connections are accepted; the answers wait for resume()
         slow = threading.Timer(1.5, proxy.resume)
         slow.start()
         try:
-            results = _first_calls(f"zk://{proxy.endpoint}/services/{{service}}")
+            results = _first_calls(template.replace(address, proxy.endpoint))
         finally:
             slow.cancel()
     assert results == [200] * CALLS
+    assert_no_new_threads(before)
