@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import threading
 import urllib.parse
 from collections.abc import Callable
 from typing import Protocol, cast
@@ -149,7 +150,9 @@ async def _off_loop(build: Callable[[], InstancerHandle]) -> InstancerHandle:
     except asyncio.CancelledError:
         def abandon(done: asyncio.Future[InstancerHandle]) -> None:
             if not done.cancelled() and done.exception() is None:
-                loop.run_in_executor(None, done.result().stop)
+                # a thread of its own: the loop's executor may be shutting down with it
+                threading.Thread(target=done.result().stop, name="kitsd-abandoned-instancer",
+                                 daemon=True).start()
 
         future.add_done_callback(abandon)
         raise

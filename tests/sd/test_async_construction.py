@@ -233,3 +233,18 @@ async def test_wait_first_answer_async_publishes_the_late_error() -> None:
     publish(sd.Event(("a:1",)))  # the real answer replaces it
     assert seen[-1] == sd.Event(("a:1",))
     assert await handle.wait_first_answer_async(0.1)  # answered: at once
+
+
+def test_cancelled_as_the_loop_ends_leaves_nothing_running(hole: BlackHole) -> None:
+    """asyncio.run() cancels a build still in flight and shuts its executor down: what
+    the build returns is stopped all the same."""
+    before = set(threading.enumerate())
+
+    async def main() -> None:
+        asyncio.get_running_loop().create_task(
+            sd.instancer_from_url_async(url("zk", hole.port)))
+        await asyncio.sleep(0)  # the build has started; run() now cancels it
+
+    asyncio.run(main())
+    wait_for(lambda: not [thread for thread in threading.enumerate() if thread not in before],
+             timeout=10, what="the threads to end")
