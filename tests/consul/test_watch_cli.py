@@ -17,7 +17,7 @@ def test_watch_prints_changes_from_consul(
     try:
         watch.wait_line(lambda line: "0 instances" in line)
         with ConsulRegistrar(client, service_name, "127.0.0.1", 18301):
-            watch.wait_line(lambda line: "1 instances: 127.0.0.1:18301" in line)
+            watch.wait_line(lambda line: "1 instance: 127.0.0.1:18301" in line)
         watch.wait_line(lambda line: "0 instances" in line)
     finally:
         watch.close()

@@ -88,7 +88,7 @@ def test_kitsd_watch_shows_live_changes(
     try:
         watch.wait_line(lambda line: "0 instances" in line)
         register(service_name, "w", address="10.3.0.1", port=7000)
-        watch.wait_line(lambda line: "1 instances: 10.3.0.1:7000" in line)
+        watch.wait_line(lambda line: "1 instance: 10.3.0.1:7000" in line)
         consul_client.agent.service.deregister("w")
         watch.wait_line(lambda line: "0 instances" in line)
     finally:

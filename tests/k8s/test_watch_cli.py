@@ -20,11 +20,11 @@ def test_watch_prints_changes_from_kubernetes(
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig(tmp_path / "config", user="reader")))
     watch = WatchProcess(f"k8s://{namespace}/web:http")
     try:
-        watch.wait_line(lambda line: "1 instances: 10.0.0.1:8080" in line)
+        watch.wait_line(lambda line: "1 instance: 10.0.0.1:8080" in line)
         admin.put_slice(namespace, "web-2", "web", [endpoint("10.0.0.2")])
         watch.wait_line(lambda line: "2 instances: 10.0.0.1:8080, 10.0.0.2:8080" in line)
         admin.put_slice(namespace, "web-1", "web", [endpoint("10.0.0.1", terminating=True)])
-        watch.wait_line(lambda line: "1 instances: 10.0.0.2:8080" in line)
+        watch.wait_line(lambda line: "1 instance: 10.0.0.2:8080" in line)
     finally:
         watch.close()
     assert watch.process.returncode == 130  # interrupted (SIGINT), as kitsd's CLI documents
