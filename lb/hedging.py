@@ -17,7 +17,10 @@ connection back).
 * Threads: attempts run on a small pool the hedged endpoint owns, so the caller
   can return with the winner while the loser still runs; the loser is abandoned
   (a thread cannot be interrupted), bounded by the deadline that
-  :func:`lb.remaining` gives it, and settled when it lands.
+  :func:`lb.remaining` gives it, and settled when it lands.  A pool thread ends
+  after :data:`IDLE_THREAD_TIMEOUT` seconds without work (:class:`Workers`), so a
+  burst of hung instances does not leave ``max_workers`` threads behind for good
+  (``concurrent.futures.ThreadPoolExecutor`` never lets one go).
 * asyncio: the loser is cancelled, and waited for, before the call returns.
 
 Observers (:mod:`kitsd.core.observe`) hear each attempt in the context it runs in
@@ -33,9 +36,11 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import itertools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from concurrent import futures as cf
 from typing import Any, cast
@@ -45,9 +50,12 @@ from kitsd.lb._call import Discard, Setup
 from kitsd.lb.balancer import Pick
 from kitsd.lb.hedging_policy import Hedge, LatencyWindow
 
-__all__ = ["AsyncRace", "Failures", "Hedge", "Race", "Round"]
+__all__ = ["IDLE_THREAD_TIMEOUT", "AsyncRace", "Failures", "Hedge", "Race", "Round", "Workers"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a hedging pool's thread waits for work before it ends.
+IDLE_THREAD_TIMEOUT = 2.0
 
 #: The attempts of a round that failed, with their picks.
 Failures = list[tuple[Pick, Exception]]
@@ -164,16 +172,134 @@ async def _dispose_async(discard: Discard | None, answer: Any) -> None:
         logger.exception("lb.retry: discarding a hedge's losing answer failed")
 
 
+class Workers:
+    """At most ``max_workers`` threads running what is submitted, a thread started
+    when none is free, and ended after ``idle`` seconds without work.  The thread
+    that became free last is given the next piece of work (FIFO would keep every
+    thread of a burst busy enough never to end).  ``submit`` and ``shutdown`` as
+    ``concurrent.futures.ThreadPoolExecutor``'s (``shutdown`` never waits: a running
+    call is abandoned to its own deadline).  Thread-safe."""
+
+    __slots__ = ("_closed", "_free", "_idle", "_lock", "_max", "_name", "_queue", "_threads")
+
+    def __init__(self, max_workers: int, name: str, idle: float = IDLE_THREAD_TIMEOUT) -> None:
+        self._max = max_workers
+        self._name = name
+        self._idle = idle
+        self._lock = threading.Lock()
+        self._queue: deque[_Work] = deque()  # waiting for a thread
+        self._free: list[_Free] = []  # threads waiting for work, the last freed last
+        self._threads = 0  # alive
+        self._closed = False
+
+    def submit(self, function: Callable[..., Any], /, *args: Any) -> cf.Future[Any]:
+        """Run ``function(*args)`` on a thread; raises ``RuntimeError`` once shut down."""
+        future: cf.Future[Any] = cf.Future()
+        work = (future, function, args)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._free:
+                free = self._free.pop()
+                free.work = work
+                free.wake.set()
+                return future
+            if self._threads >= self._max:
+                self._queue.append(work)
+                return future
+            self._threads += 1
+        thread = threading.Thread(target=self._run, args=(work,), daemon=True,
+                                  name=f"{self._name}-{next(_THREAD_NUMBERS)}")
+        try:
+            thread.start()
+        except BaseException:
+            with self._lock:
+                self._threads -= 1
+            raise
+        return future
+
+    def _run(self, work: _Work | None) -> None:
+        free = _Free()
+        while work is not None:
+            future, function, args = work
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = function(*args)
+                except BaseException as error:  # noqa: BLE001 - the future carries it
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
+            del future, function, args  # hold nothing while waiting for the next
+            work = self._next(free)
+        with self._lock:
+            self._threads -= 1
+
+    def _next(self, free: _Free) -> _Work | None:
+        """The next piece of work for a thread that is free, or ``None``: end."""
+        with self._lock:
+            if self._queue:
+                return self._queue.popleft()
+            if self._closed:
+                return None
+            free.work = None
+            free.wake.clear()
+            self._free.append(free)
+        free.wake.wait(self._idle)
+        with self._lock:
+            if free.work is None and free in self._free:  # nobody came: end
+                self._free.remove(free)
+            work, free.work = free.work, None
+            return work
+
+    def shutdown(self, wait: bool = False, *, cancel_futures: bool = True) -> None:
+        """Refuse new work, cancel what has not started (``cancel_futures``), and let
+        the threads end; never waits (``wait`` is accepted for the executor's
+        signature and ignored).  Idempotent."""
+        with self._lock:
+            self._closed = True
+            dropped = list(self._queue) if cancel_futures else []
+            if cancel_futures:
+                self._queue.clear()
+            free, self._free = self._free, []
+        for each in free:
+            each.wake.set()
+        for future, _, _ in dropped:
+            future.cancel()
+
+    @property
+    def threads(self) -> int:
+        """Threads alive now (for tests and debugging)."""
+        with self._lock:
+            return self._threads
+
+
+_Work = tuple[cf.Future[Any], Callable[..., Any], tuple[Any, ...]]
+
+
+class _Free:
+    """A thread of :class:`Workers` waiting for work: handed it in ``work``, woken by
+    ``wake``."""
+
+    __slots__ = ("wake", "work")
+
+    def __init__(self) -> None:
+        self.wake = threading.Event()
+        self.work: _Work | None = None
+
+
+_THREAD_NUMBERS = itertools.count()
+
+
 class Race:
-    """Rounds on threads: a pool of at most ``max_workers`` threads, owned by the
-    hedged endpoint.  ``close()`` stops it at once (see the module docstring)."""
+    """Rounds on threads: a pool of at most ``max_workers`` threads (:class:`Workers`),
+    owned by the hedged endpoint.  ``close()`` stops it at once (see the module
+    docstring)."""
 
     __slots__ = ("_closing", "_pool", "_round")
 
     def __init__(self, rounds: Round, max_workers: int) -> None:
         self._round = rounds
-        self._pool = cf.ThreadPoolExecutor(max_workers=max_workers,
-                                           thread_name_prefix="kitsd-hedge")
+        self._pool = Workers(max_workers, "kitsd-hedge", IDLE_THREAD_TIMEOUT)
         # done once closed: every wait of a call in flight includes it, so it wakes
         self._closing: cf.Future[None] = cf.Future()
 
