@@ -24,7 +24,10 @@ Tuning, compared with a client built with the vendor's defaults:
 * a failed cluster member is skipped for ``time_retry`` seconds (the vendor
   default is 300);
 * with a user and password over plain HTTP, the token is sent as metadata
-  (gRPC would refuse call credentials), and a token etcd forgot is renewed.
+  (gRPC would refuse call credentials), and a token etcd forgot is renewed;
+* a watcher the client drops (failover, new token) cancels its stream, which etcd
+  would otherwise keep open with its thread for the life of the client
+  (:func:`~sd.etcd.adapter.cancel_abandoned_watches`).
 
 The instancer's liveness probe (:class:`~sd.etcd.EtcdInstancer`'s
 ``liveness_timeout``) bounds how long a partition goes unreported for any
@@ -44,7 +47,13 @@ from typing import Any, Final
 from kitsd.core import validate
 from kitsd.core.errors import InvalidInstanceError, MisuseError
 from kitsd.core.redact import shown_address, without_value
-from kitsd.sd.etcd.adapter import Login, VendorClient, _drop_call_credentials, describe
+from kitsd.sd.etcd.adapter import (
+    Login,
+    VendorClient,
+    _drop_call_credentials,
+    cancel_abandoned_watches,
+    describe,
+)
 from kitsd.sd.etcd.errors import to_backend_error
 from kitsd.sd.instance import split_address
 
@@ -206,6 +215,7 @@ def connect(
             )
     except Exception as error:
         raise to_backend_error(error, f"connecting to etcd at {where}") from error
+    cancel_abandoned_watches(vendor)  # a dropped watcher would keep its stream and thread
     login = None
     if user is not None and password is not None:
         secure = ca_cert is not None

@@ -25,6 +25,7 @@ from kitsd.sd.etcd.adapter import (
     _clear_failed_marks,
     _etcdrpc,
     adapt,
+    cancel_abandoned_watches,
 )
 from kitsd.sd.etcd.client import EtcdClient, EtcdLeases, EtcdReader, RangePage, Reconnecting
 
@@ -259,3 +260,58 @@ def test_connect_returns_an_owning_adapter() -> None:
     client.close()
     client.close()  # idempotent
     assert closes == [1], "connect()'s adapter owns (and closes) its vendor client"
+
+
+def test_vendor_watcher_layout_the_stream_cancelling_relies_on() -> None:
+    """Contract of adapter.cancel_abandoned_watches with the installed client: the client
+    makes its watchers through get_watcher() (the watcher property, failovers, a new
+    token), and a watcher opens its stream through its _watch_stub and ends only the
+    request side on close()."""
+    import inspect
+
+    vendor_module = pytest.importorskip("pyetcd")
+    watch_module = sys.modules[vendor_module.__name__ + ".watch"]
+    client_class = vendor_module.MultiEndpointEtcd3Client
+    watcher_property = inspect.getsource(client_class.watcher.fget)
+    assert "self.get_watcher()" in watcher_property
+    watcher_class = watch_module.Watcher
+    assert "self._watch_stub.Watch(" in inspect.getsource(watcher_class._run)
+    assert "self._watch_stub = " in inspect.getsource(watcher_class.__init__)
+    assert "cancel" not in inspect.getsource(watcher_class.close)  # still only half-closes
+
+
+def test_abandoned_watchers_cancel_their_stream() -> None:
+    class Call:
+        cancelled = 0
+
+        def cancel(self) -> None:
+            Call.cancelled += 1
+
+    class Stub:
+        def Watch(self, requests: Any) -> Call:
+            return Call()
+
+    class Watcher:
+        closed = 0
+
+        def __init__(self) -> None:
+            self._watch_stub = Stub()
+
+        def close(self) -> None:
+            Watcher.closed += 1
+
+    class Vendor:
+        def get_watcher(self) -> Watcher:
+            return Watcher()
+
+    vendor = Vendor()
+    assert cancel_abandoned_watches(vendor)
+    assert not cancel_abandoned_watches(vendor)  # once
+    watcher = vendor.get_watcher()
+    watcher._watch_stub.Watch(iter(()))
+    watcher._watch_stub.Watch(iter(()))
+    watcher.close()
+    assert (Watcher.closed, Call.cancelled) == (1, 2)
+    watcher._watch_stub.Watch(iter(()))  # a thread that got there after the close
+    assert Call.cancelled == 3
+    assert not cancel_abandoned_watches(object())  # another layout: left alone
