@@ -48,6 +48,11 @@ class BlackHoleProxy:
         """``127.0.0.1:port`` of the proxy."""
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def targets(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of the servers it forwards to, in the order it tries them."""
+        return list(self._targets)
+
     def stall(self) -> None:
         """Stop forwarding (connections stay open)."""
         self._flowing.clear()
@@ -98,10 +103,13 @@ class BlackHoleProxy:
             if upstream is None:
                 client.close()
                 continue
+            pair = [client, upstream]
+            ended = [0]  # pumps of the pair that ended: the second closes both sockets
             with self._lock:
-                self._sockets += [client, upstream]
-            self._start(self._pump, "blackhole-up", client, upstream)
-            self._start(self._pump, "blackhole-down", upstream, client)
+                self._sockets += pair
+                self._threads = [thread for thread in self._threads if thread.is_alive()]
+            self._start(self._pump, "blackhole-up", client, upstream, pair, ended)
+            self._start(self._pump, "blackhole-down", upstream, client, pair, ended)
 
     def _connect(self) -> socket.socket | None:
         for target in self._targets:
@@ -111,7 +119,8 @@ class BlackHoleProxy:
                 continue
         return None
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, pair: list[socket.socket],
+              ended: list[int]) -> None:
         while not self._closed.is_set():
             if not self._flowing.wait(0.05):
                 continue  # stalled: leave the bytes in the kernel's buffers
@@ -129,3 +138,11 @@ class BlackHoleProxy:
                 break
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+        with self._lock:
+            ended[0] += 1
+            if ended[0] < 2 or self._closed.is_set():  # close() closes what is left
+                return
+            self._sockets = [each for each in self._sockets if each not in pair]
+        for each in pair:  # both directions ended: a finished connection keeps no socket
+            with contextlib.suppress(OSError):
+                each.close()
