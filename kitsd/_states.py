@@ -4,7 +4,10 @@ Both ``kitsd.prometheus`` and ``kitsd.otel`` feed one :class:`States` from the
 observations they hear and read it when scraped, so a gauge is never stale:
 
 * discovered instances: the count of the last :class:`kitsd.core.observe.DiscoveryUpdated`
-  (or failure) per service;
+  (or failure) per service, among the watches that still run: a watch that stopped
+  (:class:`kitsd.core.observe.DiscoveryStopped`) is forgotten, and a watch whose
+  label changed counts under its new label only, so what is kept is bounded by the
+  watches running, not by every name ever watched;
 * ejected instances: the ejections heard, each counted until its end (the
   balancer puts an instance back when its time is up without telling anyone) or
   until :class:`kitsd.core.observe.InstanceRestored`;
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from kitsd.core.observe import (
     BreakerStateChanged,
     DiscoveryFailed,
+    DiscoveryStopped,
     DiscoveryUpdated,
     InstanceEjected,
     InstanceRestored,
@@ -41,7 +45,9 @@ class States:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._clock = clock
-        self._discovered: dict[str, int] = {}
+        # service label -> watch -> its instances, the watch that published last, last
+        self._discovered: dict[str, dict[int, int]] = {}
+        self._labels: dict[int, str] = {}  # watch -> the label it published under last
         self._ejected: dict[tuple[str, str], float] = {}  # (service, instance) -> until
         self._breakers: dict[str, Callable[[], object]] = {}  # name -> weak ref (or fallback)
         self._last_state: dict[str, str] = {}
@@ -49,8 +55,21 @@ class States:
     def observe(self, observation: Observation) -> None:
         """Book ``observation`` if it changes a state."""
         if isinstance(observation, DiscoveryUpdated | DiscoveryFailed):
+            watch, service = observation.watch, observation.service
             with self._lock:
-                self._discovered[observation.service] = observation.instances
+                if watch:  # 0: an emitter that does not tell its watches apart
+                    before = self._labels.get(watch)
+                    if before is not None and before != service:
+                        self._forget(before, watch)
+                    self._labels[watch] = service
+                counts = self._discovered.setdefault(service, {})
+                counts.pop(watch, None)  # re-inserted: the one published last comes last
+                counts[watch] = observation.instances
+        elif isinstance(observation, DiscoveryStopped):
+            with self._lock:
+                watch = observation.watch
+                self._forget(self._labels.pop(watch, observation.service) if watch
+                             else observation.service, watch)
         elif isinstance(observation, InstanceEjected):
             with self._lock:
                 key = (observation.service, observation.instance)
@@ -67,6 +86,13 @@ class States:
                 self._breakers[observation.name] = ref
                 self._last_state[observation.name] = observation.new
 
+    def _forget(self, service: str, watch: int) -> None:
+        counts = self._discovered.get(service)
+        if counts is not None:
+            counts.pop(watch, None)
+            if not counts:
+                del self._discovered[service]
+
     def instances(self) -> dict[tuple[str, str], int]:
         """``(service, state) -> count`` for states ``discovered`` and ``ejected``."""
         now = self._clock()
@@ -74,7 +100,8 @@ class States:
             for key in [key for key, until in self._ejected.items() if until <= now]:
                 del self._ejected[key]
             ejected = Counter(service for service, _ in self._ejected)
-            counts = {(service, "discovered"): n for service, n in self._discovered.items()}
+            counts = {(service, "discovered"): next(reversed(watches.values()))
+                      for service, watches in self._discovered.items()}
             for service in {*self._discovered, *ejected}:
                 counts[(service, "ejected")] = ejected.get(service, 0)
             return counts

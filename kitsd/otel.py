@@ -73,6 +73,7 @@ from kitsd.core.observe import (
     CallFinished,
     CallStarted,
     DiscoveryFailed,
+    DiscoveryStopped,
     DiscoveryUpdated,
     InstanceEjected,
     InstanceRestored,
@@ -183,6 +184,7 @@ class OtelObserver:
             RateLimited: self._rate_limited,
             InstanceRestored: self.states.observe,
             DiscoveryUpdated: self.states.observe,
+            DiscoveryStopped: self.states.observe,
             BreakerStateChanged: self.states.observe,
         }
 

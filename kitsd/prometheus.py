@@ -59,6 +59,7 @@ from kitsd.core.observe import (
     BudgetRefused,
     CallFinished,
     DiscoveryFailed,
+    DiscoveryStopped,
     DiscoveryUpdated,
     InstanceEjected,
     InstanceRestored,
@@ -144,6 +145,7 @@ class PrometheusObserver:
             RateLimited: self._rate_limited,
             InstanceRestored: self.states.observe,
             DiscoveryUpdated: self.states.observe,
+            DiscoveryStopped: self.states.observe,
             BreakerStateChanged: self.states.observe,
         }
 

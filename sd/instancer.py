@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 from collections import deque
@@ -40,7 +41,14 @@ from typing import Final, Protocol, Self, TypeVar, cast, runtime_checkable
 
 from kitsd.core import validate
 from kitsd.core.errors import MisuseError, RegistryUnavailableError
-from kitsd.core.observe import HUB, DiscoveryFailed, DiscoveryUpdated, emit
+from kitsd.core.observe import (
+    HUB,
+    DiscoveryFailed,
+    DiscoveryStopped,
+    DiscoveryUpdated,
+    current_watch_label,
+    emit,
+)
 from kitsd.sd.event import Delta, Event, diff, same_error, splice
 from kitsd.sd.instance import normalize_instance
 from kitsd.sd.instance_info import (
@@ -65,6 +73,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# Numbers telling watches apart in observations (Broadcaster.watch).
+_WATCH_NUMBERS = itertools.count(1)
 
 Callback = Callable[[Event], object]
 W = TypeVar("W", bound="Stoppable")
@@ -139,6 +150,12 @@ class Broadcaster:
     :attr:`answered` is ``False``, :attr:`state` is the empty ``Event()`` and
     subscribers are sent nothing; the first snapshot published is delivered to
     every one of them, even an empty one.
+
+    Observations (:mod:`kitsd.core.observe`) name ``kind`` and ``service``, or, for
+    a broadcaster made inside ``kitsd.core.observe.labelling_watches(label)``, the
+    label's name at the time (a name that came from a request must not become a
+    metric label before it is vouched for); :meth:`stopped` tells observers the
+    watch is gone.
     """
 
     def __init__(
@@ -150,6 +167,11 @@ class Broadcaster:
         #: kitsd.observe: the registry kind and service named in discovery observations.
         self.kind = kind
         self.service = service
+        #: kitsd.observe: tells this watch from the others in observations.
+        self.watch = next(_WATCH_NUMBERS)
+        self._label = current_watch_label()
+        if self._label is not None:
+            self._label.attach(self._relabelled)
         self._lock = threading.RLock()
         start = initial if initial is not None else Event()
         self._members: set[str] = set(start.instances)
@@ -375,12 +397,32 @@ class Broadcaster:
                 self._observe(Event(self._state.instances, error))
             return published
 
+    @property
+    def label(self) -> str:
+        """The service name observations give now (see the class docstring)."""
+        return self.service if self._label is None else self._label.name
+
     def _observe(self, event: Event) -> None:
         """kitsd.observe: report a published state (caller holds the lock)."""
         if event.error is None:
-            emit(DiscoveryUpdated(self.kind, self.service, len(event.instances)))
+            emit(DiscoveryUpdated(self.kind, self.label, len(event.instances), self.watch))
         else:
-            emit(DiscoveryFailed(self.kind, self.service, len(event.instances), event.error))
+            emit(DiscoveryFailed(self.kind, self.label, len(event.instances), event.error,
+                                 self.watch))
+
+    def _relabelled(self) -> None:
+        """The label was renamed: observers hear the current state under the new name."""
+        with self._lock:
+            if HUB.observers and self._answered.is_set():
+                self._observe(self._state)
+
+    def stopped(self) -> None:
+        """The watch feeding this broadcaster stopped for good: observers forget it
+        (:class:`kitsd.core.observe.DiscoveryStopped`).  Called by whoever stops the
+        watch (:class:`SharedWatches`, the registries' own instancers)."""
+        with self._lock:
+            if HUB.observers and self._answered.is_set():
+                emit(DiscoveryStopped(self.kind, self.label, self.watch))
 
     def subscribe(self, callback: Callback) -> None:
         """Add ``callback`` and deliver the current snapshot to it at once; while
@@ -680,7 +722,10 @@ class SharedWatches:
             if entry[2][0] > 0:
                 return
             del self._entries[full]
-        entry[1].stop()
+        try:
+            entry[1].stop()
+        finally:
+            entry[0].stopped()
 
     def keys(self) -> list[Hashable]:
         """Keys with a running watch (for tests and debugging; a key shared by two

@@ -65,6 +65,7 @@ class MemoryRegistry:
                     entry[1][0] -= 1
                     if entry[1][0] == 0 and self._broadcasters.get(service) is entry:
                         del self._broadcasters[service]
+                        entry[0].stopped()  # kitsd.observe: nobody watches it any more
 
             return InstancerHandle(entry[0], release)
 

@@ -18,6 +18,7 @@ import httpx
 
 from kitsd import breaker, lb
 from kitsd.core.errors import BackendError, MisuseError
+from kitsd.core.observe import WatchLabel, labelling_watches
 from kitsd.sd.endpointer import Endpointer
 from kitsd.sd.http._attempt import StatusError
 from kitsd.sd.instancer import Instancer
@@ -26,7 +27,7 @@ from kitsd.transport import _policy
 from kitsd.transport._discovery import Discovery, discovery
 from kitsd.transport._options import DEFAULT, TransportKeywords, TransportOptions
 from kitsd.transport._policy import AttemptFailed
-from kitsd.transport._services import Labels, TooManyServicesError, expired, plan_room
+from kitsd.transport._services import OTHER, Labels, TooManyServicesError, expired, plan_room
 from kitsd.transport._stack import Forwarder, Stack, not_reached
 
 __all__ = ["DEFAULT_BALANCER", "OUTLIER_DETECTION", "Discover", "h2_available"]
@@ -221,11 +222,23 @@ class _Core(Generic[StackT]):
             stack.close()
 
     def _label(self, stack: Stack) -> str:
-        """The metric label for calls to ``stack``'s service (``other`` until admitted)."""
-        if stack.label != "other" or not (stack.had_instances or self._listed(stack.name)):
+        """The metric label for calls to ``stack``'s service (``other`` until admitted);
+        once admitted, its registry watch is labelled so too."""
+        if stack.label != OTHER or not (stack.had_instances or self._listed(stack.name)):
             return stack.label
         with self._lock:
-            return self._labels.label(stack.name, admitted=True)
+            label = self._labels.label(stack.name, admitted=True)
+        stack.watch_label.rename(label)
+        return label
+
+    def _watch_label(self, name: str) -> str:
+        """What a new watch of ``name`` is labelled in observations before its first
+        answer: the name if the user listed it or it was admitted before, else ``other``
+        (a request's host is no metric label until the registry vouched for it)."""
+        with self._lock:
+            if self._labels.given(name):
+                return name
+            return self._labels.label(name, admitted=self._listed(name))
 
     def _listed(self, name: str) -> bool:
         services = self.options.services
@@ -241,8 +254,13 @@ class _Core(Generic[StackT]):
         self, name: str, endpoint: Callable[[str], Any], make_retry: Callable[..., Any]
     ) -> Stack:
         discovery = self._discovery
+        label = WatchLabel(self._watch_label(name))
         try:
-            instancer = discovery.instancer(name)
+            if discovery.labelled:
+                with labelling_watches(label):
+                    instancer = discovery.instancer(name)
+            else:
+                instancer = discovery.instancer(name)
         except MisuseError:
             raise
         except BackendError as error:  # a registry client that cannot log in, say
@@ -252,7 +270,7 @@ class _Core(Generic[StackT]):
         return Stack(
             name, instancer, self._factory(endpoint), self._make_balancer, make_retry,
             self.options, registry=discovery.registry,
-            now=time.monotonic())
+            now=time.monotonic(), watch_label=label)
 
     def _take_all(self) -> list[StackT]:
         with self._lock:

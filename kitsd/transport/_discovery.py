@@ -59,6 +59,10 @@ class Discovery:
 
     registry = "the registry"
     blocking = False  # whether instancer() may block (connect, wait for an answer)
+    # whether the watches instancer() starts are the transport's own, to be labelled by
+    # it in observations (an sd.MemoryRegistry's are shared with its other users, and
+    # publish only names the code registered)
+    labelled = True
 
     def instancer(self, service: str) -> Instancer:
         raise NotImplementedError
@@ -69,6 +73,7 @@ class Discovery:
 
 class _Memory(Discovery):
     registry = "the sd.MemoryRegistry"
+    labelled = False
 
     def __init__(self, registry: MemoryRegistry) -> None:
         self._registry = registry

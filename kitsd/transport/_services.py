@@ -23,6 +23,10 @@ services is bounded on purpose:
   ``services=`` list names it -- and while fewer than ``limit`` names have
   been given out; anything else is labelled ``other``.  Label values are then
   names the registry or the user vouched for, never whatever a request said.
+  The service's registry watch is labelled the same way before its first answer
+  (:class:`kitsd.core.observe.WatchLabel`): ``other`` until admitted, so the
+  discovery series (``kitsd_instances``, ``kitsd_discovery_errors_total``) hold no
+  request-derived value either.
 
 Entries are read through :class:`Usage` snapshots taken by the driver under its
 lock; nothing here locks, reads a clock or closes anything.
@@ -119,6 +123,10 @@ class Labels:
             return OTHER
         self._given.add(name)
         return name
+
+    def given(self, name: str) -> bool:
+        """Whether ``name`` has its own label already."""
+        return name in self._given
 
     def __len__(self) -> int:
         return len(self._given)

@@ -21,7 +21,7 @@ import pybreaker
 from kitsd import lb
 from kitsd.core.deadline import remaining
 from kitsd.core.errors import PermissionDeniedError, RegistryUnavailableError, clip
-from kitsd.core.observe import HUB
+from kitsd.core.observe import HUB, WatchLabel
 from kitsd.sd.endpointer import Endpointer
 from kitsd.sd.event import Event
 from kitsd.sd.http._attempt import StatusError, cap_timeouts, judge_status, transport_failure
@@ -185,9 +185,12 @@ class Stack:
         *,
         registry: str,
         now: float,
+        watch_label: WatchLabel | None = None,
     ) -> None:
         self.name = name
         self.registry = registry
+        #: what the service's registry watch is called in observations
+        self.watch_label = WatchLabel(OTHER) if watch_label is None else watch_label
         self._instancer = instancer
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []

@@ -376,6 +376,7 @@ class AsyncSRVInstancer(InstancerHandle):
                 self._loop.call_soon_threadsafe(cancel_until_done, self._task)
                 if late is not None:
                     self._loop.call_soon_threadsafe(late.cancel)
+        self._broadcaster.stopped()  # kitsd.observe: forget this watch
 
     async def aclose(self) -> None:
         """Stop and wait until the watch task has ended; idempotent."""

@@ -300,6 +300,7 @@ class AsyncEndpointSliceInstancer(InstancerHandle):
         if self._late is not None:
             self._late.cancel()
         cancel_until_done(self._task)  # (a cancellation can be lost: sd._cancel)
+        self._broadcaster.stopped()  # kitsd.observe: forget this watch
 
     async def aclose(self) -> None:
         """:meth:`stop`, then wait for the watch task to end (it closes its connections)."""

@@ -14,8 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 import kitsd
+import kitsd.prometheus
 import kitsd.sd.consul
 import kitsd.sd.etcd
 import kitsd.sd.grpc
@@ -355,3 +357,40 @@ def test_consul_agent_not_exhausted_by_request_hosts(
         answer = httpx.get(f"http://{registered.agent.http_addr}/v1/catalog/services")
         assert answer.status_code == 200  # was 429 for every client of the agent
         assert client.get("/").status_code == 200
+
+
+def test_discovery_series_hold_no_request_host(
+    no_thread_leaks: None, registered: Registry, service: str,
+    http_instances: Callable[[int], list[Instance]],
+) -> None:
+    """16.3 through registry templates: the drivers labelled ``kitsd_instances`` and
+    ``kitsd_discovery_errors_total`` with the name they watch, the request's host, and
+    the adapters kept one entry per name ever seen (1,000 hosts: ~2,000 series, after
+    close too).  Now a watch is ``other`` until its registry vouched for the name, and
+    forgotten when it stops."""
+    (one,) = http_instances(1)
+    registered.register(service, one)
+    collector = CollectorRegistry()
+
+    def series() -> list[str]:
+        text = generate_latest(collector).decode()
+        return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+    with kitsd.prometheus.install(collector) as metrics:
+        with httpx.Client(transport=kitsd.Transport(registered.template),
+                          base_url=f"http://{service}", timeout=5.0) as client:
+            assert client.get("/").status_code == 200
+            assert client.get("/").status_code == 200
+            for i in range(1000):
+                with contextlib.suppress(lb.NoEndpointsError):
+                    client.get(f"http://h{i}-{uuid.uuid4().hex[:6]}/")
+            found = series()
+            named = {line.split('service="')[1].split('"')[0]
+                     for line in found if 'service="' in line}
+            assert named <= {service, "other"}, sorted(named)[:5]
+            assert f'kitsd_instances{{service="{service}",state="discovered"}} 1.0' in found
+            assert len(found) < 80, len(found)
+            assert len(metrics.states.instances()) <= 4  # the service and "other"
+        # closed: no watch runs, nothing is kept for any
+        assert metrics.states.instances() == {}
+        assert not [line for line in series() if line.startswith("kitsd_instances{")]

@@ -49,7 +49,9 @@ Modules, one concept each (every name is re-exported here, the public seam):
 :mod:`~kitsd.core.observe.outcomes` (the outcome labels and the pure rules that
 judge an error), :mod:`~kitsd.core.observe.observations` (the observation types),
 :mod:`~kitsd.core.observe.hub` (the installed observers and delivery),
-:mod:`~kitsd.core.observe.calls` (:class:`CallWatch`, the calling stack's name).
+:mod:`~kitsd.core.observe.calls` (:class:`CallWatch`, the calling stack's name),
+:mod:`~kitsd.core.observe.watches` (:class:`WatchLabel`, what registry watches are
+called when their name came from a request).
 """
 
 from kitsd.core.observe.calls import CallWatch, current_service, watch_call
@@ -62,6 +64,7 @@ from kitsd.core.observe.observations import (
     CallFinished,
     CallStarted,
     DiscoveryFailed,
+    DiscoveryStopped,
     DiscoveryUpdated,
     InstanceEjected,
     InstanceRestored,
@@ -81,6 +84,7 @@ from kitsd.core.observe.outcomes import (
     error_type,
     outcome_of,
 )
+from kitsd.core.observe.watches import WatchLabel, current_watch_label, labelling_watches
 
 __all__ = [
     "CANCELLED",
@@ -100,16 +104,20 @@ __all__ = [
     "CallStarted",
     "CallWatch",
     "DiscoveryFailed",
+    "DiscoveryStopped",
     "DiscoveryUpdated",
     "InstanceEjected",
     "InstanceRestored",
     "Observation",
     "Observer",
     "RateLimited",
+    "WatchLabel",
     "add_observer",
     "current_service",
+    "current_watch_label",
     "emit",
     "error_type",
+    "labelling_watches",
     "observing",
     "outcome_of",
     "remove_observer",

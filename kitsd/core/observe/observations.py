@@ -19,6 +19,7 @@ __all__ = [
     "CallFinished",
     "CallStarted",
     "DiscoveryFailed",
+    "DiscoveryStopped",
     "DiscoveryUpdated",
     "InstanceEjected",
     "InstanceRestored",
@@ -97,11 +98,15 @@ class BreakerStateChanged(NamedTuple):
 
 class DiscoveryUpdated(NamedTuple):
     """A registry watch published a new state: ``instances`` is how many instances
-    it holds now; ``kind`` names the registry (``memory``, ``consul``, ``etcd`` …)."""
+    it holds now; ``kind`` names the registry (``memory``, ``consul``, ``etcd`` …);
+    ``service`` is the watch's label (its service, or what the watch was labelled
+    with: :func:`kitsd.core.observe.labelling_watches`); ``watch`` tells one running
+    watch from another (``0``: not said)."""
 
     kind: str
     service: str
     instances: int
+    watch: int = 0
 
 
 class DiscoveryFailed(NamedTuple):
@@ -112,6 +117,16 @@ class DiscoveryFailed(NamedTuple):
     service: str
     instances: int
     error: BaseException
+    watch: int = 0
+
+
+class DiscoveryStopped(NamedTuple):
+    """A registry watch that was observed stopped: forget what is kept for it (its
+    instances are no longer anyone's)."""
+
+    kind: str
+    service: str
+    watch: int = 0
 
 
 class BudgetRefused(NamedTuple):
@@ -132,7 +147,7 @@ class RateLimited(NamedTuple):
 Observation = (
     CallStarted | CallFinished | AttemptStarted | AttemptFinished | InstanceEjected
     | InstanceRestored | BreakerStateChanged | DiscoveryUpdated | DiscoveryFailed
-    | BudgetRefused | RateLimited
+    | DiscoveryStopped | BudgetRefused | RateLimited
 )
 #: An observer: called with each observation (ignore the kinds you do not know).
 Observer = Callable[[Observation], object]
