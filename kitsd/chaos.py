@@ -13,6 +13,19 @@ client stack::
     breaker -> retry (4 attempts, 3 s) -> round robin (passive ejection)
             -> per-instance breakers -> sd.http (0.5 s per attempt)
 
+or, with ``transport=True`` (``kitsd chaos --transport``), through an ``httpx.Client``
+on a :class:`kitsd.Transport` with its default options (``hedge=`` an
+:class:`lb.Hedge` for a hedged one: ``--hedge p95``), discovering the service
+through the registry's URL template, as a user's one-line client does.
+
+For each phase the report records the process's threads, open file descriptors
+and established TCP connections (:func:`resources`, sampled every
+:data:`SAMPLE_INTERVAL` seconds; the proxies that stand in for the network left
+out): the least seen over the second half of the phase (at least
+:data:`SAMPLE_WINDOW` seconds), which is what stays rather than what a call in
+flight holds.  What a fault leaves behind shows as growth between the first
+phase and the last (:attr:`ChaosReport.growth`).
+
 Then it runs the phases of the schedule one after another.  Each phase applies
 a fault, waits until the client's instance set shows what it should (the
 "fault" convergence time), holds the fault for half the phase, heals it, and
@@ -47,13 +60,14 @@ import importlib
 import itertools
 import json
 import logging
+import os
 import random
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -62,12 +76,21 @@ import httpx
 import pybreaker
 
 from kitsd import _interruptible, breaker, lb, sd
+from kitsd.core import observe
+from kitsd.core.observe import (
+    AttemptFinished,
+    BreakerStateChanged,
+    CallFinished,
+    InstanceEjected,
+    Observation,
+)
 from kitsd.core.redact import redact_url
 from kitsd.sd.event import Event
 
 __all__ = [
-    "DEFAULT_FAULTS", "FAULTS", "ROLLING_DRAIN", "ChaosReport", "PhaseReport", "client_stack",
-    "format_table", "run_chaos",
+    "DEFAULT_FAULTS", "FAULTS", "RESOURCES", "ROLLING_DRAIN", "SAMPLE_INTERVAL", "SAMPLE_WINDOW",
+    "ChaosReport", "PhaseReport", "client_stack", "format_table", "parse_hedge", "resources",
+    "run_chaos",
 ]
 
 FAULTS = ("kill", "hang", "slow", "leader", "cut", "lost", "rolling")
@@ -102,6 +125,13 @@ class PhaseReport:
     converged: bool = True
     skipped: str = ""
     errors: dict[str, int] = field(default_factory=dict)
+    threads: int | None = None
+    """Threads of the process at the end of the phase (the least seen over its second
+    half; :func:`resources`)."""
+    fds: int | None = None
+    """Open file descriptors of the process at the end of the phase (likewise)."""
+    connections: int | None = None
+    """Established TCP connections of the process at the end of the phase (likewise)."""
     latencies: list[float] = field(default_factory=list, repr=False)
 
 
@@ -118,6 +148,20 @@ class ChaosReport:
     wall_s: float = 0.0
     started: list[str] = field(default_factory=list)
     """The instances in start order (``host:port``)."""
+    client: str = "building blocks"
+    """What the load went through: the building-blocks stack or a ``kitsd.Transport``."""
+
+    @property
+    def growth(self) -> dict[str, int]:
+        """What grew between the end of the first phase and the end of the last: resource
+        (:data:`RESOURCES`) -> how many more (only those that grew)."""
+        measured = [phase for phase in self.phases if phase.threads is not None]
+        if len(measured) < 2:
+            return {}
+        first, last = measured[0], measured[-1]
+        grown = {name: int(getattr(last, name)) - int(getattr(first, name))
+                 for name in RESOURCES}
+        return {name: more for name, more in grown.items() if more > 0}
 
     @property
     def failed(self) -> int:
@@ -139,8 +183,73 @@ class ChaosReport:
         data = asdict(self)
         for phase in data["phases"]:
             del phase["latencies"]
-        data.update(calls=self.calls, failed=self.failed, ok=self.ok)
+        data.update(calls=self.calls, failed=self.failed, ok=self.ok, growth=self.growth)
         return data
+
+
+#: What :func:`resources` counts, as :class:`PhaseReport` names them.
+RESOURCES = ("threads", "fds", "connections")
+#: Seconds between two samples of :func:`resources` during a run.
+SAMPLE_INTERVAL = 0.2
+#: The shortest end of a phase whose samples make its figures (seconds).
+SAMPLE_WINDOW = 1.0
+
+
+def resources(*, ignore_ports: Collection[int] = (),
+              ignore_threads: tuple[str, ...] = ()) -> dict[str, int] | None:
+    """This process's threads, open file descriptors and established TCP connections
+    (``None`` where ``/proc`` cannot tell: not Linux).  What stands in for the network
+    is left out: the TCP sockets with a local or remote port in ``ignore_ports`` (a
+    proxy's: its listening port, the ports it forwards to) and the threads whose name
+    starts with one of ``ignore_threads``."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    fds = 0
+    sockets: dict[str, int] = {}  # inode -> how many of our fds hold it
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # closed meanwhile (the listing's own fd among them)
+            continue
+        fds += 1
+        if target.startswith("socket:["):
+            inode = target[8:-1]
+            sockets[inode] = sockets.get(inode, 0) + 1
+    connections = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as rows:
+                next(rows, None)  # the header
+                for row in rows:
+                    fields = row.split()
+                    if len(fields) <= 9 or fields[9] not in sockets:
+                        continue  # not ours
+                    local = int(fields[1].rpartition(":")[2], 16)
+                    remote = int(fields[2].rpartition(":")[2], 16)
+                    if local in ignore_ports or remote in ignore_ports:
+                        fds -= sockets.pop(fields[9])
+                    elif fields[3] == "01":  # ESTABLISHED
+                        connections += 1
+        except OSError:
+            continue
+    threads = sum(1 for thread in threading.enumerate()
+                  if not thread.name.startswith(ignore_threads))
+    return {"threads": threads, "fds": fds, "connections": connections}
+
+
+def parse_hedge(text: str) -> lb.Hedge:
+    """``kitsd chaos --hedge``: ``pNN`` (the NN-th percentile of the latencies seen, as
+    :class:`lb.Hedge` ``percentile=``) or seconds (``delay=``).  Raises ``ValueError``."""
+    spec = text.strip().lower()
+    try:
+        if spec.startswith("p"):
+            return lb.Hedge(percentile=float(spec[1:]))
+        return lb.Hedge(delay=float(spec))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--hedge must be pNN (a percentile, e.g. p95) or seconds "
+                         f"(e.g. 0.05): {error}") from None
 
 
 def client_stack(
@@ -171,17 +280,20 @@ def client_stack(
 
 
 class _Load:
-    """Worker threads calling the service at a fixed rate, counting per phase."""
+    """Worker threads calling the service at a fixed rate, counting per phase, through
+    the building-blocks stack (:func:`client_stack`)."""
 
-    def __init__(self, instancer: sd.Instancer, rate: float, workers: int) -> None:
+    def __init__(self, instancer: sd.Instancer | None, rate: float, workers: int) -> None:
         self.lock = threading.Lock()
         self.phase: PhaseReport = PhaseReport("starting")
         self._rate = rate
         self._stop = threading.Event()
         self._slots = itertools.count()
         self._start = time.monotonic()
-        self.call, self.endpointer = client_stack(
-            instancer, callback=self._on_failure, listeners=[_Opens(self)])
+        if instancer is not None:
+            self.call, endpointer = client_stack(
+                instancer, callback=self._on_failure, listeners=[_Opens(self)])
+            self._close: Callable[[], None] = endpointer.close
         self._threads = [threading.Thread(target=self._work, name=f"kitsd-chaos-load-{n}",
                                           daemon=True) for n in range(workers)]
 
@@ -232,7 +344,55 @@ class _Load:
         self._stop.set()
         for thread in self._threads:
             thread.join(10)
-        self.endpointer.close()
+        self._close()
+
+
+class _TransportLoad(_Load):
+    """The same load through an ``httpx.Client`` on a :class:`kitsd.Transport` with its
+    default options (and ``hedge``); what the stack did is heard through the event seam
+    (:mod:`kitsd.core.observe`), as a user's metrics would hear it."""
+
+    def __init__(self, discover: Any, service: str, hedge: lb.Hedge | None, rate: float,
+                 workers: int) -> None:
+        import kitsd  # the composition layer, only for this mode
+
+        super().__init__(None, rate, workers)
+        self._url = f"http://{service}/chaos"
+        self.client = httpx.Client(transport=kitsd.Transport(discover, hedge=hedge))
+        self._close = self.client.close
+        self._observer = self._observe  # one bound method: the hub removes by identity
+        observe.add_observer(self._observer)
+
+    def call(self, request: int) -> str:
+        response = self.client.get(self._url, params={"n": request})
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code} from {response.text[:60]!r}")
+        return str(response.json()["instance"])
+
+    def _observe(self, observation: Observation) -> None:
+        if isinstance(observation, AttemptFinished):
+            if observation.outcome != "success":
+                error = observation.error
+                key = type(error).__name__ if error is not None else observation.outcome
+                with self.lock:
+                    errors = self.phase.errors
+                    errors[key] = errors.get(key, 0) + 1
+        elif isinstance(observation, CallFinished):
+            if observation.attempts > 1:
+                with self.lock:
+                    self.phase.retries += observation.attempts - 1
+        elif isinstance(observation, InstanceEjected):
+            with self.lock:
+                self.phase.ejections += 1
+        elif isinstance(observation, BreakerStateChanged) and observation.new == "open":
+            with self.lock:
+                self.phase.breaker_opens += 1
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            observe.remove_observer(self._observer)
 
 
 class _Opens(pybreaker.CircuitBreakerListener):
@@ -332,8 +492,14 @@ def run_chaos(
     service: str | None = None,
     say: Callable[[str], None] = lambda line: None,
     progress: Callable[[str], None] | None = None,
+    transport: bool = False,
+    hedge: lb.Hedge | None = None,
 ) -> ChaosReport:
     """Run the schedule and return its report (see the module docstring).
+
+    ``transport``: the load goes through a :class:`kitsd.Transport` with its default
+    options instead of the building-blocks stack; ``hedge`` (implies ``transport``):
+    that transport is hedged with it.
 
     With ``service`` (and ``registry_url``) no instance is started: the load goes to
     the instances already registered as ``service`` (for etcd, those under the URL's
@@ -358,6 +524,9 @@ def run_chaos(
         raise ValueError("--duration and --rate must be > 0")
     if registry not in ("etcd", "consul", "k8s", "memory"):
         raise ValueError(f"--registry must be etcd, consul, k8s or memory, not {registry!r}")
+    if hedge is not None and not isinstance(hedge, lb.Hedge):
+        raise TypeError(f"hedge must be an lb.Hedge, got {type(hedge).__name__}")
+    transport = transport or hedge is not None
     _require_client(registry_url.partition("://")[0] if registry_url else registry)
     seed = random.randrange(2**31) if seed is None else seed
     rng = random.Random(seed)
@@ -375,6 +544,11 @@ def run_chaos(
     try:  # from here on, whatever ends the run (Ctrl-C, SIGTERM too) stops all we started
         report = ChaosReport(chaos.describe(), 0 if service else instances, rate, duration,
                              seed)
+        if transport:
+            report.client = "kitsd.Transport (default options)" + (
+                "" if hedge is None else ", hedged at " + (
+                    f"p{hedge.percentile:g}" if hedge.percentile is not None
+                    else f"{hedge.delay:g} s"))
         tmp = tempfile.TemporaryDirectory(prefix="kitsd-chaos-")
         reaper.watch_dir(tmp.name)  # removed even if we are killed
         for index, port in enumerate(free_ports(0 if service else instances, chaos.instance_host)):
@@ -402,8 +576,15 @@ def run_chaos(
         say(f"{chaos.describe()}; {len(everyone)} instances: {', '.join(sorted(everyone))}")
         if _converge(lambda: view.shows(everyone), time.monotonic(), CONVERGE_TIMEOUT) is None:
             raise RuntimeError(f"the client never saw all instances: {view.event}")
-        load = _Load(instancer, rate, workers=max(8, min(64, int(rate // 4))))
+        workers = max(8, min(64, int(rate // 4)))
+        if transport:
+            discover, name = chaos.transport_discover()
+            load = _TransportLoad(discover, name, hedge, rate, workers)
+            say(f"load through {report.client}")
+        else:
+            load = _Load(instancer, rate, workers)
         load.start()
+        sampler = _Sampler(chaos.harness_ports())
         stop_progress = threading.Event()
         ticker = None
         if progress is not None:
@@ -415,16 +596,21 @@ def run_chaos(
             report.phases.append(baseline)
             load.switch(baseline)
             say("phase baseline: no fault")
+            began_phase = time.monotonic()
             _interruptible.sleep(phase_length)
+            sampler.measure(baseline, began_phase)
             rng.shuffle(victims)
             for number, fault in enumerate(schedule):
                 phase = PhaseReport(fault)
                 report.phases.append(phase)
                 load.switch(phase)
                 victim = victims[number % len(victims)]
+                began_phase = time.monotonic()
                 _run_phase(fault, phase, chaos, victim, view, everyone, phase_length, say,
                            everybody=victims)
+                sampler.measure(phase, began_phase)
         finally:
+            sampler.stop()
             stop_progress.set()
             if ticker is not None:
                 ticker.join(5)
@@ -447,6 +633,53 @@ def run_chaos(
         phase.p99_ms = _percentile(phase.latencies, 99)
     report.wall_s = time.monotonic() - began
     return report
+
+
+class _Sampler:
+    """Samples :func:`resources` every :data:`SAMPLE_INTERVAL` seconds on a thread,
+    leaving out the registry's proxies (they stand in for the network) and itself."""
+
+    def __init__(self, ignore_ports: Collection[int]) -> None:
+        self._ports = frozenset(ignore_ports)
+        self._lock = threading.Lock()
+        self._samples: list[tuple[float, dict[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kitsd-chaos-sampler",
+                                        daemon=True)
+        self._thread.start()
+
+    def _resources(self) -> dict[str, int] | None:
+        return resources(ignore_ports=self._ports,
+                         ignore_threads=("blackhole-", "kitsd-chaos-sampler"))
+
+    def _run(self) -> None:
+        while True:
+            found = self._resources()
+            if found is None:
+                return
+            with self._lock:
+                self._samples.append((time.monotonic(), found))
+            if self._stop.wait(SAMPLE_INTERVAL):
+                return
+
+    def measure(self, phase: PhaseReport, began: float) -> None:
+        """Record in ``phase`` (which began at ``began``) the least of each resource
+        over its second half, at least :data:`SAMPLE_WINDOW` seconds."""
+        now = time.monotonic()
+        since = now - max(SAMPLE_WINDOW, (now - began) / 2)
+        found = self._resources()
+        with self._lock:
+            samples = [sample for at, sample in self._samples if at >= since]
+            self._samples = [(at, sample) for at, sample in self._samples if at >= since]
+        if found is not None:
+            samples.append(found)
+        if samples:
+            phase.threads, phase.fds, phase.connections = (
+                min(sample[name] for sample in samples) for name in RESOURCES)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 #: The client library each registry's driver needs (any one of them), and its extra.
@@ -608,22 +841,25 @@ def _cell(value: float | None, fmt: str, missing: str = "-") -> str:
 def format_table(report: ChaosReport, out: TextIO) -> None:
     """Write the report as a table read at a glance."""
     headers = ("phase", "fault", "calls", "failed", "retries", "ejections", "p50 ms", "p99 ms",
-               "converged (fault)", "converged (heal)")
+               "converged (fault)", "converged (heal)", "threads", "fds", "conns")
     rows = []
     for phase in report.phases:
+        used = (_cell(phase.threads, "d"), _cell(phase.fds, "d"), _cell(phase.connections, "d"))
         if phase.skipped:
             rows.append((phase.name, f"skipped: {phase.skipped}", str(phase.calls),
                          str(phase.failed), str(phase.retries), str(phase.ejections),
-                         _cell(phase.p50_ms, ".1f"), _cell(phase.p99_ms, ".1f"), "-", "-"))
+                         _cell(phase.p50_ms, ".1f"), _cell(phase.p99_ms, ".1f"), "-", "-",
+                         *used))
             continue
         not_conv = "NO" if not phase.converged else "-"
         rows.append((phase.name, phase.fault, str(phase.calls), str(phase.failed),
                      str(phase.retries), str(phase.ejections), _cell(phase.p50_ms, ".1f"),
                      _cell(phase.p99_ms, ".1f"),
-                     _cell(phase.converge_fault_s, ".2f", not_conv).replace("-", "-") +
+                     _cell(phase.converge_fault_s, ".2f", not_conv) +
                      ("s" if phase.converge_fault_s is not None else ""),
                      _cell(phase.converge_heal_s, ".2f", not_conv if phase.name != "lost"
-                           else "-") + ("s" if phase.converge_heal_s is not None else "")))
+                           else "-") + ("s" if phase.converge_heal_s is not None else ""),
+                     *used))
     widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(len(headers))]
     numeric = set(range(2, len(headers)))
 
@@ -632,7 +868,7 @@ def format_table(report: ChaosReport, out: TextIO) -> None:
                          for i, cell in enumerate(cells)).rstrip()
 
     out.write(f"\nkitsd chaos: {report.registry}; {report.instances} instances, "
-              f"{report.rate:g} calls/s, seed {report.seed}\n\n")
+              f"{report.rate:g} calls/s, seed {report.seed}; through {report.client}\n\n")
     out.write(line(headers) + "\n")
     out.write(line(["-" * width for width in widths]) + "\n")
     for row in rows:
@@ -642,6 +878,12 @@ def format_table(report: ChaosReport, out: TextIO) -> None:
                + ("" if all(p.converged for p in report.phases) else
                   "; some phase did not converge"))
     out.write(f"\n{report.calls} calls in {report.wall_s:.1f}s. {verdict}.\n")
+    measured = [phase for phase in report.phases if phase.threads is not None]
+    if len(measured) >= 2:
+        grown = report.growth
+        out.write("From the first phase to the last: "
+                  + (", ".join(f"{name} +{more}" for name, more in grown.items()) if grown
+                     else "no growth of threads, file descriptors or connections") + ".\n")
     failures = {key: count for phase in report.phases for key, count in phase.errors.items()
                 if key.startswith("FAILED")}
     for key, count in failures.items():
@@ -676,7 +918,8 @@ def _run_and_report(args: Any, faults: list[str]) -> int:
         report = run_chaos(registry=args.registry, registry_url=args.registry_url,
                            instances=args.instances, duration=args.duration, rate=args.rate,
                            faults=faults, seed=args.seed, service=args.service, say=say,
-                           progress=progress)
+                           progress=progress, transport=getattr(args, "transport", False),
+                           hedge=getattr(args, "hedge", None))
     except (FileNotFoundError, RuntimeError, OSError) as error:  # a server that cannot start
         print(f"\nkitsd chaos: could not run: {error}", file=sys.stderr)
         return 2

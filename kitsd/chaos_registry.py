@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import threading
 import urllib.parse
 import urllib.request
@@ -55,6 +56,8 @@ __all__ = ["ChaosRegistry", "ConsulChaos", "EtcdChaos", "K8sChaos", "MemoryChaos
            "open_registry"]
 
 _TIMEOUT = 2.0
+# A service name a request URL's host carries as written (httpx lower-cases hosts).
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _http(method: str, url: str, body: object = None) -> Any:
@@ -90,6 +93,12 @@ class ChaosRegistry:
         """The client's instancer (through the proxies when there are any)."""
         raise NotImplementedError
 
+    def transport_discover(self) -> tuple[Any, str]:
+        """``(discover, service)`` for a :class:`kitsd.Transport` loading the service
+        (through the proxies when there are any): a registry URL template where
+        the registry has one, so the transport's own discovery is what runs."""
+        return (lambda service: self.open_instancer()), "kitsd-chaos"
+
     def cut(self, on: bool) -> None:
         """Cut the client off its registry (``on``) or let it through again."""
         raise NotImplementedError(f"{self.name}: nothing to cut off")
@@ -112,6 +121,11 @@ class ChaosRegistry:
 
     def watch(self, instances: list[Any]) -> None:
         """Told the instance processes once they started (the memory registry checks them)."""
+
+    def harness_ports(self) -> set[int]:
+        """The TCP ports of what stands in for the network here (the proxies' own, and
+        the servers' behind them), whose sockets are not the client's."""
+        return set()
 
     def describe(self) -> str:
         """One line for the report."""
@@ -136,6 +150,13 @@ class _Proxied(ChaosRegistry):
     @property
     def proxied(self) -> list[str]:
         return [proxy.endpoint for proxy in self._proxies]
+
+    def harness_ports(self) -> set[int]:
+        ports = set()
+        for proxy in self._proxies:
+            ports.add(proxy.port)
+            ports.update(port for _, port in proxy.targets)
+        return ports
 
     def cut(self, on: bool) -> None:
         for proxy in self._proxies:
@@ -183,6 +204,12 @@ class EtcdChaos(_Proxied):
         client = sd.etcd.connect(endpoints=self.proxied)
         self._clients.append(client)
         return sd.etcd.EtcdInstancer(client, self.prefix)
+
+    def transport_discover(self) -> tuple[Any, str]:
+        parent, _, name = self.prefix.rstrip("/").rpartition("/")
+        if not _HOST_LABEL.fullmatch(name):
+            return super().transport_discover()
+        return f"etcd://{','.join(self.proxied)}{parent}/{{service}}/", name
 
     def kill_leader(self) -> str:
         if self.cluster is None:
@@ -271,6 +298,11 @@ class ConsulChaos(_Proxied):
         client = sd.consul.connect(self.proxied[0])
         self._clients.append(client)
         return sd.consul.ConsulInstancer(client, self.service)
+
+    def transport_discover(self) -> tuple[Any, str]:
+        if not _HOST_LABEL.fullmatch(self.service):
+            return super().transport_discover()
+        return f"consul://{self.proxied[0]}/{{service}}", self.service
 
     def kill_leader(self) -> str:
         if self.cluster is None:
@@ -461,6 +493,9 @@ class MemoryChaos(ChaosRegistry):
 
     def open_instancer(self) -> sd.Instancer:
         return self.registry.instancer(self.service)
+
+    def transport_discover(self) -> tuple[Any, str]:
+        return self.registry, self.service
 
     def watch(self, instances: list[Any]) -> None:
         with self._lock:

@@ -94,6 +94,16 @@ def _positive(minimum: int) -> Callable[[str], Any]:
     return _number(int, minimum=minimum)
 
 
+def _hedge(text: str) -> Any:
+    """``--hedge``: an ``lb.Hedge`` (see :func:`kitsd.chaos.parse_hedge`), or a usage error."""
+    from kitsd.chaos import parse_hedge  # imported when the option is given
+
+    try:
+        return parse_hedge(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 _EXAMPLES = """\
 examples:
   kitsd demo                    the whole stack on local instances, no server needed
@@ -179,6 +189,13 @@ def _chaos_parser(commands: Any) -> None:
                        help="the schedule, in order (default: kill,hang,slow,leader,cut,lost; "
                             "also rolling: a drained rolling restart of every instance)")
     chaos.add_argument("--seed", type=int, default=None, help="seed choosing the victims")
+    chaos.add_argument("--transport", action="store_true",
+                       help="load through kitsd.Transport with its default options (one "
+                            "httpx.Client, the registry's URL template), not the building "
+                            "blocks")
+    chaos.add_argument("--hedge", type=_hedge, default=None, metavar="pNN|SECONDS",
+                       help="hedge the transport's calls (implies --transport): p95 hedges "
+                            "after the 95th percentile of the latencies seen, 0.05 after 50 ms")
     chaos.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
