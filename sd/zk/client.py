@@ -30,6 +30,7 @@ from kitsd.core.errors import (
 from kitsd.sd.zk.view import brief
 
 __all__ = [
+    "HANDSHAKE_TIMEOUT",
     "KAZOO_LOGGER",
     "ConnectAttempts",
     "Reconnected",
@@ -51,6 +52,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _SLICE: Final = 0.05  # how often a wait on a kazoo call looks at the stop flag
+
+#: Seconds a server may take to answer kazoo's session handshake (see :class:`ConnectAttempts`).
+HANDSHAKE_TIMEOUT: Final = 5.0
 
 
 @runtime_checkable
@@ -198,11 +202,18 @@ class ConnectAttempts:
     connection and never answers): kazoo wakes its connection thread through a pipe
     that only its main loop listens to.
 
+    And kazoo waits for the answer to its session handshake as long as the session
+    timeout divided by the number of servers (10 s for one server, by default): a
+    ZooKeeper that accepts the connection while it is starting and never answers the
+    handshake (2 of 50 restarts here) held a reconnecting client that long, and with
+    a session no longer than that the session expired.
+
     :func:`connect` gives kazoo a handler wired to this object: its ``sleep_func``
     (kazoo requires the connection retry to sleep through the handler's) is
     :meth:`sleep`, and its ``select`` is :meth:`select`, which waits on one socket in
-    slices so that :func:`close_client` (:meth:`closing`) ends a handshake at once.
-    It also listens to the client's state:
+    slices so that :func:`close_client` (:meth:`closing`) ends a handshake at once,
+    and waits at most :data:`HANDSHAKE_TIMEOUT` for a handshake (kazoo then asks
+    again, on the same session).  It also listens to the client's state:
 
     * :attr:`failing` is ``True`` from a failed round until the client connects;
     * listeners (``add_listener``) are called, on kazoo's thread, when it becomes so.
@@ -262,9 +273,12 @@ class ConnectAttempts:
                timeout: float | None = None) -> Any:
         """kazoo's ``select``; a wait on one socket (reading or writing a request: the
         main loop also waits on its wake-up pipe) is sliced, and ends early, with
-        nothing ready, once :meth:`closing` was called."""
+        nothing ready, once :meth:`closing` was called; before the client is connected
+        (a handshake) it lasts at most :data:`HANDSHAKE_TIMEOUT`."""
         if timeout is None or len(rlist) + len(wlist) != 1:
             return self._select(rlist, wlist, xlist, timeout)
+        if not self._connected:
+            timeout = min(timeout, HANDSHAKE_TIMEOUT)
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
