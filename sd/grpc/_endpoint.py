@@ -9,6 +9,13 @@ retry), ``DEADLINE_EXCEEDED`` a ``TimeoutError`` -- a
 :class:`ConnectTimeoutError` (a connection failure too: nothing was sent) when
 the channel never got connected to the instance -- and every other code a
 :class:`GRPCStatusError` naming the code and the instance.
+
+``credentials`` from :func:`kitsd.auth.grpc_channel_credentials` carry a
+``_kitsd_call_auth`` (duck-typed here: sd does not import kitsd.auth): the channel
+is opened with its channel credentials alone, each call gets call credentials of
+its own that record the token they sent, and a call refused ``UNAUTHENTICATED`` is
+sent once more with a fresh token (the refused one dropped for every caller); a
+second ``UNAUTHENTICATED`` is the answer.
 """
 
 from __future__ import annotations
@@ -38,8 +45,8 @@ Method = str | Callable[[Any], Any]
 class _Settings:
     """What every endpoint of one factory shares (checked once)."""
 
-    __slots__ = ("channel_options", "compression", "credentials", "metadata", "method",
-                 "name", "request_serializer", "response_deserializer", "timeout")
+    __slots__ = ("call_auth", "channel_options", "compression", "credentials", "metadata",
+                 "method", "name", "request_serializer", "response_deserializer", "timeout")
 
     def __init__(
         self, method: Method, request_serializer: Serializer | None,
@@ -65,7 +72,9 @@ class _Settings:
         self.request_serializer = request_serializer
         self.response_deserializer = response_deserializer
         self.channel_options = tuple(channel_options)
-        self.credentials = credentials
+        # kitsd.auth's credentials: the channel's alone on the channel, the call's per call
+        self.call_auth = getattr(credentials, "_kitsd_call_auth", None)
+        self.credentials = credentials if self.call_auth is None else self.call_auth.channel
         self.metadata = tuple(metadata) if metadata is not None else None
         self.timeout = timeout
         self.compression = compression
@@ -123,12 +132,26 @@ class GRPCEndpoint:
                                                 options=settings.channel_options)
         self._call = settings.multicallable(self._channel)
 
-    def __call__(self, request: Any) -> Any:
+    def _attempt(self, request: Any, credentials: Any) -> Any:
         settings = self._settings
+        return self._call(request, timeout=settings.deadline(), metadata=settings.metadata,
+                          credentials=credentials, compression=settings.compression)
+
+    def __call__(self, request: Any) -> Any:
+        call_auth = self._settings.call_auth
         try:
-            return self._call(request, timeout=settings.deadline(), metadata=settings.metadata,
-                              compression=settings.compression)
+            if call_auth is None:
+                return self._attempt(request, None)
+            credentials, sent = call_auth.attempt()
+            try:
+                return self._attempt(request, credentials)
+            except grpc.RpcError as error:
+                if not call_auth.refused(error, sent):
+                    raise
+            credentials, _ = call_auth.attempt()
+            return self._attempt(request, credentials)  # its UNAUTHENTICATED is the answer
         except grpc.RpcError as error:
+            settings = self._settings
             connected = _connected(self._channel) if _is_deadline(error) else None
             raise from_rpc_error(error, self.instance, settings.name,
                                  connected=connected) from error
@@ -169,12 +192,26 @@ class AsyncGRPCEndpoint:
                 self._call = settings.multicallable(channel)
             return self._call
 
+    async def _attempt(self, call: Any, request: Any, credentials: Any) -> Any:
+        settings = self._settings
+        return await call(request, timeout=settings.deadline(), metadata=settings.metadata,
+                          credentials=credentials, compression=settings.compression)
+
     async def __call__(self, request: Any) -> Any:
         settings = self._settings
         call = self._call or self._open()
+        call_auth = settings.call_auth
         try:
-            return await call(request, timeout=settings.deadline(), metadata=settings.metadata,
-                              compression=settings.compression)
+            if call_auth is None:
+                return await self._attempt(call, request, None)
+            credentials, sent = call_auth.attempt()
+            try:
+                return await self._attempt(call, request, credentials)
+            except grpc.RpcError as error:
+                if not call_auth.refused(error, sent):
+                    raise
+            credentials, _ = call_auth.attempt()
+            return await self._attempt(call, request, credentials)  # the answer, as it is
         except grpc.RpcError as error:
             connected = None
             channel = self._channel
