@@ -48,7 +48,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import httpx
 
@@ -59,6 +59,7 @@ try:
 except ModuleNotFoundError as _error:
     raise missing_extra(_error, "kitsd.otel", "otel") from _error
 from opentelemetry import context, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, MeterProvider, get_meter
 from opentelemetry.metrics import Observation as Measurement
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
@@ -101,13 +102,34 @@ REQUEST_DURATION_BUCKETS = (
 
 _SCOPE = "kitsd"
 
-# The spans this context opened and the context tokens to detach, innermost last.
-_frames: ContextVar[tuple[tuple[trace.Span, object], ...]] = ContextVar(
-    "kitsd_otel_frames", default=())
-# The attempt running in this context: its resend count (for request_hook), whether
-# kitsd records it (no httpx instrumentation) and whether it opened a span for it.
-_attempt: ContextVar[tuple[int, bool, bool] | None] = ContextVar(
-    "kitsd_otel_attempt", default=None)
+
+
+class _Frame(NamedTuple):
+    """A span this context opened: a call's or an attempt's."""
+
+    span: trace.Span
+    token: object  # the context token to detach, None when it was not made current
+    context: Context | None  # a call's: the context its attempt spans are made in
+    own: bool  # a call's: whether kitsd makes its attempt spans
+    attempt: bool
+
+
+# The spans this context opened, innermost last.
+_frames: ContextVar[tuple[_Frame, ...]] = ContextVar("kitsd_otel_frames", default=())
+# The resend count of the attempt running in this context, while the httpx
+# instrumentation makes its spans (for request_hook).
+_attempt: ContextVar[int | None] = ContextVar("kitsd_otel_attempt", default=None)
+
+#: Attribute sets kept per cache (cleared whole past it).
+MAX_ATTRIBUTE_SETS = 4096
+
+
+def _remember(cache: dict[Any, Mapping[str, Any]], key: Any,
+              attributes: Mapping[str, Any]) -> Mapping[str, Any]:
+    if len(cache) >= MAX_ATTRIBUTE_SETS:
+        cache.clear()
+    cache[key] = attributes
+    return attributes
 
 
 _instrumentor: Any = None  # HTTPXClientInstrumentor() once looked up; False: not installed
@@ -173,6 +195,10 @@ class OtelObserver:
         meter.create_observable_gauge(
             "kitsd.breaker.state", [self._breakers], unit="1",
             description="Circuit breaker state: 1 for the current state, 0 for the others.")
+        # attribute sets by key, bounded (a key's values come from registries and errors)
+        self._by_service: dict[str, Mapping[str, Any]] = {}
+        self._by_call: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self._by_attempt: dict[tuple[str, str, str | None], Mapping[str, Any]] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {
             AttemptStarted: self._attempt_started,
             AttemptFinished: self._attempt_finished,
@@ -196,9 +222,15 @@ class OtelObserver:
 
     def _call_started(self, observation: CallStarted) -> None:
         if self._spans:
-            self._open(self._tracer.start_span(
-                observation.service, kind=SpanKind.INTERNAL,
-                attributes={"kitsd.service": observation.service}))
+            own = self._own_attempts()  # decided once per call, kept for its attempts
+            service = observation.service
+            span = self._tracer.start_span(service, kind=SpanKind.INTERNAL,
+                                           attributes=self._service_attributes(service))
+            parent = trace.set_span_in_context(span)
+            # Attempt spans of its own name the call span as their parent; made by the
+            # httpx instrumentation, they find it current.
+            token = None if own else context.attach(parent)
+            _frames.set((*_frames.get(), _Frame(span, token, parent, own, False)))
 
     def _ejected(self, observation: InstanceEjected) -> None:
         self.ejections.add(1, {"kitsd.service": observation.service,
@@ -221,41 +253,52 @@ class OtelObserver:
     # --- calls and attempts ----------------------------------------------------------
 
     def _attempt_started(self, observation: AttemptStarted) -> None:
-        own = self._own_attempts()  # decided once per attempt, kept for its end
-        opened = self._spans and own
-        _attempt.set((observation.resend_count, own, opened))
-        if not opened:
+        frames = _frames.get() if self._spans else ()
+        call = frames[-1] if frames and not frames[-1].attempt else None
+        own = call.own if call is not None else self._own_attempts()
+        if not own:  # the httpx instrumentation's span: request_hook marks its resends
+            _attempt.set(observation.resend_count)
             return
-        attributes: dict[str, Any] = {"kitsd.service": observation.service}
-        attributes.update(_server(observation.instance))
+        if not self._spans:
+            return
+        attributes = self._attempt_attributes(observation.service, observation.instance, None)
         if observation.resend_count:
-            attributes["http.request.resend_count"] = observation.resend_count
-        self._open(self._tracer.start_span(
-            f"{observation.service} attempt", kind=SpanKind.CLIENT, attributes=attributes))
+            attributes = {**attributes, "http.request.resend_count": observation.resend_count}
+        span = self._tracer.start_span(
+            f"{observation.service} attempt", context=None if call is None else call.context,
+            kind=SpanKind.CLIENT, attributes=attributes)
+        token = context.attach(trace.set_span_in_context(span))
+        _frames.set((*frames, _Frame(span, token, None, True, True)))
 
     def _attempt_finished(self, observation: AttemptFinished) -> None:
-        started = _attempt.get()
-        _attempt.set(None)
-        own, opened = (started[1], started[2]) if started else (False, False)
+        frames = _frames.get() if self._spans else ()
+        opened = bool(frames) and frames[-1].attempt
+        if not opened:
+            call = frames[-1] if frames else None
+            own = call.own if call is not None else self._own_attempts()
+            if not own:
+                _attempt.set(None)
+                return
         error = observation.error
-        if own:
-            attributes: dict[str, Any] = {"kitsd.service": observation.service}
-            attributes.update(_server(observation.instance))
-            if error is not None:
-                attributes["error.type"] = error_type(error)
-            self.request_duration.record(observation.duration, attributes)
+        self.request_duration.record(observation.duration, self._attempt_attributes(
+            observation.service, observation.instance,
+            None if error is None else error_type(error)))
         if opened:
             self._close(error)
 
     def _call_finished(self, observation: CallFinished) -> None:
-        self.call_duration.record(observation.duration, {
-            "kitsd.service": observation.service, "kitsd.outcome": observation.outcome})
+        service = observation.service
+        self.call_duration.record(observation.duration,
+                                  self._call_attributes(service, observation.outcome))
         if observation.attempts > 1:
-            self.retries.add(observation.attempts - 1, {"kitsd.service": observation.service})
+            self.retries.add(observation.attempts - 1, self._service_attributes(service))
         if self._spans:
             frames = _frames.get()
+            if frames and frames[-1].attempt:  # interrupted mid-attempt: close it first
+                self._close(observation.error)
+                frames = _frames.get()
             if frames:
-                span = frames[-1][0]
+                span = frames[-1].span
                 span.set_attribute("kitsd.attempts", observation.attempts)
                 span.set_attribute("kitsd.outcome", observation.outcome)
             self._close(observation.error)
@@ -265,21 +308,48 @@ class OtelObserver:
             return self._attempt_spans
         return not httpx_instrumented()
 
-    def _open(self, span: trace.Span) -> None:
-        token = context.attach(trace.set_span_in_context(span))
-        _frames.set((*_frames.get(), (span, token)))
-
     def _close(self, error: BaseException | None) -> None:
         frames = _frames.get()
         if not frames:
             return
-        (span, token), rest = frames[-1], frames[:-1]
-        _frames.set(rest)
+        frame = frames[-1]
+        _frames.set(frames[:-1])
+        span = frame.span
         if error is not None:
             span.set_attribute("error.type", error_type(error))
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
         span.end()
-        context.detach(token)  # type: ignore[arg-type]
+        if frame.token is not None:
+            context.detach(frame.token)  # type: ignore[arg-type]
+
+    # --- attribute sets, made once per key (the SDK copies what it keeps) -----------
+
+    def _service_attributes(self, service: str) -> Mapping[str, Any]:
+        attributes = self._by_service.get(service)
+        if attributes is None:
+            attributes = _remember(self._by_service, service, {"kitsd.service": service})
+        return attributes
+
+    def _call_attributes(self, service: str, outcome: str) -> Mapping[str, Any]:
+        key = (service, outcome)
+        attributes = self._by_call.get(key)
+        if attributes is None:
+            attributes = _remember(self._by_call, key,
+                                   {"kitsd.service": service, "kitsd.outcome": outcome})
+        return attributes
+
+    def _attempt_attributes(
+        self, service: str, instance: str, error: str | None
+    ) -> Mapping[str, Any]:
+        key = (service, instance, error)
+        attributes = self._by_attempt.get(key)
+        if attributes is None:
+            made: dict[str, Any] = {"kitsd.service": service}
+            made.update(_server(instance))
+            if error is not None:
+                made["error.type"] = error
+            attributes = _remember(self._by_attempt, key, made)
+        return attributes
 
     # --- gauges ----------------------------------------------------------------------
 
@@ -371,6 +441,6 @@ def client_kwargs(
 def request_hook(span: trace.Span, request: object) -> None:
     """A ``request_hook`` for ``HTTPXClientInstrumentor().instrument(...)``: marks the
     instrumentation's span of a retry with ``http.request.resend_count``."""
-    attempt = _attempt.get()
-    if attempt and attempt[0] and span.is_recording():
-        span.set_attribute("http.request.resend_count", attempt[0])
+    resends = _attempt.get()
+    if resends and span.is_recording():
+        span.set_attribute("http.request.resend_count", resends)
