@@ -82,7 +82,7 @@ PAIRS: list[tuple[str, str, dict[str, str]]] = [
       "async_running_loop": "running_loop", "ASYNC_CLIENTS": "SYNC_CLIENTS"}),
     ("kitsd/transport/_async/transport.py", "kitsd/transport/_sync/transport.py",
      {"AsyncTransport": "Transport", "AsyncInstanceEndpoint": "InstanceEndpoint",
-      "async_send": "send", "aread": "read",
+      "AsyncSender": "Sender", "aread": "read",
       "AsyncBaseTransport": "BaseTransport", "AsyncHTTPTransport": "HTTPTransport",
       "AsyncClient": "Client", "install_async": "install", "retry_async": "retry",
       "handle_async_request": "handle_request", "wait_answer_async": "wait_answer",

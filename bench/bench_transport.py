@@ -1,227 +1,270 @@
-"""kitsd.Transport's throughput against plain httpx to one instance, sync and async.
+"""kitsd.Transport's throughput and client CPU against plain httpx, sync and async,
+sequential and concurrent, with 1 and with 3 instances.
 
-    python -m bench.bench_transport [--calls 200] [--runs 25] [--concurrency 8]
+    python -m bench.bench_transport [--calls 200] [--rounds 25] [--concurrency 8]
+                                    [--instances 1,3] [--backend go|python]
 
-One local instance (``kitsd.demo_server``, in a child process).  Rows, each
-against its plain-httpx baseline (``httpx.Client(base_url="http://<instance>")``):
+The instances are ``bench/backend/main.go`` listeners (:mod:`bench.backend`: a Go
+program answering at once, in a child process), so that wall time is the
+client's.  Rows, each against the plain-httpx row of the same kind (an
+``httpx.Client`` / ``AsyncClient`` with ``base_url`` one instance):
 
-* sequential calls on a kept-alive connection;
+* sequential calls on kept-alive connections;
 * ``--concurrency`` callers at once (threads for sync, tasks for async).
 
-The kitsd rows go through ``httpx.Client(transport=kitsd.Transport(registry),
-base_url="http://users")``: service lookup, the default balancer, retry with
-its deadline, the forwarded request.  Runs are short and interleaved (each run
-measures every row once, in rotating order) so drift on a noisy machine hits
-all rows alike; figures are medians; a ratio is the median of the per-run
-ratios of requests per second.  Target: transport >= x0.95 of plain httpx's
-requests/s, sync and async.
+A kitsd row goes through ``httpx.Client(transport=kitsd.Transport(registry),
+base_url="http://users")`` with the defaults (PeakEWMA, outlier detection,
+retry under the request's deadline, per-instance pools, bodies up to 64 KiB read
+within the attempt), discovery a ``MemoryRegistry`` holding 1 or 3 instances.
+Every call is ``client.get("/", params={"n": 1}).json()``.
+
+Rounds are short and interleaved: each round runs every row once, in an order
+rotated from round to round, so drift on a busy machine hits every row alike.
+Per row and round: requests per second (wall) and the process's CPU time per
+call (``time.process_time``: the client's own work, far less disturbed by other
+processes than wall time; the backend runs in its own process).  A ratio is
+taken within each round (kitsd / plain of that round) and reported as the
+median with its interquartile range and its full range over the rounds.
+Target (issue 22.1): every kitsd row >= x0.97 of plain httpx's requests/s.
+
+``--instructions`` then runs every row once more under callgrind
+(:mod:`bench.instructions`) and prints the instructions per call of the client
+process: a figure that other processes' load does not move, so the ratio of
+plain's to kitsd's holds on a busy machine where wall time cannot tell.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-TARGET = 0.95
+from bench import instructions
+from bench.backend import Backends
 
-_SERVER_SCRIPT = """
-import sys
-from kitsd.demo_server import DemoInstance
-server = DemoInstance()
-print(server.instance, flush=True)
-sys.stdin.read()
-server.kill()
-"""
+TARGET = 0.97
+
+# (requests per second, CPU seconds per call) per row, one per round
+Samples = dict[str, list[tuple[float, float]]]
 
 
-class _ServerProcess:
-    """A ``kitsd.demo_server`` instance in a child interpreter, so that its threads
-    do not share the client's interpreter lock."""
-
-    def __init__(self) -> None:
-        self._process = subprocess.Popen(  # noqa: S603 - this interpreter, a fixed script
-            [sys.executable, "-c", _SERVER_SCRIPT],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-        assert self._process.stdout is not None
-        self.instance = self._process.stdout.readline().strip()
-
-    def kill(self) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.close()  # the child serves until its stdin closes
-        self._process.wait(timeout=10)
-
-
-#: Client-thread CPU seconds per call of the sequential rows, by row: what the
-#: client side costs, far less disturbed by other processes than wall time.
-CPU: dict[str, list[float]] = {}
-
-
-def _sequential(call: Callable[[], Any], calls: int, row: str = "") -> float:
-    began, cpu = time.perf_counter(), time.thread_time()
+def _sequential(call: Callable[[], Any], calls: int) -> tuple[float, float]:
+    began, cpu = time.perf_counter(), time.process_time()
     for _ in range(calls):
         call()
-    CPU.setdefault(row, []).append((time.thread_time() - cpu) / calls)
-    return calls / (time.perf_counter() - began)
+    return calls / (time.perf_counter() - began), (time.process_time() - cpu) / calls
 
 
-def _concurrent(call: Callable[[], Any], calls: int, concurrency: int) -> float:
+def _threads(call: Callable[[], Any], calls: int, concurrency: int) -> tuple[float, float]:
+    each = calls // concurrency
+
     def worker() -> None:
-        for _ in range(calls // concurrency):
+        for _ in range(each):
             call()
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return (calls // concurrency * concurrency) / (time.perf_counter() - began)
+    done = each * concurrency
+    return done / (time.perf_counter() - began), (time.process_time() - cpu) / done
 
 
-async def _sequential_async(
-    call: Callable[[], Awaitable[Any]], calls: int, row: str = ""
-) -> float:
-    began, cpu = time.perf_counter(), time.thread_time()
+async def _sequential_async(call: Callable[[], Awaitable[Any]], calls: int) -> tuple[float, float]:
+    began, cpu = time.perf_counter(), time.process_time()
     for _ in range(calls):
         await call()
-    CPU.setdefault(row, []).append((time.thread_time() - cpu) / calls)
-    return calls / (time.perf_counter() - began)
+    return calls / (time.perf_counter() - began), (time.process_time() - cpu) / calls
 
 
-async def _concurrent_async(
+async def _tasks(
     call: Callable[[], Awaitable[Any]], calls: int, concurrency: int
-) -> float:
+) -> tuple[float, float]:
+    each = calls // concurrency
+
     async def worker() -> None:
-        for _ in range(calls // concurrency):
+        for _ in range(each):
             await call()
 
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return (calls // concurrency * concurrency) / (time.perf_counter() - began)
+    done = each * concurrency
+    return done / (time.perf_counter() - began), (time.process_time() - cpu) / done
 
 
-Samples = dict[str, list[float]]
-
-
-async def _measure(
-    calls: int, runs: int, concurrency: int, instance: str, registry: Any,
-    plain: Any, through: Any,
-) -> Samples:
-    """Requests per second per row, per run (the sync clients are the caller's)."""
-    import httpx
-
-    import kitsd
-
-    plain_async = httpx.AsyncClient(base_url=f"http://{instance}")
-    through_async = httpx.AsyncClient(transport=kitsd.AsyncTransport(registry),
-                                      base_url="http://users")
-
-    def get(client: httpx.Client) -> Callable[[], Any]:
-        return lambda: client.get("/", params={"n": 1}).json()
-
-    def get_async(client: httpx.AsyncClient) -> Callable[[], Awaitable[Any]]:
-        async def call() -> Any:
-            return (await client.get("/", params={"n": 1})).json()
-        return call
-
-    rows: dict[str, Callable[[], Awaitable[float]]] = {}
-
-    def sync_row(function: Callable[[], float]) -> Callable[[], Awaitable[float]]:
-        async def run() -> float:
-            return function()
-        return run
-
-    for label, client in (("plain httpx.Client", plain), ("kitsd.Transport", through)):
-        call = get(client)
-        rows[f"{label}, sequential"] = sync_row(
-            functools.partial(_sequential, call, calls, f"{label}, sequential"))
-        rows[f"{label}, {concurrency} threads"] = sync_row(
-            functools.partial(_concurrent, call, calls, concurrency))
-    for label, aclient in (("plain httpx.AsyncClient", plain_async),
-                           ("kitsd.AsyncTransport", through_async)):
-        acall = get_async(aclient)
-        rows[f"{label}, sequential"] = functools.partial(
-            _sequential_async, acall, calls, f"{label}, sequential")
-        rows[f"{label}, {concurrency} tasks"] = functools.partial(
-            _concurrent_async, acall, calls, concurrency)
-
-    samples: Samples = {name: [] for name in rows}
-    try:
-        for row in rows.values():  # warm-up: connections, imports, first-use stacks
-            await row()
-        CPU.clear()
-        names = list(rows)
-        for run in range(runs):
-            shift = run % len(names)
-            for name in names[shift:] + names[:shift]:
-                samples[name].append(await rows[name]())
-    finally:
-        await plain_async.aclose()
-        await through_async.aclose()
-    return samples
-
-
-def _report(samples: Samples, baseline: str, row: str) -> float:
-    base = statistics.median(samples[baseline])
-    mine = statistics.median(samples[row])
-    ratio = statistics.median(
-        r / b for b, r in zip(samples[baseline], samples[row], strict=True))
-    if baseline in CPU:
-        base_cpu, row_cpu = statistics.median(CPU[baseline]), statistics.median(CPU[row])
-        print(f"  {baseline:<36} {base:8.0f} req/s   {base_cpu * 1e6:5.0f} us client CPU/call")
-        print(f"  {row:<36} {mine:8.0f} req/s   {row_cpu * 1e6:5.0f} us client CPU/call "
-              f"({(row_cpu - base_cpu) * 1e6:+.0f})   x{ratio:.3f} of plain")
-    else:
-        print(f"  {baseline:<36} {base:8.0f} req/s")
-        print(f"  {row:<36} {mine:8.0f} req/s   x{ratio:.3f} of plain")
-    return ratio
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=25)
-    parser.add_argument("--concurrency", type=int, default=8)
-    args = parser.parse_args()
+def _rows(
+    args: argparse.Namespace, backends: Backends, closers: list[Callable[[], Any]],
+    aclosers: list[Callable[[], Awaitable[Any]]],
+) -> dict[str, Callable[[], Awaitable[tuple[float, float]]]]:
+    """Every row's runner; the clients it made are closed by ``closers``/``aclosers``."""
     import httpx
 
     import kitsd
     from kitsd import sd
-    server = _ServerProcess()
-    registry = sd.MemoryRegistry()
-    registry.registrar("users", server.instance).register()
-    plain = httpx.Client(base_url=f"http://{server.instance}")
-    through = httpx.Client(transport=kitsd.Transport(registry), base_url="http://users")
+
+    calls, concurrency = args.calls, args.concurrency
+    rows: dict[str, Callable[[], Awaitable[tuple[float, float]]]] = {}
+
+    def sync_rows(label: str, client: httpx.Client) -> None:
+        def call() -> Any:
+            return client.get("/", params={"n": 1}).json()
+
+        async def sequential() -> tuple[float, float]:
+            return _sequential(call, calls)
+
+        async def concurrent() -> tuple[float, float]:
+            return _threads(call, calls, concurrency)
+
+        rows[f"sync {label}, sequential"] = sequential
+        rows[f"sync {label}, {concurrency} threads"] = concurrent
+        closers.append(client.close)
+
+    def async_rows(label: str, client: httpx.AsyncClient) -> None:
+        async def call() -> Any:
+            return (await client.get("/", params={"n": 1})).json()
+
+        async def sequential() -> tuple[float, float]:
+            return await _sequential_async(call, calls)
+
+        async def concurrent() -> tuple[float, float]:
+            return await _tasks(call, calls, concurrency)
+
+        rows[f"async {label}, sequential"] = sequential
+        rows[f"async {label}, {concurrency} tasks"] = concurrent
+        aclosers.append(client.aclose)
+
+    first = backends.instances[0]
+    timeout = httpx.Timeout(60.0)  # the same for every client; valgrind is slow
+    sync_rows("plain httpx", httpx.Client(base_url=f"http://{first}", timeout=timeout))
+    async_rows("plain httpx", httpx.AsyncClient(base_url=f"http://{first}", timeout=timeout))
+    for count in args.instances:
+        registry = sd.MemoryRegistry()
+        for instance in backends.instances[:count]:
+            registry.registrar("users", instance).register()
+        label = f"kitsd, {count} instance{'s' if count > 1 else ''}"
+        sync_rows(label, httpx.Client(transport=kitsd.Transport(registry),
+                                      base_url="http://users", timeout=timeout))
+        async_rows(label, httpx.AsyncClient(transport=kitsd.AsyncTransport(registry),
+                                            base_url="http://users", timeout=timeout))
+    return rows
+
+
+async def _measure(args: argparse.Namespace, backends: Backends) -> Samples:
+    closers: list[Callable[[], Any]] = []
+    aclosers: list[Callable[[], Awaitable[Any]]] = []
+    rows = _rows(args, backends, closers, aclosers)
+    samples: Samples = {name: [] for name in rows}
+    marks = instructions.Marks()
     try:
-        samples = asyncio.run(_measure(args.calls, args.runs, args.concurrency,
-                                       server.instance, registry, plain, through))
+        for row in rows.values():  # warm-up: connections, imports, first-use stacks
+            await row()
+        names = list(rows)
+        for index in range(args.rounds):
+            shift = (index * 5) % len(names)  # rotated so no row always follows another
+            for name in names[shift:] + names[:shift]:
+                marks.start()
+                samples[name].append(await rows[name]())
+                marks.stop(name)
     finally:
-        plain.close()
-        through.close()
-        server.kill()
-    print(f"{args.calls} calls per row x {args.runs} interleaved runs against one local "
-          "instance (medians); ratio = median over runs of requests/s against plain httpx")
-    ratios = {}
-    for kind, baseline, mine, many in (
-        ("sync", "plain httpx.Client", "kitsd.Transport", f"{args.concurrency} threads"),
-        ("async", "plain httpx.AsyncClient", "kitsd.AsyncTransport", f"{args.concurrency} tasks"),
-    ):
-        print(kind)
-        ratios[kind] = _report(samples, f"{baseline}, sequential", f"{mine}, sequential")
-        ratios[f"{kind} concurrent"] = _report(samples, f"{baseline}, {many}",
-                                               f"{mine}, {many}")
-    verdict = ", ".join(f"{kind} x{ratio:.3f} {'met' if ratio >= TARGET else 'MISSED'}"
-                        for kind, ratio in ratios.items())
-    print(f"\n  target: transport >= x{TARGET} of plain httpx: {verdict}")
+        for close in closers:
+            close()
+        for aclose in aclosers:
+            await aclose()
+    return samples
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 4:
+        middle = statistics.median(values)
+        return min(values), middle, max(values)
+    low, middle, high = statistics.quantiles(values, n=4)
+    return low, middle, high
+
+
+def _report(samples: Samples, args: argparse.Namespace, backend: str) -> None:
+    print(f"{args.calls} calls per row x {args.rounds} interleaved rounds, {backend} "
+          f"backend; per round: requests/s and process CPU per call; ratio = kitsd / "
+          "plain of the same round: median (middle half; all rounds)")
+    verdicts = []
+    for flavour, many in (("sync", f"{args.concurrency} threads"),
+                          ("async", f"{args.concurrency} tasks")):
+        for mode in ("sequential", many):
+            base = samples[f"{flavour} plain httpx, {mode}"]
+            rps = statistics.median(r for r, _ in base)
+            cpu = statistics.median(c for _, c in base)
+            print(f"  {flavour + ' plain httpx, ' + mode:<40} {rps:7.0f} req/s "
+                  f"{cpu * 1e6:6.0f} us CPU/call")
+            for count in args.instances:
+                name = f"{flavour} kitsd, {count} instance{'s' if count > 1 else ''}, {mode}"
+                mine = samples[name]
+                ratios = [m[0] / b[0] for b, m in zip(base, mine, strict=True)]
+                extra = [(m[1] - b[1]) * 1e6 for b, m in zip(base, mine, strict=True)]
+                low, ratio, high = _quartiles(ratios)
+                e_low, e_mid, e_high = _quartiles(extra)
+                print(f"  {name:<40} {statistics.median(r for r, _ in mine):7.0f} req/s "
+                      f"{statistics.median(c for _, c in mine) * 1e6:6.0f} us CPU/call  "
+                      f"x{ratio:.3f} ({low:.3f}-{high:.3f}; {min(ratios):.2f}-{max(ratios):.2f})"
+                      f"  CPU {e_mid:+.0f} us ({e_low:+.0f} to {e_high:+.0f})")
+                verdicts.append((name, ratio))
+    missed = [f"{name} x{ratio:.3f}" for name, ratio in verdicts if ratio < TARGET]
+    print(f"\n  target: every kitsd row >= x{TARGET} of plain httpx: "
+          + ("met" if not missed else "MISSED by " + ", ".join(missed)))
+
+
+def _count_instructions(args: argparse.Namespace) -> None:
+    """The rows once each under callgrind (see :mod:`bench.instructions`)."""
+    why = instructions.unavailable()
+    if why is not None:
+        print(f"  instructions: not counted: {why}")
+        return
+    counts = instructions.run([
+        "-m", "bench.bench_transport", "--calls", str(args.instruction_calls), "--rounds", "1",
+        "--concurrency", str(args.concurrency), "--backend", args.backend,
+        "--instances", ",".join(map(str, args.instances)), "--quiet"])
+    calls = args.instruction_calls // args.concurrency * args.concurrency
+    print(f"\ninstructions per call (callgrind, user space of the client process, "
+          f"{args.instruction_calls} calls per row):")
+    for flavour, many in (("sync", f"{args.concurrency} threads"),
+                          ("async", f"{args.concurrency} tasks")):
+        for mode in ("sequential", many):
+            n = args.instruction_calls if mode == "sequential" else calls
+            base = counts[f"{flavour} plain httpx, {mode}"] / n
+            print(f"  {flavour + ' plain httpx, ' + mode:<40} {base:9,.0f}")
+            for count in args.instances:
+                name = f"{flavour} kitsd, {count} instance{'s' if count > 1 else ''}, {mode}"
+                mine = counts[name] / n
+                print(f"  {name:<40} {mine:9,.0f}  {mine - base:+8,.0f}  "
+                      f"plain/kitsd x{base / mine:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--instances", default="1,3",
+                        type=lambda text: [int(each) for each in text.split(",")])
+    parser.add_argument("--backend", choices=("go", "python"), default="go")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions per call under callgrind")
+    parser.add_argument("--instruction-calls", type=int, default=96)
+    parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    backends = Backends(max(args.instances), kind=args.backend)
+    try:
+        samples = asyncio.run(_measure(args, backends))
+    finally:
+        backends.close()
+    if not args.quiet:
+        _report(samples, args, backends.kind)
+    if args.instructions:
+        _count_instructions(args)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,14 @@
 here for the retry loops).  ``_async/`` imports the ``async_`` names, its generated
 twin in ``_sync/`` the plain ones, with the same interface:
 
-* :func:`async_send` / :func:`send` — send one attempt through the inner
-  transport.  asyncio: cancellable only once the request is on the wire
-  (httpcore#1093 leaves a connection cancelled before use in the pool for good;
-  fenced in :mod:`kitsd.transport._httpcore_cancel`).
+* :class:`AsyncSender` / :class:`Sender` — how an instance endpoint sends one
+  attempt through its inner transport, and reads a small body within the attempt.
+  Threads: the transport's ``handle_request`` itself.  asyncio:
+  ``handle_async_request`` in the caller's task, and after a cancellation the pool
+  is repaired (httpcore#1093 leaves a connection cancelled at the wrong moment in
+  the pool for good; fenced in :mod:`kitsd.transport._httpcore_cancel`), or, for
+  an inner transport whose pool cannot be seen, a request cancellable only once
+  it is on the wire.
 * :func:`async_build_stack` / :func:`build_stack` — build a service's stack.
   asyncio: on a worker thread when the discovery may block (a registry client
   connects, a watch waits for its first answer), never on the event loop.
@@ -18,36 +22,90 @@ twin in ``_sync/`` the plain ones, with the same interface:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import httpx
 
 from kitsd.transport import _httpcore_cancel
 
 __all__ = [
+    "AsyncSender",
+    "Sender",
     "async_build_stack",
     "async_close_checkers",
     "async_result",
-    "async_send",
     "build_stack",
     "close_checkers",
     "result",
-    "send",
 ]
 
 T = TypeVar("T")
 
 
-async def async_send(inner: httpx.AsyncBaseTransport, request: httpx.Request) -> httpx.Response:
-    """Send ``request`` through ``inner`` (see the module docstring)."""
-    return await _httpcore_cancel.send(inner, request)
+class AsyncSender:
+    """How an asyncio instance endpoint talks to its inner transport (see the module
+    docstring): :meth:`send` one attempt, :meth:`read` a response's body within it."""
+
+    __slots__ = ("_pool", "send")
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        pool = self._pool = _httpcore_cancel.pool_of(inner)
+        self.send: Callable[[httpx.Request], Awaitable[httpx.Response]]
+        if pool is None:
+            self.send = functools.partial(_httpcore_cancel.shielded_send, inner)
+            return
+        handle = inner.handle_async_request
+        repair = _httpcore_cancel.repair
+
+        async def send(request: httpx.Request) -> httpx.Response:
+            try:
+                return await handle(request)
+            except asyncio.CancelledError:
+                repair(pool)
+                raise
+
+        self.send = send
+
+    async def read(self, response: httpx.Response) -> None:
+        """Read ``response``'s body now and close its stream (its connection goes back
+        to the pool); the response then serves the body from memory.  httpx's
+        errors if the body is cut."""
+        stream = cast(httpx.AsyncByteStream, response.stream)
+        try:
+            try:
+                body = b"".join([part async for part in stream])
+            finally:
+                await stream.aclose()
+        except asyncio.CancelledError:
+            if self._pool is not None:
+                _httpcore_cancel.repair_response(self._pool, response)
+            raise
+        response.stream = httpx.ByteStream(body)
 
 
-def send(inner: httpx.BaseTransport, request: httpx.Request) -> httpx.Response:
-    """Send ``request`` through ``inner``."""
-    return inner.handle_request(request)
+class Sender:
+    """How a thread's instance endpoint talks to its inner transport: :meth:`send`
+    is its ``handle_request``."""
+
+    __slots__ = ("send",)
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.send: Callable[[httpx.Request], httpx.Response] = inner.handle_request
+
+    @staticmethod
+    def read(response: httpx.Response) -> None:
+        """Read ``response``'s body now and close its stream (its connection goes back
+        to the pool); the response then serves the body from memory.  httpx's
+        errors if the body is cut."""
+        stream = cast(httpx.SyncByteStream, response.stream)
+        try:
+            body = b"".join(list(stream))
+        finally:
+            stream.close()
+        response.stream = httpx.ByteStream(body)
 
 
 async def async_build_stack(blocking: bool, build: Callable[[str], T], name: str) -> T:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import httpx
 
 from kitsd import breaker, lb
+from kitsd.core.deadline import current_deadline
 from kitsd.core.errors import BackendError, MisuseError
 from kitsd.core.observe import WatchLabel, labelling_watches
 from kitsd.sd.endpointer import Endpointer
@@ -27,10 +29,11 @@ from kitsd.transport import _policy
 from kitsd.transport._discovery import Discovery, discovery
 from kitsd.transport._options import DEFAULT, TransportKeywords, TransportOptions
 from kitsd.transport._policy import AttemptFailed
+from kitsd.transport._pools import Pools
 from kitsd.transport._services import OTHER, Labels, TooManyServicesError, expired, plan_room
 from kitsd.transport._stack import Forwarder, Stack, not_reached
 
-__all__ = ["DEFAULT_BALANCER", "OUTLIER_DETECTION", "Discover", "h2_available"]
+__all__ = ["DEFAULT_BALANCER", "OUTLIER_DETECTION", "Discover", "call_deadline", "h2_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ class _Entry(NamedTuple, Generic[StackT]):
     wait: Future[StackT] | None = None
     build: Future[StackT] | None = None
     retired: list[StackT] = []  # noqa: RUF012 - never mutated
+    #: per-instance inner transports retired and idle, for the caller to close
+    idle_pools: list[Any] = []  # noqa: RUF012 - never mutated
 
 
 def _takes_outlier_detection(make: Callable[..., object]) -> bool:
@@ -81,6 +86,15 @@ def _takes(make: Callable[..., object], name: str) -> bool:
         return False
     return name in parameters or any(
         each.kind is inspect.Parameter.VAR_KEYWORD for each in parameters.values())
+
+
+def call_deadline(seconds: float) -> float:
+    """The deadline of a call that may take ``seconds``, on the ``time.monotonic()``
+    clock: ``lb.deadline``'s rule (an enclosing deadline that comes earlier wins),
+    without its per-call object (``seconds`` is already a checked, finite number)."""
+    at = time.monotonic() + seconds
+    outer = current_deadline()
+    return outer if outer is not None and outer < at else at
 
 
 def h2_available() -> bool:
@@ -117,6 +131,11 @@ class _Core(Generic[StackT]):
                 return make(endpointer, **extra)
             self._make_balancer = make_balancer
         self._forwarder = Forwarder(opts)
+        self._timeout = opts.timeout
+        # the inner transport given, or (None) one pool per instance address (drivers)
+        self._inner: Any = None
+        self._pools: Pools[Any] | None = None
+        self._tls: ssl.SSLContext | None = None
         self._stacks: dict[str, StackT] = {}
         # the services being built (counted against max_services), and their futures
         self._building: dict[str, Future[StackT]] = {}
@@ -132,9 +151,10 @@ class _Core(Generic[StackT]):
     # may start or stop a watch) happen outside it, in the drivers.  One caller builds
     # a new service's stack; others asking for it meanwhile wait for its future.
 
-    def _enter(self, request: httpx.Request) -> _Entry[StackT]:
-        """Find (and enter) the stack for ``request``, or say who builds it.  Raises
-        for a request no stack may serve."""
+    def _enter(self, request: httpx.Request) -> StackT | _Entry[StackT]:
+        """The stack for ``request``, entered, or (an :class:`_Entry`) what to do
+        first: close retired stacks and pools, wait for another's build or build.
+        Raises for a request no stack may serve."""
         url = request.url
         if url.port is not None:
             raise MisuseError(
@@ -146,8 +166,8 @@ class _Core(Generic[StackT]):
         stack = self._stacks.get(host)
         if stack is not None and stack.enter(now):
             if now - self._swept < _SWEEP_INTERVAL:
-                return _Entry(stack, host)
-            return _Entry(stack, host, retired=self._sweep(now))
+                return stack
+            return _Entry(stack, host, retired=self._sweep(now), idle_pools=self._idle_pools())
         name = _policy.service_name(host)
         if not self.options.allows(name):
             raise lb.NoEndpointsError(
@@ -158,7 +178,7 @@ class _Core(Generic[StackT]):
                 raise RuntimeError("kitsd transport is closed")
             stack = self._stacks.get(name)
             if stack is not None and stack.enter(now):
-                return _Entry(stack, name)
+                return stack
             if stack is not None:  # retired meanwhile
                 del self._stacks[name]
             pending = self._building.get(name)
@@ -194,6 +214,29 @@ class _Core(Generic[StackT]):
                      if expired(stack.usage(), now, self.options.idle_timeout,
                                 self._empty_timeout)]
             return self._retire(names)
+
+    def _idle_pools(self) -> list[Any]:
+        """The per-instance inner transports whose instance left and whose
+        connections are all idle (see :mod:`kitsd.transport._pools`)."""
+        return [] if self._pools is None else self._pools.sweep()
+
+    def _inner_transports(self) -> list[Any]:
+        """Every inner transport, forgotten: the transport is closing."""
+        closing: list[Any] = [] if self._pools is None else self._pools.take_all()
+        if self._inner is not None:
+            closing.append(self._inner)
+        return closing
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """The TLS settings every per-instance pool shares (httpx's defaults: certifi's
+        bundle, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), made once, on first use."""
+        context = self._tls
+        if context is None:
+            with self._lock:
+                context = self._tls
+                if context is None:
+                    context = self._tls = httpx.create_ssl_context()
+        return context
 
     def _built(self, name: str, future: Future[StackT], built: StackT) -> bool:
         """Put a freshly built stack in the table, entered once for its builder, and

@@ -25,6 +25,7 @@ from kitsd.transport._policy import IDEMPOTENT_METHODS, RETRY_STATUSES
 
 __all__ = [
     "DEFAULT",
+    "DEFAULT_BUFFER_BODY",
     "BalancerFactory",
     "Default",
     "HostHeader",
@@ -48,6 +49,9 @@ class Default(enum.Enum):
 #: (:data:`kitsd.transport.OUTLIER_DETECTION`) for any balancer whose factory takes
 #: ``outlier_detection=``; another is built with its own default.
 DEFAULT: Final = Default.DEFAULT
+
+#: ``buffer_body``'s default: bodies of up to 64 KiB are read within the attempt.
+DEFAULT_BUFFER_BODY: Final = 65_536
 
 #: ``balancer(endpointer) -> lb.Balancer``; called with ``outlier_detection=`` too
 #: when that option is set (the lb balancer classes take it).
@@ -84,6 +88,7 @@ class TransportKeywords(TypedDict, total=False):
     services: Services | None
     max_services: int
     idle_timeout: float
+    buffer_body: int
 
 
 def _callable_or_str(name: str, value: object, shape: str) -> None:
@@ -125,6 +130,11 @@ class TransportOptions:
     * ``idle_timeout`` — seconds after which a service no request used is
       closed (300); one whose registry answered "no instances" is closed
       after ``min(idle_timeout, 10)`` seconds empty.
+    * ``buffer_body`` — bytes (65,536): a successful response to a request that
+      may be retried, whose ``Content-Length`` is at most this, has its body read
+      within the attempt, so that a body cut off (its instance died between the
+      headers and the body) is retried on another instance instead of failing
+      the caller; larger or unsized bodies stream as with plain httpx.  0: never.
 
     Raises ``TypeError`` for a wrong type and :class:`sd.MisuseError` (a
     ``ValueError``) for a wrong value, naming the option.
@@ -150,11 +160,13 @@ class TransportOptions:
     services: Services | None = field(default=None, repr=False)
     max_services: int = 64
     idle_timeout: float = 300.0
+    buffer_body: int = DEFAULT_BUFFER_BODY
 
     def __post_init__(self) -> None:
         put = object.__setattr__  # frozen: normalise in place, once
         validate.integer("max_attempts", self.max_attempts, minimum=1)
         validate.integer("max_services", self.max_services, minimum=1)
+        validate.integer("buffer_body", self.buffer_body, minimum=0)
         statuses = frozenset(_collection("retry_statuses", self.retry_statuses))
         for status in statuses:
             if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:

@@ -32,6 +32,12 @@ response the call ends on is returned to the caller as plain httpx would.
 ``Retry-After`` on a retried 429/503 becomes the wait before the next attempt
 (the retry never sleeps past its deadline: then the response is returned).
 
+A successful answer to a request that may be retried, whose ``Content-Length``
+is at most ``buffer_body`` bytes (64 KiB), has its body read within the attempt
+(:func:`buffered`): an instance killed between its headers and its body then
+costs another attempt, not the caller's request.  Larger or unsized bodies
+stream to the caller as with plain httpx (nothing could resend them).
+
 The whole call is bounded by the request's own httpx timeout (the largest of
 its phases), each attempt's wait by ``attempt_timeout`` (by default, for a
 request that may be retried, half the call's time: after a hung instance, one
@@ -56,6 +62,7 @@ __all__ = [
     "AttemptUnreachable",
     "InstanceLeaving",
     "attempt_cap",
+    "buffered",
     "call_timeout",
     "keep_trying",
     "service_name",
@@ -118,6 +125,19 @@ def attempt_cap(
     if attempt_timeout is not None:
         return attempt_timeout
     return call_seconds / 2 if may_retry else None
+
+
+def buffered(may_retry: bool, content_length: bytes | str | None, limit: int) -> bool:
+    """Whether a successful response's body is read within its attempt: the request
+    may be retried and the response says (``Content-Length``, ASCII digits) that its
+    body is at most ``limit`` bytes.  Then a body cut off by an instance that died
+    after its headers is an attempt failure, retried elsewhere; any other body
+    streams to the caller as it arrives."""
+    if not may_retry or content_length is None or not limit:
+        return False
+    if len(content_length) > 19 or not (content_length.isascii() and content_length.isdigit()):
+        return False
+    return int(content_length) <= limit
 
 
 class AttemptFailed(KitsdError):

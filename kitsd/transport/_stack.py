@@ -28,7 +28,7 @@ from kitsd.sd.http._attempt import StatusError, cap_timeouts, judge_status, tran
 from kitsd.sd.instance import split_instance
 from kitsd.sd.instancer import Instancer
 from kitsd.transport import _policy
-from kitsd.transport._httpx_url import encoded_host, rehost
+from kitsd.transport._httpx_url import attempt_request, content_length, encoded_host, rehost
 from kitsd.transport._options import TransportOptions
 from kitsd.transport._policy import (
     AttemptFailed,
@@ -62,47 +62,64 @@ class Forwarder:
     headers, while that attempt is current, so every attempt carries its own
     trace context (W3C ``traceparent``) without event hooks."""
 
-    __slots__ = ("options",)
+    __slots__ = ("_attempt_timeout", "_buffer_body", "_host_header", "_injecting",
+                 "_retry_methods", "_timeout", "options")
 
     def __init__(self, options: TransportOptions) -> None:
         self.options = options
+        # read on every attempt: plain attributes, not the options' properties
+        self._buffer_body = options.buffer_body
+        self._retry_methods = options.retry_methods
+        self._attempt_timeout = options.attempt_timeout
+        self._timeout = options.timeout
+        self._host_header = options.host_header
+        # (the installed observers, their inject_headers): looked up once per set of
+        # observers, replaced whole so that a thread never sees one without the other
+        self._injecting: tuple[tuple[Any, ...], tuple[Callable[[Any], None], ...]] = ((), ())
+
+    def buffers(self, response: httpx.Response, may_retry: bool) -> bool:
+        """Whether ``response`` (a success) has its body read within the attempt
+        (:func:`kitsd.transport._policy.buffered`)."""
+        return may_retry and _policy.buffered(
+            may_retry, content_length(response.headers), self._buffer_body)
 
     def attempt(
         self, request: httpx.Request, host: str, port: int, instance: str
     ) -> tuple[httpx.Request, dict[str, float | None], Any, bool]:
         """``(attempt_request, its timeout dict, the request's own timeouts, may_retry)``."""
-        options = self.options
         method = request.method
-        may_retry = (method in options.retry_methods
-                     and isinstance(request.stream, httpx.ByteStream))
+        stream = request.stream
+        may_retry = method in self._retry_methods and isinstance(stream, httpx.ByteStream)
         extensions = request.extensions
         original = extensions.get("timeout")
-        cap = _policy.attempt_cap(
-            options.attempt_timeout, may_retry,
-            _policy.call_timeout(extensions, options.timeout))
+        cap = self._attempt_timeout
+        if cap is None and may_retry:  # only then does the cap need the call's time
+            cap = _policy.attempt_cap(
+                None, may_retry, _policy.call_timeout(extensions, self._timeout))
         timeouts = cap_timeouts(original, remaining(), cap)
         new_extensions = dict(extensions)
         new_extensions["timeout"] = timeouts
         url = request.url
-        headers = request.headers
-        host_header = options.host_header
+        headers = request.headers  # shared with the caller's request unless changed
+        host_header = self._host_header
         observers = HUB.observers
-        if host_header is not None or observers:
+        seen, injectors = self._injecting
+        if observers is not seen:
+            injectors = _injectors(observers)
+            self._injecting = (observers, injectors)
+        if host_header is not None or injectors:
             headers = headers.copy()  # the caller's request keeps its own headers
             if host_header is not None:
                 headers["Host"] = (host_header if isinstance(host_header, str)
                                    else host_header(url.host, instance))
-            for observer in observers:  # kitsd.otel: the attempt's trace context
-                inject = getattr(observer, "inject_headers", None)
-                if inject is not None:
-                    inject(headers)
+            for inject in injectors:  # kitsd.otel: the attempt's trace context
+                inject(headers)
         if url.scheme == "https" and "sni_hostname" not in extensions:
-            name = options.server_name
+            name = self.options.server_name
             new_extensions["sni_hostname"] = (
                 url.host if name is None else name if isinstance(name, str) else name(url.host))
-        attempt = httpx.Request(
-            method, rehost(url, host, port), headers=headers,
-            stream=request.stream, extensions=new_extensions)
+        attempt = attempt_request(method, rehost(url, host, port), headers, stream,
+                                  new_extensions)
         return attempt, timeouts, original, may_retry
 
     @staticmethod
@@ -136,17 +153,35 @@ class Forwarder:
                            retryable=verdict.retryable, retry_after=verdict.retry_after)
 
 
+def _injectors(observers: tuple[Any, ...]) -> tuple[Callable[[Any], None], ...]:
+    """The ``inject_headers`` methods of ``observers`` that have one."""
+    found = (getattr(observer, "inject_headers", None) for observer in observers)
+    return tuple(inject for inject in found if callable(inject))
+
+
 class InstanceEndpointBase:
     """What both instance endpoints share: the instance, its host as httpx stores it,
-    its port, and the forwarder (``_async/endpoint.py`` and its generated twin)."""
+    its port, the forwarder, and how to let go of its address's pool
+    (``_async/transport.py`` and its generated twin)."""
 
-    __slots__ = ("forwarder", "host", "instance", "port")
+    __slots__ = ("_release", "forwarder", "host", "instance", "port")
 
-    def __init__(self, instance: str, forwarder: Forwarder) -> None:
+    def __init__(
+        self, instance: str, forwarder: Forwarder,
+        release: Callable[[str], None] | None = None,
+    ) -> None:
         host, self.port = split_instance(instance)
         self.host = encoded_host(host)
         self.instance = instance
         self.forwarder = forwarder
+        self._release = release
+
+    def close(self) -> None:
+        """The instance left: let go of its pool (the transport closes a pool nobody
+        holds once its connections are idle).  Idempotent; no I/O."""
+        release, self._release = self._release, None
+        if release is not None:
+            release(self.instance)
 
     def __repr__(self) -> str:
         return f"<kitsd.Transport endpoint {self.instance}>"
@@ -203,7 +238,9 @@ class Stack:
         self.error: BaseException | None = None
         # How the transport uses it
         self.last_used = now
-        self.inflight = 0
+        # one item per call in flight: list.append/pop are atomic, so a call counts
+        # itself in and out without a lock (see enter)
+        self._calls: list[None] = []
         self.retired = False
         self.label = OTHER
         try:
@@ -294,31 +331,44 @@ class Stack:
 
     # --- use, for the transport's bound on services --------------------------------
 
+    # enter() counts a call in, then looks at `retired`; retire_if_idle() sets
+    # `retired`, then looks at the count (and takes it back if a call is counted).
+    # Each side writes before it reads, so at least one of them sees the other:
+    # a call never runs on a retired stack, and a stack with a call in flight is
+    # never retired.  A call that backs off while a retirement is being taken back
+    # retries under the transport's lock, which retire_if_idle() runs under.
+
     def enter(self, now: float) -> bool:
         """Count a call in; ``False`` when the stack was retired meanwhile."""
-        with self._lock:
-            if self.retired:
-                return False
-            self.inflight += 1
-            self.last_used = now
-            return True
+        calls = self._calls
+        calls.append(None)
+        if self.retired:
+            calls.pop()
+            return False
+        self.last_used = now
+        return True
 
     def leave(self) -> None:
         """Count a call out."""
-        with self._lock:
-            self.inflight -= 1
+        self._calls.pop()
+
+    @property
+    def inflight(self) -> int:
+        """Calls in flight."""
+        return len(self._calls)
 
     def usage(self) -> Usage:
         """A snapshot for :func:`kitsd.transport._services.plan_room`."""
-        return Usage(self.name, self.last_used, self.inflight, self.empty_since)
+        return Usage(self.name, self.last_used, len(self._calls), self.empty_since)
 
     def retire_if_idle(self) -> bool:
-        """Retire the stack (no call may enter it after) if no call is in flight."""
-        with self._lock:
-            if self.inflight:
-                return False
-            self.retired = True
-            return True
+        """Retire the stack (no call may enter it after) if no call is in flight.
+        Called under the transport's lock."""
+        self.retired = True
+        if self._calls:
+            self.retired = False
+            return False
+        return True
 
     # --- calls --------------------------------------------------------------------------
 

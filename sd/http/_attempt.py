@@ -104,17 +104,22 @@ def cap_timeouts(
     attempt: each phase of ``configured`` capped by ``left`` (seconds before the
     call's deadline, ``None`` outside one) and ``cap`` (the attempt's own limit)."""
     limit = left
-    if cap is not None:
-        limit = cap if limit is None else min(limit, cap)
-    base = configured or {}
+    if cap is not None and (limit is None or cap < limit):
+        limit = cap
+    get = (configured or _NONE).get
+    connect, read, write, pool = get("connect"), get("read"), get("write"), get("pool")
     if limit is None:
-        return {phase: base.get(phase) for phase in PHASES}
-    limit = max(limit, _MIN_TIMEOUT)
-    result: dict[str, float | None] = {}
-    for phase in PHASES:
-        value = base.get(phase)
-        result[phase] = limit if value is None or value > limit else value
-    return result
+        return {"connect": connect, "read": read, "write": write, "pool": pool}
+    if limit < _MIN_TIMEOUT:
+        limit = _MIN_TIMEOUT
+    # each phase at most `limit` (PHASES, spelled out: this runs on every attempt)
+    return {"connect": limit if connect is None or connect > limit else connect,
+            "read": limit if read is None or read > limit else read,
+            "write": limit if write is None or write > limit else write,
+            "pool": limit if pool is None or pool > limit else pool}
+
+
+_NONE: Mapping[str, float | None] = {}
 
 
 class TransportFailure(NamedTuple):

@@ -14,7 +14,9 @@ class Instance:
     (answer ``status`` with ``headers``), ``"hang"`` (read the request, never
     answer), ``"drop"`` (read the request, close without answering), ``"stream"``
     (``stream_bytes`` bytes of body in 64 KiB chunks), ``"slow"`` (answer as ``"ok"``
-    after ``delay`` seconds)."""
+    after ``delay`` seconds), ``"cut"`` (headers saying ``stream_bytes`` bytes of
+    body, then 10 of them, then the connection closes: an instance that died
+    between its headers and its body)."""
 
     def __init__(self) -> None:
         self.mode = "ok"
@@ -55,6 +57,13 @@ class Instance:
                     owner.release.wait(owner.delay)
                     mode = "ok"
                 if mode == "drop":
+                    self.close_connection = True
+                    return
+                if mode == "cut":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(owner.stream_bytes))
+                    self.end_headers()
+                    self.wfile.write(b"x" * 10)
                     self.close_connection = True
                     return
                 if mode == "stream":

@@ -11,53 +11,62 @@ watch, waiting for another caller's build) lives in
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Unpack, cast
 
 import httpx
 
 from kitsd import lb
+from kitsd.core.deadline import reset_deadline, set_deadline
 from kitsd.sd.http import _deadline
 from kitsd.transport import _policy
 from kitsd.transport._concurrency import (
+    Sender,
     build_stack,
     close_checkers,
     result,
-    send,
 )
-from kitsd.transport._core import Discover, _Core, h2_available
+from kitsd.transport._core import Discover, _Core, _Entry, call_deadline, h2_available
 from kitsd.transport._options import TransportKeywords
+from kitsd.transport._pools import Pools, idle
 from kitsd.transport._stack import Forwarder, InstanceEndpointBase, Stack
 
 __all__ = ["InstanceEndpoint", "Transport"]
 
 
 class InstanceEndpoint(InstanceEndpointBase):
-    """Forwards an ``httpx.Request`` to one instance through the transport's inner
-    ``httpx.BaseTransport``, shared by every instance."""
+    """Forwards an ``httpx.Request`` to one instance through an inner
+    ``httpx.BaseTransport``: the pool of its address (the default), or the
+    one given to the transport, shared by every instance."""
 
-    __slots__ = ("inner",)
+    __slots__ = ("inner", "read", "send")
 
     def __init__(
-        self, instance: str, forwarder: Forwarder, inner: httpx.BaseTransport
+        self, instance: str, forwarder: Forwarder, inner: httpx.BaseTransport,
+        release: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(instance, forwarder)
+        super().__init__(instance, forwarder, release)
         self.inner = inner
+        sender = Sender(inner)
+        self.send, self.read = sender.send, sender.read
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         forwarder = self.forwarder
         attempt, timeouts, original, may_retry = forwarder.attempt(
             request, self.host, self.port, self.instance)
         try:
-            response = send(self.inner, attempt)
+            response = self.send(attempt)
+            failure = forwarder.judge(response, request, self.instance, may_retry)
+            if failure is None and may_retry and forwarder.buffers(response, may_retry):
+                self.read(response)  # a cut body is this attempt's failure
         except httpx.TransportError as error:
             raise forwarder.failed(error, self.instance, may_retry) from error
-        # The body is read later, by the caller: with the request's own timeouts
-        # (httpcore reads this same dict when the body is first iterated).
+        # A body not read yet is read later, by the caller: with the request's own
+        # timeouts (httpcore reads this same dict when the body is first iterated).
         timeouts.clear()
         if original:
             timeouts.update(original)
-        failure = forwarder.judge(response, request, self.instance, may_retry)
         if failure is None:
             return response
         if failure.retryable:  # closed before the next attempt; kept readable
@@ -144,28 +153,49 @@ class Transport(_Core[Stack], httpx.BaseTransport):
         if transport is not None and not isinstance(transport, httpx.BaseTransport):
             raise TypeError(f"transport must be an httpx.BaseTransport, got {transport!r}")
         super().__init__(discover, options)
-        if transport is None:
-            transport = httpx.HTTPTransport(http2=h2_available())
-            _deadline.install(transport)  # every socket wait ends by the call's deadline
         self._inner = transport
+        if transport is None:  # one inner transport per instance address
+            self._pools = Pools(self._new_pool, idle)
+
+    def _new_pool(self) -> httpx.HTTPTransport:
+        transport = httpx.HTTPTransport(verify=self._ssl_context(), http2=h2_available())
+        _deadline.install(transport)  # every socket wait ends by the call's deadline
+        return transport
 
     def _build(self, name: str) -> Stack:
-        forwarder, inner = self._forwarder, self._inner
-        return self._stack_for(
-            name, lambda instance: InstanceEndpoint(instance, forwarder, inner),
-            lb.retry)
+        forwarder, pools = self._forwarder, self._pools
+        if pools is None:
+            inner = cast(httpx.BaseTransport, self._inner)
 
-    def _stack(self, request: httpx.Request) -> Stack:
+            def endpoint(instance: str) -> InstanceEndpoint:
+                return InstanceEndpoint(instance, forwarder, inner)
+        else:
+            def endpoint(instance: str) -> InstanceEndpoint:
+                return InstanceEndpoint(
+                    instance, forwarder, pools.acquire(instance), pools.release)
+
+        return self._stack_for(name, endpoint, lb.retry)
+
+    def _stack(self, request: httpx.Request, entry: _Entry[Stack] | None) -> Stack:
+        """The stack for ``request`` when :meth:`_enter` did not hand it over at once
+        (``entry``: retired stacks to close, a build to wait for or to make)."""
         while True:
-            entry = self._enter(request)
+            if entry is None:
+                found = self._enter(request)
+                if not isinstance(found, _Entry):
+                    return found
+                entry = found
             for each in entry.retired:
                 each.close()
+            for pool in entry.idle_pools:
+                pool.close()
             if entry.stack is not None:
                 return entry.stack
             if entry.wait is not None:
-                stack = result(entry.wait)  # the builder's error, if it failed
+                stack: Stack = result(entry.wait)  # the builder's error, if it failed
                 if stack.enter(time.monotonic()):
                     return stack
+                entry = None
                 continue  # retired as soon as built: look again
             build = cast(Future[Stack], entry.build)  # neither stack nor wait: ours to build
             try:
@@ -181,17 +211,21 @@ class Transport(_Core[Stack], httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` to an instance of the service its URL host names (see the
         class docstring)."""
-        stack = self._stack(request)
+        stack = self._enter(request)
+        if isinstance(stack, _Entry):
+            stack = self._stack(request, stack)
         try:
-            timeout = _policy.call_timeout(request.extensions, self.options.timeout)
+            timeout = _policy.call_timeout(request.extensions, self._timeout)
             if not stack.answered.is_set():
                 stack.wait_answer(timeout)
             retrying = stack.retrying(self._label(stack))
+            deadline = set_deadline(call_deadline(timeout))  # lb.deadline(timeout)
             try:
-                with lb.deadline(timeout):
-                    response: httpx.Response = retrying(request)
+                response: httpx.Response = retrying(request)
             except (lb.RetryError, lb.RetryTimeout) as error:
                 return self._settle(error, stack, request)
+            finally:
+                reset_deadline(deadline)
             response.request = request
             return response
         finally:
@@ -199,7 +233,7 @@ class Transport(_Core[Stack], httpx.BaseTransport):
 
     def close(self) -> None:
         """Stop every watch, close every Endpointer, registry client, health prober and
-        the inner transport."""
+        inner transport."""
         try:
             for stack in self._take_all():
                 stack.close()
@@ -208,6 +242,7 @@ class Transport(_Core[Stack], httpx.BaseTransport):
                 self._discovery.close()
             finally:
                 try:
-                    self._inner.close()
+                    for inner in self._inner_transports():
+                        inner.close()
                 finally:
                     close_checkers(self._close_checkers)

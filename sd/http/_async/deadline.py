@@ -46,7 +46,8 @@ class AsyncDeadlineStream(httpcore.AsyncNetworkStream):
         return await self._stream.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._stream.write(buffer, _left(timeout, httpcore.WriteTimeout))
+        if buffer:  # h11 hands over empty writes too (a body's end): nothing to wait for
+            await self._stream.write(buffer, _left(timeout, httpcore.WriteTimeout))
 
     async def aclose(self) -> None:
         await self._stream.aclose()
