@@ -246,7 +246,8 @@ def _count_instructions(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=25,
+                        help="0: only the instruction counts (with --instructions)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--instances", default="1,3",
                         type=lambda text: [int(each) for each in text.split(",")])
@@ -256,13 +257,14 @@ def main() -> None:
     parser.add_argument("--instruction-calls", type=int, default=96)
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    backends = Backends(max(args.instances), kind=args.backend)
-    try:
-        samples = asyncio.run(_measure(args, backends))
-    finally:
-        backends.close()
-    if not args.quiet:
-        _report(samples, args, backends.kind)
+    if args.rounds:
+        backends = Backends(max(args.instances), kind=args.backend)
+        try:
+            samples = asyncio.run(_measure(args, backends))
+        finally:
+            backends.close()
+        if not args.quiet:
+            _report(samples, args, backends.kind)
     if args.instructions:
         _count_instructions(args)
 
