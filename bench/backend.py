@@ -12,14 +12,11 @@ interpreter (slower and noisier; the report says which it used).
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from kitsd.compose.gobuild import GoBuildError, cached_binary
 
 SOURCE = Path(__file__).resolve().parent / "backend" / "main.go"
 
@@ -35,43 +32,11 @@ for server in servers:
 """
 
 
-class BuildError(RuntimeError):
-    """The backend could not be built; the message says why."""
-
-
 def binary() -> Path:
     """The backend binary, built first if it is not cached yet."""
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
-    cache = Path(os.environ.get("KITSD_CACHE") or Path.home() / ".cache" / "kitsd")
-    target = cache / f"bench-backend-{digest}" / "bench-backend"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent runs build once
-        if not target.is_file():
-            _build(target)
-    return target
-
-
-def _build(target: Path) -> None:
-    go = shutil.which("go") or "/usr/local/go/bin/go"
-    if not Path(go).exists():
-        raise BuildError("go is not installed")
-    with tempfile.TemporaryDirectory(prefix="kitsd-bench-backend-") as work:
-        root = Path(work)
-        shutil.copy(SOURCE, root / "main.go")
-        (root / "go.mod").write_text("module kitsd.invalid/benchbackend\n\ngo 1.22\n")
-        env = {**os.environ, "CGO_ENABLED": "0", "GO111MODULE": "on", "GOWORK": "off",
-               "GOFLAGS": "-mod=mod", "GOPROXY": "off"}
-        partial = target.with_suffix(".tmp")
-        result = subprocess.run(  # noqa: S603 - our own go command
-            [go, "build", "-trimpath", "-buildvcs=false", "-o", str(partial), "."],
-            cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False,
-            stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
-            raise BuildError(f"go build failed: {result.stderr[-2000:]}")
-        partial.replace(target)
+    return cached_binary("bench-backend", sources=[SOURCE], requires={},
+                         module="kitsd.invalid/benchbackend",
+                         describe="the Go HTTP benchmark backend")
 
 
 class Backends:
@@ -84,7 +49,7 @@ class Backends:
         if kind == "go":
             try:
                 command = [str(binary()), "-n", str(count)]
-            except BuildError as error:
+            except GoBuildError as error:
                 print(f"[bench] no Go backend ({error}); using Python servers",
                       file=sys.stderr)
                 self.kind = "python"

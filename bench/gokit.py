@@ -14,14 +14,9 @@ the versions), so only the first run compiles.  No go-kit code enters the reposi
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
+
+from kitsd.compose.gobuild import cached_binary
 
 SOURCE = Path(__file__).resolve().parent / "gokit_consul" / "main.go"
 MODULE = "kitsd.invalid/gokitbench"
@@ -32,51 +27,11 @@ REQUIRES = {
 }
 
 
-class BuildError(RuntimeError):
-    """The watcher could not be built; the message says which step and its output."""
-
-
-def _run(command: list[str], cwd: Path, env: dict[str, str]) -> None:
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,  # noqa: S603 - our own go command
-                            timeout=900, check=False, stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
-        raise BuildError(f"{' '.join(command)} failed ({result.returncode}):\n{tail}")
-
-
 def binary() -> Path:
     """The watcher binary, built first if it is not cached yet."""
-    digest = hashlib.sha256(SOURCE.read_bytes())
-    digest.update(repr(sorted(REQUIRES.items())).encode())
-    cache = Path(os.environ.get("KITSD_CACHE") or Path.home() / ".cache" / "kitsd")
-    target = cache / f"gokit-consul-{digest.hexdigest()[:12]}" / "gokit-consul"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent runs build once
-        if not target.is_file():
-            _build(target)
-    return target
-
-
-def _build(target: Path) -> None:
-    go = shutil.which("go") or "/usr/local/go/bin/go"
-    if not Path(go).exists():
-        raise BuildError("go is not installed (it builds the go-kit watcher)")
-    print(f"[bench] building the go-kit watcher (go-kit {REQUIRES['github.com/go-kit/kit']})"
-          f" into {target}", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory(prefix="kitsd-gokit-build-") as work:
-        root = Path(work)
-        shutil.copy(SOURCE, root / "main.go")
-        requires = "".join(f"\t{path} {version}\n" for path, version in REQUIRES.items())
-        (root / "go.mod").write_text(f"module {MODULE}\n\ngo 1.22\n\nrequire (\n{requires})\n")
-        env = {**os.environ, "CGO_ENABLED": "0", "GO111MODULE": "on", "GOWORK": "off",
-               "GOFLAGS": "-mod=mod"}
-        _run([go, "mod", "tidy"], root, env)
-        partial = target.with_suffix(".tmp")
-        _run([go, "build", "-trimpath", "-buildvcs=false", "-o", str(partial), "."], root, env)
-        partial.replace(target)
+    version = REQUIRES["github.com/go-kit/kit"]
+    return cached_binary("gokit-consul", sources=[SOURCE], requires=REQUIRES, module=MODULE,
+                         describe=f"the go-kit watcher (go-kit {version})")
 
 
 def command(agent: str, service: str) -> list[str]:

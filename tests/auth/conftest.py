@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from joserfc.jwk import OctKey
 
+from kitsd.compose.gobuild import GoBuildError
 from tests.auth.services import ProtectedService, jwt_verifier
 from tests.auth.tokenserver import TokenServer, binary
-from tests.thrift.goserver import BuildError
 
 #: The token server's signing key (HS256): 32 bytes, as RFC 7518 asks.
 TOKEN_KEY = "token-server-signing-key-0123456"
@@ -21,7 +21,7 @@ TOKEN_KEY = "token-server-signing-key-0123456"
 def token_server_binary() -> Path:
     try:
         return binary()
-    except BuildError as error:
+    except GoBuildError as error:
         pytest.fail(f"could not build the OAuth2 token test server: {error}")
 
 

@@ -7,51 +7,23 @@ tokens (``tokenserver/main.go``), built here when missing and cached in
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import os
-import shutil
-import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tests.thrift.goserver import StoreServer, _go, _run, _say
+from kitsd.compose.gobuild import cached_binary
+from tests.thrift.goserver import StoreServer
 
 MAIN = Path(__file__).resolve().parent / "tokenserver" / "main.go"
-LIBRARY = "github.com/go-oauth2/oauth2/v4 v4.5.4"
+REQUIRES = {"github.com/go-oauth2/oauth2/v4": "v4.5.4"}  # the describe line names it
 MODULE = "kitsd.invalid/tokenserver"
 
 
 def binary() -> Path:
     """The token server binary, built first if it is not cached yet."""
-    digest = hashlib.sha256(MAIN.read_bytes() + LIBRARY.encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("KITSD_CACHE") or Path.home() / ".cache" / "kitsd")
-    target = cache / f"oauth2-token-server-{digest}" / "token-server"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not target.is_file():
-            go = _go()
-            started = time.monotonic()
-            _say(f"building the OAuth2 token test server ({LIBRARY}) into {target}")
-            with tempfile.TemporaryDirectory(prefix="kitsd-token-build-") as work:
-                root = Path(work)
-                shutil.copy(MAIN, root / "main.go")
-                (root / "go.mod").write_text(f"module {MODULE}\n\ngo 1.22\n\nrequire {LIBRARY}\n")
-                env = {**os.environ, "CGO_ENABLED": "0", "GO111MODULE": "on", "GOWORK": "off",
-                       "GOFLAGS": "-mod=mod"}
-                _run([go, "mod", "tidy"], root, env)
-                partial = target.with_suffix(".tmp")
-                _run([go, "build", "-trimpath", "-buildvcs=false", "-o", str(partial), "."],
-                     root, env)
-                partial.replace(target)
-            _say(f"built in {time.monotonic() - started:.0f}s")
-    return target
+    return cached_binary("oauth2-token-server", sources=[MAIN], requires=REQUIRES,
+                         module=MODULE, describe="the OAuth2 token test server (go-oauth2 v4.5.4)")
 
 
 class TokenServer(StoreServer):

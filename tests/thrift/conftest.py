@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import thriftpy2
 
-from tests.thrift.goserver import IDL, BuildError, StoreServer, binary
+from kitsd.compose.gobuild import GoBuildError
+from tests.thrift.goserver import IDL, StoreServer, binary
 
 StartServers = Callable[..., list[StoreServer]]
 
@@ -26,7 +27,7 @@ def store_server_binary() -> Path:
     """The Go server, built (and cached) on first use."""
     try:
         return binary()
-    except BuildError as error:
+    except GoBuildError as error:
         pytest.fail(f"could not build the Go Thrift test server: {error}")
 
 

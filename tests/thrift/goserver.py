@@ -16,20 +16,18 @@ itself and says which (``listening HOST:PORT``), so there is no port race.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import re
 import select
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from kitsd.compose.gobuild import GoBuildError, cached_binary, run, say
 
 SOURCE = Path(__file__).resolve().parent / "goserver"
 IDL = SOURCE / "store.thrift"
@@ -37,92 +35,42 @@ MAIN = SOURCE / "main.go"
 MODULE = "kitsd.invalid/thriftserver"
 
 
-class BuildError(RuntimeError):
-    """The server could not be built; the message says which step and its output."""
-
-
-def _say(line: str) -> None:
-    print(f"[kitsd-test-server] {line}", file=sys.stderr, flush=True)
-
-
-def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=900, check=False, stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
-        raise BuildError(f"{' '.join(command)} failed ({result.returncode}):\n{tail}")
-    return result.stdout + result.stderr
-
-
 def thrift_compiler() -> tuple[str, str]:
     """``(path, version)`` of the Thrift compiler, installing Debian's when missing."""
     path = shutil.which("thrift")
     if path is None:
-        _say("thrift compiler missing: apt-get install -y thrift-compiler")
+        say("thrift compiler missing: apt-get install -y thrift-compiler")
         sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         try:
-            _run([*sudo, "apt-get", "install", "-y", "-q", "thrift-compiler"], Path("/"), env)
-        except BuildError:
-            _run([*sudo, "apt-get", "update", "-q"], Path("/"), env)
-            _run([*sudo, "apt-get", "install", "-y", "-q", "thrift-compiler"], Path("/"), env)
+            run([*sudo, "apt-get", "install", "-y", "-q", "thrift-compiler"], Path("/"), env)
+        except GoBuildError:
+            run([*sudo, "apt-get", "update", "-q"], Path("/"), env)
+            run([*sudo, "apt-get", "install", "-y", "-q", "thrift-compiler"], Path("/"), env)
         path = shutil.which("thrift")
         if path is None:
-            raise BuildError("thrift-compiler installed but no `thrift` on PATH")
-    match = re.search(r"(\d+\.\d+\.\d+)", _run([path, "--version"], Path("/")))
+            raise GoBuildError("thrift-compiler installed but no `thrift` on PATH")
+    match = re.search(r"(\d+\.\d+\.\d+)", run([path, "--version"], Path("/")))
     if match is None:
-        raise BuildError("cannot read the thrift compiler's version")
+        raise GoBuildError("cannot read the thrift compiler's version")
     return path, match.group(1)
-
-
-def _go() -> str:
-    found = shutil.which("go") or ("/usr/local/go/bin/go"
-                                   if Path("/usr/local/go/bin/go").exists() else None)
-    if found is None:
-        raise BuildError("go is not installed (the Go toolchain builds the test server)")
-    return found
 
 
 def binary() -> Path:
     """The server binary, built first if it is not cached yet."""
     compiler, version = thrift_compiler()
-    digest = hashlib.sha256()
-    for part in (IDL.read_bytes(), MAIN.read_bytes(), version.encode(), b"build 1"):
-        digest.update(part)
-    cache = Path(os.environ.get("KITSD_CACHE") or Path.home() / ".cache" / "kitsd")
-    target = cache / f"thrift-store-server-{digest.hexdigest()[:12]}" / "store-server"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent test runs build once
-        if not target.is_file():
-            _build(compiler, version, target)
-    return target
 
-
-def _build(compiler: str, version: str, target: Path) -> None:
-    go = _go()
-    started = time.monotonic()
-    _say(f"building the Go Thrift test server (thrift {version}, "
-         f"github.com/apache/thrift v{version}) into {target}")
-    with tempfile.TemporaryDirectory(prefix="kitsd-thrift-build-") as work:
-        root = Path(work)
-        shutil.copy(IDL, root / IDL.name)
-        shutil.copy(MAIN, root / MAIN.name)
+    def generate(root: Path) -> None:  # the Go code of the IDL, beside main.go
         (root / "gen-go").mkdir()
-        _run([compiler, "--gen", f"go:package_prefix={MODULE}/gen-go/", "-out", "gen-go",
-              IDL.name], root)
+        run([compiler, "--gen", f"go:package_prefix={MODULE}/gen-go/", "-out", "gen-go",
+             IDL.name], root)
         shutil.rmtree(root / "gen-go" / "store" / "store-remote", ignore_errors=True)
-        (root / "go.mod").write_text(
-            f"module {MODULE}\n\ngo 1.22\n\nrequire github.com/apache/thrift v{version}\n")
-        env = {**os.environ, "CGO_ENABLED": "0", "GO111MODULE": "on", "GOWORK": "off",
-               "GOFLAGS": "-mod=mod"}
-        _run([go, "mod", "tidy"], root, env)
-        partial = target.with_suffix(".tmp")
-        _run([go, "build", "-trimpath", "-buildvcs=false", "-o", str(partial), "."], root, env)
-        partial.replace(target)
-    _say(f"built in {time.monotonic() - started:.0f}s")
+
+    return cached_binary(
+        "thrift-store-server", sources=[IDL, MAIN],
+        requires={"github.com/apache/thrift": f"v{version}"}, module=MODULE, key=[b"build 1"],
+        describe=f"the Go Thrift test server (thrift {version}, "
+                 f"github.com/apache/thrift v{version})", prepare=generate)
 
 
 class StoreServer:
