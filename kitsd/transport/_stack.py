@@ -189,11 +189,15 @@ class InstanceEndpointBase:
 
 def _discard(response: httpx.Response) -> Any:
     """A hedge's losing answer: close it, so its connection goes back to the pool
-    (an async response's ``aclose()`` coroutine is awaited by ``lb.retry_async``)."""
-    if isinstance(response.stream, httpx.AsyncByteStream):
-        return response.aclose()
-    response.close()
-    return None
+    (an async response's ``aclose()`` coroutine is awaited by ``lb.retry_async``).
+
+    A body read within the attempt (``buffer_body``) is an ``httpx.ByteStream``,
+    both sync and async: it is closed here, never handed back as a coroutine that
+    the sync ``lb.retry`` could not await."""
+    if isinstance(response.stream, httpx.SyncByteStream):
+        response.close()
+        return None
+    return response.aclose()
 
 
 def _retry_after_wait(attempt: int, error: BaseException, elapsed: float) -> float:

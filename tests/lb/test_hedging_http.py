@@ -10,6 +10,7 @@ whose response nobody will ever close stays active for good.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -46,10 +47,18 @@ def held(pool: Any) -> int:
     return sum(1 for connection in pool.connections if not connection.is_idle())
 
 
-def test_sync_losers_are_closed(two: tuple[sd.MemoryRegistry, list[Instance]]) -> None:
+def _hedging_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records
+            if record.name == "kitsd.lb.hedging" and record.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("buffer_body", [65536, 0], ids=["buffered", "streamed"])
+def test_sync_losers_are_closed(two: tuple[sd.MemoryRegistry, list[Instance]],
+                                buffer_body: int, caplog: pytest.LogCaptureFixture) -> None:
     registry, instances = two
     inner = httpx.HTTPTransport(limits=POOL)
-    transport = kitsd.Transport(registry, hedge=AT_ONCE, transport=inner)
+    transport = kitsd.Transport(registry, hedge=AT_ONCE, transport=inner,
+                                buffer_body=buffer_body)
     with httpx.Client(transport=transport, base_url="http://users",
                       timeout=httpx.Timeout(5.0, pool=1.0)) as client:
         for _ in range(60):  # six times the pool: without the close, PoolTimeout
@@ -57,14 +66,19 @@ def test_sync_losers_are_closed(two: tuple[sd.MemoryRegistry, list[Instance]]) -
         assert sum(instance.total() for instance in instances) > 60  # hedges were sent
         # a loser may still be on its way; once it lands, it is closed at once
         wait_for(lambda: held(inner._pool) == 0, timeout=5.0)
+    # a buffered loser is closed, not handed back as a coroutine nobody awaits
+    assert _hedging_errors(caplog) == []
 
 
-def test_async_losers_are_closed(two: tuple[sd.MemoryRegistry, list[Instance]]) -> None:
+@pytest.mark.parametrize("buffer_body", [65536, 0], ids=["buffered", "streamed"])
+def test_async_losers_are_closed(two: tuple[sd.MemoryRegistry, list[Instance]],
+                                 buffer_body: int, caplog: pytest.LogCaptureFixture) -> None:
     registry, instances = two
 
     async def main() -> None:
         inner = httpx.AsyncHTTPTransport(limits=POOL)
-        transport = kitsd.AsyncTransport(registry, hedge=AT_ONCE, transport=inner)
+        transport = kitsd.AsyncTransport(registry, hedge=AT_ONCE, transport=inner,
+                                         buffer_body=buffer_body)
         async with httpx.AsyncClient(transport=transport, base_url="http://users",
                                      timeout=httpx.Timeout(5.0, pool=1.0)) as client:
             for _ in range(30):
@@ -79,6 +93,7 @@ def test_async_losers_are_closed(two: tuple[sd.MemoryRegistry, list[Instance]]) 
             assert [answer.status_code for answer in later] == [200] * 20
 
     asyncio.run(main())
+    assert _hedging_errors(caplog) == []
 
 
 def test_closing_does_not_wait_for_a_hung_attempt(
