@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
 
@@ -19,8 +19,8 @@ from kitsd.core.errors import MisuseError, shown_value
 from kitsd.sd.instance import split_instance
 from kitsd.serve._drain import Timings
 
-__all__ = ["DEFAULT_CHECK_TIMEOUT", "HealthCheck", "Options", "Settings", "check_options",
-           "check_settings"]
+__all__ = ["DEFAULT_CHECK_TIMEOUT", "HealthCheck", "Options", "ServeOptions", "Settings",
+           "check_options", "check_settings"]
 
 HealthCheck = Callable[[], bool | Awaitable[bool]]
 
@@ -28,6 +28,21 @@ HealthCheck = Callable[[], bool | Awaitable[bool]]
 DEFAULT_CHECK_TIMEOUT = 1.0
 #: Signals no process can catch: a handler for them can never start a drain.
 _UNCATCHABLE = frozenset({signal.SIGKILL, signal.SIGSTOP})
+
+
+class ServeOptions(TypedDict, total=False):
+    """The keyword options of every serving driver, as given (defaults and meaning:
+    :class:`kitsd.serve.Service`; checked by :func:`check_settings`)."""
+
+    drain: float
+    margin: float
+    health_path: str | None
+    check: HealthCheck | None
+    self_check: str | bool | None
+    signals: Collection[str | int]
+    probe: Callable[[], bool] | None
+    probe_interval: float
+    check_timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,27 +161,14 @@ def check_settings(
                     signals=_check_signals(signals), probe=probe, check_timeout=timeout)
 
 
-def check_options(
-    registrar: Any,
-    *,
-    drain: float = 30.0,
-    margin: float = 2.0,
-    health_path: str | None = "/healthz",
-    check: HealthCheck | None = None,
-    self_check: str | bool | None = None,
-    signals: Collection[str | int] = ("SIGTERM",),
-    probe: Callable[[], bool] | None = None,
-    probe_interval: float = 0.1,
-    check_timeout: float = DEFAULT_CHECK_TIMEOUT,
-) -> Options:
+def check_options(registrar: Any, **options: Unpack[ServeOptions]) -> Options:
     """The options checked (see the module docstring)."""
     for verb in ("register", "deregister"):
         if not callable(getattr(registrar, verb, None)):
             raise TypeError(f"registrar must be an sd.Registrar (with register() and "
                             f"deregister()), not {type(registrar).__name__}")
-    settings = check_settings(drain=drain, margin=margin, health_path=health_path, check=check,
-                              self_check=self_check, signals=signals, probe=probe,
-                              probe_interval=probe_interval, check_timeout=check_timeout)
-    return Options(timings=settings.timings, health_path=settings.health_path, check=check,
-                   self_check=_self_check_target(registrar, self_check, settings.health_path),
-                   signals=settings.signals, probe=probe, check_timeout=settings.check_timeout)
+    settings = check_settings(**options)
+    self_check = _self_check_target(registrar, options.get("self_check"), settings.health_path)
+    return Options(timings=settings.timings, health_path=settings.health_path,
+                   check=settings.check, self_check=self_check, signals=settings.signals,
+                   probe=settings.probe, check_timeout=settings.check_timeout)

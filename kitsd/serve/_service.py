@@ -21,41 +21,25 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 import signal
-import threading
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from types import FrameType, TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 import httpx
 
 from kitsd.sd.instance import split_instance
 from kitsd.serve import _calls
-from kitsd.serve._drain import (
-    Check,
-    Deregister,
-    Idle,
-    Lifecycle,
-    Phase,
-    Probe,
-    Register,
-    Release,
-    Sleep,
-    Step,
-)
+from kitsd.serve._drain import Check, Idle, Release, Sleep, Step
+from kitsd.serve._driver import CLOSE_GRACE, Driver
 from kitsd.serve._health import health_answer
-from kitsd.serve._options import DEFAULT_CHECK_TIMEOUT, HealthCheck, check_options
-from kitsd.serve._registries import departure_probe
+from kitsd.serve._options import ServeOptions, check_options
 
 __all__ = ["CLOSE_GRACE", "Service", "is_async_check"]
 
 logger = logging.getLogger(__name__)
-
-#: Seconds ``aclose()`` still gives registry calls after a drain (and at least, without one).
-CLOSE_GRACE = 1.0
 
 
 def is_async_check(check: object) -> bool:
@@ -63,10 +47,8 @@ def is_async_check(check: object) -> bool:
     return inspect.iscoroutinefunction(check) or inspect.iscoroutinefunction(
         getattr(check, "__call__", None))  # noqa: B004 - an async __call__, not callability
 
-_Handler = Callable[[int, FrameType | None], Any] | int | None
 
-
-class Service:
+class Service(Driver):
     """Registers ``registrar``'s instance when the server is ready, drains before exit.
 
     Use it around any asyncio server (``kitsd.serve.asgi`` and ``kitsd.serve.lifespan``
@@ -110,71 +92,23 @@ class Service:
     again.  Loop-bound: use it from one event loop.
     """
 
-    def __init__(
-        self,
-        registrar: Any,
-        *,
-        drain: float = 30.0,
-        margin: float = 2.0,
-        health_path: str | None = "/healthz",
-        check: HealthCheck | None = None,
-        self_check: str | bool | None = None,
-        signals: Collection[str | int] = ("SIGTERM",),
-        probe: Callable[[], bool] | None = None,
-        probe_interval: float = 0.1,
-        check_timeout: float = DEFAULT_CHECK_TIMEOUT,
-    ) -> None:
-        self.options = check_options(
-            registrar, drain=drain, margin=margin, health_path=health_path, check=check,
-            self_check=self_check, signals=signals, probe=probe, probe_interval=probe_interval,
-            check_timeout=check_timeout)
+    def __init__(self, registrar: Any, **options: Unpack[ServeOptions]) -> None:
+        super().__init__(registrar, check_options(registrar, **options))
         self.timings = self.options.timings
         self.health_path = self.options.health_path
         self.signals = self.options.signals
-        self.registrar = registrar
-        self._check = check
+        check = self._check = self.options.check
         self._async_check = is_async_check(check)
         self._check_runner = _calls.CheckRunner(check) \
             if check is not None and not self._async_check else None
-        self._probe = probe
-        self._self_check = self.options.self_check
-        self._machine = Lifecycle(self.timings, self_check=self._self_check is not None)
-        self._rng = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = asyncio.Event()
         self._signalled = asyncio.Event()
-        self._released = asyncio.Event()
+        self._released: asyncio.Event = asyncio.Event()
         self._pending_signals: list[int] = []
         self._runner: asyncio.Task[None] | None = None
         self._threads: set[Future[Any]] = set()
-        self._previous: dict[signal.Signals, _Handler] = {}
-        self._forward: int | None = None
         self._closed = False
-        self._deregistered = False  # a deregister() call returned since the last register
-        self._register_called = False
-
-    # -- state --------------------------------------------------------------------------
-
-    @property
-    def phase(self) -> Phase:
-        """Where the instance is: starting, registering, serving, draining, released."""
-        return self._machine.phase
-
-    @property
-    def draining(self) -> bool:
-        """Whether the drain started (the health route answers 503)."""
-        return self._machine.draining
-
-    @property
-    def registered(self) -> bool:
-        """Whether the registry lists the instance, as far as this service knows."""
-        return self._machine.registered
-
-    @property
-    def reason(self) -> str | None:
-        """Why the drain ended (``"gone"``, ``"deadline"``, ``"cut"``, ``"never registered"``,
-        ``"closed"``), once released."""
-        return self._machine.reason
 
     async def health(self) -> tuple[int, list[tuple[str, str]], bytes]:
         """The health route's ``(status, headers, body)`` now (see :mod:`kitsd.serve._health`).
@@ -223,18 +157,7 @@ class Service:
         if self._runner is not None:
             return
         self._loop = asyncio.get_running_loop()
-        if self.signals:
-            if threading.current_thread() is threading.main_thread():
-                try:
-                    for sig in self.signals:
-                        self._previous[sig] = signal.signal(sig, self._on_signal)
-                except BaseException:
-                    self._restore_signals()
-                    raise
-            else:
-                logger.warning("kitsd.serve: not on the main thread, so %s cannot start the "
-                               "drain; call shutdown() instead",
-                               ", ".join(sig.name for sig in self.signals))
+        self._take_signals()
         self._runner = asyncio.create_task(self._run(), name=f"kitsd-serve {self.registrar!r}")
 
     def ready(self) -> None:
@@ -268,75 +191,36 @@ class Service:
         self._pending_signals.append(signum)
         self._signalled.set()
 
-    def _call_previous(self, signum: int, frame: FrameType | None) -> None:
-        previous = self._previous.get(signal.Signals(signum))
-        if callable(previous):
-            previous(signum, frame)
+    def _take_pending(self) -> list[int]:
+        self._signalled.clear()
+        pending, self._pending_signals = self._pending_signals, []
+        return pending
 
     async def _run(self) -> None:
-        machine = self._machine
         try:
             if await self._race(self._ready.wait()) == "done":
-                step = machine.ready()
+                step = self._machine.ready()
             else:
-                step = self._on_signal_step()
+                step = self._signal_step()
             while not isinstance(step, Release):
                 step = await self._advance(step)
         except asyncio.CancelledError:
             raise
-        except Exception:  # pragma: no cover - a defect: never leave the server hanging
-            logger.exception("kitsd.serve: the lifecycle driver failed; releasing")
-            step = Release("error")
-            machine.phase = Phase.RELEASED
-            machine.reason = "error"
+        except Exception as error:  # noqa: BLE001  # pragma: no cover - a defect, logged
+            step = self._failed(error)
         self._release(step.reason)
 
     async def _advance(self, step: Step) -> Step:
         """Carry out ``step``; the next step (a signal may interrupt the wait)."""
-        machine = self._machine
-        now = time.monotonic
         if isinstance(step, Check):
-            outcome, ok = await self._race_value(self._run_self_check())
-            return self._on_signal_step() if outcome == "signal" else machine.checked(bool(ok))
-        if isinstance(step, Register):
-            outcome, ok = await self._race_value(self._in_thread(self._register))
-            if outcome == "signal":
-                return self._on_signal_step()
-            return machine.register_done(bool(ok), self._rng.random())
-        if isinstance(step, Deregister):
-            probe = self._probe or departure_probe(self.registrar)
-            self._probe_now = probe
-            outcome, ok = await self._race_value(self._in_thread(self._deregister))
-            if outcome == "signal":
-                return self._on_signal_step()
-            if outcome == "deadline":
-                return machine.woken(now())
-            return machine.deregister_done(now(), bool(ok))
-        if isinstance(step, Probe):
-            outcome, gone = await self._race_value(self._in_thread(self._probe_once))
-            if outcome == "signal":
-                return self._on_signal_step()
-            if outcome == "deadline":
-                return machine.woken(now())
-            return machine.probed(now(), bool(gone))
-        if isinstance(step, Sleep):
-            outcome = await self._race(asyncio.sleep(step.seconds))
-            return self._on_signal_step() if outcome == "signal" else machine.woken(now())
-        # Idle: until a signal
-        await self._race(asyncio.Event().wait())
-        return self._on_signal_step()
-
-    def _on_signal_step(self) -> Step:
-        self._signalled.clear()
-        step: Step = Idle()
-        while self._pending_signals:
-            signum = self._pending_signals.pop(0)
-            if signum:
-                self._forward = signum
-            step = self._machine.signal(time.monotonic())
-            if isinstance(step, Release):
-                break
-        return step
+            work: Awaitable[Any] = self._run_self_check()
+        elif isinstance(step, Sleep):
+            work = asyncio.sleep(step.seconds)
+        elif isinstance(step, Idle):
+            work = asyncio.Event().wait()  # until a signal
+        else:
+            work = self._in_thread(self._work(step))
+        return self._next(step, *await self._race_value(work))
 
     async def _race(self, awaitable: Awaitable[Any]) -> str:
         return (await self._race_value(awaitable))[0]
@@ -374,43 +258,11 @@ class Service:
         future.add_done_callback(self._threads.discard)
         return future
 
-    def _register(self) -> bool:
-        self._register_called = True
-        try:
-            self.registrar.register()
-        except Exception as error:  # noqa: BLE001 - logged; the driver retries with backoff
-            logger.warning("kitsd.serve: registering %r failed (%s); serving unregistered, "
-                           "retrying", self.registrar, error)
-            return False
-        self._deregistered = False
-        logger.info("kitsd.serve: registered %r", self.registrar)
-        return True
-
-    def _deregister(self) -> bool:
-        try:
-            self.registrar.deregister()
-        except Exception as error:  # noqa: BLE001 - the registry may still drop us: probed
-            logger.warning("kitsd.serve: deregistering %r failed (%s)", self.registrar, error)
-            return False
-        self._deregistered = True
-        return True
-
-    def _probe_once(self) -> bool:
-        try:
-            return bool(self._probe_now())
-        except Exception as error:  # noqa: BLE001 - counts as still there
-            logger.debug("kitsd.serve: probing the registry failed: %s", error)
-            return False
-
-    _probe_now: Callable[[], bool] = staticmethod(lambda: True)
-
     async def _run_self_check(self) -> bool:
-        target = self._self_check
+        target = self._check_target()
         if target is None:
             return True
-        kind, where = target
-        # the health route may take check_timeout to answer: the GET waits a little longer
-        timeout = self.options.check_timeout + 1.0
+        kind, where, timeout = target
         try:
             async with asyncio.timeout(timeout):
                 if kind == "tcp":
@@ -426,14 +278,6 @@ class Service:
             return False
         return 200 <= response.status_code < 300
 
-    def _release(self, reason: str) -> None:
-        if self._released.is_set():
-            return
-        logger.info("kitsd.serve: drain of %r over (%s)", self.registrar, reason)
-        self._released.set()
-        if self._forward is not None:
-            self._call_previous(self._forward, None)
-
     # -- closing ------------------------------------------------------------------------
 
     async def aclose(self) -> None:
@@ -442,23 +286,14 @@ class Service:
         if self._closed:
             return
         self._closed = True
-        drained = self._machine.draining
-        until = time.monotonic() + (CLOSE_GRACE if drained
-                                    else max(self.timings.drain, CLOSE_GRACE))
+        until = self._close_deadline()
         runner, self._runner = self._runner, None
         try:
             if runner is not None:
                 runner.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await runner
-            stuck = await self._settle(until)
-            if self._machine.phase is not Phase.RELEASED:
-                # the server stops without a drain (Ctrl-C, a signal not in `signals`)
-                self._machine.phase = Phase.RELEASED
-                self._machine.reason = "closed"
-            self._machine.registered = False
-            if self._register_called and not self._deregistered and not stuck:
-                # no drain deregistered (or its call failed): once more, idempotent
+            if self._closed_state(stuck=await self._settle(until)):
                 self._start_call(self._deregister)
                 await self._settle(until)
         finally:
@@ -476,18 +311,10 @@ class Service:
             for waiter in left:
                 waiter.cancel()
         if left:
-            logger.warning("kitsd.serve: %d registry call(s) of %r still running at close "
-                           "(a registry that does not answer); left behind, not waited for",
-                           len(left), self.registrar)
+            self._left_behind(len(left))
             self._threads.clear()
             return True
         return False
-
-    def _restore_signals(self) -> None:
-        for sig, previous in self._previous.items():
-            if previous is not None and signal.getsignal(sig) == self._on_signal:
-                signal.signal(sig, previous)
-        self._previous.clear()
 
     async def __aenter__(self) -> Self:
         await self.start()
