@@ -14,6 +14,8 @@ neither the adapter nor the drivers test vendor types.
     the answer was larger than the client accepts        -> RegistryUnavailableError
                                                             ("... too large (RESOURCE_EXHAUSTED)")
     anything else (unreachable, timeout, no leader, ...) -> RegistryUnavailableError
+                                                            ("... etcd unavailable (connection
+                                                            refused)": why, when gRPC says)
 
 the vendor error kept as ``__cause__`` by the caller (``raise ... from``).
 Messages name the operation and the endpoints, never credentials, and they are
@@ -50,6 +52,17 @@ _AUTH_DETAILS: Final = ("authentication failed", "user name is empty", "invalid 
 #: Codes after which the member is presumed gone (failover moves on).
 _CONNECTION_CODES: Final = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL"})
 _MAX_DETAILS: Final = 200  # a message quotes at most this much of the server's details
+#: gRPC's words for why a member was not reached, and ours (fixed texts: a registry that
+#: keeps failing the same way keeps the same message).
+_UNREACHED: Final = (
+    ("connection refused", "connection refused"),
+    ("dns resolution failed", "host name not found"),
+    ("errors resolving", "host name not found"),
+    ("handshake", "the TLS handshake failed"),
+    ("ssl", "the TLS handshake failed"),
+    ("deadline exceeded", "no answer in time"),
+    ("failed to connect", "cannot connect"),
+)
 
 
 def status_name(error: BaseException) -> str | None:
@@ -193,4 +206,16 @@ def to_backend_error(error: BaseException, what: str) -> BackendError:
     if is_too_large(error):
         return RegistryUnavailableError(
             f"{what}: etcd's answer is larger than the client accepts (RESOURCE_EXHAUSTED)")
-    return RegistryUnavailableError(f"{what}: etcd unavailable")
+    return RegistryUnavailableError(f"{what}: etcd unavailable{_why_unreached(error)}")
+
+
+def _why_unreached(error: BaseException) -> str:
+    """`` (connection refused)`` and the like when gRPC says why, else ``""``."""
+    for status, details in _statuses(error):
+        text = details.lower()
+        for words, why in _UNREACHED:
+            if words in text:
+                return f" ({why})"
+        if status == "DEADLINE_EXCEEDED":
+            return " (no answer in time)"
+    return ""

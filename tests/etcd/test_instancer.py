@@ -107,6 +107,26 @@ def test_errors_map_to_the_kitsd_tree() -> None:
     assert to_backend_error(mine, "w") is mine
 
 
+def test_an_unreachable_etcd_says_why() -> None:
+    """A caller's first line said only "etcd unavailable" for a closed port."""
+    refused = FakeRpcError("UNAVAILABLE", "failed to connect to all addresses; last error: "
+                           "UNKNOWN: ipv4:127.0.0.1:1: Failed to connect to remote host: "
+                           "Connection refused")
+    assert str(to_backend_error(refused, "watch")) == \
+        "watch: etcd unavailable (connection refused)"
+    assert str(to_backend_error(FakeRpcError("DEADLINE_EXCEEDED", "Deadline Exceeded"), "w")) \
+        == "w: etcd unavailable (no answer in time)"
+    assert str(to_backend_error(FakeRpcError("UNAVAILABLE", "DNS resolution failed for "
+                                             "nowhere.invalid:2379"), "w")) == \
+        "w: etcd unavailable (host name not found)"
+    assert str(to_backend_error(FakeRpcError(
+        "UNAVAILABLE", "errors resolving nowhere.invalid:2379: [field:hostname lookup error:"
+                       "address lookup failed for nowhere.invalid:2379: Domain name not "
+                       "found]"), "w")) == "w: etcd unavailable (host name not found)"
+    assert str(to_backend_error(ValueError("Trying to use a failed node"), "w")) == \
+        "w: etcd unavailable"
+
+
 def test_compaction_is_recognised() -> None:
     from pyetcd.exceptions import RevisionCompactedError
 

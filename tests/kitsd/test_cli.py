@@ -92,7 +92,7 @@ def test_watch_of_a_registry_failing_before_the_watch_is_one_line(
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
         f"kitsd watch: the registry was never reached: connecting to etcd at "
-        f"127.0.0.1:{port}: etcd unavailable"]
+        f"127.0.0.1:{port}: etcd unavailable (connection refused)"]
     assert "S3CRET" not in captured.out + captured.err
 
 
