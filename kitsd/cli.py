@@ -258,13 +258,22 @@ def _exposition(metrics: Any) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from kitsd.demo import format_report, run_demo
+    from kitsd.demo import check_options, format_event, format_header, format_report, run_demo
 
     balancer = args.balancer or ("peak-ewma" if args.slow_instance else "round-robin")
+    check_options(instances=args.instances, requests=args.requests,
+                  concurrency=args.concurrency, balancer=balancer)
     metrics = _metrics() if args.metrics else None
     if args.metrics and metrics is None:
         return 2
     exposition: list[str] = []
+
+    def show(text: str) -> None:  # as it happens: a long run is not a silent one
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    show(format_header(instances=args.instances, balancer=balancer, requests=args.requests,
+                       concurrency=args.concurrency, building_blocks=args.building_blocks))
     try:
         report = run_demo(
             instances=args.instances, requests=args.requests, balancer=balancer,
@@ -272,11 +281,12 @@ def _demo(args: argparse.Namespace) -> int:
             observer=metrics, building_blocks=args.building_blocks,
             # scraped while the client is open: its breakers are alive to be shown
             before_close=None if metrics is None else
-            (lambda: exposition.append(_exposition(metrics))))
+            (lambda: exposition.append(_exposition(metrics))),
+            on_event=lambda at, what: show(format_event(at, what)))
     finally:
         if metrics is not None:
             metrics.close()
-    format_report(report, sys.stdout)
+    format_report(report, sys.stdout, shown_live=True)
     if exposition:
         sys.stdout.write("\n# Prometheus metrics of this run (what a scrape of /metrics "
                          "shows before the client closes)\n")

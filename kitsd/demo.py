@@ -91,6 +91,7 @@ def run_demo(
     slow_instance: bool = False,
     observer: Callable[[Any], object] | None = None,
     before_close: Callable[[], object] | None = None,
+    on_event: Callable[[float, str], object] | None = None,
 ) -> DemoReport:
     """Run the demo and return its report; raises ``ValueError`` for bad options.
 
@@ -105,10 +106,34 @@ def run_demo(
     watch, balancer and per-instance breakers) is still open: read there what
     describes live objects (a scrape's ``kitsd_breaker_state`` shows the breakers of
     the instances in the set; once the stack is closed, there are none to show).
+    ``on_event(seconds, what)`` hears each line of the timeline as it happens (an
+    instance killed, dropped by the registry, added), in the calling thread.
 
     Ctrl-C (``KeyboardInterrupt``) stops the calling threads after their current
     call and the local instances before it propagates: nothing started is left.
     """
+    check_options(instances=instances, requests=requests, concurrency=concurrency,
+                  balancer=balancer)
+    if observer is not None:  # kitsd.observe: heard for this run only
+        with observe.observing(observer):
+            return run_demo(instances=instances, requests=requests, balancer=balancer,
+                            concurrency=concurrency, seed=seed, building_blocks=building_blocks,
+                            slow_instance=slow_instance, before_close=before_close,
+                            on_event=on_event)
+    report = DemoReport(instances, requests, balancer, concurrency,
+                        building_blocks=building_blocks)
+    servers: list[DemoInstance] = []
+    try:
+        _run(report, servers, registry=sd.MemoryRegistry(), seed=seed,
+             slow_instance=slow_instance, before_close=before_close, on_event=on_event)
+    finally:
+        for server in servers:
+            server.kill()
+    return report
+
+
+def check_options(*, instances: int, requests: int, concurrency: int, balancer: str) -> None:
+    """Raise ``ValueError`` for options :func:`run_demo` cannot run with."""
     if instances < 2:
         raise ValueError("the demo needs at least 2 instances (one of them is killed)")
     if requests < 3:
@@ -118,26 +143,11 @@ def run_demo(
     if balancer not in BALANCERS:
         raise ValueError(f"balancer must be one of {', '.join(BALANCERS)}, got {balancer!r}")
 
-    if observer is not None:  # kitsd.observe: heard for this run only
-        with observe.observing(observer):
-            return run_demo(instances=instances, requests=requests, balancer=balancer,
-                            concurrency=concurrency, seed=seed, building_blocks=building_blocks,
-                            slow_instance=slow_instance, before_close=before_close)
-    report = DemoReport(instances, requests, balancer, concurrency,
-                        building_blocks=building_blocks)
-    servers: list[DemoInstance] = []
-    try:
-        _run(report, servers, registry=sd.MemoryRegistry(), seed=seed,
-             slow_instance=slow_instance, before_close=before_close)
-    finally:
-        for server in servers:
-            server.kill()
-    return report
-
 
 def _run(report: DemoReport, servers: list[DemoInstance], *, registry: sd.MemoryRegistry,
          seed: int | None, slow_instance: bool,
-         before_close: Callable[[], object] | None) -> None:
+         before_close: Callable[[], object] | None,
+         on_event: Callable[[float, str], object] | None = None) -> None:
     """The run itself; ``servers`` collects every instance started (the caller kills them)."""
     lock = threading.Lock()
     listener = _OpenCounter(report, lock)
@@ -159,6 +169,12 @@ def _run(report: DemoReport, servers: list[DemoInstance], *, registry: sd.Memory
 
     requests = report.requests
     start = time.perf_counter()
+
+    def note(what: str) -> None:
+        at = time.perf_counter() - start
+        report.timeline.append((at, what))
+        if on_event is not None:
+            on_event(at, what)
     kill_at, add_at = requests // 3, 2 * requests // 3
     kill_now, add_now = threading.Event(), threading.Event()
     killed, added = threading.Event(), threading.Event()
@@ -212,11 +228,10 @@ def _run(report: DemoReport, servers: list[DemoInstance], *, registry: sd.Memory
             victim.kill()
             killed.set()
             report.killed = victim.instance
-            report.timeline.append((time.perf_counter() - start, f"killed {victim.instance}"))
+            note(f"killed {victim.instance}")
             _interruptible.sleep(REGISTRY_LAG)  # the registry notices late, as a real one would
             registrars[victim.instance].deregister()
-            report.timeline.append(
-                (time.perf_counter() - start, f"registry dropped {victim.instance}"))
+            note(f"registry dropped {victim.instance}")
             _interruptible.wait(add_now)
             newcomer = DemoInstance()
             servers.append(newcomer)
@@ -224,7 +239,7 @@ def _run(report: DemoReport, servers: list[DemoInstance], *, registry: sd.Memory
             registrars[newcomer.instance].register()
             report.added = newcomer.instance
             added.set()
-            report.timeline.append((time.perf_counter() - start, f"added {newcomer.instance}"))
+            note(f"added {newcomer.instance}")
             for thread in workers:
                 _interruptible.join(thread)
             completed = True
@@ -378,19 +393,34 @@ def _percentile(values: list[float], fraction: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
 
 
-def format_report(report: DemoReport, out: TextIO) -> None:
-    """Write the summary a person reads at a glance."""
+def format_header(*, instances: int, balancer: str, requests: int, concurrency: int,
+                  building_blocks: bool) -> str:
+    """The report's first lines: what runs, and the client it calls through."""
+    return (f"kitsd demo: {instances} instances, {balancer}, {requests} calls from "
+            f"{concurrency} threads\n"
+            + ("client = breaker -> retry(3) -> balancer -> per-instance breaker -> sd.http\n\n"
+               if building_blocks else
+               f"client = httpx.Client(transport=kitsd.Transport(registry), "
+               f"base_url='http://{SERVICE}')\n"
+               "         retry(3) -> balancer -> per-instance breaker -> instance\n\n"))
+
+
+def format_event(at: float, what: str) -> str:
+    """One line of the timeline."""
+    return f"  t={at:5.2f}s  {what}\n"
+
+
+def format_report(report: DemoReport, out: TextIO, *, shown_live: bool = False) -> None:
+    """Write the summary a person reads at a glance; ``shown_live``: without the header
+    and the timeline (already printed as they happened, see ``run_demo(on_event=)``)."""
     total = sum(report.calls_per_instance.values())
     write = out.write
-    write(f"kitsd demo: {report.instances} instances, {report.balancer}, "
-          f"{report.requests} calls from {report.concurrency} threads\n"
-          + ("client = breaker -> retry(3) -> balancer -> per-instance breaker -> sd.http\n\n"
-             if report.building_blocks else
-             f"client = httpx.Client(transport=kitsd.Transport(registry), "
-             f"base_url='http://{SERVICE}')\n"
-             "         retry(3) -> balancer -> per-instance breaker -> instance\n\n"))
-    for at, what in report.timeline:
-        write(f"  t={at:5.2f}s  {what}\n")
+    if not shown_live:
+        write(format_header(instances=report.instances, balancer=report.balancer,
+                            requests=report.requests, concurrency=report.concurrency,
+                            building_blocks=report.building_blocks))
+        for at, what in report.timeline:
+            write(format_event(at, what))
     write("\n  instance               calls\n")
     widest = max(report.calls_per_instance.values(), default=1)
     for instance in sorted(report.calls_per_instance):

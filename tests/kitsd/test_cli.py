@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import select
 import subprocess
 import sys
 import textwrap
@@ -109,6 +110,28 @@ def test_console_script_runs_the_demo() -> None:
     assert done.returncode == 0, done.stderr
     assert "OK: every call succeeded" in done.stdout
     assert threading.active_count() >= 1
+
+
+def test_demo_tells_its_story_as_it_happens() -> None:
+    """The whole report came at the end: ``kitsd demo --requests 100000`` said nothing
+    for a minute and a half."""
+    events: list[tuple[float, str]] = []
+    report = run_demo(instances=2, requests=60, concurrency=2,
+                      on_event=lambda at, what: events.append((at, what)))
+    assert events == report.timeline
+    assert [what.split()[0] for _, what in events] == ["killed", "registry", "added"]
+    with subprocess.Popen([sys.executable, "-m", "kitsd", "demo", "--requests", "10000000"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                          stdin=subprocess.DEVNULL) as demo:
+        assert demo.stdout is not None
+        try:  # without it the header came after the whole run: bounded, not a hang
+            readable, _, _ = select.select([demo.stdout], [], [], 60)
+            first = demo.stdout.readline() if readable else ""
+            running = demo.poll() is None
+        finally:
+            demo.terminate()
+    assert first.startswith("kitsd demo: 3 instances, round-robin, 10000000 calls")
+    assert running  # the header came while the calls were running, not after them
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
