@@ -299,6 +299,18 @@ def against_servers(user: User) -> None:
               and done.stdout.rstrip().endswith("  1 instance: 127.0.0.1:8080"),
               f"kitsd watch {url} --count 1: {done.stdout.strip()!r}", seconds, output(done))
 
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # `kitsd watch URL | head -1`: the reader has gone
+        started = time.monotonic()
+        piped = subprocess.run([str(user.bin / "kitsd"), "watch", url], stdout=write_end,
+                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                               cwd=user.home, env=user.env, timeout=60, check=False)
+        os.close(write_end)
+        check(piped.returncode == 141 and piped.stderr == "",
+              f"kitsd watch {url} | head -1: exit {piped.returncode}, stderr "
+              f"{piped.stderr.strip()!r}", time.monotonic() - started,
+              f"exit {piped.returncode}\n{piped.stderr}")
+
         closed = f"consul://127.0.0.1:{closed_port()}/{{service}}"
         done, seconds = user.run(user.python, "-c", CALL, closed)
         kind, _, first = done.stdout.partition("\n")

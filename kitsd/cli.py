@@ -2,9 +2,10 @@
 
 Exit status: 0 success, 1 the command ran and found a failure (a failed call, a
 registry never reached), 2 a usage error (argparse's), 128 + N after signal N:
-130 for Ctrl-C (SIGINT), 143 for SIGTERM, 129 for SIGHUP.  Every signal of the
-three stops what the command started (threads, local instances, server
-processes) before the command exits, with one line saying so on stderr.
+130 for Ctrl-C (SIGINT), 143 for SIGTERM, 129 for SIGHUP: each stops what the
+command started (threads, local instances, server processes) before the command
+exits, with one line saying so on stderr.  141 (SIGPIPE's) when the reader of the
+output went away (``kitsd watch URL | head -1``): the same, silently.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -333,10 +335,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\n{command}: interrupted; everything it started is stopped", file=sys.stderr)
         return 128 + signal.SIGINT
+    except BrokenPipeError:  # `kitsd watch URL | head -1`: the reader has all it wanted
+        _drop_stdout()
+        return 128 + signal.SIGPIPE
     except Terminated as terminated:
         name = signal.Signals(terminated.signum).name
         print(f"\n{command}: {name}; everything it started is stopped", file=sys.stderr)
         return 128 + terminated.signum
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and the interpreter's own flush at
+    exit would otherwise print 'Exception ignored ... BrokenPipeError'."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _run(args: argparse.Namespace) -> int:

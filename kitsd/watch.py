@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import threading
@@ -37,7 +38,8 @@ def watch(url: str, out: TextIO, *, stop: threading.Event | None = None,
     registry failed (an etcd URL with credentials authenticates first): a line on
     ``err``, default ``sys.stderr``, says which.  Raises ``ValueError``
     (:class:`sd.MisuseError`) for a bad URL, before watching; ``KeyboardInterrupt``
-    propagates after the watch is stopped.
+    propagates after the watch is stopped, and so does ``BrokenPipeError`` when the
+    reader of ``out`` went away (``kitsd watch URL | head -1``): the watch stops then.
     """
     err = sys.stderr if err is None else err
     stop = stop or threading.Event()
@@ -46,11 +48,18 @@ def watch(url: str, out: TextIO, *, stop: threading.Event | None = None,
     reached = False
     lock = threading.Lock()
 
+    gone = False  # the reader of ``out`` went away (``kitsd watch URL | head -1``)
+
     def on_event(event: sd.Event) -> None:
-        nonlocal printed, last, reached
+        nonlocal printed, last, reached, gone
         with lock:
-            out.write(_line(event) + "\n")
-            out.flush()
+            try:
+                out.write(_line(event) + "\n")
+                out.flush()
+            except BrokenPipeError:
+                gone = True
+                stop.set()
+                return
             last = event
             reached = reached or event.error is None
             printed += 1
@@ -67,6 +76,8 @@ def watch(url: str, out: TextIO, *, stop: threading.Event | None = None,
         _interruptible.wait(stop, duration)  # Ctrl-C reaches a main thread that waits
         instancer.unsubscribe(on_event)
     with lock:
+        if gone:
+            raise BrokenPipeError(errno.EPIPE, "the output was closed")
         if last is None:
             err.write("kitsd watch: no answer from the registry"
                       + (f" within {duration:g}s\n" if duration is not None else "\n"))

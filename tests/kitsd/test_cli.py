@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import select
 import subprocess
@@ -132,6 +133,26 @@ def test_demo_tells_its_story_as_it_happens() -> None:
             demo.terminate()
     assert first.startswith("kitsd demo: 3 instances, round-robin, 10000000 calls")
     assert running  # the header came while the calls were running, not after them
+
+
+@pytest.mark.parametrize("argv", [
+    ["watch", "static://127.0.0.1:1", "--duration", "5"],  # `kitsd watch URL | head -1`
+    ["demo", "--requests", "300"],
+    ["servers", "list"],
+])
+def test_a_closed_output_ends_the_command_silently(argv: list[str]) -> None:
+    """With its reader gone, ``kitsd watch`` logged a BrokenPipeError traceback from its
+    subscriber, said 'no answer from the registry' and ran on; the demo ended in a
+    traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader went away
+    try:
+        done = subprocess.run([sys.executable, "-m", "kitsd", *argv], stdout=write_end,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                              timeout=60, check=False)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
