@@ -6,8 +6,9 @@ Builds kitsd's wheel from this checkout (``pip wheel --no-deps``), installs it w
 package index into a fresh ``python -m venv`` outside the repository, and then, from a
 directory outside the repository, with no ``PYTHONPATH``, does what a new user does:
 
-1. ``kitsd --version``, ``kitsd`` alone (the commands, exit 2), ``kitsd demo``,
-   ``kitsd servers list``, ``kitsd servers install etcd`` (installed: says so at once);
+1. ``kitsd --version``, ``kitsd`` alone (the commands, exit 2), ``kitsd demo`` (and
+   Ctrl-C in it: one line, exit 130), ``kitsd servers list``, ``kitsd servers install
+   etcd`` (installed: says so at once); the time ``import kitsd`` takes (reported);
 2. ``kitsd watch etcd://…/services/users/ --count 1`` against a real etcd holding one
    instance (started by the wheel's own launcher): prints ``1 instance``;
 3. bad URLs of every scheme: one line naming the problem, no traceback, exit 2, no
@@ -37,7 +38,9 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -187,11 +190,70 @@ def commands(user: User, version: str) -> None:
           f"kitsd chaos --registry memory --duration 5: {_last(done.stdout)}", seconds,
           output(done))
 
+    interrupt(user)
+    import_time(user)
+
     done, seconds = user.run(user.python, "-c", "import kitsd; help(kitsd)")
     check(done.returncode == 0 and "kitsd.Transport(" in done.stdout
           and "kitsd demo" in done.stdout and "kitsd servers install" in done.stdout,
           f"python -c 'import kitsd; help(kitsd)': {len(done.stdout.splitlines())} lines",
           seconds, output(done))
+
+
+def interrupt(user: User) -> None:
+    """Ctrl-C in the middle of ``kitsd demo``: one line, exit 130, nothing left."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [str(user.bin / "kitsd"), "demo", "--requests", "1000000"], cwd=user.home,
+        env=user.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        # as from a terminal, even when this proof runs in a background job (SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    stdout = process.stdout
+    if stdout is None:
+        raise SystemExit("no pipe from kitsd demo")
+    first = stdout.readline()  # its header
+    deadline = time.monotonic() + 30  # then its 3 instances and 4 callers: mid-run
+    while _threads(process.pid) < 7 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+    lines = err.strip().splitlines()
+    check(first.startswith("kitsd demo:") and process.returncode == 128 + signal.SIGINT
+          and lines == ["kitsd demo: interrupted; everything it started is stopped"],
+          f"Ctrl-C in kitsd demo: exit {process.returncode}, {lines}",
+          time.monotonic() - started, f"exit {process.returncode}\n{first}{out}\n{err}")
+
+
+def _threads(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(next((line.split()[1] for line in status.splitlines()
+                     if line.startswith("Threads:")), "0"))
+
+
+def import_time(user: User) -> None:
+    """The figure issue 15 asks for: ``import kitsd`` (and the transport's first use),
+    median of 5 fresh interpreters.  Reported, never asserted."""
+    code = ("import time; t0 = time.perf_counter(); import kitsd; t1 = time.perf_counter(); "
+            "kitsd.Transport; t2 = time.perf_counter(); print(t1 - t0, t2 - t1)")
+    runs = []
+    for _ in range(5):
+        done, _seconds = user.run(user.python, "-c", code)
+        if done.returncode != 0:
+            check(False, "import kitsd", 0.0, output(done))
+            return
+        runs.append(tuple(float(x) for x in done.stdout.split()))
+    alone = statistics.median(r[0] for r in runs) * 1000
+    transport = statistics.median(r[1] for r in runs) * 1000
+    print(f"      import kitsd: {alone:.1f} ms; then kitsd.Transport: {transport:.0f} ms "
+          "(median of 5 fresh interpreters)", flush=True)
 
 
 #: A bad URL of each scheme, and a word its one-line error must hold.
