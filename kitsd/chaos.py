@@ -247,9 +247,9 @@ def parse_hedge(text: str) -> lb.Hedge:
         if spec.startswith("p"):
             return lb.Hedge(percentile=float(spec[1:]))
         return lb.Hedge(delay=float(spec))
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"--hedge must be pNN (a percentile, e.g. p95) or seconds "
-                         f"(e.g. 0.05): {error}") from None
+    except (TypeError, ValueError):  # float()'s or lb.Hedge's words: not this option's
+        raise ValueError(f"--hedge must be pNN (a percentile between 0 and 100, e.g. p95) "
+                         f"or seconds (e.g. 0.05), not {text!r}") from None
 
 
 def client_stack(
@@ -508,7 +508,7 @@ def run_chaos(
     few times a second.  Raises ``ValueError`` for bad options (before starting
     anything) and ``RuntimeError`` if a server or an instance does not start.
     """
-    from kitsd.chaos_registry import open_registry
+    from kitsd.chaos_registry import check_url, open_registry
     from kitsd.compose import reaper
     from kitsd.compose.instance import InstanceProcess
     from kitsd.compose.process import free_ports
@@ -527,6 +527,8 @@ def run_chaos(
     if hedge is not None and not isinstance(hedge, lb.Hedge):
         raise TypeError(f"hedge must be an lb.Hedge, got {type(hedge).__name__}")
     transport = transport or hedge is not None
+    if registry_url:
+        check_url(registry_url, service)
     _require_client(registry_url.partition("://")[0] if registry_url else registry)
     seed = random.randrange(2**31) if seed is None else seed
     rng = random.Random(seed)
@@ -542,6 +544,7 @@ def run_chaos(
     view: _View | None = None
     instancer: sd.Instancer | None = None
     try:  # from here on, whatever ends the run (Ctrl-C, SIGTERM too) stops all we started
+        chaos.check()  # someone else's registry answers, before an instance needs it
         report = ChaosReport(chaos.describe(), 0 if service else instances, rate, duration,
                              seed)
         if transport:
@@ -920,6 +923,9 @@ def _run_and_report(args: Any, faults: list[str]) -> int:
                            faults=faults, seed=args.seed, service=args.service, say=say,
                            progress=progress, transport=getattr(args, "transport", False),
                            hedge=getattr(args, "hedge", None))
+    except sd.RegistryUnavailableError as error:  # --registry-url: nobody answers there
+        print(f"kitsd chaos: the registry was never reached: {error}", file=sys.stderr)
+        return 1
     except (FileNotFoundError, RuntimeError, OSError) as error:  # a server that cannot start
         print(f"\nkitsd chaos: could not run: {error}", file=sys.stderr)
         return 2

@@ -41,7 +41,9 @@ import base64
 import contextlib
 import json
 import re
+import socket
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -53,7 +55,7 @@ from kitsd.core.redact import redact_url, shown_address
 from kitsd.sd.instance import split_address
 
 __all__ = ["ChaosRegistry", "ConsulChaos", "EtcdChaos", "K8sChaos", "MemoryChaos",
-           "open_registry"]
+           "check_url", "open_registry"]
 
 _TIMEOUT = 2.0
 # A service name a request URL's host carries as written (httpx lower-cases hosts).
@@ -66,6 +68,22 @@ def _http(method: str, url: str, body: object = None) -> Any:
     with urllib.request.urlopen(request, timeout=_TIMEOUT) as answer:  # noqa: S310
         raw = answer.read()
     return json.loads(raw) if raw.strip() else None
+
+
+def _why(error: BaseException) -> str:
+    """Why an HTTP request to a registry failed, in a few fixed words."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"it answered HTTP {error.code}, as no registry of that kind would"
+    reason = getattr(error, "reason", error)  # URLError wraps the socket's error
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, socket.gaierror):
+        return "host name not found"
+    if isinstance(reason, TimeoutError | socket.timeout):
+        return f"no answer within {_TIMEOUT:g}s"
+    if isinstance(error, ValueError):  # an answer that is not JSON
+        return "its answer is not a registry's"
+    return f"cannot connect ({type(reason).__name__})"
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -92,6 +110,11 @@ class ChaosRegistry:
     def open_instancer(self) -> sd.Instancer:
         """The client's instancer (through the proxies when there are any)."""
         raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise :class:`sd.RegistryUnavailableError` (one line: where, and why) when the
+        registry does not answer: run before anything else starts, so a wrong
+        ``--registry-url`` is said at once, not by a failed instance's traceback."""
 
     def transport_discover(self) -> tuple[Any, str]:
         """``(discover, service)`` for a :class:`kitsd.Transport` loading the service
@@ -247,6 +270,20 @@ class EtcdChaos(_Proxied):
     def registered(self, instance: str) -> bool:
         return self._lease_of(instance) is not None
 
+    def check(self) -> None:
+        if self.cluster is None:  # someone else's: does an etcd answer there?
+            errors = []
+            for endpoint in self.endpoints:
+                try:
+                    _http("POST", f"http://{endpoint}/v3/maintenance/status", {})
+                except (OSError, ValueError) as error:
+                    errors.append(f"{shown_address(endpoint)}: {_why(error)}")
+                else:
+                    return
+            raise sd.RegistryUnavailableError(
+                f"no etcd answered at {'; '.join(errors)} (--registry-url names etcd's "
+                f"client address, as etcd://127.0.0.1:2379/prefix/)")
+
     def describe(self) -> str:
         where = "3-member cluster on loopback" if self.cluster else ",".join(self.endpoints)
         return f"etcd ({where}), prefix {self.prefix}"
@@ -292,6 +329,16 @@ class ConsulChaos(_Proxied):
     def instance_args(self, port: int) -> list[str]:
         return ["--consul", self.register_agent, "--service", self.service,
                 "--ttl", f"{self.ttl:g}"]
+
+    def check(self) -> None:
+        if self.cluster is None:  # someone else's: does a Consul agent answer there?
+            try:
+                _http("GET", f"http://{self.watch_agent}/v1/status/leader")
+            except (OSError, ValueError) as error:
+                raise sd.RegistryUnavailableError(
+                    f"no Consul agent answered at {shown_address(self.watch_agent)}: "
+                    f"{_why(error)} (--registry-url names an agent's HTTP address, as "
+                    f"consul://127.0.0.1:8500)") from None
 
     def open_instancer(self) -> sd.Instancer:
         from kitsd import sd
@@ -565,33 +612,13 @@ def open_registry(kind: str, url: str | None = None, service: str | None = None
     loopback, or the servers of ``url`` (``etcd://h:p[,h:p]/prefix/``, ``consul://h:p``).
     With ``service`` (a Consul service name, or for etcd any true value: the URL's
     prefix is the service's), the instances are those already registered there.
-    Raises ``ValueError`` for a URL it cannot use."""
+    Raises ``ValueError`` for a URL it cannot use (see :func:`check_url`)."""
     if url:
-        shown = redact_url(url)  # the URL as given may hold a password or a token
-        try:
-            parsed = urllib.parse.urlsplit(url)
-        except ValueError:
-            raise ValueError(f"--registry-url is not a URL: {shown}") from None
-        if "@" in parsed.netloc or parsed.query or parsed.fragment:
-            raise ValueError(f"--registry-url takes no credentials and no parameters "
-                             f"(kitsd chaos does not use them): {shown}")
-        hosts = [host for host in parsed.netloc.split(",") if host]
-        for host in hosts:
-            try:
-                split_address(host, default_port=1)  # only the form is checked here
-            except ValueError:  # its message shows the host by the redaction rule
-                raise ValueError(f"--registry-url names a bad host:port, {shown_address(host)}:"
-                                 f" {shown}") from None
-        if parsed.scheme == "etcd" and hosts:
-            if service and parsed.path in ("", "/"):
-                raise ValueError("--service with etcd: give the service's prefix in the URL "
-                                 "(etcd://host:port/prefix/)")
-            return EtcdChaos(endpoints=hosts, prefix=parsed.path or "/kitsd-chaos/",
+        scheme, hosts, path = check_url(url, service)
+        if scheme == "etcd":
+            return EtcdChaos(endpoints=hosts, prefix=path or "/kitsd-chaos/",
                              existing=bool(service))
-        if parsed.scheme == "consul" and len(hosts) == 1:
-            return ConsulChaos(agent=hosts[0], service=service)
-        raise ValueError(f"--registry-url must be etcd://host:port[,host:port]/prefix/ or "
-                         f"consul://host:port, not {shown}")
+        return ConsulChaos(agent=hosts[0], service=service)
     if service:
         raise ValueError("--service needs --registry-url (a service someone runs)")
     if kind == "etcd":
@@ -603,3 +630,36 @@ def open_registry(kind: str, url: str | None = None, service: str | None = None
     if kind == "k8s":
         return K8sChaos()
     raise ValueError(f"--registry must be etcd, consul, k8s or memory, not {kind!r}")
+
+
+def check_url(url: str, service: str | None = None) -> tuple[str, list[str], str]:
+    """``kitsd chaos --registry-url`` checked, starting nothing: ``(scheme, hosts, path)``
+    of ``etcd://h:p[,h:p]/prefix/`` or ``consul://h:p``.  Raises ``ValueError`` (the URL
+    shown redacted) for any other."""
+    if url:
+        shown = redact_url(url)  # the URL as given may hold a password or a token
+        try:
+            parsed = urllib.parse.urlsplit(url)
+        except ValueError:
+            raise ValueError(f"--registry-url is not a URL: {shown}") from None
+        if "@" in parsed.netloc or parsed.query or parsed.fragment:
+            raise ValueError(f"--registry-url takes no credentials and no parameters "
+                             f"(kitsd chaos does not use them): {shown}")
+        hosts = []
+        default_port = 2379 if parsed.scheme == "etcd" else 8500  # as kitsd watch's URLs
+        for host in (host for host in parsed.netloc.split(",") if host):
+            try:
+                name, port = split_address(host, default_port=default_port)
+                hosts.append(f"{name}:{port}")
+            except ValueError:  # its message shows the host by the redaction rule
+                raise ValueError(f"--registry-url names a bad host:port, {shown_address(host)}:"
+                                 f" {shown}") from None
+        if parsed.scheme == "etcd" and hosts:
+            if service and parsed.path in ("", "/"):
+                raise ValueError("--service with etcd: give the service's prefix in the URL "
+                                 "(etcd://host:port/prefix/)")
+            return "etcd", hosts, parsed.path
+        if parsed.scheme == "consul" and len(hosts) == 1:
+            return "consul", hosts, parsed.path
+    raise ValueError(f"--registry-url must be etcd://host:port[,host:port]/prefix/ or "
+                     f"consul://host:port, not {redact_url(url)}")

@@ -103,7 +103,8 @@ def _hedge(text: str) -> Any:
     try:
         return parse_hedge(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        # argparse says "argument --hedge:" first: once is enough
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--hedge ")) from None
 
 
 _EXAMPLES = """\

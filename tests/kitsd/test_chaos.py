@@ -5,13 +5,17 @@ and ``test_chaos_consul.py``."""
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
+import socket
 import threading
+import time
 
 import pytest
 
 import kitsd.chaos
 from kitsd.chaos import ChaosReport, PhaseReport, format_table, main_chaos, run_chaos
+from kitsd.chaos_registry import check_url
 from kitsd.cli import main
 
 
@@ -167,3 +171,66 @@ def test_memory_rolling_restart_loses_no_call(no_thread_leaks: None) -> None:
     assert sum("restarted and seen again" in line for line in lines) == 3, lines
     assert report.failed == 0, rolling.errors
     assert (rolling.retries, rolling.ejections) == (0, 0)  # drained: nobody met a leaver
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:  # bound, never listening: a connection is refused
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("scheme", ["consul", "etcd"])
+def test_a_registry_url_nobody_answers_is_one_line_exit_1(
+        scheme: str, capsys: pytest.CaptureFixture[str], no_thread_leaks: None) -> None:
+    """Was a 12 s wait, then 'could not run: demo instance i0 exited with 1' and the
+    instance's 40-line traceback, exit 2."""
+    port = _closed_port()
+    started = time.monotonic()
+    code = main(["chaos", "--registry-url", f"{scheme}://127.0.0.1:{port}/p/", "--duration", "3"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert time.monotonic() - started < 5  # no instance was started to find it out
+    agent = "Consul agent" if scheme == "consul" else "etcd"
+    assert captured.err.splitlines() == [
+        f"kitsd chaos: the registry was never reached: no {agent} answered at "
+        f"'127.0.0.1:{port}': connection refused (--registry-url names "
+        + ("an agent's HTTP address, as consul://127.0.0.1:8500)" if scheme == "consul"
+           else "etcd's client address, as etcd://127.0.0.1:2379/prefix/)")]
+
+
+def test_a_registry_url_answered_by_something_else_says_so(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:  # answers 501 to everything: not a Consul agent
+        code = main(["chaos", "--registry-url", f"consul://127.0.0.1:{server.server_port}"])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert code == 1
+    assert "it answered HTTP 501, as no registry of that kind would" in capsys.readouterr().err
+
+
+def test_a_registry_url_is_checked_before_anything_is_said_or_started() -> None:
+    """'starting zk://... ...' came first, then the refusal."""
+    said: list[str] = []
+    with pytest.raises(ValueError, match="--registry-url must be etcd://"):
+        run_chaos(registry_url="zk://127.0.0.1:2181/x", say=said.append)
+    assert said == []
+    # a bare host is the agent's or the member's usual port, as kitsd watch's URLs
+    # (consul://localhost ended in "invalid literal for int() with base 10: 'localhost'")
+    assert check_url("consul://localhost") == ("consul", ["localhost:8500"], "")
+    assert check_url("etcd://a,[::1]/p/") == ("etcd", ["a:2379", "[::1]:2379"], "/p/")
+
+
+def test_a_bad_hedge_says_what_it_wants_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """Was 'argument --hedge: --hedge must be ...: could not convert string to float: 'abc''."""
+    for bad in ("abc", "p200"):
+        with pytest.raises(SystemExit) as exited:
+            main(["chaos", "--hedge", bad])
+        assert exited.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            "kitsd chaos: error: argument --hedge: must be pNN (a percentile between 0 and "
+            f"100, e.g. p95) or seconds (e.g. 0.05), not {bad!r}")
