@@ -53,6 +53,10 @@ _DRIVERS = {
 }
 
 
+#: Schemes a newcomer writes for ours (the names of the registries, not their schemes).
+_MEANT = {"dns": "dnssrv", "srv": "dnssrv", "zookeeper": "zk", "kubernetes": "k8s",
+          "etcd3": "etcd"}
+
 _WANT = ("(want static://, etcd://, etcds://, consul://, consuls://, dnssrv://, zk:// "
          "or k8s://)")
 
@@ -89,7 +93,8 @@ def instancer_from_url(
         body = url.split("://", 1)[1]
         items = [item for item in body.split(",") if item.strip()]
         if not items:
-            raise MisuseError(f"static URL names no instances: {redact_url(url)}")
+            raise MisuseError(f"static URL names no instances, as static://10.0.0.1:8080,"
+                              f"10.0.0.2:8080: {redact_url(url)}")
         return FixedInstancer(items)
     if scheme in _DRIVERS:
         module_name, extra = _DRIVERS[scheme]
@@ -107,9 +112,10 @@ def instancer_from_url(
             # neither its text nor the error itself: urlsplit's says "as 'S3CRET'"
             raise MisuseError(f"not a valid {scheme} URL: {redact_url(url)}"
                               f" ({type(error).__name__})") from None
+    meant = _MEANT.get(scheme)
     raise MisuseError(
         f"unknown instancer URL scheme {parsed.scheme!r} in {redact_url(url)}"
-        f" {_WANT}"
+        + (f": did you mean {meant}://?" if meant else "") + f" {_WANT}"
     )
 
 

@@ -125,7 +125,7 @@ def _split_hosts(netloc: str) -> list[str]:
                               f" ({error.reason})") from None
         endpoints.append(f"{host}:{port}")
     if not endpoints:
-        raise MisuseError("etcd URL names no host")
+        raise MisuseError("etcd URL names no host, as etcd://127.0.0.1:2379/services/api/")
     return endpoints
 
 

@@ -66,7 +66,8 @@ def parse_url(parsed: urllib.parse.SplitResult) -> ZKURL:
                               f" host:port ({error.reason})") from None
         hosts.append(f"{host}:{port}")
     if not hosts:
-        raise MisuseError(f"zk:// URL names no host: {shown}")
+        raise MisuseError(f"zk:// URL names no host, as zk://127.0.0.1:2181/services/api: "
+                          f"{shown}")
     try:
         path = check_path(urllib.parse.unquote(parsed.path))
     except MisuseError as error:

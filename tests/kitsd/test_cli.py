@@ -103,6 +103,24 @@ def test_watch_rejects_unknown_scheme(capsys: pytest.CaptureFixture[str]) -> Non
     assert "unknown instancer URL scheme" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("url", "says"), [
+    # each said what was wrong but not what to write instead
+    ("dns://_users._tcp.example", "unknown instancer URL scheme 'dns' in "
+     "dns://_users._tcp.example: did you mean dnssrv://? (want static://"),
+    ("zookeeper://x:1/a", "did you mean zk://?"),
+    ("static://", "static URL names no instances, as static://10.0.0.1:8080,10.0.0.2:8080: "
+     "static://"),
+    ("etcd://", "etcd URL names no host, as etcd://127.0.0.1:2379/services/api/"),
+    ("zk://", "zk:// URL names no host, as zk://127.0.0.1:2181/services/api: zk://"),
+])
+def test_a_bad_url_says_what_to_write(url: str, says: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["watch", url]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("kitsd: ")
+    assert says in line
+
+
 def test_console_script_runs_the_demo() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "kitsd", "demo", "--requests", "90", "--instances", "2"],
