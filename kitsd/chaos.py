@@ -88,7 +88,8 @@ from kitsd.core.redact import redact_url
 from kitsd.sd.event import Event
 
 __all__ = [
-    "DEFAULT_FAULTS", "FAULTS", "RESOURCES", "ROLLING_DRAIN", "SAMPLE_INTERVAL", "SAMPLE_WINDOW",
+    "DEFAULT_FAULTS", "FAULTS", "MAX_INSTANCES", "RESOURCES", "ROLLING_DRAIN", "SAMPLE_INTERVAL",
+    "SAMPLE_WINDOW",
     "ChaosReport", "PhaseReport", "client_stack", "format_table", "parse_hedge", "resources",
     "run_chaos",
 ]
@@ -237,6 +238,10 @@ def resources(*, ignore_ports: Collection[int] = (),
     threads = sum(1 for thread in threading.enumerate()
                   if not thread.name.startswith(ignore_threads))
     return {"threads": threads, "fds": fds, "connections": connections}
+
+
+#: The most instance processes a run starts.
+MAX_INSTANCES = 50
 
 
 def parse_hedge(text: str) -> lb.Hedge:
@@ -520,6 +525,9 @@ def run_chaos(
         raise ValueError("--service needs --registry-url (a service someone runs)")
     if service is None and instances < 3:
         raise ValueError("chaos needs at least 3 instances (one is hurt, two carry the load)")
+    if instances > MAX_INSTANCES:
+        raise ValueError(f"chaos starts at most {MAX_INSTANCES} instances (processes), "
+                         f"not {instances}")
     if not duration > 0 or not rate > 0:
         raise ValueError("--duration and --rate must be > 0")
     if registry not in ("etcd", "consul", "k8s", "memory"):

@@ -25,6 +25,9 @@ from kitsd import __version__
 
 __all__ = ["Terminated", "main"]
 
+#: ``kitsd chaos --instances``' most (each is a process); ``kitsd.chaos.MAX_INSTANCES``.
+CHAOS_MAX_INSTANCES = 50
+
 DEFAULT_REGISTRY = "memory"
 """``kitsd chaos``'s registry when ``--registry`` is not given."""
 
@@ -137,17 +140,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo_parser(commands: Any) -> None:
-    from kitsd.demo import BALANCERS
+    from kitsd.demo import BALANCERS, MAX_CONCURRENCY, MAX_INSTANCES
 
     demo = commands.add_parser(
         "demo", help="run the whole stack on local instances while they die and arrive")
-    demo.add_argument("--instances", type=_positive(1), default=3,
+    demo.add_argument("--instances", type=_number(int, minimum=1, maximum=MAX_INSTANCES),
+                      default=3,
                       help="instances to start (default 3)")
     demo.add_argument("--requests", type=_positive(1), default=2000,
                       help="calls to make (default 2000)")
     demo.add_argument("--balancer", choices=BALANCERS, default=None,
                       help="default round-robin (peak-ewma with --slow-instance)")
-    demo.add_argument("--concurrency", type=_positive(0), default=4,
+    demo.add_argument("--concurrency", type=_number(int, minimum=1, maximum=MAX_CONCURRENCY),
+                      default=4,
                       help="calling threads (default 4)")
     demo.add_argument("--seed", type=int, default=None, help="seed for the random choices")
     demo.add_argument(
@@ -186,7 +191,8 @@ def _chaos_parser(commands: Any) -> None:
                        help="seconds (default 60)")
     chaos.add_argument("--rate", type=_rate, default=50.0,
                        help="calls per second (default 50)")
-    chaos.add_argument("--instances", type=_positive(1), default=3,
+    chaos.add_argument("--instances", type=_number(int, minimum=1, maximum=CHAOS_MAX_INSTANCES),
+                       default=3,
                        help="instances (default 3)")
     chaos.add_argument("--faults", default="kill,hang,slow,leader,cut,lost",
                        help="the schedule, in order (default: kill,hang,slow,leader,cut,lost; "

@@ -31,7 +31,8 @@ from kitsd.core import observe
 from kitsd.demo_server import DemoInstance
 from kitsd.transport import Transport
 
-__all__ = ["DemoReport", "format_report", "run_demo"]
+__all__ = ["MAX_CONCURRENCY", "MAX_INSTANCES", "DemoReport", "check_options", "format_event",
+           "format_header", "format_report", "run_demo"]
 
 SERVICE = "hello"
 BALANCERS = ("round-robin", "random", "least-loaded", "peak-ewma", "weighted",
@@ -132,14 +133,23 @@ def run_demo(
     return report
 
 
+#: The most instances and calling threads the demo starts (in this process: each
+#: instance is a server and its thread; ``--instances 100000`` ran on for minutes after
+#: SIGTERM, stopping them one by one).
+MAX_INSTANCES = 100
+MAX_CONCURRENCY = 256
+
+
 def check_options(*, instances: int, requests: int, concurrency: int, balancer: str) -> None:
     """Raise ``ValueError`` for options :func:`run_demo` cannot run with."""
     if instances < 2:
         raise ValueError("the demo needs at least 2 instances (one of them is killed)")
+    if instances > MAX_INSTANCES:
+        raise ValueError(f"the demo starts at most {MAX_INSTANCES} instances, not {instances}")
     if requests < 3:
         raise ValueError("the demo needs at least 3 requests")
-    if concurrency < 1:
-        raise ValueError("concurrency must be >= 1")
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise ValueError(f"concurrency must be >= 1 and <= {MAX_CONCURRENCY}, not {concurrency}")
     if balancer not in BALANCERS:
         raise ValueError(f"balancer must be one of {', '.join(BALANCERS)}, got {balancer!r}")
 

@@ -14,6 +14,7 @@ import time
 import pytest
 
 import kitsd.chaos
+import kitsd.cli
 from kitsd.chaos import ChaosReport, PhaseReport, format_table, main_chaos, run_chaos
 from kitsd.chaos_registry import check_url
 from kitsd.cli import main
@@ -24,6 +25,7 @@ from kitsd.cli import main
     [
         ({"faults": ["kill", "nap"]}, "unknown faults"),
         ({"instances": 2}, "at least 3 instances"),
+        ({"instances": kitsd.chaos.MAX_INSTANCES + 1}, "at most 50 instances"),
         ({"duration": 0}, "must be > 0"),
         ({"service": "demo"}, "--service needs --registry-url"),
         ({"registry": "zk"}, "--registry must be"),
@@ -234,3 +236,7 @@ def test_a_bad_hedge_says_what_it_wants_once(capsys: pytest.CaptureFixture[str])
         assert capsys.readouterr().err.splitlines()[-1] == (
             "kitsd chaos: error: argument --hedge: must be pNN (a percentile between 0 and "
             f"100, e.g. p95) or seconds (e.g. 0.05), not {bad!r}")
+
+
+def test_the_command_line_bounds_instances_as_the_run_does() -> None:
+    assert kitsd.cli.CHAOS_MAX_INSTANCES == kitsd.chaos.MAX_INSTANCES

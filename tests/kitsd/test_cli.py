@@ -51,8 +51,7 @@ def test_summary_reads_at_a_glance() -> None:
     assert text.rstrip().endswith("OK: every call succeeded")
 
 
-@pytest.mark.parametrize("options", [["--instances", "1"], ["--requests", "2"],
-                                     ["--concurrency", "0"]])
+@pytest.mark.parametrize("options", [["--instances", "1"], ["--requests", "2"]])
 def test_demo_rejects_bad_options(options: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", *options]) == 2
     assert capsys.readouterr().err.startswith("kitsd: ")
@@ -194,6 +193,11 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     ["chaos", "--rate", "0"],
     ["chaos", "--instances", "-3"],
     ["demo", "--requests", "nan"],
+    ["demo", "--concurrency", "0"],
+    # --instances 100000 started them all, and ran on for minutes after SIGTERM
+    ["demo", "--instances", "101"],
+    ["demo", "--concurrency", "257"],
+    ["chaos", "--instances", "51"],
 ])
 def test_bad_numbers_are_usage_errors(argv: list[str],
                                       capsys: pytest.CaptureFixture[str]) -> None:
