@@ -270,6 +270,7 @@ BAD_URLS = [
     ("consul://", "consul://127.0.0.1:8500/web: consul://"),
     ("consul://127.0.0.1:8500/users?bogus=S3CRET", "unknown consul:// URL parameter"),
     ("consul://token:S3CRET@127.0.0.1:8500/users", "KITSD_CONSUL_TOKEN"),
+    ("dns://_users._tcp.example", "did you mean dnssrv://?"),
     ("dnssrv://", "names one SRV name"),
     ("dnssrv://_users._tcp.example?server=S3CRET", "server must be an IP address"),
     ("zk://127.0.0.1:2181", "absolute node path"),
