@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 from kitsd.sd.thrift._async import AsyncThriftEndpoint
-from kitsd.sd.thrift._codec import ProtocolName, TransportName
-from kitsd.sd.thrift._options import Options
+from kitsd.sd.thrift._options import DEFAULT_MAX_FRAME_SIZE, FactoryOptions, Options
 from kitsd.sd.thrift._sync import ThriftEndpoint
 
 __all__ = ["DEFAULT_MAX_FRAME_SIZE", "async_factory", "factory"]
 
-#: 16 MB, as Apache Thrift's ``TFramedTransport`` (Go: ``DEFAULT_MAX_LENGTH``).
-DEFAULT_MAX_FRAME_SIZE = 16_384_000
 
-
-def factory(
-    service: Any,
-    method: str,
-    *,
-    transport: TransportName = "buffered",
-    protocol: ProtocolName = "binary",
-    timeout: float | None = None,
-    connect_timeout: float | None = None,
-    max_idle: int = 16,
-    idle_timeout: float | None = 60.0,
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-) -> Callable[[str], ThriftEndpoint]:
+def factory(service: Any, method: str,
+            **options: Unpack[FactoryOptions]) -> Callable[[str], ThriftEndpoint]:
     """``factory(instance) -> endpoint`` calling ``method`` of the Thrift ``service``.
 
     ``service`` is a thriftpy2 service (``thriftpy2.load("store.thrift").Store``);
@@ -38,20 +24,20 @@ def factory(
     of the arguments in IDL order, ``None`` for none, or the method's argument
     struct; the endpoint returns the method's result.
 
-    * ``transport``: ``"buffered"`` (thriftpy2's and most servers' default) or
+    * ``transport``: ``"buffered"`` (the default: thriftpy2's and most servers') or
       ``"framed"`` (each message behind its 4-byte length; what non-blocking
-      servers need); ``protocol``: ``"binary"`` or ``"compact"``.  Both must match
-      the server's.
+      servers need); ``protocol``: ``"binary"`` (the default) or ``"compact"``.
+      Both must match the server's.
     * ``timeout``: seconds for a whole call outside a retry (``None``: no limit);
       inside :func:`lb.retry` / :func:`lb.retry_async` the retry's deadline
       (:func:`lb.remaining`) bounds the call, the earlier of the two when both are
       set.  ``connect_timeout``: at most this long to connect (then the instance
       counts as unreachable: :class:`ThriftConnectTimeout`).
-    * ``max_idle`` connections are kept per instance for reuse, each at most
-      ``idle_timeout`` seconds (``None``: for ever).  Each call in flight uses a
+    * ``max_idle`` (16) connections are kept per instance for reuse, each at most
+      ``idle_timeout`` (60) seconds (``None``: for ever).  Each call in flight uses a
       connection of its own; bound concurrency upstream if the server must not
       see more connections than that.
-    * ``max_frame_size``: the largest reply accepted, in bytes (framed or not);
+    * ``max_frame_size``: the largest reply accepted, in bytes (framed or not; 16 MB);
       a larger one is a :class:`ThriftProtocolError`, refused before it is read.
 
     Raises ``TypeError`` / :class:`kitsd.core.errors.MisuseError` (naming the
@@ -60,35 +46,21 @@ def factory(
     Host names are resolved by each new connection, outside the deadline's reach
     in the sync driver (``socket.create_connection``): prefer addresses.
     """
-    options = Options(service, method, transport=transport, protocol=protocol,
-                      timeout=timeout, connect_timeout=connect_timeout, max_idle=max_idle,
-                      idle_timeout=idle_timeout, max_frame_size=max_frame_size)
+    checked = Options(service, method, **options)
 
     def make_endpoint(instance: str) -> ThriftEndpoint:
-        return ThriftEndpoint(instance, options)
+        return ThriftEndpoint(instance, checked)
 
     return make_endpoint
 
 
-def async_factory(
-    service: Any,
-    method: str,
-    *,
-    transport: TransportName = "buffered",
-    protocol: ProtocolName = "binary",
-    timeout: float | None = None,
-    connect_timeout: float | None = None,
-    max_idle: int = 16,
-    idle_timeout: float | None = 60.0,
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-) -> Callable[[str], AsyncThriftEndpoint]:
+def async_factory(service: Any, method: str,
+                  **options: Unpack[FactoryOptions]) -> Callable[[str], AsyncThriftEndpoint]:
     """The asyncio twin of :func:`factory` (same arguments): each instance gets an
     :class:`AsyncThriftEndpoint`."""
-    options = Options(service, method, transport=transport, protocol=protocol,
-                      timeout=timeout, connect_timeout=connect_timeout, max_idle=max_idle,
-                      idle_timeout=idle_timeout, max_frame_size=max_frame_size)
+    checked = Options(service, method, **options)
 
     def make_endpoint(instance: str) -> AsyncThriftEndpoint:
-        return AsyncThriftEndpoint(instance, options)
+        return AsyncThriftEndpoint(instance, checked)
 
     return make_endpoint

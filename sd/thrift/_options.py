@@ -4,15 +4,30 @@ arguments)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from kitsd.core import validate
-from kitsd.sd.thrift._codec import Call
+from kitsd.sd.thrift._codec import Call, ProtocolName, TransportName
 
-__all__ = ["MAX_SECONDS", "Deadline", "Options"]
+__all__ = ["DEFAULT_MAX_FRAME_SIZE", "MAX_SECONDS", "Deadline", "FactoryOptions", "Options"]
 
 #: The longest ``timeout``, ``connect_timeout`` and ``idle_timeout`` accepted: a day.
 MAX_SECONDS = 86_400.0
+#: 16 MB, as Apache Thrift's ``TFramedTransport`` (Go: ``DEFAULT_MAX_LENGTH``).
+DEFAULT_MAX_FRAME_SIZE = 16_384_000
+
+
+class FactoryOptions(TypedDict, total=False):
+    """The keyword options of :func:`sd.thrift.factory` and :func:`sd.thrift.async_factory`
+    (defaults: :class:`Options`)."""
+
+    transport: TransportName
+    protocol: ProtocolName
+    timeout: float | None
+    connect_timeout: float | None
+    max_idle: int
+    idle_timeout: float | None
+    max_frame_size: int
 
 
 class Deadline:
@@ -34,9 +49,11 @@ class Options:
 
     __slots__ = ("call", "connect_timeout", "idle_timeout", "max_idle", "timeout")
 
-    def __init__(self, service: Any, method: object, *, transport: object, protocol: object,
-                 timeout: object, connect_timeout: object, max_idle: object,
-                 idle_timeout: object, max_frame_size: object) -> None:
+    def __init__(self, service: Any, method: object, *, transport: object = "buffered",
+                 protocol: object = "binary", timeout: object = None,
+                 connect_timeout: object = None, max_idle: object = 16,
+                 idle_timeout: object = 60.0,
+                 max_frame_size: object = DEFAULT_MAX_FRAME_SIZE) -> None:
         self.call = Call(service, method, protocol=protocol, transport=transport,
                          max_frame_size=max_frame_size)
         # at most a day: a longer wait overflows the socket's and the event loop's timers

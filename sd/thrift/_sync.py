@@ -13,57 +13,25 @@ not leave, and the server had most likely closed the idle connection.
 
 from __future__ import annotations
 
-import itertools
 import socket
-import threading
 import time
 from types import TracebackType
 from typing import Any, Self
 
-from kitsd.core.deadline import current_deadline
-from kitsd.sd.instance import normalize_instance, split_instance
-from kitsd.sd.thrift._codec import BadReply, Outcome, undecodable
-from kitsd.sd.thrift._errors import ThriftConnectError, ThriftProtocolError, failure
+from kitsd.sd.instance import split_instance
+from kitsd.sd.thrift._base import CHUNK, MAX_CHUNK, Broken, EndpointBase, TooLarge, fed
+from kitsd.sd.thrift._codec import Call, Outcome
+from kitsd.sd.thrift._errors import failure
 from kitsd.sd.thrift._options import Deadline, Options
-from kitsd.sd.thrift._pool import Pool, PoolClosed
 from kitsd.sd.thrift._vendor import BufferedTransport
 
-__all__ = ["ThriftEndpoint", "usable"]
-
-_CHUNK = 65536
-_MAX_CHUNK = 1 << 20
-_SEQIDS = 0x7FFFFFFF
-_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
-
-
-def usable(sock: socket.socket) -> bool:
-    """Whether an idle connection can carry a call: nothing is readable on it (no
-    end of stream, no reset, no bytes nobody asked for).  Leaves it non-blocking
-    (the call sets its timeout next)."""
-    try:
-        sock.settimeout(0.0)
-        sock.recv(1, _PEEK)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
-class _Broken(Exception):
-    def __init__(self, error: BaseException | None) -> None:
-        super().__init__()
-        self.error = error
-
-
-class _TooLarge(Exception):
-    pass
+__all__ = ["ThriftEndpoint"]
 
 
 class _SocketReader:
     """A thriftpy2 transport over a blocking socket for buffered replies: each
     ``read`` waits at most until the deadline and counts towards the reply's size
-    limit; the end of the stream and socket errors leave as :class:`_Broken`."""
+    limit; the end of the stream and socket errors leave as :class:`Broken`."""
 
     __slots__ = ("_at", "_budget", "_sock")
 
@@ -74,19 +42,19 @@ class _SocketReader:
 
     def read(self, n: int) -> bytes:
         if self._budget <= 0:
-            raise _TooLarge
+            raise TooLarge
         sock = self._sock
         if self._at is not None:
             left = self._at - time.monotonic()
             if left <= 0:
-                raise _Broken(TimeoutError())
+                raise Broken(TimeoutError())
             sock.settimeout(left)
         try:
-            data = sock.recv(max(1, min(n, _CHUNK, self._budget)))
+            data = sock.recv(max(1, min(n, CHUNK, self._budget)))
         except OSError as error:
-            raise _Broken(error) from error
+            raise Broken(error) from error
         if not data:
-            raise _Broken(None)
+            raise Broken(None)
         self._budget -= len(data)
         return data
 
@@ -94,7 +62,7 @@ class _SocketReader:
         return True
 
 
-class ThriftEndpoint:
+class ThriftEndpoint(EndpointBase):
     """Calls one method of a Thrift service on one instance, over a pool of blocking
     connections.  Built by :func:`sd.thrift.factory`.
 
@@ -112,78 +80,34 @@ class ThriftEndpoint:
     manager.
     """
 
-    __slots__ = ("_address", "_call", "_lock", "_options", "_pool", "_seqids", "instance")
+    __slots__ = ("_address",)
 
     def __init__(self, instance: str, options: Options) -> None:
-        self.instance = normalize_instance(instance)
+        super().__init__(instance, options)
         host, port = split_instance(self.instance)
         self._address = (host.strip("[]"), port)
-        self._options = options
-        self._call = options.call
-        self._pool: Pool[socket.socket] = Pool(options.max_idle, options.idle_timeout)
-        self._lock = threading.Lock()
-        self._seqids = itertools.count(1)
-
-    @property
-    def idle_connections(self) -> int:
-        """How many connections wait in the pool (for inspection)."""
-        return len(self._pool)
 
     def __call__(self, request: Any) -> Any:
-        call = self._call
-        arguments = call.arguments(request)
-        seqid = next(self._seqids) & _SEQIDS
-        message = call.encode(arguments, seqid)
-        deadline = self._options.deadline(current_deadline(), time.monotonic())
+        seqid, message, deadline = self._encode(request)
         while True:
             sock, reused = self._take(deadline)
-            try:
+            with self._closed_if_raised(sock):
                 error = _send(sock, message, deadline)
-            except BaseException:  # KeyboardInterrupt mid-write: never leak the socket
-                sock.close()
-                raise
-            if error is None:
+            if self._sent(sock, error, reused=reused, deadline=deadline):
                 break
-            sock.close()
-            if not (reused and not isinstance(error, TimeoutError)):
-                raise failure(self.instance, call.name, "write", error,
-                              bound=deadline.what) from error
-        if call.oneway:
-            self._give(sock)
-            return None
-        try:
-            outcome = self._receive(sock, deadline, seqid)
-        except BaseException:
-            sock.close()
-            raise
-        self._give(sock)
-        return call.unwrap(outcome, self.instance)
+        with self._reading(sock, deadline):
+            outcome = None if self._call.oneway else _receive(sock, self._call, deadline, seqid)
+        return self._finish(sock, outcome)
 
     # -- connections ---------------------------------------------------------------
 
     def _take(self, deadline: Deadline) -> tuple[socket.socket, bool]:
-        while True:
-            with self._lock:
-                try:
-                    sock, expired = self._pool.take(time.monotonic())
-                except PoolClosed:
-                    raise ThriftConnectError(self.instance, self._call.name,
-                                             "the endpoint is closed (its instance left)"
-                                             ) from None
-            for old in expired:
-                old.close()
-            if sock is None:
-                return self._connect(deadline), False
-            if usable(sock):
-                return sock, True
-            sock.close()
+        sock = self._pooled()
+        return (sock, True) if sock is not None else (self._connect(deadline), False)
 
     def _connect(self, deadline: Deadline) -> socket.socket:
-        wait, bound, by_connect = self._options.connect_wait(deadline, time.monotonic())
+        wait, bound, by_connect = self._connect_wait(deadline)
         name = self._call.name
-        if wait is not None and wait <= 0:
-            raise failure(self.instance, name, "connect", TimeoutError(), bound=bound,
-                          connect_timeout=by_connect)
         try:
             sock = socket.create_connection(self._address, timeout=wait)
         except OSError as error:
@@ -196,65 +120,7 @@ class ThriftEndpoint:
             raise failure(self.instance, name, "connect", error, bound=bound) from error
         return sock
 
-    def _give(self, sock: socket.socket) -> None:
-        with self._lock:
-            extra = self._pool.give(sock, time.monotonic())
-        if extra is not None:
-            extra.close()
-
-    # -- the reply -----------------------------------------------------------------
-
-    def _receive(self, sock: socket.socket, deadline: Deadline, seqid: int) -> Outcome:
-        call = self._call
-        if not call.framed:
-            reader = _SocketReader(sock, deadline.at, call.max_reply_size)
-            try:
-                return call.read_reply(call.protocol(BufferedTransport(reader)), seqid)
-            except _Broken as broken:
-                raise failure(self.instance, call.name, "read", broken.error,
-                              bound=deadline.what) from broken.error
-            except _TooLarge:
-                raise self._bad(f"a reply larger than max_frame_size "
-                                f"({call.max_reply_size} bytes)") from None
-            except BadReply as bad:
-                raise self._bad(str(bad)) from bad.__cause__
-            except Exception as error:
-                raise self._bad(undecodable(error)) from error
-        frame = call.frame_reader()
-        at = deadline.at
-        while True:
-            if at is not None:
-                left = at - time.monotonic()
-                if left <= 0:
-                    raise failure(self.instance, call.name, "read", TimeoutError(),
-                                  bound=deadline.what)
-                sock.settimeout(left)
-            try:
-                data = sock.recv(min(max(frame.missing, _CHUNK), _MAX_CHUNK))
-            except OSError as error:
-                raise failure(self.instance, call.name, "read", error,
-                              bound=deadline.what) from error
-            if not data:
-                raise failure(self.instance, call.name, "read", None, bound=deadline.what)
-            try:
-                payload = frame.feed(data)
-                if payload is not None:
-                    return call.decode(payload, seqid)
-            except BadReply as bad:
-                raise self._bad(str(bad)) from bad.__cause__
-
-    def _bad(self, what: str) -> ThriftProtocolError:
-        return ThriftProtocolError(self.instance, self._call.name, f"received {what}")
-
     # -- lifecycle -----------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the idle connections now and the others as their calls end.
-        Idempotent; never waits for a call."""
-        with self._lock:
-            idle = self._pool.close()
-        for sock in idle:
-            sock.close()
 
     def __enter__(self) -> Self:
         return self
@@ -265,6 +131,29 @@ class ThriftEndpoint:
 
     def __repr__(self) -> str:
         return f"<sd.thrift endpoint {self._call.name} on {self.instance}>"
+
+
+def _receive(sock: socket.socket, call: Call, deadline: Deadline, seqid: int) -> Outcome:
+    """Read and decode the reply by the deadline (errors: see
+    :meth:`EndpointBase._reply_failure`)."""
+    if not call.framed:
+        reader = _SocketReader(sock, deadline.at, call.max_reply_size)
+        return call.read_reply(call.protocol(BufferedTransport(reader)), seqid)
+    frame = call.frame_reader()
+    at = deadline.at
+    while True:
+        if at is not None:
+            left = at - time.monotonic()
+            if left <= 0:
+                raise Broken(TimeoutError())
+            sock.settimeout(left)
+        try:
+            data = sock.recv(min(max(frame.missing, CHUNK), MAX_CHUNK))
+        except OSError as error:
+            raise Broken(error) from error
+        outcome = fed(call, frame, data, seqid)
+        if outcome is not None:
+            return outcome
 
 
 def _send(sock: socket.socket, message: bytes, deadline: Deadline) -> OSError | None:
