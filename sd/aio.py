@@ -23,10 +23,31 @@ from kitsd.sd.event import Event
 from kitsd.sd.instancer import Instancer
 from kitsd.sd.registrar import Registrar
 
-__all__ = ["AsyncRegistrar", "EventStream"]
+__all__ = ["AsyncClosable", "AsyncRegistrar", "EventStream"]
 
 
-class EventStream:
+class AsyncClosable:
+    """``async with`` for an object closed by ``await aclose()``: entering returns
+    it, leaving closes it (the asyncio instancers, :class:`EventStream`,
+    ``kitsd.serve.Service``)."""
+
+    async def aclose(self) -> None:
+        """Close; idempotent."""
+        raise NotImplementedError  # pragma: no cover - each class closes its own way
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class EventStream(AsyncClosable):
     """The snapshots of ``instancer`` as an async iterator, on the running loop.
 
     Subscribes at once (so the first item is the current state); ``aclose()`` (or
@@ -73,17 +94,6 @@ class EventStream:
         self._instancer.unsubscribe(self._on_event)
         self._queue.put_nowait(None)
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
 
 class AsyncRegistrar:
     """Awaitable ``register()`` / ``deregister()`` for any :class:`~sd.Registrar`.
@@ -108,12 +118,7 @@ class AsyncRegistrar:
         await self.register()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.deregister()
 
     def __repr__(self) -> str:

@@ -25,11 +25,12 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any, Self, Unpack
 
 import httpx
 
+from kitsd.sd.aio import AsyncClosable
 from kitsd.sd.instance import split_instance
 from kitsd.serve import _calls
 from kitsd.serve._drain import Check, Idle, Release, Sleep, Step
@@ -48,7 +49,7 @@ def is_async_check(check: object) -> bool:
         getattr(check, "__call__", None))  # noqa: B004 - an async __call__, not callability
 
 
-class Service(Driver):
+class Service(Driver, AsyncClosable):
     """Registers ``registrar``'s instance when the server is ready, drains before exit.
 
     Use it around any asyncio server (``kitsd.serve.asgi`` and ``kitsd.serve.lifespan``
@@ -319,14 +320,6 @@ class Service(Driver):
     async def __aenter__(self) -> Self:
         await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"kitsd.serve.Service({self.registrar!r}, phase={self.phase.value})"

@@ -35,16 +35,13 @@ task or shared-watch entry behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Self
 
 import httpx
 
 from kitsd.core import validate
 from kitsd.core.errors import MisuseError
-from kitsd.sd._cancel import cancel_until_done
+from kitsd.sd._async_watch import AsyncWatchHandle
 from kitsd.sd._loop_thread import LoopThread
 from kitsd.sd.consul.client import ConsulClient, agent_address, tags_tuple
 from kitsd.sd.consul.transport import DEFAULT_TIMEOUT, AgentSettings, settings_of
@@ -184,7 +181,7 @@ def _close_client(client: object) -> None:
         close()
 
 
-class AsyncConsulInstancer(InstancerHandle):
+class AsyncConsulInstancer(AsyncWatchHandle):
     """The asyncio twin of :class:`ConsulInstancer` (implements :class:`sd.Instancer`).
 
     ``agent`` is the agent's ``host:port`` (IPv6 in brackets), with
@@ -247,48 +244,21 @@ class AsyncConsulInstancer(InstancerHandle):
                                   "a py-consul client; set them there")
             settings = found
         _ = settings.ssl_context  # a CA or certificate that cannot be loaded fails here
-        loop = asyncio.get_running_loop()
+        asyncio.get_running_loop()  # RuntimeError before anything is made
         self.service, self.tags, self.passing_only = query.service, query.tags, query.passing_only
         self.agent = settings.base_url
         self._answered = asyncio.Event()
         broadcaster = Broadcaster(kind="consul", service=service,  # kitsd.observe labels
                                   pending=True)
-        super().__init__(broadcaster, self._cancel,
-                         source=f"Consul agent {settings.base_url} (service {service!r})")
-        self._task = loop.create_task(
-            run_watch(settings, query, broadcaster, self._answered.set),
-            name=f"kitsd-consul-watch-{query.service}",
-        )
-        self._late = None if first_wait is None else loop.call_later(
-            first_wait, self.first_answer_late, first_wait)
+        super().__init__(
+            broadcaster, lambda: run_watch(settings, query, broadcaster, self._answered.set),
+            name=f"kitsd-consul-watch-{query.service}", first_answer_timeout=first_wait,
+            source=f"Consul agent {settings.base_url} (service {service!r})")
 
     async def wait_answered(self) -> None:
         """Wait until the first answer (or error) was published (bound it with
         ``asyncio.timeout``)."""
         await self._answered.wait()
-
-    def _cancel(self) -> None:
-        if self._late is not None:
-            self._late.cancel()
-        cancel_until_done(self._task)  # (a cancellation can be lost: sd._cancel)
-        self._broadcaster.stopped()  # kitsd.observe: forget this watch
-
-    async def aclose(self) -> None:
-        """:meth:`stop`, then wait for the watch task to end (it closes its HTTP client)."""
-        self.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return (f"AsyncConsulInstancer({self.service!r}, tags={list(self.tags)!r}, "

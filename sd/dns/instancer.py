@@ -39,11 +39,11 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from kitsd.core import validate
 from kitsd.core.errors import RegistryUnavailableError
+from kitsd.sd._async_watch import AsyncWatchHandle
 from kitsd.sd._cancel import cancel_until_done
 from kitsd.sd.backoff import Backoff
 from kitsd.sd.dns.resolver import (
@@ -308,7 +308,7 @@ def _where(server: tuple[str, int] | None) -> str:
     return f"{host}:{server[1]}"
 
 
-class AsyncSRVInstancer(InstancerHandle):
+class AsyncSRVInstancer(AsyncWatchHandle):
     """:class:`SRVInstancer` for asyncio: the same watch coroutine as a task on the running
     loop, no thread.  Same arguments and behaviour; subscribers are called on the loop.
 
@@ -340,18 +340,18 @@ class AsyncSRVInstancer(InstancerHandle):
             name, resolver, resolve, min_ttl, max_ttl, interval, timeout, tcp
         )
         first_wait = check_first_answer_timeout(first_answer_timeout)
-        self._loop = asyncio.get_running_loop()
+        asyncio.get_running_loop()  # RuntimeError before anything is made
         self._name = checked
         self._records: tuple[SRVInstance, ...] = ()
         broadcaster = Broadcaster(kind="dns", service=checked,  # kitsd.observe labels
                                   pending=True)
-        self._task = self._loop.create_task(watch_srv(
-            broadcaster, make_resolver(server, timeout=seconds), checked, resolve=resolve,
-            policy=policy, rng=random.Random(), tcp=tcp, on_answer=self._remember,
-        ), name=f"kitsd-dns-watch {checked}")
-        super().__init__(broadcaster, self._cancel, source=f"SRV {checked} at {_where(server)}")
-        self._late = None if first_wait is None else self._loop.call_later(
-            first_wait, self.first_answer_late, first_wait)
+        super().__init__(
+            broadcaster,
+            lambda: watch_srv(broadcaster, make_resolver(server, timeout=seconds), checked,
+                              resolve=resolve, policy=policy, rng=random.Random(), tcp=tcp,
+                              on_answer=self._remember),
+            name=f"kitsd-dns-watch {checked}", first_answer_timeout=first_wait,
+            source=f"SRV {checked} at {_where(server)}")
 
     def _remember(self, records: tuple[SRVInstance, ...]) -> None:
         self._records = records
@@ -360,40 +360,6 @@ class AsyncSRVInstancer(InstancerHandle):
     def records(self) -> tuple[SRVInstance, ...]:
         """The last answer's instances with their SRV priority and weight."""
         return self._records
-
-    def _cancel(self) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        late = self._late
-        if running is self._loop:
-            cancel_until_done(self._task)
-            if late is not None:
-                late.cancel()
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the task is gone
-                self._loop.call_soon_threadsafe(cancel_until_done, self._task)
-                if late is not None:
-                    self._loop.call_soon_threadsafe(late.cancel)
-        self._broadcaster.stopped()  # kitsd.observe: forget this watch
-
-    async def aclose(self) -> None:
-        """Stop and wait until the watch task has ended; idempotent."""
-        self.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"AsyncSRVInstancer({self._name!r})"

@@ -24,17 +24,14 @@ thread.  Arguments are all checked before anything starts: a bad one raises
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Self
 
 import httpx
 
 from kitsd.core import validate
 from kitsd.core.errors import MisuseError, clip
-from kitsd.sd._cancel import cancel_until_done
+from kitsd.sd._async_watch import AsyncWatchHandle
 from kitsd.sd._loop_thread import LoopThread
 from kitsd.sd.instancer import (
     DEFAULT_FIRST_ANSWER_TIMEOUT,
@@ -142,7 +139,28 @@ def _nothing() -> None:
     """The thread watch's ``answered`` hook: its broadcaster is pending instead."""
 
 
-class EndpointSliceInstancer(InstancerHandle):
+class _Watched:
+    """What both EndpointSlice instancers say about the Service they watch."""
+
+    query: SliceQuery
+    config: ClusterConfig
+
+    @property
+    def service(self) -> str:
+        """The Service name."""
+        return self.query.service
+
+    @property
+    def namespace(self) -> str:
+        """The Service's namespace."""
+        return self.query.namespace
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.query.name!r}, {self.query.port}, "
+                f"server={self.config.server!r})")
+
+
+class EndpointSliceInstancer(_Watched, InstancerHandle):
     """The instances of a Kubernetes Service, from its EndpointSlices (implements
     :class:`sd.Instancer`).
 
@@ -212,26 +230,12 @@ class EndpointSliceInstancer(InstancerHandle):
                          source=f"kube-apiserver {cluster.server} ({query.name})")
 
     @property
-    def service(self) -> str:
-        """The Service name."""
-        return self.query.service
-
-    @property
-    def namespace(self) -> str:
-        """The Service's namespace."""
-        return self.query.namespace
-
-    @property
     def stats(self) -> WatchStats:
         """The shared watch's counters (lists, relists after 410, watches, bookmarks, errors)."""
         return self._watch.stats
 
-    def __repr__(self) -> str:
-        return (f"EndpointSliceInstancer({self.query.name!r}, {self.query.port}, "
-                f"server={self.config.server!r})")
 
-
-class AsyncEndpointSliceInstancer(InstancerHandle):
+class AsyncEndpointSliceInstancer(_Watched, AsyncWatchHandle):
     """The asyncio twin of :class:`EndpointSliceInstancer` (implements :class:`sd.Instancer`):
     the same arguments, the same watch coroutine as a task of the running loop, not
     shared.  Subscribers are sent the first list when it arrives (``subscribe()``
@@ -265,60 +269,21 @@ class AsyncEndpointSliceInstancer(InstancerHandle):
                        watch_timeout)
         first_wait = check_first_answer_timeout(first_answer_timeout)
         _ = cluster.ssl_context
-        loop = asyncio.get_running_loop()
+        asyncio.get_running_loop()  # RuntimeError before anything is made
         self.query, self.config = query, cluster
         self.stats = WatchStats()
         self._answered = asyncio.Event()
         broadcaster = Broadcaster(kind="k8s", service=query.name,  # kitsd.observe labels
                                   pending=True)
-        super().__init__(broadcaster, self._cancel,
-                         source=f"kube-apiserver {cluster.server} ({query.name})")
-        self._task = loop.create_task(
-            run_watch(cluster, query, broadcaster, self._answered.set, stats=self.stats,
-                      transport=transport),
-            name=f"kitsd-k8s-watch-{query.name}",
-        )
-        self._late = None if first_wait is None else loop.call_later(
-            first_wait, self.first_answer_late, first_wait)
-
-    @property
-    def service(self) -> str:
-        """The Service name."""
-        return self.query.service
-
-    @property
-    def namespace(self) -> str:
-        """The Service's namespace."""
-        return self.query.namespace
+        super().__init__(
+            broadcaster,
+            lambda: run_watch(cluster, query, broadcaster, self._answered.set,
+                              stats=self.stats, transport=transport),
+            name=f"kitsd-k8s-watch-{query.name}", first_answer_timeout=first_wait,
+            source=f"kube-apiserver {cluster.server} ({query.name})")
 
     async def wait_answered(self) -> None:
         """Wait until the first list (or error) was published (bound it with
         ``asyncio.timeout``)."""
         await self._answered.wait()
 
-    def _cancel(self) -> None:
-        if self._late is not None:
-            self._late.cancel()
-        cancel_until_done(self._task)  # (a cancellation can be lost: sd._cancel)
-        self._broadcaster.stopped()  # kitsd.observe: forget this watch
-
-    async def aclose(self) -> None:
-        """:meth:`stop`, then wait for the watch task to end (it closes its connections)."""
-        self.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __repr__(self) -> str:
-        return (f"AsyncEndpointSliceInstancer({self.query.name!r}, {self.query.port}, "
-                f"server={self.config.server!r})")
