@@ -25,6 +25,14 @@ from kitsd.chaos import (
 )
 from kitsd.cli import main
 
+#: CI-sized phases are 2-3 s: what a 60 s run shows as no growth at all moves a little
+#: here -- an instance's keep-alive connection comes and goes with the balancer's
+#: preference (3 instances), the hedging pool keeps a thread 2 s after its last attempt,
+#: and the Endpointer's closer thread lingers 2 s after a departed instance's endpoint
+#: closed.  A leak per call or per fault is far past these bounds (16.1's pool ran dry at
+#: 100 connections; each failover left etcd watch threads and sockets).
+SLACK = {"threads": 2, "fds": 3, "connections": 3}
+
 
 @pytest.mark.integration
 @pytest.mark.parametrize("registry", ["etcd", "consul"])
@@ -41,13 +49,7 @@ def test_hedged_transport_loses_no_call_and_leaves_nothing_behind(
     assert report.ok, lines
     assert all(phase.threads is not None and phase.fds is not None
                and phase.connections is not None for phase in report.phases)
-    # CI-sized phases are 3 s: what a 60 s run shows as no growth at all moves a little
-    # here -- an instance's keep-alive connection comes and goes with the balancer's
-    # preference (3 instances), and the hedging pool keeps a thread 2 s after its last
-    # attempt.  A leak per call or per fault is far past these bounds (16.1's pool ran
-    # dry at 100 connections; each failover left etcd watch threads and sockets).
-    slack = {"threads": 2, "fds": 3, "connections": 3}
-    grown = {name: more for name, more in report.growth.items() if more > slack[name]}
+    grown = {name: more for name, more in report.growth.items() if more > SLACK[name]}
     assert grown == {}, [(p.name, p.threads, p.fds, p.connections) for p in report.phases]
     # the faults were felt and hidden by the transport: retried, hedged or ejected
     assert sum(phase.retries + phase.ejections for phase in report.phases[1:]) > 0
@@ -67,7 +69,8 @@ def test_memory_run_through_the_transport_reports_its_resources(
         assert phase["threads"] > 0
         assert phase["fds"] > 0
         assert phase["connections"] >= 0
-    assert data["growth"] == {}
+    # the kill phase is 2 s: its departed instance's closer thread is still lingering
+    assert all(more <= SLACK[name] for name, more in data["growth"].items()), data["growth"]
 
 
 def test_hedge_option_forms() -> None:
