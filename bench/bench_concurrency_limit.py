@@ -10,7 +10,9 @@ goodput (calls answered within the 1 s deadline, per second), p99 of those, and
 calls refused by the limit or failed.  Targets at 3x: goodput >= 90 % of the
 capacity, p99 within 2x of the unloaded p99.  Without a limit the queue grows
 until every call times out, and the instance keeps working on calls nobody
-waits for.
+waits for.  ``AIMDLimit`` is shown with a timeout of twice the no-load latency
+and without one (then it sees no queue, only deadlines: the gradient limit is
+the one for a service that queues rather than sheds load).
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def main() -> None:
           f"{'refused':>8} {'failed':>7}")
     verdicts = []
     for label, limit in (("none", None), ("GradientLimit()", lb.GradientLimit()),
-                         ("AIMDLimit(0.1s)", lb.AIMDLimit(timeout=0.1))):
+                         ("AIMDLimit(0.1s)", lb.AIMDLimit(timeout=0.1)),
+                         ("AIMDLimit()", lb.AIMDLimit())):
         run = asyncio.run(scenario(limit, steps))
         start = 0.0
         unloaded = 0.0

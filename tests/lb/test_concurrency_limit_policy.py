@@ -139,6 +139,21 @@ def test_aimd_backs_off_once_per_round() -> None:
     assert admission.limit == 2  # the minimum
 
 
+def test_aimd_adds_one_per_round_after_its_first_back_off() -> None:
+    # TCP's congestion avoidance: after the first "too many", one per round of answers
+    # (1 / limit per success), not one per success (which overshoots by a round).
+    admission = Admission(AIMDLimit(initial=10, backoff=0.5))
+    for _ in range(10):
+        admission.acquire(0.0)
+    admission.release(1.0, 0.0, "dropped")
+    assert admission.algorithm.limit == 5
+    for _ in range(5):
+        admission.acquire(1.5)
+    for _ in range(5):  # a round of five answers with the limit in use: about +1
+        admission.release(2.0, 1.5, "success")
+    assert 5.9 < admission.algorithm.limit < 6.0  # 1/5 + 1/5.2 + ... (one each: 10)
+
+
 def test_aimd_timeout_counts_as_a_drop() -> None:
     admission = Admission(AIMDLimit(initial=10, timeout=0.5))
     admission.acquire(0.0)
@@ -325,10 +340,23 @@ def test_at_three_times_capacity_the_gradient_keeps_goodput_and_latency(capacity
     assert limited.rejected > 0  # the excess was refused, fast
 
 
-def test_aimd_with_a_timeout_keeps_goodput() -> None:
-    limited = simulate(AIMDLimit(timeout=0.1), capacity=16, service=0.05, load=3.0)
-    assert limited.goodput >= 0.9 * 16 / 0.05
+@pytest.mark.parametrize("capacity", [16, 64])
+def test_aimd_with_a_timeout_keeps_goodput_and_latency(capacity: int) -> None:
+    # A timeout of twice the no-load latency; the increase per round keeps the queue
+    # short (one per success: p99 3.2x).
+    unloaded = simulate(None, capacity=capacity, service=0.05, load=0.3)
+    limited = simulate(AIMDLimit(timeout=0.1), capacity=capacity, service=0.05, load=3.0)
+    assert limited.goodput >= 0.9 * capacity / 0.05
     assert limited.timed_out == 0
+    assert limited.p99 <= 2.0 * unloaded.p99
+
+
+def test_aimd_without_a_timeout_does_not_see_a_queue() -> None:
+    # What the docstring says: a service that queues rather than sheds is left to
+    # the deadline (the gradient limit is the one for it).
+    unloaded = simulate(None, capacity=16, service=0.05, load=0.3)
+    limited = simulate(AIMDLimit(), capacity=16, service=0.05, load=3.0)
+    assert limited.p99 > 5.0 * unloaded.p99
 
 
 def test_under_capacity_nothing_is_refused() -> None:
