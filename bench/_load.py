@@ -18,6 +18,7 @@ class Outcome:
     started: float  # seconds since the run began
     latency: float
     error: BaseException | None
+    value: Any = None  # what the call returned
 
 
 @dataclass
@@ -40,11 +41,12 @@ async def drive(call: Callable[[Any], Awaitable[Any]], rate: Callable[[float], f
 
     async def one(number: int, started: float) -> None:
         error: BaseException | None = None
+        value: Any = None
         try:
-            await call(number)
+            value = await call(number)
         except Exception as failure:  # noqa: BLE001 - recorded: the benchmark counts them
             error = failure
-        run.outcomes.append(Outcome(started - begin, time.monotonic() - started, error))
+        run.outcomes.append(Outcome(started - begin, time.monotonic() - started, error, value))
 
     number = 0
     next_start = begin

@@ -97,7 +97,7 @@ class ConsistentHash(Pool[E]):
         position = key_hash(self._key(request))
         ring = self._ring_of(keys)
         shaping = self._shaping
-        if shaping is not None:
+        if shaping is not None and self._shaping_on and self._shaped_now():
             now = time.monotonic()
             with self._lock:
                 shape = shaping.current(self, keys, now)

@@ -115,7 +115,7 @@ class LeastLoaded(Pool[E]):
             raise NoEndpointsError
         if size == 1:
             return self._hand_out(keys, endpoints, 0)
-        if self._shaping is not None:
+        if self._shaping_on and self._shaped_now():
             in_flight = self._in_flight
 
             def less_loaded(first: int, second: int) -> int:

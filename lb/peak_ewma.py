@@ -111,7 +111,7 @@ class PeakEWMA(Pool[E]):
             with self._lock:
                 return self._hand_out(keys, endpoints, 0)
         now = self._clock()
-        if self._shaping is not None:
+        if self._shaping_on and self._shaped_now():
 
             def cheaper(first: int, second: int) -> int:  # under the lock
                 return self._cheaper(keys, first, second, now)

@@ -160,6 +160,11 @@ class Pool(Generic[E]):
                             f"with snapshot()), got {endpointer!r}")
         #: The state of the issue-21 options; None (the usual case) costs the picks nothing.
         self._shaping = Shaping(checked, self) if checked else None
+        #: Whether picks go through the shape: with shaping, unless slow start is its
+        #: only option and no ramp runs (set when one starts, under the lock; cleared
+        #: by the first pick that finds every ramp over): a plain flag, so slow start
+        #: costs an idle balancer's picks nothing (it may then be on by default).
+        self._shaping_on = self._shaping is not None and not self._shaping.ramp_only
         if self._shaping is not None and self._snapshot is not None:
             # Health checks start now, before the first call.
             try:
@@ -238,7 +243,7 @@ class Pool(Generic[E]):
         size = len(endpoints)
         if not size:
             raise NoEndpointsError
-        if self._shaping is not None:
+        if self._shaping_on and self._shaped_now():
             return keys, endpoints, self._shaped(keys, size, exclude)
         if exclude or self._records:
             return keys, endpoints, self._steered(keys, size, exclude)
@@ -351,8 +356,9 @@ class Pool(Generic[E]):
                 self._ejections.retain(present)
                 for key, until in self._ejections.out(time.monotonic()).items():
                     self._mark(key, until)
-            if self._shaping is not None:
-                self._shaping.changed(previous, instances, time.monotonic())
+            if self._shaping is not None and self._shaping.changed(
+                    previous, instances, time.monotonic()):
+                self._shaping_on = True
 
     def _mark(self, key: str, until: float) -> None:
         """Copy ``key``'s ejection end into the per-index view of the current set
@@ -388,6 +394,19 @@ class Pool(Generic[E]):
         """Below this percentage of instances in rotation, picks ignore who is out."""
         ejections = self._ejections
         return 50.0 if ejections is None else ejections.policy.panic_threshold
+
+    def _shaped_now(self) -> bool:
+        """Whether this pick goes through the shape (the caller checked
+        ``_shaping_on``): not once slow start is the only option and every ramp is
+        over, which turns ``_shaping_on`` off until a ramp starts again."""
+        shaping = self._shaping
+        if shaping is None or not shaping.ramp_only:
+            return shaping is not None
+        with self._lock:  # a set change may start a ramp meanwhile: decide under the lock
+            if shaping.idle(time.monotonic()):
+                self._shaping_on = False
+                return False
+        return True
 
     def _shaped(self, keys: Sequence[str], size: int, exclude: Collection[str],
                 avoid: int = -1) -> int:

@@ -38,8 +38,9 @@ has just died, before any ejection says so, cannot take every attempt of a
 call.
 
 The options cost nothing when not given: a balancer without them never builds a
-shape and keeps its plain O(1) pick.  With them a pick stays O(1) in the number
-of instances (a few probes); a rebuild is O(instances) and happens on a change.
+shape and keeps its plain O(1) pick; nor does slow start alone while no instance
+ramps (:meth:`Shaping.idle`).  With them a pick stays O(1) in the number of
+instances (a few probes); a rebuild is O(instances) and happens on a change.
 """
 
 from __future__ import annotations
@@ -212,6 +213,9 @@ class Shaping:
         self.aperture = options.get("subset")
         self.check = options.get("health_check")
         self.warming = None if self.slow_start is None else Warming(self.slow_start)
+        #: slow start alone: once no ramp runs, a shaped pick is the plain one
+        self.ramp_only = (self.warming is not None and self.zones is None
+                          and self.aperture is None and self.check is None)
         self.unhealthy: set[str] = set()
         self._owner = weakref.ref(owner)
         self._shape: Shape | None = None
@@ -225,20 +229,29 @@ class Shaping:
 
     # --- changes --------------------------------------------------------------------------
 
-    def changed(self, previous: Sequence[str], instances: tuple[str, ...], now: float) -> None:
-        """The set changed (under the balancer's lock)."""
+    def changed(self, previous: Sequence[str], instances: tuple[str, ...], now: float) -> bool:
+        """The set changed (under the balancer's lock); whether a ramp started."""
+        started = False
         if self.warming is not None:
-            self.warming.update(previous, instances, now)
+            started = bool(self.warming.update(previous, instances, now))
         if self.unhealthy:
             self.unhealthy.intersection_update(instances)
         if self._subscription is not None:
             self._subscription.watch(instances)
         self._dirty = True
+        return started
 
     def prime(self, instances: Sequence[str]) -> None:
         """Start watching ``instances``' health before the first pick (construction)."""
         if self._subscription is not None:
             self._subscription.watch(instances)
+
+    def idle(self, now: float) -> bool:
+        """Whether picks at ``now`` may skip the shape: slow start is the only option
+        and no ramp runs (the shape would give the balancer's plain choice).
+        Under the balancer's lock."""
+        warming = self.warming
+        return self.ramp_only and warming is not None and now >= warming.ends
 
     def dirty(self) -> None:
         """Something the shape depends on changed (an ejection began or ended)."""
@@ -268,6 +281,7 @@ class Shaping:
                 self._dirty = True
                 if change is Change.RECOVERED and self.warming is not None:
                     self.warming.restart(instance, started)
+                    owner._shaping_on = True
             ejections = owner._ejections
             if passed and ejections:
                 now = owner._now()

@@ -66,7 +66,7 @@ class Weighted(Pool[E]):
         if not size or (self._schedule is not None and not self._schedule
                         and self._schedule_size == size):
             raise NoEndpointsError
-        if self._shaping is not None:
+        if self._shaping_on and self._shaped_now():
             index = self._shaped(keys, size, exclude)
         elif exclude or self._records:
             index = self._steered(keys, size, exclude)

@@ -23,6 +23,12 @@ from kitsd.lb.shaping import check_options
 from kitsd.lb.slow_start import SlowStart
 from kitsd.lb.zones import Zones
 
+
+def linear(**settings: Any) -> SlowStart:
+    """Envoy's curve: linear, from a 10 % floor unless given (not the defaults)."""
+    return SlowStart(**{"aggression": 1.0, "min_weight_percent": 10.0, **settings})
+
+
 REFUSED = ConnectionRefusedError("refused")
 
 
@@ -139,7 +145,7 @@ def test_options_need_a_snapshot_source() -> None:
 @pytest.mark.parametrize("make", BALANCERS.values(), ids=BALANCERS.keys())
 def test_a_newcomer_ramps_for_every_balancer(make: Make, clock: FakeTime) -> None:
     registry, source = endpointer(names(4))
-    balancer = make(source, slow_start=SlowStart(window=10.0, min_weight_percent=5.0),
+    balancer = make(source, slow_start=linear(window=10.0, min_weight_percent=5.0),
                     outlier_detection=None)
     assert len(shares(balancer, 400)) == 4  # the first set is warm: every one serves
     registry.registrar("svc", host(9)).register()
@@ -160,7 +166,7 @@ def test_a_newcomer_ramps_for_every_balancer(make: Make, clock: FakeTime) -> Non
 @pytest.mark.parametrize("name", ["RoundRobin", "Random", "Weighted"])
 def test_the_newcomers_share_follows_the_curve(name: str, clock: FakeTime) -> None:
     registry, source = endpointer(names(4))
-    balancer = BALANCERS[name](source, slow_start=SlowStart(window=10.0,
+    balancer = BALANCERS[name](source, slow_start=linear(window=10.0,
                                                             min_weight_percent=10.0))
     shares(balancer, 10)
     registry.registrar("svc", host(9)).register()
@@ -175,7 +181,7 @@ def test_no_surge_at_the_end_of_the_window(clock: FakeTime) -> None:
     # envoy#26290: the old instances' share steps down smoothly to 1/5 and the
     # newcomer's up to 1/5, with no jump when the ramp ends.
     registry, source = endpointer(names(4))
-    balancer = lb.Random(source, seed=5, slow_start=SlowStart(window=10.0))
+    balancer = lb.Random(source, seed=5, slow_start=linear(window=10.0))
     shares(balancer, 10)
     registry.registrar("svc", host(9)).register()
     shares(balancer, 1)  # the balancer sees it now: its ramp starts
@@ -192,7 +198,7 @@ def test_no_surge_at_the_end_of_the_window(clock: FakeTime) -> None:
 
 def test_another_join_does_not_restart_a_ramp(clock: FakeTime) -> None:
     registry, source = endpointer(names(4))
-    balancer = lb.RoundRobin(source, slow_start=SlowStart(window=10.0, min_weight_percent=0.0))
+    balancer = lb.RoundRobin(source, slow_start=linear(window=10.0, min_weight_percent=0.0))
     shares(balancer, 10)
     registry.registrar("svc", host(8)).register()
     shares(balancer, 1)  # a ramp starts when the balancer sees the newcomer
@@ -208,7 +214,7 @@ def test_when_every_instance_is_new_the_warmth_says_so(clock: FakeTime) -> None:
     # envoy#24689: relative weights cannot ramp a fleet that is new as a whole; the
     # balancer's warmth (what an adaptive limit scales by) can.
     _, source = endpointer(names(4))
-    balancer = lb.RoundRobin(source, slow_start=SlowStart(window=10.0, warm_start=False,
+    balancer = lb.RoundRobin(source, slow_start=linear(window=10.0, warm_start=False,
                                                           min_weight_percent=10.0))
     got = shares(balancer, 4000)
     assert all(count == 1000 for count in got.values())  # equal: no one to shift to
@@ -220,9 +226,49 @@ def test_when_every_instance_is_new_the_warmth_says_so(clock: FakeTime) -> None:
     assert lb.RoundRobin(source).warmth() == 1.0
 
 
+@pytest.mark.parametrize("make", BALANCERS.values(), ids=BALANCERS.keys())
+def test_slow_start_alone_is_the_plain_pick_while_nothing_ramps(
+        make: Make, clock: FakeTime, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What lets the transport turn it on by default: no shape is built or read while
+    # no instance ramps, and the picks are the plain balancer's, one for one.
+    from kitsd.lb import shaping as shaping_module
+
+    shaped = []
+    current = shaping_module.Shaping.current
+
+    def spy(self: Any, *args: Any) -> Any:
+        shaped.append(clock.now)
+        return current(self, *args)
+
+    monkeypatch.setattr(shaping_module.Shaping, "current", spy)
+    registry, source = endpointer(names(4))
+    plain, slow = make(source), make(source, slow_start=SlowStart(window=10.0))
+    assert [pick.instance for pick in map(picker(slow), [()] * 200)] == [
+        pick.instance for pick in map(picker(plain), [()] * 200)]
+    assert shaped == []
+    registry.registrar("svc", host(9)).register()
+    shares(slow, 50)  # a newcomer: shaped picks
+    assert shaped
+    clock.now += 10.0  # its ramp has ended
+    shaped.clear()
+    assert shares(slow, 50)
+    assert shaped == []
+
+
+def test_a_scale_up_leaves_the_warmth_whole(clock: FakeTime) -> None:
+    # 4 warm, 4 new: the limit an adaptive concurrency limit applies is not halved.
+    registry, source = endpointer(names(4))
+    balancer = lb.RoundRobin(source, slow_start=SlowStart(window=10.0))
+    shares(balancer, 10)
+    for index in range(4, 8):
+        registry.registrar("svc", host(index)).register()
+    assert balancer.warmth() == 1.0
+    assert shares(balancer, 4000)[host(4)] < 40  # the newcomers are held back all the same
+
+
 def test_a_returning_instance_ramps_again(clock: FakeTime) -> None:
     registry, source = endpointer(names(4))
-    balancer = lb.RoundRobin(source, slow_start=SlowStart(window=10.0, min_weight_percent=0.0))
+    balancer = lb.RoundRobin(source, slow_start=linear(window=10.0, min_weight_percent=0.0))
     shares(balancer, 10)
     registrar = registry.registrar("svc", host(9))
     registrar.register()
