@@ -21,9 +21,10 @@ Balancing, second pass (issue 21; every built-in balancer takes them, see
 :mod:`lb.shaping`): :class:`SlowStart` (``slow_start=``: new instances ramp up),
 :class:`Zones` (``zones=``: prefer the caller's zone, fail over between
 priority tiers, panic), :class:`HttpCheck` / :class:`GrpcCheck` run by a
-:class:`HealthCheckers` (``health_check=``, ``health_checkers=``: active health
-checks), :class:`Aperture` (``subset=``: deterministic subsetting, a client's place
-among its peers kept by :class:`PeerRank`); and for
+:class:`HealthCheckers` (probes on threads) or :class:`AsyncHealthCheckers` (on an
+event loop) (``health_check=``, ``health_checkers=``: active health checks),
+:class:`Aperture` (``subset=``: deterministic subsetting, a client's place among
+its peers kept by :class:`PeerRank`); and for
 :func:`retry` / :func:`retry_async` an adaptive concurrency limit,
 :class:`GradientLimit` or :class:`AIMDLimit` (``limit=``), refusing with
 :class:`LimitExceeded` (driven by :class:`ConcurrencyLimiter`).
@@ -54,7 +55,7 @@ from kitsd.lb.errors import (
     RetryTimeout,
 )
 from kitsd.lb.health_check import GrpcCheck, HttpCheck
-from kitsd.lb.health_checkers import HealthCheckers
+from kitsd.lb.health_checkers import AsyncHealthCheckers, HealthCheckers
 from kitsd.lb.hedging_policy import Hedge
 from kitsd.lb.least_loaded import LeastLoaded
 from kitsd.lb.outlier_detection import CountedError, OutlierDetection
@@ -71,6 +72,7 @@ from kitsd.lb.zones import Zones
 __all__ = [
     "AIMDLimit",
     "Aperture",
+    "AsyncHealthCheckers",
     "AsyncHedgedEndpoint",
     "Balancer",
     "ConcurrencyLimiter",

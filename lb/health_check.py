@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from kitsd.core import validate
 from kitsd.core.errors import MisuseError, WrongTypeError, shown_value
@@ -102,23 +103,42 @@ class HealthCheck:
                 self.healthy_threshold, self.unhealthy_threshold)
 
 
+def _check_server_name(value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value or len(value) > 253 or any(
+            char.isspace() or ord(char) < 0x21 or char in "/:@" for char in value):
+        raise WrongTypeError(f"server_name must be a host name (a str) or None, "
+                             f"not {shown_value(value)}")
+
+
 @dataclass(frozen=True, slots=True)
 class HttpCheck(HealthCheck):
     """An HTTP check: ``GET {scheme}://{instance}{path}`` passes on a status in
     ``statuses`` (default 200-299) within ``timeout``.
 
     ``headers`` are sent with each check (kept out of ``repr``: they may carry a
-    token).  ``scheme`` is ``"http"`` or ``"https"``.  See :class:`HealthCheck` for
-    the rest.
+    token).  ``scheme`` is ``"http"`` or ``"https"``.  ``server_name`` (https):
+    the name sent for SNI and that the certificate must carry (default: the
+    instance's host, an address); :class:`kitsd.Transport` sets it to its own
+    ``server_name`` (the service name by default).  Certificates are verified as
+    the :class:`lb.HealthCheckers`' HTTP transport says (its ``transport=``: a
+    transport's checks go through its inner transport, with its ``verify`` and
+    client certificate).  Connections are pooled per instance address (httpx's
+    pool): checks of one instance under different ``server_name``s through one
+    transport may share a connection verified for the first.  See
+    :class:`HealthCheck` for the rest.
     """
 
     path: str = "/health"
     scheme: str = "http"
     statuses: Collection[int] = frozenset(range(200, 300))
     headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS, repr=False)
+    server_name: str | None = None
 
     def __post_init__(self) -> None:
         HealthCheck.__post_init__(self)
+        _check_server_name(self.server_name)
         if not isinstance(self.path, str) or not self.path.startswith("/") or any(
                 char in self.path for char in "\r\n #"):
             raise MisuseError(f"path must be an absolute URL path such as '/health', "
@@ -143,7 +163,8 @@ class HttpCheck(HealthCheck):
     @property
     def key(self) -> tuple[object, ...]:
         return (*HealthCheck.key.fget(self), self.scheme, self.path,  # type: ignore[attr-defined]
-                tuple(sorted(self.statuses)), tuple(sorted(self.headers.items())))
+                tuple(sorted(self.statuses)), tuple(sorted(self.headers.items())),
+                self.server_name)
 
     def __hash__(self) -> int:  # the headers' mapping is not hashable itself
         return hash(self.key)
@@ -158,20 +179,39 @@ class GrpcCheck(HealthCheck):
     server as a whole) passes when the answer is ``SERVING`` within ``timeout``.
     Needs grpcio (``pip install 'kitsd[grpc]'``); the server needs the standard
     health service (``grpcio-health-checking`` in Python, built into most
-    others).  A server without it (``UNIMPLEMENTED``) fails the check.  See
-    :class:`HealthCheck` for the rest."""
+    others).  A server without it (``UNIMPLEMENTED``) fails the check.
+
+    ``credentials`` (a ``grpc.ChannelCredentials``, e.g. ``grpc.ssl_channel_credentials(
+    root_certificates, private_key, certificate_chain)``; default ``None``: no TLS)
+    and ``server_name`` (the name the server's certificate must carry, default the
+    instance's host; :class:`kitsd.Transport` sets it to its ``server_name``) —
+    the same credentials your ``sd.grpc.factory(credentials=...)`` channels use.
+    See :class:`HealthCheck` for the rest."""
 
     service: str = ""
+    credentials: Any = field(default=None, repr=False)
+    server_name: str | None = None
 
     def __post_init__(self) -> None:
         HealthCheck.__post_init__(self)
         if not isinstance(self.service, str):
             raise WrongTypeError(f"service must be a gRPC service name (a str), "
                                  f"not {shown_value(self.service)}")
+        if self.credentials is not None:
+            import grpc  # there are credentials: grpcio made them
+
+            if not isinstance(self.credentials, grpc.ChannelCredentials):
+                raise WrongTypeError(f"credentials must be a grpc.ChannelCredentials or None, "
+                                     f"not {type(self.credentials).__name__}")
+        _check_server_name(self.server_name)
 
     @property
     def key(self) -> tuple[object, ...]:
-        return (*HealthCheck.key.fget(self), self.service)  # type: ignore[attr-defined]
+        return (*HealthCheck.key.fget(self), self.service,  # type: ignore[attr-defined]
+                self.credentials, self.server_name)
+
+    def __hash__(self) -> int:  # credentials hash by identity
+        return hash(self.key)
 
     def __repr__(self) -> str:
         return _repr(self, GrpcCheck)
@@ -185,6 +225,9 @@ def _repr(check: HealthCheck, kind: type[HealthCheck]) -> str:
     for name in kind.__dataclass_fields__:
         value = getattr(check, name)
         if value == getattr(default, name):
+            continue
+        if name == "credentials":
+            shown.append("credentials=...")  # a grpc object: what it holds is not shown
             continue
         if name == "headers" or isinstance(value, frozenset):
             value = sorted(value)

@@ -56,7 +56,12 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from kitsd.core.observe import HUB, InstanceRestored, current_service, emit
 from kitsd.lb.aperture import Aperture, subset
 from kitsd.lb.health_check import HealthCheck
-from kitsd.lb.health_checkers import HealthCheckers, Subscription, check_health_check
+from kitsd.lb.health_checkers import (
+    AsyncHealthCheckers,
+    HealthCheckers,
+    Subscription,
+    check_health_check,
+)
 from kitsd.lb.health_checkers_policy import Change
 from kitsd.lb.slow_start import SlowStart, Warming
 from kitsd.lb.weighted_policy import smooth_schedule
@@ -87,15 +92,16 @@ class BalancingOptions(TypedDict, total=False):
     * ``zones``: an :class:`lb.Zones` — prefer the caller's zone, fail over between
       priority tiers.
     * ``health_check``: an :class:`lb.HttpCheck` or :class:`lb.GrpcCheck`, run by
-    * ``health_checkers``: the :class:`lb.HealthCheckers` that owns the probers
-      (required with ``health_check``; close it when done).
+    * ``health_checkers``: the :class:`lb.HealthCheckers` (probes on threads) or
+      :class:`lb.AsyncHealthCheckers` (probes on an event loop) that owns the
+      probers (required with ``health_check``; close it when done).
     * ``subset``: an :class:`lb.Aperture` — talk to a deterministic subset.
     """
 
     slow_start: SlowStart | None
     zones: Zones | None
     health_check: HealthCheck | None
-    health_checkers: HealthCheckers | None
+    health_checkers: HealthCheckers | AsyncHealthCheckers | None
     subset: Aperture | None
 
 
@@ -109,10 +115,11 @@ def check_options(options: Mapping[str, object]) -> BalancingOptions:
         if name not in _NAMES:
             raise TypeError(f"unexpected keyword argument {name!r}")
     checked: BalancingOptions = {}
-    kinds: dict[str, tuple[type, str]] = {
+    kinds: dict[str, tuple[type | tuple[type, ...], str]] = {
         "slow_start": (SlowStart, "an lb.SlowStart"),
         "zones": (Zones, "an lb.Zones"),
-        "health_checkers": (HealthCheckers, "an lb.HealthCheckers"),
+        "health_checkers": ((HealthCheckers, AsyncHealthCheckers),
+                            "an lb.HealthCheckers or lb.AsyncHealthCheckers"),
         "subset": (Aperture, "an lb.Aperture"),
     }
     for name, (kind, what) in kinds.items():
@@ -125,7 +132,8 @@ def check_options(options: Mapping[str, object]) -> BalancingOptions:
     if check is not None:
         if checked.get("health_checkers") is None:
             raise TypeError("health_checkers must be given with health_check: the "
-                            "lb.HealthCheckers that runs (and on close() stops) the probes")
+                            "lb.HealthCheckers (or lb.AsyncHealthCheckers) that runs (and "
+                            "on close stops) the probes")
         checked["health_check"] = check
     elif checked.get("health_checkers") is not None:
         raise TypeError("health_checkers is given without a health_check to run")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -25,9 +26,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 class HealthInstance:
     """An HTTP instance on 127.0.0.1: ``/health`` answers ``health_status`` (after
     ``health_delay`` seconds), every other path ``app_status``; ``hits`` counts
-    requests by path and ``times`` records when health checks arrived."""
+    requests by path and ``times`` records when health checks arrived.  With
+    ``tls`` (a server ``ssl.SSLContext``) it speaks https."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        self._tls = tls
         self.health_status = 200
         self.app_status = 200
         self.health_delay = 0.0
@@ -51,6 +54,13 @@ class HealthInstance:
                 super().setup()
                 with owner._lock:
                     owner._connections.add(self.connection)
+                if isinstance(self.connection, ssl.SSLSocket):
+                    try:
+                        self.connection.do_handshake()
+                    except OSError:  # a refused peer ends here (quietly)
+                        with owner._lock:
+                            owner._connections.discard(self.connection)
+                        raise
 
             def finish(self) -> None:
                 with owner._lock:
@@ -81,6 +91,10 @@ class HealthInstance:
                     self.close_connection = True
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if self._tls is not None:  # the handshake happens in the handler's thread
+            self.server.socket = self._tls.wrap_socket(
+                self.server.socket, server_side=True, do_handshake_on_connect=False)
+            self.server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self.server.daemon_threads = True
         self.port: int = self.server.server_address[1]
         self.address = f"127.0.0.1:{self.port}"
@@ -117,14 +131,16 @@ class HealthInstance:
 
 class GrpcHealthInstance:
     """A grpcio server with the standard health service (``grpcio-health-checking``)
-    and nothing else; ``set(service, serving)`` flips a service's status."""
+    and nothing else; ``set(service, serving)`` flips a service's status.  With
+    ``credentials`` (``grpc.ssl_server_credentials(...)``) it speaks TLS."""
 
-    def __init__(self) -> None:
+    def __init__(self, credentials: Any = None) -> None:
         self._pool = futures.ThreadPoolExecutor(max_workers=4)
         self.server = grpc.server(self._pool)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.port = (self.server.add_insecure_port("127.0.0.1:0") if credentials is None
+                     else self.server.add_secure_port("127.0.0.1:0", credentials))
         self.address = f"127.0.0.1:{self.port}"
         self.server.start()
         self.set("", serving=True)
