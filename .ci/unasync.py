@@ -87,7 +87,7 @@ PAIRS: list[tuple[str, str, dict[str, str]]] = [
       "AsyncClient": "Client", "install_async": "install", "retry_async": "retry",
       "handle_async_request": "handle_request", "wait_answer_async": "wait_answer",
       "async_build_stack": "build_stack", "async_result": "result",
-      "async_close_checkers": "close_checkers"}),
+      "AsyncHealthCheckers": "HealthCheckers"}),
 ]
 
 HEADER = (

@@ -18,6 +18,7 @@ from kitsd.transport._services import TooManyServicesError
 from kitsd.transport._transport import (
     DEFAULT_BALANCER,
     OUTLIER_DETECTION,
+    SLOW_START,
     AsyncTransport,
     Transport,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT",
     "DEFAULT_BALANCER",
     "OUTLIER_DETECTION",
+    "SLOW_START",
     "AsyncTransport",
     "TooManyServicesError",
     "Transport",

@@ -15,8 +15,6 @@ twin in ``_sync/`` the plain ones, with the same interface:
   asyncio: on a worker thread when the discovery may block (a registry client
   connects, a watch waits for its first answer), never on the event loop.
 * :func:`async_result` / :func:`result` — the stack another caller is building.
-* :func:`async_close_checkers` / :func:`close_checkers` — stop the health probers
-  (their threads are joined: asyncio, on a worker thread).
 """
 
 from __future__ import annotations
@@ -35,10 +33,8 @@ __all__ = [
     "AsyncSender",
     "Sender",
     "async_build_stack",
-    "async_close_checkers",
     "async_result",
     "build_stack",
-    "close_checkers",
     "result",
 ]
 
@@ -128,13 +124,3 @@ async def async_result(future: Future[T]) -> T:
 def result(future: Future[T]) -> T:
     """Wait for ``future``."""
     return future.result()
-
-
-async def async_close_checkers(close: Callable[[], None]) -> None:
-    """``close()`` on a worker thread (it joins the probers' threads)."""
-    await asyncio.to_thread(close)
-
-
-def close_checkers(close: Callable[[], None]) -> None:
-    """``close()`` here."""
-    close()

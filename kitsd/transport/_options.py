@@ -45,9 +45,10 @@ class Default(enum.Enum):
         return "DEFAULT"
 
 
-#: ``outlier_detection=DEFAULT``: the transport's own default
-#: (:data:`kitsd.transport.OUTLIER_DETECTION`) for any balancer whose factory takes
-#: ``outlier_detection=``; another is built with its own default.
+#: ``outlier_detection=DEFAULT`` / ``slow_start=DEFAULT``: the transport's own default
+#: (:data:`kitsd.transport.OUTLIER_DETECTION`, :data:`kitsd.transport.SLOW_START`) for
+#: any balancer whose factory takes ``outlier_detection=`` / ``slow_start=``; another
+#: is built without it.
 DEFAULT: Final = Default.DEFAULT
 
 #: ``buffer_body``'s default: bodies of up to 64 KiB are read within the attempt.
@@ -78,7 +79,7 @@ class TransportKeywords(TypedDict, total=False):
     outlier_detection: lb.OutlierDetection | Literal[Default.DEFAULT] | None
     budget: lb.RetryBudget | None
     hedge: lb.Hedge | None
-    slow_start: lb.SlowStart | None
+    slow_start: lb.SlowStart | Literal[Default.DEFAULT] | None
     zones: lb.Zones | None
     health_check: lb.HttpCheck | lb.GrpcCheck | None
     subset: lb.Aperture | None
@@ -114,7 +115,12 @@ class TransportOptions:
       call's time, for requests that may be retried).
     * ``breakers`` — ``breakers(instance) -> pybreaker.CircuitBreaker``.
     * ``budget`` (an :class:`lb.RetryBudget`), ``hedge`` (an :class:`lb.Hedge`).
-    * ``slow_start`` (an :class:`lb.SlowStart`), ``zones`` (an :class:`lb.Zones`),
+    * ``slow_start`` — an :class:`lb.SlowStart` (a new instance's share ramps);
+      ``None`` disables it; :data:`DEFAULT`: :data:`kitsd.transport.SLOW_START`
+      (``lb.SlowStart()``) for any balancer that takes ``slow_start=``.  On by
+      default because it costs a pick nothing while no instance ramps, and cuts
+      the p99 of a scale-up with cold newcomers (``bench_slow_start``).
+    * ``zones`` (an :class:`lb.Zones`),
       ``health_check`` (an :class:`lb.HttpCheck` or :class:`lb.GrpcCheck`, run by
       probers the transport owns and closes), ``subset`` (an :class:`lb.Aperture`):
       given to each service's balancer (which must take them; lb's balancers do).
@@ -150,7 +156,7 @@ class TransportOptions:
     outlier_detection: lb.OutlierDetection | Literal[Default.DEFAULT] | None = DEFAULT
     budget: lb.RetryBudget | None = None
     hedge: lb.Hedge | None = None
-    slow_start: lb.SlowStart | None = None
+    slow_start: lb.SlowStart | Literal[Default.DEFAULT] | None = DEFAULT
     zones: lb.Zones | None = None
     health_check: lb.HttpCheck | lb.GrpcCheck | None = None
     subset: lb.Aperture | None = None
@@ -197,8 +203,11 @@ class TransportOptions:
             raise TypeError(f"budget must be an lb.RetryBudget, got {shown_value(self.budget)}")
         if self.hedge is not None and not isinstance(self.hedge, lb.Hedge):
             raise TypeError(f"hedge must be an lb.Hedge, got {shown_value(self.hedge)}")
-        for name, kind, what in (("slow_start", lb.SlowStart, "an lb.SlowStart"),
-                                 ("zones", lb.Zones, "an lb.Zones"),
+        if self.slow_start is not DEFAULT and self.slow_start is not None and not isinstance(
+                self.slow_start, lb.SlowStart):
+            raise TypeError("slow_start must be an lb.SlowStart, None or DEFAULT, "
+                            f"got {shown_value(self.slow_start)}")
+        for name, kind, what in (("zones", lb.Zones, "an lb.Zones"),
                                  ("subset", lb.Aperture, "an lb.Aperture")):
             value = getattr(self, name)
             if value is not None and not isinstance(value, kind):
@@ -216,9 +225,10 @@ class TransportOptions:
             put(self, "services", frozenset(names))
 
     def balancing(self) -> dict[str, Any]:
-        """The issue-21 options each service's balancer is given (those set)."""
+        """The issue-21 options each service's balancer is given (those set; a
+        ``slow_start`` left to :data:`DEFAULT` is the transport's to decide)."""
         return {name: value for name in ("slow_start", "zones", "health_check", "subset")
-                if (value := getattr(self, name)) is not None}
+                if (value := getattr(self, name)) is not None and value is not DEFAULT}
 
     def allows(self, service: str) -> bool:
         """Whether ``services`` lets a request name ``service``."""

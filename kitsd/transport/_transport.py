@@ -6,7 +6,7 @@ is a service name.  :class:`AsyncTransport` is written once
 from __future__ import annotations
 
 from kitsd.transport._async.transport import AsyncTransport
-from kitsd.transport._core import DEFAULT_BALANCER, OUTLIER_DETECTION
+from kitsd.transport._core import DEFAULT_BALANCER, OUTLIER_DETECTION, SLOW_START
 from kitsd.transport._sync.transport import Transport
 
-__all__ = ["DEFAULT_BALANCER", "OUTLIER_DETECTION", "AsyncTransport", "Transport"]
+__all__ = ["DEFAULT_BALANCER", "OUTLIER_DETECTION", "SLOW_START", "AsyncTransport", "Transport"]

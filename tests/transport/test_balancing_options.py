@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trustme
 
 import kitsd
 from kitsd import lb, sd
-from tests.helpers import wait_for
+from tests.helpers import async_wait_for, wait_for
 from tests.lb.health_servers import HealthInstance
 from tests.transport.conftest import Driver
 from tests.transport.servers import Instance
@@ -46,6 +49,39 @@ def test_a_balancer_that_cannot_take_an_option_is_refused() -> None:
 
     with pytest.raises(TypeError, match=r"^zones needs a balancer that takes zones="):
         kitsd.Transport("static://127.0.0.1:1", balancer=mine, zones=lb.Zones("a"))
+
+
+def test_slow_start_is_on_by_default_for_balancers_that_take_it() -> None:
+    given: list[dict[str, Any]] = []
+
+    def mine(endpointer: Any, **options: Any) -> lb.Balancer:
+        given.append(options)
+        return lb.RoundRobin(endpointer, **options)
+
+    def plain(endpointer: Any) -> lb.Balancer:  # takes no slow_start=: built without it
+        given.append({})
+        return lb.RoundRobin(endpointer)
+
+    registry = sd.MemoryRegistry()
+    registry.registrar("users", "127.0.0.1:1").register()
+    source = sd.Endpointer(registry.instancer("users"), lambda instance: lambda request: request)
+    own = lb.SlowStart(window=5.0)
+    for options, expected in (({}, kitsd.transport.SLOW_START), ({"slow_start": None}, None),
+                              ({"slow_start": own}, own)):
+        given.clear()
+        transport = kitsd.Transport(registry, balancer=mine, outlier_detection=None, **options)
+        transport._balancer("users", source)
+        transport.close()
+        assert given[0].get("slow_start") == expected, options
+    assert lb.SlowStart() == kitsd.transport.SLOW_START
+    given.clear()
+    transport = kitsd.Transport(registry, balancer=plain)
+    transport._balancer("users", source)
+    transport.close()
+    source.close()
+    assert given == [{}]
+    with pytest.raises(TypeError, match=r"^slow_start must be an lb.SlowStart, None or "):
+        kitsd.Transport(registry, slow_start=lb.Zones("a"))  # type: ignore[arg-type]
 
 
 def test_without_the_options_nothing_is_started(no_thread_leaks: None) -> None:
@@ -92,6 +128,15 @@ def test_slow_start_through_the_transport(
     assert answers[str(made[3].port)] <= 10  # 1 % of a fair quarter at first
 
 
+def until(client: Driver, predicate: Callable[[], bool], what: str) -> None:
+    """Wait for ``predicate``; an AsyncTransport's probes run on its event loop, which
+    runs only while the async driver's runner does: wait there."""
+    if client.kind == "sync":
+        wait_for(predicate, what=what)
+    else:
+        client.runner.run(async_wait_for(predicate, what=what))
+
+
 @pytest.fixture
 def health_instances(no_thread_leaks: None) -> Iterator[list[HealthInstance]]:
     made = [HealthInstance() for _ in range(3)]
@@ -113,12 +158,66 @@ def test_health_checks_through_the_transport(
     checkers = client.transport._checkers
     assert checkers is not None
     wait_for(lambda: checkers.probes == 3, what="one prober per instance")
-    wait_for(lambda: sick.health_checks() >= 2, what="the sick one checked")
+    until(client, lambda: sick.health_checks() >= 2, what="the sick one checked")
     sick.hits.clear()
     for _ in range(30):
         assert client.request("GET", "/app").status_code == 200
     assert sick.hits["/app"] == 0
     client.close()
+    assert checkers.probes == 0  # the transport closed its probers
+
+
+def test_https_health_checks_go_through_the_inner_transport_under_the_service_name(
+        driver: Callable[..., Driver], registry: sd.MemoryRegistry,
+        no_thread_leaks: None, tmp_path: Path) -> None:
+    # The instances' certificates name the service ("users"), not their address, and
+    # they want a client certificate: a check passes only with the inner transport's
+    # verify= and certificate, and the service's name for SNI and verification.
+    ca = trustme.CA()
+    issued = ca.issue_cert("users")
+    client_pem = str(tmp_path / "client.pem")
+    ca.issue_cert("client.kitsd.test").private_key_and_cert_chain_pem.write_to_path(client_pem)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(server)
+    issued.configure_cert(server)
+    made = [HealthInstance(tls=server) for _ in range(3)]
+    client: Driver | None = None
+    try:
+        for instance in made:
+            registry.registrar("users", instance.address).register()
+        sick = made[0]
+        sick.health_status = 503
+        verify = ssl.create_default_context()
+        ca.configure_trust(verify)
+        verify.load_cert_chain(client_pem)
+        inner = (httpx.HTTPTransport(verify=verify) if driver.kind == "sync"  # type: ignore[attr-defined]
+                 else httpx.AsyncHTTPTransport(verify=verify))
+        check = lb.HttpCheck(path="/health", scheme="https", interval=0.1, timeout=0.1,
+                             unhealthy_threshold=1)
+        client = driver(registry, base_url="https://users", health_check=check,
+                        transport=inner, outlier_detection=None)
+        assert client.request("GET", "/app").status_code == 200  # the stack starts
+        checkers = client.transport._checkers
+        expected = lb.HealthCheckers if client.kind == "sync" else lb.AsyncHealthCheckers
+        assert type(checkers) is expected
+        # every instance, over TLS: the sick one fails its check
+        until(client, lambda: all(instance.health_checks() >= 2 for instance in made),
+              what="checks over TLS")
+        if client.kind == "async":  # the probes ran on the event loop, on no thread
+            assert not [thread for thread in threading.enumerate()
+                        if thread.name.startswith("kitsd-health")]
+        for instance in made:
+            instance.hits.clear()
+        answers = [client.request("GET", "/app").status_code for _ in range(30)]
+        assert answers == [200] * 30
+        assert sick.hits["/app"] == 0  # out of rotation: its check failed
+        assert sum(instance.hits["/app"] for instance in made[1:]) == 30
+    finally:
+        if client is not None:
+            client.close()
+        for instance in made:
+            instance.kill()
     assert checkers.probes == 0  # the transport closed its probers
 
 

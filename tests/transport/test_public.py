@@ -13,7 +13,7 @@ def test_exports() -> None:
     assert {"AsyncTransport", "Transport", "breaker", "lb", "sd"} <= set(kitsd.__all__)
     transport = importlib.import_module("kitsd.transport")
     assert set(transport.__all__) == {
-        "DEFAULT", "DEFAULT_BALANCER", "OUTLIER_DETECTION", "AsyncTransport",
+        "DEFAULT", "DEFAULT_BALANCER", "OUTLIER_DETECTION", "SLOW_START", "AsyncTransport",
         "TooManyServicesError", "Transport", "TransportKeywords", "TransportOptions"}
     for name in ("AsyncTransport", "TooManyServicesError", "Transport", "TransportKeywords",
                  "TransportOptions"):

@@ -372,8 +372,9 @@ def test_outlier_detection_forwarded_to_the_balancer(registry: sd.MemoryRegistry
         return lb.RoundRobin(endpointer, **options)
 
     detection = lb.OutlierDetection(consecutive_failures=3)
-    for value, expected in ((detection, [{"outlier_detection": detection}]),
-                            (None, [{"outlier_detection": None}])):
+    slow = {"slow_start": kitsd.transport.SLOW_START}  # on by default, for balancers taking it
+    for value, expected in ((detection, [{**slow, "outlier_detection": detection}]),
+                            (None, [{**slow, "outlier_detection": None}])):
         given.clear()
         with httpx.Client(transport=kitsd.Transport(registry, balancer=balancer,
                                                     outlier_detection=value,
@@ -386,7 +387,7 @@ def test_outlier_detection_forwarded_to_the_balancer(registry: sd.MemoryRegistry
                                                 transport=_recording_inner([])),
                       base_url="http://users") as client:
         client.get("/")
-    assert given == [{"outlier_detection": kitsd.transport.OUTLIER_DETECTION}]
+    assert given == [{**slow, "outlier_detection": kitsd.transport.OUTLIER_DETECTION}]
     given.clear()
 
     def plain(endpointer: Any) -> lb.Balancer:  # no outlier_detection=: its own default

@@ -21,7 +21,6 @@ from kitsd.transport import _policy
 from kitsd.transport._concurrency import (
     AsyncSender,
     async_build_stack,
-    async_close_checkers,
     async_result,
 )
 from kitsd.transport._core import Discover, _Core, _Entry, call_deadline, h2_available
@@ -74,7 +73,7 @@ class AsyncInstanceEndpoint(InstanceEndpointBase):
         raise failure
 
 
-class AsyncTransport(_Core[Stack], httpx.AsyncBaseTransport):
+class AsyncTransport(_Core[Stack, lb.AsyncHealthCheckers], httpx.AsyncBaseTransport):
     """An ``httpx.AsyncBaseTransport`` that sends each request to an instance of the
     service its URL host names, balanced, retried and ejected::
 
@@ -98,6 +97,10 @@ class AsyncTransport(_Core[Stack], httpx.AsyncBaseTransport):
       given to it as ``outlier_detection=`` (``None`` disables ejection; default
       :data:`OUTLIER_DETECTION`: 5 consecutive 5xx or timeouts eject an instance,
       as a refused connection does at once).
+    * ``slow_start`` — an ``lb.SlowStart`` given to the balancer: a new instance's
+      share ramps (default :data:`SLOW_START`, ``lb.SlowStart()``: free while
+      nothing ramps; ``None`` turns it off).  ``zones``, ``health_check``,
+      ``subset``, ``limit``: see :class:`kitsd.transport.TransportOptions`.
     * ``max_attempts`` (3), ``retry_statuses`` ({502, 503, 504}), ``retry_methods``
       (the idempotent ones).  Other methods, and bodies that are streams, are
       retried only when the request never reached an instance (connection
@@ -125,7 +128,10 @@ class AsyncTransport(_Core[Stack], httpx.AsyncBaseTransport):
     * ``transport`` — the inner transport for the connections (an
       ``httpx.AsyncBaseTransport``; default ``httpx.AsyncHTTPTransport()``, HTTP/2
       when ``h2`` is installed, each socket wait ending by the call's deadline);
-      closed by :meth:`aclose`.
+      closed by :meth:`aclose`.  The ``health_check=`` probes go through the one
+      given (its TLS settings: ``verify``, a client certificate; without one,
+      through the probers' own, with httpx's TLS defaults as the calls'), with the
+      calls' ``server_name``, run by an ``lb.AsyncHealthCheckers`` the transport owns.
 
     A retried response is closed before the next attempt; a call that ends on a
     5xx returns that response as plain httpx would.  Errors: httpx's (the last
@@ -149,7 +155,10 @@ class AsyncTransport(_Core[Stack], httpx.AsyncBaseTransport):
     ) -> None:
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")
-        super().__init__(discover, options)
+        # health_check=: probes through the inner transport given (its TLS settings and
+        # client certificate), else through the checkers' own (httpx's TLS defaults, as
+        # the per-instance pools); closed before the inner transports
+        super().__init__(discover, options, lambda: lb.AsyncHealthCheckers(transport=transport))
         self._inner = transport
         if transport is None:  # one inner transport per instance address
             self._pools = Pools(self._new_pool, idle)
@@ -195,6 +204,8 @@ class AsyncTransport(_Core[Stack], httpx.AsyncBaseTransport):
                 entry = None
                 continue  # retired as soon as built: look again
             build = cast(Future[Stack], entry.build)  # neither stack nor wait: ours to build
+            if self._checkers is not None:
+                self._checkers.start()  # the probers start (asyncio: on this loop)
             try:
                 made = await async_build_stack(self._discovery.blocking, self._build, entry.name)
             except BaseException as error:
@@ -239,7 +250,8 @@ class AsyncTransport(_Core[Stack], httpx.AsyncBaseTransport):
                 self._discovery.close()
             finally:
                 try:
+                    if self._checkers is not None:  # before the inner transports they use
+                        await self._checkers.aclose()
+                finally:
                     for inner in self._inner_transports():
                         await inner.aclose()
-                finally:
-                    await async_close_checkers(self._close_checkers)

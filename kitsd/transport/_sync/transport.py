@@ -24,7 +24,6 @@ from kitsd.transport import _policy
 from kitsd.transport._concurrency import (
     Sender,
     build_stack,
-    close_checkers,
     result,
 )
 from kitsd.transport._core import Discover, _Core, _Entry, call_deadline, h2_available
@@ -77,7 +76,7 @@ class InstanceEndpoint(InstanceEndpointBase):
         raise failure
 
 
-class Transport(_Core[Stack], httpx.BaseTransport):
+class Transport(_Core[Stack, lb.HealthCheckers], httpx.BaseTransport):
     """An ``httpx.BaseTransport`` that sends each request to an instance of the
     service its URL host names, balanced, retried and ejected::
 
@@ -101,6 +100,10 @@ class Transport(_Core[Stack], httpx.BaseTransport):
       given to it as ``outlier_detection=`` (``None`` disables ejection; default
       :data:`OUTLIER_DETECTION`: 5 consecutive 5xx or timeouts eject an instance,
       as a refused connection does at once).
+    * ``slow_start`` — an ``lb.SlowStart`` given to the balancer: a new instance's
+      share ramps (default :data:`SLOW_START`, ``lb.SlowStart()``: free while
+      nothing ramps; ``None`` turns it off).  ``zones``, ``health_check``,
+      ``subset``, ``limit``: see :class:`kitsd.transport.TransportOptions`.
     * ``max_attempts`` (3), ``retry_statuses`` ({502, 503, 504}), ``retry_methods``
       (the idempotent ones).  Other methods, and bodies that are streams, are
       retried only when the request never reached an instance (connection
@@ -128,7 +131,10 @@ class Transport(_Core[Stack], httpx.BaseTransport):
     * ``transport`` — the inner transport for the connections (an
       ``httpx.BaseTransport``; default ``httpx.HTTPTransport()``, HTTP/2
       when ``h2`` is installed, each socket wait ending by the call's deadline);
-      closed by :meth:`close`.
+      closed by :meth:`close`.  The ``health_check=`` probes go through the one
+      given (its TLS settings: ``verify``, a client certificate; without one,
+      through the probers' own, with httpx's TLS defaults as the calls'), with the
+      calls' ``server_name``, run by an ``lb.HealthCheckers`` the transport owns.
 
     A retried response is closed before the next attempt; a call that ends on a
     5xx returns that response as plain httpx would.  Errors: httpx's (the last
@@ -152,7 +158,10 @@ class Transport(_Core[Stack], httpx.BaseTransport):
     ) -> None:
         if transport is not None and not isinstance(transport, httpx.BaseTransport):
             raise TypeError(f"transport must be an httpx.BaseTransport, got {transport!r}")
-        super().__init__(discover, options)
+        # health_check=: probes through the inner transport given (its TLS settings and
+        # client certificate), else through the checkers' own (httpx's TLS defaults, as
+        # the per-instance pools); closed before the inner transports
+        super().__init__(discover, options, lambda: lb.HealthCheckers(transport=transport))
         self._inner = transport
         if transport is None:  # one inner transport per instance address
             self._pools = Pools(self._new_pool, idle)
@@ -198,6 +207,8 @@ class Transport(_Core[Stack], httpx.BaseTransport):
                 entry = None
                 continue  # retired as soon as built: look again
             build = cast(Future[Stack], entry.build)  # neither stack nor wait: ours to build
+            if self._checkers is not None:
+                self._checkers.start()  # the probers start (asyncio: on this loop)
             try:
                 made = build_stack(self._discovery.blocking, self._build, entry.name)
             except BaseException as error:
@@ -242,7 +253,8 @@ class Transport(_Core[Stack], httpx.BaseTransport):
                 self._discovery.close()
             finally:
                 try:
+                    if self._checkers is not None:  # before the inner transports they use
+                        self._checkers.close()
+                finally:
                     for inner in self._inner_transports():
                         inner.close()
-                finally:
-                    close_checkers(self._close_checkers)
