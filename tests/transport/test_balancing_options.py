@@ -150,20 +150,24 @@ def test_health_checks_through_the_transport(
         registry: sd.MemoryRegistry) -> None:
     for instance in health_instances:
         registry.registrar("users", instance.address).register()
-    check = lb.HttpCheck(path="/health", interval=0.05, timeout=0.05, unhealthy_threshold=1)
+    # a timeout a loaded machine meets: a healthy instance's check must not fail
+    check = lb.HttpCheck(path="/health", interval=0.25, timeout=0.25, unhealthy_threshold=1)
     client = driver(registry, health_check=check)
-    sick = health_instances[0]
-    sick.health_status = 503
-    client.request("GET", "/app")  # the service's stack (and its probers) start
-    checkers = client.transport._checkers
-    assert checkers is not None
-    wait_for(lambda: checkers.probes == 3, what="one prober per instance")
-    until(client, lambda: sick.health_checks() >= 2, what="the sick one checked")
-    sick.hits.clear()
-    for _ in range(30):
-        assert client.request("GET", "/app").status_code == 200
-    assert sick.hits["/app"] == 0
-    client.close()
+    try:
+        sick = health_instances[0]
+        sick.health_status = 503
+        client.request("GET", "/app")  # the service's stack (and its probers) start
+        checkers = client.transport._checkers
+        assert checkers is not None
+        wait_for(lambda: checkers.probes == 3, what="one prober per instance")
+        until(client, lambda: all(instance.health_checks() >= 2
+                                  for instance in health_instances), what="checks")
+        sick.hits.clear()
+        for _ in range(30):
+            assert client.request("GET", "/app").status_code == 200
+        assert sick.hits["/app"] == 0
+    finally:
+        client.close()
     assert checkers.probes == 0  # the transport closed its probers
 
 
@@ -193,7 +197,7 @@ def test_https_health_checks_go_through_the_inner_transport_under_the_service_na
         verify.load_cert_chain(client_pem)
         inner = (httpx.HTTPTransport(verify=verify) if driver.kind == "sync"  # type: ignore[attr-defined]
                  else httpx.AsyncHTTPTransport(verify=verify))
-        check = lb.HttpCheck(path="/health", scheme="https", interval=0.1, timeout=0.1,
+        check = lb.HttpCheck(path="/health", scheme="https", interval=0.25, timeout=0.25,
                              unhealthy_threshold=1)
         client = driver(registry, base_url="https://users", health_check=check,
                         transport=inner, outlier_detection=None)
