@@ -32,6 +32,7 @@ from typing import Any, Self
 import httpx
 
 from kitsd import sd
+from kitsd.sd.consul._http11 import Http11Transport
 from kitsd.sd.event import Event
 
 
@@ -143,10 +144,16 @@ class _Marks:
 
 def _count_requests() -> None:
     """Print a ``request`` line for every request an httpx transport sends (this
-    process only runs the watch)."""
-    send = httpx.AsyncHTTPTransport.handle_async_request
+    process only runs the watch): the watches' own (:class:`Http11Transport`) and
+    httpx's, for a watch built on an injected transport."""
+    for transport_class in (Http11Transport, httpx.AsyncHTTPTransport):
+        _count_at(transport_class)
 
-    async def counted(transport: httpx.AsyncHTTPTransport,
+
+def _count_at(transport_class: type[httpx.AsyncBaseTransport]) -> None:
+    send = transport_class.handle_async_request
+
+    async def counted(transport: httpx.AsyncBaseTransport,
                       request: httpx.Request) -> httpx.Response:
         outcome = "error"
         try:
@@ -160,7 +167,7 @@ def _count_requests() -> None:
             os.write(1, f"request {time.time_ns()} {outcome}\n".encode())
         return response
 
-    httpx.AsyncHTTPTransport.handle_async_request = counted  # type: ignore[method-assign,assignment]
+    transport_class.handle_async_request = counted  # type: ignore[method-assign,assignment]
 
 
 def _run_thread(agent: str, service: str) -> None:

@@ -23,6 +23,7 @@ from kitsd.sd.consul import (
     HttpxConsul,
     connect,
 )
+from kitsd.sd.consul._http11 import Http11Transport
 from kitsd.sd.event import Event
 from kitsd.sd.instance_info import InstanceInfo
 from tests.consul.conftest import ACL_TOKEN, Agent
@@ -223,20 +224,20 @@ def test_stop_is_prompt_while_a_blocking_query_is_held(
 def health_requests(monkeypatch: pytest.MonkeyPatch, service_name: str) -> list[float]:
     """Times of every ``/v1/health/service/<service_name>`` request any watch sends.
 
-    Counted at ``httpx.AsyncHTTPTransport.handle_async_request``, where every watch's
+    Counted at ``Http11Transport.handle_async_request``, where every watch's
     private client sends.
     """
     calls: list[float] = []
-    original = httpx.AsyncHTTPTransport.handle_async_request
+    original = Http11Transport.handle_async_request
     path = f"/v1/health/service/{service_name}"
 
-    async def counting_send(transport: httpx.AsyncHTTPTransport,
+    async def counting_send(transport: Http11Transport,
                             request: httpx.Request) -> httpx.Response:
         if request.url.path == path:
             calls.append(time.monotonic())
         return await original(transport, request)
 
-    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", counting_send)
+    monkeypatch.setattr(Http11Transport, "handle_async_request", counting_send)
     return calls
 
 
