@@ -53,12 +53,11 @@ class AsyncSender:
         if pool is None:
             self.send = functools.partial(_httpcore_cancel.shielded_send, inner)
             return
-        handle = inner.handle_async_request
         repair = _httpcore_cancel.repair
 
         async def send(request: httpx.Request) -> httpx.Response:
-            try:
-                return await handle(request)
+            try:  # looked up per attempt: an instrumentation may wrap it later
+                return await inner.handle_async_request(request)
             except asyncio.CancelledError:
                 repair(pool)
                 raise
@@ -89,7 +88,12 @@ class Sender:
     __slots__ = ("send",)
 
     def __init__(self, inner: httpx.BaseTransport) -> None:
-        self.send: Callable[[httpx.Request], httpx.Response] = inner.handle_request
+        def send(request: httpx.Request) -> httpx.Response:
+            # looked up per attempt, not bound once: an instrumentation (the
+            # OpenTelemetry httpx one) may wrap the class's method after this is made
+            return inner.handle_request(request)
+
+        self.send: Callable[[httpx.Request], httpx.Response] = send
 
     @staticmethod
     def read(response: httpx.Response) -> None:

@@ -310,3 +310,48 @@ def test_every_attempt_carries_its_trace_context(
         assert parent_id in attempts  # each attempt's own span, not the call's
     assert len({header.split("-")[2] for header in sent if header}) == len(sent)
     provider.shutdown()
+
+
+def test_the_httpx_instrumentation_turned_on_later_sees_every_attempt(
+    driver: Make, instances: Instances, registry: sd.MemoryRegistry
+) -> None:
+    """An instance endpoint made before HTTPXClientInstrumentor().instrument() must
+    still go through the instrumented handle_request: kitsd leaves the CLIENT spans and
+    the traceparent to the instrumentation once it is on, so an attempt that bypassed it
+    (a handle_request bound when the endpoint was made) carried neither."""
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    import kitsd.otel
+
+    (instance,) = instances(1)
+    register(registry, instance)
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    client = driver(registry)
+    with kitsd.otel.install(tracer_provider=provider):
+        assert client.request("GET", "/").status_code == 200  # the endpoint is made here
+        instrumentor = HTTPXClientInstrumentor()
+        instrumentor.instrument(tracer_provider=provider)
+        try:
+            assert client.request("GET", "/").status_code == 200
+        finally:
+            instrumentor.uninstrument()
+        assert client.request("GET", "/").status_code == 200  # and left again
+    finished = spans.get_finished_spans()
+    calls = [span for span in finished if span.kind is SpanKind.INTERNAL]
+    http = [span for span in finished if span.kind is SpanKind.CLIENT]
+    assert len(calls) == 3
+    # kitsd's own attempt spans for the 1st and 3rd calls, the instrumentation's for the 2nd
+    assert sorted(span.name for span in http) == ["GET", "users attempt", "users attempt"]
+    (instrumented,) = [span for span in http if span.name == "GET"]
+    assert instrumented.parent is not None
+    assert instrumented.parent.span_id in {span.context.span_id for span in calls}
+    sent = [headers.get("traceparent") for headers in instance.seen_headers]
+    assert len(sent) == 3 and all(sent), sent
+    assert sent[1].split("-")[2] == f"{instrumented.context.span_id:016x}"
+    provider.shutdown()
