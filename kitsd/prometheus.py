@@ -85,6 +85,10 @@ class PrometheusObserver:
     :meth:`close` uninstalls it and unregisters its metrics.  Thread-safe.
     """
 
+    #: It books endings only: the stack builds and sends it no "started" observation
+    #: (see :func:`kitsd.core.observe.emit_started`).
+    hears_starts = False
+
     def __init__(
         self,
         registry: CollectorRegistry | None = None,

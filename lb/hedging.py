@@ -45,7 +45,15 @@ from collections.abc import Awaitable, Callable, Collection
 from concurrent import futures as cf
 from typing import Any, cast
 
-from kitsd.core.observe import AttemptFinished, AttemptStarted, CallWatch, emit, outcome_of
+from kitsd.core.observe import (
+    HUB,
+    AttemptFinished,
+    AttemptStarted,
+    CallWatch,
+    emit,
+    emit_started,
+    outcome_of,
+)
 from kitsd.lb._call import Discard, Setup
 from kitsd.lb.balancer import Pick
 from kitsd.lb.hedging_policy import Hedge, LatencyWindow
@@ -106,7 +114,8 @@ class Round:
 def _observed(endpoint: Callable[[Any], Any], request: Any, service: str, instance: str,
               resend: int) -> Any:
     """Call ``endpoint`` as an attempt observers hear of, in the current context."""
-    emit(AttemptStarted(service, instance, resend))
+    if HUB.starting:
+        emit_started(AttemptStarted(service, instance, resend))
     began = time.monotonic()
     error: BaseException | None = None
     try:
@@ -122,7 +131,8 @@ def _observed(endpoint: Callable[[Any], Any], request: Any, service: str, instan
 async def _observed_async(endpoint: Callable[[Any], Awaitable[Any]], request: Any,
                           service: str, instance: str, resend: int) -> Any:
     """The asyncio twin of :func:`_observed` (a cancelled loser ends ``cancelled``)."""
-    emit(AttemptStarted(service, instance, resend))
+    if HUB.starting:
+        emit_started(AttemptStarted(service, instance, resend))
     began = time.monotonic()
     error: BaseException | None = None
     try:

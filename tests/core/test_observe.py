@@ -270,3 +270,46 @@ def test_retry_rejects_a_bad_name() -> None:
     with pytest.raises(ValueError, match="name"):
         lb.retry_async(1, 1.0, lb.RoundRobin(sd.Endpointer(sd.FixedInstancer([]), endpoint_of)),
                        name="")
+
+
+class EndingsOnly(Recorder):
+    hears_starts = False
+
+
+def test_an_observer_of_endings_only_is_sent_no_started_observations(
+    recorder: Recorder,
+) -> None:
+    endings = EndingsOnly()
+    with observe.observing(endings):
+        assert observe.HUB.starting == (recorder,)
+        retry_with_ejection("users")
+    assert observe.HUB.starting == (recorder,)
+    assert [type(o).__name__ for o in endings.seen
+            if isinstance(o, CallFinished | AttemptFinished)] == [
+        "AttemptFinished", "AttemptFinished", "CallFinished", "AttemptFinished", "CallFinished"]
+    assert endings.of(CallStarted) == []
+    assert endings.of(AttemptStarted) == []
+    # the other observer still hears every pair, and the endings are the same objects
+    assert len(recorder.of(CallStarted)) == 2
+    assert len(recorder.of(AttemptStarted)) == 3
+    assert recorder.of(CallFinished) == endings.of(CallFinished)
+
+
+def test_with_only_observers_of_endings_no_started_observation_is_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[str] = []
+    for kind in (CallStarted, AttemptStarted):
+        monkeypatch.setattr(observe.calls, kind.__name__,
+                            lambda *args, kind=kind: made.append(kind.__name__))
+    endings = EndingsOnly()
+    with observe.observing(endings):
+        retry_with_ejection("users")
+    assert made == []
+    assert len(endings.of(CallFinished)) == 2
+
+
+def test_the_prometheus_observer_books_endings_only() -> None:
+    import kitsd.prometheus
+
+    assert kitsd.prometheus.PrometheusObserver.hears_starts is False

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar, Token
 
-from kitsd.core.observe.hub import HUB, emit
+from kitsd.core.observe.hub import HUB, emit, emit_started
 from kitsd.core.observe.observations import (
     AttemptFinished,
     AttemptStarted,
@@ -40,13 +40,15 @@ class CallWatch:
         self.instance = ""
         self._attempt_start = -1.0  # -1: no attempt of an instance in flight
         self._token: Token[str] | None = _service.set(service)
-        emit(CallStarted(service))
+        if HUB.starting:
+            emit_started(CallStarted(service))
 
     def attempt(self, instance: str) -> None:
         """An attempt on ``instance`` is about to call its endpoint."""
         self.instance = instance
         self._attempt_start = time.monotonic()
-        emit(AttemptStarted(self.service, instance, self.attempts))
+        if HUB.starting:
+            emit_started(AttemptStarted(self.service, instance, self.attempts))
 
     def attempt_ended(self, error: BaseException | None) -> None:
         """The attempt (or the pick before it, if :meth:`attempt` was not called)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from kitsd.core.observe.observations import Observation, Observer
 
-__all__ = ["HUB", "add_observer", "emit", "observing", "remove_observer"]
+__all__ = ["HUB", "add_observer", "emit", "emit_started", "observing", "remove_observer"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +25,14 @@ logger = logging.getLogger(__name__)
 class _Hub:
     """The installed observers, as tuples swapped whole (readers take no lock)."""
 
-    __slots__ = ("_complained", "_lock", "observers", "reversed")
+    __slots__ = ("_complained", "_lock", "observers", "reversed", "starting")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.observers: tuple[Observer, ...] = ()
         self.reversed: tuple[Observer, ...] = ()
+        #: the observers that hear "started" observations (see :func:`emit_started`)
+        self.starting: tuple[Observer, ...] = ()
         self._complained: set[int] = set()  # ids of installed observers that raised
 
     def add(self, observer: Observer) -> None:
@@ -52,6 +54,7 @@ class _Hub:
     def _set(self, observers: tuple[Observer, ...]) -> None:
         self.observers = observers
         self.reversed = observers[::-1]
+        self.starting = tuple(each for each in observers if getattr(each, "hears_starts", True))
 
     def first_complaint(self, observer: Observer) -> bool:
         """Whether this is the first error of ``observer`` since it was installed."""
@@ -101,3 +104,19 @@ def emit(observation: Observation, *, finished: bool = False) -> None:
             if HUB.first_complaint(observer):
                 logger.exception("observer %r raised on %s; its further errors are not logged",
                                  observer, type(observation).__name__)
+
+
+def emit_started(observation: Observation) -> None:
+    """Deliver a "started" observation (:class:`CallStarted`, :class:`AttemptStarted`)
+    to the observers that hear them, in registration order: those without a false
+    ``hears_starts`` attribute (an observer that books endings only, as the
+    Prometheus one, sets it so; emitters test ``HUB.starting`` before building the
+    observation).  Never raises on an observer's behalf."""
+    for observer in HUB.starting:
+        try:
+            observer(observation)
+        except Exception:  # observing must not change the call's outcome
+            if HUB.first_complaint(observer):
+                logger.exception("observer %r raised on %s; its further errors are not logged",
+                                 observer, type(observation).__name__)
+
