@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from kitsd.core.endpoint import Endpoint
 from kitsd.core.errors import MisuseError
+from kitsd.core.observe import DEFAULT_SERVICE
 from kitsd.lb import _tenacity
 from kitsd.lb.balancer import Pick
 from kitsd.lb.concurrency_limit import ConcurrencyLimiter, LimitPolicy, check_limit
@@ -107,11 +108,11 @@ def setup(
     timeout: float,
     balancer: object,
     *,
-    callback: Callback | None,
-    wait: Wait | None,
-    budget: RetryBudget | None,
-    name: str,
-    discard: Discard | None,
+    callback: Callback | None = None,
+    wait: Wait | None = None,
+    budget: RetryBudget | None = None,
+    name: str = DEFAULT_SERVICE,
+    discard: Discard | None = None,
     limit: LimitPolicy | None = None,
 ) -> Setup:
     """Check the options of :func:`lb.retry` / :func:`lb.retry_async` (raising

@@ -30,9 +30,8 @@ decorated function's.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar, cast, overload
+from typing import Any, Generic, TypedDict, TypeVar, Unpack, cast, overload
 
-from kitsd.core.observe import DEFAULT_SERVICE
 from kitsd.lb._async.hedging import AsyncHedgedEndpoint
 from kitsd.lb._async.retry import retrying_async
 from kitsd.lb._call import Wait, setup
@@ -44,74 +43,54 @@ from kitsd.lb.hedging_policy import Hedge
 from kitsd.lb.retry_budget import RetryBudget
 from kitsd.lb.retry_policy import Callback
 
-__all__ = ["AsyncHedgedEndpoint", "HedgedEndpoint", "Wait", "retry", "retry_async"]
+__all__ = ["AsyncHedgedEndpoint", "HedgedEndpoint", "RetryOptions", "Wait", "retry",
+           "retry_async"]
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
+class RetryOptions(TypedDict, Generic[Resp], total=False):
+    """The keyword options of :func:`retry` and :func:`retry_async` but ``hedge``
+    (see :func:`retry`; all optional)."""
+
+    callback: Callback | None
+    wait: Wait | None
+    budget: RetryBudget | None
+    name: str
+    discard: Callable[[Resp], object] | None
+    limit: LimitPolicy | None
+
+
 @overload
+def retry(max_attempts: int, timeout: float, balancer: Balancer[Callable[[Req], Resp]], *,
+          hedge: None = None, **options: Unpack[RetryOptions[Resp]]) -> Callable[[Req], Resp]: ...
+
+
+@overload
+def retry(max_attempts: int, timeout: float, balancer: Balancer[Callable[[Req], Resp]], *,
+          hedge: Hedge, **options: Unpack[RetryOptions[Resp]]) -> HedgedEndpoint[Req, Resp]: ...
+
+
+@overload
+def retry(max_attempts: int, timeout: float, balancer: Balancer[Callable[[Req], Resp]], *,
+          hedge: Hedge | None = None,
+          **options: Unpack[RetryOptions[Resp]]) -> Callable[[Req], Resp]: ...
+# (the last: a HedgedEndpoint when hedge is given: isinstance() it)
+
+
 def retry(
     max_attempts: int,
     timeout: float,
     balancer: Balancer[Callable[[Req], Resp]],
     *,
-    callback: Callback | None = None,
-    wait: Wait | None = None,
-    budget: RetryBudget | None = None,
-    hedge: None = None,
-    name: str = DEFAULT_SERVICE,
-    discard: Callable[[Resp], object] | None = None,
-    limit: LimitPolicy | None = None,
-) -> Callable[[Req], Resp]: ...
-
-
-@overload
-def retry(
-    max_attempts: int,
-    timeout: float,
-    balancer: Balancer[Callable[[Req], Resp]],
-    *,
-    callback: Callback | None = None,
-    wait: Wait | None = None,
-    budget: RetryBudget | None = None,
-    hedge: Hedge,
-    name: str = DEFAULT_SERVICE,
-    discard: Callable[[Resp], object] | None = None,
-    limit: LimitPolicy | None = None,
-) -> HedgedEndpoint[Req, Resp]: ...
-
-
-@overload
-def retry(
-    max_attempts: int,
-    timeout: float,
-    balancer: Balancer[Callable[[Req], Resp]],
-    *,
-    callback: Callback | None = None,
-    wait: Wait | None = None,
-    budget: RetryBudget | None = None,
     hedge: Hedge | None = None,
-    name: str = DEFAULT_SERVICE,
-    discard: Callable[[Resp], object] | None = None,
-    limit: LimitPolicy | None = None,
-) -> Callable[[Req], Resp]: ...  # a HedgedEndpoint when hedge is given: isinstance() it
-
-
-def retry(
-    max_attempts: int,
-    timeout: float,
-    balancer: Balancer[Callable[[Req], Resp]],
-    *,
-    callback: Callback | None = None,
-    wait: Wait | None = None,
-    budget: RetryBudget | None = None,
-    hedge: Hedge | None = None,
-    name: str = DEFAULT_SERVICE,
-    discard: Callable[[Resp], object] | None = None,
-    limit: LimitPolicy | None = None,
+    **options: Unpack[RetryOptions[Resp]],
 ) -> Callable[[Req], Resp] | HedgedEndpoint[Req, Resp]:
     """An endpoint that calls ``balancer.endpoint()``'s endpoint, retrying failures.
+
+    The keyword options (:class:`RetryOptions`) default to ``None`` but ``name``
+    (``kitsd.core.observe.DEFAULT_SERVICE``).
 
     ``max_attempts`` counts every attempt (``1`` means no retry); ``timeout`` seconds
     covers all attempts together.  A call made inside ``with lb.deadline(s):`` (or
@@ -176,73 +155,43 @@ def retry(
     :class:`sd.MisuseError` (a ``ValueError``) for
     ``max_attempts < 1`` or a timeout that is not a finite number > 0.
     """
-    options = setup(max_attempts, timeout, balancer, callback=callback, wait=wait,
-                    budget=budget, name=name, discard=discard, limit=limit)
+    checked = setup(max_attempts, timeout, balancer, **options)
     if hedge is not None:
-        return HedgedEndpoint(options, hedge)
-    return cast(Callable[[Req], Resp], retrying(options))
+        return HedgedEndpoint(checked, hedge)
+    return cast(Callable[[Req], Resp], retrying(checked))
+
+
+_AsyncBalancer = Balancer[Callable[[Req], Awaitable[Resp]]]
 
 
 @overload
 def retry_async(
-    max_attempts: int,
-    timeout: float,
-    balancer: Balancer[Callable[[Req], Awaitable[Resp]]],
-    *,
-    callback: Callback | None = None,
-    wait: Wait | None = None,
-    budget: RetryBudget | None = None,
-    hedge: None = None,
-    name: str = DEFAULT_SERVICE,
-    discard: Callable[[Resp], object] | None = None,
-    limit: LimitPolicy | None = None,
+    max_attempts: int, timeout: float, balancer: _AsyncBalancer[Req, Resp], *,
+    hedge: None = None, **options: Unpack[RetryOptions[Resp]],
 ) -> Callable[[Req], Coroutine[Any, Any, Resp]]: ...
 
 
 @overload
 def retry_async(
-    max_attempts: int,
-    timeout: float,
-    balancer: Balancer[Callable[[Req], Awaitable[Resp]]],
-    *,
-    callback: Callback | None = None,
-    wait: Wait | None = None,
-    budget: RetryBudget | None = None,
-    hedge: Hedge,
-    name: str = DEFAULT_SERVICE,
-    discard: Callable[[Resp], object] | None = None,
-    limit: LimitPolicy | None = None,
+    max_attempts: int, timeout: float, balancer: _AsyncBalancer[Req, Resp], *,
+    hedge: Hedge, **options: Unpack[RetryOptions[Resp]],
 ) -> AsyncHedgedEndpoint[Req, Resp]: ...
 
 
 @overload
 def retry_async(
-    max_attempts: int,
-    timeout: float,
-    balancer: Balancer[Callable[[Req], Awaitable[Resp]]],
-    *,
-    callback: Callback | None = None,
-    wait: Wait | None = None,
-    budget: RetryBudget | None = None,
-    hedge: Hedge | None = None,
-    name: str = DEFAULT_SERVICE,
-    discard: Callable[[Resp], object] | None = None,
-    limit: LimitPolicy | None = None,
+    max_attempts: int, timeout: float, balancer: _AsyncBalancer[Req, Resp], *,
+    hedge: Hedge | None = None, **options: Unpack[RetryOptions[Resp]],
 ) -> Callable[[Req], Coroutine[Any, Any, Resp]]: ...
 
 
 def retry_async(
     max_attempts: int,
     timeout: float,
-    balancer: Balancer[Callable[[Req], Awaitable[Resp]]],
+    balancer: _AsyncBalancer[Req, Resp],
     *,
-    callback: Callback | None = None,
-    wait: Wait | None = None,
-    budget: RetryBudget | None = None,
     hedge: Hedge | None = None,
-    name: str = DEFAULT_SERVICE,
-    discard: Callable[[Resp], object] | None = None,
-    limit: LimitPolicy | None = None,
+    **options: Unpack[RetryOptions[Resp]],
 ) -> Callable[[Req], Coroutine[Any, Any, Resp]] | AsyncHedgedEndpoint[Req, Resp]:
     """The asyncio twin of :func:`retry`: the balancer hands out async endpoints.
 
@@ -254,8 +203,7 @@ def retry_async(
     (and is an async context manager): calls in flight and after raise
     ``RuntimeError``.
     """
-    options = setup(max_attempts, timeout, balancer, callback=callback, wait=wait,
-                    budget=budget, name=name, discard=discard, limit=limit)
+    checked = setup(max_attempts, timeout, balancer, **options)
     if hedge is not None:
-        return AsyncHedgedEndpoint(options, hedge)
-    return cast(Callable[[Req], Coroutine[Any, Any, Resp]], retrying_async(options))
+        return AsyncHedgedEndpoint(checked, hedge)
+    return cast(Callable[[Req], Coroutine[Any, Any, Resp]], retrying_async(checked))
