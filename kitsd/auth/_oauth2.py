@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextvars import Token as ContextToken
 from types import TracebackType
-from typing import Self
+from typing import Self, TypedDict, Unpack
 
 import httpx
 
@@ -34,7 +34,8 @@ from kitsd.core import validate
 from kitsd.core.deadline import current_deadline, reset_deadline, set_deadline
 from kitsd.sd.http import _deadline
 
-__all__ = ["MAX_TOKEN_RESPONSE", "AsyncClientCredentials", "ClientCredentials"]
+__all__ = ["MAX_TOKEN_RESPONSE", "AsyncClientCredentials", "ClientCredentials",
+           "CredentialsOptions"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +69,24 @@ def _bounded_client(client: httpx.Client | httpx.AsyncClient) -> None:
             _deadline.install_async(transport)
 
 
+class CredentialsOptions(TypedDict, total=False):
+    """The keyword options of both credentials classes but ``transport`` (see
+    :class:`ClientCredentials`)."""
+
+    scope: str | Sequence[str] | None
+    audience: str | None
+    params: Mapping[str, str] | None
+    auth_method: AuthMethod
+    timeout: float
+    leeway: float
+
+
 class _Shared(HeaderAuth):
     def __init__(self, token_url: str, client_id: str, client_secret: str, *,
-                 scope: str | Sequence[str] | None, audience: str | None,
-                 params: Mapping[str, str] | None, auth_method: AuthMethod,
-                 timeout: float, leeway: float) -> None:
+                 scope: str | Sequence[str] | None = None, audience: str | None = None,
+                 params: Mapping[str, str] | None = None,
+                 auth_method: AuthMethod = "client_secret_basic", timeout: float = 10.0,
+                 leeway: float = 60.0) -> None:
         self._exchange = Exchange(token_url, client_id, client_secret, scope=scope,
                                   audience=audience, params=params, auth_method=auth_method)
         self._timeout = validate.seconds("timeout", timeout, maximum=600)
@@ -118,7 +132,7 @@ class ClientCredentials(_Shared):
     (:func:`kitsd.auth.grpc_credentials`).
 
     One token is shared by every request and every instance until shortly before it
-    expires (``leeway`` seconds, at most a tenth of its lifetime); then one caller
+    expires (``leeway`` seconds, 60 by default, at most a tenth of its lifetime); then one caller
     fetches the next while the others go on with the current one, and with no
     valid token at all the others wait for that one fetch -- one token request
     however many threads call at once.  A request answered 401 is sent once more
@@ -130,7 +144,7 @@ class ClientCredentials(_Shared):
     * ``scope`` (a string or a sequence), ``audience``, ``params``: sent with the
       request; ``auth_method``: ``"client_secret_basic"`` (default) or
       ``"client_secret_post"``.
-    * ``timeout``: seconds for one whole token request, at most 600 (connecting,
+    * ``timeout``: seconds for one whole token request (10), at most 600 (connecting,
       sending and reading the answer, however slowly it trickles; an answer over
       1 MiB is refused), and for a caller waiting for it.
 
@@ -142,14 +156,9 @@ class ClientCredentials(_Shared):
     """
 
     def __init__(self, token_url: str, client_id: str, client_secret: str, *,
-                 scope: str | Sequence[str] | None = None, audience: str | None = None,
-                 params: Mapping[str, str] | None = None,
-                 auth_method: AuthMethod = "client_secret_basic",
-                 transport: httpx.BaseTransport | None = None, timeout: float = 10.0,
-                 leeway: float = 60.0) -> None:
-        super().__init__(token_url, client_id, client_secret, scope=scope, audience=audience,
-                         params=params, auth_method=auth_method, timeout=timeout,
-                         leeway=leeway)
+                 transport: httpx.BaseTransport | None = None,
+                 **options: Unpack[CredentialsOptions]) -> None:
+        super().__init__(token_url, client_id, client_secret, **options)
         if transport is not None and not isinstance(transport, httpx.BaseTransport):
             raise TypeError(f"transport must be an httpx.BaseTransport (a kitsd.Transport), "
                             f"not {type(transport).__name__}")
@@ -205,14 +214,9 @@ class AsyncClientCredentials(_Shared):
     :class:`ClientCredentials`."""
 
     def __init__(self, token_url: str, client_id: str, client_secret: str, *,
-                 scope: str | Sequence[str] | None = None, audience: str | None = None,
-                 params: Mapping[str, str] | None = None,
-                 auth_method: AuthMethod = "client_secret_basic",
-                 transport: httpx.AsyncBaseTransport | None = None, timeout: float = 10.0,
-                 leeway: float = 60.0) -> None:
-        super().__init__(token_url, client_id, client_secret, scope=scope, audience=audience,
-                         params=params, auth_method=auth_method, timeout=timeout,
-                         leeway=leeway)
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 **options: Unpack[CredentialsOptions]) -> None:
+        super().__init__(token_url, client_id, client_secret, **options)
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError(f"transport must be an httpx.AsyncBaseTransport (a "
                             f"kitsd.AsyncTransport), not {type(transport).__name__}")
