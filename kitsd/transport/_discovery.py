@@ -27,7 +27,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Hashable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from kitsd.core.errors import MisuseError, shown_value
 from kitsd.sd.instancer import Callback, FixedInstancer, Instancer
@@ -195,18 +195,28 @@ class _SharedClient(Discovery):
     """A registry template whose watches share one client per registry address."""
 
     blocking = True
+    #: The driver's package (``kitsd.sd.etcd``): its ``url.parse_url`` reads the URLs.
+    package: ClassVar[str]
+    #: The driver's ``(module, function)`` that closes a client; ``None``: ``client.close()``.
+    closer: ClassVar[tuple[str, str] | None] = None
 
-    def __init__(self, template: str, close: Callable[[Any], None]) -> None:
+    def __init__(self, template: str) -> None:
         self._template = template
         self.registry = redact_url(template)
-        self.clients = _Clients(close)
+        self.clients = _Clients(self._close)
         self.settings(_PROBE)  # a malformed template fails now, without connecting
 
-    def parsed(self, service: str) -> urllib.parse.SplitResult:
-        return urllib.parse.urlsplit(self._template.replace(_PLACEHOLDER, service))
+    def _close(self, client: Any) -> None:
+        if self.closer is None:
+            client.close()
+        else:  # the driver's library is imported only once a template names it
+            module, name = self.closer
+            getattr(importlib.import_module(module), name)(client)
 
     def settings(self, service: str) -> Any:
-        raise NotImplementedError
+        url = importlib.import_module(f"{self.package}.url")
+        return url.parse_url(
+            urllib.parse.urlsplit(self._template.replace(_PLACEHOLDER, service)))
 
     def instancer(self, service: str) -> Instancer:
         raise NotImplementedError
@@ -222,15 +232,8 @@ class _SharedClient(Discovery):
 
 
 class _Etcd(_SharedClient):
-    def __init__(self, template: str) -> None:
-        from kitsd.sd.etcd.connect import close_client
-
-        super().__init__(template, close_client)
-
-    def settings(self, service: str) -> Any:
-        from kitsd.sd.etcd.url import parse_url
-
-        return parse_url(self.parsed(service))
+    package = "kitsd.sd.etcd"
+    closer = ("kitsd.sd.etcd.connect", "close_client")
 
     def instancer(self, service: str) -> Instancer:
         from kitsd.sd.etcd.connect import connect
@@ -260,18 +263,8 @@ def _consul_token() -> str | None:
     return None
 
 
-def _close_consul(client: Any) -> None:
-    client.close()
-
-
 class _Consul(_SharedClient):
-    def __init__(self, template: str) -> None:
-        super().__init__(template, _close_consul)
-
-    def settings(self, service: str) -> Any:
-        from kitsd.sd.consul.url import parse_url
-
-        return parse_url(self.parsed(service))
+    package = "kitsd.sd.consul"
 
     def instancer(self, service: str) -> Instancer:
         from kitsd.sd.consul.client import connect
@@ -304,15 +297,8 @@ def _zk_auth() -> str | None:
 
 
 class _ZooKeeper(_SharedClient):
-    def __init__(self, template: str) -> None:
-        from kitsd.sd.zk.client import close_client
-
-        super().__init__(template, close_client)
-
-    def settings(self, service: str) -> Any:
-        from kitsd.sd.zk.url import parse_url
-
-        return parse_url(self.parsed(service))
+    package = "kitsd.sd.zk"
+    closer = ("kitsd.sd.zk.client", "close_client")
 
     def instancer(self, service: str) -> Instancer:
         from kitsd.sd.zk.client import connect
