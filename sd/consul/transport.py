@@ -24,7 +24,7 @@ shows it), and no ``repr`` here shows it.
 (``httpx.MockTransport`` serves both the sync client and the async watches).
 Without one, the sync client sends through ``httpx.HTTPTransport`` and the async
 one (every watch and heartbeat) through :class:`sd.consul._http11.Http11Transport`,
-HTTP/1.1 by h11 over asyncio streams: a watch's answer reaches the Endpointer
+HTTP/1.1 over asyncio streams (:mod:`sd.consul._wire`): a watch's answer reaches the Endpointer
 without httpcore's extra event-loop passes and pool bookkeeping.
 """
 
@@ -394,10 +394,15 @@ class _AsyncHTTPClient(_HttpxHTTPClient):
         options = settings.httpx_options()
         transport = options.get("transport")
         if transport is None:
-            # h11 over asyncio streams, not httpcore: an answer reaches the watch
+            # HTTP/1.1 over asyncio streams, not httpcore: an answer reaches the watch
             # ~0.5 ms sooner (sd.consul._http11, bench/bench_propagation.py)
             transport = Http11Transport(settings.host, settings.port, settings.ssl_context)
             options["transport"] = transport
+        # Answers uncompressed: gzip made the agent spend ~0.3-0.5 ms compressing
+        # each changed answer (a fresh compressor after an idle held query) and the
+        # watch ~0.03 ms decompressing it, more than the bytes saved cost to send
+        # from the (usually local) agent (bench/bench_propagation.py).
+        options["headers"] = {"Accept-Encoding": "identity"}
         self._transport: httpx.AsyncBaseTransport = transport
         self._http = httpx.AsyncClient(**options)
         self._build = self._http.build_request

@@ -318,3 +318,57 @@ def test_the_watch_clients_send_through_it_unless_a_transport_is_injected() -> N
     plain, injected = asyncio.run(build())
     assert isinstance(plain, Http11Transport)
     assert isinstance(injected, httpx.MockTransport)
+
+
+async def test_an_informational_answer_is_skipped_and_a_body_may_end_with_the_connection(
+) -> None:
+    async def until_closed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Consul-Index: 3\r\n\r\n"
+                     b"[1, ")
+        await writer.drain()
+        writer.write(b"2]")
+        writer.close()
+
+    async with Server(until_closed) as server:
+        transport = Http11Transport("127.0.0.1", server.port)
+        response = await transport.handle_async_request(get(server.port))
+        assert response.json() == [1, 2]
+        assert response.headers["X-Consul-Index"] == "3"
+        assert transport._idle == []  # not kept: it ended
+        await transport.aclose()
+
+
+async def test_an_endless_header_section_is_refused() -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(100):
+                writer.write(b"X-Filler: " + b"x" * 1000 + b"\r\n")
+                await writer.drain()
+
+    async with Server(endless) as server:
+        transport = Http11Transport("127.0.0.1", server.port)
+        with pytest.raises(httpx.RemoteProtocolError, match="too large"):
+            await transport.handle_async_request(get(server.port))
+        await transport.aclose()
+
+
+async def test_the_watch_clients_ask_for_answers_uncompressed() -> None:
+    # Consul gzips every answer to a client that accepts it; compressing a changed
+    # answer cost the agent more time than it saved (bench/bench_propagation.py).
+    seen: list[httpx.Request] = []
+
+    def agent(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, headers={"X-Consul-Index": "3"}, content=b"[]")
+
+    client = AsyncHttpxConsul(AgentSettings(host="127.0.0.1", port=8500,
+                                            transport=httpx.MockTransport(agent)))
+    try:
+        index, entries = await client.health.service("web", index="2", wait="1s")
+    finally:
+        await client.aclose()
+    assert (index, entries) == ("3", [])
+    assert seen[0].headers["Accept-Encoding"] == "identity"
