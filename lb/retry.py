@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypedDict, TypeVar, Unpack, cast, overload
 
+from kitsd.core import validate
 from kitsd.lb._async.hedging import AsyncHedgedEndpoint
 from kitsd.lb._async.retry import retrying_async
 from kitsd.lb._call import Wait, setup
@@ -155,6 +156,7 @@ def retry(
     :class:`sd.MisuseError` (a ``ValueError``) for
     ``max_attempts < 1`` or a timeout that is not a finite number > 0.
     """
+    validate.keywords("lb.retry", options, RetryOptions)
     checked = setup(max_attempts, timeout, balancer, **options)
     if hedge is not None:
         return HedgedEndpoint(checked, hedge)
@@ -203,6 +205,7 @@ def retry_async(
     (and is an async context manager): calls in flight and after raise
     ``RuntimeError``.
     """
+    validate.keywords("lb.retry_async", options, RetryOptions)
     checked = setup(max_attempts, timeout, balancer, **options)
     if hedge is not None:
         return AsyncHedgedEndpoint(checked, hedge)

@@ -158,6 +158,7 @@ class ClientCredentials(_Shared):
     def __init__(self, token_url: str, client_id: str, client_secret: str, *,
                  transport: httpx.BaseTransport | None = None,
                  **options: Unpack[CredentialsOptions]) -> None:
+        validate.keywords("ClientCredentials", options, CredentialsOptions)
         super().__init__(token_url, client_id, client_secret, **options)
         if transport is not None and not isinstance(transport, httpx.BaseTransport):
             raise TypeError(f"transport must be an httpx.BaseTransport (a kitsd.Transport), "
@@ -216,6 +217,7 @@ class AsyncClientCredentials(_Shared):
     def __init__(self, token_url: str, client_id: str, client_secret: str, *,
                  transport: httpx.AsyncBaseTransport | None = None,
                  **options: Unpack[CredentialsOptions]) -> None:
+        validate.keywords("AsyncClientCredentials", options, CredentialsOptions)
         super().__init__(token_url, client_id, client_secret, **options)
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError(f"transport must be an httpx.AsyncBaseTransport (a "

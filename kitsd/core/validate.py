@@ -23,6 +23,7 @@ range: ``finite seconds > 0``, ``seconds in (0, 600]``, ``an int, at least 1``,
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from kitsd.core.errors import MisuseError, WrongTypeError, shown_value
 
@@ -195,3 +196,14 @@ def _bound(inclusive: float | None, exclusive: float | None, *, low: bool) -> (
         return inclusive, True
     tighter_inclusive = inclusive > exclusive if low else inclusive < exclusive
     return (inclusive, True) if tighter_inclusive else (exclusive, False)
+
+
+def keywords(function: str, given: Mapping[str, object], allowed: type) -> None:
+    """``TypeError`` as Python's own, naming the public ``function``, for a keyword the
+    ``TypedDict`` ``allowed`` does not list: a function taking ``**options:
+    Unpack[...]`` would otherwise fail in whichever helper first unpacks them."""
+    names = getattr(allowed, "__required_keys__", frozenset()) | getattr(
+        allowed, "__optional_keys__", frozenset())
+    for name in given:
+        if name not in names:
+            raise TypeError(f"{function}() got an unexpected keyword argument {name!r}")

@@ -30,6 +30,7 @@ from typing import Any, Self, Unpack
 
 import httpx
 
+from kitsd.core import validate
 from kitsd.sd.aio import AsyncClosable
 from kitsd.sd.instance import split_instance
 from kitsd.serve import _calls
@@ -94,6 +95,7 @@ class Service(Driver, AsyncClosable):
     """
 
     def __init__(self, registrar: Any, **options: Unpack[ServeOptions]) -> None:
+        validate.keywords("kitsd.serve.Service", options, ServeOptions)
         super().__init__(registrar, check_options(registrar, **options))
         self.timings = self.options.timings
         self.health_path = self.options.health_path

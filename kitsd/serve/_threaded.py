@@ -51,6 +51,7 @@ class ThreadedService(Driver):
     def __init__(self, registrar: Any, *,
                  on_change: Callable[[Phase, bool], None] | None = None,
                  **options: Unpack[ServeOptions]) -> None:
+        validate.keywords("kitsd.serve.ThreadedService", options, ServeOptions)
         super().__init__(registrar, check_options(registrar, **options))
         if on_change is not None and not callable(on_change):
             raise TypeError(f"on_change must be callable, not {on_change!r}")

@@ -20,6 +20,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import httpx
 
 from kitsd import breaker, lb
+from kitsd.core import validate
 from kitsd.core.deadline import current_deadline
 from kitsd.core.errors import BackendError, MisuseError
 from kitsd.core.observe import WatchLabel, labelling_watches
@@ -122,6 +123,7 @@ class _Core(Generic[StackT, CheckersT]):
                  checkers: Callable[[], CheckersT]) -> None:
         """``checkers()`` makes the probers of ``health_check=`` (over the inner
         transport: the checks have its TLS settings), called only when it is set."""
+        validate.keywords(f"kitsd.{type(self).__name__}", options, TransportKeywords)
         self.options = TransportOptions(**options)
         self._discovery: Discovery = discovery(discover)
         opts = self.options

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Unpack
 
+from kitsd.core import validate
 from kitsd.sd.thrift._async import AsyncThriftEndpoint
 from kitsd.sd.thrift._options import DEFAULT_MAX_FRAME_SIZE, FactoryOptions, Options
 from kitsd.sd.thrift._sync import ThriftEndpoint
@@ -46,6 +47,7 @@ def factory(service: Any, method: str,
     Host names are resolved by each new connection, outside the deadline's reach
     in the sync driver (``socket.create_connection``): prefer addresses.
     """
+    validate.keywords("sd.thrift.factory", options, FactoryOptions)
     checked = Options(service, method, **options)
 
     def make_endpoint(instance: str) -> ThriftEndpoint:
@@ -58,6 +60,7 @@ def async_factory(service: Any, method: str,
                   **options: Unpack[FactoryOptions]) -> Callable[[str], AsyncThriftEndpoint]:
     """The asyncio twin of :func:`factory` (same arguments): each instance gets an
     :class:`AsyncThriftEndpoint`."""
+    validate.keywords("sd.thrift.async_factory", options, FactoryOptions)
     checked = Options(service, method, **options)
 
     def make_endpoint(instance: str) -> AsyncThriftEndpoint:
