@@ -1,7 +1,7 @@
 """Propagation, a Consul change -> the Endpointer: kitsd (thread and asyncio) against
 go-kit, watching one real Consul agent in the same run.
 
-    python -m bench.bench_propagation [--rounds 60] [--agent host:port]
+    python -m bench.bench_propagation [--rounds 60] [--agent host:port] [--stages]
 
 Three watchers follow one service on one agent (a ``consul agent -dev`` started here
 unless ``--agent`` names one), each in a process of its own (:mod:`bench.watchers`):
@@ -23,8 +23,10 @@ the instance, i.e. after the Endpointer published it (a little later than go-kit
 marks).  Clocks: ``time.time()`` in Python and ``time.Now()`` in Go, one machine.
 
 Prints p50 / p90 / p99 in ms per watcher for additions, removals and both, and the
-ratio kitsd / go-kit of the p50s and p99s.  The machines here are small and noisy: read
-medians and ratios.
+ratio kitsd / go-kit of the p50s and p99s.  ``--stages`` splits kitsd's at the moment
+the answer woke the watch (its loop's selector found the socket ready): the agent's
+part before, kitsd's after (with the watch thread's CPU).  The machines here are small
+and noisy: read medians and ratios.
 """
 
 from __future__ import annotations
@@ -57,16 +59,20 @@ def line(name: str, samples: list[float], base: list[float] | None) -> str:
     return text
 
 
-def run(agent: str, rounds: int) -> None:
+def run(agent: str, rounds: int, stages: bool = False) -> None:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     services = {"go-kit": f"{prefix}-gokit", "kitsd thread": f"{prefix}-thread",
                 "kitsd asyncio": f"{prefix}-asyncio"}
     commands = {"go-kit": gokit.command(agent, services["go-kit"]),
-                "kitsd thread": kitsd_command("thread", agent, services["kitsd thread"]),
-                "kitsd asyncio": kitsd_command("asyncio", agent, services["kitsd asyncio"])}
+                "kitsd thread": kitsd_command("thread", agent, services["kitsd thread"],
+                                              stages=stages),
+                "kitsd asyncio": kitsd_command("asyncio", agent, services["kitsd asyncio"],
+                                               stages=stages)}
     watchers: dict[str, WatcherProcess] = {}
     latencies: dict[str, dict[str, list[float]]] = {
         name: {"add": [], "remove": []} for name in commands}
+    # kitsd, --stages: (change -> the answer woke the watch, woke -> Endpointer, its CPU)
+    split: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
     with connect(agent) as registry, contextlib.ExitStack() as stack:
         for name, command in commands.items():
             watchers[name] = stack.enter_context(WatcherProcess(name, command))
@@ -75,7 +81,11 @@ def run(agent: str, rounds: int) -> None:
             time.sleep(random.uniform(0.05, 0.15))
             began = time.time()
             write()
-            latencies[name][what].append(watchers[name].wait(what, instance, began) - began)
+            at = watchers[name].wait(what, instance, began)
+            latencies[name][what].append(at - began)
+            woke = watchers[name].stages.get(instance)
+            if woke is not None and began <= woke[0] <= at:
+                split[name].append((woke[0] - began, at - woke[0], woke[1]))
 
         time.sleep(0.5)  # every watch holds its first blocking query
         order = list(watchers)
@@ -99,18 +109,26 @@ def run(agent: str, rounds: int) -> None:
             mine = samples["add"] + samples["remove"] if what == "both" else samples[what]
             theirs = base["add"] + base["remove"] if what == "both" else base[what]
             print(line(name, mine, None if name == "go-kit" else theirs))
+    for name, parts in split.items():
+        if parts:
+            medians = [statistics.median(part[i] for part in parts) * 1000 for i in range(3)]
+            print(f"  {name:<14} change -> answer wakes the watch {medians[0]:.2f} ms, "
+                  f"-> Endpointer {medians[1]:.2f} ms ({medians[2]:.2f} ms CPU), medians "
+                  f"of {len(parts)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--agent", help="host:port of an agent to use (default: start one)")
+    parser.add_argument("--stages", action="store_true",
+                        help="also split kitsd's latency where the answer woke the watch")
     options = parser.parse_args()
     if options.agent:
-        run(options.agent, options.rounds)
+        run(options.agent, options.rounds, options.stages)
         return
     with ConsulDevAgent(name="kitsd-bench-propagation") as agent:
-        run(agent.http_addr, options.rounds)
+        run(agent.http_addr, options.rounds, options.stages)
 
 
 if __name__ == "__main__":

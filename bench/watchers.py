@@ -2,7 +2,7 @@
 each in a process of its own (so no two share an interpreter lock), each printing when
 its Endpointer applied a change.
 
-    python -m bench.watchers thread|asyncio AGENT SERVICE
+    python -m bench.watchers thread|asyncio AGENT SERVICE [--stages]
 
 runs kitsd's :class:`sd.consul.ConsulInstancer` (``thread``) or
 :class:`sd.consul.AsyncConsulInstancer` (``asyncio``, on the main thread's loop) feeding
@@ -10,7 +10,10 @@ an :class:`sd.Endpointer`, and prints ``ready``, then ``add|remove <instance> <u
 each time a subscriber placed after the Endpointer finds an instance in (or gone from)
 the Endpointer's snapshot: the Endpointer has published the change by then; and
 ``request <unix ns> ok|refused|error`` for every HTTP request the watch sends (counted
-at the httpx transport).  The go-kit watcher (:mod:`bench.gokit`) prints the same lines
+at the httpx transport); with ``--stages`` (after SERVICE), before each change line a
+``stage <instance> <unix ns> <cpu ns>`` line: when a selector poll last found a socket
+ready (the answer's bytes waking the watch) and the watch thread's CPU from then to the
+mark.  The go-kit watcher (:mod:`bench.gokit`) prints the same lines
 when its Endpointer calls the factory (add) or an endpoint's ``Close`` (remove), from
 inside its update, and for every request of its Consul client.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -43,6 +47,10 @@ class WatcherProcess:
         self.name = name
         self.requests: list[tuple[float, str]] = []
         """``(when, ok|refused|error)`` of every request the watcher sent."""
+        self.stages: dict[str, tuple[float, float]] = {}
+        """kitsd watchers run with ``--stages``: for the last change of each instance,
+        when its answer's socket became readable (``time.time()`` seconds) and the
+        watch thread's CPU seconds from then to the mark."""
         self._seen: list[tuple[str, str, float]] = []
         self._changed = threading.Condition()
         self._ready = threading.Event()
@@ -63,6 +71,8 @@ class WatcherProcess:
                 self._ready.set()
             elif len(parts) == 3 and parts[0] == "request":
                 self.requests.append((int(parts[1]) / 1e9, parts[2]))
+            elif len(parts) == 4 and parts[0] == "stage":
+                self.stages[parts[1]] = (int(parts[2]) / 1e9, int(parts[3]) / 1e9)
             elif len(parts) == 3 and parts[0] in ("add", "remove"):
                 with self._changed:
                     self._seen.append((parts[0], parts[1], int(parts[2]) / 1e9))
@@ -109,9 +119,11 @@ class WatcherProcess:
         self.close()
 
 
-def kitsd_command(flavour: str, agent: str, service: str) -> list[str]:
-    """The command line of a kitsd watcher (``flavour``: ``thread`` or ``asyncio``)."""
-    return [sys.executable, "-m", "bench.watchers", flavour, agent, service]
+def kitsd_command(flavour: str, agent: str, service: str, *, stages: bool = False) -> list[str]:
+    """The command line of a kitsd watcher (``flavour``: ``thread`` or ``asyncio``);
+    ``stages``: also print when each answer woke the watch (:attr:`WatcherProcess.stages`)."""
+    return [sys.executable, "-m", "bench.watchers", flavour, agent, service,
+            *(["--stages"] if stages else [])]
 
 
 class _Endpoint:
@@ -126,7 +138,8 @@ class _Endpoint:
 
 
 class _Marks:
-    """A subscriber placed after the Endpointer: prints what its snapshot gained or lost."""
+    """A subscriber placed after the Endpointer: prints what its snapshot gained or lost
+    (and, with ``--stages``, a ``stage`` line first: see :func:`_watch_readiness`)."""
 
     def __init__(self, endpointer: sd.Endpointer) -> None:
         self._endpointer = endpointer
@@ -134,12 +147,33 @@ class _Marks:
 
     def __call__(self, event: Event) -> None:
         now = time.time_ns()
+        cpu = time.thread_time_ns() - _READY[1]
         has = frozenset(self._endpointer.snapshot().instances)
-        lines = [f"add {name} {now}\n" for name in has - self._had]
-        lines += [f"remove {name} {now}\n" for name in self._had - has]
+        changed = [("add", name) for name in has - self._had]
+        changed += [("remove", name) for name in self._had - has]
         self._had = has
-        if lines:
+        lines = [f"stage {name} {_READY[0]} {cpu}\n" for _, name in changed if _READY[0]]
+        lines += [f"{kind} {name} {now}\n" for kind, name in changed]
+        if changed:
             os.write(1, "".join(lines).encode())
+
+
+_READY = [0, 0]  # time.time_ns() and thread CPU when the selector last found a socket ready
+
+
+def _watch_readiness() -> None:
+    """Stamp every selector poll that found something ready (``--stages``): the last
+    one before a mark is when the answer's bytes woke the watch's loop."""
+    selector_class = selectors.DefaultSelector  # what asyncio's loops use
+    poll = selector_class.select
+
+    def stamped(self: selectors.DefaultSelector, timeout: float | None = None) -> Any:
+        ready = poll(self, timeout)
+        if ready:
+            _READY[0], _READY[1] = time.time_ns(), time.thread_time_ns()
+        return ready
+
+    selector_class.select = stamped  # type: ignore[method-assign]
 
 
 def _count_requests() -> None:
@@ -194,6 +228,8 @@ async def _run_asyncio(agent: str, service: str) -> None:
 def main() -> None:
     flavour, agent, service = sys.argv[1:4]
     _count_requests()
+    if "--stages" in sys.argv[4:]:
+        _watch_readiness()
     if flavour == "thread":
         _run_thread(agent, service)
     elif flavour == "asyncio":
