@@ -36,7 +36,6 @@ PURE_MODULES = [
     "sd/consul/index.py",
     "sd/consul/health.py",
     "sd/consul/decode.py",
-    "sd/consul/_wire.py",
     "sd/k8s/slices.py",
     "sd/k8s/list_watch.py",
     "lb/pool_policy.py",

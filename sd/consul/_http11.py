@@ -7,14 +7,13 @@ answer that matters (a change, after a blocking query held for seconds) should
 reach the Endpointer as soon as its bytes do.  ``httpx.AsyncHTTPTransport``
 (httpcore over anyio) spent ~1.2 ms of CPU (on a loaded 2-core machine, caches
 cold after the query was held) between the socket becoming readable and the
-Endpointer having the change: an event-loop pass more (anyio checkpoints in
-its pool lock and cancel shields), its pool bookkeeping and its network and
-response models.  That was most of the gap to go-kit in
-``bench/bench_propagation.py``.  This transport reads over
-:func:`asyncio.open_connection`, in the task the socket wakes, with the few
-rules of :mod:`sd.consul._wire` (~0.06 ms to parse an answer cold, where h11
-took ~0.2): 0.55-0.65 ms from readable to the Endpointer, with the
-answers uncompressed (:mod:`sd.consul.transport`).
+Endpointer having the change, against ~0.8 ms through this transport: an
+event-loop pass more (anyio checkpoints in its pool lock and cancel shields),
+its pool bookkeeping and its network and response models.  That was most of
+the gap to go-kit in ``bench/bench_propagation.py``.  This transport speaks
+HTTP/1.1 with h11 (the parser httpcore itself uses) over
+:func:`asyncio.open_connection`: the answer is parsed in the task the socket
+wakes.
 
 It is an ordinary ``httpx.AsyncBaseTransport``: py-consul still builds every
 request and judges every answer, httpx still builds the request and decodes
@@ -39,19 +38,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable
 from types import TracebackType
 
+import h11
 import httpx
-
-from kitsd.sd.consul._wire import (
-    MAX_HEAD,
-    ChunkedBody,
-    Head,
-    ProtocolError,
-    parse_head,
-    request_bytes,
-)
 
 __all__ = ["Http11Transport"]
 
@@ -60,16 +50,14 @@ READ_SIZE = 65536
 
 
 class _Connection:
-    """One HTTP/1.1 connection: its streams, the bytes read and not yet parsed, and
-    whether it may carry another request."""
+    """One HTTP/1.1 connection: its streams and its h11 state machine."""
 
-    __slots__ = ("buffer", "keep", "reader", "writer")
+    __slots__ = ("h11", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        self.buffer = bytearray()
-        self.keep = False
+        self.h11 = h11.Connection(h11.CLIENT)
 
     def reusable(self) -> bool:
         """Whether an idle connection may carry the next request (the agent did not
@@ -80,19 +68,6 @@ class _Connection:
         # At once, without a TLS close_notify exchange the agent may never answer; the
         # socket is closed by the loop's next iteration.
         self.writer.transport.abort()
-
-
-async def _head(buffer: bytearray, more: Callable[[], Awaitable[None]]) -> Head:
-    """The answer's head, read into ``buffer`` by ``more()`` as needed (1xx skipped)."""
-    while True:
-        while (end := buffer.find(b"\r\n\r\n")) < 0:
-            if len(buffer) > MAX_HEAD:
-                raise ProtocolError("the answer's header section is too large")
-            await more()
-        head = parse_head(bytes(buffer[:end]))
-        del buffer[:end + 4]
-        if not 100 <= head.status < 200:
-            return head
 
 
 class Http11Transport(httpx.AsyncBaseTransport):
@@ -123,7 +98,11 @@ class Http11Transport(httpx.AsyncBaseTransport):
         except BaseException:
             connection.close()
             raise
-        if connection.keep and not self._closed:
+        # kept only when both sides are done and the answer did not end with the
+        # connection (a body delimited by the agent closing it leaves h11 DONE too)
+        if connection.h11.our_state is h11.DONE and connection.h11.their_state is h11.DONE \
+                and connection.reusable() and not self._closed:
+            connection.h11.start_next_cycle()
             self._idle.append(connection)
         else:
             connection.close()
@@ -154,51 +133,40 @@ class Http11Transport(httpx.AsyncBaseTransport):
 
     async def _exchange(self, connection: _Connection, request: httpx.Request, body: bytes,
                         timeouts: dict[str, float | None]) -> httpx.Response:
+        machine = connection.h11
         try:
-            data = request_bytes(request.method, request.url.raw_path, request.headers.raw,
-                                 body)
-        except ProtocolError as error:
+            data = machine.send(h11.Request(method=request.method,
+                                            target=request.url.raw_path,
+                                            headers=request.headers.raw))
+            if body:
+                data += machine.send(h11.Data(data=body))
+            data += machine.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as error:
             raise httpx.LocalProtocolError(str(error), request=request) from error
         await self._write(connection, request, data, timeouts.get("write"))
         read_timeout = timeouts.get("read")
-        buffer = connection.buffer
-
-        async def more() -> None:
-            data = await self._read(connection, request, read_timeout)
-            if not data:
-                raise httpx.RemoteProtocolError("the agent closed the connection mid-answer",
-                                                request=request)
-            buffer.extend(data)
-
-        try:
-            head = await _head(buffer, more)
-            if request.method == "HEAD" or head.status in (204, 304):
-                content = b""
-            elif head.chunked:
-                chunks = ChunkedBody()
-                while not chunks.feed(buffer):
-                    await more()
-                content = b"".join(chunks.parts)
-            elif head.length is not None:
-                while len(buffer) < head.length:
-                    await more()
-                content = bytes(buffer[:head.length])
-                del buffer[:head.length]
-            else:  # delimited by the end of the connection
-                while True:
-                    data = await self._read(connection, request, read_timeout)
-                    if not data:
-                        break
-                    buffer.extend(data)
-                content = bytes(buffer)
-                buffer.clear()
-                head.keep_alive = False
-        except ProtocolError as error:
-            raise httpx.RemoteProtocolError(str(error), request=request) from error
-        connection.keep = head.keep_alive and not buffer
+        head: h11.Response | None = None
+        chunks: list[bytes] = []
+        while True:
+            try:
+                event = machine.next_event()
+            except h11.RemoteProtocolError as error:
+                raise httpx.RemoteProtocolError(str(error), request=request) from error
+            if event is h11.NEED_DATA:
+                machine.receive_data(await self._read(connection, request, read_timeout))
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.Response):
+                head = event
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            # (h11.InformationalResponse, a 1xx before the answer: skipped)
+        assert head is not None  # noqa: S101 - h11 gives the head before EndOfMessage
         return httpx.Response(
-            head.status, headers=head.headers, content=content, request=request,
-            extensions={"http_version": head.version, "reason_phrase": head.reason},
+            head.status_code, headers=head.headers.raw_items(), content=b"".join(chunks),
+            request=request,
+            extensions={"http_version": b"HTTP/" + head.http_version,
+                        "reason_phrase": head.reason},
         )
 
     @staticmethod

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Both run the one watch of :mod:`sd.consul.watch` (blocking health queries
-built by py-consul, sent by httpx over asyncio streams, decided by :mod:`sd.consul.index`):
+built by py-consul, sent by httpx with h11 over asyncio streams, decided by :mod:`sd.consul.index`):
 
 * :class:`ConsulInstancer` runs it on a private event loop in its own thread
   (:class:`sd._loop_thread.LoopThread`).  One watch per ``(client, service,

@@ -24,7 +24,7 @@ shows it), and no ``repr`` here shows it.
 (``httpx.MockTransport`` serves both the sync client and the async watches).
 Without one, the sync client sends through ``httpx.HTTPTransport`` and the async
 one (every watch and heartbeat) through :class:`sd.consul._http11.Http11Transport`,
-HTTP/1.1 over asyncio streams (:mod:`sd.consul._wire`): a watch's answer reaches the Endpointer
+HTTP/1.1 by h11 over asyncio streams: a watch's answer reaches the Endpointer
 without httpcore's extra event-loop passes and pool bookkeeping.
 """
 

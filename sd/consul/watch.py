@@ -17,7 +17,7 @@ Theory of operation
         sleep decision.delay (backoff after errors and odd indexes, else 0)
 
 py-consul builds each request and judges each answer (status, index header);
-httpx sends it, through :class:`sd.consul._http11.Http11Transport` (HTTP/1.1 over
+httpx sends it, through :class:`sd.consul._http11.Http11Transport` (h11 over
 asyncio streams: an answer is parsed in the task its bytes wake, ~0.5 ms of
 CPU sooner than through httpcore); the body of a changed answer is decoded by
 :mod:`sd.consul.decode` (by msgspec into the few fields the watch reads, when
