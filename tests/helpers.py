@@ -51,6 +51,16 @@ def thread_names() -> set[str]:
     return {thread.name for thread in threading.enumerate()}
 
 
+def _stacks(threads: list[threading.Thread]) -> str:
+    """Where each of ``threads`` is, for the message of a leak (what it is stuck in)."""
+    import sys
+    import traceback
+
+    frames = sys._current_frames()
+    return "".join(f"\n--- {thread.name}:\n" + "".join(traceback.format_stack(frame))
+                   for thread in threads if (frame := frames.get(thread.ident or 0)) is not None)
+
+
 def assert_no_new_threads(before: set[threading.Thread], timeout: float = 5.0) -> None:
     """Fail unless every thread started since ``before`` has ended within ``timeout``."""
     def leftover() -> list[threading.Thread]:
@@ -59,7 +69,8 @@ def assert_no_new_threads(before: set[threading.Thread], timeout: float = 5.0) -
     deadline = time.monotonic() + timeout
     while leftover():
         if time.monotonic() > deadline:
-            raise AssertionError(f"threads left running: {[t.name for t in leftover()]}")
+            raise AssertionError(f"threads left running: {[t.name for t in leftover()]}"
+                                 + _stacks(leftover()))
         time.sleep(0.01)
 
 
