@@ -57,6 +57,17 @@ one verified: etcd-sdk-python 0.0.7 on grpcio 1.85.3 / protobuf 7.36.2
   public ``get_watcher()`` records the stream call its private ``_watch_stub``
   makes and cancels it when the watcher is closed; watches still on it hear
   ``CANCELLED`` and resume on the new one.
+* :func:`_unbounded_request_queues` -- a watcher queues its requests (create, cancel,
+  the ``None`` that ends the stream) on a ``queue.Queue(maxsize=10)`` that only its
+  live gRPC stream drains, and puts on it with its lock held: in ``cancel()``,
+  ``close()`` and, once the stream ended, in its thread's own clean-up.  When the
+  stream stopped draining (it ended, or ``close()`` half-closed it) with ten requests
+  queued -- many watches cancelled at once, on a loaded machine -- the next put
+  blocked for good with the lock held: the watcher's thread never ended, and every
+  later ``cancel_watch``/``close`` on the client hung (``kitsd watch`` ignored Ctrl-C
+  for 10 s and more; tests saw a ``pyetcd_watch`` thread left).  For the clients
+  :func:`~sd.etcd.connect` builds, every request queue of a watcher (the first, and
+  the fresh one its thread makes for the next stream) is made unbounded.
 * watch id ``-1`` -- a watch etcd refused at creation (a rejected token) is
   reported by the clients as live with id ``-1`` but never delivers;
   :meth:`VendorClient.watch` raises :class:`~kitsd.core.errors.PermissionDeniedError`.
@@ -67,8 +78,10 @@ adapter's own state is a lock-guarded flag.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
+import queue
 import sys
 import threading
 import time
@@ -530,6 +543,7 @@ def cancel_abandoned_watches(vendor: Any) -> bool:
 
     def get_watcher() -> Any:
         watcher = make()
+        _unbounded_request_queues(watcher)
         stub = getattr(watcher, "_watch_stub", None)
         close = getattr(watcher, "close", None)
         if stub is None or not callable(getattr(stub, "Watch", None)) or not callable(close):
@@ -547,6 +561,42 @@ def cancel_abandoned_watches(vendor: Any) -> bool:
         return watcher
 
     vendor.get_watcher = get_watcher
+    return True
+
+
+def _unbounded(requests: object) -> object:
+    if isinstance(requests, queue.Queue):
+        with requests.mutex:
+            requests.maxsize = 0  # Queue.put never blocks then
+    return requests
+
+
+@functools.cache
+def _unbounded_class(cls: type) -> type:
+    """``cls`` with a ``_request_queue`` property that makes each queue set unbounded."""
+
+    def get(self: Any) -> Any:
+        return self.__dict__["_request_queue"]
+
+    def set_(self: Any, value: Any) -> None:
+        self.__dict__["_request_queue"] = _unbounded(value)
+
+    return type(cls.__name__, (cls,), {
+        "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+        "_request_queue": property(get, set_),
+    })
+
+
+def _unbounded_request_queues(watcher: Any) -> bool:
+    """Make every ``_request_queue`` ``watcher`` has or gets unbounded (see the module
+    docstring); ``False`` (nothing done) for a watcher of another layout."""
+    requests = vars(watcher).get("_request_queue") if hasattr(watcher, "__dict__") else None
+    if not isinstance(requests, queue.Queue):
+        return False
+    # The thread's own `self._request_queue = queue.Queue(maxsize=10)` goes through set_.
+    cls: type = type(watcher)
+    watcher.__class__ = _unbounded_class(cls)
+    watcher._request_queue = requests
     return True
 
 

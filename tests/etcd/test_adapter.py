@@ -24,10 +24,12 @@ from kitsd.sd.etcd.adapter import (
     _channels,
     _clear_failed_marks,
     _etcdrpc,
+    _unbounded_request_queues,
     adapt,
     cancel_abandoned_watches,
 )
 from kitsd.sd.etcd.client import EtcdClient, EtcdLeases, EtcdReader, RangePage, Reconnecting
+from tests.helpers import assert_no_new_threads
 
 pyetcd = pytest.importorskip("pyetcd")
 
@@ -278,6 +280,10 @@ def test_vendor_watcher_layout_the_stream_cancelling_relies_on() -> None:
     assert "self._watch_stub.Watch(" in inspect.getsource(watcher_class._run)
     assert "self._watch_stub = " in inspect.getsource(watcher_class.__init__)
     assert "cancel" not in inspect.getsource(watcher_class.close)  # still only half-closes
+    # _unbounded_request_queues: the bounded request queue, replaced per stream.
+    assert "self._request_queue = queue.Queue(maxsize=10)" in inspect.getsource(
+        watcher_class.__init__)
+    assert "self._request_queue = queue.Queue(" in inspect.getsource(watcher_class._run)
 
 
 def test_abandoned_watchers_cancel_their_stream() -> None:
@@ -315,3 +321,59 @@ def test_abandoned_watchers_cancel_their_stream() -> None:
     watcher._watch_stub.Watch(iter(()))  # a thread that got there after the close
     assert Call.cancelled == 3
     assert not cancel_abandoned_watches(object())  # another layout: left alone
+
+
+def test_watcher_request_queues_are_unbounded_also_after_the_thread_replaces_them() -> None:
+    import queue
+
+    class Watcher:
+        def __init__(self) -> None:
+            self._request_queue: queue.Queue[object] = queue.Queue(maxsize=10)
+
+        def next_stream(self) -> None:  # what the vendor's thread does as its stream ends
+            self._request_queue = queue.Queue(maxsize=10)
+
+    watcher = Watcher()
+    assert _unbounded_request_queues(watcher)
+    assert isinstance(watcher, Watcher)
+    first = watcher._request_queue
+    for _ in range(20):
+        first.put_nowait(None)  # queue.Full if still bounded
+    watcher.next_stream()
+    assert watcher._request_queue is not first
+    for _ in range(20):
+        watcher._request_queue.put_nowait(None)
+    assert type(Watcher()) is Watcher  # only the watchers the client makes are changed
+    assert not _unbounded_request_queues(object())  # another layout: left alone
+
+
+def test_cancels_queued_on_a_stream_that_stopped_reading_never_block(
+    etcd_member: Any,
+) -> None:
+    """Regression: pyetcd's watcher queues requests on a Queue(maxsize=10) that only its
+    live stream drains, and puts on it with its lock held.  Ten cancels queued once the
+    stream stopped reading (here: its request side ended, as the vendor's close() does;
+    under load: the stream ended with cancels of many watches still queued) made the
+    next put block for good -- that cancel, the client's close() and the watcher's
+    thread hung (a stopped `kitsd watch` ignored Ctrl-C; a pyetcd_watch thread was left).
+    """
+    before = set(threading.enumerate())
+    client = sd.etcd.connect(etcd_member.host, etcd_member.client_port)
+    ids = [client.watch(f"/kitsd-test-queue/{i}/".encode(), 0, lambda item: None)
+           for i in range(12)]
+    watcher = client.vendor.watcher
+    watcher._request_queue.put(None)  # the stream reads no more requests from now on
+    done = threading.Event()
+
+    def cancel_all_and_close() -> None:
+        for watch_id in ids:
+            client.cancel(watch_id)
+        client.close()
+        done.set()
+
+    stopper = threading.Thread(target=cancel_all_and_close, daemon=True)
+    stopper.start()
+    # (Failing, this leaves the client and its threads: closing it would hang too.)
+    assert done.wait(10), "cancel()/close() blocked on the watcher's full request queue"
+    stopper.join(1)
+    assert_no_new_threads(before)
