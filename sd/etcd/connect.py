@@ -27,7 +27,9 @@ Tuning, compared with a client built with the vendor's defaults:
   (gRPC would refuse call credentials), and a token etcd forgot is renewed;
 * a watcher the client drops (failover, new token) cancels its stream, which etcd
   would otherwise keep open with its thread for the life of the client
-  (:func:`~sd.etcd.adapter.cancel_abandoned_watches`).
+  (:func:`~sd.etcd.adapter.cancel_abandoned_watches`), and a watcher's request queue
+  is unbounded, so cancelling many watches while its stream ends cannot deadlock it
+  (the vendor's queue holds 10 and is filled with its lock held).
 
 The instancer's liveness probe (:class:`~sd.etcd.EtcdInstancer`'s
 ``liveness_timeout``) bounds how long a partition goes unreported for any
