@@ -35,15 +35,29 @@ async def async_wait_for(
         await asyncio.sleep(0.005)
 
 
-def default_signals() -> None:
-    """``preexec_fn`` for a child a test signals: Ctrl-C, SIGTERM and SIGHUP as a terminal
-    leaves them.  A test run started in the background (``cmd &``) or under ``nohup``
-    passes SIGINT or SIGHUP on ignored, and a child that ignores the signal a test sends
-    it never stops."""
-    import signal
+#: Run by the child before its module: SIGINT, SIGTERM and SIGHUP as a terminal leaves
+#: them to Python (KeyboardInterrupt; the default action) (see :func:`python_m`).
+_DEFAULT_SIGNALS = (
+    "import runpy, signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    "for signum in (signal.SIGTERM, signal.SIGHUP):\n"
+    "    signal.signal(signum, signal.SIG_DFL)\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+)
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
+
+def python_m(module: str, *args: str, options: tuple[str, ...] = ()) -> list[str]:
+    """``python [options] -m module args`` for a child a test signals, with Ctrl-C,
+    SIGTERM and SIGHUP as a terminal leaves them: a test run started in the background
+    (``cmd &``) or under ``nohup`` passes SIGINT or SIGHUP on ignored, and a child that
+    ignores the signal a test sends it never stops.  Reset in the child itself, not by
+    a ``preexec_fn``: that forces a fork running Python in a process using gRPC, whose
+    fork handlers then abort the child before it runs (seen under load: the child died
+    of SIGABRT, ``epoll_wait error: Bad file descriptor``)."""
+    import sys
+
+    return [sys.executable, *options, "-c", _DEFAULT_SIGNALS, module, *args]
 
 
 def thread_names() -> set[str]:
@@ -83,14 +97,12 @@ class WatchProcess:
     def __init__(self, url: str, duration: float = 60.0) -> None:
         import queue
         import subprocess
-        import sys
 
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kitsd", "watch", url, "--duration", str(duration)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=default_signals,  # close() sends SIGINT
+            python_m("kitsd", "watch", url, "--duration", str(duration)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,  # close(): SIGINT
         )
         stdout = self.process.stdout
         assert stdout is not None

@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from kitsd.compose import reaper
-from tests.helpers import default_signals, wait_for
+from tests.helpers import python_m, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,10 +33,10 @@ class Command:
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             # faulthandler: a command that hangs is made to show where (SIGABRT, finish())
-            [sys.executable, "-X", "faulthandler", "-m", "kitsd", *args], cwd=ROOT,
+            python_m("kitsd", *args, options=("-X", "faulthandler")), cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=default_signals,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         self._reader = threading.Thread(target=self._read, name="command-reader")
         self._reader.start()

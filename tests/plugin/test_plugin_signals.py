@@ -8,14 +8,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from kitsd.compose import reaper
-from tests.helpers import default_signals, wait_for
+from tests.helpers import python_m, wait_for
 from tests.kitsd.test_signals import alive, port_open
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,9 +56,9 @@ def test_a_killed_run_leaves_no_server(tmp_path: Path, signum: int) -> None:
     report = tmp_path / "report.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KITSD_TEST_REPORT": str(report)}
     env.pop("KITSD_ETCD_ENDPOINT", None)  # a server of its own
-    run = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                            "test_user.py"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, preexec_fn=default_signals)
+    run = subprocess.Popen(python_m("pytest", "-q", "-p", "no:cacheprovider", "test_user.py"),
+                           cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: report.exists() or run.poll() is not None, 60,
                  "the user's test to hold its etcd")
