@@ -154,7 +154,7 @@ class Pool(Generic[E]):
         # Ejection ends by index in the set named by the tuple (None: nobody is out).
         self._until: tuple[tuple[str, ...], array[float] | None] = ((), None)
         self._size = 0
-        checked = check_options(options)
+        checked = check_options(options, f"lb.{type(self).__name__}")
         if checked and self._snapshot is None:
             raise TypeError(f"{', '.join(sorted(checked))} need an sd.Endpointer (a source "
                             f"with snapshot()), got {endpointer!r}")

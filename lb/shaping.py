@@ -53,6 +53,7 @@ from array import array
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from kitsd.core import validate
 from kitsd.core.observe import HUB, InstanceRestored, current_service, emit
 from kitsd.lb.aperture import Aperture, subset
 from kitsd.lb.health_check import HealthCheck
@@ -105,15 +106,10 @@ class BalancingOptions(TypedDict, total=False):
     subset: Aperture | None
 
 
-_NAMES = frozenset(BalancingOptions.__annotations__)
-
-
-def check_options(options: Mapping[str, object]) -> BalancingOptions:
-    """The options checked: ``TypeError`` for an unknown name or a value of the wrong
-    kind, naming the argument."""
-    for name in options:
-        if name not in _NAMES:
-            raise TypeError(f"unexpected keyword argument {name!r}")
+def check_options(options: Mapping[str, object], owner: str) -> BalancingOptions:
+    """The options checked: ``TypeError`` for an unknown name (naming ``owner``, the
+    balancer) or a value of the wrong kind, naming the argument."""
+    validate.keywords(owner, options, BalancingOptions)
     checked: BalancingOptions = {}
     kinds: dict[str, tuple[type | tuple[type, ...], str]] = {
         "slow_start": (SlowStart, "an lb.SlowStart"),
