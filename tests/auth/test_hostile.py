@@ -99,14 +99,16 @@ def test_a_token_that_expires_as_it_arrives_costs_one_request_per_wave() -> None
     issued = iter(range(10_000))
 
     def answer(sock: object, head: bytes) -> None:
-        time.sleep(0.05)
+        time.sleep(0.5)  # the wave: every caller arrives while the one request is out
         body = json.dumps({"access_token": f"T{next(issued)}", "expires_in": 0.001}).encode()
         reply(200, body)(sock, head)  # type: ignore[arg-type]
 
     with HostilePeer(answer) as peer, credentials(peer, timeout=5.0) as auth:
         errors: list[BaseException] = []
+        together = threading.Barrier(200)  # one wave, however slowly threads start
 
         def call() -> None:
+            together.wait()
             try:
                 auth.token()
             except TokenError as error:
